@@ -1,0 +1,122 @@
+"""Losses of the alignment library: one pure function per loss, the paper's equation in its docstring.
+
+Sections:
+  * Reward-model losses — pairwise losses on reward margins ``delta = r_A − r_B`` (this file, now).
+  * Flow losses — flow matching, Flow-DPO, Flow-RWR (added with ``alignment.flow``).
+
+Every reward loss returns the *per-pair* loss, shape of ``delta``; the caller reduces it with a mask
+(``label_mask`` + ``masked_mean``) so that missing labels, or ties for a loss that cannot model them,
+contribute nothing to the mean.
+
+Labels everywhere: ``1`` = A better, ``0`` = tie, ``-1`` = B better (``LABEL_MISSING`` = no label).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LABEL_A_BETTER = 1
+LABEL_TIE = 0
+LABEL_B_BETTER = -1
+LABEL_MISSING = -100
+
+# --------------------------------------------------------------------------------------------------
+# Reward-model losses
+# --------------------------------------------------------------------------------------------------
+
+
+def label_mask(label: torch.Tensor, *, with_ties: bool = True) -> torch.Tensor:
+    """Boolean mask of the pairs a loss should average over.
+
+    ``True`` where ``label`` is 1 or −1, and also where it is 0 when ``with_ties``; everything else
+    (``LABEL_MISSING``, or ties for plain Bradley–Terry) is excluded.
+    """
+    decided = (label == LABEL_A_BETTER) | (label == LABEL_B_BETTER)
+    return decided | (label == LABEL_TIE) if with_ties else decided
+
+
+def masked_mean(per_pair: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``per_pair`` over ``mask``; 0 (still attached to the graph) when the mask is empty."""
+    mask = mask.to(per_pair.dtype)
+    return (per_pair * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def bt_ties_nll(delta: torch.Tensor, label: torch.Tensor, theta: float = 5.0) -> torch.Tensor:
+    """Per-pair negative log-likelihood of Bradley–Terry with ties (Rao & Kupper, 1967).
+
+    With ``delta`` = Δ = r_A − r_B and θ > 1 (paper: θ = 5)::
+
+        P(A ≻ B) = σ(Δ − ln θ)
+        P(B ≻ A) = σ(−Δ − ln θ)
+        P(A = B) = 1 − P(A ≻ B) − P(B ≻ A) = (θ² − 1) · σ(Δ − ln θ) · σ(−Δ − ln θ)
+
+    so the NLL is
+        label  1:  −log σ(Δ − ln θ)
+        label −1:  −log σ(−Δ − ln θ)
+        label  0:  −log σ(Δ − ln θ) − log σ(−Δ − ln θ) − ln(θ² − 1)
+
+    Computed with ``logsigmoid``, so it is finite and exact for any finite Δ. The tie NLL is
+    minimal at Δ = 0, where it equals ln((1 + θ)² / (θ² − 1)) = ln((θ + 1)/(θ − 1)).
+    Entries whose label is not 1, 0 or −1 get 0; mask them out with ``label_mask``.
+    """
+    if theta <= 1.0:
+        raise ValueError(f"theta must be > 1 for a proper tie probability, got {theta}")
+    log_theta = math.log(theta)
+    log_p_a = F.logsigmoid(delta - log_theta)  # log P(A ≻ B)
+    log_p_b = F.logsigmoid(-delta - log_theta)  # log P(B ≻ A)
+    log_p_tie = log_p_a + log_p_b + math.log(theta * theta - 1.0)
+    zero = torch.zeros_like(delta)
+    nll = torch.where(label == LABEL_A_BETTER, -log_p_a, zero)
+    nll = torch.where(label == LABEL_B_BETTER, -log_p_b, nll)
+    return torch.where(label == LABEL_TIE, -log_p_tie, nll)
+
+
+def bt_nll(delta: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Per-pair negative log-likelihood of plain Bradley–Terry (Bradley & Terry, 1952).
+
+    P(A ≻ B) = σ(Δ), so the NLL is −log σ(y · Δ) with y = ±1.
+    BT cannot express a tie: ties (and missing labels) get 0 and must be dropped by the caller
+    (``label_mask(label, with_ties=False)``).
+    """
+    sign = label.to(delta.dtype)
+    decided = (label == LABEL_A_BETTER) | (label == LABEL_B_BETTER)
+    return torch.where(decided, -F.logsigmoid(sign * delta), torch.zeros_like(delta))
+
+
+def regression_loss(delta: torch.Tensor, label: torch.Tensor, target_margin: float = 1.0) -> torch.Tensor:
+    """Per-pair squared error of the reward margin against the label (the ablation's regression loss).
+
+        L = ½ (Δ − m · y)²,   y ∈ {1, 0, −1}, m = ``target_margin``
+
+    A tie asks for equal rewards; a preference asks for a margin of ``m``. Missing labels get 0.
+    """
+    target = label.to(delta.dtype) * target_margin
+    valid = label_mask(label, with_ties=True)
+    return torch.where(valid, 0.5 * (delta - target) ** 2, torch.zeros_like(delta))
+
+
+REWARD_LOSSES = {
+    "bt_ties": (bt_ties_nll, True),
+    "bt": (bt_nll, False),
+    "regression": (regression_loss, True),
+}
+"""name → (per-pair loss function, whether it trains on ties)."""
+
+
+def reward_loss(
+    delta: torch.Tensor, label: torch.Tensor, *, kind: str = "bt_ties", theta: float = 5.0
+) -> torch.Tensor:
+    """Mean reward loss over the pairs the loss can use (see ``REWARD_LOSSES``)."""
+    if kind not in REWARD_LOSSES:
+        raise ValueError(f"unknown reward loss {kind!r}; choose one of {sorted(REWARD_LOSSES)}")
+    loss_fn, with_ties = REWARD_LOSSES[kind]
+    per_pair = loss_fn(delta, label, theta) if kind == "bt_ties" else loss_fn(delta, label)
+    return masked_mean(per_pair, label_mask(label, with_ties=with_ties))
+
+
+# --------------------------------------------------------------------------------------------------
+# Flow losses (flow matching, Flow-DPO, Flow-RWR) — added with alignment.flow
+# --------------------------------------------------------------------------------------------------

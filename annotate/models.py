@@ -1,0 +1,195 @@
+"""Prompts, videos, pairs, leases and judgments (DESIGN §2).
+
+Invariants live in the database: unique (pair, annotator) for leases and judgments, check constraints
+on label values, on ``video_a != video_b`` and on the counters that keep a pair at or below k.
+"""
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Prompt(models.Model):
+    text = models.TextField()
+    # Prompts can be long (a unique btree on the text itself would fail past ~2.7 kB): dedupe on a hash.
+    text_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    source = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def save(self, *args, **kwargs):
+        self.text_sha256 = text_sha256(self.text)
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.text if len(self.text) <= 80 else self.text[:77] + "…"
+
+
+class Video(models.Model):
+    class Origin(models.TextChoices):
+        IMPORTED = "imported"
+        GENERATED = "generated"
+
+    class Status(models.TextChoices):
+        READY = "ready"
+        REJECTED = "rejected"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="videos")
+    file = models.FileField(upload_to="videos/%Y/%m/", max_length=300)
+    poster = models.FileField(upload_to="posters/%Y/%m/", max_length=300, blank=True)
+    # sha256 of the original upload, before transcoding: identical files are stored once.
+    sha256 = models.CharField(max_length=64, unique=True)
+    generator = models.CharField(max_length=200, blank=True)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.IMPORTED)
+    generation_params = models.JSONField(default=dict, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    fps = models.FloatField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    num_frames = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"video {self.pk} ({self.generator or 'unknown generator'})"
+
+
+class Batch(models.Model):
+    """Where a set of pairs came from: an import file, a generation job, the demo."""
+
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    report = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Pair(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        COMPLETE = "complete"
+        RETIRED = "retired"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="pairs")
+    video_a = models.ForeignKey(Video, on_delete=models.PROTECT, related_name="+")
+    video_b = models.ForeignKey(Video, on_delete=models.PROTECT, related_name="+")
+    overlap = models.PositiveSmallIntegerField(default=3, help_text="k: judgments wanted from k annotators")
+    priority = models.FloatField(default=0.0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    is_gold = models.BooleanField(default=False)
+    gold_labels = models.JSONField(null=True, blank=True, help_text='{"vq": "A"|"B"|"TIE", "mq": …, "ta": …}')
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs")
+    # Slots taken: active leases + submitted judgments. Kept by the assignment services in the same
+    # transaction that changes a lease, so selection reads one row instead of counting.
+    filled = models.PositiveSmallIntegerField(default=0)
+    judgment_count = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(video_a=F("video_b")), name="pair_two_different_videos"),
+            # unordered-unique: the service stores the lower video id as video_a
+            models.CheckConstraint(condition=Q(video_a__lt=F("video_b")), name="pair_videos_ordered"),
+            models.UniqueConstraint(fields=["video_a", "video_b"], name="pair_unique_videos"),
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="pair_overlap_positive"),
+            models.CheckConstraint(condition=Q(judgment_count__lte=F("filled")), name="pair_judgments_within_filled"),
+            models.CheckConstraint(
+                condition=Q(is_gold=True) | Q(filled__lte=F("overlap")), name="pair_never_over_collected"
+            ),
+        ]
+        indexes = [
+            # The next-pair query walks this index in order: open, not full, best first.
+            models.Index(
+                F("priority").desc(),
+                F("filled").desc(),
+                F("id").asc(),
+                name="pair_open_queue",
+                condition=Q(status="open", is_gold=False, filled__lt=F("overlap")),
+            ),
+            models.Index(fields=["id"], name="pair_gold", condition=Q(is_gold=True, status="open")),
+        ]
+
+    def __str__(self) -> str:
+        return f"pair {self.pk}"
+
+
+class Assignment(models.Model):
+    """A lease: annotator *u* may judge this pair until ``expires_at``."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active"
+        SUBMITTED = "submitted"
+        SKIPPED = "skipped"
+        EXPIRED = "expired"
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    left_is_a = models.BooleanField()
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    skip_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "annotator"], name="assignment_once_per_annotator"),
+            models.CheckConstraint(condition=Q(state__in=["active", "submitted", "skipped", "expired"]), name="assignment_state_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["annotator"], name="assignment_active_by_user", condition=Q(state="active")),
+            models.Index(fields=["expires_at"], name="assignment_active_expiry", condition=Q(state="active")),
+        ]
+
+
+class Label(models.TextChoices):
+    A = "A", "A better"
+    B = "B", "B better"
+    TIE = "TIE", "tie"
+
+
+DIMENSIONS = ("vq", "mq", "ta")
+
+
+class Judgment(models.Model):
+    """Labels in the pair's A/B terms; the screen side is kept to measure position bias."""
+
+    class Flag(models.TextChoices):
+        NONE = "", "no flag"
+        BROKEN = "broken", "broken video"
+        UNSAFE = "unsafe", "unsafe content"
+        UNCLEAR = "unclear", "prompt unclear"
+
+    pair = models.ForeignKey(Pair, on_delete=models.PROTECT, related_name="judgments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments")
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="judgment")
+    vq = models.CharField(max_length=3, choices=Label.choices)
+    mq = models.CharField(max_length=3, choices=Label.choices)
+    ta = models.CharField(max_length=3, choices=Label.choices)
+    left_is_a = models.BooleanField()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    watched_ms = models.PositiveIntegerField(null=True, blank=True)
+    comment = models.TextField(blank=True, max_length=2000)
+    flag = models.CharField(max_length=16, choices=Flag.choices, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "annotator"], name="judgment_once_per_annotator"),
+            *[
+                models.CheckConstraint(condition=Q(**{f"{dim}__in": Label.values}), name=f"judgment_{dim}_valid")
+                for dim in DIMENSIONS
+            ],
+            models.CheckConstraint(condition=Q(flag__in=["", "broken", "unsafe", "unclear"]), name="judgment_flag_valid"),
+        ]

@@ -1,0 +1,17 @@
+"""The test suite: real PostgreSQL (embedded unless DATABASE_URL is set), fast hashing, media in var/test."""
+
+from .base import *  # noqa: F401,F403
+from .base import VAR_DIR
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = VAR_DIR / "test" / "media"
+SNAPSHOT_ROOT = VAR_DIR / "test" / "snapshots"
+JOB_ROOT = VAR_DIR / "test" / "jobs"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
