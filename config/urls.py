@@ -12,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/", include("annotate.api.urls")),
+    path("api/v1/", include("workers.api_urls")),
     path("", include("annotate.urls")),
 ]

@@ -6,6 +6,7 @@ started (or reused) here, so any process that loads the settings finds its servi
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
 
@@ -73,6 +74,8 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------------------------------
 if env("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
+    # A unix-socket folder arrives percent-encoded (postgres://user@%2Frun%2Fpostgresql/db), as libpq writes it.
+    DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     EMBEDDED_POSTGRES = False

@@ -1,0 +1,113 @@
+"""``python -m alignment <command>``: every method runs from a config file, without Django."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _reward_train(args) -> int:
+    from alignment.config import load_config
+    from alignment.reward.train import RewardTrainConfig, train_reward_model
+
+    config = load_config(RewardTrainConfig, args.config, args.set)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    train_reward_model(config)
+    return 0
+
+
+def _reward_eval(args) -> int:
+    from alignment.reward import load_reward_model
+    from alignment.reward.evaluate import evaluate_pairs, format_table, load_eval_pairs
+
+    pairs, roots = load_eval_pairs(snapshot=args.snapshot, split=args.split, rewardbench_csv=args.rewardbench_csv,
+                                   videoalign_csv=args.videoalign_csv, video_root=args.video_root)
+    if not pairs:
+        print("reward-eval: no pairs to evaluate", file=sys.stderr)
+        return 1
+    model = load_reward_model(args.model)
+    table = evaluate_pairs(model, pairs, roots=roots, batch_size=args.batch_size, num_workers=args.num_workers,
+                           progress=not args.quiet)
+    print(format_table(table))
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump(table, handle, indent=2)
+    print(f"reward-eval: {len(pairs)} pairs, accuracies in percent" + (f"; table in {args.output}" if args.output else ""))
+    return 0
+
+
+def _reward_score(args) -> int:
+    from alignment.data.records import DIMENSIONS
+    from alignment.reward import load_reward_model
+    from alignment.reward.evaluate import score_videos
+
+    if bool(args.video) == bool(args.pairs):
+        print("reward-score: give --video (with --prompt) or --pairs", file=sys.stderr)
+        return 2
+    model = load_reward_model(args.model)
+    if args.video:
+        if args.prompt is None:
+            print("reward-score: --video needs --prompt", file=sys.stderr)
+            return 2
+        items = [(path, args.prompt) for path in args.video]
+    else:
+        from alignment.data import read_videoalign_csv
+
+        pairs = read_videoalign_csv(args.pairs, video_root=args.video_root)
+        items = sorted({(p.video_a, p.prompt) for p in pairs} | {(p.video_b, p.prompt) for p in pairs})
+    rewards = score_videos(model, items, batch_size=args.batch_size, normalize=not args.raw, progress=not args.quiet)
+    for (path, prompt), row in zip(items, rewards.tolist()):
+        scores = dict(zip(DIMENSIONS, row))
+        print(json.dumps({"video": path, "prompt": prompt, **scores, "Overall": sum(row)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m alignment", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("reward-train", help="train VideoReward on a snapshot (resumes if checkpoints exist)",
+                                description="Train VideoReward from a RewardTrainConfig file (JSON or YAML).")
+    train.add_argument("--config", required=True, help="RewardTrainConfig file (.json/.yaml)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set epochs=1 --set model.shared_head=true")
+    train.add_argument("--output-dir", help="override output_dir")
+    train.set_defaults(handler=_reward_train)
+
+    evaluate = commands.add_parser("reward-eval", help="accuracy with and without ties, overall and per dimension",
+                                   description="Evaluate a trained reward model on labelled pairs.")
+    evaluate.add_argument("--model", required=True, help="a reward model folder (a run's model/ or a checkpoint)")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--snapshot", help="a snapshot folder")
+    source.add_argument("--rewardbench-csv", help="a VideoGen-RewardBench CSV")
+    source.add_argument("--videoalign-csv", help="a VideoAlign training-format CSV")
+    evaluate.add_argument("--split", default="test", help="snapshot split: train, val, test or all (default test)")
+    evaluate.add_argument("--video-root", help="folder that relative video paths are under")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--num-workers", type=int, default=0)
+    evaluate.add_argument("--output", help="also write the table as JSON here")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(handler=_reward_eval)
+
+    score = commands.add_parser("reward-score", help="score videos (VQ, MQ, TA, Overall) as JSON lines",
+                                description="Score single videos for a prompt, or every video of a pairs CSV.")
+    score.add_argument("--model", required=True, help="a reward model folder")
+    score.add_argument("--video", action="append", default=[], help="a video file (repeatable)")
+    score.add_argument("--prompt", help="the text prompt the --video files were generated from")
+    score.add_argument("--pairs", help="a VideoAlign-format CSV: score both videos of every pair")
+    score.add_argument("--video-root", help="folder that relative paths in --pairs are under")
+    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--raw", action="store_true", help="raw rewards, without the validation normalisation")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(handler=_reward_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.handler(args)

@@ -1,0 +1,57 @@
+"""A torch Dataset over labelled pairs: both videos decoded as frames, plus the three labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from alignment.data.records import PairRecord
+from alignment.data.video import FrameSpec, read_video_frames, resolve_video_path
+
+
+class PairVideoDataset(Dataset):
+    """Items: ``{"pair_id", "prompt", "video_a", "video_b", "labels"}``.
+
+    ``video_a``/``video_b`` are uint8 ``(T, C, H, W)``; ``labels`` is int8 ``(3,)`` = (VQ, MQ, TA) with
+    1 / 0 / −1 (``LABEL_MISSING`` where unjudged). Relative video paths are looked up under ``roots``
+    in order (e.g. the snapshot folder, then the media root). Safe with DataLoader workers: items
+    are decoded in whichever process asks for them.
+    """
+
+    def __init__(self, pairs: Sequence[PairRecord], spec: FrameSpec = FrameSpec(), *,
+                 roots: Sequence[str | Path] = (), decode_threads: int = 0):
+        self.pairs = list(pairs)
+        self.spec = spec
+        self.roots = [Path(root) for root in roots]
+        self.decode_threads = decode_threads
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load_video(self, uri: str) -> torch.Tensor:
+        frames, _ = read_video_frames(resolve_video_path(uri, self.roots), self.spec, threads=self.decode_threads)
+        return frames
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        return {
+            "pair_id": pair.pair_id,
+            "prompt": pair.prompt,
+            "video_a": self.load_video(pair.video_a),
+            "video_b": self.load_video(pair.video_b),
+            "labels": torch.tensor(pair.labels, dtype=torch.int8),
+        }
+
+
+def collate_pairs(items: list[dict]) -> dict:
+    """Batch of pairs: videos stay lists (their sizes differ), labels stack to int8 ``(B, 3)``."""
+    return {
+        "pair_id": [item["pair_id"] for item in items],
+        "prompt": [item["prompt"] for item in items],
+        "video_a": [item["video_a"] for item in items],
+        "video_b": [item["video_b"] for item in items],
+        "labels": torch.stack([item["labels"] for item in items]),
+    }

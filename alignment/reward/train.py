@@ -1,0 +1,303 @@
+"""Training VideoReward on a snapshot: an explicit accelerate loop, readable top to bottom.
+
+``output_dir/``
+  ``checkpoints/step-00000040/``  model.safetensors, reward_config.json, train_config.json,
+                                  optimizer.pt, scheduler.pt, trainer_state.json
+  ``model/``                      the final model (model.safetensors + configs + normalization.json)
+  ``metrics.json``                loss curve, per-epoch evaluation, normalisation, throughput
+
+Re-running the same command resumes from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
+
+from alignment.config import save_config
+from alignment.data import PairRecord, PairVideoDataset, read_snapshot, read_videoalign_csv
+from alignment.data.records import DIMENSIONS
+from alignment.losses import reward_loss
+from alignment.reward.model import RewardBatchCollator, RewardModel, RewardModelConfig, save_reward_model
+
+log = logging.getLogger(__name__)
+CHECKPOINT_PREFIX = "step-"
+TRAIN_CONFIG_FILE = "train_config.json"
+
+
+@dataclass
+class RewardTrainConfig:
+    output_dir: str
+    snapshot: str | None = None  # a snapshot folder (DESIGN §5) ...
+    train_csv: str | None = None  # ... or VideoAlign CSVs
+    val_csv: str | None = None
+    media_root: str | None = None  # where relative video paths live, after the snapshot folder
+    train_split: str = "train"
+    val_split: str = "val"
+    model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    loss: str = "bt_ties"  # bt_ties | bt | regression
+    theta: float = 5.0
+    learning_rate: float = 2e-6
+    head_learning_rate: float | None = None  # heads and reward-token embeddings; None: learning_rate
+    weight_decay: float = 0.0
+    batch_size: int = 32  # pairs per optimizer step, over all processes
+    gradient_accumulation_steps: int = 1
+    epochs: int = 2
+    max_steps: int | None = None  # stop early (smoke runs)
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    num_workers: int = 2
+    decode_threads: int = 1
+    seed: int = 42
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    save_every_steps: int | None = None  # also saved at the end of every epoch
+    keep_checkpoints: int = 2
+    max_eval_pairs: int | None = None
+    progress: bool = True
+
+
+def load_pairs(config: RewardTrainConfig) -> tuple[list[PairRecord], list[PairRecord], list[Path]]:
+    """(train pairs, val pairs, roots to resolve relative video paths)."""
+    roots = [Path(config.media_root)] if config.media_root else []
+    if config.snapshot:
+        snapshot = read_snapshot(config.snapshot)
+        return snapshot.split(config.train_split), snapshot.split(config.val_split), [snapshot.root, *roots]
+    if config.train_csv:
+        train = read_videoalign_csv(config.train_csv, video_root=config.media_root)
+        val = read_videoalign_csv(config.val_csv, video_root=config.media_root) if config.val_csv else []
+        return train, val, roots
+    raise ValueError("set `snapshot` (a snapshot folder) or `train_csv` (a VideoAlign CSV) in the config")
+
+
+def _micro_batch_size(config: RewardTrainConfig, num_processes: int) -> int:
+    per_step = config.batch_size // (num_processes * config.gradient_accumulation_steps)
+    if per_step < 1 or per_step * num_processes * config.gradient_accumulation_steps != config.batch_size:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of processes ({num_processes}) × "
+                         f"gradient_accumulation_steps ({config.gradient_accumulation_steps})")
+    return per_step
+
+
+def pair_loss(model, batch, *, kind: str, theta: float) -> torch.Tensor:
+    rewards = model(**batch["inputs"])  # (2B, 3): the A videos, then the B videos
+    rewards_a, rewards_b = rewards.chunk(2)
+    delta = rewards_a - rewards_b  # (B, 3)
+    return reward_loss(delta.flatten(), batch["labels"].long().flatten(), kind=kind, theta=theta)
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    folder = output_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temp, path)
+
+
+def save_checkpoint(output_dir: Path, model: RewardModel, optimizer, scheduler, config: RewardTrainConfig,
+                    state: dict) -> Path:
+    """Write the checkpoint under a temporary name, then rename; prune old ones."""
+    folder = output_dir / "checkpoints"
+    final = folder / f"{CHECKPOINT_PREFIX}{state['step']:08d}"
+    temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    save_reward_model(model, temp)
+    save_config(config, temp / TRAIN_CONFIG_FILE)
+    torch.save(optimizer.state_dict(), temp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), temp / "scheduler.pt")
+    (temp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(temp, final)
+    for old in checkpoints(output_dir)[: -config.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+@torch.no_grad()
+def score_pairs(model: RewardModel, loader, accelerator, *, progress: bool = False) -> tuple[torch.Tensor, ...]:
+    """Rewards of both videos of every pair: ``(rewards_a (N, 3), rewards_b (N, 3), labels (N, 3))``."""
+    model.eval()
+    all_a, all_b, all_labels = [], [], []
+    for batch in tqdm(loader, desc="eval", disable=not (progress and accelerator.is_main_process), leave=False):
+        rewards_a, rewards_b = model(**batch["inputs"]).float().chunk(2)
+        rewards_a, rewards_b, labels = accelerator.gather_for_metrics((rewards_a, rewards_b, batch["labels"]))
+        all_a.append(rewards_a.cpu())
+        all_b.append(rewards_b.cpu())
+        all_labels.append(labels.cpu())
+    model.train()
+    if not all_a:
+        empty = torch.zeros(0, len(DIMENSIONS))
+        return empty, empty, empty.to(torch.int8)
+    return torch.cat(all_a), torch.cat(all_b), torch.cat(all_labels)
+
+
+def evaluate_rewards(rewards_a, rewards_b, labels, *, loss_kind: str, theta: float) -> dict:
+    """Per-dimension accuracies with/without ties and the validation loss."""
+    from alignment.metrics import accuracy_table
+
+    delta = rewards_a - rewards_b
+    result = {"n_pairs": int(labels.shape[0])}
+    if labels.shape[0]:
+        result["loss"] = float(reward_loss(delta.flatten(), labels.long().flatten(), kind=loss_kind, theta=theta))
+        result.update(accuracy_table({d: labels[:, i] for i, d in enumerate(DIMENSIONS)},
+                                     {d: delta[:, i] for i, d in enumerate(DIMENSIONS)}))
+    return result
+
+
+def normalization_from(rewards_a: torch.Tensor, rewards_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std per dimension over the validation videos (both sides of every pair)."""
+    rewards = torch.cat([rewards_a, rewards_b])
+    if rewards.shape[0] < 2:
+        return torch.zeros(len(DIMENSIONS)), torch.ones(len(DIMENSIONS))
+    return rewards.mean(0), rewards.std(0)
+
+
+def train_reward_model(config: RewardTrainConfig) -> dict:
+    """Train (or resume) and return the final metrics (also written to ``metrics.json``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              mixed_precision=config.mixed_precision)
+    set_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / TRAIN_CONFIG_FILE)
+
+    train_pairs, val_pairs, roots = load_pairs(config)
+    if not train_pairs:
+        raise ValueError(f"no training pairs in split {config.train_split!r}")
+    if config.max_eval_pairs is not None:
+        val_pairs = val_pairs[: config.max_eval_pairs]
+    model = RewardModel(config.model)
+    collator = RewardBatchCollator(model.processor())
+    micro_batch = _micro_batch_size(config, accelerator.num_processes)
+    train_set = PairVideoDataset(train_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads)
+    val_loader = DataLoader(PairVideoDataset(val_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads),
+                            batch_size=micro_batch, num_workers=config.num_workers, collate_fn=collator)
+
+    head_names = {"head.weight", "head.bias", "backbone.reward_token_embeddings", "backbone.reward_queries"}
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and n in head_names]
+    body_params = [p for n, p in model.named_parameters() if p.requires_grad and n not in head_names]
+    optimizer = torch.optim.AdamW(
+        [{"params": body_params, "lr": config.learning_rate},
+         {"params": head_params, "lr": config.head_learning_rate or config.learning_rate}],
+        weight_decay=config.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    )
+    model, optimizer, scheduler, val_loader = accelerator.prepare(model, optimizer, scheduler, val_loader)
+
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
+    metrics = {"train_loss": [], "eval": []}
+    existing = checkpoints(output_dir)
+    if existing:
+        newest = existing[-1]
+        from safetensors.torch import load_file
+
+        accelerator.unwrap_model(model).load_trainable_state_dict(load_file(newest / "model.safetensors"),
+                                                                  source=str(newest))
+        optimizer.load_state_dict(torch.load(newest / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(newest / "scheduler.pt", weights_only=True))
+        state = json.loads((newest / "trainer_state.json").read_text())
+        metrics = state.pop("metrics")
+        accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
+
+    def checkpoint_now():
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_checkpoint(output_dir, accelerator.unwrap_model(model), optimizer, scheduler, config,
+                            {**state, "metrics": metrics})
+
+    def run_eval():
+        rewards_a, rewards_b, labels = score_pairs(model, val_loader, accelerator, progress=config.progress)
+        result = evaluate_rewards(rewards_a, rewards_b, labels, loss_kind=config.loss, theta=config.theta)
+        mean, std = normalization_from(rewards_a, rewards_b)
+        accelerator.unwrap_model(model).set_normalization(mean.to(accelerator.device), std.to(accelerator.device))
+        return {"epoch": state["epoch"], "step": state["step"], **result}
+
+    model.train()
+    progress = tqdm(total=total_steps, initial=state["step"], desc="reward-train",
+                    disable=not (config.progress and accelerator.is_main_process))
+    start_time, samples_seen, done = time.perf_counter(), 0, state["step"] >= total_steps
+    while state["epoch"] < config.epochs and not done:
+        generator = torch.Generator().manual_seed(config.seed + state["epoch"])  # same order when resumed
+        loader = DataLoader(train_set, batch_size=micro_batch, sampler=RandomSampler(train_set, generator=generator),
+                            num_workers=config.num_workers, collate_fn=collator, persistent_workers=False)
+        loader = accelerator.prepare(loader)
+        micro_batches_done = state["batches_in_epoch"] * config.gradient_accumulation_steps
+        if micro_batches_done:
+            loader = accelerator.skip_first_batches(loader, micro_batches_done)
+        running, count = 0.0, 0
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = pair_loss(model, batch, kind=config.loss, theta=config.theta)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            running += accelerator.gather(loss.detach()).mean().item()
+            count += 1
+            samples_seen += batch["labels"].shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            state["batches_in_epoch"] += 1
+            metrics["train_loss"].append({"step": state["step"], "epoch": state["epoch"], "loss": running / count,
+                                          "lr": scheduler.get_last_lr()[0]})
+            progress.set_postfix(loss=f"{running / count:.4f}")
+            progress.update(1)
+            running, count = 0.0, 0
+            if config.save_every_steps and state["step"] % config.save_every_steps == 0:
+                checkpoint_now()
+            if state["step"] >= total_steps:
+                done = True
+                break
+        if not done or state["batches_in_epoch"] * config.batch_size >= len(train_set):
+            state["epoch"] += 1
+            state["batches_in_epoch"] = 0
+        metrics["eval"].append(run_eval())
+        checkpoint_now()
+    progress.close()
+    elapsed = time.perf_counter() - start_time
+
+    if not metrics["eval"] or metrics["eval"][-1]["step"] != state["step"]:
+        metrics["eval"].append(run_eval())
+    final = accelerator.unwrap_model(model)
+    metrics["normalization"] = {d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
+                                for i, d in enumerate(DIMENSIONS)}
+    metrics["train_samples_per_second"] = samples_seen / elapsed if elapsed > 0 and samples_seen else None
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_reward_model(final, output_dir / "model")
+        save_config(config, output_dir / "model" / TRAIN_CONFIG_FILE)
+        _write_json_atomic(output_dir / "metrics.json", metrics)
+        last = metrics["eval"][-1]
+        summary = ", ".join(f"{d} {last[d]['accuracy_with_ties']:.3f}/{last[d]['accuracy_without_ties']:.3f}"
+                            for d in DIMENSIONS if d in last)
+        accelerator.print(f"reward-train: {state['step']} steps, val acc w/ ties / w/o ties: {summary or 'no val pairs'}"
+                          f"; model in {output_dir / 'model'}")
+    return metrics

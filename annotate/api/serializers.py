@@ -1,0 +1,68 @@
+from django.urls import reverse
+from rest_framework import serializers
+
+from annotate.models import Judgment
+from annotate.selectors import lease_sides
+
+CHOICE = serializers.ChoiceField(choices=["left", "right", "tie"])
+
+
+class LeaseSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    prompt = serializers.CharField()
+    left_video_url = serializers.CharField()
+    right_video_url = serializers.CharField()
+    left_poster_url = serializers.CharField()
+    right_poster_url = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+    @staticmethod
+    def from_lease(lease, request) -> dict:
+        left, right = lease_sides(lease)
+
+        def url(name, video):
+            return request.build_absolute_uri(reverse(name, args=[video.pk]))
+
+        return {
+            "id": lease.pk,
+            "prompt": lease.pair.prompt.text,
+            "left_video_url": url("annotate:video", left),
+            "right_video_url": url("annotate:video", right),
+            "left_poster_url": url("annotate:poster", left),
+            "right_poster_url": url("annotate:poster", right),
+            "expires_at": lease.expires_at,
+        }
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+
+class SkipSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class JudgmentInSerializer(serializers.Serializer):
+    vq = CHOICE
+    mq = CHOICE
+    ta = CHOICE
+    comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    flag = serializers.ChoiceField(choices=[c for c in Judgment.Flag.values if c], required=False, allow_blank=True, default="")
+    duration_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None)
+    watched_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None)
+
+
+class JudgmentOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    assignment = serializers.IntegerField(source="assignment_id")
+    vq = CHOICE
+    mq = CHOICE
+    ta = CHOICE
+    comment = serializers.CharField()
+    flag = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()

@@ -1,0 +1,102 @@
+"""JSON over the same services the htmx pages use; nothing here the pages lack, or the reverse."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.api.serializers import (
+    ErrorSerializer,
+    HeartbeatSerializer,
+    JudgmentInSerializer,
+    JudgmentOutSerializer,
+    LeaseSerializer,
+    SkipSerializer,
+)
+from annotate.services import assignment as assignments
+
+
+def _refusal(exc: assignments.AssignmentError) -> Response:
+    return Response({"detail": str(exc)}, status=exc.status)
+
+
+def _judgment_out(judgment) -> dict:
+    return {
+        "id": judgment.pk,
+        "assignment_id": judgment.assignment_id,
+        "comment": judgment.comment,
+        "flag": judgment.flag,
+        "created_at": judgment.created_at,
+        **assignments.screen_labels(judgment),
+    }
+
+
+class NextAssignmentView(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: LeaseSerializer, 204: OpenApiResponse(description="no pair is left for you")},
+        summary="Your current lease, or a new one on the best open pair",
+    )
+    def post(self, request):
+        lease = assignments.assignment_next(annotator=request.user)
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(LeaseSerializer(LeaseSerializer.from_lease(lease, request)).data)
+
+
+class HeartbeatView(APIView):
+    @extend_schema(request=None, responses={200: HeartbeatSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
+    def post(self, request, assignment_id: int):
+        try:
+            lease = assignments.assignment_heartbeat(assignment_id=assignment_id, annotator=request.user)
+        except assignments.AssignmentError as exc:
+            return _refusal(exc)
+        return Response(HeartbeatSerializer({"id": lease.pk, "expires_at": lease.expires_at}).data)
+
+
+class SkipView(APIView):
+    @extend_schema(request=SkipSerializer, responses={200: HeartbeatSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
+    def post(self, request, assignment_id: int):
+        body = SkipSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            lease = assignments.assignment_skip(
+                assignment_id=assignment_id, annotator=request.user, reason=body.validated_data["reason"]
+            )
+        except assignments.AssignmentError as exc:
+            return _refusal(exc)
+        return Response(HeartbeatSerializer({"id": lease.pk, "expires_at": lease.expires_at}).data)
+
+
+class JudgmentView(APIView):
+    @extend_schema(
+        request=JudgmentInSerializer,
+        responses={
+            201: JudgmentOutSerializer,
+            200: OpenApiResponse(JudgmentOutSerializer, description="already judged: the stored judgment"),
+            400: ErrorSerializer,
+            404: ErrorSerializer,
+            409: ErrorSerializer,
+        },
+        summary="Judge your leased pair in screen terms (left/right/tie); the server maps sides to A/B",
+    )
+    def post(self, request, assignment_id: int):
+        body = JudgmentInSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            judgment, created = assignments.judgment_submit(
+                assignment_id=assignment_id,
+                annotator=request.user,
+                labels=assignments.ScreenLabels(vq=data["vq"], mq=data["mq"], ta=data["ta"]),
+                comment=data["comment"],
+                flag=data["flag"],
+                duration_ms=data["duration_ms"],
+                watched_ms=data["watched_ms"],
+            )
+        except assignments.AssignmentError as exc:
+            return _refusal(exc)
+        return Response(
+            JudgmentOutSerializer(_judgment_out(judgment)).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )

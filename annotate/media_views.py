@@ -1,0 +1,78 @@
+"""Permission-checked media with HTTP Range support (seeking in <video> needs byte ranges)."""
+
+import mimetypes
+import re
+
+from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.views.decorators.http import require_safe
+
+from annotate.selectors import video_visible_to
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_CHUNK = 256 * 1024
+
+
+def _read_range(handle, start: int, length: int):
+    handle.seek(start)
+    remaining = length
+    try:
+        while remaining > 0:
+            block = handle.read(min(_CHUNK, remaining))
+            if not block:
+                break
+            remaining -= len(block)
+            yield block
+    finally:
+        handle.close()
+
+
+def _serve(request, field_file):
+    if not field_file:
+        raise Http404("no such file")
+    name = field_file.name
+    if not hasattr(default_storage, "path"):
+        # Object storage: hand the browser a short-lived signed URL instead of proxying bytes.
+        return HttpResponseRedirect(default_storage.url(name))
+    size = default_storage.size(name)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    match = _RANGE.match(request.headers.get("Range", ""))
+    if not match:
+        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
+    else:
+        first, last = match.groups()
+        if first == "":  # suffix range: the last N bytes
+            start, end = max(0, size - int(last or 0)), size - 1
+        else:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        if start >= size or start > end:
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        response = StreamingHttpResponse(
+            _read_range(default_storage.open(name, "rb"), start, end - start + 1), status=206, content_type=content_type
+        )
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@require_safe
+@login_required
+def video_file(request, video_id: int):
+    video = video_visible_to(video_id=video_id, user=request.user)
+    if video is None:
+        raise Http404("no such video in your assignments")
+    return _serve(request, video.file)
+
+
+@require_safe
+@login_required
+def video_poster(request, video_id: int):
+    video = video_visible_to(video_id=video_id, user=request.user)
+    if video is None:
+        raise Http404("no such video in your assignments")
+    return _serve(request, video.poster)

@@ -1,0 +1,254 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from alignment.data import (
+    FrameSpec,
+    PairRecord,
+    PairVideoDataset,
+    SnapshotError,
+    VideoDecodeError,
+    collate_pairs,
+    fit_frame_size,
+    read_rewardbench_csv,
+    read_snapshot,
+    read_video_frames,
+    read_videoalign_csv,
+    resolve_video_path,
+    sample_frame_indices,
+    split_for_prompt,
+    write_snapshot,
+)
+from alignment.data.video import write_video
+from alignment.losses import LABEL_MISSING
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "videoalign-samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is absent (shared sample data)")
+
+
+def make_ramp_video(path, num_frames=30, fps=10, height=48, width=64):
+    """Frame i is a flat grey of level 8·i, so a decoded frame tells which index it was."""
+    frames = np.zeros((num_frames, height, width, 3), np.uint8)
+    for index in range(num_frames):
+        frames[index] = 8 * index
+    return write_video(path, frames, fps)
+
+
+def frame_levels(frames: torch.Tensor) -> list[int]:
+    return [round(level / 8) for level in frames.float().mean(dim=(1, 2, 3)).tolist()]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    return {
+        "ramp": make_ramp_video(folder / "ramp.mp4"),
+        "short": make_ramp_video(folder / "short.mp4", num_frames=6, fps=8, height=32, width=32),
+    }
+
+
+def test_fit_frame_size_matches_qwen2vl_smart_resize():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    for height, width in [(752, 1360), (384, 688), (32, 32), (1080, 1920), (100, 3000), (28, 28), (447, 449)]:
+        for max_pixels in (448 * 448, 224 * 224):
+            ours = fit_frame_size(height, width, factor=28, min_pixels=56 * 56, max_pixels=max_pixels)
+            assert ours == smart_resize(height, width, 28, 56 * 56, max_pixels)
+            assert ours[0] % 28 == 0 and ours[1] % 28 == 0 and ours[0] * ours[1] <= max_pixels
+
+
+def test_sample_frame_indices():
+    spec = FrameSpec(fps=2.0, max_frames=32, frame_multiple=2)
+    assert sample_frame_indices(120, 24.0, spec).tolist() == [0, 13, 26, 40, 53, 66, 79, 93, 106, 119]
+    assert len(sample_frame_indices(24 * 60, 24.0, spec)) == 32  # capped
+    assert len(sample_frame_indices(3, 24.0, spec)) == 2  # at least one temporal patch
+    assert sample_frame_indices(5, 10.0, FrameSpec(fps=None, max_frames=8, frame_multiple=1)).tolist() == [0, 1, 2, 3, 4]
+    odd = sample_frame_indices(70, 10.0, FrameSpec(fps=1.0, frame_multiple=2))
+    assert len(odd) == 6 and odd[0] == 0 and odd[-1] == 69
+
+
+def test_read_video_frames_picks_the_right_frames(videos):
+    frames, fps = read_video_frames(videos["ramp"], FrameSpec(fps=None, max_frames=100, size=(48, 64), frame_multiple=1))
+    assert frames.dtype == torch.uint8 and frames.shape == (30, 3, 48, 64)
+    assert frame_levels(frames) == list(range(30))
+    frames, fps = read_video_frames(videos["ramp"], FrameSpec(fps=2.0, size=(24, 32)))  # 3 s at 2 fps
+    assert frames.shape == (6, 3, 24, 32) and fps == pytest.approx(2.0)
+    assert frame_levels(frames) == sample_frame_indices(30, 10.0, FrameSpec(fps=2.0)).tolist()
+    frames, _ = read_video_frames(videos["ramp"], FrameSpec(fps=2.0, max_pixels=28 * 28 * 2, min_pixels=28 * 28))
+    assert frames.shape[2:] == (28, 28 * 2) or frames.shape[2] * frames.shape[3] <= 28 * 28 * 2
+
+
+def test_read_video_errors_name_the_file(tmp_path):
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("hello")
+    with pytest.raises(VideoDecodeError, match="notes.mp4"):
+        read_video_frames(not_video, FrameSpec())
+
+
+def test_resolve_video_path(tmp_path, videos):
+    media, snap = tmp_path / "media", tmp_path / "snap"
+    (media / "v").mkdir(parents=True)
+    (snap / "v").mkdir(parents=True)
+    (media / "v" / "a.mp4").write_bytes(b"m")
+    (snap / "v" / "b.mp4").write_bytes(b"s")
+    (media / "v" / "b.mp4").write_bytes(b"m")
+    assert resolve_video_path("v/a.mp4", [snap, media]) == media / "v" / "a.mp4"
+    assert resolve_video_path("v/b.mp4", [snap, media]) == snap / "v" / "b.mp4"  # first root wins
+    assert resolve_video_path(str(videos["ramp"])) == videos["ramp"]
+    assert resolve_video_path(f"file://{videos['ramp']}") == videos["ramp"]
+    with pytest.raises(VideoDecodeError, match=r"v/c.mp4: video not found \(tried .*snap/v/c.mp4"):
+        resolve_video_path("v/c.mp4", [snap, media])
+    with pytest.raises(VideoDecodeError, match="only local files"):
+        resolve_video_path("s3://bucket/v/a.mp4", [snap])
+
+
+def pair_rows(n=20, video_a="videos/ramp.mp4", video_b="videos/short.mp4"):
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "pair_id": 100 + i,
+            "prompt": f"prompt number {i // 2}",
+            "video_a": video_a,
+            "video_b": video_b,
+            "generator_a": "gen-x",
+            "generator_b": "gen-y",
+            "fps_a": 10.0,
+            "num_frames_a": 30,
+            "fps_b": 8.0,
+            "num_frames_b": 6,
+            "vq": int(rng.integers(-1, 2)),
+            "mq": int(rng.integers(-1, 2)),
+            "ta": None if i == 3 else int(rng.integers(-1, 2)),
+            "n_judgments": 3,
+            "agreement_vq": 0.5,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture()
+def snapshot_dir(tmp_path, videos):
+    return write_snapshot(
+        pair_rows(),
+        tmp_path / "snapshots" / "7",
+        judgments_rows=[{"pair_id": 100, "annotator": 1, "vq": "A", "mq": "TIE", "ta": "B"}],
+        videos={"videos/ramp.mp4": videos["ramp"], "videos/short.mp4": videos["short"]},
+        filters={"min_agreement": 0.5},
+    )
+
+
+def test_snapshot_round_trip(snapshot_dir):
+    assert sorted(os.listdir(snapshot_dir.parent)) == ["7"]  # no temporary folder left behind
+    snapshot = read_snapshot(snapshot_dir)
+    rows = pair_rows()
+    assert [p.pair_id for p in snapshot.pairs] == [r["pair_id"] for r in rows]
+    assert [p.labels for p in snapshot.pairs] == [
+        (r["vq"], r["mq"], LABEL_MISSING if r["ta"] is None else r["ta"]) for r in rows
+    ]
+    assert all(p.split == split_for_prompt(p.prompt) for p in snapshot.pairs)
+    assert sum(len(snapshot.split(s)) for s in ("train", "val", "test")) == 20
+    manifest = snapshot.manifest
+    assert manifest["counts"]["pairs"] == 20 and manifest["counts"]["judgments"] == 1
+    assert set(manifest["files"]) == {"pairs.parquet", "judgments.parquet", "videoalign.csv",
+                                      "videos/ramp.mp4", "videos/short.mp4"}
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(snapshot_dir / "pairs.parquet")
+    assert str(schema.field("vq").type) == "int8"
+    csv_pairs = read_videoalign_csv(snapshot_dir / "videoalign.csv")
+    assert [p.labels for p in csv_pairs] == [p.labels for p in snapshot.pairs]  # missing TA stays missing
+
+
+def test_videoalign_csv_round_trip_with_full_labels(tmp_path, videos):
+    rows = [r for r in pair_rows() if r["ta"] is not None]
+    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"], "videos/short.mp4": videos["short"]})
+    csv_pairs = read_videoalign_csv(out / "videoalign.csv")
+    assert [p.labels for p in csv_pairs] == [(r["vq"], r["mq"], r["ta"]) for r in rows]
+    assert csv_pairs[0].video_a == str((out / "videos" / "ramp.mp4").resolve())
+    assert csv_pairs[0].num_frames_a == 30 and csv_pairs[0].fps_b == 8.0
+
+
+def test_snapshot_checksum_mismatch_and_missing_files(snapshot_dir):
+    with open(snapshot_dir / "videos" / "short.mp4", "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(SnapshotError, match=r"videos/short.mp4: sha256 .* does not match"):
+        read_snapshot(snapshot_dir)
+    assert len(read_snapshot(snapshot_dir, verify=False).pairs) == 20
+    (snapshot_dir / "judgments.parquet").unlink()
+    with pytest.raises(SnapshotError, match="judgments.parquet: listed in the manifest but missing"):
+        read_snapshot(snapshot_dir)
+    (snapshot_dir / "manifest.json").unlink()
+    with pytest.raises(SnapshotError, match="manifest.json: missing"):
+        read_snapshot(snapshot_dir)
+
+
+def test_write_snapshot_is_atomic_and_immutable(tmp_path, videos):
+    target = tmp_path / "snaps" / "1"
+    with pytest.raises(FileNotFoundError):
+        write_snapshot(pair_rows(), target, videos={"videos/ramp.mp4": tmp_path / "nope.mp4"})
+    assert not target.exists() and os.listdir(tmp_path / "snaps") == []
+    write_snapshot(pair_rows(), target)
+    with pytest.raises(FileExistsError, match="immutable"):
+        write_snapshot(pair_rows(), target)
+    with pytest.raises(ValueError, match="pair_id values repeat"):
+        write_snapshot(pair_rows() + pair_rows()[:1], tmp_path / "snaps" / "2")
+    with pytest.raises(ValueError, match="vq=2"):
+        write_snapshot([{**pair_rows()[0], "vq": 2}], tmp_path / "snaps" / "3")
+
+
+def test_split_for_prompt_is_deterministic_and_balanced():
+    splits = [split_for_prompt(f"prompt {i}") for i in range(5000)]
+    assert splits == [split_for_prompt(f"prompt {i}") for i in range(5000)]
+    assert 0.07 < splits.count("val") / 5000 < 0.13 and 0.07 < splits.count("test") / 5000 < 0.13
+
+
+def test_rewardbench_csv(tmp_path):
+    path = tmp_path / "bench.csv"
+    path.write_text(
+        "path_A,path_B,A_model,B_model,prompt,VQ,MQ,TA,Overall,fps_A,num_frames_A,fps_B,num_frames_B\n"
+        'a/1.mp4,/abs/2.mp4,kling,gen3,"a cat, running",A,same,B,A,24,120,16,80\n'
+    )
+    (pair,) = read_rewardbench_csv(path)
+    assert pair.labels == (1, 0, -1) and pair.overall == 1
+    assert pair.generator_a == "kling" and pair.video_b == "/abs/2.mp4"
+    assert pair.video_a == str(tmp_path / "a" / "1.mp4") and pair.prompt == "a cat, running"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path_A,path_B,prompt,VQ,MQ,TA,fps_A,num_frames_A,fps_B,num_frames_B\nx,y,p,A,left,B,1,1,1,1\n")
+    with pytest.raises(ValueError, match=r"bad.csv:2: label 'left'"):
+        read_videoalign_csv(bad)
+    with pytest.raises(ValueError, match="missing columns"):
+        read_rewardbench_csv(bad)
+
+
+def test_dataset_with_dataloader_workers(snapshot_dir):
+    snapshot = read_snapshot(snapshot_dir)
+    dataset = PairVideoDataset(snapshot.pairs, FrameSpec(fps=2.0, size=(32, 32)), roots=[snapshot.root])
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_pairs)
+    batches = list(loader)
+    assert len(batches) == 5
+    batch = batches[0]
+    assert batch["labels"].dtype == torch.int8 and batch["labels"].shape == (4, 3)
+    assert batch["pair_id"] == [100, 101, 102, 103]
+    assert batch["video_a"][0].shape == (6, 3, 32, 32) and batch["video_b"][0].shape == (2, 3, 32, 32)
+    assert frame_levels(batch["video_a"][0]) == [0, 6, 12, 17, 23, 29]
+    assert batches[0]["labels"][3, 2].item() == LABEL_MISSING
+
+
+@needs_samples
+def test_real_videoalign_samples_decode():
+    pairs = read_videoalign_csv(SAMPLES / "example.csv")
+    assert len(pairs) == 12 and pairs[0].labels == (-1, -1, 1) and pairs[1].labels == (0, 0, 1)
+    dataset = PairVideoDataset(pairs[:3], FrameSpec(fps=2.0, max_frames=16, max_pixels=448 * 448))
+    for index, pair in enumerate(pairs[:3]):
+        item = dataset[index]
+        for video, fps, num_frames in ((item["video_a"], pair.fps_a, pair.num_frames_a),
+                                       (item["video_b"], pair.fps_b, pair.num_frames_b)):
+            t, c, h, w = video.shape
+            assert c == 3 and t % 2 == 0 and t == sample_frame_indices(num_frames, fps, dataset.spec).size
+            assert h % 28 == 0 and w % 28 == 0 and h * w <= 448 * 448
+            assert video.float().std() > 10  # real content, not a blank frame

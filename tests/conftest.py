@@ -1,0 +1,124 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "data" / "videoalign-samples"
+
+
+def database_url_for_children(settings_dict: dict) -> str:
+    """A DATABASE_URL naming the database this test session uses (the test database)."""
+    from urllib.parse import quote
+
+    host = settings_dict["HOST"] or "localhost"
+    user = settings_dict["USER"] or "postgres"
+    password = f":{quote(settings_dict['PASSWORD'], safe='')}" if settings_dict.get("PASSWORD") else ""
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    host_part = quote(host, safe="") if host.startswith("/") else host
+    return f"postgres://{user}{password}@{host_part}{port}/{settings_dict['NAME']}"
+
+
+def child_env(**extra) -> dict:
+    """Environment for a subprocess that must see this session's test database and broker."""
+    from django.conf import settings
+    from django.db import connection
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env["DATABASE_URL"] = database_url_for_children(connection.settings_dict)
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+
+    def make(username=None, *, staff=False, password="pw-for-tests-1"):
+        user = get_user_model().objects.create_user(
+            username=username or f"user-{uuid.uuid4().hex[:8]}", password=password, is_staff=staff
+        )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_pairs(db):
+    """Pairs on placeholder video rows (no files): for assignment logic, not playback."""
+    from annotate.models import Pair, Prompt, Video
+
+    def make(count=1, *, overlap=3, priority=0.0, is_gold=False, gold_labels=None):
+        tag = uuid.uuid4().hex[:8]
+        prompts = Prompt.objects.bulk_create(
+            [Prompt(text=f"prompt {tag} {i}", text_sha256=f"{tag}{i:056d}") for i in range(count)]
+        )
+        videos = Video.objects.bulk_create(
+            [
+                Video(prompt=prompt, file=f"videos/{tag}-{i}-{side}.mp4", sha256=f"{tag}{side}{i:055d}", fps=24.0)
+                for i, prompt in enumerate(prompts)
+                for side in "ab"
+            ]
+        )
+        return Pair.objects.bulk_create(
+            [
+                Pair(prompt=prompts[i], video_a=videos[2 * i], video_b=videos[2 * i + 1], overlap=overlap,
+                     priority=priority, is_gold=is_gold, gold_labels=gold_labels)
+                for i in range(count)
+            ]
+        )
+
+    return make
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real `celery worker` process on this session's broker and test database (not eager mode)."""
+    log = tmp_path / "worker.log"
+    name = f"test-{uuid.uuid4().hex[:6]}@%h"
+    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,media,gpu",
+               "--pool", "solo", "--loglevel", "INFO", "--hostname", name, "--without-gossip", "--without-mingle"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the celery worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    process.log_path = log
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def samples():
+    if not (SAMPLES / "example.csv").exists():
+        pytest.skip(f"the VideoAlign samples are not at {SAMPLES} (they live in ../shared/data)")
+    return SAMPLES
+
+
+def render_clip(path: Path, *, seconds=1.0, size="64x48", rate=12, source="testsrc2", extra=()):
+    """A tiny real video made by ffmpeg (for tests that need playable files)."""
+    from django.conf import settings
+
+    subprocess.run(
+        [settings.FFMPEG_BINARY, "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", f"{source}=size={size}:rate={rate}", "-t", str(seconds), *extra, "-pix_fmt", "yuv420p", str(path)],
+        check=True,
+    )
+    return path

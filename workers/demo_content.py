@@ -1,0 +1,89 @@
+"""What `make demo` loads so a fresh machine has something to judge, train on and look at."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from annotate.services.accounts import annotator_create
+from annotate.services.ingest import ImportReport, pairs_import
+from config.tools import require_ffmpeg
+
+SAMPLES = Path(settings.BASE_DIR).parent / "shared" / "data" / "videoalign-samples"
+ANNOTATORS = ("annotator1", "annotator2")
+
+
+def demo_accounts(*, credentials_file: Path) -> dict[str, dict]:
+    """An admin and two annotators; passwords are made once and kept in ``credentials_file``."""
+    known = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
+    User = get_user_model()
+    with transaction.atomic():
+        admin_password = known.get("admin", {}).get("password") or secrets.token_urlsafe(9)
+        admin, created = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+        if created or "admin" not in known:
+            admin.set_password(admin_password)
+            admin.is_staff = admin.is_superuser = True
+            admin.save()
+        known["admin"] = {"password": admin_password, "role": "staff"}
+        for name in ANNOTATORS:
+            password = known.get(name, {}).get("password") or secrets.token_urlsafe(9)
+            account = annotator_create(username=name, password=password)
+            if not account.created and name not in known:
+                user = User.objects.get(username=name)
+                user.set_password(password)
+                user.save(update_fields=["password"])
+            known[name] = {"password": password, "role": "annotator", "token": account.token}
+    credentials_file.parent.mkdir(parents=True, exist_ok=True)
+    credentials_file.write_text(json.dumps(known, indent=2))
+    credentials_file.chmod(0o600)
+    return known
+
+
+def _render_clips(folder: Path) -> Path:
+    """Short synthetic clips from ffmpeg's test sources, written with a JSONL manifest."""
+    ffmpeg = require_ffmpeg(settings.FFMPEG_BINARY)
+    specs = [
+        ("a colourful test pattern scrolling smoothly", "testsrc2=size=320x180:rate=24", "testsrc2=size=320x180:rate=8"),
+        ("a soft colour gradient drifting slowly", "gradients=size=320x180:rate=24:speed=0.02", "gradients=size=320x180:rate=24:speed=0.02,noise=alls=40:allf=t"),
+        ("a mandelbrot fractal zooming in", "mandelbrot=size=320x180:rate=24", "mandelbrot=size=320x180:rate=24,boxblur=4"),
+    ]
+    rows = []
+    for index, (prompt, source_a, source_b) in enumerate(specs):
+        names = []
+        for side, source in (("a", source_a), ("b", source_b)):
+            name = f"demo_{index}_{side}.mp4"
+            subprocess.run(
+                [ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", "3",
+                 "-pix_fmt", "yuv420p", str(folder / name)],
+                check=True,
+            )
+            names.append(name)
+        rows.append({"prompt": prompt, "video_a": names[0], "video_b": names[1],
+                     "generator_a": "ffmpeg-clean", "generator_b": "ffmpeg-degraded"})
+    manifest = folder / "demo.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return manifest
+
+
+def demo_pairs_load() -> list[ImportReport]:
+    """The VideoAlign sample videos when ../shared/data is there, else clips rendered with ffmpeg."""
+    reports = []
+    if (SAMPLES / "example.csv").exists():
+        reports.append(pairs_import(manifest=SAMPLES / "example.csv"))
+    else:
+        folder = Path(settings.VAR_DIR) / "demo-clips"
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = folder / "demo.jsonl" if (folder / "demo.jsonl").exists() else _render_clips(folder)
+        reports.append(pairs_import(manifest=manifest))
+    return reports
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="vidpref-demo-"))

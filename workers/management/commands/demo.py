@@ -1,0 +1,79 @@
+"""`make demo`: migrate, accounts, demo content, then web + worker + beat until Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from config import embedded
+from workers.demo_content import demo_accounts, demo_pairs_load
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the whole system on this machine: migrate, create an admin and two annotators, load demo pairs, "
+        "then serve the web app with a Celery worker (queues default, media, gpu) and beat. Ctrl-C stops "
+        "everything it started, the embedded PostgreSQL and Redis included."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--no-serve", action="store_true", help="set up and load content, then exit")
+
+    def handle(self, *args, port: int, host: str, no_serve: bool, **options):
+        started = time.monotonic()
+        call_command("migrate", interactive=False, verbosity=0)
+        credentials = demo_accounts(credentials_file=Path(settings.VAR_DIR) / "demo-credentials.json")
+        for report in demo_pairs_load():
+            self.stdout.write(f"demo content: {report.summary()}")
+            for error in report.skipped:
+                self.stderr.write(f"  {error}")
+        if no_serve:
+            return
+        base = f"http://{host}:{port}"
+        python = sys.executable
+        commands = {
+            "web": [python, "-m", "gunicorn", "config.wsgi", "-b", f"{host}:{port}", "--workers", "2",
+                    "--threads", "4", "--access-logfile", "-", "--log-level", "warning"],
+            "worker": [python, "-m", "celery", "-A", "workers", "worker", "-Q", "default,media,gpu",
+                       "--concurrency", "1", "--loglevel", "INFO", "--hostname", "demo@%h"],
+            "beat": [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
+                     "--schedule", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
+        }
+        children = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)
+                    for name, cmd in commands.items()}
+        self.stdout.write(self.style.SUCCESS(f"\nVidPref is up in {time.monotonic() - started:.1f} s"))
+        self.stdout.write(f"  annotate:  {base}/\n  admin:     {base}/admin/\n  API:       {base}/api/schema/\n"
+                          f"  health:    {base}/healthz")
+        for name, entry in credentials.items():
+            self.stdout.write(f"  {entry['role']:<9}  {name} / {entry['password']}")
+        self.stdout.write("Ctrl-C stops everything.")
+        try:
+            while all(child.poll() is None for child in children.values()):
+                time.sleep(0.5)
+            dead = [name for name, child in children.items() if child.poll() is not None]
+            self.stderr.write(f"{', '.join(dead)} exited; stopping the rest")
+        except KeyboardInterrupt:
+            self.stdout.write("\nstopping…")
+        finally:
+            self._stop(children)
+
+    def _stop(self, children: dict) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        stopped = embedded.stop(Path(settings.VAR_DIR), only=set(embedded.started_here))
+        self.stdout.write("stopped web, worker, beat" + (f", embedded {', '.join(stopped)}" if stopped else ""))
