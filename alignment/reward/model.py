@@ -81,7 +81,8 @@ class RewardModel(nn.Module):
         self.config = config
         self.backbone = build_backbone(config)
         hidden = self.backbone.hidden_size
-        self.head = nn.Linear(hidden, 1 if config.shared_head else len(DIMENSIONS))  # float32 whatever the backbone
+        # No bias: pairwise losses see only r_A − r_B, where a constant cancels (the normalisation sets the offset).
+        self.head = nn.Linear(hidden, 1 if config.shared_head else len(DIMENSIONS), bias=False)
         self.register_buffer("reward_mean", torch.zeros(len(DIMENSIONS)))
         self.register_buffer("reward_std", torch.ones(len(DIMENSIONS)))
 
@@ -97,7 +98,7 @@ class RewardModel(nn.Module):
         hidden = self.backbone(**inputs).float()  # (N, 3, H)
         if self.config.shared_head:
             return self.head(hidden).squeeze(-1)
-        return torch.einsum("ndh,dh->nd", hidden, self.head.weight) + self.head.bias
+        return torch.einsum("ndh,dh->nd", hidden, self.head.weight)
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
         return (rewards - self.reward_mean) / self.reward_std

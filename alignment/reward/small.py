@@ -75,7 +75,7 @@ class SmallVideoBackbone(nn.Module):
         layer = nn.TransformerEncoderLayer(hidden_size, num_heads, 4 * hidden_size, dropout=0.0,
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, bias=False)  # a bias would cancel in r_A − r_B
         length = self.num_video_tokens + 3 + max_prompt_tokens
         blocked = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
         blocked[: self.num_video_tokens, : self.num_video_tokens] = False  # video tokens see the whole clip

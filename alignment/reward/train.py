@@ -192,7 +192,7 @@ def train_reward_model(config: RewardTrainConfig) -> dict:
     val_loader = DataLoader(PairVideoDataset(val_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads),
                             batch_size=micro_batch, num_workers=config.num_workers, collate_fn=collator)
 
-    head_names = {"head.weight", "head.bias", "backbone.reward_token_embeddings", "backbone.reward_queries"}
+    head_names = {"head.weight", "backbone.reward_token_embeddings", "backbone.reward_queries"}
     head_params = [p for n, p in model.named_parameters() if p.requires_grad and n in head_names]
     body_params = [p for n, p in model.named_parameters() if p.requires_grad and n not in head_names]
     optimizer = torch.optim.AdamW(

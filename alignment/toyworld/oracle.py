@@ -39,14 +39,13 @@ Scores:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from alignment.toyworld.prompts import ToyPrompt
+from alignment.toyworld.prompts import SHAPES, ToyPrompt
 
 NOISE_SCALE = 8.0  # grey levels of σ̂ per unit of VQ penalty
 BANDING_SCALE = 3.0  # grey levels of background residual per unit
@@ -55,8 +54,8 @@ EDGE_WIDTH_SCALE = 0.6  # px at 32 px frames
 JERK_SCALE = 0.03  # short sides per frame²
 FROZEN_SCALE = 0.25
 FROZEN_STEP_RATIO = 0.25
-COLOUR_ANGLE_SCALE = math.radians(20.0)
-FILL_SCALE = 0.08
+COLOUR_ANGLE_SCALE = math.radians(25.0)
+SHAPE_ERROR_SCALE = 0.05
 TRAVEL_LOG_SCALE = 0.6
 _MIN_CONTRAST = 30.0  # grey levels: below this the frame is taken to show no object
 _CHUNK = 256
@@ -168,6 +167,7 @@ def _measure(clips: np.ndarray) -> dict[str, np.ndarray]:
     grad_band = grad * band
     edge_width = grad_band.sum(axis=(-2, -1)) / np.maximum((grad_band * grad).sum(axis=(-2, -1)), 1e-6)  # (n, T) px
 
+    shape_error = _template_errors(alpha_smooth, centroid, area, edge_width)  # (n, T, 3)
     weights = mask[:, :, None] * residual  # (n, T, 3, H, W)
     object_residual = weights.sum(axis=(1, 3, 4))  # (n, 3)
     object_background = (mask[:, :, None] * background).sum(axis=(1, 3, 4)) / np.maximum(
@@ -183,7 +183,59 @@ def _measure(clips: np.ndarray) -> dict[str, np.ndarray]:
         "object_residual": object_residual,
         "object_background": object_background,
         "visible_fraction": visible.mean(1),
+        "shape_error": np.median(shape_error, axis=1),
     }
+
+
+def _template_errors(
+    alpha_smooth: np.ndarray, centroid: np.ndarray, area: np.ndarray, edge_width: np.ndarray
+) -> np.ndarray:
+    """Squared difference between ``box3(α)`` and each shape of ``SHAPES`` drawn blurred, with the
+    measured centroid, area and edge softness, per unit area: ``(n, T, len(SHAPES))``.
+
+    A gaussian edge of scale σ measures ``edge_width ≈ 3.05 σ``. The blurred square is exact (it is
+    separable); the circle and triangle use ``Φ(−distance / σ)``, exact along straight edges.
+    """
+    height, width = alpha_smooth.shape[-2:]
+    xs = np.arange(width, dtype=np.float32) + 0.5
+    ys = np.arange(height, dtype=np.float32) + 0.5
+    dx = xs - centroid[..., 0, None, None]  # (n, T, 1, W)
+    dy = ys[:, None] - centroid[..., 1, None, None]  # (n, T, H, 1)
+    sigma = (np.maximum(edge_width, 1.0) / 3.05)[..., None, None]
+    safe_area = np.maximum(area, 1.0)
+    errors = []
+    for shape in SHAPES:
+        # Half extent r of the shape's box from its area (square 4r², circle πr², triangle 2r²).
+        half_extent = np.sqrt(safe_area / {"square": 4.0, "circle": math.pi, "triangle": 2.0}[shape])[..., None, None]
+        if shape == "square":
+            template = _box_profile(dx, half_extent, sigma) * _box_profile(dy, half_extent, sigma)
+        else:
+            # A triangle's centroid sits r/3 below the centre of its box.
+            box_dy = dy + half_extent / 3.0 if shape == "triangle" else dy
+            template = _normal_cdf(-signed_distance(shape, dx, box_dy, half_extent) / sigma)
+        errors.append(((alpha_smooth - template) ** 2).sum(axis=(-2, -1)) / safe_area)
+    return np.stack(errors, axis=-1)
+
+
+def _normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Φ(z) to within 0.01 (the logistic approximation 1 / (1 + e^(−1.702 z)))."""
+    return 1.0 / (1.0 + np.exp(-1.702 * z))
+
+
+def _box_profile(offset: np.ndarray, half_extent: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """An interval [−r, r] blurred by a gaussian of scale σ, at ``offset`` from its centre."""
+    return _normal_cdf((half_extent - offset) / sigma) + _normal_cdf((half_extent + offset) / sigma) - 1.0
+
+
+def signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, half_extent) -> np.ndarray:
+    """Signed distance (negative inside) to ``shape`` filling the box [-r, r]² around the origin;
+    the triangle's is exact inside and a slight underestimate outside near its corners."""
+    if shape == "square":
+        qx, qy = np.abs(dx) - half_extent, np.abs(dy) - half_extent
+        return np.sqrt(np.maximum(qx, 0) ** 2 + np.maximum(qy, 0) ** 2) + np.minimum(np.maximum(qx, qy), 0)
+    if shape == "circle":
+        return np.sqrt(dx * dx + dy * dy) - half_extent
+    return np.maximum(dy - half_extent, (2 * np.abs(dx) - dy - half_extent) / math.sqrt(5.0))
 
 
 def _motion(centroid: np.ndarray) -> dict[str, np.ndarray]:
@@ -201,21 +253,6 @@ def _motion(centroid: np.ndarray) -> dict[str, np.ndarray]:
     moving = kept & ~short
     velocity = (steps * moving[..., None]).sum(1) / np.maximum(moving.sum(1), 1)[:, None]  # (n, 2)
     return {"jerk": jerk, "frozen_fraction": short.mean(1), "velocity": velocity}
-
-
-@functools.lru_cache(maxsize=64)
-def reference_fill(shape: str, height: int, width: int) -> float:
-    """The oracle's fill measurement on clean renderings of ``shape`` at this frame size (the shape
-    template TA compares against; it depends on the prompt only)."""
-    from alignment.toyworld.render import render_clip
-
-    clips = np.stack(
-        [
-            render_clip(ToyPrompt("red", shape, direction, "slowly"), seed=seed, size=(height, width))
-            for seed, direction in enumerate(("left", "right", "up", "down"))
-        ]
-    )
-    return float(np.median(_measure(clips)["fill"]))
 
 
 def _score_chunk(clips: np.ndarray, prompts: list[ToyPrompt]) -> dict[str, np.ndarray]:
@@ -243,8 +280,10 @@ def _score_chunk(clips: np.ndarray, prompts: list[ToyPrompt]) -> dict[str, np.nd
     colour_angle = np.arccos(np.clip(cosine, -1.0, 1.0))
     colour_match = np.exp(-((colour_angle / COLOUR_ANGLE_SCALE) ** 2))
 
-    fill_ref = np.array([reference_fill(p.shape, height, width) for p in prompts])
-    shape_match = np.exp(-(((measured["fill"] - fill_ref) / FILL_SCALE) ** 2))
+    logits = -measured["shape_error"] / SHAPE_ERROR_SCALE
+    posterior = np.exp(logits - logits.max(-1, keepdims=True))
+    posterior /= posterior.sum(-1, keepdims=True)
+    shape_match = posterior[np.arange(len(prompts)), [SHAPES.index(p.shape) for p in prompts]]
 
     velocity = motion["velocity"]
     direction = np.array([p.direction_vector for p in prompts])

@@ -54,6 +54,16 @@ BANDING_LEVELS_MIN = 5
 JITTER_SIGMA_MAX = 0.03  # × short side
 TELEPORT_JUMP_MAX = 0.25  # × short side
 SUPERSAMPLING = 4
+# A wrong colour drifts to a neighbour on the hue circle, so the blend stays saturated instead of
+# passing through the grey of the background.
+HUE_NEIGHBOURS: dict[str, tuple[str, str]] = {
+    "red": ("magenta", "yellow"),
+    "yellow": ("red", "green"),
+    "green": ("yellow", "cyan"),
+    "cyan": ("green", "blue"),
+    "blue": ("cyan", "magenta"),
+    "magenta": ("blue", "red"),
+}
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ def render_clip(
     # Draw every random quantity, in a fixed order, whatever the strengths.
     path_offset = rng.uniform(-PATH_OFFSET, PATH_OFFSET) * short_side
     rotation_sign = rng.choice((-1.0, 1.0))
-    wrong_colour = rng.choice([name for name in COLOURS if name != prompt.colour])
+    wrong_colour = rng.choice(HUE_NEIGHBOURS[prompt.colour])
     wrong_shape = rng.choice([name for name in SHAPES if name != prompt.shape])
     jitter_unit = rng.standard_normal((frames, 2))
     teleport_frame = int(rng.integers(2, frames - 1))

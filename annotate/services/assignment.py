@@ -78,7 +78,11 @@ def assignments_expire(*, now: datetime | None = None) -> int:
 
 def _pick_pair(*, annotator, gold: bool):
     never_assigned = ~Exists(Assignment.objects.filter(pair=OuterRef("pk"), annotator=annotator))
-    candidates = Pair.objects.select_for_update(skip_locked=True, of=("self",)).filter(never_assigned)
+    candidates = (
+        Pair.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("prompt", "video_a", "video_b")
+        .filter(never_assigned)
+    )
     if gold:
         # Gold pairs are shown to everyone (no k), in random order.
         return candidates.filter(is_gold=True, status=Pair.Status.OPEN).order_by("?").first()
@@ -120,7 +124,8 @@ def assignment_next(*, annotator, rng: random.Random | None = None) -> Assignmen
             expires_at=now + _ttl(),
         )
         Pair.objects.filter(pk=pair.pk).update(filled=F("filled") + 1)
-    return _lease_queryset().get(pk=lease.pk)
+        pair.filled += 1
+    return lease
 
 
 def _locked_lease(*, assignment_id: int, annotator) -> Assignment:
