@@ -49,13 +49,14 @@ from alignment.toyworld.prompts import SHAPES, ToyPrompt
 
 NOISE_SCALE = 8.0  # grey levels of σ̂ per unit of VQ penalty
 BANDING_SCALE = 3.0  # grey levels of background residual per unit
-EDGE_WIDTH_CLEAN = 3.0  # px at 32 px frames
+EDGE_WIDTH_CLEAN = 3.4  # px at 32 px frames
+EDGE_WIDTH_PER_SIGMA = 2.8  # edge width of a gaussian blur of scale σ, beyond the clean width
 EDGE_WIDTH_SCALE = 0.6  # px at 32 px frames
 JERK_SCALE = 0.03  # short sides per frame²
 FROZEN_SCALE = 0.25
 FROZEN_STEP_RATIO = 0.25
 COLOUR_ANGLE_SCALE = math.radians(25.0)
-SHAPE_ERROR_SCALE = 0.05
+SHAPE_ERROR_SCALE = 0.005
 TRAVEL_LOG_SCALE = 0.6
 _MIN_CONTRAST = 30.0  # grey levels: below this the frame is taken to show no object
 _CHUNK = 256
@@ -167,7 +168,16 @@ def _measure(clips: np.ndarray) -> dict[str, np.ndarray]:
     grad_band = grad * band
     edge_width = grad_band.sum(axis=(-2, -1)) / np.maximum((grad_band * grad).sum(axis=(-2, -1)), 1e-6)  # (n, T) px
 
-    shape_error = _template_errors(alpha_smooth, centroid, area, edge_width)  # (n, T, 3)
+    # Mass-preserving area and centroid for the shape templates: Σ box3(α) near the mask, which a
+    # blur does not change (the thresholded mask loses a blurred shape's corners).
+    near = _box3(_box3((mask > 0).astype(np.float32)) > 0) > 0
+    mass = alpha_smooth * near
+    mass_area = np.maximum(mass.sum(axis=(-2, -1)), 1.0)
+    mass_centroid = np.stack(
+        [(mass.sum(-2) * xs).sum(-1) / mass_area, (mass.sum(-1) * ys).sum(-1) / mass_area], axis=-1
+    )
+    blur_sigma = np.sqrt(np.maximum(np.median(edge_width, axis=1) ** 2 - EDGE_WIDTH_CLEAN**2, 0.0)) / EDGE_WIDTH_PER_SIGMA
+    shape_error = _template_errors(alpha_smooth, mass_centroid, mass_area, blur_sigma)  # (n, T, 3)
     weights = mask[:, :, None] * residual  # (n, T, 3, H, W)
     object_residual = weights.sum(axis=(1, 3, 4))  # (n, 3)
     object_background = (mask[:, :, None] * background).sum(axis=(1, 3, 4)) / np.maximum(
@@ -188,43 +198,38 @@ def _measure(clips: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _template_errors(
-    alpha_smooth: np.ndarray, centroid: np.ndarray, area: np.ndarray, edge_width: np.ndarray
+    alpha_smooth: np.ndarray, centroid: np.ndarray, area: np.ndarray, blur_sigma: np.ndarray
 ) -> np.ndarray:
-    """Squared difference between ``box3(α)`` and each shape of ``SHAPES`` drawn blurred, with the
-    measured centroid, area and edge softness, per unit area: ``(n, T, len(SHAPES))``.
-
-    A gaussian edge of scale σ measures ``edge_width ≈ 3.05 σ``. The blurred square is exact (it is
-    separable); the circle and triangle use ``Φ(−distance / σ)``, exact along straight edges.
-    """
-    height, width = alpha_smooth.shape[-2:]
+    """Squared difference between ``box3(α)`` and each shape of ``SHAPES`` rendered as the clip was
+    seen — anti-aliased, blurred by the clip's estimated ``blur_sigma`` (n,), box-filtered — at the
+    measured centroid and area, per unit area: ``(n, T, len(SHAPES))``."""
+    n, frames, height, width = alpha_smooth.shape
     xs = np.arange(width, dtype=np.float32) + 0.5
     ys = np.arange(height, dtype=np.float32) + 0.5
     dx = xs - centroid[..., 0, None, None]  # (n, T, 1, W)
     dy = ys[:, None] - centroid[..., 1, None, None]  # (n, T, H, 1)
-    sigma = (np.maximum(edge_width, 1.0) / 3.05)[..., None, None]
-    safe_area = np.maximum(area, 1.0)
+    blur_rows, blur_cols = _gaussian_matrix(height, blur_sigma), _gaussian_matrix(width, blur_sigma)
     errors = []
     for shape in SHAPES:
         # Half extent r of the shape's box from its area (square 4r², circle πr², triangle 2r²).
-        half_extent = np.sqrt(safe_area / {"square": 4.0, "circle": math.pi, "triangle": 2.0}[shape])[..., None, None]
-        if shape == "square":
-            template = _box_profile(dx, half_extent, sigma) * _box_profile(dy, half_extent, sigma)
-        else:
-            # A triangle's centroid sits r/3 below the centre of its box.
-            box_dy = dy + half_extent / 3.0 if shape == "triangle" else dy
-            template = _normal_cdf(-signed_distance(shape, dx, box_dy, half_extent) / sigma)
-        errors.append(((alpha_smooth - template) ** 2).sum(axis=(-2, -1)) / safe_area)
+        half_extent = np.sqrt(area / {"square": 4.0, "circle": math.pi, "triangle": 2.0}[shape])[..., None, None]
+        # A triangle's centroid sits r/3 below the centre of its box.
+        box_dy = dy + half_extent / 3.0 if shape == "triangle" else dy
+        coverage = np.clip(0.5 - signed_distance(shape, dx, box_dy, half_extent), 0.0, 1.0)  # (n, T, H, W)
+        blurred = np.matmul(blur_rows, coverage.transpose(0, 2, 1, 3).reshape(n, height, -1))
+        blurred = blurred.reshape(n, height, frames, width).transpose(0, 2, 1, 3).reshape(n, -1, width)
+        template = _box3(np.matmul(blurred, blur_cols).reshape(n, frames, height, width))
+        errors.append(((alpha_smooth - template) ** 2).sum(axis=(-2, -1)) / area)
     return np.stack(errors, axis=-1)
 
 
-def _normal_cdf(z: np.ndarray) -> np.ndarray:
-    """Φ(z) to within 0.01 (the logistic approximation 1 / (1 + e^(−1.702 z)))."""
-    return 1.0 / (1.0 + np.exp(-1.702 * z))
-
-
-def _box_profile(offset: np.ndarray, half_extent: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """An interval [−r, r] blurred by a gaussian of scale σ, at ``offset`` from its centre."""
-    return _normal_cdf((half_extent - offset) / sigma) + _normal_cdf((half_extent + offset) / sigma) - 1.0
+def _gaussian_matrix(length: int, sigma: np.ndarray) -> np.ndarray:
+    """``(n, L, L)`` symmetric matrices that blur a length-``L`` axis by a gaussian of scale σ (n,)."""
+    offsets = np.arange(length, dtype=np.float32)
+    offsets = offsets[:, None] - offsets[None, :]
+    sigma = np.maximum(sigma, 0.3).astype(np.float32)[:, None, None]
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum(axis=-1, keepdims=True)
 
 
 def signed_distance(shape: str, dx: np.ndarray, dy: np.ndarray, half_extent) -> np.ndarray:

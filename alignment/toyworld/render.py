@@ -103,6 +103,11 @@ class DefectSpec:
         """The strongest defect of one dimension ("vq", "mq" or "ta")."""
         return max(getattr(self, kind) for kind in DEFECTS_BY_DIMENSION[dimension])
 
+    def dominant_in(self, dimension: str) -> str | None:
+        """The strongest defect of one dimension, or None when that dimension is clean."""
+        kind = max(DEFECTS_BY_DIMENSION[dimension], key=lambda k: getattr(self, k))
+        return kind if getattr(self, kind) > 0 else None
+
     def dominant(self) -> str | None:
         """The strongest defect's name, or None for a clean clip."""
         kind, strength = max(asdict(self).items(), key=lambda item: item[1])

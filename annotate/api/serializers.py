@@ -4,7 +4,10 @@ from rest_framework import serializers
 from annotate.models import Judgment
 from annotate.selectors import lease_sides
 
-CHOICE = serializers.ChoiceField(choices=["left", "right", "tie"])
+
+
+def choice():
+    return serializers.ChoiceField(choices=["left", "right", "tie"])
 
 
 class LeaseSerializer(serializers.Serializer):
@@ -44,9 +47,9 @@ class SkipSerializer(serializers.Serializer):
 
 
 class JudgmentInSerializer(serializers.Serializer):
-    vq = CHOICE
-    mq = CHOICE
-    ta = CHOICE
+    vq = choice()
+    mq = choice()
+    ta = choice()
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
     flag = serializers.ChoiceField(choices=[c for c in Judgment.Flag.values if c], required=False, allow_blank=True, default="")
     duration_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None)
@@ -56,9 +59,9 @@ class JudgmentInSerializer(serializers.Serializer):
 class JudgmentOutSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     assignment = serializers.IntegerField(source="assignment_id")
-    vq = CHOICE
-    mq = CHOICE
-    ta = CHOICE
+    vq = choice()
+    mq = choice()
+    ta = choice()
     comment = serializers.CharField()
     flag = serializers.CharField()
     created_at = serializers.DateTimeField()

@@ -299,6 +299,13 @@ def _import_row(row: ImportRow, *, media_root: Path, gold: bool, overlap: int, b
     if key in seen:
         report.pairs_existing += 1
         return
+    for name, path in ((row.path_a, path_a), (row.path_b, path_b)):
+        # Check both before storing either, so a bad side leaves nothing behind.
+        if not Video.objects.filter(sha256=media.file_sha256(path)).exists():
+            try:
+                media.probe(path)
+            except media.MediaError as exc:
+                raise media.MediaError(f"{name}: {exc}") from exc
     prompt = _prompt_for(row.prompt, source=f"import:{report.manifest}")
     videos = []
     for name, path, generator in ((row.path_a, path_a, row.generator_a), (row.path_b, path_b, row.generator_b)):

@@ -1,0 +1,82 @@
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotate.models import Judgment
+
+
+@pytest.fixture
+def api(make_user):
+    user = make_user()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.user = user
+    return client
+
+
+def test_next_judge_and_repeat(api, make_pairs):
+    make_pairs(2)
+    lease = api.post("/api/v1/assignments/next/")
+    assert lease.status_code == 200
+    body = lease.json()
+    assert set(body) >= {"id", "prompt", "left_video_url", "right_video_url", "expires_at"}
+    assert "generator" not in str(body)
+    payload = {"vq": "left", "mq": "tie", "ta": "right", "comment": "fine"}
+    first = api.post(f"/api/v1/assignments/{body['id']}/judgment/", payload, format="json")
+    assert first.status_code == 201
+    assert {k: first.json()[k] for k in ("vq", "mq", "ta")} == {"vq": "left", "mq": "tie", "ta": "right"}
+    again = api.post(f"/api/v1/assignments/{body['id']}/judgment/", payload, format="json")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    judgment = Judgment.objects.get()
+    assert judgment.vq == ("A" if judgment.left_is_a else "B") and judgment.ta == ("B" if judgment.left_is_a else "A")
+
+
+def test_nothing_left_is_204(api):
+    assert api.post("/api/v1/assignments/next/").status_code == 204
+
+
+def test_malformed_judgment_names_the_field(api, make_pairs):
+    make_pairs(1)
+    lease = api.post("/api/v1/assignments/next/").json()
+    response = api.post(f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "up", "mq": "tie"}, format="json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"vq", "ta"}
+    assert Judgment.objects.count() == 0
+
+
+def test_heartbeat_skip_and_others_leases(api, make_pairs, make_user):
+    make_pairs(2)
+    lease = api.post("/api/v1/assignments/next/").json()
+    assert api.post(f"/api/v1/assignments/{lease['id']}/heartbeat/").status_code == 200
+    stranger = APIClient()
+    stranger.force_authenticate(make_user())
+    assert stranger.post(f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "left", "ta": "left"},
+                         format="json").status_code == 404
+    assert api.post(f"/api/v1/assignments/{lease['id']}/skip/", {"reason": "blurry"}, format="json").status_code == 200
+    assert api.post(f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "left", "ta": "left"},
+                    format="json").status_code == 409
+    assert api.post("/api/v1/assignments/next/").json()["id"] != lease["id"]
+
+
+def test_anonymous_is_refused(client, db):
+    assert client.post("/api/v1/assignments/next/").status_code in (401, 403)
+
+
+def test_openapi_schema_lists_the_endpoints(api):
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    text = response.content.decode()
+    for path in ("/api/v1/assignments/next/", "/api/v1/assignments/{assignment_id}/judgment/", "/api/v1/imports/"):
+        assert path in text
+
+
+def test_annotators_command_prints_tokens(db, capsys):
+    from django.core.management import call_command
+
+    call_command("annotators", "add", "ann-a", "ann-b")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    token = lines[0].split("token: ")[1]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.post("/api/v1/assignments/next/").status_code == 204
