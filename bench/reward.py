@@ -1,0 +1,120 @@
+"""VideoReward throughput on CPU: training pairs/s, and the data loader's pairs/s as a ratio to it.
+
+The loader must outrun the model (goal: ratio ≥ 2), or decoding becomes the bottleneck. Measured for
+the small backbone on 32×32 clips (toy world) and for a tiny random Qwen2-VL on the real
+VideoAlign sample videos (2 fps, ≤ 448² pixels; a 2B model is far slower, so that ratio is a floor).
+
+    .venv/bin/python bench/reward.py [--out bench/results/reward.json] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from alignment.data import PairRecord, PairVideoDataset, read_videoalign_csv  # noqa: E402
+from alignment.data.video import write_video  # noqa: E402
+from alignment.losses import reward_loss  # noqa: E402
+from alignment.reward import RewardBatchCollator, RewardModel, RewardModelConfig  # noqa: E402
+from alignment.reward.tiny import build_tiny_qwen2vl  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "videoalign-samples"
+
+
+def toy_pairs(folder: Path, n_videos: int = 64, n_pairs: int = 256, frames: int = 16) -> list[PairRecord]:
+    rng = np.random.default_rng(0)
+    for index in range(n_videos):
+        clip = rng.integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)
+        write_video(folder / f"{index}.mp4", clip, 8)
+    return [PairRecord(pair_id=i, prompt="a red circle moving left", video_a=str(folder / f"{rng.integers(n_videos)}.mp4"),
+                       video_b=str(folder / f"{rng.integers(n_videos)}.mp4"), vq=1, mq=0, ta=-1) for i in range(n_pairs)]
+
+
+def loader_pairs_per_second(dataset, collator, batch_size: int, workers: int, batches: int) -> float:
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collator, shuffle=True,
+                        persistent_workers=workers > 0)
+    iterator = iter(loader)
+    next(iterator)  # worker start-up is not throughput
+    start = time.perf_counter()
+    count = 0
+    for batch in itertools.islice(iterator, batches):
+        count += batch["labels"].shape[0]
+    return count / (time.perf_counter() - start)
+
+
+def train_pairs_per_second(model, batch, steps: int) -> float:
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    labels = batch["labels"].long().flatten()
+
+    def step():
+        rewards_a, rewards_b = model(**batch["inputs"]).chunk(2)
+        loss = reward_loss((rewards_a - rewards_b).flatten(), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch["labels"].shape[0] / (time.perf_counter() - start)
+
+
+def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_steps) -> dict:
+    dataset = PairVideoDataset(pairs, model.frame_spec, decode_threads=1)
+    collator = RewardBatchCollator(model.processor())
+    loader_rate = loader_pairs_per_second(dataset, collator, batch_size, workers, loader_batches)
+    batch = collator([dataset[i] for i in range(batch_size)])
+    train_rate = train_pairs_per_second(model, batch, train_steps)
+    result = {"train_pairs_per_s": train_rate, "loader_pairs_per_s": loader_rate,
+              "loader_to_model_ratio": loader_rate / train_rate, "batch_size": batch_size, "loader_workers": workers,
+              "frames_per_video": int(dataset[0]["video_a"].shape[0]),
+              "frame_size": list(dataset[0]["video_a"].shape[2:])}
+    print(f"{name:<28} train {train_rate:8.1f} pairs/s   loader ({workers} workers) {loader_rate:8.1f} pairs/s   "
+          f"ratio {result['loader_to_model_ratio']:.2f}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reward.json"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the model")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = {"cpu_count": os.cpu_count(), "torch_threads": args.threads}
+    with tempfile.TemporaryDirectory() as temp:
+        temp = Path(temp)
+        (temp / "toy").mkdir()
+        small = RewardModel(RewardModelConfig(backbone="small", num_frames=16, fps=None, tubelet=(2, 8, 8)))
+        results["small_backbone_32px"] = measure("small backbone, 32x32x16", small, toy_pairs(temp / "toy"),
+                                                 batch_size=16, workers=args.workers, loader_batches=12, train_steps=10)
+        if SAMPLES.is_dir():
+            folder = build_tiny_qwen2vl(temp / "qwen")
+            qwen = RewardModel(RewardModelConfig(backbone="qwen2vl", backbone_path=str(folder), lora_rank=8,
+                                                 lora_alpha=16, max_frames=8))
+            pairs = read_videoalign_csv(SAMPLES / "example.csv")
+            results["tiny_qwen2vl_samples_448px"] = measure("tiny Qwen2-VL, real videos", qwen, pairs, batch_size=2,
+                                                            workers=args.workers, loader_batches=4, train_steps=3)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"bench/reward.py: results in {out}")
+
+
+if __name__ == "__main__":
+    main()
