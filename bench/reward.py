@@ -34,7 +34,7 @@ from alignment.reward.tiny import build_tiny_qwen2vl  # noqa: E402
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "videoalign-samples"
 
 
-def toy_pairs(folder: Path, n_videos: int = 64, n_pairs: int = 256, frames: int = 16) -> list[PairRecord]:
+def toy_pairs(folder: Path, n_videos: int = 64, n_pairs: int = 512, frames: int = 16) -> list[PairRecord]:
     rng = np.random.default_rng(0)
     for index in range(n_videos):
         clip = rng.integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)
@@ -73,14 +73,15 @@ def train_pairs_per_second(model, batch, steps: int) -> float:
     return steps * batch["labels"].shape[0] / (time.perf_counter() - start)
 
 
-def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_steps) -> dict:
-    dataset = PairVideoDataset(pairs, model.frame_spec, decode_threads=1)
+def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_steps, cache_videos=0) -> dict:
+    dataset = PairVideoDataset(pairs, model.frame_spec, decode_threads=1, cache_videos=cache_videos)
     collator = RewardBatchCollator(model.processor())
     loader_rate = loader_pairs_per_second(dataset, collator, batch_size, workers, loader_batches)
     batch = collator([dataset[i] for i in range(batch_size)])
     train_rate = train_pairs_per_second(model, batch, train_steps)
     result = {"train_pairs_per_s": train_rate, "loader_pairs_per_s": loader_rate,
               "loader_to_model_ratio": loader_rate / train_rate, "batch_size": batch_size, "loader_workers": workers,
+              "cache_videos": cache_videos,
               "frames_per_video": int(dataset[0]["video_a"].shape[0]),
               "frame_size": list(dataset[0]["video_a"].shape[2:])}
     print(f"{name:<28} train {train_rate:8.1f} pairs/s   loader ({workers} workers) {loader_rate:8.1f} pairs/s   "
@@ -103,6 +104,9 @@ def main() -> None:
         small = RewardModel(RewardModelConfig(backbone="small", num_frames=16, fps=None, tubelet=(2, 8, 8)))
         results["small_backbone_32px"] = measure("small backbone, 32x32x16", small, toy_pairs(temp / "toy"),
                                                  batch_size=16, workers=args.workers, loader_batches=12, train_steps=10)
+        results["small_backbone_32px_cached"] = measure(
+            "  same, cache_videos=1024", small, toy_pairs(temp / "toy"), batch_size=16, workers=args.workers,
+            loader_batches=12, train_steps=10, cache_videos=1024)
         if SAMPLES.is_dir():
             folder = build_tiny_qwen2vl(temp / "qwen")
             qwen = RewardModel(RewardModelConfig(backbone="qwen2vl", backbone_path=str(folder), lora_rank=8,

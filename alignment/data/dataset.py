@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -19,20 +20,32 @@ class PairVideoDataset(Dataset):
     1 / 0 / −1 (``LABEL_MISSING`` where unjudged). Relative video paths are looked up under ``roots``
     in order (e.g. the snapshot folder, then the media root). Safe with DataLoader workers: items
     are decoded in whichever process asks for them.
+
+    ``cache_videos`` keeps up to that many decoded videos per process (LRU): small clips that recur
+    in many pairs (the toy world) are then decoded once per worker instead of once per pair.
     """
 
     def __init__(self, pairs: Sequence[PairRecord], spec: FrameSpec = FrameSpec(), *,
-                 roots: Sequence[str | Path] = (), decode_threads: int = 0):
+                 roots: Sequence[str | Path] = (), decode_threads: int = 0, cache_videos: int = 0):
         self.pairs = list(pairs)
         self.spec = spec
         self.roots = [Path(root) for root in roots]
         self.decode_threads = decode_threads
+        self.cache_videos = cache_videos
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def load_video(self, uri: str) -> torch.Tensor:
+        if uri in self._cache:
+            self._cache.move_to_end(uri)
+            return self._cache[uri]
         frames, _ = read_video_frames(resolve_video_path(uri, self.roots), self.spec, threads=self.decode_threads)
+        if self.cache_videos:
+            self._cache[uri] = frames
+            if len(self._cache) > self.cache_videos:
+                self._cache.popitem(last=False)
         return frames
 
     def __getitem__(self, index: int) -> dict:

@@ -59,6 +59,7 @@ class RewardTrainConfig:
     max_grad_norm: float = 1.0
     num_workers: int = 2
     decode_threads: int = 1
+    cache_videos: int = 0  # decoded videos kept per loader worker (LRU); useful for small recurring clips
     seed: int = 42
     mixed_precision: str = "no"  # no | bf16 | fp16
     save_every_steps: int | None = None  # also saved at the end of every epoch
@@ -188,8 +189,10 @@ def train_reward_model(config: RewardTrainConfig) -> dict:
     model = RewardModel(config.model)
     collator = RewardBatchCollator(model.processor())
     micro_batch = _micro_batch_size(config, accelerator.num_processes)
-    train_set = PairVideoDataset(train_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads)
-    val_loader = DataLoader(PairVideoDataset(val_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads),
+    train_set = PairVideoDataset(train_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads,
+                                 cache_videos=config.cache_videos)
+    val_loader = DataLoader(PairVideoDataset(val_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads,
+                                             cache_videos=config.cache_videos),
                             batch_size=micro_batch, num_workers=config.num_workers, collate_fn=collator)
 
     head_names = {"head.weight", "backbone.reward_token_embeddings", "backbone.reward_queries"}

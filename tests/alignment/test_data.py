@@ -252,3 +252,13 @@ def test_real_videoalign_samples_decode():
             assert c == 3 and t % 2 == 0 and t == sample_frame_indices(num_frames, fps, dataset.spec).size
             assert h % 28 == 0 and w % 28 == 0 and h * w <= 448 * 448
             assert video.float().std() > 10  # real content, not a blank frame
+
+
+def test_dataset_video_cache_is_lru(videos):
+    pairs = [PairRecord(pair_id=0, prompt="p", video_a=str(videos["ramp"]), video_b=str(videos["short"]))]
+    dataset = PairVideoDataset(pairs, FrameSpec(fps=2.0, size=(16, 16)), cache_videos=1)
+    first = dataset.load_video(str(videos["ramp"]))
+    assert dataset.load_video(str(videos["ramp"])) is first  # served from the cache
+    dataset.load_video(str(videos["short"]))  # evicts ramp
+    assert list(dataset._cache) == [str(videos["short"])]
+    assert PairVideoDataset(pairs, FrameSpec(fps=2.0, size=(16, 16))).load_video(str(videos["ramp"])) is not first
