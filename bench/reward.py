@@ -52,7 +52,9 @@ def loader_pairs_per_second(dataset, collator, batch_size: int, workers: int, ba
     count = 0
     for batch in itertools.islice(iterator, batches):
         count += batch["labels"].shape[0]
-    return count / (time.perf_counter() - start)
+    rate = count / (time.perf_counter() - start)
+    iterator._shutdown_workers()  # so that they do not compete with the next measurement
+    return rate
 
 
 def train_pairs_per_second(model, batch, steps: int) -> float:
@@ -76,9 +78,9 @@ def train_pairs_per_second(model, batch, steps: int) -> float:
 def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_steps, cache_videos=0) -> dict:
     dataset = PairVideoDataset(pairs, model.frame_spec, decode_threads=1, cache_videos=cache_videos)
     collator = RewardBatchCollator(model.processor())
-    loader_rate = loader_pairs_per_second(dataset, collator, batch_size, workers, loader_batches)
     batch = collator([dataset[i] for i in range(batch_size)])
-    train_rate = train_pairs_per_second(model, batch, train_steps)
+    train_rate = train_pairs_per_second(model, batch, train_steps)  # first: no loader workers alive yet
+    loader_rate = loader_pairs_per_second(dataset, collator, batch_size, workers, loader_batches)
     result = {"train_pairs_per_s": train_rate, "loader_pairs_per_s": loader_rate,
               "loader_to_model_ratio": loader_rate / train_rate, "batch_size": batch_size, "loader_workers": workers,
               "cache_videos": cache_videos,

@@ -15,6 +15,10 @@ from config import embedded
 from workers.demo_content import demo_accounts, demo_pairs_load
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = (
         "Run the whole system on this machine: migrate, create an admin and two annotators, load demo pairs, "
@@ -49,6 +53,9 @@ class Command(BaseCommand):
         }
         children = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)
                     for name, cmd in commands.items()}
+        # Ctrl-C and SIGTERM both end the demo cleanly, even where the shell started us with SIGINT ignored.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
         self.stdout.write(self.style.SUCCESS(f"\nVidPref is up in {time.monotonic() - started:.1f} s"))
         self.stdout.write(f"  annotate:  {base}/\n  admin:     {base}/admin/\n  API:       {base}/api/schema/\n"
                           f"  health:    {base}/healthz")
