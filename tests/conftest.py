@@ -31,7 +31,8 @@ def child_env(**extra) -> dict:
     from django.conf import settings
     from django.db import connection
 
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
     env["DATABASE_URL"] = database_url_for_children(connection.settings_dict)
     env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
     env.update(extra)
@@ -103,6 +104,22 @@ def celery_worker_process(transactional_db, tmp_path):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+    _wait_for_other_sessions_to_end()
+
+
+def _wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
+    """PostgreSQL notices a dead client's socket a moment later; the test database can only be dropped then."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
 
 
 @pytest.fixture

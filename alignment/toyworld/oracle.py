@@ -15,13 +15,15 @@ one flat-coloured shape that travels in a straight line at constant speed. Score
    against the background), ``α = ⟨D, u⟩ / ⟨u, u⟩`` is ≈ 1 on the shape, ≈ 0 off it and zero-mean
    under noise. ``ᾱ = box3(α)``; the soft mask ``m = clip(2 (ᾱ − ¼), 0, 1)``, whose ramp is
    point-symmetric about ½ so that a blur moves no mass across it. The centroid is ``Σ m·(x, y) / Σ m``.
-3. *Edges*: ``w = Σ_band |∇ᾱ| / Σ_band |∇ᾱ|²`` over the band ``0.1 < ᾱ < 0.9`` is the mean edge width
-   in pixels; the ratio cancels edge length and colour contrast. A clean edge measures ``w₀ = 3.45``
-   (the box filter's own spread); a gaussian blur of scale σ adds ``σ_b = √(w² − w₀²) / 2.9``.
+3. *Edges*: ``w = Σ_band |∇ᾱ| / Σ_band |∇ᾱ|²`` over the band ``0.1 < ᾱ < 0.9`` is the mean edge
+   width in pixels; the ratio cancels edge length and colour contrast. A clean edge measures up to
+   ``w₀ = 3.62`` (the box filter's spread, plus anti-aliasing); a gaussian blur of scale σ makes
+   ``σ_b = √(w² − w₀²) / 2.9`` ≈ σ (median over frames).
 
-**VQ** ``= exp(−(σ̂ / 16 + max(0, ρ − 0.3) / 4 + (σ_b / S) / 0.02))``, with ``σ̂ = 1.4826 · median|D|`` the noise level in
-grey levels (the median ignores the shape), ``ρ`` the RMS departure of ``bg[y]`` from its
-least-squares straight line in grey levels (banding; rounding a smooth gradient leaves 0.3), ``σ_b`` the blur (median over frames).
+**VQ** ``= exp(−(σ̂ / 16 + max(0, ρ − 0.3) / 4 + (σ_b / S) / 0.02))``, with
+``σ̂ = √(π/2) · mean|D|`` over the pixels farther than 3 px from the shape, the noise level in grey
+levels; ``ρ`` the RMS departure of ``bg[y]`` from its least-squares straight line in grey levels
+(banding; rounding a smooth gradient to integers leaves 0.3); ``σ_b`` the blur (median over frames).
 
 **MQ** ``= exp(−(max(0, J − 0.3 px) / (0.03 S) + φ / 0.25))``, with ``J`` the RMS second difference
 (acceleration) of the centroid track in pixels — jitter, teleports and stalls all accelerate;
@@ -61,7 +63,7 @@ DIMENSIONS: tuple[str, ...] = ("vq", "mq", "ta")
 NOISE_SCALE = 16.0  # grey levels
 BANDING_SCALE = 4.0  # grey levels
 BANDING_FLOOR = 0.3  # grey levels: rounding a smooth gradient to integers leaves 1/√12
-EDGE_WIDTH_CLEAN = 3.45  # px
+EDGE_WIDTH_CLEAN = 3.62  # px: the widest a clean anti-aliased edge measures (sub-pixel phase)
 EDGE_WIDTH_PER_SIGMA = 2.9
 BLUR_SCALE = 0.02  # blur σ as a fraction of S
 JERK_FLOOR = 0.3  # px
@@ -71,7 +73,7 @@ HELD_STEP_RATIO = 0.25
 COLOUR_ANGLE_SCALE = math.radians(25.0)
 SHAPE_MARGIN_SCALE = 0.15
 TRAVEL_LOG_SCALE = 0.7
-_MIN_CONTRAST = 30.0  # grey levels: a frame whose strongest 3×3 patch is closer to the background shows no shape
+_MIN_CONTRAST = 30.0  # grey levels: a frame whose strongest 3×3 patch is nearer the background shows no shape
 _CHUNK = 128
 
 
@@ -228,18 +230,23 @@ def _coverage(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _measure(clips: np.ndarray) -> dict[str, np.ndarray]:
     """Prompt-free measurements of ``(n, T, H, W, 3)`` clips (see the module docstring)."""
     n, frames, height, width, _ = clips.shape
-    pixels = clips.astype(np.float32).transpose(0, 1, 4, 2, 3)  # (n, T, 3, H, W)
+    pixels = np.ascontiguousarray(clips.transpose(0, 1, 4, 2, 3), dtype=np.float32)  # (n, T, 3, H, W)
 
     # Background, in two passes: row medians find the shape, then rows are averaged away from it.
-    background = np.median(pixels, axis=-1, keepdims=True)  # (n, T, 3, H, 1)
+    middle = width // 2
+    background = np.partition(pixels, middle, axis=-1)[..., middle : middle + 1]  # (n, T, 3, H, 1)
     alpha, has_shape = _coverage(pixels - background)
-    away = ~_dilate((_box3(alpha) > 0.25) & has_shape[..., None, None], 3)[:, :, None]  # (n, T, 1, H, W)
-    away_count = away.sum(-1, keepdims=True)
-    row_mean = (pixels * away).sum(-1, keepdims=True) / np.maximum(away_count, 1)
+    away = ~_dilate((_box3(alpha) > 0.25) & has_shape[..., None, None], 3)  # (n, T, H, W)
+    away_count = away.sum(-1, keepdims=True)[:, :, None]  # (n, T, 1, H, 1)
+    row_mean = (pixels * away[:, :, None]).sum(-1, keepdims=True) / np.maximum(away_count, 1)
     background = np.where(away_count >= 4, row_mean, background)
     residual = pixels - background  # D
 
-    noise_sigma = 1.4826 * np.median(np.abs(residual).reshape(n, frames, -1), axis=-1)  # (n, T)
+    # Noise from the pixels away from the shape: E|N(0, σ²)| = σ √(2/π).
+    absolute = np.abs(residual).sum(axis=2) / 3  # (n, T, H, W)
+    noise_sigma = (
+        math.sqrt(math.pi / 2) * (absolute * away).sum(axis=(-2, -1)) / np.maximum(away.sum(axis=(-2, -1)), 1)
+    )  # (n, T)
     profile = background[..., 0]  # (n, T, 3, H)
     rows = np.arange(height, dtype=np.float32) - (height - 1) / 2
     line = profile.mean(-1, keepdims=True) + (profile * rows).sum(-1, keepdims=True) / (rows * rows).sum() * rows
@@ -304,7 +311,9 @@ def _template_margins(
     n, frames, height, width = alpha_smooth.shape
     dx = np.arange(width, dtype=np.float32) + 0.5 - centroid[..., 0, None, None]  # (n, T, 1, W)
     dy = np.arange(height, dtype=np.float32)[:, None] + 0.5 - centroid[..., 1, None, None]  # (n, T, H, 1)
-    blur_rows, blur_cols = _gaussian_matrix(height, blur_sigma), _gaussian_matrix(width, blur_sigma)
+    # Blur then box-filter each axis, as one (n, L, L) matrix per axis.
+    view_rows = _box3_matrix(height) @ _gaussian_matrix(height, blur_sigma)
+    view_cols = (_box3_matrix(width) @ _gaussian_matrix(width, blur_sigma)).transpose(0, 2, 1)
     templates = []
     for shape in SHAPES:
         # Half extent r of the shape's box from its area (square 4r², circle πr², triangle 2r²).
@@ -312,9 +321,9 @@ def _template_margins(
         # A triangle's centroid sits r/3 below the centre of its box.
         box_dy = dy + half_extent / 3.0 if shape == "triangle" else dy
         coverage = np.clip(0.5 - signed_distance(shape, dx, box_dy, half_extent), 0.0, 1.0)  # (n, T, H, W)
-        blurred = np.matmul(blur_rows, coverage.transpose(0, 2, 1, 3).reshape(n, height, frames * width))
+        blurred = np.matmul(view_rows, coverage.transpose(0, 2, 1, 3).reshape(n, height, frames * width))
         blurred = blurred.reshape(n, height, frames, width).transpose(0, 2, 1, 3).reshape(n, frames * height, width)
-        templates.append(_box3(np.matmul(blurred, blur_cols).reshape(n, frames, height, width)))
+        templates.append(np.matmul(blurred, view_cols).reshape(n, frames, height, width))
     errors = np.stack([((alpha_smooth - t) ** 2).sum(axis=(-2, -1)) for t in templates], axis=-1)  # (n, T, K)
     margins = np.zeros((n, frames, len(SHAPES), len(SHAPES)), dtype=np.float32)
     for i, j in itertools.combinations(range(len(SHAPES)), 2):
@@ -322,6 +331,15 @@ def _template_margins(
         margins[..., i, j] = (errors[..., j] - errors[..., i]) / separation
         margins[..., j, i] = -margins[..., i, j]
     return margins
+
+
+def _box3_matrix(length: int) -> np.ndarray:
+    """``(L, L)`` matrix of a 3-tap mean along one axis with replicated edges (``_box3`` per axis)."""
+    matrix = np.zeros((length, length), dtype=np.float32)
+    for offset in (-1, 0, 1):
+        rows = np.arange(length)
+        np.add.at(matrix, (rows, np.clip(rows + offset, 0, length - 1)), 1.0 / 3.0)
+    return matrix
 
 
 def _gaussian_matrix(length: int, sigma: np.ndarray) -> np.ndarray:

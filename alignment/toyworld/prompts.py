@@ -31,9 +31,7 @@ DIRECTIONS: dict[str, tuple[float, float]] = {
 # Distance travelled from the first to the last frame, as a fraction of the frame's short side.
 SPEEDS: dict[str, float] = {"slowly": 0.24, "quickly": 0.44}
 
-_PROMPT_RE = re.compile(
-    r"^an? (?P<colour>\w+) (?P<shape>\w+) moving (?P<direction>\w+) (?P<speed>\w+)$"
-)
+_PROMPT_RE = re.compile(r"^an? (?P<colour>\w+) (?P<shape>\w+) moving (?P<direction>\w+) (?P<speed>\w+)$")
 
 
 @dataclass(frozen=True, order=True)

@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from alignment.toyworld.oracle import DIMENSIONS
 from alignment.toyworld.prompts import COLOURS, SHAPES, ToyPrompt
 
-DIMENSIONS: tuple[str, ...] = ("vq", "mq", "ta")
 DEFECTS_BY_DIMENSION: dict[str, tuple[str, ...]] = {
     "vq": ("noise", "blur", "banding"),
     "mq": ("jitter", "teleport", "freeze"),
@@ -167,7 +167,9 @@ def render_clip(
     centres[:, 0] = np.clip(centres[:, 0], half_extent + 0.5, width - half_extent - 0.5)
     centres[:, 1] = np.clip(centres[:, 1], half_extent + 0.5, height - half_extent - 0.5)
 
-    coverage = _coverage(prompt.shape, wrong_shape, defects.wrong_shape, centres, half_extent, height, width, anti_alias)
+    coverage = _coverage(
+        prompt.shape, wrong_shape, defects.wrong_shape, centres, half_extent, height, width, anti_alias
+    )
     colour = (1 - defects.wrong_colour) * np.array(prompt.rgb, np.float32) + defects.wrong_colour * np.array(
         COLOURS[wrong_colour], np.float32
     )

@@ -1,4 +1,5 @@
-"""Validation studies of the toy world: how each oracle score tracks each defect."""
+"""Validation studies of the toy world: how each oracle score tracks each defect, and how often
+each kind of simulated annotator agrees with the oracle."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alignment.toyworld.oracle import oracle_scores
+from alignment.toyworld.annotators import ANNOTATOR_PROFILES, LEFT, TIE, SimulatedAnnotator, oracle_labels
+from alignment.toyworld.oracle import DIMENSIONS, oracle_scores
 from alignment.toyworld.prompts import all_prompts
-from alignment.toyworld.render import DEFECT_DIMENSION, DEFECTS_BY_DIMENSION, DIMENSIONS, DefectSpec, render_clip
+from alignment.toyworld.render import DEFECT_DIMENSION, DEFECTS_BY_DIMENSION, DefectSpec, render_clip
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -67,7 +69,10 @@ def correlation_table(n_clips: int = 1500, seed: int = 0, *, size: int = 32, fra
     chosen = [prompts[i] for i in rng.integers(len(prompts), size=n_clips)]
     specs = [DefectSpec.random(rng, p_clean=0.0) for _ in range(n_clips)]
     clips = np.stack(
-        [render_clip(p, spec, seed=int(s), size=size, frames=frames) for p, spec, s in zip(chosen, specs, rng.integers(2**31, size=n_clips))]
+        [
+            render_clip(p, spec, seed=int(s), size=size, frames=frames)
+            for p, spec, s in zip(chosen, specs, rng.integers(2**31, size=n_clips), strict=True)
+        ]
     )
     scores = oracle_scores(clips, chosen)
     by_score = {"vq": scores.vq, "mq": scores.mq, "ta": scores.ta}
@@ -78,5 +83,62 @@ def correlation_table(n_clips: int = 1500, seed: int = 0, *, size: int = 32, fra
         for dim in DIMENSIONS:
             by_defect[dim][kind] = spearman(by_score[dim][drew], strengths[kind][drew])
     severity = {dim: np.array([spec.severity(dim) for spec in specs]) for dim in DIMENSIONS}
-    by_dimension = {dim: {other: spearman(by_score[dim], severity[other]) for other in DIMENSIONS} for dim in DIMENSIONS}
+    by_dimension = {
+        dim: {other: spearman(by_score[dim], severity[other]) for other in DIMENSIONS} for dim in DIMENSIONS
+    }
     return CorrelationTable(by_defect=by_defect, by_dimension=by_dimension, n_clips=n_clips, size=size)
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    """One annotator kind's judgments of every dimension of a set of pairs.
+
+    ``clear_agreement``: agreement with the oracle label on clear judgments (``|Δ|`` more than
+    ``4 · noise_sd`` from the tie band's edge), to compare with the profile's ``agreement``.
+    ``decisive_agreement``: agreement on judgments where neither the oracle nor the annotator said tie.
+    """
+
+    kind: str
+    configured: float
+    clear_agreement: float
+    n_clear: int
+    decisive_agreement: float
+    tie_rate: float
+    left_rate: float
+
+
+def agreement_table(score_differences: np.ndarray, seed: int = 0) -> list[AgreementRow]:
+    """Let one annotator of every kind judge score differences ``left − right`` (any shape, e.g.
+    ``(pairs, 3)`` from toy pairs) and measure its agreement with the oracle."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for kind, profile in ANNOTATOR_PROFILES.items():
+        codes = SimulatedAnnotator(kind, profile).judge_codes(score_differences, rng)
+        truth = oracle_labels(score_differences, profile.tie_band)
+        clear = np.abs(np.abs(score_differences) - profile.tie_band) > profile.clear_margin()
+        decisive = (codes != TIE) & (truth != TIE)
+        rows.append(
+            AgreementRow(
+                kind=kind,
+                configured=profile.agreement,
+                clear_agreement=float((codes == truth)[clear].mean()),
+                n_clear=int(clear.sum()),
+                decisive_agreement=float((codes == truth)[decisive].mean()),
+                tie_rate=float((codes == TIE).mean()),
+                left_rate=float((codes == LEFT).mean()),
+            )
+        )
+    return rows
+
+
+def format_agreement(rows: list[AgreementRow]) -> str:
+    lines = [
+        "kind | configured | agreement on clear judgments (n) | agreement, no ties | tie rate | left rate",
+        "--- | --- | --- | --- | --- | ---",
+    ]
+    lines += [
+        f"{r.kind} | {r.configured:.2f} | {r.clear_agreement:.3f} ({r.n_clear}) | {r.decisive_agreement:.3f} | "
+        f"{r.tie_rate:.3f} | {r.left_rate:.3f}"
+        for r in rows
+    ]
+    return "\n".join(lines)

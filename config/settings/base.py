@@ -177,6 +177,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Pairwise video preference annotation: assignments, judgments, statistics and jobs.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {"ScreenSideEnum": ["left", "right", "tie"]},
 }
 
 # --- VidPref ----------------------------------------------------------------------------------------
