@@ -173,8 +173,13 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
 
 
 def _resolve(path_text: str, media_root: Path) -> Path:
+    """The path as written (absolute, or relative to ``media_root``); failing that, a file of the same name
+    directly in ``media_root`` (uploads arrive flat, without the manifest's folders)."""
     candidate = Path(path_text)
-    return (candidate if candidate.is_absolute() else media_root / candidate).resolve()
+    resolved = (candidate if candidate.is_absolute() else media_root / candidate).resolve()
+    if not resolved.exists() and not candidate.is_absolute() and (media_root / candidate.name).is_file():
+        return (media_root / candidate.name).resolve()
+    return resolved
 
 
 def video_ingest(
