@@ -65,7 +65,7 @@ class AnnotatorProfile:
     @property
     def lapse(self) -> float:
         """Probability of a uniformly random answer, from ``agreement = 1 − lapse + lapse / 3``."""
-        return min(1.0, 1.2 * (1.0 - self.agreement))
+        return min(1.0, 1.5 * (1.0 - self.agreement))
 
     def clear_margin(self) -> float:
         """``|Δ|`` is clear when outside ``[tie_band − m, tie_band + m]`` with ``m`` this margin."""

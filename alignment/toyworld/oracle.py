@@ -51,7 +51,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +76,7 @@ COLOUR_ANGLE_SCALE = math.radians(25.0)
 SHAPE_MARGIN_SCALE = 0.15
 TRAVEL_LOG_SCALE = 0.7
 _MIN_CONTRAST = 30.0  # grey levels: a frame whose strongest 3×3 patch is nearer the background shows no shape
-_CHUNK = 128
+_CHUNK = 32
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +106,7 @@ def score_clip(clip: np.ndarray, prompt: ToyPrompt | str) -> dict[str, float]:
 
 def oracle_scores(clips: np.ndarray | Sequence[np.ndarray], prompts: Sequence[ToyPrompt | str]) -> OracleScores:
     """Score ``N`` same-sized clips, ``(N, T, H, W, 3)`` or a list of ``(T, H, W, 3)``, against their
-    prompts (one per clip), vectorised in chunks of 128 clips."""
+    prompts (one per clip), vectorised in chunks of 32 clips scored on parallel threads."""
     clips = np.asarray(clips)
     if clips.ndim != 5 or clips.shape[-1] != 3:
         raise ValueError(f"clips must be (N, T, H, W, 3); got shape {clips.shape}")
@@ -113,10 +115,12 @@ def oracle_scores(clips: np.ndarray | Sequence[np.ndarray], prompts: Sequence[To
     if clips.shape[1] < 4:
         raise ValueError(f"clips have {clips.shape[1]} frames; the oracle needs at least 4 to judge motion")
     prompts = [ToyPrompt.parse(p) if isinstance(p, str) else p for p in prompts]
-    parts = [
-        _score_chunk(clips[start : start + _CHUNK], prompts[start : start + _CHUNK])
-        for start in range(0, len(clips), _CHUNK)
-    ]
+    starts = range(0, len(clips), _CHUNK)
+    # numpy releases the GIL inside its array operations, so chunks score in parallel threads.
+    with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1, 8)) as pool:
+        parts = list(
+            pool.map(lambda start: _score_chunk(clips[start : start + _CHUNK], prompts[start : start + _CHUNK]), starts)
+        )
     merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     return OracleScores(vq=merged.pop("vq"), mq=merged.pop("mq"), ta=merged.pop("ta"), measurements=merged)
 

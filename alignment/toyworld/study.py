@@ -22,7 +22,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     order = np.argsort(values, kind="stable")
     ranks = np.empty(len(values))
     ranks[order] = np.arange(len(values))
-    unique, inverse = np.unique(values, return_inverse=True)
+    _, inverse = np.unique(values, return_inverse=True)
     sums = np.bincount(inverse, weights=ranks)
     counts = np.bincount(inverse)
     return (sums / counts)[inverse]
@@ -141,4 +141,8 @@ def format_agreement(rows: list[AgreementRow]) -> str:
         f"{r.tie_rate:.3f} | {r.left_rate:.3f}"
         for r in rows
     ]
+    lines.append(
+        "\n(left_biased answers left with probability 0.5 whatever it sees and otherwise judges like careful, "
+        "whose configured agreement it shows.)"
+    )
     return "\n".join(lines)
