@@ -72,9 +72,21 @@ def _render_clips(folder: Path) -> Path:
     return manifest
 
 
+def toy_pairs_load(*, n_prompts: int = 16, pairs_per_prompt: int = 2, seed: int = 0) -> ImportReport:
+    """Toy-world pairs: for each prompt, clips with different defects (alignment.toyworld), rendered once."""
+    from alignment.toyworld import export_pairs, make_pairs
+
+    folder = Path(settings.VAR_DIR) / "demo-toy"
+    manifest = folder / "manifest.jsonl"
+    if not manifest.exists():
+        manifest = export_pairs(make_pairs(n_prompts, pairs_per_prompt, seed=seed), folder)
+    return pairs_import(manifest=manifest)
+
+
 def demo_pairs_load() -> list[ImportReport]:
-    """The VideoAlign sample videos when ../shared/data is there, else clips rendered with ffmpeg."""
-    reports = []
+    """Toy-world pairs, plus the VideoAlign sample videos when ../shared/data is there, else clips
+    rendered with ffmpeg."""
+    reports = [toy_pairs_load()]
     if (SAMPLES / "example.csv").exists():
         reports.append(pairs_import(manifest=SAMPLES / "example.csv"))
     else:

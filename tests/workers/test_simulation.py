@@ -1,0 +1,42 @@
+"""Simulated annotators judge toy pairs through the real HTTP API of a live server."""
+
+import json
+
+import pytest
+from django.core.management import call_command
+
+from alignment.toyworld import export_pairs, make_pairs
+from annotate.models import Judgment, Pair
+from annotate.services.ingest import pairs_import
+
+
+@pytest.mark.slow
+def test_simulated_annotators_work_through_the_api(live_server, transactional_db, tmp_path, settings, capsys):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}
+    manifest = export_pairs(make_pairs(6, 1, seed=3), tmp_path / "toy")
+    assert pairs_import(manifest=manifest, overlap=2).pairs_created == 6
+    call_command("simulate_annotators", "--annotators", "4", "--judgments", "10", "--base-url", live_server.url,
+                 "--mix", "careful=1", verbosity=0)
+    out = capsys.readouterr().out
+    assert out.startswith("10 judgments (careful 10), 0 skipped, 0 errors")
+    assert Judgment.objects.count() == 10
+    assert max(Pair.objects.values_list("judgment_count", flat=True)) <= 2
+    # careful annotators agree with the oracle on clear pairs: compare A/B labels with oracle.jsonl
+    oracle = {row["video"]: row for row in map(json.loads, (manifest.parent / "oracle.jsonl").read_text().splitlines())}
+    agree = total = 0
+    for judgment in Judgment.objects.select_related("pair__video_a", "pair__video_b"):
+        pair = judgment.pair
+        for dim in ("vq", "mq", "ta"):
+            from annotate.services.media import file_sha256
+
+            scores = {}
+            for side, video in (("A", pair.video_a), ("B", pair.video_b)):
+                name = next(n for n in oracle if file_sha256(manifest.parent / n) == video.sha256)
+                scores[side] = oracle[name][dim]
+            delta = scores["A"] - scores["B"]
+            if abs(delta) < 0.15:
+                continue
+            total += 1
+            agree += getattr(judgment, dim) == ("A" if delta > 0 else "B")
+    assert total >= 5 and agree / total >= 0.7, (agree, total)
