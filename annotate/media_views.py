@@ -60,19 +60,20 @@ def _serve(request, field_file):
     return response
 
 
-@require_safe
-@login_required
-def video_file(request, video_id: int):
+def _video_media(request, video_id: int, field: str):
     video = video_visible_to(video_id=video_id, user=request.user)
     if video is None:
         raise Http404("no such video in your assignments")
-    return _serve(request, video.file)
+    return _serve(request, getattr(video, field))
+
+
+@require_safe
+@login_required
+def video_file(request, video_id: int):
+    return _video_media(request, video_id, "file")
 
 
 @require_safe
 @login_required
 def video_poster(request, video_id: int):
-    video = video_visible_to(video_id=video_id, user=request.user)
-    if video is None:
-        raise Http404("no such video in your assignments")
-    return _serve(request, video.poster)
+    return _video_media(request, video_id, "poster")

@@ -34,6 +34,17 @@ def _workspace(request, *, form: JudgeForm | None = None, status: int = 200):
     return render(request, template, context, status=status)
 
 
+def _act_then_next(request, action):
+    """Run a lease action; a refusal becomes a message. Then the next pair (a fragment for htmx)."""
+    try:
+        action()
+    except assignments.AssignmentError as exc:
+        messages.error(request, str(exc))
+    if not request.htmx:
+        return redirect("annotate:home")
+    return _workspace(request)
+
+
 @login_required
 def home(request):
     return _workspace(request)
@@ -46,8 +57,9 @@ def judge(request, assignment_id: int):
     if not form.is_valid():
         return _workspace(request, form=form, status=422)
     data = form.cleaned_data
-    try:
-        assignments.judgment_submit(
+    return _act_then_next(
+        request,
+        lambda: assignments.judgment_submit(
             assignment_id=assignment_id,
             annotator=request.user,
             labels=assignments.ScreenLabels(vq=data["vq"], mq=data["mq"], ta=data["ta"]),
@@ -55,12 +67,8 @@ def judge(request, assignment_id: int):
             flag=data["flag"] or "",
             duration_ms=data["duration_ms"],
             watched_ms=data["watched_ms"],
-        )
-    except assignments.AssignmentError as exc:
-        messages.error(request, str(exc))
-    if not request.htmx:
-        return redirect("annotate:home")
-    return _workspace(request)
+        ),
+    )
 
 
 @login_required
@@ -68,13 +76,9 @@ def judge(request, assignment_id: int):
 def skip(request, assignment_id: int):
     form = SkipForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
-    try:
-        assignments.assignment_skip(assignment_id=assignment_id, annotator=request.user, reason=reason)
-    except assignments.AssignmentError as exc:
-        messages.error(request, str(exc))
-    if not request.htmx:
-        return redirect("annotate:home")
-    return _workspace(request)
+    return _act_then_next(
+        request, lambda: assignments.assignment_skip(assignment_id=assignment_id, annotator=request.user, reason=reason)
+    )
 
 
 @login_required
