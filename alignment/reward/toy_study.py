@@ -1,0 +1,362 @@
+"""Evidence that VideoReward works: train it on toy-world pairs judged by simulated annotators.
+
+The study, readable top to bottom in ``run_toy_study``:
+
+1. render ``n_prompts × pairs_per_prompt`` toy pairs as MP4s (``alignment.toyworld``);
+2. let ``annotators_per_pair`` simulated annotators, drawn from a pool with the default mix of kinds,
+   judge each pair per dimension, each seeing A on a random side of the screen; the label of a
+   dimension is the strict majority of their votes, a tie when there is none;
+3. write a snapshot whose test (and val) splits hold whole prompts that training never sees;
+4. train the small-backbone VideoReward on the train split, once per variant (the ablation:
+   BT-with-ties, BT with ties dropped, regression, one shared head);
+5. on the held-out test prompts, report accuracy with and without ties per dimension next to the
+   oracle's accuracy on the *same* labels, its score difference taken as the margin — the ceiling,
+   since the labels are noisy judgments of exactly those scores.
+
+A control variant trains on the train labels shuffled across pairs (per dimension): whatever it
+scores above chance comes from the evaluation, not from learning.
+
+    python -m alignment reward-toy-study --output-dir runs/toy-study [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from alignment.config import save_config
+from alignment.data.records import DIMENSIONS
+from alignment.metrics import accuracy_table
+
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class ToyVariant:
+    """One row of the ablation: which loss, separate heads or one shared head, real or shuffled labels."""
+
+    name: str
+    loss: str = "bt_ties"
+    shared_head: bool = False
+    shuffled_labels: bool = False
+
+    def describe(self) -> str:
+        if self.shuffled_labels:
+            return f"control: {LOSS_NAMES[self.loss]}, train labels shuffled"
+        head = "one shared head" if self.shared_head else "separate tokens/heads"
+        return f"{LOSS_NAMES[self.loss]}, {head}"
+
+
+LOSS_NAMES = {"bt_ties": "BT with ties", "bt": "BT (ties dropped)", "regression": "regression"}
+VARIANTS = {
+    "bt_ties": ToyVariant("bt_ties"),
+    "bt": ToyVariant("bt", loss="bt"),
+    "regression": ToyVariant("regression", loss="regression"),
+    "shared_head": ToyVariant("shared_head", shared_head=True),
+    "shuffled": ToyVariant("shuffled", shuffled_labels=True),
+}
+MAIN_VARIANT = "bt_ties"
+
+
+@dataclass
+class ToyStudyConfig:
+    output_dir: str
+    # the world
+    n_prompts: int = 96
+    pairs_per_prompt: int = 12
+    test_prompts: int = 24  # held out: no clip of these prompts is trained on
+    val_prompts: int = 8  # held out as well; sets the reward normalisation and the per-epoch eval
+    frame_size: int = 32
+    frames: int = 9
+    p_clean: float = 0.25
+    # the annotators
+    annotators_per_pair: int = 3
+    pool_size: int = 20
+    annotator_mix: dict[str, float] | None = None  # None: alignment.toyworld.DEFAULT_MIX
+    # the model and its training
+    variants: tuple[str, ...] = ("bt_ties", "bt", "regression", "shared_head", "shuffled")
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    tubelet: tuple[int, int, int] = (1, 8, 8)
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    theta: float = 5.0
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, output_dir: str, **overrides) -> "ToyStudyConfig":
+        """A ~1-minute study for tests: fewer prompts and epochs, the main variant and the control."""
+        values = dict(n_prompts=48, pairs_per_prompt=8, test_prompts=12, val_prompts=4, epochs=12, learning_rate=2e-3,
+                      warmup_steps=20, variants=("bt_ties", "shuffled"))
+        values.update(overrides)
+        return cls(output_dir=output_dir, **values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Annotation
+# --------------------------------------------------------------------------------------------------
+
+
+def majority_labels(votes: np.ndarray) -> np.ndarray:
+    """Votes ``(N, k, D)`` in {1, 0, −1} → labels ``(N, D)``: the strict majority, else 0 (tie)."""
+    counts = np.stack([(votes == code).sum(axis=1) for code in (1, 0, -1)])  # (3, N, D)
+    winner = np.array([1, 0, -1], dtype=np.int8)[counts.argmax(axis=0)]
+    return np.where(counts.max(axis=0) * 2 > votes.shape[1], winner, 0).astype(np.int8)
+
+
+def judge_pairs(score_differences: np.ndarray, *, annotators_per_pair: int, pool_size: int,
+                mix: dict[str, float] | None, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+    """Simulated annotation of pairs whose oracle scores differ by ``score_differences`` ``(N, 3)`` (A − B).
+
+    Each pair goes to ``annotators_per_pair`` distinct annotators of the pool; each sees A on the
+    left or on the right at random (so position bias is noise, not a preference for A). Returns the
+    votes in A/B terms ``(N, k, 3)`` and one judgment row per (pair, annotator).
+    """
+    from alignment.toyworld import make_annotator_pool
+
+    pool = make_annotator_pool(pool_size, mix)
+    if annotators_per_pair > len(pool):
+        raise ValueError(f"annotators_per_pair={annotators_per_pair} exceeds the pool of {len(pool)} annotators")
+    n_pairs = score_differences.shape[0]
+    votes = np.zeros((n_pairs, annotators_per_pair, len(DIMENSIONS)), dtype=np.int8)
+    judgments = []
+    for pair_index in range(n_pairs):
+        chosen = rng.choice(len(pool), size=annotators_per_pair, replace=False)
+        for slot, annotator_index in enumerate(chosen):
+            annotator = pool[annotator_index]
+            a_on_left = bool(rng.random() < 0.5)
+            screen_sign = 1 if a_on_left else -1  # left − right = ± (A − B)
+            codes = annotator.judge_codes(screen_sign * score_differences[pair_index], rng)  # +1 left, −1 right
+            votes[pair_index, slot] = screen_sign * codes
+            judgments.append({"pair_id": pair_index, "annotator": annotator.name, "kind": annotator.kind,
+                              "a_on_left": a_on_left,
+                              **{dim.lower(): int(v) for dim, v in zip(DIMENSIONS, votes[pair_index, slot])}})
+    return votes, judgments
+
+
+def assign_splits(prompts: list[str], *, test_prompts: int, val_prompts: int, rng: np.random.Generator) -> dict[str, str]:
+    """prompt → split, a seeded draw of exactly ``test_prompts`` test and ``val_prompts`` val prompts."""
+    distinct = sorted(set(prompts))
+    if test_prompts + val_prompts >= len(distinct):
+        raise ValueError(f"test_prompts={test_prompts} + val_prompts={val_prompts} leave no training prompt "
+                         f"out of {len(distinct)}")
+    order = rng.permutation(len(distinct))
+    split = {prompt: "train" for prompt in distinct}
+    for rank, index in enumerate(order[: test_prompts + val_prompts]):
+        split[distinct[index]] = "test" if rank < test_prompts else "val"
+    return split
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToyData:
+    snapshot: Path
+    shuffled_snapshot: Path | None
+    labels: np.ndarray  # (N, 3) majority labels, A/B terms
+    oracle_differences: np.ndarray  # (N, 3) oracle score A − B
+    splits: np.ndarray  # (N,) "train" / "val" / "test"
+    label_agreement: dict = field(default_factory=dict)
+
+
+def build_toy_data(config: ToyStudyConfig, *, log=print) -> ToyData:
+    """Render, annotate and write the snapshot (plus a shuffled-train-labels copy for the control)."""
+    from alignment.data import write_snapshot
+    from alignment.toyworld import export_pairs, make_pairs
+
+    output_dir = Path(config.output_dir)
+    rng = np.random.default_rng(config.seed)
+    started = time.perf_counter()
+    pairs = make_pairs(config.n_prompts, config.pairs_per_prompt, config.seed, size=config.frame_size,
+                       frames=config.frames, p_clean=config.p_clean)
+    render_dir = output_dir / "toy"
+    export_pairs(pairs, render_dir)
+    log(f"rendered {len(pairs)} pairs ({2 * len(pairs)} MP4s) for {config.n_prompts} prompts "
+        f"in {time.perf_counter() - started:.1f} s")
+
+    differences = np.array([[pair.a.scores[d.lower()] - pair.b.scores[d.lower()] for d in DIMENSIONS] for pair in pairs])
+    votes, judgments = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair,
+                                   pool_size=config.pool_size, mix=config.annotator_mix, rng=rng)
+    labels = majority_labels(votes)
+    prompts = [str(pair.prompt) for pair in pairs]
+    split_of = assign_splits(prompts, test_prompts=config.test_prompts, val_prompts=config.val_prompts, rng=rng)
+    splits = np.array([split_of[prompt] for prompt in prompts])
+    agreement = (votes == labels[:, None, :]).mean(axis=1)  # (N, 3) share of annotators who voted the label
+
+    def rows(pair_labels: np.ndarray) -> list[dict]:
+        return [
+            {"pair_id": index, "prompt": prompts[index], "video_a": f"videos/{index:05d}_a.mp4",
+             "video_b": f"videos/{index:05d}_b.mp4", "generator_a": pair.a.generator, "generator_b": pair.b.generator,
+             "fps_a": 8.0, "num_frames_a": config.frames, "fps_b": 8.0, "num_frames_b": config.frames,
+             **{dim.lower(): int(pair_labels[index, d]) for d, dim in enumerate(DIMENSIONS)},
+             "n_judgments": config.annotators_per_pair,
+             **{f"agreement_{dim.lower()}": float(agreement[index, d]) for d, dim in enumerate(DIMENSIONS)},
+             "split": splits[index]}
+            for index, pair in enumerate(pairs)
+        ]
+
+    videos = {f"videos/{index:05d}_{side}.mp4": render_dir / "videos" / f"{index:05d}_{side}.mp4"
+              for index in range(len(pairs)) for side in "ab"}
+    filters = {"toy_world": {"n_prompts": config.n_prompts, "pairs_per_prompt": config.pairs_per_prompt,
+                             "seed": config.seed, "annotators_per_pair": config.annotators_per_pair}}
+    snapshot = write_snapshot(rows(labels), output_dir / "snapshot", judgments_rows=judgments, videos=videos,
+                              filters=filters)
+    shuffled_snapshot = None
+    if any(VARIANTS[name].shuffled_labels for name in config.variants):
+        shuffled = labels.copy()
+        train = np.flatnonzero(splits == "train")
+        for d in range(len(DIMENSIONS)):  # each dimension permuted on its own: no label survives by position
+            shuffled[train, d] = labels[rng.permutation(train), d]
+        shuffled_snapshot = write_snapshot(rows(shuffled), output_dir / "snapshot-shuffled", videos=videos,
+                                           filters={**filters, "train_labels": "shuffled across pairs"})
+    counts = {split: int((splits == split).sum()) for split in ("train", "val", "test")}
+    log(f"snapshot {snapshot}: {counts['train']} train / {counts['val']} val / {counts['test']} test pairs, "
+        f"{config.annotators_per_pair} simulated annotators per pair")
+    label_agreement = {dim: float(agreement[:, d].mean()) for d, dim in enumerate(DIMENSIONS)}
+    return ToyData(snapshot, shuffled_snapshot, labels, differences, splits, label_agreement)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training and evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def train_config_for(config: ToyStudyConfig, variant: ToyVariant, snapshot: Path):
+    from alignment.reward.model import RewardModelConfig
+    from alignment.reward.train import RewardTrainConfig
+
+    model = RewardModelConfig(
+        backbone="small", shared_head=variant.shared_head, fps=None, hidden_size=config.hidden_size,
+        num_layers=config.num_layers, num_heads=config.num_heads, frame_size=config.frame_size,
+        num_frames=config.frames, tubelet=tuple(config.tubelet), vocab_size=512, max_prompt_tokens=8,
+    )
+    return RewardTrainConfig(
+        output_dir=str(Path(config.output_dir) / "runs" / variant.name), snapshot=str(snapshot), model=model,
+        loss=variant.loss, theta=config.theta, learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+        batch_size=config.batch_size, epochs=config.epochs, warmup_steps=config.warmup_steps, num_workers=0,
+        cache_videos=100_000, seed=config.seed, progress=config.progress, keep_checkpoints=1,
+    )
+
+
+def evaluate_on_test(model_dir: Path, snapshot: Path) -> dict:
+    from alignment.data import read_snapshot
+    from alignment.reward import load_reward_model
+    from alignment.reward.evaluate import evaluate_pairs
+
+    loaded = read_snapshot(snapshot)
+    return evaluate_pairs(load_reward_model(model_dir), loaded.split("test"), roots=[loaded.root], batch_size=64,
+                          progress=False)
+
+
+def ceiling_table(data: ToyData) -> dict:
+    """The oracle's accuracy on the test labels, its score difference as the margin."""
+    test = data.splits == "test"
+    return accuracy_table({dim: data.labels[test, d] for d, dim in enumerate(DIMENSIONS)},
+                          {dim: data.oracle_differences[test, d] for d, dim in enumerate(DIMENSIONS)})
+
+
+def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
+    """Run the whole study; returns the result (also written to ``output_dir/result.json``)."""
+    from alignment.reward.train import train_reward_model
+
+    unknown = [name for name in config.variants if name not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if (output_dir / "snapshot").exists():
+        raise FileExistsError(f"{output_dir}: already holds a study; pick a new --output-dir")
+    save_config(config, output_dir / "toy_study_config.json")
+    started = time.perf_counter()
+    data = build_toy_data(config, log=log)
+    result = {
+        "config": asdict(config),
+        "counts": {split: int((data.splits == split).sum()) for split in ("train", "val", "test")},
+        "label_agreement": data.label_agreement,
+        "ceiling": ceiling_table(data),
+        "variants": {},
+    }
+    for name in config.variants:
+        variant = VARIANTS[name]
+        snapshot = data.shuffled_snapshot if variant.shuffled_labels else data.snapshot
+        train_config = train_config_for(config, variant, snapshot)
+        log(f"training {name} ({variant.describe()})")
+        variant_started = time.perf_counter()
+        metrics = train_reward_model(train_config)
+        table = evaluate_on_test(Path(train_config.output_dir) / "model", data.snapshot)
+        result["variants"][name] = {
+            "description": variant.describe(), "test": table, "val": metrics["eval"][-1],
+            "final_train_loss": metrics["train_loss"][-1]["loss"], "seconds": time.perf_counter() - variant_started,
+            "train_samples_per_second": metrics["train_samples_per_second"],
+        }
+    result["seconds"] = time.perf_counter() - started
+    (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------
+
+
+def _pct(value: float) -> str:
+    return "—" if value != value else f"{100 * value:.1f}"
+
+
+def format_main_table(result: dict, variant: str = MAIN_VARIANT) -> str:
+    """Per dimension: the model next to the ceiling, with and without ties."""
+    model, ceiling = result["variants"][variant]["test"], result["ceiling"]
+    lines = [
+        f"Held-out test prompts ({result['counts']['test']} pairs), {result['variants'][variant]['description']}; "
+        "accuracy in %",
+        "",
+        "dimension | model w/ ties | ceiling w/ ties | model w/o ties | ceiling w/o ties | gap w/o ties | pairs | human ties",
+        "--- | --- | --- | --- | --- | --- | --- | ---",
+    ]
+    for dim in DIMENSIONS:
+        gap = ceiling[dim]["accuracy_without_ties"] - model[dim]["accuracy_without_ties"]
+        lines.append(f"{dim} | {_pct(model[dim]['accuracy_with_ties'])} | {_pct(ceiling[dim]['accuracy_with_ties'])} | "
+                     f"{_pct(model[dim]['accuracy_without_ties'])} | {_pct(ceiling[dim]['accuracy_without_ties'])} | "
+                     f"{_pct(gap)} | {model[dim]['n_pairs']} | {model[dim]['n_ties']}")
+    return "\n".join(lines)
+
+
+def format_ablation_table(result: dict) -> str:
+    """Every variant (and the ceiling): with / without ties per dimension and their mean."""
+    header = " | ".join(f"{dim} w/ | {dim} w/o" for dim in DIMENSIONS)
+    lines = [
+        "Ablation on the held-out test prompts; accuracy in % (w/ = with ties, w/o = without ties)",
+        "",
+        f"variant | {header} | mean w/ | mean w/o",
+        "--- | " + " | ".join("---" for _ in range(2 * len(DIMENSIONS) + 2)),
+    ]
+    rows = [(entry["description"], entry["test"]) for entry in result["variants"].values()]
+    rows.append(("ceiling: oracle score difference", result["ceiling"]))
+    for name, table in rows:
+        with_ties = [table[dim]["accuracy_with_ties"] for dim in DIMENSIONS]
+        without = [table[dim]["accuracy_without_ties"] for dim in DIMENSIONS]
+        cells = " | ".join(f"{_pct(w)} | {_pct(wo)}" for w, wo in zip(with_ties, without))
+        lines.append(f"{name} | {cells} | {_pct(float(np.mean(with_ties)))} | {_pct(float(np.mean(without)))}")
+    return "\n".join(lines)
+
+
+def summary_line(result: dict, variant: str = MAIN_VARIANT) -> str:
+    model, ceiling = result["variants"][variant]["test"], result["ceiling"]
+    gaps = {dim: ceiling[dim]["accuracy_without_ties"] - model[dim]["accuracy_without_ties"] for dim in DIMENSIONS}
+    worst = max(gaps.values())
+    verdict = "within" if worst <= 0.05 else "NOT within"
+    return (f"reward-toy-study: {variant} is {verdict} 5 points of the ceiling without ties (largest gap "
+            f"{100 * worst:.1f} points, {max(gaps, key=gaps.get)}); {len(result['variants'])} variants in "
+            f"{result['seconds']:.0f} s")
