@@ -32,8 +32,8 @@ class ImportCreateView(APIView):
 
     @extend_schema(request={"multipart/form-data": ImportRequestSerializer}, responses={202: JobSerializer})
     def post(self, request):
-        body = ImportRequestSerializer(data={**request.data.dict(), "videos": request.FILES.getlist("videos")}
-                                       if hasattr(request.data, "dict") else request.data)
+        # multipart only: request.data is a QueryDict, whose .dict() would keep just one of the videos
+        body = ImportRequestSerializer(data={**request.data.dict(), "videos": request.FILES.getlist("videos")})
         body.is_valid(raise_exception=True)
         data = body.validated_data
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -95,7 +94,3 @@ def demo_pairs_load() -> list[ImportReport]:
         manifest = folder / "demo.jsonl" if (folder / "demo.jsonl").exists() else _render_clips(folder)
         reports.append(pairs_import(manifest=manifest))
     return reports
-
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="vidpref-demo-"))

@@ -20,6 +20,14 @@ def _safe_name(name: str) -> str:
     return cleaned
 
 
+def _store(upload: UploadedFile, folder: Path) -> Path:
+    target = folder / _safe_name(upload.name)
+    with open(target, "wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+    return target
+
+
 def import_job_create(
     *, manifest: UploadedFile, videos: list[UploadedFile], gold: bool = False, overlap: int | None = None, created_by=None
 ) -> Job:
@@ -28,13 +36,11 @@ def import_job_create(
     job = job_create(kind=Job.Kind.IMPORT, created_by=created_by)
     upload_dir = job_folder(job) / "upload"
     upload_dir.mkdir(parents=True, exist_ok=True)
-    for upload in [manifest, *videos]:
-        target = upload_dir / _safe_name(upload.name)
-        with open(target, "wb") as out:
-            for chunk in upload.chunks():
-                out.write(chunk)
+    manifest_path = _store(manifest, upload_dir)
+    for video in videos:
+        _store(video, upload_dir)
     job.params = {
-        "manifest": str(upload_dir / _safe_name(manifest.name)),
+        "manifest": str(manifest_path),
         "media_root": str(upload_dir),
         "gold": gold,
         "overlap": overlap,

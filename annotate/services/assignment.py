@@ -26,7 +26,7 @@ SCREEN_CHOICES = ("left", "right", "tie")
 
 
 class AssignmentError(Exception):
-    """Base for refusals; ``code`` is what an API answers with."""
+    """Base for refusals; ``status`` is the HTTP status an API answers with."""
 
     status = 400
 

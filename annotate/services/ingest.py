@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 
-from annotate.models import DIMENSIONS, Batch, Label, Pair, Prompt, Video
+from annotate.models import DIMENSIONS, Batch, Label, Pair, Prompt, Video, text_sha256
 from annotate.services import media
 
 Progress = Callable[[int, int, str], None]
@@ -68,12 +68,11 @@ class ImportReport:
         return self.pairs_created + self.pairs_existing
 
     def summary(self) -> str:
-        text = (
+        return (
             f"{self.manifest}: {self.rows} rows, {self.pairs_created} pairs created, "
             f"{self.pairs_existing} already present, {len(self.skipped)} skipped; "
             f"videos: {self.videos_created} new, {self.videos_reused} reused"
         )
-        return text
 
     def as_dict(self) -> dict:
         return {
@@ -88,7 +87,7 @@ class ImportReport:
         }
 
 
-def _label(value, *, line: int, column: str) -> str:
+def _label(value, *, column: str) -> str:
     text = str(value).strip()
     label = _LABELS.get(text.lower()) or _LABELS.get(text)
     if label is None:
@@ -96,14 +95,14 @@ def _label(value, *, line: int, column: str) -> str:
     return label.value
 
 
-def _labels(raw: dict, *, line: int, keys: dict[str, str]) -> dict[str, str] | None:
+def _labels(raw: dict, *, keys: dict[str, str]) -> dict[str, str] | None:
     present = {dim: raw.get(key) for dim, key in keys.items() if raw.get(key) not in (None, "")}
     if not present:
         return None
     missing = [keys[d] for d in DIMENSIONS if d not in present]
     if missing:
         raise ValueError(f"labels incomplete: {', '.join(missing)} missing")
-    return {dim: _label(value, line=line, column=keys[dim]) for dim, value in present.items()}
+    return {dim: _label(value, column=keys[dim]) for dim, value in present.items()}
 
 
 def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
@@ -135,7 +134,7 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
                     raise ValueError(f"missing {', '.join(missing)}")
                 labels = raw.get("labels")
                 if labels is not None:
-                    labels = _labels(labels, line=number, keys={d: d for d in DIMENSIONS})
+                    labels = _labels(labels, keys={d: d for d in DIMENSIONS})
                 rows.append(
                     ImportRow(
                         number, str(raw["prompt"]), str(raw["video_a"]), str(raw["video_b"]),
@@ -158,7 +157,7 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
         try:
             if not (raw.get("path_A") and raw.get("path_B") and (raw.get("prompt") or "").strip()):
                 raise ValueError("path_A, path_B and prompt must not be empty")
-            labels = _labels(raw, line=number, keys={"vq": "VQ", "mq": "MQ", "ta": "TA"})
+            labels = _labels(raw, keys={"vq": "VQ", "mq": "MQ", "ta": "TA"})
             rows.append(
                 ImportRow(
                     number, raw["prompt"].strip(), raw["path_A"].strip(), raw["path_B"].strip(),
@@ -184,10 +183,11 @@ def _resolve(path_text: str, media_root: Path) -> Path:
 
 def video_ingest(
     *, source: Path, prompt: Prompt, generator: str = "", origin: str = Video.Origin.IMPORTED,
-    generation_params: dict | None = None,
+    generation_params: dict | None = None, sha256: str | None = None,
 ) -> tuple[Video, bool]:
-    """Store one video (transcoded, with a poster). Returns (video, created); an identical file is reused."""
-    sha256 = media.file_sha256(source)
+    """Store one video (transcoded, with a poster). Returns (video, created); an identical file is reused.
+    ``sha256`` of ``source`` may be passed when the caller already hashed it."""
+    sha256 = sha256 or media.file_sha256(source)
     existing = Video.objects.filter(sha256=sha256).first()
     if existing is not None:
         if existing.prompt_id != prompt.pk:
@@ -222,8 +222,6 @@ def video_ingest(
 
 
 def _prompt_for(text: str, source: str) -> Prompt:
-    from annotate.models import text_sha256
-
     prompt, _ = Prompt.objects.get_or_create(text_sha256=text_sha256(text), defaults={"text": text, "source": source})
     return prompt
 
@@ -304,9 +302,10 @@ def _import_row(row: ImportRow, *, media_root: Path, gold: bool, overlap: int, b
     if key in seen:
         report.pairs_existing += 1
         return
+    digests = {path: media.file_sha256(path) for path in (path_a, path_b)}
     for name, path in ((row.path_a, path_a), (row.path_b, path_b)):
         # Check both before storing either, so a bad side leaves nothing behind.
-        if not Video.objects.filter(sha256=media.file_sha256(path)).exists():
+        if not Video.objects.filter(sha256=digests[path]).exists():
             try:
                 media.probe(path)
             except media.MediaError as exc:
@@ -315,7 +314,7 @@ def _import_row(row: ImportRow, *, media_root: Path, gold: bool, overlap: int, b
     videos = []
     for name, path, generator in ((row.path_a, path_a, row.generator_a), (row.path_b, path_b, row.generator_b)):
         try:
-            video, created = video_ingest(source=path, prompt=prompt, generator=generator)
+            video, created = video_ingest(source=path, prompt=prompt, generator=generator, sha256=digests[path])
         except media.MediaError as exc:
             raise media.MediaError(f"{name}: {exc}") from exc
         videos.append(video)
