@@ -18,10 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-LABEL_A_BETTER = 1
-LABEL_TIE = 0
-LABEL_B_BETTER = -1
-LABEL_MISSING = -100
+from alignment.labels import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE  # noqa: F401 (re-exported)
 
 # --------------------------------------------------------------------------------------------------
 # Reward-model losses

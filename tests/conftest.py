@@ -139,3 +139,50 @@ def render_clip(path: Path, *, seconds=1.0, size="64x48", rate=12, source="tests
         check=True,
     )
     return path
+
+
+def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_prompt: int = 12) -> None:
+    """Insert ``pairs`` pairs (with prompts, videos and placeholder files) judged by ``judgments_per_pair``
+    annotators each, straight in SQL: for exports and benchmarks at scale. Labels vary deterministically."""
+    labels = "(ARRAY['A','B','TIE'])[1 + ({expr}) % 3]"
+    sql = f"""
+    CREATE TEMP TABLE seed_base AS SELECT
+      (SELECT coalesce(max(id), 0) FROM auth_user) AS users, (SELECT coalesce(max(id), 0) FROM annotate_prompt) AS prompts,
+      (SELECT coalesce(max(id), 0) FROM annotate_video) AS videos, (SELECT coalesce(max(id), 0) FROM annotate_pair) AS pairs,
+      (SELECT coalesce(max(id), 0) FROM annotate_assignment) AS assignments,
+      (SELECT coalesce(max(id), 0) FROM annotate_judgment) AS judgments;
+    INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined)
+      SELECT b.users + k, '!', false, 'seed-annotator-' || (b.users + k), '', '', '', false, true, now()
+      FROM seed_base b, generate_series(1, {judgments_per_pair}) k;
+    INSERT INTO annotate_prompt (id, text, text_sha256, source, created_at)
+      SELECT b.prompts + g, 'seeded prompt ' || (b.prompts + g), encode(sha256(convert_to('seeded prompt ' || (b.prompts + g), 'UTF8')), 'hex'), 'seed', now()
+      FROM seed_base b, generate_series(1, ({pairs} + {pairs_per_prompt} - 1) / {pairs_per_prompt}) g;
+    INSERT INTO annotate_video (id, prompt_id, file, poster, sha256, generator, origin, generation_params, status, error,
+                                created_at, fps, num_frames, width, height)
+      SELECT b.videos + g, b.prompts + 1 + (g - 1) / (2 * {pairs_per_prompt}), 'videos/seed-' || (b.videos + g) || '.mp4', '',
+             md5('seed' || (b.videos + g)) || md5('video' || (b.videos + g)), 'gen-' || (g % 4), 'imported', '{{}}', 'ready', '',
+             now(), 24, 48, 320, 192
+      FROM seed_base b, generate_series(1, 2 * {pairs}) g;
+    INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled,
+                               judgment_count, created_at)
+      SELECT b.pairs + g, b.prompts + 1 + (g - 1) / {pairs_per_prompt}, b.videos + 2 * g - 1, b.videos + 2 * g,
+             {judgments_per_pair}, 0, 'complete', false, {judgments_per_pair}, {judgments_per_pair}, now()
+      FROM seed_base b, generate_series(1, {pairs}) g;
+    INSERT INTO annotate_assignment (id, pair_id, annotator_id, left_is_a, leased_at, expires_at, state, skip_reason)
+      SELECT b.assignments + (g - 1) * {judgments_per_pair} + k, b.pairs + g, b.users + k, (g + k) % 2 = 0, now(), now(),
+             'submitted', ''
+      FROM seed_base b, generate_series(1, {pairs}) g, generate_series(1, {judgments_per_pair}) k;
+    INSERT INTO annotate_judgment (id, pair_id, annotator_id, assignment_id, vq, mq, ta, left_is_a, duration_ms,
+                                   watched_ms, comment, flag, created_at)
+      SELECT b.judgments + (g - 1) * {judgments_per_pair} + k, b.pairs + g, b.users + k,
+             b.assignments + (g - 1) * {judgments_per_pair} + k,
+             {labels.format(expr="g * 7 + k * (g % 2)")}, {labels.format(expr="g * 5 + k * (g % 3)")},
+             {labels.format(expr="g + k * (g % 5)")}, (g + k) % 2 = 0, 5000 + g % 3000, 4000 + g % 2000, '', '', now()
+      FROM seed_base b, generate_series(1, {pairs}) g, generate_series(1, {judgments_per_pair}) k;
+    DROP TABLE seed_base;
+    """
+    cursor.execute(sql)
+    for table in ("auth_user", "annotate_prompt", "annotate_video", "annotate_pair", "annotate_assignment",
+                  "annotate_judgment"):
+        cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+    cursor.execute("ANALYZE")

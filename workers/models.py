@@ -61,3 +61,31 @@ class Job(models.Model):
     def append_log(self, line: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
         Job.objects.filter(pk=self.pk).update(log=models.functions.Concat(F("log"), models.Value(f"{stamp} {line}\n")))
+
+
+class DatasetSnapshot(models.Model):
+    """An exported snapshot (DESIGN §5): the files live at ``uri``; this row says what they hold."""
+
+    class Kind(models.TextChoices):
+        TRAINING = "training", "training (judged pairs)"
+        EVALUATION = "evaluation", "evaluation set"
+
+    name = models.CharField(max_length=100, unique=True)
+    uri = models.CharField(max_length=500, help_text="the snapshot's folder (or s3:// prefix)")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TRAINING)
+    filters = models.JSONField(default=dict, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    agreement = models.JSONField(default=dict, blank=True)
+    bytes = models.BigIntegerField(default=0)
+    judgment_watermark = models.BigIntegerField(
+        null=True, blank=True, help_text="the highest judgment id in the database when exported: newer ones are news"
+    )
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.name} ({self.counts.get('pairs', 0)} pairs)"

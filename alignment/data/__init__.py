@@ -1,28 +1,28 @@
-"""Training data without Django: snapshots (DESIGN §5), public CSV formats, video decoding, Dataset."""
+"""Training data without Django: snapshots (DESIGN §5), public CSV formats, video decoding, Dataset.
 
-from alignment.data.csv_formats import read_rewardbench_csv, read_videoalign_csv
-from alignment.data.dataset import PairVideoDataset, collate_pairs
-from alignment.data.records import DIMENSIONS, PairRecord
-from alignment.data.snapshot import (
-    Snapshot,
-    SnapshotError,
-    read_snapshot,
-    split_for_prompt,
-    write_snapshot,
-    write_videoalign_csv,
-)
-from alignment.data.video import (
-    FrameSpec,
-    VideoDecodeError,
-    fit_frame_size,
-    read_video_frames,
-    resolve_video_path,
-    sample_frame_indices,
-)
+Names are loaded on first use, so that ``alignment.data.snapshot`` (pyarrow only) can be imported by
+a process without torch — the web app's snapshot export — while ``from alignment.data import
+PairVideoDataset`` still works for training code.
+"""
 
-__all__ = [
-    "DIMENSIONS", "FrameSpec", "PairRecord", "PairVideoDataset", "Snapshot", "SnapshotError", "VideoDecodeError",
-    "collate_pairs", "fit_frame_size", "read_rewardbench_csv", "read_snapshot", "read_video_frames",
-    "read_videoalign_csv", "resolve_video_path", "sample_frame_indices", "split_for_prompt", "write_snapshot",
-    "write_videoalign_csv",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "read_rewardbench_csv": "csv_formats", "read_videoalign_csv": "csv_formats",
+    "PairVideoDataset": "dataset", "collate_pairs": "dataset",
+    "DIMENSIONS": "records", "PairRecord": "records",
+    "Snapshot": "snapshot", "SnapshotError": "snapshot", "SnapshotWriter": "snapshot", "read_snapshot": "snapshot",
+    "split_for_prompt": "snapshot", "write_snapshot": "snapshot", "write_videoalign_csv": "snapshot",
+    "FrameSpec": "video", "VideoDecodeError": "video", "fit_frame_size": "video", "read_video_frames": "video",
+    "resolve_video_path": "video", "sample_frame_indices": "video",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'alignment.data' has no attribute {name!r}")
+    value = getattr(import_module(f"alignment.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from alignment.data.records import CSV_LABELS, PairRecord
-from alignment.losses import LABEL_MISSING
+from alignment.labels import LABEL_MISSING
 
 VIDEOALIGN_COLUMNS = ("path_A", "path_B", "prompt", "VQ", "MQ", "TA", "fps_A", "num_frames_A", "fps_B", "num_frames_B")
 REWARDBENCH_COLUMNS = ("path_A", "path_B", "A_model", "B_model", "prompt", "VQ", "MQ", "TA", "Overall",

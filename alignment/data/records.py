@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from alignment.losses import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE
+from alignment.labels import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE
 
 DIMENSIONS = ("VQ", "MQ", "TA")
 

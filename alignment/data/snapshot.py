@@ -2,28 +2,37 @@
 
 ``snapshots/<id>/`` holds ``pairs.parquet`` (one row per pair), optionally ``judgments.parquet``,
 ``videoalign.csv`` (the same pairs for the public VideoAlign trainer), any bundled videos, and
-``manifest.json`` with the sha256 of every other file. A snapshot is written to a hidden temporary
-folder next to its final name and renamed when complete, so readers never see a partial one.
+``manifest.json`` with the sha256 of every other file. A snapshot is written by ``SnapshotWriter``
+into a hidden temporary folder next to its final name and renamed when complete, so readers never see
+a partial one; a writer that was killed leaves only its hidden folder, which ``sweep_partial_snapshots``
+removes once its process is gone.
+
+This module needs pyarrow, not torch: the web app's export imports it.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from alignment.data.records import CSV_LABELS, PairRecord
-from alignment.losses import LABEL_MISSING
+from alignment.labels import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE
 
 SCHEMA_VERSION = 1
 PAIRS_FILE = "pairs.parquet"
@@ -31,6 +40,8 @@ JUDGMENTS_FILE = "judgments.parquet"
 VIDEOALIGN_FILE = "videoalign.csv"
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
+PARTIAL_MARK = ".partial-"
+OWNER_FILE = ".owner.json"
 
 PAIRS_SCHEMA = pa.schema(
     [
@@ -44,16 +55,37 @@ PAIRS_SCHEMA = pa.schema(
         ("num_frames_a", pa.int32()),
         ("fps_b", pa.float64()),
         ("num_frames_b", pa.int32()),
-        ("vq", pa.int8()),
+        ("vq", pa.int8()),  # 1 = A better, 0 = tie, -1 = B better, null = not judged
         ("mq", pa.int8()),
         ("ta", pa.int8()),
+        ("overall", pa.int8()),  # RewardBench's Overall label; null in exports of our own judgments
         ("n_judgments", pa.int32()),
-        ("agreement_vq", pa.float32()),
+        ("agreement_vq", pa.float32()),  # share of the pair's judgments that back its label
         ("agreement_mq", pa.float32()),
         ("agreement_ta", pa.float32()),
         ("split", pa.string()),
     ]
 )
+
+JUDGMENTS_SCHEMA = pa.schema(
+    [
+        ("judgment_id", pa.int64()),
+        ("pair_id", pa.int64()),
+        ("annotator_id", pa.int64()),
+        ("vq", pa.int8()),
+        ("mq", pa.int8()),
+        ("ta", pa.int8()),
+        ("left_is_a", pa.bool_()),  # A was shown on the left (position bias can be measured)
+        ("duration_ms", pa.int32()),
+        ("watched_ms", pa.int32()),
+        ("flag", pa.string()),
+        ("comment", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""The judgments the web app exports; a snapshot written by other code (the toy world) may hold other columns."""
+
+VIDEOALIGN_COLUMNS = ["path_A", "path_B", "prompt", "VQ", "MQ", "TA", "fps_A", "num_frames_A", "fps_B", "num_frames_B"]
 
 
 class SnapshotError(RuntimeError):
@@ -69,8 +101,17 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
 
 
 def split_for_prompt(prompt: str, *, val_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
-    """Deterministic train/val/test split by prompt text: the same prompt always lands in the same split."""
-    bucket = int.from_bytes(hashlib.sha256(prompt.strip().encode("utf-8")).digest()[:8], "big") / 2**64
+    """Deterministic train/val/test split by prompt text: the same prompt always lands in the same split.
+
+    The bucket is the first 8 bytes of the sha256 of the prompt's UTF-8 text, read as an unsigned
+    integer over 2⁶⁴ — the web app computes the same value in SQL from ``Prompt.text_sha256``.
+    """
+    return split_for_sha256(hashlib.sha256(prompt.encode("utf-8")).hexdigest(), val_fraction=val_fraction,
+                            test_fraction=test_fraction)
+
+
+def split_for_sha256(hex_digest: str, *, val_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
+    bucket = int(hex_digest[:16], 16) / 2**64
     if bucket < test_fraction:
         return "test"
     if bucket < test_fraction + val_fraction:
@@ -101,7 +142,7 @@ def write_videoalign_csv(pairs: Iterable[PairRecord], path: str | Path) -> None:
     """The pairs in VideoAlign's training CSV (labels A / B / same; an unjudged dimension is empty)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path_A", "path_B", "prompt", "VQ", "MQ", "TA", "fps_A", "num_frames_A", "fps_B", "num_frames_B"])
+        writer.writerow(VIDEOALIGN_COLUMNS)
         for pair in pairs:
             writer.writerow(
                 [pair.video_a, pair.video_b, pair.prompt, _label_to_csv(pair.vq), _label_to_csv(pair.mq),
@@ -111,21 +152,252 @@ def write_videoalign_csv(pairs: Iterable[PairRecord], path: str | Path) -> None:
             )
 
 
-def _pairs_table(pairs: list[PairRecord]) -> pa.Table:
-    columns = {name: [] for name in PAIRS_SCHEMA.names}
-    for pair in pairs:
-        row = pair.as_row()
-        for name in PAIRS_SCHEMA.names:
-            value = row[name]
-            if name in ("vq", "mq", "ta") and value == LABEL_MISSING:
-                value = None
-            columns[name].append(value)
-    return pa.Table.from_pydict(columns, schema=PAIRS_SCHEMA)
+def _videoalign_batch(pairs: pa.RecordBatch) -> pa.RecordBatch:
+    """Pairs (``PAIRS_SCHEMA``) → the VideoAlign CSV's columns, labels as ``A`` / ``B`` / ``same`` / empty (null)."""
+
+    def label_text(column: pa.Array) -> pa.Array:
+        return pc.if_else(pc.equal(column, LABEL_A_BETTER), "A",
+                          pc.if_else(pc.equal(column, LABEL_B_BETTER), "B", pc.if_else(pc.equal(column, LABEL_TIE), "same", None)))
+
+    names = dict(zip(pairs.schema.names, pairs.columns))
+    columns = [names["video_a"], names["video_b"], names["prompt"], label_text(names["vq"]), label_text(names["mq"]),
+               label_text(names["ta"]), names["fps_a"], names["num_frames_a"], names["fps_b"], names["num_frames_b"]]
+    return pa.RecordBatch.from_arrays(columns, names=VIDEOALIGN_COLUMNS)
+
+
+def csv_record_batches(chunks: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = 4 << 20) -> Iterator[pa.RecordBatch]:
+    """Stream a headered CSV (e.g. PostgreSQL's ``COPY … TO STDOUT (FORMAT csv, HEADER)``) as record batches
+    of ``schema`` without holding it whole. An unquoted empty field is null, a quoted one an empty string;
+    ``t``/``f`` are booleans."""
+    reader = pacsv.open_csv(
+        io.BufferedReader(_ChunkStream(chunks), buffer_size=block_bytes),
+        read_options=pacsv.ReadOptions(block_size=block_bytes),
+        convert_options=pacsv.ConvertOptions(
+            column_types=schema, include_columns=schema.names, strings_can_be_null=True,
+            quoted_strings_can_be_null=False, true_values=["t", "true"], false_values=["f", "false"],
+            timestamp_parsers=[pacsv.ISO8601],
+        ),
+    )
+    for batch in reader:
+        yield batch.cast(schema) if batch.schema != schema else batch
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(bytes(chunk))
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
 
 
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_partial_snapshots(parent: str | Path, *, other_host_after_s: float = 24 * 3600) -> list[Path]:
+    """Remove the hidden folders of snapshot writers that died (killed, machine lost) under ``parent``.
+
+    A folder whose writer ran on this host is removed once that process is gone; one written from
+    another host (a shared volume) once it is older than ``other_host_after_s``. Returns what was removed.
+    """
+    parent = Path(parent)
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for folder in parent.iterdir():
+        if not (folder.is_dir() and folder.name.startswith(".") and PARTIAL_MARK in folder.name):
+            continue
+        try:
+            owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            owner = {}
+        if owner.get("host") == socket.gethostname():
+            dead = not _process_alive(int(owner.get("pid", 0)))
+        else:
+            dead = time.time() - folder.stat().st_mtime > other_host_after_s
+        if dead:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+class SnapshotWriter:
+    """Write one snapshot a batch at a time (bounded memory), then ``commit`` it: checksums, manifest,
+    fsync, rename. Leaving the ``with`` block without committing, or with an exception, removes the
+    temporary folder; a killed process leaves it hidden for ``sweep_partial_snapshots``.
+
+        with SnapshotWriter(root / "2026-11-25-0001") as writer:
+            for batch in pair_batches:          # record batches of PAIRS_SCHEMA
+                writer.add_pairs(batch)
+            writer.add_judgments(judgment_batches)
+            path = writer.commit(filters={...})
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists():
+            raise FileExistsError(
+                f"{self.out_dir}: a snapshot already exists there; snapshots are immutable, pick a new id")
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.temp_dir = self.out_dir.parent / f".{self.out_dir.name}{PARTIAL_MARK}{uuid.uuid4().hex}"
+        self.temp_dir.mkdir()
+        (self.temp_dir / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        self._pairs_writer = pq.ParquetWriter(self.temp_dir / PAIRS_FILE, PAIRS_SCHEMA)
+        self._csv_handle = open(self.temp_dir / VIDEOALIGN_FILE, "wb")
+        self._csv_handle.write((",".join(VIDEOALIGN_COLUMNS) + "\n").encode())
+        self._csv_writer = None
+        self._pair_ids: set[int] = set()
+        self._split_counts = dict.fromkeys(SPLITS, 0)
+        self._n_judgments: int | None = None
+        self._bundled: list[str] = []
+        self._committed = False
+        self.manifest: dict | None = None  # set by ``commit``
+
+    def __enter__(self) -> "SnapshotWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self._committed:
+            self.abort()
+
+    def add_pairs(self, pairs: pa.RecordBatch | pa.Table) -> int:
+        """Append pairs (``PAIRS_SCHEMA``; a missing optional column is null). Returns how many."""
+        pairs = _conform(pairs, PAIRS_SCHEMA)
+        for batch in pairs.to_batches():
+            self._check_pairs(batch)
+            self._pairs_writer.write_batch(batch)
+            videoalign = _videoalign_batch(batch)
+            if self._csv_writer is None:  # pyarrow would quote every header name: VideoAlign's header is written as is
+                self._csv_writer = pacsv.CSVWriter(self._csv_handle, videoalign.schema, write_options=pacsv.WriteOptions(
+                    include_header=False, quoting_style="needed"))
+            self._csv_writer.write_batch(videoalign)
+        return pairs.num_rows
+
+    def _check_pairs(self, batch: pa.RecordBatch) -> None:
+        names = dict(zip(batch.schema.names, batch.columns))
+        for required in ("pair_id", "prompt", "video_a", "video_b", "split"):
+            if names[required].null_count:
+                raise ValueError(f"pairs: {required} is empty in {names[required].null_count} rows; every pair needs one")
+        allowed = pa.array([LABEL_A_BETTER, LABEL_TIE, LABEL_B_BETTER], pa.int8())
+        for dimension in ("vq", "mq", "ta", "overall"):
+            column = names[dimension]
+            bad = pc.filter(names["pair_id"], pc.invert(pc.or_(pc.is_null(column), pc.is_in(column, value_set=allowed))))
+            if len(bad):
+                raise ValueError(f"pair {bad[0].as_py()}: {dimension} is not 1 (A), 0 (tie) or -1 (B)")
+        counts = pc.value_counts(names["split"]).to_pylist()
+        for entry in counts:
+            if entry["values"] not in SPLITS:
+                raise ValueError(f"pairs: split {entry['values']!r} is not one of {SPLITS}")
+            self._split_counts[entry["values"]] += entry["counts"]
+        ids = names["pair_id"].to_pylist()
+        before = len(self._pair_ids)
+        self._pair_ids.update(ids)
+        if len(self._pair_ids) != before + len(ids):
+            raise ValueError("pair_id values repeat; every pair must appear once")
+
+    def add_judgments(self, judgments: Iterable[pa.RecordBatch] | pa.Table, schema: pa.Schema | None = None) -> int:
+        """Write ``judgments.parquet`` from a table or a stream of record batches (call once). Returns the row count."""
+        if self._n_judgments is not None:
+            raise RuntimeError("add_judgments was already called for this snapshot")
+        batches = judgments.to_batches() if isinstance(judgments, pa.Table) else judgments
+        schema = schema or (judgments.schema if isinstance(judgments, pa.Table) else JUDGMENTS_SCHEMA)
+        count = 0
+        with pq.ParquetWriter(self.temp_dir / JUDGMENTS_FILE, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                count += batch.num_rows
+        self._n_judgments = count
+        return count
+
+    def add_video(self, inner_path: str, source: str | Path) -> None:
+        """Copy a video into the snapshot at ``inner_path`` (relative, e.g. ``videos/12.mp4``)."""
+        if Path(inner_path).is_absolute() or ".." in Path(inner_path).parts:
+            raise ValueError(f"{inner_path}: bundled video paths must be relative and stay inside the snapshot")
+        target = self.temp_dir / inner_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        self._bundled.append(Path(inner_path).as_posix())
+
+    def commit(self, *, filters: Mapping | None = None, agreement: Mapping | None = None,
+               extra: Mapping | None = None) -> Path:
+        """Finish the files, write the manifest and make the snapshot visible under its final name."""
+        self._pairs_writer.close()
+        if self._csv_writer is not None:
+            self._csv_writer.close()
+        self._csv_handle.close()
+        written = [PAIRS_FILE, VIDEOALIGN_FILE] + ([JUDGMENTS_FILE] if self._n_judgments is not None else [])
+        files = {}
+        for name in written + self._bundled:
+            path = self.temp_dir / name
+            _fsync_file(path)
+            files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        counts = {"pairs": len(self._pair_ids), **self._split_counts}
+        if self._n_judgments is not None:
+            counts["judgments"] = self._n_judgments
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "filters": dict(filters or {}),
+            "counts": counts,
+            "agreement": dict(agreement or {}),
+            "files": files,
+            **dict(extra or {}),
+        }
+        with open(self.temp_dir / MANIFEST_FILE, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        (self.temp_dir / OWNER_FILE).unlink()
+        os.rename(self.temp_dir, self.out_dir)
+        self._committed = True
+        self.manifest = manifest
+        return self.out_dir
+
+    def abort(self) -> None:
+        for closable in (self._pairs_writer, self._csv_writer, self._csv_handle):
+            try:
+                if closable is not None:
+                    closable.close()
+            except Exception:  # already closed, or failed mid-write: the folder goes anyway
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _conform(data: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
+    """``data`` as a table of exactly ``schema``: columns reordered and cast; missing nullable ones as nulls."""
+    table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def write_snapshot(
@@ -137,73 +409,30 @@ def write_snapshot(
     filters: Mapping | None = None,
     agreement: Mapping | None = None,
 ) -> Path:
-    """Write a complete snapshot to ``out_dir`` atomically and return its path.
+    """Write a complete snapshot from rows held in memory; return its path.
 
-    ``pairs_rows``: mappings with the columns of ``PAIRS_SCHEMA`` (labels int 1/0/−1 or None);
-    a row without ``split`` is split by prompt with ``split_for_prompt``. ``videos`` maps a path
-    inside the snapshot (e.g. ``videos/12.mp4``, what the rows' ``video_a``/``video_b`` say) to a
+    ``pairs_rows``: mappings with the columns of ``PAIRS_SCHEMA`` (labels int 1/0/−1 or None) or
+    ``PairRecord``s; a row without ``split`` is split by prompt with ``split_for_prompt``. ``videos`` maps
+    a path inside the snapshot (e.g. ``videos/12.mp4``, what the rows' ``video_a``/``video_b`` say) to a
     source file to copy in. ``out_dir`` must not exist yet: snapshots are immutable.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir}: a snapshot already exists there; snapshots are immutable, pick a new id")
-    pairs = []
+    rows = []
     for row in pairs_rows:
         pair = PairRecord.from_row(row)
         if not isinstance(row, PairRecord) and "split" not in row:
             pair.split = split_for_prompt(pair.prompt)
-        if pair.split not in SPLITS:
-            raise ValueError(f"pair {pair.pair_id}: split {pair.split!r} is not one of {SPLITS}")
-        pairs.append(pair)
-    ids = [pair.pair_id for pair in pairs]
-    if len(set(ids)) != len(ids):
-        raise ValueError("pair_id values repeat; every pair must appear once")
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temp_dir = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex}"
-    temp_dir.mkdir()
-    try:
-        pq.write_table(_pairs_table(pairs), temp_dir / PAIRS_FILE)
-        written = [PAIRS_FILE]
-        n_judgments = None
+        values = pair.as_row()
+        for label_key in ("vq", "mq", "ta", "overall"):
+            if values[label_key] == LABEL_MISSING:
+                values[label_key] = None
+        rows.append({name: values.get(name) for name in PAIRS_SCHEMA.names})
+    with SnapshotWriter(out_dir) as writer:
+        writer.add_pairs(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA))
         if judgments_rows is not None:
-            judgments = list(judgments_rows)
-            n_judgments = len(judgments)
-            pq.write_table(pa.Table.from_pylist(judgments), temp_dir / JUDGMENTS_FILE)
-            written.append(JUDGMENTS_FILE)
-        write_videoalign_csv(pairs, temp_dir / VIDEOALIGN_FILE)
-        written.append(VIDEOALIGN_FILE)
+            writer.add_judgments(pa.Table.from_pylist(list(judgments_rows)))
         for inner_path, source in (videos or {}).items():
-            target = temp_dir / inner_path
-            if Path(inner_path).is_absolute() or ".." in Path(inner_path).parts:
-                raise ValueError(f"{inner_path}: bundled video paths must be relative and stay inside the snapshot")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            written.append(Path(inner_path).as_posix())
-        files = {}
-        for name in written:
-            _fsync_file(temp_dir / name)
-            files[name] = {"sha256": sha256_file(temp_dir / name), "bytes": (temp_dir / name).stat().st_size}
-        counts = {"pairs": len(pairs), **{split: sum(p.split == split for p in pairs) for split in SPLITS}}
-        if n_judgments is not None:
-            counts["judgments"] = n_judgments
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "filters": dict(filters or {}),
-            "counts": counts,
-            "agreement": dict(agreement or {}),
-            "files": files,
-        }
-        with open(temp_dir / MANIFEST_FILE, "w", encoding="utf-8") as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
-    return out_dir
+            writer.add_video(inner_path, source)
+        return writer.commit(filters=filters, agreement=agreement)
 
 
 def read_snapshot(folder: str | Path, *, verify: bool = True) -> Snapshot:

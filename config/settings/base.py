@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from celery.schedules import crontab
 
 from config import embedded, tools
 
@@ -159,6 +160,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Longer than the longest GPU job, so an unacknowledged task is not redelivered while it still runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=12 * 3600)}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {  # synced into django-celery-beat's tables when beat starts; editable in the admin
+    "nightly snapshot export": {
+        "task": "workers.tasks.default.export_snapshot_nightly",
+        "schedule": crontab(hour=env.int("VIDPREF_SNAPSHOT_HOUR", default=3), minute=0),
+    },
+}
 CELERY_TIMEZONE = TIME_ZONE
 HEALTHZ_BROKER_TIMEOUT_S = 2.0
 

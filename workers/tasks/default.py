@@ -14,3 +14,34 @@ def ping(payload: str = "pong") -> dict:
         cursor.execute("SELECT current_database()")
         database = cursor.fetchone()[0]
     return {"payload": payload, "database": database, "pid": os.getpid()}
+
+
+@shared_task(name="workers.tasks.default.export_snapshot", acks_late=True, reject_on_worker_lost=True)
+def export_snapshot(job_id: int) -> dict | None:
+    """Export a snapshot with the job's filters. Safe to deliver twice: a finished job is skipped, and a
+    killed run leaves only a hidden partial folder that the next export sweeps away."""
+    from workers.services import job_fail, job_start, job_succeed
+    from workers.services.snapshots import snapshot_create, snapshot_params_parse
+
+    job = job_start(job_id=job_id)
+    if job is None:
+        return None
+    try:
+        options = snapshot_params_parse(job.params)
+        snapshot = snapshot_create(**options, job=job, created_by=job.created_by, progress=job.report_progress)
+    except Exception as exc:
+        job_fail(job=job, error=exc)
+        raise
+    result = {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts}
+    job.append_log(f"snapshot {snapshot.name}: {snapshot.counts} at {snapshot.uri}")
+    job_succeed(job=job, result=result)
+    return result
+
+
+@shared_task(name="workers.tasks.default.export_snapshot_nightly")
+def export_snapshot_nightly() -> int | None:
+    """Beat's nightly export: queue one when something was judged since the last snapshot. Returns the job id."""
+    from workers.services.snapshots import snapshot_job_create_if_due
+
+    job = snapshot_job_create_if_due()
+    return job.pk if job else None
