@@ -36,7 +36,8 @@ def _resolve(path: str, video_root: Path) -> str:
     return str(candidate if candidate.is_absolute() else (video_root / candidate).resolve())
 
 
-def _read(path: str | Path, columns: tuple[str, ...], video_root: str | Path | None, with_models: bool) -> list[PairRecord]:
+def _read(path: str | Path, columns: tuple[str, ...], video_root: str | Path | None, with_models: bool,
+          bad_rows: list[str] | None = None) -> list[PairRecord]:
     path = Path(path)
     root = Path(video_root) if video_root is not None else path.parent
     with open(path, newline="", encoding="utf-8") as handle:
@@ -47,8 +48,8 @@ def _read(path: str | Path, columns: tuple[str, ...], video_root: str | Path | N
         records = []
         for line_number, row in enumerate(reader, start=2):
             where = f"{path}:{line_number}"
-            records.append(
-                PairRecord(
+            try:
+                record = PairRecord(
                     pair_id=line_number - 2,
                     prompt=row["prompt"],
                     video_a=_resolve(row["path_A"], root),
@@ -65,16 +66,25 @@ def _read(path: str | Path, columns: tuple[str, ...], video_root: str | Path | N
                     fps_b=_optional_float(row.get("fps_B")),
                     num_frames_b=_optional_int(row.get("num_frames_B")),
                 )
-            )
+            except (ValueError, TypeError) as error:
+                if bad_rows is None:
+                    raise
+                bad_rows.append(str(error) if str(error).startswith(where) else f"{where}: {error}")
+                continue
+            records.append(record)
     return records
 
 
-def read_videoalign_csv(path: str | Path, *, video_root: str | Path | None = None) -> list[PairRecord]:
+def read_videoalign_csv(path: str | Path, *, video_root: str | Path | None = None,
+                        bad_rows: list[str] | None = None) -> list[PairRecord]:
     """Pairs from a VideoAlign training CSV; relative video paths are taken from ``video_root``
-    (default: the CSV's folder) and returned absolute. Every row lands in the ``train`` split."""
-    return _read(path, VIDEOALIGN_COLUMNS, video_root, with_models=False)
+    (default: the CSV's folder) and returned absolute. Every row lands in the ``train`` split.
+    A malformed row raises ``ValueError`` naming its line — or, with ``bad_rows`` given, is described
+    there and skipped."""
+    return _read(path, VIDEOALIGN_COLUMNS, video_root, with_models=False, bad_rows=bad_rows)
 
 
-def read_rewardbench_csv(path: str | Path, *, video_root: str | Path | None = None) -> list[PairRecord]:
+def read_rewardbench_csv(path: str | Path, *, video_root: str | Path | None = None,
+                         bad_rows: list[str] | None = None) -> list[PairRecord]:
     """Pairs from a VideoGen-RewardBench CSV (with generator names and the Overall label), split ``test``."""
-    return _read(path, REWARDBENCH_COLUMNS, video_root, with_models=True)
+    return _read(path, REWARDBENCH_COLUMNS, video_root, with_models=True, bad_rows=bad_rows)

@@ -10,6 +10,7 @@ Files are written by ``alignment.data.snapshot.SnapshotWriter``: hidden until co
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,12 +22,15 @@ from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.utils import timezone
 
+from alignment.data.csv_formats import read_rewardbench_csv
 from alignment.data.snapshot import (
     JUDGMENTS_SCHEMA,
     PAIRS_SCHEMA,
     SnapshotWriter,
     csv_record_batches,
+    read_snapshot,
     sweep_partial_snapshots,
+    write_snapshot,
 )
 from annotate.consensus import ConsensusFilters, consensus_sql, counted_judgments_sql
 from annotate.models import DIMENSIONS, Judgment
@@ -66,9 +70,10 @@ def _bound(sql: str, params: dict) -> str:
 @contextmanager
 def _snapshot_transaction():
     """One transaction at REPEATABLE READ (a consistent view for the whole export), unless the caller
-    already holds a transaction, whose view is then used."""
+    already holds a transaction, whose view is then used (in a savepoint)."""
     if connection.in_atomic_block:
-        yield
+        with transaction.atomic():
+            yield
         return
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -136,12 +141,14 @@ def snapshot_create(
                 agreement=agreement,
                 extra={"name": name, "judgment_watermark": watermark},
             )
-        return DatasetSnapshot.objects.create(
+        snapshot = DatasetSnapshot.objects.create(
             name=name, uri=str(path), kind=DatasetSnapshot.Kind.TRAINING, filters=writer.manifest["filters"],
             counts=writer.manifest["counts"], agreement=agreement,
             bytes=sum(entry["bytes"] for entry in writer.manifest["files"].values()),
             judgment_watermark=watermark, job=job, created_by=created_by,
         )
+        cursor.execute("DROP TABLE snapshot_pairs")  # also when the caller's transaction goes on
+        return snapshot
 
 
 def _pairs_query(bundle_videos: bool, val_fraction: float, test_fraction: float) -> str:
@@ -254,3 +261,44 @@ def snapshot_job_create_if_due() -> Job | None:
     if not snapshot_nightly_due():
         return None
     return snapshot_job_create(params={"nightly": True})
+
+
+def snapshot_from_rewardbench(
+    *, csv_path: str | Path, video_root: str | Path | None = None, name: str | None = None,
+    root: str | Path | None = None, bundle_videos: bool = False, created_by=None,
+) -> tuple[DatasetSnapshot, list[str]]:
+    """A VideoGen-RewardBench CSV as an evaluation snapshot (every pair in ``test``, with its Overall label).
+
+    A row whose labels cannot be read, or whose video file is missing, is skipped and described in the
+    returned list; the other rows are kept. Raises ``SnapshotEmpty`` when no row is usable.
+    """
+    csv_path = Path(csv_path)
+    root = Path(root or settings.SNAPSHOT_ROOT)
+    name = name or f"rewardbench-{_new_name()}"
+    problems: list[str] = []
+    records = read_rewardbench_csv(csv_path, video_root=video_root, bad_rows=problems)
+    usable, videos = [], {}
+    for record in records:
+        missing = [uri for uri in (record.video_a, record.video_b) if not Path(uri).is_file()]
+        if missing:
+            problems.append(f"{csv_path}:{record.pair_id + 2}: video not found: {', '.join(missing)}; the row was skipped")
+            continue
+        if bundle_videos:
+            for side in ("video_a", "video_b"):
+                source = Path(getattr(record, side))
+                inner = f"videos/{hashlib.sha256(str(source).encode()).hexdigest()[:16]}{source.suffix}"
+                videos[inner] = source
+                setattr(record, side, inner)
+        usable.append(record)
+    if not usable:
+        raise SnapshotEmpty(f"{csv_path}: no usable row ({len(problems)} skipped: {problems[:3]})")
+    sweep_partial_snapshots(root)
+    path = write_snapshot(usable, root / name, videos=videos,
+                          filters={"source": str(csv_path), "format": "VideoGen-RewardBench", "skipped_rows": len(problems)})
+    manifest = read_snapshot(path, verify=False).manifest
+    snapshot = DatasetSnapshot.objects.create(
+        name=name, uri=str(path), kind=DatasetSnapshot.Kind.EVALUATION, filters=manifest["filters"],
+        counts=manifest["counts"], bytes=sum(entry["bytes"] for entry in manifest["files"].values()),
+        created_by=created_by,
+    )
+    return snapshot, problems
