@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import shutil
 import time
+import uuid
 from datetime import timedelta
 
 import pyarrow.parquet as pq
@@ -210,21 +212,41 @@ def test_a_killed_export_leaves_no_snapshot_and_the_next_one_succeeds(transactio
     assert read_snapshot(snapshot.uri).manifest["counts"]["pairs"] == 60_000
 
 
-def test_export_job_runs_in_a_real_worker(celery_worker_process, tmp_path, settings, make_pairs, annotators, make_user):
-    from workers.services.snapshots import snapshot_job_create
-
+def test_admin_export_runs_in_a_real_worker(celery_worker_process, client, settings, make_pairs, annotators,
+                                            make_user):
     (pair,) = make_pairs(1)
     judge(pair, annotators[0], "B", "B", "A")
-    job = snapshot_job_create(params={"root": str(tmp_path), "name": "from-worker", "min_judgments": 1},
-                              created_by=make_user(staff=True))
-    deadline = time.monotonic() + 60
+    admin = make_user(staff=True)
+    admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+    assert client.get("/admin/workers/datasetsnapshot/").status_code == 200
+    assert client.get("/admin/workers/datasetsnapshot/export/").status_code == 200
+    name = f"from-worker-{uuid.uuid4().hex[:6]}"
+    refused = client.post("/admin/workers/datasetsnapshot/export/", {"name": name, "min_judgments": 1,
+                                                                     "min_agreement": 3, "no_majority": "tie"})
+    assert refused.status_code == 200 and "less than or equal to 1" in refused.content.decode()
+    assert not Job.objects.exists()
+    response = client.post("/admin/workers/datasetsnapshot/export/", {"name": name, "min_judgments": 1,
+                                                                      "min_agreement": 0.5, "no_majority": "tie"})
+    assert response.status_code == 302
+    job = wait_for(Job.objects.get(kind=Job.Kind.EXPORT), celery_worker_process)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    snapshot = DatasetSnapshot.objects.get(name=name)
+    assert snapshot.job_id == job.pk and job.result["counts"]["pairs"] == 1 and job.progress == 1.0
+    assert snapshot.uri == str(settings.SNAPSHOT_ROOT / name) and pairs_by_id(snapshot)[pair.pk]["ta"] == 1
+    assert client.get(f"/admin/workers/datasetsnapshot/{snapshot.pk}/change/").status_code == 200
+    client.post("/admin/workers/datasetsnapshot/", {"action": "export_again", "_selected_action": [snapshot.pk]})
+    again = wait_for(Job.objects.filter(kind=Job.Kind.EXPORT).exclude(pk=job.pk).get(), celery_worker_process)
+    assert again.params["min_agreement"] == 0.5 and again.status == Job.Status.SUCCEEDED
+    for exported in DatasetSnapshot.objects.all():
+        shutil.rmtree(exported.uri)
+
+
+def wait_for(job, worker, timeout=60):
+    deadline = time.monotonic() + timeout
     while job.status not in (Job.Status.SUCCEEDED, Job.Status.FAILED):
-        assert time.monotonic() < deadline, celery_worker_process.log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
         time.sleep(0.2)
         job.refresh_from_db()
-    assert job.status == Job.Status.SUCCEEDED, job.error
-    snapshot = DatasetSnapshot.objects.get(name="from-worker")
-    assert snapshot.job_id == job.pk and job.result["counts"]["pairs"] == 1 and job.progress == 1.0
-    assert pairs_by_id(snapshot)[pair.pk]["ta"] == 1
-    with pytest.raises(ValueError, match="min_agreement"):
-        snapshot_job_create(params={"min_agreement": 5})
+    return job
