@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -170,7 +169,7 @@ def csv_record_batches(chunks: Iterable[bytes], schema: pa.Schema, *, block_byte
     of ``schema`` without holding it whole. An unquoted empty field is null, a quoted one an empty string;
     ``t``/``f`` are booleans."""
     reader = pacsv.open_csv(
-        io.BufferedReader(_ChunkStream(chunks), buffer_size=block_bytes),
+        _ChunkReader(chunks),
         read_options=pacsv.ReadOptions(block_size=block_bytes),
         convert_options=pacsv.ConvertOptions(
             column_types=schema, include_columns=schema.names, strings_can_be_null=True,
@@ -182,26 +181,32 @@ def csv_record_batches(chunks: Iterable[bytes], schema: pa.Schema, *, block_byte
         yield batch.cast(schema) if batch.schema != schema else batch
 
 
-class _ChunkStream(io.RawIOBase):
-    """A readable stream over an iterator of byte chunks."""
+class _ChunkReader:
+    """A file-like ``read(n)`` over an iterator of byte chunks (COPY yields one per row: they are joined
+    into blocks here, so pyarrow's reader calls into Python once per block, not once per row)."""
 
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks = iter(chunks)
-        self._pending = memoryview(b"")
+        self._pending = b""
+        self.closed = False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._pending:
+    def read(self, size: int = -1) -> bytes:
+        parts, have = [self._pending], len(self._pending)
+        while size < 0 or have < size:
             chunk = next(self._chunks, None)
             if chunk is None:
-                return 0
-            self._pending = memoryview(bytes(chunk))
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        if size < 0:
+            self._pending = b""
+            return data
+        self._pending = data[size:]
+        return data[:size]
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _fsync_file(path: Path) -> None:
@@ -271,7 +276,7 @@ class SnapshotWriter:
         self._csv_handle = open(self.temp_dir / VIDEOALIGN_FILE, "wb")
         self._csv_handle.write((",".join(VIDEOALIGN_COLUMNS) + "\n").encode())
         self._csv_writer = None
-        self._pair_ids: set[int] = set()
+        self._n_pairs = 0
         self._split_counts = dict.fromkeys(SPLITS, 0)
         self._n_judgments: int | None = None
         self._bundled: list[str] = []
@@ -314,11 +319,7 @@ class SnapshotWriter:
             if entry["values"] not in SPLITS:
                 raise ValueError(f"pairs: split {entry['values']!r} is not one of {SPLITS}")
             self._split_counts[entry["values"]] += entry["counts"]
-        ids = names["pair_id"].to_pylist()
-        before = len(self._pair_ids)
-        self._pair_ids.update(ids)
-        if len(self._pair_ids) != before + len(ids):
-            raise ValueError("pair_id values repeat; every pair must appear once")
+        self._n_pairs += batch.num_rows
 
     def add_judgments(self, judgments: Iterable[pa.RecordBatch] | pa.Table, schema: pa.Schema | None = None) -> int:
         """Write ``judgments.parquet`` from a table or a stream of record batches (call once). Returns the row count."""
@@ -347,6 +348,9 @@ class SnapshotWriter:
                extra: Mapping | None = None) -> Path:
         """Finish the files, write the manifest and make the snapshot visible under its final name."""
         self._pairs_writer.close()
+        pair_ids = pq.read_table(self.temp_dir / PAIRS_FILE, columns=["pair_id"]).column("pair_id")
+        if pc.count_distinct(pair_ids).as_py() != self._n_pairs:  # 8 bytes a pair, once, not a set held throughout
+            raise ValueError("pair_id values repeat; every pair must appear once")
         if self._csv_writer is not None:
             self._csv_writer.close()
         self._csv_handle.close()
@@ -356,7 +360,7 @@ class SnapshotWriter:
             path = self.temp_dir / name
             _fsync_file(path)
             files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        counts = {"pairs": len(self._pair_ids), **self._split_counts}
+        counts = {"pairs": self._n_pairs, **self._split_counts}
         if self._n_judgments is not None:
             counts["judgments"] = self._n_judgments
         manifest = {

@@ -126,26 +126,34 @@ def read_video_frames(path: str | Path, spec: FrameSpec, *, threads: int = 0) ->
             out_h, out_w = fit_frame_size(
                 height, width, factor=spec.size_factor, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels
             )
-        kept: dict[int, np.ndarray] = {}
-        wanted = set(indices.tolist())
+        resize = (out_h, out_w) != (height, width)
+        slots: dict[int, list[int]] = {}  # frame index → output positions (a short clip repeats frames)
+        for slot, index in enumerate(indices.tolist()):
+            slots.setdefault(index, []).append(slot)
+        # Filled frame by frame in the layout returned: a stack and a permuted copy afterwards would
+        # each cost a pass over every pixel (the permute alone triples the time at 720p).
+        frames = np.empty((len(indices), 3, out_h, out_w), dtype=np.uint8)  # (T, C, H, W)
         last_wanted = int(indices[-1])
-        last_frame = None
+        filled = -1  # the last output position written
         try:
             for index, frame in enumerate(container.decode(stream)):
-                if index in wanted:
-                    kept[index] = frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="BICUBIC")
-                    last_frame = kept[index]
+                if index in slots:
+                    image = (frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="BICUBIC")
+                             if resize else frame.to_ndarray(format="rgb24"))  # (H, W, C)
+                    for slot in slots[index]:
+                        frames[slot] = image.transpose(2, 0, 1)
+                        filled = slot
                 if index >= last_wanted:
                     break
         except av.error.FFmpegError as error:
             raise VideoDecodeError(f"{path}: decoding failed ({error})") from error
-    if last_frame is None:
+    if filled < 0:
         raise VideoDecodeError(f"{path}: no frame could be decoded")
     # Containers can over-report their frame count; missing tail frames repeat the last one decoded.
-    frames = np.stack([kept.get(i, last_frame) for i in indices.tolist()])  # (T, H, W, C)
+    frames[filled + 1:] = frames[filled]
     duration = num_frames / source_fps if source_fps else 0.0
     sampled_fps = len(indices) / duration if duration else float(len(indices))
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), sampled_fps
+    return torch.from_numpy(frames), sampled_fps
 
 
 def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float, *, crf: int = 18) -> Path:
