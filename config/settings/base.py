@@ -109,6 +109,8 @@ MEDIA_URL = env("MEDIA_URL", default="/media/")
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # "local" keeps files in MEDIA_ROOT; "s3" uses django-storages with the AWS_* variables below.
 MEDIA_STORAGE = env("MEDIA_STORAGE", default="local")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default=None)  # any S3-compatible store (MinIO, Ceph, R2, …)
+AWS_S3_REGION_NAME = env("AWS_S3_REGION_NAME", default=None)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -118,8 +120,8 @@ if MEDIA_STORAGE == "s3":
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": env("AWS_STORAGE_BUCKET_NAME"),
-            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default=None),
-            "region_name": env("AWS_S3_REGION_NAME", default=None),
+            "endpoint_url": AWS_S3_ENDPOINT_URL,
+            "region_name": AWS_S3_REGION_NAME,
             "querystring_auth": True,
             "file_overwrite": False,
         },
@@ -197,6 +199,9 @@ VIDPREF = {
     "MAX_LONG_SIDE": env.int("VIDPREF_MAX_LONG_SIDE", default=1280),
 }
 SNAPSHOT_ROOT = Path(env("SNAPSHOT_ROOT", default=str(VAR_DIR / "snapshots")))
+# Empty: snapshots stay in SNAPSHOT_ROOT. "s3://bucket/prefix": written there first, then uploaded (manifest
+# last, so a reader that finds manifest.json finds a complete snapshot) to AWS_S3_ENDPOINT_URL's store.
+SNAPSHOT_STORAGE_URL = env("SNAPSHOT_STORAGE_URL", default="")
 JOB_ROOT = Path(env("JOB_ROOT", default=str(VAR_DIR / "jobs")))
 
 LOGGING = {

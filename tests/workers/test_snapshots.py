@@ -1,6 +1,7 @@
 """Snapshot export: consensus and filters, the split by prompt, the files, the nightly schedule, crashes."""
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -250,3 +251,42 @@ def wait_for(job, worker, timeout=60):
         time.sleep(0.2)
         job.refresh_from_db()
     return job
+
+
+def test_snapshot_uploads_to_s3_compatible_storage_manifest_last(transactional_db, tmp_path, settings, monkeypatch,
+                                                                  make_pairs, annotators):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                           "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        settings.AWS_S3_ENDPOINT_URL = f"http://{host}:{port}"
+        settings.SNAPSHOT_STORAGE_URL = "s3://training-data/snapshots"
+        client = boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL)
+        client.create_bucket(Bucket="training-data")
+        uploads = []
+        real_client = boto3.client
+
+        def recording_client(*args, **kwargs):  # the exporter's own client, with every PUT's key noted in order
+            made = real_client(*args, **kwargs)
+            made.meta.events.register("before-call.s3.PutObject", lambda params, **_: uploads.append(params["url_path"]))
+            return made
+
+        monkeypatch.setattr(boto3, "client", recording_client)
+        (pair,) = make_pairs(1)
+        judge(pair, annotators[0], "A", "B", "TIE")
+
+        snapshot = snapshot_create(root=tmp_path, name="v7")
+        assert snapshot.uri == "s3://training-data/snapshots/v7"
+        assert uploads[-1].endswith("/snapshots/v7/manifest.json") and len(uploads) == 4
+        assert not (tmp_path / "v7").exists()  # the local copy was only a staging area
+        manifest = json.loads(client.get_object(Bucket="training-data", Key="snapshots/v7/manifest.json")["Body"].read())
+        body = client.get_object(Bucket="training-data", Key="snapshots/v7/pairs.parquet")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == manifest["files"]["pairs.parquet"]["sha256"]
+    finally:
+        server.stop()

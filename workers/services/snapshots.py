@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,14 +142,36 @@ def snapshot_create(
                 agreement=agreement,
                 extra={"name": name, "judgment_watermark": watermark},
             )
+        uri = _publish(path, report) if settings.SNAPSHOT_STORAGE_URL else str(path)
         snapshot = DatasetSnapshot.objects.create(
-            name=name, uri=str(path), kind=DatasetSnapshot.Kind.TRAINING, filters=writer.manifest["filters"],
+            name=name, uri=uri, kind=DatasetSnapshot.Kind.TRAINING, filters=writer.manifest["filters"],
             counts=writer.manifest["counts"], agreement=agreement,
             bytes=sum(entry["bytes"] for entry in writer.manifest["files"].values()),
             judgment_watermark=watermark, job=job, created_by=created_by,
         )
         cursor.execute("DROP TABLE snapshot_pairs")  # also when the caller's transaction goes on
         return snapshot
+
+
+def _publish(path: Path, report: Progress) -> str:
+    """Upload a committed local snapshot to ``SNAPSHOT_STORAGE_URL`` (``s3://bucket/prefix``), manifest last,
+    then remove the local copy. Returns the snapshot's URI there."""
+    import boto3
+
+    url = settings.SNAPSHOT_STORAGE_URL
+    if not url.startswith("s3://"):
+        raise ValueError(f"SNAPSHOT_STORAGE_URL={url!r}: only s3://bucket/prefix is supported (or leave it empty)")
+    bucket, _, prefix = url[len("s3://"):].partition("/")
+    prefix = "/".join(part for part in (prefix.strip("/"), path.name) if part)
+    client = boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL, region_name=settings.AWS_S3_REGION_NAME)
+    files = sorted((item for item in path.rglob("*") if item.is_file()), key=lambda item: item.name == "manifest.json")
+    try:
+        for done, item in enumerate(files, start=1):
+            client.upload_file(str(item), bucket, f"{prefix}/{item.relative_to(path).as_posix()}")
+            report(done, len(files), f"uploading {item.name}")
+    finally:  # uploaded or not, the local copy goes: without its manifest an upload is invisible, like a partial folder
+        shutil.rmtree(path)
+    return f"s3://{bucket}/{prefix}"
 
 
 def _pairs_query(bundle_videos: bool, val_fraction: float, test_fraction: float) -> str:
