@@ -5,7 +5,7 @@ from django.urls import path, reverse
 
 from annotate.consensus import ConsensusFilters
 from annotate.models import Batch
-from workers.models import DatasetSnapshot, Job
+from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.uploads import import_job_create
 
 
@@ -103,7 +103,7 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
     readonly_fields = ["name", "uri", "kind", "filters", "counts", "agreement", "bytes", "judgment_watermark", "job",
                        "created_by", "created_at"]
     change_list_template = "admin/workers/datasetsnapshot/change_list.html"
-    actions = ["export_again"]
+    actions = ["export_again", "train_reward_model"]
 
     @admin.display(description="pairs")
     def pairs(self, snapshot):
@@ -156,3 +156,34 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
             params = {key: value for key, value in snapshot.filters.items() if key in known | {"bundle_videos"}}
             job = snapshot_job_create(params=params, created_by=request.user)
             messages.success(request, f"Export of {snapshot.name}'s filters queued as job {job.pk}.")
+
+    @admin.action(description="Train a reward model on the selected snapshot (gpu queue)")
+    def train_reward_model(self, request, queryset):
+        from workers.services.training import reward_job_create
+
+        for snapshot in queryset:
+            try:
+                job = reward_job_create(snapshot=snapshot, created_by=request.user)
+            except ValueError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"Reward-model training on {snapshot.name} queued as job {job.pk}.")
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "snapshot", "validation_accuracy", "created_at", "job"]
+    list_filter = ["kind"]
+    readonly_fields = ["kind", "name", "path", "snapshot", "config", "metrics", "job", "created_at"]
+
+    @admin.display(description="validation accuracy w/o ties (VQ / MQ / TA)")
+    def validation_accuracy(self, version):
+        validation = version.metrics.get("validation") or {}
+        return " / ".join(f"{validation[dim]['accuracy_without_ties']:.3f}" if dim in validation else "–"
+                          for dim in ("VQ", "MQ", "TA"))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -89,3 +89,28 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"snapshot {self.name} ({self.counts.get('pairs', 0)} pairs)"
+
+
+class ModelVersion(models.Model):
+    """A trained model: its folder, what it was trained on, and how well it did."""
+
+    class Kind(models.TextChoices):
+        REWARD = "reward", "VideoReward"
+        LATENT_REWARD = "latent_reward", "latent reward (Flow-NRG)"
+        POLICY = "policy", "aligned video model"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=100, unique=True)
+    path = models.CharField(max_length=500, help_text="the model folder (safetensors + configs)")
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="model_versions")
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.name}"

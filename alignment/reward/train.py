@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,8 +169,11 @@ def normalization_from(rewards_a: torch.Tensor, rewards_b: torch.Tensor) -> tupl
     return rewards.mean(0), rewards.std(0)
 
 
-def train_reward_model(config: RewardTrainConfig) -> dict:
-    """Train (or resume) and return the final metrics (also written to ``metrics.json``)."""
+def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train (or resume) and return the final metrics (also written to ``metrics.json``).
+
+    ``on_step(step, total_steps, loss)`` is called on the main process after every optimizer step (a
+    Celery job reports its progress through it)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -273,6 +277,8 @@ def train_reward_model(config: RewardTrainConfig) -> dict:
                                           "lr": scheduler.get_last_lr()[0]})
             progress.set_postfix(loss=f"{running / count:.4f}")
             progress.update(1)
+            if on_step is not None and accelerator.is_main_process:
+                on_step(state["step"], total_steps, running / count)
             running, count = 0.0, 0
             if config.save_every_steps and state["step"] % config.save_every_steps == 0:
                 checkpoint_now()

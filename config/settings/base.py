@@ -202,6 +202,8 @@ SNAPSHOT_ROOT = Path(env("SNAPSHOT_ROOT", default=str(VAR_DIR / "snapshots")))
 # Empty: snapshots stay in SNAPSHOT_ROOT. "s3://bucket/prefix": written there first, then uploaded (manifest
 # last, so a reader that finds manifest.json finds a complete snapshot) to AWS_S3_ENDPOINT_URL's store.
 SNAPSHOT_STORAGE_URL = env("SNAPSHOT_STORAGE_URL", default="")
+# A RewardTrainConfig file (JSON/YAML) the admin's "train a reward model" starts from; empty: the small CPU backbone.
+VIDPREF_REWARD_CONFIG = env("VIDPREF_REWARD_CONFIG", default="")
 JOB_ROOT = Path(env("JOB_ROOT", default=str(VAR_DIR / "jobs")))
 
 LOGGING = {

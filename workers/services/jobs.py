@@ -13,7 +13,9 @@ from workers.models import Job
 
 
 def job_folder(job: Job) -> Path:
-    folder = Path(settings.JOB_ROOT) / f"job-{job.pk}"
+    """The job's own folder; the creation time in its name keeps it apart from a job of the same id in an
+    earlier database (a fresh test database, a restore)."""
+    folder = Path(settings.JOB_ROOT) / f"job-{job.pk}-{job.created_at:%Y%m%dT%H%M%S%f}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -1,0 +1,96 @@
+"""Training jobs on the ``gpu`` queue: a reward model from a snapshot, registered as a ``ModelVersion``.
+
+The web process only records the job (it never imports torch); the worker builds the ``alignment``
+config, trains, and registers the model. A job delivered again (worker killed) resumes from the newest
+checkpoint in its folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from workers.models import DatasetSnapshot, Job, ModelVersion
+from workers.services.jobs import job_create, job_folder
+
+DIMENSIONS = ("VQ", "MQ", "TA")
+
+SMALL_BACKBONE_CONFIG = {"model": {"backbone": "small"}, "learning_rate": 1e-3, "epochs": 4, "batch_size": 16,
+                         "warmup_steps": 20, "num_workers": 2, "cache_videos": 256}
+"""Used when ``VIDPREF_REWARD_CONFIG`` names no file: a small video transformer that trains on a CPU.
+For the paper's model, point ``VIDPREF_REWARD_CONFIG`` at a RewardTrainConfig with a local Qwen2-VL folder."""
+
+
+def reward_job_create(*, snapshot: DatasetSnapshot, overrides: dict | None = None, created_by=None) -> Job:
+    """Queue reward-model training on ``snapshot``; ``overrides`` are RewardTrainConfig values (nested dicts)."""
+    from workers.tasks.gpu import train_reward
+
+    if snapshot.kind != DatasetSnapshot.Kind.TRAINING:
+        raise ValueError(f"snapshot {snapshot.name} is an evaluation set; train on a training snapshot")
+    if not snapshot.counts.get("train"):
+        raise ValueError(f"snapshot {snapshot.name} has no pairs in its train split")
+    return job_create(kind=Job.Kind.REWARD, params={"snapshot_id": snapshot.pk, "config": overrides or {}},
+                      created_by=created_by, task=train_reward)
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _local_snapshot(snapshot: DatasetSnapshot, folder: Path) -> Path:
+    """The snapshot as a local folder: as it is, or downloaded from its ``s3://`` prefix into ``folder``."""
+    if not snapshot.uri.startswith("s3://"):
+        return Path(snapshot.uri)
+    import boto3
+
+    bucket, _, prefix = snapshot.uri[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL, region_name=settings.AWS_S3_REGION_NAME)
+    target = folder / snapshot.name
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            destination = target / item["Key"][len(prefix) + 1:]
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, item["Key"], str(destination))
+    return target
+
+
+def reward_train_run(*, job: Job) -> ModelVersion:
+    """Train the job's reward model (resuming from its newest checkpoint) and register it."""
+    from alignment.config import config_from_dict, config_to_dict, read_config_file
+    from alignment.reward.train import RewardTrainConfig, train_reward_model
+
+    snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
+    if settings.VIDPREF_REWARD_CONFIG:
+        base = read_config_file(settings.VIDPREF_REWARD_CONFIG)
+        job.append_log(f"base config: {settings.VIDPREF_REWARD_CONFIG}")
+    else:
+        base = SMALL_BACKBONE_CONFIG
+        job.append_log("base config: the small CPU backbone (set VIDPREF_REWARD_CONFIG for Qwen2-VL)")
+    folder = job_folder(job)
+    values = _merge(base, job.params.get("config") or {})
+    values.update(output_dir=str(folder / "reward"), snapshot=str(_local_snapshot(snapshot, folder)),
+                  media_root=str(settings.MEDIA_ROOT), progress=False)
+    config = config_from_dict(RewardTrainConfig, values, where=f"job {job.pk}'s reward config")
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        job.report_progress(step, total, f"step {step} of {total}, loss {loss:.4f}")
+
+    metrics = train_reward_model(config, on_step=on_step)
+    last = metrics["eval"][-1]
+    validation = {dim: {key: last[dim][key] for key in ("accuracy_with_ties", "accuracy_without_ties")}
+                  for dim in DIMENSIONS if dim in last}
+    job.append_log("validation accuracy with / without ties: " + (", ".join(
+        f"{dim} {scores['accuracy_with_ties']:.3f} / {scores['accuracy_without_ties']:.3f}"
+        for dim, scores in validation.items()) or "no validation pairs"))
+    return ModelVersion.objects.create(
+        kind=ModelVersion.Kind.REWARD, name=f"reward-{job.pk}", path=str(Path(config.output_dir) / "model"),
+        snapshot=snapshot, config=config_to_dict(config), job=job,
+        metrics={"validation": validation, "validation_pairs": last.get("n_pairs", 0),
+                 "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
+                 "train_samples_per_second": metrics.get("train_samples_per_second"),
+                 "normalization": metrics.get("normalization")},
+    )
