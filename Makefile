@@ -31,6 +31,8 @@ stop:
 
 bench: $(STAMP)
 	$(PY) bench/annotate_load.py
+	$(PY) bench/export.py
+	$(PY) bench/reward.py
 
 clean-var: stop
 	rm -rf var
