@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
@@ -25,6 +26,7 @@ from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters
 from annotate.models import Assignment, Batch, Judgment, Prompt
 from tests.conftest import ROOT, child_env
 from workers.models import DatasetSnapshot, Job
+from workers.tasks.default import export_snapshot, export_snapshot_nightly
 from workers.services.snapshots import SnapshotEmpty, snapshot_create, snapshot_job_create_if_due, snapshot_nightly_due
 
 
@@ -157,7 +159,7 @@ def test_split_in_sql_matches_alignment_split_for_prompt(transactional_db, tmp_p
 
 
 def test_nightly_export_runs_only_when_something_new_was_judged(transactional_db, tmp_path, settings, make_pairs,
-                                                                  annotators):
+                                                                  annotators, monkeypatch):
     settings.SNAPSHOT_ROOT = tmp_path
     first, second = make_pairs(2)
     assert not snapshot_nightly_due()
@@ -167,6 +169,10 @@ def test_nightly_export_runs_only_when_something_new_was_judged(transactional_db
     assert not snapshot_nightly_due() and snapshot_job_create_if_due() is None
     judge(second, annotators[0], "B", "B", "B")
     assert snapshot_nightly_due()
+    queued = []
+    monkeypatch.setattr(export_snapshot, "delay", lambda job_id: queued.append(job_id) or SimpleNamespace(id="t"))
+    job_id = export_snapshot_nightly()  # what beat calls
+    assert queued == [job_id] and Job.objects.get(pk=job_id).params == {"nightly": True}
     assert settings.CELERY_BEAT_SCHEDULE["nightly snapshot export"]["task"] == "workers.tasks.default.export_snapshot_nightly"
 
 
