@@ -193,3 +193,20 @@ class Judgment(models.Model):
             ],
             models.CheckConstraint(condition=Q(flag__in=["", "broken", "unsafe", "unclear"]), name="judgment_flag_valid"),
         ]
+
+
+class AgreementReport(models.Model):
+    """The agreement statistics (``annotate.stats.agreement_report``) for one set of filters, as computed
+    at ``computed_at``: the dashboard and the API render from this row, never recomputing per request."""
+
+    filters_key = models.CharField(max_length=64, db_index=True, help_text="sha256 of the canonical filters")
+    filters = models.JSONField(default=dict)
+    report = models.JSONField(default=dict)
+    seconds = models.FloatField(default=0.0)
+    computed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-computed_at"]
+
+    def __str__(self) -> str:
+        return f"agreement report {self.computed_at:%Y-%m-%d %H:%M}"

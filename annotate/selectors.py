@@ -39,3 +39,47 @@ def lease_sides(lease: Assignment) -> tuple[Video, Video]:
     """(left, right) videos of a lease as the annotator sees them."""
     pair = lease.pair
     return (pair.video_a, pair.video_b) if lease.left_is_a else (pair.video_b, pair.video_a)
+
+
+def agreement_report_latest(*, filters: dict):
+    """The newest stored agreement report for these canonical filters (``services.stats.report_filters``)."""
+    from annotate.models import AgreementReport
+    from annotate.services.stats import filters_key
+
+    return AgreementReport.objects.filter(filters_key=filters_key(filters)).order_by("-computed_at").first()
+
+
+def annotator_judgments_vs_consensus(*, annotator, limit: int = 300) -> list[dict]:
+    """An annotator's newest judgments next to each pair's consensus (the same rule as the export), in A/B
+    terms, with ``agrees`` per dimension. One query."""
+    from django.db import connection
+
+    from annotate.consensus import ConsensusFilters, consensus_sql
+
+    consensus, params = consensus_sql(ConsensusFilters(include_flagged=True, include_gold=True))
+    text = {1: "A", -1: "B", 0: "TIE", None: None}
+    sql = f"""
+        SELECT j.id, j.pair_id, pr.text, j.created_at, j.vq, j.mq, j.ta, j.left_is_a, j.flag, j.duration_ms,
+               c.vq, c.mq, c.ta, c.n_judgments
+        FROM annotate_judgment j
+        JOIN annotate_pair p ON p.id = j.pair_id
+        JOIN annotate_prompt pr ON pr.id = p.prompt_id
+        LEFT JOIN ({consensus}) c ON c.pair_id = j.pair_id
+        WHERE j.annotator_id = %(annotator)s
+        ORDER BY j.created_at DESC LIMIT %(limit)s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**params, "annotator": annotator.pk, "limit": limit})
+        rows = cursor.fetchall()
+    result = []
+    for (judgment_id, pair_id, prompt, created_at, vq, mq, ta, left_is_a, flag, duration_ms,
+         c_vq, c_mq, c_ta, n_judgments) in rows:
+        own = {"vq": vq, "mq": mq, "ta": ta}
+        agreed = {"vq": text[c_vq], "mq": text[c_mq], "ta": text[c_ta]}
+        result.append({
+            "judgment_id": judgment_id, "pair_id": pair_id, "prompt": prompt, "created_at": created_at,
+            "left_is_a": left_is_a, "flag": flag, "duration_ms": duration_ms, "n_judgments": n_judgments or 0,
+            "dimensions": [{"name": dim.upper(), "own": own[dim], "consensus": agreed[dim],
+                            "agrees": agreed[dim] is not None and own[dim] == agreed[dim]} for dim in own],
+        })
+    return result

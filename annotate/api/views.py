@@ -1,7 +1,8 @@
 """JSON over the same services the htmx pages use; nothing here the pages lack, or the reverse."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -100,3 +101,49 @@ class JudgmentView(APIView):
             JudgmentOutSerializer(_judgment_out(judgment)).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+class StatsFiltersSerializer(serializers.Serializer):
+    batch = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, default=list,
+                                  help_text="import batch ids (repeat the parameter); none: every batch")
+    judged_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    judged_until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def canonical(self) -> dict:
+        from annotate.services.stats import report_filters
+
+        data = self.validated_data
+        return report_filters(batch_ids=data["batch"], judged_from=data["judged_from"], judged_until=data["judged_until"])
+
+
+class AgreementStatsView(APIView):
+    """Staff: the stored agreement statistics for a set of filters; POST queues a recompute."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(parameters=[StatsFiltersSerializer], responses={200: OpenApiResponse(description="the report"),
+                                                                  404: ErrorSerializer},
+                   summary="Agreement statistics, as last computed (the dashboard shows the same)")
+    def get(self, request):
+        from annotate.selectors import agreement_report_latest
+
+        query = StatsFiltersSerializer(data={"batch": request.query_params.getlist("batch"),
+                                             **{k: request.query_params.get(k) for k in ("judged_from", "judged_until")
+                                                if request.query_params.get(k)}})
+        query.is_valid(raise_exception=True)
+        stored = agreement_report_latest(filters=query.canonical())
+        if stored is None:
+            return Response({"detail": "no report has been computed for these filters yet; POST the same filters "
+                                       "to this URL to compute one"}, status=status.HTTP_404_NOT_FOUND)
+        return Response({"computed_at": stored.computed_at, "filters": stored.filters, **stored.report})
+
+    @extend_schema(request=StatsFiltersSerializer, responses={202: OpenApiResponse(description="queued")},
+                   summary="Recompute the agreement statistics for these filters (runs on the default queue)")
+    def post(self, request):
+        from annotate.services.stats import agreement_report_request
+
+        body = StatsFiltersSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        filters = body.canonical()
+        agreement_report_request(filters=filters)
+        return Response({"queued": True, "filters": filters}, status=status.HTTP_202_ACCEPTED)

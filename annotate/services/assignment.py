@@ -47,18 +47,20 @@ def _lease_queryset():
     return Assignment.objects.select_related("pair__prompt", "pair__video_a", "pair__video_b")
 
 
-def assignments_expire(*, now: datetime | None = None) -> int:
-    """Free the slots of leases that ran out. Cheap when nothing expired (a partial index on expiry).
+def assignments_expire(*, now: datetime | None = None, annotator=None) -> int:
+    """Free the slots of leases that ran out — or, given ``annotator``, of all their active leases (they
+    were disabled). Cheap when nothing expired (a partial index on expiry).
 
     Rows another transaction holds are skipped rather than waited for: the next sweep takes them.
     """
     now = now or timezone.now()
+    whose = "annotator_id = %s" if annotator is not None else "expires_at < %s"
     sql = f"""
         WITH expired AS (
             UPDATE {Assignment._meta.db_table} SET state = 'expired'
             WHERE id IN (
                 SELECT id FROM {Assignment._meta.db_table}
-                WHERE state = 'active' AND expires_at < %s
+                WHERE state = 'active' AND {whose}
                 ORDER BY id FOR UPDATE SKIP LOCKED
             )
             RETURNING pair_id
@@ -69,7 +71,7 @@ def assignments_expire(*, now: datetime | None = None) -> int:
     """
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, [now])
+            cursor.execute(sql, [annotator.pk if annotator is not None else now])
             return sum(row[0] for row in cursor.fetchall())
     except DatabaseError:  # a deadlock with a concurrent sweep: harmless, the next sweep retries
         logger.warning("lease sweep deferred after a lock conflict", exc_info=True)

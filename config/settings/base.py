@@ -167,6 +167,10 @@ CELERY_BEAT_SCHEDULE = {  # synced into django-celery-beat's tables when beat st
         "task": "workers.tasks.default.export_snapshot_nightly",
         "schedule": crontab(hour=env.int("VIDPREF_SNAPSHOT_HOUR", default=3), minute=0),
     },
+    "agreement statistics": {  # the dashboard renders the stored result; this keeps it fresh
+        "task": "workers.tasks.default.recompute_agreement",
+        "schedule": timedelta(minutes=env.int("VIDPREF_STATS_EVERY_MIN", default=15)),
+    },
 }
 CELERY_TIMEZONE = TIME_ZONE
 HEALTHZ_BROKER_TIMEOUT_S = 2.0

@@ -45,3 +45,16 @@ def export_snapshot_nightly() -> int | None:
 
     job = snapshot_job_create_if_due()
     return job.pk if job else None
+
+
+@shared_task(name="workers.tasks.default.recompute_agreement")
+def recompute_agreement(filters: dict | None = None) -> int:
+    """Recompute and store the agreement statistics (beat: every few minutes; the dashboard: on demand)."""
+    from datetime import datetime
+
+    from annotate.services.stats import agreement_report_refresh
+
+    filters = filters or {}
+    moments = {key: datetime.fromisoformat(filters[key]) if filters.get(key) else None
+               for key in ("judged_from", "judged_until")}
+    return agreement_report_refresh(batch_ids=tuple(filters.get("batch_ids") or ()), **moments).pk
