@@ -109,6 +109,7 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
             "dimension_rows": _dimension_rows(report) if report else [],
             "kappa_tables": _kappa_tables(report) if report else [],
             "chart_data": _chart_data(report) if report else None,
+            "generator_dimensions": [dim for dim, _ in _ordered(report.get("generators", {}))] if report else [],
             "requested_at": request.GET.get("requested"),
         }
         return render(request, "admin/annotate/agreement/dashboard.html", context)
@@ -190,10 +191,17 @@ def _excluded_group() -> str:
     return EXCLUDED_GROUP
 
 
+DIMENSION_ORDER = ("VQ", "MQ", "TA")  # jsonb keeps keys sorted: the page puts them back in the paper's order
+
+
+def _ordered(mapping: dict) -> list[tuple[str, object]]:
+    return [(dim, mapping[dim]) for dim in DIMENSION_ORDER if dim in mapping]
+
+
 def _dimension_rows(report: dict) -> list[dict]:
     names = {"VQ": "visual quality", "MQ": "motion quality", "TA": "text alignment"}
     rows = []
-    for dim, stats in report.get("dimensions", {}).items():
+    for dim, stats in _ordered(report.get("dimensions", {})):
         distribution = stats.get("label_distribution") or {}
         total = sum(distribution.values()) or 1
         rows.append({"dim": dim, "name": names.get(dim, dim), **stats,
@@ -205,7 +213,7 @@ def _kappa_tables(report: dict) -> list[dict]:
     """Cohen's κ matrices with user names for the header (annotator ids → names from the report's table)."""
     names = {row["id"]: row["username"] for row in report.get("annotators", [])}
     tables = []
-    for dim, stats in report.get("dimensions", {}).items():
+    for dim, stats in _ordered(report.get("dimensions", {})):
         kappa = stats.get("cohen_kappa") or {}
         ids = kappa.get("annotators") or []
         tables.append({"dim": dim, "names": [names.get(i, str(i)) for i in ids],
@@ -215,9 +223,11 @@ def _kappa_tables(report: dict) -> list[dict]:
 
 
 def _chart_data(report: dict) -> dict:
+    dimensions = _ordered(report.get("dimensions", {}))
     return {
+        "dimensions": [dim for dim, _ in dimensions],
         "per_day": report.get("progress", {}).get("judgments_per_day", []),
-        "distribution": {dim: stats.get("label_distribution") for dim, stats in report.get("dimensions", {}).items()},
-        "alpha": {dim: stats.get("alpha_nominal") for dim, stats in report.get("dimensions", {}).items()},
-        "generators": report.get("generators", {}),
+        "distribution": {dim: stats.get("label_distribution") for dim, stats in dimensions},
+        "alpha": {dim: stats.get("alpha_nominal") for dim, stats in dimensions},
+        "generators": dict(_ordered(report.get("generators", {}))),
     }

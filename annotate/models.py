@@ -207,6 +207,7 @@ class AgreementReport(models.Model):
 
     class Meta:
         ordering = ["-computed_at"]
+        verbose_name = verbose_name_plural = "agreement dashboard"
 
     def __str__(self) -> str:
         return f"agreement report {self.computed_at:%Y-%m-%d %H:%M}"

@@ -8,7 +8,7 @@
     const source = document.getElementById("agreement-chart-data");
     if (!source || typeof Chart === "undefined") return;
     const data = JSON.parse(source.textContent);
-    const dims = Object.keys(data.distribution || {});
+    const dims = data.dimensions || [];
 
     const perDay = document.getElementById("chart-per-day");
     if (perDay) {
@@ -55,7 +55,8 @@
       });
     }
 
-    Object.entries(data.generators || {}).forEach(([dim, ranking]) => {
+    dims.forEach((dim) => {
+      const ranking = (data.generators || {})[dim] || [];
       const canvas = document.getElementById("chart-generators-" + dim);
       if (!canvas || !ranking.length) return;
       new Chart(canvas, {
