@@ -6,8 +6,9 @@ pair up only two matchups), then measures the full recompute — every SQL query
 table, the generator ranking and 1,000 bootstrap resamples — as the best of 3 after a cold first call
 (goal ≤ 5 s), next to PostgreSQL's plain ``SELECT pair_id, count(*) FROM annotate_judgment GROUP BY
 pair_id`` (all rows fetched) measured in the same run, as a ratio, and how much of it the SQL took. The
-cold call also pays for importing scipy and statsmodels; it is printed separately. Results also go to
-bench/results/stats.json.
+cold call also pays for importing scipy and statsmodels; it is printed separately. Then the dashboard's p50
+render time from the stored report (goal ≤ 300 ms) next to the admin index page's in the same run. Results
+also go to bench/results/stats.json.
 
     .venv/bin/python bench/stats.py [--pairs 182000] [--bootstrap 1000]
 """
@@ -110,6 +111,49 @@ def bench_recompute(env: dict, *, repeats: int = 3, bootstrap: int = 1000) -> di
     return result
 
 
+def measure_render(requests: int) -> dict:
+    """Store a report for the seeded data, then time the dashboard (rendered from it) and, as the baseline,
+    the admin's own index page, both through Django's test client as a logged-in superuser."""
+    import statistics
+
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from annotate.services.stats import agreement_report_refresh
+
+    agreement_report_refresh()
+    admin, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_staff": True,
+                                                                                      "is_superuser": True})
+    client = Client()
+    client.force_login(admin)
+
+    def p50(url: str) -> float:
+        for _ in range(3):  # warm: templates compiled, connection open
+            assert client.get(url).status_code == 200
+        times = []
+        for _ in range(requests):
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 200
+        return statistics.median(times)
+
+    return {"dashboard_p50_s": p50("/admin/annotate/agreementreport/"), "admin_index_p50_s": p50("/admin/")}
+
+
+def bench_render(env: dict, *, requests: int = 50) -> dict:
+    measured = child(env, "--render", str(requests))
+    result = {**measured, "requests": requests,
+              "dashboard_over_admin_index": measured["dashboard_p50_s"] / measured["admin_index_p50_s"]}
+    print(f"dashboard render from the stored report: p50 {measured['dashboard_p50_s'] * 1000:.0f} ms over {requests} "
+          f"requests (goal ≤ 300 ms); the admin index {measured['admin_index_p50_s'] * 1000:.0f} ms → ratio "
+          f"{result['dashboard_over_admin_index']:.2f}")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=182_000, help="pairs to seed, 3 judgments each")
@@ -118,7 +162,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stats.json")
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--render", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.render:
+        print(json.dumps(measure_render(args.render)))
+        return
     if args.seed:
         print(json.dumps(seed(args.seed)))
         return
@@ -134,7 +182,8 @@ def main() -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     seeded = child(env, "--seed", str(args.pairs))
     print(f"seeded {args.pairs:,} pairs × 3 judgments in {seeded['seconds']:.1f} s")
-    results = {"recompute": bench_recompute(env, repeats=args.repeats, bootstrap=args.bootstrap)}
+    results = {"recompute": bench_recompute(env, repeats=args.repeats, bootstrap=args.bootstrap),
+               "render": bench_render(env)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"results → {args.out}")
