@@ -209,16 +209,25 @@ def _dimension_rows(report: dict) -> list[dict]:
     return rows
 
 
+KAPPA_MATRIX_MAX = 25
+
+
 def _kappa_tables(report: dict) -> list[dict]:
-    """Cohen's κ matrices with user names for the header (annotator ids → names from the report's table)."""
-    names = {row["id"]: row["username"] for row in report.get("annotators", [])}
+    """Cohen's κ matrices with user names for the header, for the ``KAPPA_MATRIX_MAX`` annotators with the most
+    judgments (the full matrices are in the API's JSON; hundreds of rows would not read as a table)."""
+    people = report.get("annotators", [])
+    names = {row["id"]: row["username"] for row in people}
+    shown = {row["id"] for row in sorted(people, key=lambda row: -row["judgments"])[:KAPPA_MATRIX_MAX]}
     tables = []
     for dim, stats in _ordered(report.get("dimensions", {})):
         kappa = stats.get("cohen_kappa") or {}
         ids = kappa.get("annotators") or []
-        tables.append({"dim": dim, "names": [names.get(i, str(i)) for i in ids],
-                       "rows": [{"name": names.get(i, str(i)), "cells": cells}
-                                for i, cells in zip(ids, kappa.get("matrix") or [])]})
+        keep = [index for index, user_id in enumerate(ids) if user_id in shown]
+        matrix = kappa.get("matrix") or []
+        tables.append({"dim": dim, "names": [names.get(ids[i], str(ids[i])) for i in keep],
+                       "rows": [{"name": names.get(ids[i], str(ids[i])), "cells": [matrix[i][j] for j in keep]}
+                                for i in keep],
+                       "hidden": len(ids) - len(keep)})
     return tables
 
 
