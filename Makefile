@@ -32,6 +32,7 @@ stop:
 bench: $(STAMP)
 	$(PY) bench/annotate_load.py
 	$(PY) bench/export.py
+	$(PY) bench/stats.py
 	$(PY) bench/reward.py
 
 clean-var: stop
