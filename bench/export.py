@@ -28,14 +28,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from scale import bench_database_env, run_child  # noqa: E402
 SAMPLES = ROOT.parent / "shared" / "data" / "videoalign-samples"
 DATABASE = "vidpref_bench_export"
 
 
 def child(env: dict, *args: str) -> dict:
-    """Run this script in a child process (its own Django on the bench database); return its JSON line."""
-    out = subprocess.run([sys.executable, __file__, *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, env, *args)
 
 
 def seed(pairs: int) -> dict:
@@ -99,12 +100,7 @@ def export_once(out_dir: str, batch_id: int | None) -> dict:
 
 
 def bench_export(pairs: int) -> dict:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from annotate_load import setup_database
-
-    url = setup_database(DATABASE)
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings.base", "DEBUG": "false"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    env = bench_database_env(DATABASE)
     seeded = child(env, "--seed", str(pairs))
     print(f"seeded {pairs:,} pairs × 3 judgments in {seeded['seconds']:.1f} s")
     baseline = min((child(env, "--copy-baseline") for _ in range(2)), key=lambda r: r["seconds"])

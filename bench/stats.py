@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from scale import bench_database_env, run_child  # noqa: E402
 DATABASE = "vidpref_bench_stats"
 GENERATORS = 12
 
 
 def child(env: dict, *args: str) -> dict:
-    """Run this script in a child process (its own Django on the bench database); return its JSON line."""
-    out = subprocess.run([sys.executable, __file__, *args], cwd=ROOT, env=env, check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, env, *args)
 
 
 def seed(pairs: int) -> dict:
@@ -174,12 +172,7 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.bootstrap)))
         return
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from annotate_load import setup_database
-
-    url = setup_database(DATABASE)
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings.base", "DEBUG": "false"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    env = bench_database_env(DATABASE)
     seeded = child(env, "--seed", str(args.pairs))
     print(f"seeded {args.pairs:,} pairs × 3 judgments in {seeded['seconds']:.1f} s")
     results = {"recompute": bench_recompute(env, repeats=args.repeats, bootstrap=args.bootstrap),

@@ -1,0 +1,29 @@
+"""Shared by the benchmarks that run at scale in their own database: create and migrate it, and run the
+script's measuring steps in child processes (each with its own Django on that database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_database_env(name: str) -> dict:
+    """Create (or empty) database ``name`` on the configured server, migrate it; the environment that uses it."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from annotate_load import setup_database
+
+    env = {**os.environ, "DATABASE_URL": setup_database(name), "DJANGO_SETTINGS_MODULE": "config.settings.base",
+           "DEBUG": "false"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+def run_child(script: str, env: dict, *args: str) -> dict:
+    """Run ``script`` with ``args`` in a child process and return the JSON of its last output line."""
+    out = subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
