@@ -1,7 +1,7 @@
 """VideoReward throughput on CPU: training pairs/s, and the data loader's pairs/s as a ratio to it.
 
 The loader must outrun the model (goal: ratio ≥ 2), or decoding becomes the bottleneck. Measured for
-the small backbone on 32×32 clips (toy world) and for a tiny random Qwen2-VL on the real
+the small backbone as the toy study trains it (32×32 clips) and for a tiny random Qwen2-VL on the real
 VideoAlign sample videos (2 fps, ≤ 448² pixels; a 2B model is far slower, so that ratio is a floor).
 
     .venv/bin/python bench/reward.py [--out bench/results/reward.json] [--workers 2]
@@ -29,6 +29,7 @@ from alignment.data import PairRecord, PairVideoDataset, read_videoalign_csv  # 
 from alignment.data.video import write_video  # noqa: E402
 from alignment.losses import reward_loss  # noqa: E402
 from alignment.reward import RewardBatchCollator, RewardModel, RewardModelConfig  # noqa: E402
+from alignment.reward.toy_study import MAIN_VARIANT, VARIANTS, ToyStudyConfig, train_config_for  # noqa: E402
 from alignment.reward.tiny import build_tiny_qwen2vl  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "videoalign-samples"
@@ -103,9 +104,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         temp = Path(temp)
         (temp / "toy").mkdir()
-        small = RewardModel(RewardModelConfig(backbone="small", num_frames=16, fps=None, tubelet=(2, 8, 8)))
-        results["small_backbone_32px"] = measure("small backbone, 32x32x16", small, toy_pairs(temp / "toy"),
-                                                 batch_size=16, workers=args.workers, loader_batches=12, train_steps=10)
+        study = ToyStudyConfig(output_dir=str(temp / "study"))  # the model as reward-toy-study trains it
+        small = RewardModel(train_config_for(study, VARIANTS[MAIN_VARIANT], temp).model)
+        results["small_backbone_32px"] = measure(f"small backbone, 32x32x{study.frames}", small,
+                                                 toy_pairs(temp / "toy"), batch_size=16, workers=args.workers,
+                                                 loader_batches=12, train_steps=10)
         results["small_backbone_32px_cached"] = measure(
             "  same, cache_videos=1024", small, toy_pairs(temp / "toy"), batch_size=16, workers=args.workers,
             loader_batches=12, train_steps=10, cache_videos=1024)

@@ -57,6 +57,7 @@ class RewardTrainConfig:
     epochs: int = 2
     max_steps: int | None = None  # stop early (smoke runs)
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine (after the warmup, down to 0 at the last step)
     max_grad_norm: float = 1.0
     num_workers: int = 2
     decode_threads: int = 1
@@ -95,6 +96,20 @@ def pair_loss(model, batch, *, kind: str, theta: float) -> torch.Tensor:
     rewards_a, rewards_b = rewards.chunk(2)
     delta = rewards_a - rewards_b  # (B, 3)
     return reward_loss(delta.flatten(), batch["labels"].long().flatten(), kind=kind, theta=theta)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """The multiplier of the base learning rate at ``step`` (0-based): a linear warmup, then constant
+    or a cosine decay to 0 at ``total_steps`` — which makes the last epoch's small steps settle the
+    model that is saved and evaluated, instead of leaving it wherever the last full-size step threw it."""
+    warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    if schedule == "constant":
+        return warmup
+    progress = min(1.0, max(0, step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -177,6 +192,8 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision)
     set_seed(config.seed)
@@ -211,9 +228,8 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
+        step, warmup_steps=config.warmup_steps, total_steps=total_steps, schedule=config.lr_schedule))
     model, optimizer, scheduler, val_loader = accelerator.prepare(model, optimizer, scheduler, val_loader)
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}

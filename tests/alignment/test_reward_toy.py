@@ -9,6 +9,7 @@ import torch
 from alignment.cli import main
 from alignment.data import read_snapshot
 from alignment.reward.toy_study import assign_splits, judge_pairs, majority_labels
+from alignment.reward.train import learning_rate_factor
 
 torch.set_num_threads(2)
 
@@ -67,11 +68,26 @@ def test_quick_study_learns_visual_quality_beyond_chance_and_a_shuffled_label_co
     assert learned >= shuffled + 0.08, f"VQ: {learned:.3f} is not clearly above the control's {shuffled:.3f}"
 
 
-@pytest.mark.xfail(strict=True, reason="the small backbone does not learn MQ/TA from toy pairs yet (issue 7)")
-@pytest.mark.parametrize("dim", ["MQ", "TA"])
-def test_quick_study_learns_motion_and_text_alignment(quick_study, dim):
-    learned, shuffled = _learned_vs_control(quick_study, dim)
-    assert learned >= 0.65 and learned >= shuffled + 0.08, f"{dim}: {learned:.3f} (control {shuffled:.3f})"
+def test_quick_study_learns_motion_quality_beyond_chance_and_a_shuffled_label_control(quick_study):
+    learned, shuffled = _learned_vs_control(quick_study, "MQ")
+    assert learned >= 0.65, f"MQ: {learned:.3f} without ties is near chance (0.5)"
+    assert learned >= shuffled + 0.08, f"MQ: {learned:.3f} is not clearly above the control's {shuffled:.3f}"
+
+
+@pytest.mark.xfail(strict=True, reason="TA is data-bound on the quick split (32 training prompts, ~50 decided test "
+                   "pairs): the full study learns it, but here even a bilinear fit on the oracle's own "
+                   "measurements reaches only 56-62 % (issue 7)")
+def test_quick_study_learns_text_alignment(quick_study):
+    learned, shuffled = _learned_vs_control(quick_study, "TA")
+    assert learned >= 0.65 and learned >= shuffled + 0.08, f"TA: {learned:.3f} (control {shuffled:.3f})"
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    factors = [learning_rate_factor(step, warmup_steps=4, total_steps=20, schedule="cosine") for step in range(21)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[12] == pytest.approx(0.5)  # halfway through the 16 steps after the warmup
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:])) and factors[20] == pytest.approx(0.0)
+    assert learning_rate_factor(20, warmup_steps=4, total_steps=20, schedule="constant") == 1.0
 
 
 def test_quick_study_snapshot_holds_out_test_prompts(quick_study):
