@@ -93,3 +93,61 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def save_config(config, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigField:
+    """One leaf of a config dataclass: what a form or a ``--set`` override addresses."""
+
+    name: str  # dotted: "model.lora_rank"
+    kind: Any  # the type hint, Optional unwrapped
+    optional: bool
+    default: Any  # dataclasses.MISSING when the field is required
+    doc: str
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """A dataclass's field comments (``name: type = default  # this``) read from its source: the one place
+    each option is documented, shown again as the admin form's help text."""
+    import inspect
+    import io
+    import tokenize
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments, line_name = {}, {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        row = token.start[0]
+        if token.type == tokenize.NAME and row not in line_name and token.start[1] == 4:
+            line_name[row] = token.string
+        elif token.type == tokenize.COMMENT and row in line_name:
+            comments[line_name[row]] = token.string.lstrip("#").strip()
+    return comments
+
+
+def config_fields(cls, prefix: str = "") -> list[ConfigField]:
+    """Every leaf field of ``cls``, nested dataclasses flattened into dotted names, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    comments = _field_comments(cls)
+    fields = []
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        kind, optional = hints[field.name], False
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+            optional = len(args) < len(typing.get_args(kind))
+            kind = args[0] if len(args) == 1 else kind
+        if _is_dataclass_type(kind):
+            fields.extend(config_fields(kind, prefix=f"{prefix}{field.name}."))
+            continue
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = dataclasses.MISSING
+        fields.append(ConfigField(f"{prefix}{field.name}", kind, optional, default, comments.get(field.name, "")))
+    return fields

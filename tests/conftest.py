@@ -80,30 +80,42 @@ def make_pairs(db):
     return make
 
 
-@pytest.fixture
-def celery_worker_process(transactional_db, tmp_path):
-    """A real `celery worker` process on this session's broker and test database (not eager mode)."""
-    log = tmp_path / "worker.log"
+def start_celery_worker(log: Path, *, queues: str = "default,media,gpu", **env) -> subprocess.Popen:
+    """A real `celery worker` process (solo pool, its own process group) on this session's broker and test
+    database; returns once it is ready. ``env`` adds environment variables (e.g. a short visibility timeout)."""
     name = f"test-{uuid.uuid4().hex[:6]}@%h"
-    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,media,gpu",
+    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
                "--pool", "solo", "--loglevel", "INFO", "--hostname", name, "--without-gossip", "--without-mingle"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+    start = log.stat().st_size if log.exists() else 0  # a log shared by successive workers: read only ours
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=child_env(**env), stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     deadline = time.monotonic() + 60
-    while b"ready." not in log.read_bytes():
+    while b"ready." not in log.read_bytes()[start:]:
         if process.poll() is not None or time.monotonic() > deadline:
             os.killpg(process.pid, signal.SIGKILL)
             pytest.fail(f"the celery worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     process.log_path = log
-    yield process
+    return process
+
+
+def stop_celery_worker(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A real `celery worker` process on this session's broker and test database (not eager mode)."""
+    process = start_celery_worker(tmp_path / "worker.log")
+    yield process
+    stop_celery_worker(process)
     _wait_for_other_sessions_to_end()
 
 

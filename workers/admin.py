@@ -1,11 +1,14 @@
 from django import forms
 from django.contrib import admin, messages
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 
 from annotate.consensus import ConsensusFilters
 from annotate.models import Batch
-from workers.models import DatasetSnapshot, Job, ModelVersion
+from workers.job_specs import JOB_SPECS, JobConfigForm
+from workers.models import DatasetSnapshot, Job, ModelVersion, Webhook, WebhookDelivery
+from workers.services.jobs import job_cancel, job_retry, job_run
 from workers.uploads import import_job_create
 
 
@@ -32,22 +35,104 @@ class ImportForm(forms.Form):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "status", "progress_percent", "progress_text", "created_by", "created_at", "finished_at"]
+    list_display = ["id", "kind", "status", "progress_percent", "progress_text", "attempt_count", "created_by",
+                    "created_at", "finished_at"]
     list_filter = ["kind", "status"]
-    readonly_fields = ["kind", "status", "params", "progress", "progress_text", "metrics", "result", "log", "error",
-                       "celery_id", "created_by", "created_at", "started_at", "finished_at"]
     change_list_template = "admin/workers/job/change_list.html"
+    LOG_TAIL_LINES = 200
 
     @admin.display(description="progress")
     def progress_percent(self, job):
         return f"{job.progress * 100:.0f} %"
 
+    @admin.display(description="attempts")
+    def attempt_count(self, job):
+        return len(job.attempts)
+
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff
+
     def get_urls(self):
-        custom = [path("import/", self.admin_site.admin_view(self.import_view), name="workers_job_import")]
+        view = self.admin_site.admin_view
+        custom = [
+            path("import/", view(self.import_view), name="workers_job_import"),
+            path("new/", view(self.new_view), name="workers_job_new"),
+            path("new/<str:kind>/", view(self.new_kind_view), name="workers_job_new_kind"),
+            path("<int:job_id>/live/", view(self.live_view), name="workers_job_live"),
+            path("<int:job_id>/cancel/", view(self.cancel_view), name="workers_job_cancel"),
+            path("<int:job_id>/retry/", view(self.retry_view), name="workers_job_retry"),
+            path("<int:job_id>/run/", view(self.run_view), name="workers_job_run"),
+        ]
         return custom + super().get_urls()
+
+    def _context(self, request, **extra):
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, **extra}
+
+    def new_view(self, request):
+        return render(request, "admin/workers/job/new.html",
+                      self._context(request, title="Start a job", specs=JOB_SPECS.values()))
+
+    def new_kind_view(self, request, kind):
+        spec = JOB_SPECS.get(kind)
+        if spec is None:
+            raise Http404(f"no job kind {kind!r}")
+        if spec.url_name:
+            return redirect(reverse(spec.url_name))
+        form = JobConfigForm(spec, request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = form.create_job(created_by=request.user)
+            except ValueError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"{spec.title}: queued as job {job.pk}.")
+                return redirect(reverse("admin:workers_job_change", args=[job.pk]))
+        return render(request, "admin/workers/job/new_kind.html",
+                      self._context(request, title=spec.title, spec=spec, form=form))
+
+    def _live_context(self, job) -> dict:
+        lines = job.log.splitlines()
+        return {"job": job, "log_tail": "\n".join(lines[-self.LOG_TAIL_LINES:]), "log_lines": len(lines),
+                "charts": job_charts(job), "snapshots": job.snapshots.all(), "model_versions": job.model_versions.all()}
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = get_object_or_404(Job, pk=object_id)
+        context = self._context(request, title=str(job), original=job, **self._live_context(job))
+        return render(request, "admin/workers/job/detail.html", context)
+
+    def live_view(self, request, job_id):
+        """The live part of the job page, polled by htmx every 2 s; without the poll trigger once the job ended."""
+        job = get_object_or_404(Job, pk=job_id)
+        return render(request, "admin/workers/job/_live.html", self._live_context(job))
+
+    def _action(self, request, job_id, action, done: str):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        job = get_object_or_404(Job, pk=job_id)
+        try:
+            outcome = action(job)
+        except ValueError as exc:
+            messages.error(request, str(exc))
+        else:
+            if outcome is False:
+                messages.warning(request, f"Job {job.pk} had already finished.")
+            else:
+                messages.success(request, done.format(job=job))
+        return redirect(reverse("admin:workers_job_change", args=[job_id]))
+
+    def cancel_view(self, request, job_id):
+        return self._action(request, job_id, lambda job: job_cancel(job=job, by=request.user),
+                            "Job {job.pk} cancelled; a running task stops at its next step.")
+
+    def retry_view(self, request, job_id):
+        return self._action(request, job_id, lambda job: job_retry(job=job, by=request.user),
+                            "Job {job.pk} queued again; it resumes from its newest checkpoint.")
+
+    def run_view(self, request, job_id):
+        return self._action(request, job_id, lambda job: job_run(job=job), "Job {job.pk}'s task was sent again.")
 
     def import_view(self, request):
         form = ImportForm(request.POST or None, request.FILES or None)
@@ -65,6 +150,15 @@ class JobAdmin(admin.ModelAdmin):
                 return redirect(reverse("admin:workers_job_change", args=[job.pk]))
         context = {**self.admin_site.each_context(request), "form": form, "title": "Import pairs", "opts": self.model._meta}
         return render(request, "admin/workers/job/import.html", context)
+
+
+def job_charts(job: Job) -> dict:
+    """What the job page plots: the final metrics' curves, else the live loss curve of a running job."""
+    charts = dict((job.metrics or {}).get("charts") or {})
+    if not charts.get("train_loss"):
+        live = (job.metrics or {}).get("live") or {}
+        charts["train_loss"] = live.get("train_loss", [])
+    return charts
 
 
 class ExportForm(forms.Form):
@@ -175,6 +269,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "snapshot", "validation_accuracy", "created_at", "job"]
     list_filter = ["kind"]
     readonly_fields = ["kind", "name", "path", "snapshot", "config", "metrics", "job", "created_at"]
+    actions = ["compare"]
 
     @admin.display(description="validation accuracy w/o ties (VQ / MQ / TA)")
     def validation_accuracy(self, version):
@@ -187,3 +282,67 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def get_urls(self):
+        custom = [path("compare/", self.admin_site.admin_view(self.compare_view), name="workers_modelversion_compare")]
+        return custom + super().get_urls()
+
+    @admin.action(description="Compare the selected model versions")
+    def compare(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return redirect(f"{reverse('admin:workers_modelversion_compare')}?ids={ids}")
+
+    def compare_view(self, request):
+        from workers.selectors import model_versions_compare
+
+        try:
+            ids = [int(value) for value in request.GET.get("ids", "").split(",") if value]
+        except ValueError:
+            raise Http404("ids: comma-separated model version ids, e.g. ?ids=3,4")
+        comparison = model_versions_compare(ids=ids)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Compare model versions", **comparison}
+        return render(request, "admin/workers/modelversion/compare.html", context)
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    fields = ["event", "status", "attempts", "response_status", "error", "created_at", "delivered_at"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    ordering = ["-created_at"]
+    show_change_link = True
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin):
+    list_display = ["name", "url", "events", "is_active", "created_at"]
+    inlines = [WebhookDeliveryInline]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "events":
+            return forms.MultipleChoiceField(choices=Webhook.Event.choices, required=False,
+                                             widget=forms.CheckboxSelectMultiple,
+                                             help_text="none ticked: every event", label="events")
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["id", "event", "webhook", "status", "attempts", "response_status", "created_at", "delivered_at"]
+    list_filter = ["status", "event", "webhook"]
+    readonly_fields = ["webhook", "event", "payload", "status", "attempts", "response_status", "response_body",
+                       "error", "created_at", "last_attempt_at", "delivered_at"]
+    actions = ["send_again"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Send the selected deliveries again")
+    def send_again(self, request, queryset):
+        from workers.services.webhooks import webhook_redeliver
+
+        for delivery in queryset:
+            webhook_redeliver(delivery=delivery)
+        messages.success(request, f"{queryset.count()} deliveries queued again.")

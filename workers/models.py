@@ -6,6 +6,10 @@ from django.db.models import F
 from django.utils import timezone
 
 
+class JobCancelled(Exception):
+    """Raised inside a running task when its job was cancelled from the admin."""
+
+
 class Job(models.Model):
     class Kind(models.TextChoices):
         IMPORT = "import", "import pairs"
@@ -34,6 +38,11 @@ class Job(models.Model):
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
     celery_id = models.CharField(max_length=64, blank=True)
+    attempts = models.JSONField(
+        default=list, blank=True,
+        help_text="one entry per delivery of the task: worker, pid, start, end, outcome (a redelivered job shows both)",
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="the worker's last sign of life")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -53,10 +62,14 @@ class Job(models.Model):
         return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
 
     def report_progress(self, done: int, total: int, text: str = "") -> None:
-        """Store progress without touching other columns (a worker writes this while an admin reads)."""
+        """Store progress and a heartbeat without touching other columns (a worker writes this while an admin
+        reads). Raises ``JobCancelled`` once an admin has cancelled the job: long loops stop at their next step."""
         fraction = min(1.0, done / total) if total else 0.0
-        Job.objects.filter(pk=self.pk).update(progress=fraction, progress_text=text[:300])
+        updated = Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+            progress=fraction, progress_text=text[:300], heartbeat_at=timezone.now())
         self.progress, self.progress_text = fraction, text[:300]
+        if not updated:
+            raise JobCancelled(f"job {self.pk} was cancelled")
 
     def append_log(self, line: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
@@ -114,3 +127,53 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.name}"
+
+
+class Webhook(models.Model):
+    """An endpoint told about snapshots and jobs; each request is signed with HMAC-SHA256 of its secret."""
+
+    class Event(models.TextChoices):
+        SNAPSHOT_CREATED = "snapshot.created"
+        JOB_SUCCEEDED = "job.succeeded"
+        JOB_FAILED = "job.failed"
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=200, help_text="shared with the receiver; signs every delivery")
+    events = models.JSONField(default=list, blank=True, help_text="event names; empty: every event")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.url})"
+
+    def wants(self, event: str) -> bool:
+        return self.is_active and (not self.events or event in self.events)
+
+
+class WebhookDelivery(models.Model):
+    """One event sent to one webhook: the delivery log, with every attempt's outcome."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=50)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.webhook.name} ({self.status})"

@@ -7,7 +7,6 @@ measured on the validation split, so rewards of different dimensions add up (Ove
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,39 +15,11 @@ from torch import nn
 
 from alignment.config import config_from_dict, config_to_dict
 from alignment.data.records import DIMENSIONS
+from alignment.reward.config import RewardModelConfig
 
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "reward_config.json"
 NORMALIZATION_FILE = "normalization.json"
-
-
-@dataclass
-class RewardModelConfig:
-    backbone: str = "qwen2vl"  # "qwen2vl" (a local Qwen2-VL folder) or "small" (CPU / toy world)
-    backbone_path: str | None = None  # the Qwen2-VL folder
-    shared_head: bool = False  # ablation: one head for all three tokens
-    # Qwen2-VL
-    lora_rank: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
-    train_vision_tower: bool = True
-    dtype: str = "float32"
-    gradient_checkpointing: bool = False
-    max_prompt_tokens: int = 256
-    template: str | None = None  # None: the built-in template of alignment.reward.qwen2vl
-    # frames (both backbones)
-    fps: float | None = 2.0
-    max_frames: int = 32
-    max_pixels: int = 448 * 448
-    min_pixels: int = 56 * 56
-    # small backbone
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    frame_size: int = 32
-    num_frames: int = 8
-    tubelet: tuple[int, int, int] = (2, 8, 8)
-    vocab_size: int = 4096
 
 
 def build_backbone(config: RewardModelConfig) -> nn.Module:

@@ -19,7 +19,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,44 +29,12 @@ from alignment.config import save_config
 from alignment.data import PairRecord, PairVideoDataset, read_snapshot, read_videoalign_csv
 from alignment.data.records import DIMENSIONS
 from alignment.losses import reward_loss
+from alignment.reward.config import RewardTrainConfig
 from alignment.reward.model import RewardBatchCollator, RewardModel, RewardModelConfig, save_reward_model
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "step-"
 TRAIN_CONFIG_FILE = "train_config.json"
-
-
-@dataclass
-class RewardTrainConfig:
-    output_dir: str
-    snapshot: str | None = None  # a snapshot folder (DESIGN §5) ...
-    train_csv: str | None = None  # ... or VideoAlign CSVs
-    val_csv: str | None = None
-    media_root: str | None = None  # where relative video paths live, after the snapshot folder
-    train_split: str = "train"
-    val_split: str = "val"
-    model: RewardModelConfig = field(default_factory=RewardModelConfig)
-    loss: str = "bt_ties"  # bt_ties | bt | regression
-    theta: float = 5.0
-    learning_rate: float = 2e-6
-    head_learning_rate: float | None = None  # heads and reward-token embeddings; None: learning_rate
-    weight_decay: float = 0.0
-    batch_size: int = 32  # pairs per optimizer step, over all processes
-    gradient_accumulation_steps: int = 1
-    epochs: int = 2
-    max_steps: int | None = None  # stop early (smoke runs)
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (after the warmup, down to 0 at the last step)
-    max_grad_norm: float = 1.0
-    num_workers: int = 2
-    decode_threads: int = 1
-    cache_videos: int = 0  # decoded videos kept per loader worker (LRU); useful for small recurring clips
-    seed: int = 42
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    save_every_steps: int | None = None  # also saved at the end of every epoch
-    keep_checkpoints: int = 2
-    max_eval_pairs: int | None = None
-    progress: bool = True
 
 
 def load_pairs(config: RewardTrainConfig) -> tuple[list[PairRecord], list[PairRecord], list[Path]]:

@@ -157,15 +157,28 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TRACK_STARTED = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a worker holds only the task it runs; the next waits in the broker
+# A task is acknowledged when it ends, and given back to the broker when its worker process dies, so a killed
+# job is delivered again (and resumes from its checkpoint). Tasks are idempotent: a finished job is skipped.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Longer than the longest GPU job, so an unacknowledged task is not redelivered while it still runs.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=12 * 3600)}
+# A message whose worker died unacknowledged (SIGKILL, a lost machine) is given back to the queue after it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=12 * 3600),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {  # synced into django-celery-beat's tables when beat starts; editable in the admin
     "nightly snapshot export": {
         "task": "workers.tasks.default.export_snapshot_nightly",
         "schedule": crontab(hour=env.int("VIDPREF_SNAPSHOT_HOUR", default=3), minute=0),
+    },
+    "stale job watchdog": {  # fails running jobs whose worker stopped reporting (its machine died)
+        "task": "workers.tasks.default.jobs_watchdog",
+        "schedule": timedelta(minutes=5),
     },
     "agreement statistics": {  # the dashboard renders the stored result; this keeps it fresh
         "task": "workers.tasks.default.recompute_agreement",
@@ -209,6 +222,12 @@ SNAPSHOT_STORAGE_URL = env("SNAPSHOT_STORAGE_URL", default="")
 # A RewardTrainConfig file (JSON/YAML) the admin's "train a reward model" starts from; empty: the small CPU backbone.
 VIDPREF_REWARD_CONFIG = env("VIDPREF_REWARD_CONFIG", default="")
 JOB_ROOT = Path(env("JOB_ROOT", default=str(VAR_DIR / "jobs")))
+# A running job whose worker has not reported progress for this long is failed by the watchdog (Retry resumes it).
+VIDPREF_JOB_STALE_MINUTES = env.int("VIDPREF_JOB_STALE_MINUTES", default=30)
+# Webhook deliveries: attempts in all, and the first retry's delay (doubling each time).
+VIDPREF_WEBHOOK_ATTEMPTS = env.int("VIDPREF_WEBHOOK_ATTEMPTS", default=6)
+VIDPREF_WEBHOOK_BACKOFF_S = env.float("VIDPREF_WEBHOOK_BACKOFF_S", default=10.0)
+VIDPREF_WEBHOOK_TIMEOUT_S = env.float("VIDPREF_WEBHOOK_TIMEOUT_S", default=10.0)
 
 LOGGING = {
     "version": 1,

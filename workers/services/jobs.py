@@ -1,15 +1,23 @@
-"""Job lifecycle: create (and queue after commit), start, finish, fail. Tasks call these, nothing else."""
+"""Job lifecycle: create (and queue after commit), start, finish, fail, cancel, retry, and the watchdog.
+
+Tasks call ``job_execute`` (or the pieces below), nothing else. Every delivery of a job's task is an
+*attempt* recorded on the row, so a job redelivered after its worker died shows both runs.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 import traceback
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from workers.models import Job
+from workers.models import Job, JobCancelled
 
 
 def job_folder(job: Job) -> Path:
@@ -38,34 +46,201 @@ def job_queue(*, job: Job, task) -> None:
     transaction.on_commit(send)
 
 
-def job_start(*, job_id: int) -> Job | None:
-    """Mark a queued job running; None when it should not run (already finished or cancelled).
+def _now_iso() -> str:
+    return timezone.now().isoformat(timespec="seconds")
 
-    A redelivered task finds its job running and goes on (it resumes); a finished job is left alone.
+
+def job_start(*, job_id: int) -> Job | None:
+    """Mark a queued job running and record the attempt; None when it should not run (finished or cancelled).
+
+    A redelivered task finds its job running: the earlier attempt is closed as lost and this one goes on
+    (the work resumes from its newest checkpoint); a finished job is left alone.
     """
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
         if job.is_finished:
             return None
+        if job.status == Job.Status.RUNNING and _attempt_alive(job):
+            running = job.attempts[-1]
+            job.append_log(f"a second delivery on {socket.gethostname()} was ignored: attempt {running['number']} "
+                           f"is still running on {running['worker']} (pid {running['pid']})")
+            return None
+        for attempt in job.attempts:
+            if attempt.get("outcome") == "running":
+                attempt.update(outcome="lost (worker died or was killed)", finished_at=_now_iso())
+        job.attempts.append({"number": len(job.attempts) + 1, "worker": socket.gethostname(), "pid": os.getpid(),
+                             "started_at": _now_iso(), "finished_at": None, "outcome": "running"})
         job.status = Job.Status.RUNNING
         job.started_at = job.started_at or timezone.now()
-        job.save(update_fields=["status", "started_at"])
+        job.heartbeat_at = timezone.now()
+        job.save(update_fields=["status", "started_at", "attempts", "heartbeat_at"])
+    if len(job.attempts) > 1:
+        job.append_log(f"attempt {len(job.attempts)} on {socket.gethostname()} (pid {os.getpid()}): resuming")
     return job
 
 
+def _attempt_alive(job: Job) -> bool:
+    """Whether the job's open attempt still runs: on this machine, its process exists; elsewhere, its
+    heartbeat is fresh. A task delivered twice must not run twice at once."""
+    if not job.attempts or job.attempts[-1].get("outcome") != "running":
+        return False
+    attempt = job.attempts[-1]
+    if attempt.get("worker") == socket.gethostname():
+        try:
+            os.kill(int(attempt["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return int(attempt["pid"]) != os.getpid()
+    silent_for = timedelta(minutes=settings.VIDPREF_JOB_STALE_MINUTES)
+    return job.heartbeat_at is not None and timezone.now() - job.heartbeat_at < silent_for
+
+
+def job_run(*, job: Job) -> None:
+    """Send a queued job's task again (its first message was lost, e.g. the broker was down when it was
+    created). Harmless when the first message does arrive: the second delivery finds the job running."""
+    if job.status != Job.Status.QUEUED:
+        raise ValueError(f"job {job.pk} is {job.status}: only a queued job can be run; a failed one can be retried")
+    task_name = JOB_TASKS.get(job.kind)
+    if task_name is None:
+        raise ValueError(f"job {job.pk}: jobs of kind {job.kind!r} cannot be run from here")
+    job_queue(job=job, task=_Sender(task_name))
+
+
+def _close_attempt(job: Job, outcome: str) -> None:
+    if job.attempts and job.attempts[-1].get("outcome") == "running":
+        job.attempts[-1].update(outcome=outcome, finished_at=_now_iso())
+
+
 def job_succeed(*, job: Job, result: dict | None = None, metrics: dict | None = None) -> None:
-    job.status = Job.Status.SUCCEEDED
-    job.progress = 1.0
-    job.finished_at = timezone.now()
-    job.result = result or {}
-    if metrics is not None:
-        job.metrics = metrics
-    job.save(update_fields=["status", "progress", "finished_at", "result", "metrics"])
+    from workers.services.webhooks import webhook_emit
+
+    with transaction.atomic():
+        job.status = Job.Status.SUCCEEDED
+        job.progress = 1.0
+        job.finished_at = timezone.now()
+        job.result = result or {}
+        if metrics is not None:
+            job.metrics = metrics
+        _close_attempt(job, "succeeded")
+        job.save(update_fields=["status", "progress", "finished_at", "result", "metrics", "attempts"])
+        webhook_emit(event="job.succeeded", data=job_payload(job))
 
 
 def job_fail(*, job: Job, error: BaseException) -> None:
-    job.status = Job.Status.FAILED
-    job.finished_at = timezone.now()
-    job.error = f"{type(error).__name__}: {error}"
-    job.append_log("".join(traceback.format_exception(error)).rstrip())
-    job.save(update_fields=["status", "finished_at", "error"])
+    from workers.services.webhooks import webhook_emit
+
+    with transaction.atomic():
+        job.status = Job.Status.FAILED
+        job.finished_at = timezone.now()
+        job.error = f"{type(error).__name__}: {error}"
+        job.append_log("".join(traceback.format_exception(error)).rstrip())
+        _close_attempt(job, "failed")
+        job.save(update_fields=["status", "finished_at", "error", "attempts"])
+        webhook_emit(event="job.failed", data=job_payload(job))
+
+
+def job_payload(job: Job) -> dict:
+    return {"id": job.pk, "kind": job.kind, "status": job.status, "params": job.params, "result": job.result,
+            "error": job.error, "attempts": len(job.attempts),
+            "created_at": job.created_at.isoformat() if job.created_at else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None}
+
+
+def job_execute(*, job_id: int, work: Callable[[Job], dict | tuple[dict, dict]]) -> dict | None:
+    """Run ``work(job)`` as the job's attempt: start it, record the outcome. ``work`` returns the result
+    dict, or ``(result, metrics)``. A cancelled job stops quietly; any other error fails the job and
+    propagates (Celery logs it)."""
+    job = job_start(job_id=job_id)
+    if job is None:
+        return None
+    try:
+        outcome = work(job)
+    except JobCancelled:
+        job.refresh_from_db(fields=["attempts"])
+        _close_attempt(job, "cancelled")
+        job.save(update_fields=["attempts"])
+        job.append_log("stopped: cancelled from the admin")
+        return None
+    except Exception as exc:
+        job_fail(job=job, error=exc)
+        raise
+    result, metrics = outcome if isinstance(outcome, tuple) else (outcome, None)
+    job_succeed(job=job, result=result, metrics=metrics)
+    return result
+
+
+def job_cancel(*, job: Job, by=None) -> bool:
+    """Cancel a queued or running job. A queued task is revoked and skipped if it still arrives; a running
+    one stops at its next progress report. False when the job had already finished."""
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.is_finished:
+            return False
+        locked.status = Job.Status.CANCELLED
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["status", "finished_at"])
+    who = f" by {by}" if by else ""
+    job.append_log(f"cancelled{who}")
+    if locked.celery_id:
+        from workers.celery import app
+
+        transaction.on_commit(lambda: app.control.revoke(locked.celery_id))
+    job.refresh_from_db()
+    return True
+
+
+def job_retry(*, job: Job, by=None) -> Job:
+    """Queue a failed or cancelled job again, as the same job: it resumes from the newest checkpoint in its
+    folder and the record keeps every attempt."""
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        if locked.status not in (Job.Status.FAILED, Job.Status.CANCELLED):
+            raise ValueError(f"job {job.pk} is {locked.status}: only a failed or cancelled job can be retried")
+        locked.status = Job.Status.QUEUED
+        locked.finished_at = None
+        locked.error = ""
+        locked.save(update_fields=["status", "finished_at", "error"])
+        task_name = JOB_TASKS.get(locked.kind)
+        if task_name is None:
+            raise ValueError(f"job {job.pk}: jobs of kind {locked.kind!r} cannot be retried from here")
+        job_queue(job=locked, task=_Sender(task_name))
+    locked.append_log(f"retry queued{f' by {by}' if by else ''}")
+    return locked
+
+
+class _Sender:
+    """``task.delay`` by the task's registered name: the web process never imports the task modules' heavy parts."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def delay(self, *args):
+        from celery import current_app
+
+        return current_app.send_task(self.name, args=args)
+
+
+# The task that runs each kind of job, by name (see workers/tasks/).
+JOB_TASKS = {
+    Job.Kind.IMPORT: "workers.tasks.media.import_pairs",
+    Job.Kind.EXPORT: "workers.tasks.default.export_snapshot",
+    Job.Kind.REWARD: "workers.tasks.gpu.train_reward",
+}
+
+
+def jobs_mark_stale(*, silent_for: timedelta | None = None) -> list[int]:
+    """Fail running jobs whose worker has not reported for ``silent_for`` (``VIDPREF_JOB_STALE_MINUTES``):
+    a machine that died without its task being redelivered. Retry resumes them from their checkpoints."""
+    silent_for = silent_for or timedelta(minutes=settings.VIDPREF_JOB_STALE_MINUTES)
+    cutoff = timezone.now() - silent_for
+    stale = []
+    for job in Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff):
+        minutes = (timezone.now() - job.heartbeat_at).total_seconds() / 60
+        error = RuntimeError(f"no sign of life from the worker for {minutes:.0f} minutes (its machine died, or the "
+                             "task was lost); Retry resumes it from the newest checkpoint")
+        _close_attempt(job, "lost (no heartbeat)")
+        job_fail(job=job, error=error)
+        stale.append(job.pk)
+    return stale

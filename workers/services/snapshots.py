@@ -36,6 +36,7 @@ from alignment.data.snapshot import (
 from annotate.consensus import ConsensusFilters, consensus_sql, counted_judgments_sql
 from annotate.models import DIMENSIONS, Judgment
 from workers.models import DatasetSnapshot, Job
+from workers.services.webhooks import webhook_emit
 
 Progress = Callable[[int, int, str], None]
 
@@ -150,7 +151,14 @@ def snapshot_create(
             judgment_watermark=watermark, job=job, created_by=created_by,
         )
         cursor.execute("DROP TABLE snapshot_pairs")  # also when the caller's transaction goes on
+        webhook_emit(event="snapshot.created", data=snapshot_payload(snapshot))
         return snapshot
+
+
+def snapshot_payload(snapshot: DatasetSnapshot) -> dict:
+    return {"id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "kind": snapshot.kind,
+            "counts": snapshot.counts, "filters": snapshot.filters, "bytes": snapshot.bytes,
+            "created_at": snapshot.created_at.isoformat()}
 
 
 def _publish(path: Path, report: Progress) -> str:
@@ -324,4 +332,5 @@ def snapshot_from_rewardbench(
         counts=manifest["counts"], bytes=sum(entry["bytes"] for entry in manifest["files"].values()),
         created_by=created_by,
     )
+    webhook_emit(event="snapshot.created", data=snapshot_payload(snapshot))
     return snapshot, problems

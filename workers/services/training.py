@@ -7,6 +7,8 @@ checkpoint in its folder.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -20,6 +22,13 @@ SMALL_BACKBONE_CONFIG = {"model": {"backbone": "small"}, "learning_rate": 1e-3, 
                          "warmup_steps": 20, "num_workers": 2, "cache_videos": 256}
 """Used when ``VIDPREF_REWARD_CONFIG`` names no file: a small video transformer that trains on a CPU.
 For the paper's model, point ``VIDPREF_REWARD_CONFIG`` at a RewardTrainConfig with a local Qwen2-VL folder."""
+
+
+def reward_base_config() -> dict:
+    """The site's reward training defaults: ``VIDPREF_REWARD_CONFIG``'s file, else the small CPU backbone."""
+    from alignment.config import read_config_file
+
+    return read_config_file(settings.VIDPREF_REWARD_CONFIG) if settings.VIDPREF_REWARD_CONFIG else SMALL_BACKBONE_CONFIG
 
 
 def reward_job_create(*, snapshot: DatasetSnapshot, overrides: dict | None = None, created_by=None) -> Job:
@@ -58,26 +67,40 @@ def _local_snapshot(snapshot: DatasetSnapshot, folder: Path) -> Path:
     return target
 
 
+def training_progress(job: Job, *, every_s: float = 2.0) -> Callable[[int, int, float], None]:
+    """An ``on_step(step, total, loss)`` for a trainer: progress and heartbeat every step (which also stops the
+    run once the job is cancelled), and the loss curve in ``job.metrics["live"]`` every ``every_s`` for the
+    job page's chart."""
+    curve: list[list[float]] = list((job.metrics.get("live") or {}).get("train_loss", []))  # a resumed run goes on
+    last_write = 0.0
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        nonlocal last_write
+        job.report_progress(step, total, f"step {step} of {total}, loss {loss:.4f}")
+        curve.append([step, round(float(loss), 6)])
+        if time.monotonic() - last_write >= every_s or step >= total:
+            last_write = time.monotonic()
+            Job.objects.filter(pk=job.pk).update(metrics={**job.metrics, "live": {"train_loss": curve}})
+
+    return on_step
+
+
 def reward_train_run(*, job: Job) -> ModelVersion:
     """Train the job's reward model (resuming from its newest checkpoint) and register it."""
-    from alignment.config import config_from_dict, config_to_dict, read_config_file
+    from alignment.config import config_from_dict, config_to_dict
     from alignment.reward.train import RewardTrainConfig, train_reward_model
 
     snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
-    if settings.VIDPREF_REWARD_CONFIG:
-        base = read_config_file(settings.VIDPREF_REWARD_CONFIG)
-        job.append_log(f"base config: {settings.VIDPREF_REWARD_CONFIG}")
-    else:
-        base = SMALL_BACKBONE_CONFIG
-        job.append_log("base config: the small CPU backbone (set VIDPREF_REWARD_CONFIG for Qwen2-VL)")
+    base = reward_base_config()
+    job.append_log(f"base config: {settings.VIDPREF_REWARD_CONFIG}" if settings.VIDPREF_REWARD_CONFIG else
+                   "base config: the small CPU backbone (set VIDPREF_REWARD_CONFIG for Qwen2-VL)")
     folder = job_folder(job)
     values = _merge(base, job.params.get("config") or {})
     values.update(output_dir=str(folder / "reward"), snapshot=str(_local_snapshot(snapshot, folder)),
                   media_root=str(settings.MEDIA_ROOT), progress=False)
     config = config_from_dict(RewardTrainConfig, values, where=f"job {job.pk}'s reward config")
 
-    def on_step(step: int, total: int, loss: float) -> None:
-        job.report_progress(step, total, f"step {step} of {total}, loss {loss:.4f}")
+    on_step = training_progress(job)
 
     metrics = train_reward_model(config, on_step=on_step)
     last = metrics["eval"][-1]
@@ -92,5 +115,16 @@ def reward_train_run(*, job: Job) -> ModelVersion:
         metrics={"validation": validation, "validation_pairs": last.get("n_pairs", 0),
                  "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
                  "train_samples_per_second": metrics.get("train_samples_per_second"),
-                 "normalization": metrics.get("normalization")},
+                 "normalization": metrics.get("normalization"),
+                 "charts": training_charts(metrics)},
     )
+
+
+def training_charts(metrics: dict, *, max_points: int = 400) -> dict:
+    """The curves the job page and the model comparison draw: training loss by step, and each evaluation's
+    accuracy without ties per dimension."""
+    losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
+    stride = max(1, len(losses) // max_points)
+    accuracy = {dim: [[entry["step"], entry[dim]["accuracy_without_ties"]] for entry in metrics.get("eval", [])
+                      if dim in entry] for dim in DIMENSIONS}
+    return {"train_loss": losses[::stride], "val_accuracy_without_ties": accuracy}

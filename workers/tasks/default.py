@@ -20,22 +20,16 @@ def ping(payload: str = "pong") -> dict:
 def export_snapshot(job_id: int) -> dict | None:
     """Export a snapshot with the job's filters. Safe to deliver twice: a finished job is skipped, and a
     killed run leaves only a hidden partial folder that the next export sweeps away."""
-    from workers.services import job_fail, job_start, job_succeed
+    from workers.services.jobs import job_execute
     from workers.services.snapshots import snapshot_create, snapshot_params_parse
 
-    job = job_start(job_id=job_id)
-    if job is None:
-        return None
-    try:
+    def work(job):
         options = snapshot_params_parse(job.params)
         snapshot = snapshot_create(**options, job=job, created_by=job.created_by, progress=job.report_progress)
-    except Exception as exc:
-        job_fail(job=job, error=exc)
-        raise
-    result = {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts}
-    job.append_log(f"snapshot {snapshot.name}: {snapshot.counts} at {snapshot.uri}")
-    job_succeed(job=job, result=result)
-    return result
+        job.append_log(f"snapshot {snapshot.name}: {snapshot.counts} at {snapshot.uri}")
+        return {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts}
+
+    return job_execute(job_id=job_id, work=work)
 
 
 @shared_task(name="workers.tasks.default.export_snapshot_nightly")
@@ -58,3 +52,27 @@ def recompute_agreement(filters: dict | None = None) -> int:
     moments = {key: datetime.fromisoformat(filters[key]) if filters.get(key) else None
                for key in ("judged_from", "judged_until")}
     return agreement_report_refresh(batch_ids=tuple(filters.get("batch_ids") or ()), **moments).pk
+
+
+@shared_task(name="workers.tasks.default.jobs_watchdog")
+def jobs_watchdog() -> list[int]:
+    """Beat, every few minutes: fail running jobs whose worker stopped reporting. Returns their ids."""
+    from workers.services.jobs import jobs_mark_stale
+
+    return jobs_mark_stale()
+
+
+@shared_task(name="workers.tasks.default.deliver_webhook", bind=True, max_retries=None)
+def deliver_webhook(self, delivery_id: int) -> bool:
+    """POST one webhook delivery; on failure retry with exponential backoff until its attempts run out."""
+    from django.conf import settings
+
+    from workers.models import WebhookDelivery
+    from workers.services.webhooks import webhook_deliver, webhook_retry_delay
+
+    if webhook_deliver(delivery_id=delivery_id):
+        return True
+    attempts = WebhookDelivery.objects.values_list("attempts", flat=True).get(pk=delivery_id)
+    if attempts < settings.VIDPREF_WEBHOOK_ATTEMPTS:
+        raise self.retry(countdown=webhook_retry_delay(attempts))
+    return False

@@ -4,8 +4,7 @@ from pathlib import Path
 
 from celery import shared_task
 
-from workers.models import Job
-from workers.services import job_fail, job_start, job_succeed
+from workers.services.jobs import job_execute
 
 
 @shared_task(name="workers.tasks.media.import_pairs", acks_late=True, reject_on_worker_lost=True)
@@ -14,10 +13,7 @@ def import_pairs(job_id: int) -> dict | None:
     a finished job is skipped and a re-run import creates nothing new."""
     from annotate.services.ingest import pairs_import
 
-    job = job_start(job_id=job_id)
-    if job is None:
-        return None
-    try:
+    def work(job):
         report = pairs_import(
             manifest=Path(job.params["manifest"]),
             media_root=Path(job.params["media_root"]),
@@ -26,11 +22,9 @@ def import_pairs(job_id: int) -> dict | None:
             created_by=job.created_by,
             progress=job.report_progress,
         )
-    except Exception as exc:
-        job_fail(job=job, error=exc)
-        raise
-    for error in report.skipped:
-        job.append_log(f"{report.manifest} {error}; the row was skipped")
-    job.append_log(report.summary())
-    job_succeed(job=job, result=report.as_dict())
-    return report.as_dict()
+        for error in report.skipped:
+            job.append_log(f"{report.manifest} {error}; the row was skipped")
+        job.append_log(report.summary())
+        return report.as_dict()
+
+    return job_execute(job_id=job_id, work=work)

@@ -1,0 +1,68 @@
+"""The reward model's and its training's config dataclasses, torch-free: the admin builds its job forms from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RewardModelConfig:
+    backbone: str = "qwen2vl"  # "qwen2vl" (a local Qwen2-VL folder) or "small" (CPU / toy world)
+    backbone_path: str | None = None  # the Qwen2-VL folder
+    shared_head: bool = False  # ablation: one head for all three tokens
+    # Qwen2-VL
+    lora_rank: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    train_vision_tower: bool = True
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    max_prompt_tokens: int = 256
+    template: str | None = None  # None: the built-in template of alignment.reward.qwen2vl
+    # frames (both backbones)
+    fps: float | None = 2.0
+    max_frames: int = 32
+    max_pixels: int = 448 * 448
+    min_pixels: int = 56 * 56
+    # small backbone
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    frame_size: int = 32
+    num_frames: int = 8
+    tubelet: tuple[int, int, int] = (2, 8, 8)
+    vocab_size: int = 4096
+
+
+@dataclass
+class RewardTrainConfig:
+    output_dir: str
+    snapshot: str | None = None  # a snapshot folder (DESIGN §5) ...
+    train_csv: str | None = None  # ... or VideoAlign CSVs
+    val_csv: str | None = None
+    media_root: str | None = None  # where relative video paths live, after the snapshot folder
+    train_split: str = "train"
+    val_split: str = "val"
+    model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    loss: str = "bt_ties"  # bt_ties | bt | regression
+    theta: float = 5.0
+    learning_rate: float = 2e-6
+    head_learning_rate: float | None = None  # heads and reward-token embeddings; None: learning_rate
+    weight_decay: float = 0.0
+    batch_size: int = 32  # pairs per optimizer step, over all processes
+    gradient_accumulation_steps: int = 1
+    epochs: int = 2
+    max_steps: int | None = None  # stop early (smoke runs)
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine (after the warmup, down to 0 at the last step)
+    max_grad_norm: float = 1.0
+    num_workers: int = 2
+    decode_threads: int = 1
+    cache_videos: int = 0  # decoded videos kept per loader worker (LRU); useful for small recurring clips
+    seed: int = 42
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    save_every_steps: int | None = None  # also saved at the end of every epoch
+    keep_checkpoints: int = 2
+    max_eval_pairs: int | None = None
+    progress: bool = True
+

@@ -1,0 +1,182 @@
+"""Jobs from the admin: forms from config dataclasses, the live page, cancel / retry / run, attempts, the watchdog."""
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from workers.job_specs import JOB_SPECS, JobConfigForm, _choices_from_doc
+from workers.models import DatasetSnapshot, Job, JobCancelled, ModelVersion
+from workers.services.jobs import job_cancel, job_execute, job_retry, job_run, job_start, jobs_mark_stale
+
+
+@pytest.fixture
+def staff_client(client, make_user):
+    admin = make_user(staff=True)
+    admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture
+def snapshot(db):
+    return DatasetSnapshot.objects.create(name="snap-1", uri="/nowhere", counts={"pairs": 40, "train": 32})
+
+
+def test_reward_form_lists_every_config_field_with_the_sites_defaults_and_help(db):
+    form = JobConfigForm(JOB_SPECS[Job.Kind.REWARD])
+    assert "output_dir" not in form.fields and "snapshot" in form.fields  # filled by the worker / a model choice
+    assert form.fields["learning_rate"].initial == 1e-3  # the site's small-backbone default, not the dataclass's 2e-6
+    assert form.fields["model.lora_rank"].initial == 64  # nested dataclass fields, dotted
+    assert [value for value, _ in form.fields["loss"].choices] == ["bt_ties", "bt", "regression"]
+    assert form.fields["model.tubelet"].prepare_value(form.fields["model.tubelet"].initial) == "2, 8, 8"
+    assert "one head for all three tokens" in form.fields["model.shared_head"].help_text  # from the source comment
+    assert _choices_from_doc("constant | cosine (after the warmup)") == ["constant", "cosine"]
+    assert _choices_from_doc("pairs per optimizer step") is None
+
+
+def test_staff_queues_a_reward_job_and_only_the_changes_are_stored(staff_client, snapshot,
+                                                                   django_capture_on_commit_callbacks):
+    page = staff_client.get("/admin/workers/job/new/reward/")
+    assert page.status_code == 200 and b'name="model.lora_rank"' in page.content
+    form = JobConfigForm(JOB_SPECS[Job.Kind.REWARD])
+    data = {name: form[name].value() for name in form.fields if name != "snapshot"}
+    data = {key: ("on" if value is True else value) for key, value in data.items() if value is not False and value is not None}
+    data["model.tubelet"] = "1, 8, 8"
+    data.update(snapshot=snapshot.pk, epochs=2, loss="bt")
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = staff_client.post("/admin/workers/job/new/reward/", data)
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    job = Job.objects.get(kind=Job.Kind.REWARD)
+    assert job.params == {"snapshot_id": snapshot.pk, "config": {"epochs": 2, "loss": "bt", "model": {"tubelet": [1, 8, 8]}}}
+    assert len(callbacks) == 1  # the task is sent once the row is committed
+
+
+def test_bad_config_values_are_refused_with_the_field_named(staff_client, snapshot):
+    response = staff_client.post("/admin/workers/job/new/reward/", {"snapshot": snapshot.pk, "epochs": "two",
+                                                                     "model.tubelet": "2, x, 8"})
+    assert response.status_code == 200 and not Job.objects.exists()
+    errors = response.context["form"].errors
+    assert "Enter a whole number." in errors["epochs"][0] and "comma-separated int" in errors["model.tubelet"][0]
+
+
+def test_job_page_polls_while_running_and_stops_when_finished(staff_client, snapshot):
+    job = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING, progress=0.25, log="line 1\nline 2\n",
+                             metrics={"live": {"train_loss": [[1, 0.9], [2, 0.7]]}})
+    page = staff_client.get(f"/admin/workers/job/{job.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'hx-trigger="every 2s"' in html and "25 %" in html and "line 2" in html and 'name="cancel"' in html
+    assert '"train_loss": [[1, 0.9], [2, 0.7]]' in html  # the live loss curve for the chart
+    version = ModelVersion.objects.create(kind="reward", name="reward-x", path="/m", snapshot=snapshot, job=job)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED, progress=1.0)
+    live = staff_client.get(f"/admin/workers/job/{job.pk}/live/").content.decode()
+    assert "hx-trigger" not in live and "Succeeded" in live  # htmx stops polling
+    assert f"/admin/workers/modelversion/{version.pk}/change/" in live and "snap-1" in live
+    assert 'name="cancel"' not in live and 'name="retry"' not in live
+
+
+def test_live_page_is_for_staff_only(client, make_user):
+    job = Job.objects.create(kind=Job.Kind.EXPORT)
+    client.force_login(make_user())
+    assert client.get(f"/admin/workers/job/{job.pk}/live/").status_code == 302  # to the admin login
+    assert client.post(f"/admin/workers/job/{job.pk}/cancel/").status_code == 302
+    assert Job.objects.get(pk=job.pk).status == Job.Status.QUEUED
+
+
+def test_cancel_stops_a_running_job_at_its_next_step(db):
+    job = Job.objects.create(kind=Job.Kind.EXPORT)
+    steps = []
+
+    def work(running):
+        for step in range(1, 100):
+            if step == 3:
+                job_cancel(job=Job.objects.get(pk=running.pk), by="admin")
+            running.report_progress(step, 100)  # raises JobCancelled once cancelled
+            steps.append(step)
+        return {}
+
+    assert job_execute(job_id=job.pk, work=work) is None
+    job.refresh_from_db()
+    assert steps == [1, 2] and job.status == Job.Status.CANCELLED
+    assert job.attempts[-1]["outcome"] == "cancelled" and "cancelled by admin" in job.log
+    with pytest.raises(JobCancelled):
+        job.report_progress(1, 2)
+    assert job_cancel(job=job) is False  # already finished
+
+
+def test_retry_resumes_the_same_job_and_keeps_every_attempt(db, django_capture_on_commit_callbacks):
+    job = Job.objects.create(kind=Job.Kind.REWARD)
+
+    def boom(_job):
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError):
+        job_execute(job_id=job.pk, work=boom)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED and "CUDA out of memory" in job.error
+    with django_capture_on_commit_callbacks() as callbacks:
+        job_retry(job=job, by="admin")
+    job.refresh_from_db()
+    assert (job.status, job.error, len(callbacks)) == (Job.Status.QUEUED, "", 1)
+    assert job_execute(job_id=job.pk, work=lambda _job: {"ok": True}) == {"ok": True}
+    job.refresh_from_db()
+    assert [a["outcome"] for a in job.attempts] == ["failed", "succeeded"] and job.status == Job.Status.SUCCEEDED
+    with pytest.raises(ValueError, match="only a failed or cancelled job"):
+        job_retry(job=job)
+    with pytest.raises(ValueError, match="only a queued job"):
+        job_run(job=job)
+
+
+def test_a_redelivered_job_closes_the_dead_attempt_and_ignores_a_live_duplicate(db):
+    job = Job.objects.create(kind=Job.Kind.REWARD)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert job_start(job_id=job.pk) is not None
+        Job.objects.filter(pk=job.pk).update(attempts=[{**Job.objects.get(pk=job.pk).attempts[0], "pid": alive.pid}])
+        assert job_start(job_id=job.pk) is None  # its first attempt still runs: a duplicate delivery does nothing
+        assert "was ignored" in Job.objects.get(pk=job.pk).log
+        Job.objects.filter(pk=job.pk).update(attempts=[{**Job.objects.get(pk=job.pk).attempts[0], "pid": dead.pid}])
+        resumed = job_start(job_id=job.pk)
+    finally:
+        alive.kill()
+    assert [a["outcome"] for a in resumed.attempts] == ["lost (worker died or was killed)", "running"]
+    assert resumed.attempts[1]["pid"] == os.getpid() and "resuming" in Job.objects.get(pk=job.pk).log
+
+
+def test_watchdog_fails_jobs_whose_worker_went_silent(db, settings):
+    settings.VIDPREF_JOB_STALE_MINUTES = 30
+    quiet = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING,
+                               heartbeat_at=timezone.now() - timedelta(minutes=31),
+                               attempts=[{"number": 1, "worker": "gpu-7", "pid": 1, "outcome": "running"}])
+    busy = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING, heartbeat_at=timezone.now())
+    assert jobs_mark_stale() == [quiet.pk]
+    quiet.refresh_from_db()
+    assert quiet.status == Job.Status.FAILED and "no sign of life from the worker for 31 minutes" in quiet.error
+    assert quiet.attempts[0]["outcome"] == "lost (no heartbeat)"
+    assert Job.objects.get(pk=busy.pk).status == Job.Status.RUNNING
+
+
+def test_model_versions_compare_side_by_side(staff_client, snapshot):
+    def version(name, vq, epochs):
+        return ModelVersion.objects.create(
+            kind="reward", name=name, path="/m", snapshot=snapshot, config={"epochs": epochs, "model": {"hidden_size": 64}},
+            metrics={"validation": {"VQ": {"accuracy_without_ties": vq, "accuracy_with_ties": vq - 0.1}},
+                     "charts": {"train_loss": [[1, 0.7], [2, 0.5]]}})
+
+    first, second = version("reward-a", 0.71, 2), version("reward-b", 0.78, 4)
+    response = staff_client.post("/admin/workers/modelversion/", {"action": "compare",
+                                                                   "_selected_action": [first.pk, second.pk]})
+    assert response.status_code == 302
+    page = staff_client.get(response["Location"])
+    html = page.content.decode()
+    assert page.status_code == 200 and "reward-a" in html and "reward-b" in html
+    assert "<strong>0.780</strong>" in html  # the best value of the row stands out
+    assert [row["key"] for row in page.context["config_differences"]] == ["epochs"]
+    assert staff_client.get("/admin/workers/modelversion/compare/?ids=x").status_code == 404

@@ -1,0 +1,180 @@
+"""The kinds of job an admin can start, and a form for each generated from its config dataclass.
+
+A training job's form lists every field of its ``alignment`` config dataclass (nested ones as dotted
+names, ``model.lora_rank``) with the site's defaults as initial values and the dataclass's field
+comments as help text. The job stores only what the admin changed; the worker merges that over the
+site's base config. The config modules are torch-free, so the web process can read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django import forms
+
+from workers.models import DatasetSnapshot, Job
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    kind: str
+    title: str
+    description: str
+    config_class: str | None = None  # "module:Class" of a torch-free config dataclass
+    hidden: frozenset[str] = frozenset()  # fields the worker fills in (paths, the snapshot)
+    base_config: Callable[[], dict] | None = None  # the site's defaults over the dataclass's
+    create: Callable[..., Job] | None = None  # the service: create(snapshot=, overrides=, created_by=)
+    url_name: str | None = None  # a kind with its own admin form (import, export)
+
+    def config_dataclass(self):
+        module, _, name = self.config_class.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def _reward_base() -> dict:
+    from workers.services.training import reward_base_config
+
+    return reward_base_config()
+
+
+def _reward_create(**kwargs) -> Job:
+    from workers.services.training import reward_job_create
+
+    return reward_job_create(**kwargs)
+
+
+JOB_SPECS: dict[str, JobSpec] = {
+    spec.kind: spec
+    for spec in (
+        JobSpec(Job.Kind.IMPORT, "Import pairs", "Upload a manifest and its videos; probed, transcoded, deduplicated.",
+                url_name="admin:workers_job_import"),
+        JobSpec(Job.Kind.EXPORT, "Export a snapshot", "Judged pairs with their consensus labels, as Parquet + CSV.",
+                url_name="admin:workers_datasetsnapshot_export"),
+        JobSpec(Job.Kind.REWARD, "Train a reward model", "VideoReward (VQ, MQ, TA) on a training snapshot; gpu queue.",
+                config_class="alignment.reward.config:RewardTrainConfig",
+                hidden=frozenset({"output_dir", "snapshot", "train_csv", "val_csv", "media_root", "progress",
+                                  "train_split", "val_split"}),
+                base_config=_reward_base, create=_reward_create),
+    )
+}
+
+
+def _choices_from_doc(doc: str) -> list[str] | None:
+    """``"bt_ties | bt | regression"`` at the start of a field's comment: the values it takes."""
+    match = re.match(r"^\s*([\w.-]+(?:\s*\|\s*[\w.-]+)+)(?:\s|$|\()", doc)
+    return [value.strip() for value in match.group(1).split("|")] if match else None
+
+
+def _nested_get(values: dict, dotted: str, default):
+    node = values
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def _nested_set(values: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = values
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+class TupleField(forms.CharField):
+    """A tuple config value, typed as comma-separated items (``2, 8, 8``)."""
+
+    def __init__(self, *args, item_type=str, **kwargs):
+        self.item_type = item_type
+        super().__init__(*args, **kwargs)
+
+    def prepare_value(self, value):
+        return ", ".join(str(item) for item in value) if isinstance(value, (tuple, list)) else value
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if not text:
+            return ()
+        try:
+            return tuple(self.item_type(item.strip()) for item in text.split(","))
+        except ValueError as exc:
+            raise forms.ValidationError(f"comma-separated {self.item_type.__name__} values, e.g. 2, 8, 8") from exc
+
+
+class JSONValueField(forms.CharField):
+    def prepare_value(self, value):
+        return value if isinstance(value, str) else json.dumps(value)
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not JSON: {exc}") from exc
+
+
+def _form_field(config_field, initial) -> forms.Field:
+    kind, doc = config_field.kind, config_field.doc
+    required = not config_field.optional
+    common = {"label": config_field.name, "help_text": doc, "initial": initial}
+    choices = _choices_from_doc(doc) if kind is str else None
+    if choices:
+        return forms.ChoiceField(choices=[(c, c) for c in choices], required=required, **common)
+    if kind is bool:
+        return forms.BooleanField(required=False, **common)
+    if kind is int:
+        return forms.IntegerField(required=required, **common)
+    if kind is float:
+        return forms.FloatField(required=required, **common)
+    if kind is str:
+        return forms.CharField(required=required and initial not in ("", None), **common)
+    if typing.get_origin(kind) is tuple:
+        item_types = [arg for arg in typing.get_args(kind) if arg is not Ellipsis]
+        return TupleField(item_type=item_types[0] if item_types else str, required=False, **common)
+    return JSONValueField(required=False, **{**common, "help_text": f"{doc} (JSON)".strip()})
+
+
+class JobConfigForm(forms.Form):
+    """Inputs (the snapshot) and every config field of a job kind, initialised with the site's defaults."""
+
+    snapshot = forms.ModelChoiceField(DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING),
+                                      help_text="the training snapshot to learn from")
+
+    def __init__(self, spec: JobSpec, *args, **kwargs):
+        from alignment.config import config_fields
+
+        super().__init__(*args, **kwargs)
+        self.spec = spec
+        base = spec.base_config() if spec.base_config else {}
+        self.config_initial = {}
+        for config_field in config_fields(spec.config_dataclass()):
+            if config_field.name in spec.hidden or config_field.name.split(".")[0] in spec.hidden:
+                continue
+            default = None if config_field.default is dataclasses.MISSING else config_field.default
+            initial = _nested_get(base, config_field.name, default)
+            self.config_initial[config_field.name] = initial
+            self.fields[config_field.name] = _form_field(config_field, initial)
+
+    def config_overrides(self) -> dict:
+        """The values the admin changed from the site's defaults, nested like the config dataclass."""
+        overrides: dict = {}
+        for name, initial in self.config_initial.items():
+            value = self.cleaned_data.get(name)
+            if isinstance(initial, list):
+                initial = tuple(initial)
+            if value != initial and not (value in ("", None) and initial in ("", None)):
+                _nested_set(overrides, name, value)
+        return overrides
+
+    def create_job(self, *, created_by) -> Job:
+        return self.spec.create(snapshot=self.cleaned_data["snapshot"], overrides=self.config_overrides(),
+                                created_by=created_by)
