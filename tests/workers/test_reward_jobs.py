@@ -1,12 +1,16 @@
 """Reward-model training from the admin: a job on the gpu queue, run by a real worker, registers a ModelVersion."""
 
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from safetensors.torch import load_file
 
 from tests.alignment.test_reward_train import brightness_snapshot
+from tests.conftest import _wait_for_other_sessions_to_end, start_celery_worker, stop_celery_worker
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.training import reward_job_create
 
@@ -49,3 +53,44 @@ def test_bad_training_requests_are_refused_with_the_reason(db, tmp_path):
     empty = DatasetSnapshot.objects.create(name="empty", uri=str(tmp_path), counts={"pairs": 0, "train": 0})
     with pytest.raises(ValueError, match="no pairs in its train split"):
         reward_job_create(snapshot=empty)
+
+
+def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_checkpoint(transactional_db, tmp_path):
+    """SIGKILL of the whole worker (no chance to clean up): the unacknowledged task goes back to the queue,
+    a new worker resumes from the newest checkpoint, and the job record shows both attempts."""
+    snapshot = registered(brightness_snapshot(tmp_path / "snap-kill"))
+    job = reward_job_create(snapshot=snapshot, overrides={
+        "epochs": 10, "batch_size": 4, "save_every_steps": 3, "num_workers": 0, "warmup_steps": 0,
+        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]}})
+    log = tmp_path / "workers.log"
+    first = start_celery_worker(log, queues="gpu")
+    try:
+        deadline = time.monotonic() + 180
+        while not list(Path(settings.JOB_ROOT).glob(f"job-{job.pk}-*/reward/checkpoints/step-*")):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        job.refresh_from_db()
+        assert job.status == Job.Status.RUNNING and not job.is_finished
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        step_at_kill = Job.objects.get(pk=job.pk).progress
+        # the replacement looks for abandoned messages quickly (production: after CELERY_VISIBILITY_TIMEOUT)
+        second = start_celery_worker(log, queues="gpu", CELERY_VISIBILITY_TIMEOUT="1",
+                                     CELERY_UNACKED_RESTORE_INTERVAL="1", CELERY_UNACKED_RESTORE_THROTTLE="1")
+        try:
+            deadline = time.monotonic() + 300
+            while not Job.objects.get(pk=job.pk).is_finished:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        finally:
+            stop_celery_worker(second)
+    finally:
+        stop_celery_worker(first)
+        _wait_for_other_sessions_to_end()
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error + job.log
+    assert [attempt["outcome"] for attempt in job.attempts] == ["lost (worker died or was killed)", "succeeded"]
+    assert job.attempts[0]["pid"] == first.pid and job.attempts[1]["pid"] != first.pid
+    assert "resuming from checkpoint step-" in job.log and step_at_kill > 0
+    assert "step 90 of 90" in job.progress_text  # 36 training pairs, 4 a step, 10 epochs: nothing repeated or lost
+    assert ModelVersion.objects.filter(job=job).count() == 1

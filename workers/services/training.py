@@ -88,7 +88,7 @@ def training_progress(job: Job, *, every_s: float = 2.0) -> Callable[[int, int, 
 def reward_train_run(*, job: Job) -> ModelVersion:
     """Train the job's reward model (resuming from its newest checkpoint) and register it."""
     from alignment.config import config_from_dict, config_to_dict
-    from alignment.reward.train import RewardTrainConfig, train_reward_model
+    from alignment.reward.train import RewardTrainConfig, checkpoints, train_reward_model
 
     snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
     base = reward_base_config()
@@ -101,6 +101,9 @@ def reward_train_run(*, job: Job) -> ModelVersion:
     config = config_from_dict(RewardTrainConfig, values, where=f"job {job.pk}'s reward config")
 
     on_step = training_progress(job)
+    existing = checkpoints(Path(config.output_dir))
+    if existing:
+        job.append_log(f"resuming from checkpoint {existing[-1].name}")
 
     metrics = train_reward_model(config, on_step=on_step)
     last = metrics["eval"][-1]
