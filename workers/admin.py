@@ -7,7 +7,7 @@ from django.urls import path, reverse
 from annotate.consensus import ConsensusFilters
 from annotate.models import Batch
 from workers.job_specs import JOB_SPECS, JobConfigForm
-from workers.models import DatasetSnapshot, Job, ModelVersion, Webhook, WebhookDelivery
+from workers.models import DatasetSnapshot, Job, ModelVersion, Pipeline, Webhook, WebhookDelivery
 from workers.services.jobs import job_cancel, job_retry, job_run
 from workers.uploads import import_job_create
 
@@ -346,3 +346,67 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         for delivery in queryset:
             webhook_redeliver(delivery=delivery)
         messages.success(request, f"{queryset.count()} deliveries queued again.")
+
+
+class PipelineStartForm(forms.Form):
+    alignment_method = forms.ChoiceField(choices=[("dpo", "Flow-DPO"), ("rwr", "Flow-RWR")],
+                                         help_text="default: VIDPREF_ALIGNMENT_METHOD")
+    generate_pairs = forms.IntegerField(min_value=1, max_value=100_000, help_text="new pairs queued for labelling")
+    force = forms.BooleanField(required=False, help_text="run even if too few judgments arrived since the last snapshot")
+
+
+class PipelineJobInline(admin.TabularInline):
+    model = Job
+    fields = ["kind", "status", "progress", "progress_text", "started_at", "finished_at"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    show_change_link = True
+
+
+@admin.register(Pipeline)
+class PipelineAdmin(admin.ModelAdmin):
+    list_display = ["id", "status", "stage", "trigger", "created_by", "created_at", "finished_at", "reason"]
+    list_filter = ["status", "trigger"]
+    readonly_fields = ["status", "stage", "params", "trigger", "is_active", "reason", "created_by", "created_at",
+                       "finished_at"]
+    inlines = [PipelineJobInline]
+    actions = ["cancel"]
+    change_list_template = "admin/workers/pipeline/change_list.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def get_urls(self):
+        return [path("start/", self.admin_site.admin_view(self.start_view), name="workers_pipeline_start"),
+                *super().get_urls()]
+
+    def start_view(self, request):
+        from workers.services.pipelines import PipelineBusy, pipeline_defaults, pipeline_start
+
+        defaults = pipeline_defaults()
+        form = PipelineStartForm(request.POST or None, initial=defaults)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                pipeline = pipeline_start(params={"alignment_method": data["alignment_method"],
+                                                  "generate_pairs": data["generate_pairs"]},
+                                          created_by=request.user, force=data["force"])
+            except (PipelineBusy, ValueError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                if pipeline.status == Pipeline.Status.SKIPPED:
+                    messages.warning(request, f"Not started: {pipeline.reason}.")
+                else:
+                    messages.success(request, f"{pipeline} queued: export → reward → alignment → new pairs.")
+                return redirect(reverse("admin:workers_pipeline_change", args=[pipeline.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "title": "Run the pipeline"}
+        return render(request, "admin/workers/pipeline/start.html", context)
+
+    @admin.action(description="Cancel the selected pipelines (and their running stage)")
+    def cancel(self, request, queryset):
+        from workers.services.pipelines import pipeline_cancel
+
+        cancelled = sum(pipeline_cancel(pipeline=pipeline, by=request.user) for pipeline in queryset)
+        messages.success(request, f"{cancelled} pipeline(s) cancelled.")

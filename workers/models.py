@@ -10,6 +10,41 @@ class JobCancelled(Exception):
     """Raised inside a running task when its job was cancelled from the admin."""
 
 
+class Pipeline(models.Model):
+    """One turn of the loop: export → reward model → alignment → generate pairs → queued for labelling.
+    Its stages are jobs (``Job.pipeline``); at most one pipeline is active at a time (a database constraint)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+        CANCELLED = "cancelled"
+
+    STAGES = ("export", "reward", "align", "generate")
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=16, blank=True, help_text="the stage running now, or the last one run")
+    params = models.JSONField(default=dict, blank=True)
+    trigger = models.CharField(max_length=16, default="admin", help_text="admin or schedule")
+    is_active = models.BooleanField(default=True, help_text="queued or running; only one pipeline may be")
+    reason = models.TextField(blank=True, help_text="why it was skipped, or what failed")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
+                                    name="one_active_pipeline"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pipeline #{self.pk} ({self.status}{f', {self.stage}' if self.stage else ''})"
+
+
 class Job(models.Model):
     class Kind(models.TextChoices):
         IMPORT = "import", "import pairs"
@@ -43,6 +78,7 @@ class Job(models.Model):
         help_text="one entry per delivery of the task: worker, pid, start, end, outcome (a redelivered job shows both)",
     )
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="the worker's last sign of life")
+    pipeline = models.ForeignKey(Pipeline, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -105,6 +105,14 @@ def _labels(raw: dict, *, keys: dict[str, str]) -> dict[str, str] | None:
     return {dim: _label(value, column=keys[dim]) for dim, value in present.items()}
 
 
+def _checked(row: ImportRow) -> ImportRow:
+    """Refuse text PostgreSQL cannot store (a NUL byte) as this row's problem, not the whole import's."""
+    for column in ("prompt", "path_a", "path_b", "generator_a", "generator_b"):
+        if "\x00" in getattr(row, column):
+            raise ValueError(f"{column} contains a NUL byte (0x00), which cannot be stored; remove it")
+    return row
+
+
 def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
     """Parse a VideoAlign CSV (``path_A,path_B,prompt,VQ,MQ,TA,…``) or a JSONL manifest.
 
@@ -135,12 +143,12 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
                 labels = raw.get("labels")
                 if labels is not None:
                     labels = _labels(labels, keys={d: d for d in DIMENSIONS})
-                rows.append(
+                rows.append(_checked(
                     ImportRow(
                         number, str(raw["prompt"]), str(raw["video_a"]), str(raw["video_b"]),
                         str(raw.get("generator_a") or ""), str(raw.get("generator_b") or ""), labels,
                     )
-                )
+                ))
             except (ValueError, TypeError) as exc:
                 errors.append(RowError(number, f"{exc}"))
         return rows, errors
@@ -158,14 +166,14 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
             if not (raw.get("path_A") and raw.get("path_B") and (raw.get("prompt") or "").strip()):
                 raise ValueError("path_A, path_B and prompt must not be empty")
             labels = _labels(raw, keys={"vq": "VQ", "mq": "MQ", "ta": "TA"})
-            rows.append(
+            rows.append(_checked(
                 ImportRow(
                     number, raw["prompt"].strip(), raw["path_A"].strip(), raw["path_B"].strip(),
                     (raw.get("A_model") or raw.get("generator_A") or "").strip(),
                     (raw.get("B_model") or raw.get("generator_B") or "").strip(),
                     labels,
                 )
-            )
+            ))
         except ValueError as exc:
             errors.append(RowError(number, str(exc)))
     return rows, errors
@@ -333,3 +341,52 @@ def _import_row(row: ImportRow, *, media_root: Path, gold: bool, overlap: int, b
         report.pairs_created += 1
     else:
         report.pairs_existing += 1
+
+
+@dataclass(frozen=True)
+class GeneratedPair:
+    """Two videos a model generated for one prompt, to be judged; ``priority`` orders the queue."""
+
+    prompt: str
+    video_a: Path
+    video_b: Path
+    generator_a: str
+    generator_b: str
+    params_a: dict
+    params_b: dict
+    priority: float = 0.0
+
+
+def generated_pairs_queue(
+    *, pairs: list[GeneratedPair], source: str, name: str, overlap: int | None = None, created_by=None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Store generated pairs (transcoded, deduplicated) as one batch and open them for judging, the most
+    uncertain first (``priority``). ``source`` names the batch: a second call with it adds nothing new."""
+    overlap = overlap or settings.VIDPREF["DEFAULT_OVERLAP"]
+    report = ImportReport(manifest=name, rows=len(pairs))
+    batch, _ = Batch.objects.get_or_create(source=source, defaults={"name": name, "created_by": created_by})
+    report.batch_id = batch.pk
+    for done, item in enumerate(pairs, start=1):
+        if progress:
+            progress(done - 1, len(pairs), f"pair {done} of {len(pairs)}")
+        try:
+            prompt = _prompt_for(item.prompt, source)
+            video_1, new_1 = video_ingest(source=item.video_a, prompt=prompt, generator=item.generator_a,
+                                          origin=Video.Origin.GENERATED, generation_params=item.params_a)
+            video_2, new_2 = video_ingest(source=item.video_b, prompt=prompt, generator=item.generator_b,
+                                          origin=Video.Origin.GENERATED, generation_params=item.params_b)
+            _, created = pair_create(prompt=prompt, video_1=video_1, video_2=video_2, overlap=overlap,
+                                     priority=item.priority, batch=batch)
+        except (media.MediaError, ValueError) as exc:
+            report.skipped.append(RowError(done, f"{item.video_a.name} / {item.video_b.name}: {exc}"))
+            continue
+        report.pairs_created += int(created)
+        report.pairs_existing += int(not created)
+        report.videos_created += int(new_1) + int(new_2)
+        report.videos_reused += 2 - int(new_1) - int(new_2)
+    batch.report = report.as_dict()
+    batch.save(update_fields=["report"])
+    if progress:
+        progress(len(pairs), len(pairs), "done")
+    return report

@@ -176,6 +176,10 @@ CELERY_BEAT_SCHEDULE = {  # synced into django-celery-beat's tables when beat st
         "task": "workers.tasks.default.export_snapshot_nightly",
         "schedule": crontab(hour=env.int("VIDPREF_SNAPSHOT_HOUR", default=3), minute=0),
     },
+    "training pipeline": {  # export → reward → alignment → new pairs; skipped when too few new judgments
+        "task": "workers.tasks.default.pipeline_scheduled",
+        "schedule": crontab(hour=env.int("VIDPREF_PIPELINE_HOUR", default=2), minute=0),
+    },
     "stale job watchdog": {  # fails running jobs whose worker stopped reporting (its machine died)
         "task": "workers.tasks.default.jobs_watchdog",
         "schedule": timedelta(minutes=5),
@@ -224,6 +228,11 @@ VIDPREF_REWARD_CONFIG = env("VIDPREF_REWARD_CONFIG", default="")
 JOB_ROOT = Path(env("JOB_ROOT", default=str(VAR_DIR / "jobs")))
 # A running job whose worker has not reported progress for this long is failed by the watchdog (Retry resumes it).
 VIDPREF_JOB_STALE_MINUTES = env.int("VIDPREF_JOB_STALE_MINUTES", default=30)
+# The pipeline: how many judgments must arrive after the last snapshot before a scheduled run goes ahead,
+# the alignment method (dpo | rwr), and how many new pairs it generates for labelling.
+VIDPREF_PIPELINE_MIN_NEW_JUDGMENTS = env.int("VIDPREF_PIPELINE_MIN_NEW_JUDGMENTS", default=500)
+VIDPREF_ALIGNMENT_METHOD = env("VIDPREF_ALIGNMENT_METHOD", default="dpo")
+VIDPREF_PIPELINE_GENERATE_PAIRS = env.int("VIDPREF_PIPELINE_GENERATE_PAIRS", default=64)
 # Webhook deliveries: attempts in all, and the first retry's delay (doubling each time).
 VIDPREF_WEBHOOK_ATTEMPTS = env.int("VIDPREF_WEBHOOK_ATTEMPTS", default=6)
 VIDPREF_WEBHOOK_BACKOFF_S = env.float("VIDPREF_WEBHOOK_BACKOFF_S", default=10.0)

@@ -278,6 +278,14 @@ def snapshot_params_parse(params: dict) -> dict:
     return options
 
 
+def snapshot_work(job: Job) -> dict:
+    """An export job's work (run by ``job_execute``): a snapshot with the job's filters."""
+    options = snapshot_params_parse(job.params)
+    snapshot = snapshot_create(**options, job=job, created_by=job.created_by, progress=job.report_progress)
+    job.append_log(f"snapshot {snapshot.name}: {snapshot.counts} at {snapshot.uri}")
+    return {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts}
+
+
 def snapshot_job_create(*, params: dict, created_by=None) -> Job:
     """Record an export job and queue it on the ``default`` queue once committed (params checked first)."""
     from workers.services.jobs import job_create

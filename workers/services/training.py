@@ -131,3 +131,9 @@ def training_charts(metrics: dict, *, max_points: int = 400) -> dict:
     accuracy = {dim: [[entry["step"], entry[dim]["accuracy_without_ties"]] for entry in metrics.get("eval", [])
                       if dim in entry] for dim in DIMENSIONS}
     return {"train_loss": losses[::stride], "val_accuracy_without_ties": accuracy}
+
+
+def reward_work(job: Job) -> tuple[dict, dict]:
+    """A reward job's work (run by ``job_execute``): (result, metrics)."""
+    version = reward_train_run(job=job)
+    return {"model_version_id": version.pk, "name": version.name, "path": version.path}, version.metrics

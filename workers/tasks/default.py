@@ -21,15 +21,9 @@ def export_snapshot(job_id: int) -> dict | None:
     """Export a snapshot with the job's filters. Safe to deliver twice: a finished job is skipped, and a
     killed run leaves only a hidden partial folder that the next export sweeps away."""
     from workers.services.jobs import job_execute
-    from workers.services.snapshots import snapshot_create, snapshot_params_parse
+    from workers.services.snapshots import snapshot_work
 
-    def work(job):
-        options = snapshot_params_parse(job.params)
-        snapshot = snapshot_create(**options, job=job, created_by=job.created_by, progress=job.report_progress)
-        job.append_log(f"snapshot {snapshot.name}: {snapshot.counts} at {snapshot.uri}")
-        return {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts}
-
-    return job_execute(job_id=job_id, work=work)
+    return job_execute(job_id=job_id, work=snapshot_work)
 
 
 @shared_task(name="workers.tasks.default.export_snapshot_nightly")
@@ -76,3 +70,31 @@ def deliver_webhook(self, delivery_id: int) -> bool:
     if attempts < settings.VIDPREF_WEBHOOK_ATTEMPTS:
         raise self.retry(countdown=webhook_retry_delay(attempts))
     return False
+
+
+@shared_task(name="workers.tasks.default.pipeline_export", acks_late=True, reject_on_worker_lost=True)
+def pipeline_export(pipeline_id: int) -> dict | None:
+    """The pipeline's first stage: a snapshot of everything judged so far."""
+    from workers.services.pipelines import pipeline_stage_run
+
+    return pipeline_stage_run(pipeline_id=pipeline_id, stage="export")
+
+
+@shared_task(name="workers.tasks.default.pipeline_finish")
+def pipeline_finish(pipeline_id: int) -> None:
+    from workers.services.pipelines import pipeline_finish as finish
+
+    finish(pipeline_id=pipeline_id)
+
+
+@shared_task(name="workers.tasks.default.pipeline_scheduled")
+def pipeline_scheduled() -> int | None:
+    """Beat's pipeline entry (nightly by default; edit it under Periodic tasks): start one unless too few new
+    judgments arrived or one is still running. Returns the started pipeline's id."""
+    from workers.services.pipelines import PipelineBusy, pipeline_start
+
+    try:
+        pipeline = pipeline_start(trigger="schedule")
+    except PipelineBusy:
+        return None
+    return pipeline.pk if pipeline.is_active else None

@@ -13,10 +13,27 @@ from workers.services.jobs import job_execute
 def train_reward(job_id: int) -> dict | None:
     """Train VideoReward on the job's snapshot and register a ModelVersion. Delivered again after a worker
     died, it resumes from the newest checkpoint in the job's folder; a finished job is skipped."""
-    from workers.services.training import reward_train_run
+    from workers.services.training import reward_work
 
-    def work(job):
-        version = reward_train_run(job=job)
-        return {"model_version_id": version.pk, "name": version.name, "path": version.path}, version.metrics
+    return job_execute(job_id=job_id, work=reward_work)
 
-    return job_execute(job_id=job_id, work=work)
+
+@shared_task(name="workers.tasks.gpu.pipeline_reward", acks_late=True, reject_on_worker_lost=True)
+def pipeline_reward(pipeline_id: int) -> dict | None:
+    from workers.services.pipelines import pipeline_stage_run
+
+    return pipeline_stage_run(pipeline_id=pipeline_id, stage="reward")
+
+
+@shared_task(name="workers.tasks.gpu.pipeline_align", acks_late=True, reject_on_worker_lost=True)
+def pipeline_align(pipeline_id: int) -> dict | None:
+    from workers.services.pipelines import pipeline_stage_run
+
+    return pipeline_stage_run(pipeline_id=pipeline_id, stage="align")
+
+
+@shared_task(name="workers.tasks.gpu.pipeline_generate", acks_late=True, reject_on_worker_lost=True)
+def pipeline_generate(pipeline_id: int) -> dict | None:
+    from workers.services.pipelines import pipeline_stage_run
+
+    return pipeline_stage_run(pipeline_id=pipeline_id, stage="generate")
