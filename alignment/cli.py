@@ -91,6 +91,17 @@ def _reward_toy_study(args) -> int:
     return 0
 
 
+def _flow_train(args) -> int:
+    from alignment.config import load_config
+    from alignment.flow.train import TRAINERS, train_flow
+
+    config = load_config(TRAINERS[args.command], args.config, args.set)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    train_flow(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alignment", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -148,6 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
                           "(the control); default all, --quick: bt_ties shuffled")
     toy.add_argument("--quiet", action="store_true", help="no progress bars")
     toy.set_defaults(handler=_reward_toy_study)
+
+    flow_help = {
+        "sft": ("supervised fine-tuning of a flow video model on the chosen videos",
+                "Plain flow matching on the winning video of every decided pair, from an SFTConfig file."),
+        "flow-dpo": ("Flow-DPO on a snapshot's preference pairs",
+                     "Flow-DPO (winner and loser share σ and noise; constant β, or β_t = β(1 − σ)² with "
+                     "beta_schedule=time) from a FlowDPOConfig file."),
+        "flow-rwr": ("Flow-RWR: flow matching weighted by exp(reward / τ)",
+                     "Reward-weighted flow matching, rewards from consensus labels or a reward model, from a "
+                     "FlowRWRConfig file."),
+    }
+    for name, (summary, description) in flow_help.items():
+        flow = commands.add_parser(name, help=f"{summary} (resumes if checkpoints exist)", description=(
+            f"{description} LoRA (the reference is the network with adapters disabled) or a full fine-tune "
+            "(a frozen copy); writes output_dir/final (LoRA loadable by WanPipeline.load_lora_weights), "
+            "output_dir/checkpoints and output_dir/metrics.json."))
+        flow.add_argument("--config", required=True, help="config file (.json/.yaml): output_dir, policy, snapshot, …")
+        flow.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a config value, e.g. --set max_steps=2 --set lora_rank=8")
+        flow.add_argument("--output-dir", help="override output_dir")
+        flow.set_defaults(handler=_flow_train)
     return parser
 
 

@@ -117,3 +117,87 @@ def reward_loss(
 # --------------------------------------------------------------------------------------------------
 # Flow losses (flow matching, Flow-DPO, Flow-RWR) — added with alignment.flow
 # --------------------------------------------------------------------------------------------------
+#
+# Time convention (diffusers' FlowMatch schedulers): σ ∈ [0, 1] is the noise level, σ = 1 pure noise,
+#     x_σ = (1 − σ) · x₀ + σ · ε,        target velocity  v = dx_σ/dσ = ε − x₀.
+# "‖·‖²" below is the mean of the squared error over a sample's elements (as Diffusion-DPO's code does),
+# so β does not depend on the video's size.
+
+
+def flow_matching_error(velocity_pred: torch.Tensor, velocity_target: torch.Tensor) -> torch.Tensor:
+    """Per-sample flow-matching error ‖v − v_θ(x_σ, σ, y)‖², the mean over every dim but the first: (B,)."""
+    squared = (velocity_pred.float() - velocity_target.float()) ** 2
+    return squared.flatten(1).mean(1)
+
+
+def flow_matching_loss(velocity_pred: torch.Tensor, velocity_target: torch.Tensor) -> torch.Tensor:
+    """Conditional flow matching (Lipman et al. 2023; rectified flow, Liu et al. 2023):
+
+        L = E_{σ, x₀, ε} ‖(ε − x₀) − v_θ(x_σ, σ, y)‖²,   x_σ = (1 − σ) x₀ + σ ε
+
+    The mean over the batch of ``flow_matching_error``.
+    """
+    return flow_matching_error(velocity_pred, velocity_target).mean()
+
+
+FLOW_DPO_BETA_SCHEDULES = ("constant", "time")
+
+
+def flow_dpo_beta(sigma: torch.Tensor, beta: float, schedule: str = "constant") -> torch.Tensor:
+    """β per sample: constant β (the paper's choice), or β_t = β (1 − t)² with t = σ.
+
+    The time-dependent form is what Diffusion-DPO's ε-prediction objective becomes for a velocity model:
+    ε − ε_θ = (1 − σ)(v − v_θ) when x_σ = (1 − σ) x₀ + σ ε, so its squared errors carry (1 − σ)². The paper
+    found it reward-hacks (DESIGN §8); it is here for the ablation.
+    """
+    if schedule == "constant":
+        return torch.full_like(sigma, beta, dtype=torch.float32)
+    if schedule == "time":
+        return beta * (1.0 - sigma.float()) ** 2
+    raise ValueError(f"beta schedule {schedule!r}: choose one of {', '.join(FLOW_DPO_BETA_SCHEDULES)}")
+
+
+def flow_dpo_loss(
+    policy_error_w: torch.Tensor,
+    policy_error_l: torch.Tensor,
+    reference_error_w: torch.Tensor,
+    reference_error_l: torch.Tensor,
+    beta: torch.Tensor | float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flow-DPO (Liu et al. 2025, "Improving Video Generation with Human Feedback", eq. for Flow-DPO):
+
+        L = −log σ( −(β/2) · [ (‖v_w − v_θ(x_t^w)‖² − ‖v_w − v_ref(x_t^w)‖²)
+                             − (‖v_l − v_θ(x_t^l)‖² − ‖v_l − v_ref(x_t^l)‖²) ] )
+
+    with winner w and loser l noised at the same t with the same noise. Arguments are the per-sample
+    errors ``flow_matching_error`` (B,) and β, a float or per-sample (B,) from ``flow_dpo_beta``.
+    Returns ``(loss, logits)``: the mean loss, and the per-pair logits inside the sigmoid — positive
+    when the policy improved on the winner more than on the loser (the implicit preference accuracy is
+    ``(logits > 0).mean()``). When policy = reference the logits are 0 and the loss is ln 2.
+    """
+    winner_gain = policy_error_w - reference_error_w  # (B,) < 0 when the policy fits the winner better
+    loser_gain = policy_error_l - reference_error_l
+    logits = -0.5 * beta * (winner_gain - loser_gain)
+    return -F.logsigmoid(logits).mean(), logits
+
+
+def flow_rwr_weights(rewards: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Flow-RWR's sample weights: exp(r / τ) normalised over the batch, w_i = exp(r_i/τ) / Σ_j exp(r_j/τ).
+
+    Computed as a softmax (stable for any reward scale); the weights sum to 1 and carry no gradient.
+    """
+    if temperature <= 0:
+        raise ValueError(f"RWR temperature must be > 0, got {temperature}")
+    return torch.softmax(rewards.detach().float() / temperature, dim=0)
+
+
+def flow_rwr_loss(velocity_pred: torch.Tensor, velocity_target: torch.Tensor, rewards: torch.Tensor,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """Flow-RWR (reward-weighted regression for flow, Liu et al. 2025):
+
+        L = Σ_i w_i ‖(ε_i − x₀,i) − v_θ(x_σ,i, σ_i, y_i)‖²,   w = softmax(r / τ) over the batch
+
+    Equal rewards give plain flow matching (``flow_matching_loss``).
+    """
+    weights = flow_rwr_weights(rewards, temperature).to(velocity_pred.device)
+    return (weights * flow_matching_error(velocity_pred, velocity_target)).sum()

@@ -1,0 +1,81 @@
+"""The flow trainers' config dataclasses, torch-free: the admin builds its job forms from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+FINETUNES = ("lora", "full")
+
+
+@dataclass
+class FlowTrainConfig:
+    """What every flow trainer shares; ``SFTConfig``, ``FlowDPOConfig`` and ``FlowRWRConfig`` add their own."""
+
+    method: ClassVar[str]
+    output_dir: str
+    policy: str  # a diffusers-format policy folder (alignment.flow.model)
+    snapshot: str  # a snapshot folder (DESIGN §5)
+    media_root: str | None = None  # where relative video paths live, after the snapshot folder
+    train_split: str = "train"
+    val_split: str = "val"
+    cache_dir: str | None = None  # text/latent cache, shared between runs; default output_dir/cache
+    num_frames: int | None = None  # clip size to train on; default the policy's (vidpref_policy.json)
+    height: int | None = None
+    width: int | None = None
+    label_source: str = "consensus"  # consensus | reward_model (relabel pairs / score videos)
+    reward_model: str | None = None  # a VideoReward folder, for label_source reward_model
+    dimension_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # VQ, MQ, TA
+    min_margin: float = 0.0  # drop pairs whose weighted label / reward gap is within this
+    finetune: str = "lora"  # lora | full (LoRA: the reference is the network with adapters disabled; full: a frozen copy)
+    lora_rank: int = 64
+    lora_alpha: float | None = None  # None: the rank (scale 1)
+    lora_target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    learning_rate: float = 1e-4  # for LoRA; about 1e-5 for a full fine-tune
+    weight_decay: float = 0.0
+    batch_size: int = 8  # videos (SFT, RWR) or pairs (DPO) per optimizer step, over all processes
+    gradient_accumulation_steps: int = 1
+    epochs: int = 1
+    max_steps: int | None = None
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine
+    max_grad_norm: float = 1.0
+    sigma_shift: float = 1.0  # σ = shift·u / (1 + (shift − 1)·u), u ~ U(0, 1); > 1 favours noisier σ
+    seed: int = 42
+    mixed_precision: str = "bf16"  # no | bf16 | fp16 (on a GPU; the CPU always trains in float32)
+    gradient_checkpointing: bool = True  # on GPU only
+    save_every_steps: int | None = None  # also saved at the end
+    keep_checkpoints: int = 2
+    eval_every_steps: int | None = None  # also evaluated at the end
+    max_eval_items: int | None = 64
+    encode_batch_size: int = 1  # videos per codec call while caching
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class SFTConfig(FlowTrainConfig):
+    """Supervised fine-tuning: plain flow matching on the chosen (winning) videos."""
+
+    method: ClassVar[str] = "sft"
+
+
+@dataclass
+class FlowDPOConfig(FlowTrainConfig):
+    """Flow-DPO on (winner, loser) pairs sharing σ and noise."""
+
+    method: ClassVar[str] = "flow-dpo"
+    beta: float = 500.0  # the paper's constant β
+    beta_schedule: str = "constant"  # constant | time (β_t = β(1 − σ)²)
+
+
+@dataclass
+class FlowRWRConfig(FlowTrainConfig):
+    """Flow-RWR: flow matching weighted by exp(r / τ), normalised over the batch."""
+
+    method: ClassVar[str] = "flow-rwr"
+    temperature: float = 1.0
+
+
+TRAINERS: dict[str, type[FlowTrainConfig]] = {"sft": SFTConfig, "flow-dpo": FlowDPOConfig, "flow-rwr": FlowRWRConfig}
