@@ -130,7 +130,10 @@ def _field_comments(cls) -> dict[str, str]:
 def config_fields(cls, prefix: str = "") -> list[ConfigField]:
     """Every leaf field of ``cls``, nested dataclasses flattened into dotted names, in declaration order."""
     hints = typing.get_type_hints(cls)
-    comments = _field_comments(cls)
+    comments = {}
+    for base in reversed(cls.__mro__):  # a subclass's comment wins over its base's
+        if dataclasses.is_dataclass(base):
+            comments.update(_field_comments(base))
     fields = []
     for field in dataclasses.fields(cls):
         if not field.init:

@@ -31,6 +31,7 @@ class JobSpec:
     base_config: Callable[[], dict] | None = None  # the site's defaults over the dataclass's
     create: Callable[..., Job] | None = None  # the service: create(snapshot=, overrides=, created_by=)
     url_name: str | None = None  # a kind with its own admin form (import, export)
+    uses_reward_model: bool = False  # the form offers a reward model version (relabelling, RWR rewards)
 
     def config_dataclass(self):
         module, _, name = self.config_class.partition(":")
@@ -49,6 +50,39 @@ def _reward_create(**kwargs) -> Job:
     return reward_job_create(**kwargs)
 
 
+def _policy_base(kind: str) -> Callable[[], dict]:
+    def base() -> dict:
+        from workers.services.alignment import policy_base_config
+
+        return policy_base_config(kind)
+
+    return base
+
+
+def _policy_create(kind: str) -> Callable[..., Job]:
+    def create(**kwargs) -> Job:
+        from workers.services.alignment import policy_job_create
+
+        return policy_job_create(kind=kind, **kwargs)
+
+    return create
+
+
+_POLICY_HIDDEN = frozenset({"output_dir", "policy", "snapshot", "media_root", "cache_dir", "progress", "reward_model",
+                            "train_split", "val_split"})
+_POLICY_SPECS = [
+    JobSpec(kind, title, description, config_class=f"alignment.flow.config:{name}", hidden=_POLICY_HIDDEN,
+            base_config=_policy_base(kind), create=_policy_create(kind), uses_reward_model=True)
+    for kind, title, name, description in (
+        (Job.Kind.SFT, "Supervised fine-tuning", "SFTConfig",
+         "Plain flow matching on the chosen videos of a snapshot (LoRA on the base policy); gpu queue."),
+        (Job.Kind.FLOW_DPO, "Flow-DPO", "FlowDPOConfig",
+         "Direct preference optimisation for flow matching on the snapshot's pairs; gpu queue."),
+        (Job.Kind.FLOW_RWR, "Flow-RWR", "FlowRWRConfig",
+         "Reward-weighted flow matching; rewards from consensus labels or a reward model; gpu queue."),
+    )
+]
+
 JOB_SPECS: dict[str, JobSpec] = {
     spec.kind: spec
     for spec in (
@@ -61,6 +95,7 @@ JOB_SPECS: dict[str, JobSpec] = {
                 hidden=frozenset({"output_dir", "snapshot", "train_csv", "val_csv", "media_root", "progress",
                                   "train_split", "val_split"}),
                 base_config=_reward_base, create=_reward_create),
+        *_POLICY_SPECS,
     )
 }
 
@@ -163,6 +198,12 @@ class JobConfigForm(forms.Form):
             initial = _nested_get(base, config_field.name, default)
             self.config_initial[config_field.name] = initial
             self.fields[config_field.name] = _form_field(config_field, initial)
+        if spec.uses_reward_model:
+            from workers.models import ModelVersion
+
+            self.fields["reward_model_version"] = forms.ModelChoiceField(
+                ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD), required=False,
+                help_text="relabels the pairs (label_source reward_model) or scores the videos for Flow-RWR")
 
     def config_overrides(self) -> dict:
         """The values the admin changed from the site's defaults, nested like the config dataclass."""
@@ -176,5 +217,6 @@ class JobConfigForm(forms.Form):
         return overrides
 
     def create_job(self, *, created_by) -> Job:
+        extra = {"reward_version": self.cleaned_data.get("reward_model_version")} if self.spec.uses_reward_model else {}
         return self.spec.create(snapshot=self.cleaned_data["snapshot"], overrides=self.config_overrides(),
-                                created_by=created_by)
+                                created_by=created_by, **extra)

@@ -233,6 +233,12 @@ VIDPREF_JOB_STALE_MINUTES = env.int("VIDPREF_JOB_STALE_MINUTES", default=30)
 VIDPREF_PIPELINE_MIN_NEW_JUDGMENTS = env.int("VIDPREF_PIPELINE_MIN_NEW_JUDGMENTS", default=500)
 VIDPREF_ALIGNMENT_METHOD = env("VIDPREF_ALIGNMENT_METHOD", default="dpo")
 VIDPREF_PIPELINE_GENERATE_PAIRS = env.int("VIDPREF_PIPELINE_GENERATE_PAIRS", default=64)
+# The video model every alignment starts from (a local diffusers-format Wan folder); empty: a tiny CPU policy.
+VIDPREF_BASE_POLICY = env("VIDPREF_BASE_POLICY", default="")
+# An SFT/Flow-DPO/Flow-RWR config file (JSON/YAML) the alignment jobs start from; empty: a short LoRA run.
+VIDPREF_ALIGNMENT_CONFIG = env("VIDPREF_ALIGNMENT_CONFIG", default="")
+# Prompts new pairs are generated for (CSV with a "prompt" column, or one a line); empty: the database's.
+VIDPREF_PROMPT_SET = env("VIDPREF_PROMPT_SET", default="")
 # Webhook deliveries: attempts in all, and the first retry's delay (doubling each time).
 VIDPREF_WEBHOOK_ATTEMPTS = env.int("VIDPREF_WEBHOOK_ATTEMPTS", default=6)
 VIDPREF_WEBHOOK_BACKOFF_S = env.float("VIDPREF_WEBHOOK_BACKOFF_S", default=10.0)

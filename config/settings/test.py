@@ -1,7 +1,9 @@
 """The test suite: real PostgreSQL (embedded unless DATABASE_URL is set), fast hashing, media in var/test."""
 
+import os
+
 from .base import *  # noqa: F401,F403
-from .base import VAR_DIR
+from .base import DATABASES, VAR_DIR
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -15,3 +17,5 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}
+# Two test sessions on one PostgreSQL server (a developer's and a helper's) each need their own database.
+DATABASES["default"]["TEST"] = {"NAME": os.environ.get("VIDPREF_TEST_DB") or f"test_{DATABASES['default']['NAME']}"}

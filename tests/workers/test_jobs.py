@@ -180,3 +180,23 @@ def test_model_versions_compare_side_by_side(staff_client, snapshot):
     assert "<strong>0.780</strong>" in html  # the best value of the row stands out
     assert [row["key"] for row in page.context["config_differences"]] == ["epochs"]
     assert staff_client.get("/admin/workers/modelversion/compare/?ids=x").status_code == 404
+
+
+def test_flow_dpo_form_reads_the_flow_config_and_queues_on_the_gpu_queue(staff_client, snapshot,
+                                                                       django_capture_on_commit_callbacks):
+    reward = ModelVersion.objects.create(kind="reward", name="reward-1", path="/m", snapshot=snapshot)
+    form = JobConfigForm(JOB_SPECS[Job.Kind.FLOW_DPO])
+    assert [value for value, _ in form.fields["beta_schedule"].choices] == ["constant", "time"]
+    assert [value for value, _ in form.fields["finetune"].choices] == ["lora", "full"]  # a comment of the base class
+    assert "policy" not in form.fields and "temperature" not in form.fields  # set by the worker / an RWR field
+    data = {name: form[name].value() for name in form.fields if name not in ("snapshot", "reward_model_version")}
+    data = {key: ("on" if value is True else form.fields[key].prepare_value(value)) for key, value in data.items()
+            if value is not False and value is not None}
+    data.update(snapshot=snapshot.pk, reward_model_version=reward.pk, beta=250, beta_schedule="time")
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = staff_client.post("/admin/workers/job/new/flow_dpo/", data)
+    assert response.status_code == 302, response.context["form"].errors
+    job = Job.objects.get(kind=Job.Kind.FLOW_DPO)
+    assert job.params == {"snapshot_id": snapshot.pk, "config": {"beta": 250.0, "beta_schedule": "time"},
+                          "reward_model_version_id": reward.pk}
+    assert len(callbacks) == 1

@@ -227,6 +227,10 @@ JOB_TASKS = {
     Job.Kind.IMPORT: "workers.tasks.media.import_pairs",
     Job.Kind.EXPORT: "workers.tasks.default.export_snapshot",
     Job.Kind.REWARD: "workers.tasks.gpu.train_reward",
+    Job.Kind.SFT: "workers.tasks.gpu.train_sft",
+    Job.Kind.FLOW_DPO: "workers.tasks.gpu.train_flow_dpo",
+    Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr",
+    Job.Kind.GENERATE: "workers.tasks.gpu.generate_pairs",
 }
 
 

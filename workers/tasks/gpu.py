@@ -37,3 +37,35 @@ def pipeline_generate(pipeline_id: int) -> dict | None:
     from workers.services.pipelines import pipeline_stage_run
 
     return pipeline_stage_run(pipeline_id=pipeline_id, stage="generate")
+
+
+def _train_policy(job_id: int) -> dict | None:
+    from workers.services.alignment import policy_work
+
+    return job_execute(job_id=job_id, work=policy_work)
+
+
+@shared_task(name="workers.tasks.gpu.train_sft", acks_late=True, reject_on_worker_lost=True)
+def train_sft(job_id: int) -> dict | None:
+    """Supervised fine-tuning of the video model on the chosen videos; registers a policy ModelVersion."""
+    return _train_policy(job_id)
+
+
+@shared_task(name="workers.tasks.gpu.train_flow_dpo", acks_late=True, reject_on_worker_lost=True)
+def train_flow_dpo(job_id: int) -> dict | None:
+    """Flow-DPO on the snapshot's preference pairs; registers a policy ModelVersion; resumes when redelivered."""
+    return _train_policy(job_id)
+
+
+@shared_task(name="workers.tasks.gpu.train_flow_rwr", acks_late=True, reject_on_worker_lost=True)
+def train_flow_rwr(job_id: int) -> dict | None:
+    """Flow-RWR (reward-weighted flow matching); registers a policy ModelVersion; resumes when redelivered."""
+    return _train_policy(job_id)
+
+
+@shared_task(name="workers.tasks.gpu.generate_pairs", acks_late=True, reject_on_worker_lost=True)
+def generate_pairs(job_id: int) -> dict | None:
+    """Generate new pairs with a policy, score them, queue them for labelling (least certain first)."""
+    from workers.services.generation import generate_work
+
+    return job_execute(job_id=job_id, work=generate_work)

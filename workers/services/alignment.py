@@ -1,0 +1,100 @@
+"""Aligning the video model on the ``gpu`` queue: SFT, Flow-DPO or Flow-RWR from a snapshot, registered as a
+``ModelVersion(kind=policy)``. The trained policy is a LoRA (or a transformer) over the base policy folder.
+
+The base policy is ``VIDPREF_BASE_POLICY`` (a local diffusers-format Wan folder). Without it the workers
+use a tiny Wan built once in ``var/models`` — enough to run the loop on a CPU, not to make good videos.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from workers.models import DatasetSnapshot, Job, ModelVersion
+from workers.services.jobs import job_create, job_folder
+from workers.services.training import _local_snapshot, _merge, training_progress
+
+METHODS = {Job.Kind.SFT: "sft", Job.Kind.FLOW_DPO: "flow-dpo", Job.Kind.FLOW_RWR: "flow-rwr"}
+TASKS = {Job.Kind.SFT: "workers.tasks.gpu.train_sft", Job.Kind.FLOW_DPO: "workers.tasks.gpu.train_flow_dpo",
+         Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr"}
+
+# Without VIDPREF_ALIGNMENT_CONFIG: a short LoRA run that a CPU finishes in minutes on the tiny policy.
+SMALL_POLICY_CONFIG = {"lora_rank": 8, "learning_rate": 1e-3, "batch_size": 4, "epochs": 2, "beta": 500.0,
+                       "max_eval_items": 16, "save_every_steps": 20, "progress": False}
+
+
+def base_policy_folder() -> Path:
+    """The policy every alignment starts from (see the module docstring)."""
+    if settings.VIDPREF_BASE_POLICY:
+        folder = Path(settings.VIDPREF_BASE_POLICY)
+        if not (folder / "transformer" / "config.json").is_file():
+            raise FileNotFoundError(f"VIDPREF_BASE_POLICY={folder}: no transformer/config.json there; point it at a "
+                                    "local diffusers-format Wan folder")
+        return folder
+    folder = Path(settings.VAR_DIR) / "models" / "tiny-wan-policy"
+    if not (folder / "transformer" / "config.json").is_file():
+        from alignment.flow.tiny import build_tiny_wan_policy
+
+        build_tiny_wan_policy(folder)
+    return folder
+
+
+def policy_base_config(kind: str) -> dict:
+    """The site's defaults for a method: ``VIDPREF_ALIGNMENT_CONFIG``'s file, else the small CPU run."""
+    from alignment.config import read_config_file
+
+    base = read_config_file(settings.VIDPREF_ALIGNMENT_CONFIG) if settings.VIDPREF_ALIGNMENT_CONFIG else SMALL_POLICY_CONFIG
+    known = {"flow-dpo": {"beta", "beta_schedule"}, "flow-rwr": {"temperature"}}
+    extra = set().union(*known.values()) - known.get(METHODS[kind], set())
+    return {key: value for key, value in base.items() if key not in extra}
+
+
+def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict | None = None,
+                      reward_version: ModelVersion | None = None, created_by=None) -> Job:
+    """Queue SFT / Flow-DPO / Flow-RWR on ``snapshot``; ``reward_version`` relabels pairs (or scores RWR videos)."""
+    from workers.services.jobs import _Sender
+
+    if kind not in METHODS:
+        raise ValueError(f"{kind!r} is not an alignment job; choose one of {', '.join(METHODS)}")
+    if snapshot.kind != DatasetSnapshot.Kind.TRAINING or not snapshot.counts.get("train"):
+        raise ValueError(f"snapshot {snapshot.name}: align on a training snapshot with pairs in its train split")
+    if reward_version is not None and reward_version.kind != ModelVersion.Kind.REWARD:
+        raise ValueError(f"{reward_version.name} is not a reward model")
+    params = {"snapshot_id": snapshot.pk, "config": overrides or {},
+              "reward_model_version_id": reward_version.pk if reward_version else None}
+    return job_create(kind=kind, params=params, created_by=created_by, task=_Sender(TASKS[kind]))
+
+
+def policy_train_run(*, job: Job) -> ModelVersion:
+    from alignment.config import config_from_dict, config_to_dict
+    from alignment.flow.train import TRAINERS, checkpoints, train_flow
+
+    method = METHODS[job.kind]
+    snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
+    folder = job_folder(job)
+    values = _merge(policy_base_config(job.kind), job.params.get("config") or {})
+    values.update(output_dir=str(folder / "policy"), snapshot=str(_local_snapshot(snapshot, folder)),
+                  media_root=str(settings.MEDIA_ROOT), policy=str(base_policy_folder()),
+                  cache_dir=str(Path(settings.VAR_DIR) / "cache" / "flow"), progress=False)
+    reward_id = job.params.get("reward_model_version_id")
+    if reward_id and values.get("label_source") == "reward_model" or method == "flow-rwr" and reward_id:
+        values.update(label_source="reward_model", reward_model=ModelVersion.objects.get(pk=reward_id).path)
+    config = config_from_dict(TRAINERS[method], values, where=f"job {job.pk}'s {method} config")
+    job.append_log(f"{method} on {snapshot.name} from {config.policy}; labels: {config.label_source}")
+    existing = checkpoints(Path(config.output_dir))
+    if existing:
+        job.append_log(f"resuming from checkpoint {existing[-1].name}")
+    metrics = train_flow(config, on_step=training_progress(job))
+    losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
+    return ModelVersion.objects.create(
+        kind=ModelVersion.Kind.POLICY, name=f"{method}-{job.pk}", path=str(Path(config.output_dir) / "final"),
+        snapshot=snapshot, config=config_to_dict(config), job=job,
+        metrics={"method": method, "final_eval": (metrics.get("eval") or [{}])[-1],
+                 "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]}},
+    )
+
+
+def policy_work(job: Job) -> tuple[dict, dict]:
+    version = policy_train_run(job=job)
+    return {"model_version_id": version.pk, "name": version.name, "path": version.path}, version.metrics
