@@ -100,7 +100,8 @@ class JobAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         job = get_object_or_404(Job, pk=object_id)
-        context = self._context(request, title=str(job), original=job, **self._live_context(job))
+        context = self._context(request, title=f"Job {job.pk}: {job.get_kind_display()}", original=job,
+                                **self._live_context(job))
         return render(request, "admin/workers/job/detail.html", context)
 
     def live_view(self, request, job_id):

@@ -1,5 +1,5 @@
 // The job page's charts: training loss by step and validation accuracy per dimension. Redrawn after each
-// htmx poll swaps the live panel in (the canvases are new elements then).
+// htmx poll has settled the live panel in (the canvases are new elements then).
 (function () {
   const COLOURS = { VQ: "#1f77b4", MQ: "#ff7f0e", TA: "#2ca02c", loss: "#555" };
 
@@ -9,7 +9,7 @@
       type: "line",
       data: { datasets },
       options: {
-        animation: false, parsing: false, responsive: true,
+        animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
         scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { title: { display: true, text: yTitle } } },
         plugins: { legend: { display: datasets.length > 1 } },
       },
@@ -32,5 +32,5 @@
   }
 
   document.addEventListener("DOMContentLoaded", draw);
-  document.addEventListener("htmx:afterSwap", draw);
+  document.addEventListener("htmx:afterSettle", draw);  // after htmx has restored the new elements' attributes
 })();

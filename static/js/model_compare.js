@@ -10,6 +10,6 @@ document.addEventListener("DOMContentLoaded", function () {
   }));
   new Chart(canvas, {
     type: "line", data: { datasets },
-    options: { animation: false, parsing: false, scales: { x: { type: "linear", title: { display: true, text: "step" } } } },
+    options: { animation: false, parsing: false, maintainAspectRatio: false, scales: { x: { type: "linear", title: { display: true, text: "step" } } } },
   });
 });
