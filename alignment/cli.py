@@ -15,8 +15,14 @@ def _reward_train(args) -> int:
     config = load_config(RewardTrainConfig, args.config, args.set)
     if args.output_dir:
         config.output_dir = args.output_dir
-    train_reward_model(config)
+    train_reward_model(config, on_step=_progress_file(args))
     return 0
+
+
+def _progress_file(args):
+    from alignment.progress import progress_file_writer
+
+    return progress_file_writer(args.progress_file) if args.progress_file else None
 
 
 def _reward_eval(args) -> int:
@@ -98,7 +104,7 @@ def _flow_train(args) -> int:
     config = load_config(TRAINERS[args.command], args.config, args.set)
     if args.output_dir:
         config.output_dir = args.output_dir
-    train_flow(config)
+    train_flow(config, on_step=_progress_file(args))
     return 0
 
 
@@ -113,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set epochs=1 --set model.shared_head=true")
     train.add_argument("--output-dir", help="override output_dir")
+    train.add_argument("--progress-file", help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
     train.set_defaults(handler=_reward_train)
 
     evaluate = commands.add_parser("reward-eval", help="accuracy with and without ties, overall and per dimension",
@@ -179,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         flow.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="override a config value, e.g. --set max_steps=2 --set lora_rank=8")
         flow.add_argument("--output-dir", help="override output_dir")
+        flow.add_argument("--progress-file", help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
         flow.set_defaults(handler=_flow_train)
     return parser
 

@@ -239,6 +239,8 @@ VIDPREF_BASE_POLICY = env("VIDPREF_BASE_POLICY", default="")
 VIDPREF_ALIGNMENT_CONFIG = env("VIDPREF_ALIGNMENT_CONFIG", default="")
 # Prompts new pairs are generated for (CSV with a "prompt" column, or one a line); empty: the database's.
 VIDPREF_PROMPT_SET = env("VIDPREF_PROMPT_SET", default="")
+# Training processes per job: "auto" = one per GPU of the worker's machine (accelerate launch when > 1), or a number.
+VIDPREF_TRAIN_PROCESSES = env("VIDPREF_TRAIN_PROCESSES", default="auto")
 # Webhook deliveries: attempts in all, and the first retry's delay (doubling each time).
 VIDPREF_WEBHOOK_ATTEMPTS = env.int("VIDPREF_WEBHOOK_ATTEMPTS", default=6)
 VIDPREF_WEBHOOK_BACKOFF_S = env.float("VIDPREF_WEBHOOK_BACKOFF_S", default=10.0)

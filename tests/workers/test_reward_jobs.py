@@ -94,3 +94,24 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_c
     assert "resuming from checkpoint step-" in job.log and step_at_kill > 0
     assert "step 90 of 90" in job.progress_text  # 36 training pairs, 4 a step, 10 epochs: nothing repeated or lost
     assert ModelVersion.objects.filter(job=job).count() == 1
+
+
+def test_training_on_several_processes_goes_through_accelerate_launch(db, tmp_path, settings):
+    """``VIDPREF_TRAIN_PROCESSES`` > 1 (on a GPU machine: one per GPU) trains under ``accelerate launch``; the
+    worker follows the child's progress file. Here: two CPU processes (gloo)."""
+    settings.VIDPREF_TRAIN_PROCESSES = "2"
+    settings.JOB_ROOT = tmp_path / "jobs"
+    snapshot = registered(brightness_snapshot(tmp_path / "snap-ddp"))
+    job = reward_job_create(snapshot=snapshot, overrides={
+        "epochs": 2, "batch_size": 8, "num_workers": 0,
+        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]}})
+    from workers.services.jobs import job_execute
+    from workers.services.training import reward_work
+
+    result = job_execute(job_id=job.pk, work=reward_work)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error + job.log
+    assert "reward-train on 2 processes (CPU) under accelerate launch" in job.log
+    assert "step 10 of 10" in job.progress_text  # 36 pairs, 8 a step over both processes, 2 epochs
+    assert [point[0] for point in job.metrics["charts"]["train_loss"]] == list(range(1, 11))
+    assert load_file(Path(result["path"]) / "model.safetensors")

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_create, job_folder
+from workers.services.launch import run_trainer
 from workers.services.training import _local_snapshot, _merge, training_progress
 
 METHODS = {Job.Kind.SFT: "sft", Job.Kind.FLOW_DPO: "flow-dpo", Job.Kind.FLOW_RWR: "flow-rwr"}
@@ -85,7 +86,8 @@ def policy_train_run(*, job: Job) -> ModelVersion:
     existing = checkpoints(Path(config.output_dir))
     if existing:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
-    metrics = train_flow(config, on_step=training_progress(job))
+    metrics = run_trainer(job=job, command=method, config=config, train_in_process=train_flow,
+                          on_step=training_progress(job))
     losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
     return ModelVersion.objects.create(
         kind=ModelVersion.Kind.POLICY, name=f"{method}-{job.pk}", path=str(Path(config.output_dir) / "final"),

@@ -15,6 +15,7 @@ from django.conf import settings
 
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_create, job_folder
+from workers.services.launch import run_trainer
 
 DIMENSIONS = ("VQ", "MQ", "TA")
 
@@ -105,7 +106,8 @@ def reward_train_run(*, job: Job) -> ModelVersion:
     if existing:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
 
-    metrics = train_reward_model(config, on_step=on_step)
+    metrics = run_trainer(job=job, command="reward-train", config=config, train_in_process=train_reward_model,
+                          on_step=on_step)
     last = metrics["eval"][-1]
     validation = {dim: {key: last[dim][key] for key in ("accuracy_with_ties", "accuracy_without_ties")}
                   for dim in DIMENSIONS if dim in last}
