@@ -38,7 +38,6 @@ from alignment.flow.config import FINETUNES, TRAINERS, FlowDPOConfig, FlowRWRCon
 from alignment.data import read_snapshot
 from alignment.flow.cache import FlowCache, build_cache, sha256_text
 from alignment.flow.model import (
-    DEFAULT_LORA_TARGETS,
     TRAINED_POLICY_FILE,
     FlowPolicy,
     load_policy,
@@ -61,7 +60,8 @@ from alignment.losses import (
     flow_matching_loss,
     flow_rwr_loss,
 )
-from alignment.reward.train import CHECKPOINT_PREFIX, LR_SCHEDULES, checkpoints, learning_rate_factor
+from alignment.checkpoints import checkpoints, write_checkpoint, write_json_atomic
+from alignment.reward.train import LR_SCHEDULES, learning_rate_factor
 
 log = logging.getLogger(__name__)
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -214,12 +214,6 @@ def step_loss(config: FlowTrainConfig, policy: FlowPolicy, model, batch: dict, g
 # --------------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, path)
-
-
 def save_trained_policy(folder: Path, policy: FlowPolicy, model, config: FlowTrainConfig) -> Path:
     """A loadable trained-policy folder: LoRA weights (or the transformer), flow_policy.json, the config."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -235,20 +229,9 @@ def save_trained_policy(folder: Path, policy: FlowPolicy, model, config: FlowTra
 
 def save_checkpoint(output_dir: Path, policy: FlowPolicy, model, optimizer, scheduler, config: FlowTrainConfig,
                     state: dict) -> Path:
-    """Write under a temporary name, then rename; prune old checkpoints."""
-    folder = output_dir / "checkpoints"
-    final = folder / f"{CHECKPOINT_PREFIX}{state['step']:08d}"
-    temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    save_trained_policy(temp, policy, model, config)
-    torch.save(optimizer.state_dict(), temp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), temp / "scheduler.pt")
-    (temp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(temp, final)
-    for old in checkpoints(output_dir)[: -config.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    return write_checkpoint(output_dir, state=state, optimizer=optimizer, scheduler=scheduler,
+                            keep=config.keep_checkpoints,
+                            save_weights=lambda folder: save_trained_policy(folder, policy, model, config))
 
 
 def restore_weights(checkpoint: Path, policy: FlowPolicy, model, config: FlowTrainConfig) -> None:
@@ -458,7 +441,7 @@ def train_flow(config: FlowTrainConfig, *, on_step: Callable[[int, int, float], 
         if final_dir.exists():
             shutil.rmtree(final_dir)
         os.rename(temp, final_dir)
-        _write_json_atomic(output_dir / "metrics.json", metrics)
+        write_json_atomic(output_dir / "metrics.json", metrics)
         last_loss = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else float("nan")
         last_eval = metrics["eval"][-1]
         val = (f", val loss {last_eval['loss']:.4f}" if "loss" in last_eval else "") + (

@@ -14,10 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,15 +22,15 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
+from alignment.checkpoints import checkpoints, write_checkpoint, write_json_atomic
 from alignment.config import save_config
 from alignment.data import PairRecord, PairVideoDataset, read_snapshot, read_videoalign_csv
 from alignment.data.records import DIMENSIONS
 from alignment.losses import reward_loss
 from alignment.reward.config import RewardTrainConfig
-from alignment.reward.model import RewardBatchCollator, RewardModel, RewardModelConfig, save_reward_model
+from alignment.reward.model import RewardBatchCollator, RewardModel, save_reward_model
 
 log = logging.getLogger(__name__)
-CHECKPOINT_PREFIX = "step-"
 TRAIN_CONFIG_FILE = "train_config.json"
 
 
@@ -79,37 +76,14 @@ def learning_rate_factor(step: int, *, warmup_steps: int, total_steps: int, sche
     return warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def checkpoints(output_dir: Path) -> list[Path]:
-    folder = output_dir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, path)
-
-
 def save_checkpoint(output_dir: Path, model: RewardModel, optimizer, scheduler, config: RewardTrainConfig,
                     state: dict) -> Path:
-    """Write the checkpoint under a temporary name, then rename; prune old ones."""
-    folder = output_dir / "checkpoints"
-    final = folder / f"{CHECKPOINT_PREFIX}{state['step']:08d}"
-    temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    save_reward_model(model, temp)
-    save_config(config, temp / TRAIN_CONFIG_FILE)
-    torch.save(optimizer.state_dict(), temp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), temp / "scheduler.pt")
-    (temp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(temp, final)
-    for old in checkpoints(output_dir)[: -config.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    def save_weights(folder: Path) -> None:
+        save_reward_model(model, folder)
+        save_config(config, folder / TRAIN_CONFIG_FILE)
+
+    return write_checkpoint(output_dir, state=state, optimizer=optimizer, scheduler=scheduler,
+                            keep=config.keep_checkpoints, save_weights=save_weights)
 
 
 @torch.no_grad()
@@ -286,7 +260,7 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
     if accelerator.is_main_process:
         save_reward_model(final, output_dir / "model")
         save_config(config, output_dir / "model" / TRAIN_CONFIG_FILE)
-        _write_json_atomic(output_dir / "metrics.json", metrics)
+        write_json_atomic(output_dir / "metrics.json", metrics)
         last = metrics["eval"][-1]
         summary = ", ".join(f"{d} {last[d]['accuracy_with_ties']:.3f}/{last[d]['accuracy_without_ties']:.3f}"
                             for d in DIMENSIONS if d in last)
