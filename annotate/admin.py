@@ -7,6 +7,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from annotate.models import AgreementReport, Assignment, Batch, Judgment, Pair, Prompt, Video
 
@@ -115,12 +116,16 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
         return render(request, "admin/annotate/agreement/dashboard.html", context)
 
     def recompute_view(self, request):
-        from annotate.services.stats import agreement_report_request
+        from annotate.services.stats import BrokerUnavailable, agreement_report_request
 
         if request.method != "POST":
             return redirect("admin:annotate_agreementreport_changelist")
         form = StatsFilterForm(request.POST)
-        agreement_report_request(filters=form.canonical())
+        try:
+            agreement_report_request(filters=form.canonical())
+        except BrokerUnavailable as exc:
+            messages.warning(request, f"Not recomputed: {exc}.")
+            return redirect("admin:annotate_agreementreport_changelist")
         messages.info(request, "Recomputing on the default queue; this page reloads when the new numbers are in.")
         query = request.POST.copy()
         query.pop("csrfmiddlewaretoken", None)
@@ -182,7 +187,10 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
                 messages.error(request, str(exc))
             else:
                 messages.success(request, f"Done: {change}. The statistics change at the next recompute.")
-        return redirect(request.POST.get("next") or reverse("admin:annotate_agreementreport_changelist"))
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+            back = reverse("admin:annotate_agreementreport_changelist")  # never off-site (an open redirect)
+        return redirect(back)
 
 
 def _excluded_group() -> str:

@@ -3,10 +3,12 @@
 import mimetypes
 import re
 
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.views.decorators.http import require_safe
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from annotate.selectors import video_visible_to
 
@@ -35,7 +37,10 @@ def _serve(request, field_file):
     if not hasattr(default_storage, "path"):
         # Object storage: hand the browser a short-lived signed URL instead of proxying bytes.
         return HttpResponseRedirect(default_storage.url(name))
-    size = default_storage.size(name)
+    try:
+        size = default_storage.size(name)
+    except FileNotFoundError:  # the row outlived its file (a restore, a wiped volume): not a server error
+        raise Http404("the video's file is missing from the media store") from None
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     match = _RANGE.match(request.headers.get("Range", ""))
     if not match:
@@ -60,20 +65,33 @@ def _serve(request, field_file):
     return response
 
 
+def _requester(request):
+    """The session's user, or the API client's (``Authorization: Token …``, as the API that handed out the
+    media URL accepts); None when neither."""
+    if request.user.is_authenticated:
+        return request.user
+    try:
+        found = TokenAuthentication().authenticate(request)
+    except AuthenticationFailed:
+        return None
+    return found[0] if found else None
+
+
 def _video_media(request, video_id: int, field: str):
-    video = video_visible_to(video_id=video_id, user=request.user)
+    user = _requester(request)
+    if user is None:
+        return redirect_to_login(request.get_full_path())
+    video = video_visible_to(video_id=video_id, user=user)
     if video is None:
         raise Http404("no such video in your assignments")
     return _serve(request, getattr(video, field))
 
 
 @require_safe
-@login_required
 def video_file(request, video_id: int):
     return _video_media(request, video_id, "file")
 
 
 @require_safe
-@login_required
 def video_poster(request, video_id: int):
     return _video_media(request, video_id, "poster")

@@ -25,10 +25,11 @@ def annotator_history(*, annotator, limit: int = 200):
 
 
 def video_visible_to(*, video_id: int, user) -> Video | None:
-    """The video if ``user`` may watch it: staff always, an annotator only within their own assignments."""
+    """The video if ``user`` may watch it: staff always, an annotator only while it is in their current
+    (active) lease — not pairs they judged or skipped, and never anyone else's."""
     if user.is_staff:
         return Video.objects.filter(pk=video_id).first()
-    own_pairs = Assignment.objects.filter(annotator=user).values("pair_id")
+    own_pairs = Assignment.objects.filter(annotator=user, state=Assignment.State.ACTIVE).values("pair_id")
     visible = Pair.objects.filter(Q(video_a_id=video_id) | Q(video_b_id=video_id), pk__in=own_pairs)
     if not visible.exists():
         return None

@@ -1,5 +1,6 @@
 """JSON over the same services the htmx pages use; nothing here the pages lack, or the reverse."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
@@ -75,7 +76,8 @@ class JudgmentView(APIView):
         responses={
             201: JudgmentOutSerializer,
             200: OpenApiResponse(JudgmentOutSerializer, description="already judged: the stored judgment"),
-            400: ErrorSerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="each wrong field with its reasons, "
+                                                                   'e.g. {"vq": ["This field is required."]}'),
             404: ErrorSerializer,
             409: ErrorSerializer,
         },
@@ -137,13 +139,18 @@ class AgreementStatsView(APIView):
                                        "to this URL to compute one"}, status=status.HTTP_404_NOT_FOUND)
         return Response({"computed_at": stored.computed_at, "filters": stored.filters, **stored.report})
 
-    @extend_schema(request=StatsFiltersSerializer, responses={202: OpenApiResponse(description="queued")},
+    @extend_schema(request=StatsFiltersSerializer,
+                   responses={202: OpenApiResponse(description="queued"),
+                              503: OpenApiResponse(ErrorSerializer, description="the task broker is down; ask again later")},
                    summary="Recompute the agreement statistics for these filters (runs on the default queue)")
     def post(self, request):
-        from annotate.services.stats import agreement_report_request
+        from annotate.services.stats import BrokerUnavailable, agreement_report_request
 
         body = StatsFiltersSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         filters = body.canonical()
-        agreement_report_request(filters=filters)
+        try:
+            agreement_report_request(filters=filters)
+        except BrokerUnavailable as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "30"})
         return Response({"queued": True, "filters": filters}, status=status.HTTP_202_ACCEPTED)

@@ -179,13 +179,17 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
     return rows, errors
 
 
-def _resolve(path_text: str, media_root: Path) -> Path:
+def _resolve(path_text: str, media_root: Path, *, confine: bool = False) -> Path:
     """The path as written (absolute, or relative to ``media_root``); failing that, a file of the same name
-    directly in ``media_root`` (uploads arrive flat, without the manifest's folders)."""
+    directly in ``media_root`` (uploads arrive flat, without the manifest's folders). With ``confine`` (an
+    uploaded manifest), a path that leads outside ``media_root`` — absolute, ``..``, a symlink — is refused."""
     candidate = Path(path_text)
     resolved = (candidate if candidate.is_absolute() else media_root / candidate).resolve()
     if not resolved.exists() and not candidate.is_absolute() and (media_root / candidate.name).is_file():
-        return (media_root / candidate.name).resolve()
+        resolved = (media_root / candidate.name).resolve()
+    if confine and not resolved.is_relative_to(media_root.resolve()):
+        raise media.MediaError(f"{path_text}: outside the import's folder; an uploaded manifest may only name "
+                               "the files uploaded with it")
     return resolved
 
 
@@ -267,9 +271,11 @@ def pairs_import(
     overlap: int | None = None,
     created_by=None,
     progress: Progress | None = None,
+    confine_to_media_root: bool = False,
 ) -> ImportReport:
     """Import every good row of ``manifest``; report the bad ones by line. Video paths are relative to
-    ``media_root`` (default: the manifest's folder)."""
+    ``media_root`` (default: the manifest's folder). ``confine_to_media_root`` for manifests that came from
+    outside (uploads): their paths may not leave ``media_root``."""
     manifest = Path(manifest)
     rows, errors = read_manifest(manifest)
     media_root = Path(media_root) if media_root else manifest.parent
@@ -285,7 +291,8 @@ def pairs_import(
         if progress:
             progress(done - 1, len(rows), f"line {row.line}")
         try:
-            _import_row(row, media_root=media_root, gold=gold, overlap=overlap, batch=batch, report=report, seen=seen)
+            _import_row(row, media_root=media_root, gold=gold, overlap=overlap, batch=batch, report=report, seen=seen,
+                        confine=confine_to_media_root)
         except (media.MediaError, ValueError) as exc:
             report.skipped.append(RowError(row.line, str(exc)))
     report.skipped.sort(key=lambda error: error.line)
@@ -297,10 +304,11 @@ def pairs_import(
 
 
 def _import_row(row: ImportRow, *, media_root: Path, gold: bool, overlap: int, batch: Batch, report: ImportReport,
-                seen: dict) -> None:
+                seen: dict, confine: bool = False) -> None:
     if gold and row.labels is None:
         raise ValueError("--gold import, but the row has no VQ/MQ/TA labels")
-    path_a, path_b = _resolve(row.path_a, media_root), _resolve(row.path_b, media_root)
+    path_a = _resolve(row.path_a, media_root, confine=confine)
+    path_b = _resolve(row.path_b, media_root, confine=confine)
     for name, path in ((row.path_a, path_a), (row.path_b, path_b)):
         if not path.is_file():
             raise media.MediaError(f"{name}: file not found (looked in {path.parent})")

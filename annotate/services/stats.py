@@ -87,9 +87,20 @@ def pairs_request_more_judgments(*, below_agreement: float, extra: int = 2, batc
 RECOMPUTE_TASK = "workers.tasks.default.recompute_agreement"
 
 
-def agreement_report_request(*, filters: dict) -> None:
-    """Queue a recompute for these (canonical) filters on the ``default`` queue once the transaction commits.
-    Sent by name: ``annotate`` does not import ``workers`` (DESIGN §1)."""
-    from celery import current_app
+class BrokerUnavailable(Exception):
+    """The task broker cannot be reached; the message says what still happens without it."""
 
-    transaction.on_commit(lambda: current_app.send_task(RECOMPUTE_TASK, kwargs={"filters": filters}))
+
+def agreement_report_request(*, filters: dict) -> None:
+    """Queue a recompute for these (canonical) filters on the ``default`` queue. Sent by name: ``annotate``
+    does not import ``workers`` (DESIGN §1). Sent at once (it writes no row a worker must see), so a broker
+    that is down is reported to the caller as ``BrokerUnavailable`` instead of failing the request later."""
+    from celery import current_app
+    from kombu.exceptions import OperationalError as BrokerError
+
+    try:
+        current_app.send_task(RECOMPUTE_TASK, kwargs={"filters": filters})
+    except (BrokerError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"the task broker is unreachable ({type(exc).__name__}), so no recompute was queued; beat refreshes "
+            "the statistics every VIDPREF_STATS_EVERY_MIN minutes once it is back, or ask again then") from exc

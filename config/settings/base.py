@@ -180,6 +180,10 @@ CELERY_BEAT_SCHEDULE = {  # synced into django-celery-beat's tables when beat st
         "task": "workers.tasks.default.pipeline_scheduled",
         "schedule": crontab(hour=env.int("VIDPREF_PIPELINE_HOUR", default=2), minute=0),
     },
+    "resend unsent jobs": {  # jobs created while the broker was down wait, queued, until it is back
+        "task": "workers.tasks.default.jobs_resend",
+        "schedule": timedelta(minutes=1),
+    },
     "stale job watchdog": {  # fails running jobs whose worker stopped reporting (its machine died)
         "task": "workers.tasks.default.jobs_watchdog",
         "schedule": timedelta(minutes=5),
@@ -254,3 +258,23 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}, "pgserver": {"level": "WARNING"}},
 }
+
+# --- Security ---------------------------------------------------------------------------------------
+# Login throttling (django-axes): AXES_FAILURE_LIMIT wrong passwords for one user name from one address
+# lock that pair out for AXES_COOLOFF_MIN minutes (429); a correct login resets the count. Behind a proxy
+# every client shares its address, so the lock degrades to per-user: never to a bypass.
+INSTALLED_APPS.append("axes")
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MIN", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The largest request body accepted (a staff import with its videos); larger ones get 413 before they are read.
+MAX_REQUEST_BYTES = env.int("VIDPREF_MAX_REQUEST_MB", default=2048) * 2**20
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "config.middleware.RequestSizeLimitMiddleware")
+MIDDLEWARE += [
+    "config.middleware.DatabaseUnavailableMiddleware",  # a lost database connection → 503 + Retry-After
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
+]
+# Secure cookies, HSTS and the HTTPS redirect are switched on in production.py.

@@ -200,3 +200,15 @@ def test_flow_dpo_form_reads_the_flow_config_and_queues_on_the_gpu_queue(staff_c
     assert job.params == {"snapshot_id": snapshot.pk, "config": {"beta": 250.0, "beta_schedule": "time"},
                           "reward_model_version_id": reward.pk}
     assert len(callbacks) == 1
+
+
+def test_jobs_whose_message_never_left_are_sent_by_the_beat_entry(db, django_capture_on_commit_callbacks):
+    from workers.services.jobs import jobs_resend
+
+    old = Job.objects.create(kind=Job.Kind.EXPORT)
+    Job.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    Job.objects.create(kind=Job.Kind.EXPORT)  # just created: its own on-commit send may still be under way
+    Job.objects.create(kind=Job.Kind.EXPORT, celery_id="sent-already", created_at=timezone.now())
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert jobs_resend() == [old.pk]
+    assert len(callbacks) == 1

@@ -6,6 +6,7 @@ Tasks call ``job_execute`` (or the pieces below), nothing else. Every delivery o
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import traceback
@@ -16,8 +17,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from workers.models import Job, JobCancelled
+
+log = logging.getLogger(__name__)
 
 
 def job_folder(job: Job) -> Path:
@@ -40,10 +44,25 @@ def job_queue(*, job: Job, task) -> None:
     """Send ``task(job.pk)`` once the surrounding transaction commits (never a row the worker can't see)."""
 
     def send() -> None:
-        result = task.delay(job.pk)
+        try:
+            result = task.delay(job.pk)
+        except (OperationalError, OSError) as exc:  # the broker is down: the job waits, queued, for jobs_resend
+            log.warning("job %s stays queued until the broker is back: %s", job.pk, exc)
+            return
         Job.objects.filter(pk=job.pk).update(celery_id=result.id)
 
     transaction.on_commit(send)
+
+
+def jobs_resend(*, older_than: timedelta = timedelta(seconds=60)) -> list[int]:
+    """Send the tasks of queued jobs whose message never reached the broker (it was down when they were
+    created): beat runs this every minute. Returns the job ids sent."""
+    cutoff = timezone.now() - older_than
+    sent = []
+    for job in Job.objects.filter(status=Job.Status.QUEUED, celery_id="", created_at__lt=cutoff, kind__in=list(JOB_TASKS)):
+        job_queue(job=job, task=_Sender(JOB_TASKS[job.kind]))
+        sent.append(job.pk)
+    return sent
 
 
 def _now_iso() -> str:

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from annotate.models import Judgment
 from workers.models import DatasetSnapshot, Job, Pipeline
@@ -64,7 +65,14 @@ def pipeline_start(*, params: dict | None = None, created_by=None, trigger: str 
         raise PipelineBusy(f"{active} is still going; one pipeline runs at a time" if active else
                            "another pipeline is starting; try again") from None
     pipeline_id = pipeline.pk
-    transaction.on_commit(lambda: pipeline_canvas(pipeline_id).apply_async())
+
+    def send() -> None:
+        try:
+            pipeline_canvas(pipeline_id).apply_async()
+        except (OperationalError, OSError) as exc:
+            pipeline_fail(pipeline_id=pipeline_id, reason=f"the broker was unreachable ({exc}); run it again")
+
+    transaction.on_commit(send)
     return pipeline
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -24,6 +26,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from workers.models import Webhook, WebhookDelivery
+
+log = logging.getLogger(__name__)
 
 
 def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
@@ -53,12 +57,30 @@ def webhook_emit(*, event: str, data: dict) -> list[WebhookDelivery]:
             webhook=webhook, event=event, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
         deliveries.append(delivery)
     if deliveries:
-        from celery import current_app
-
         ids = [delivery.pk for delivery in deliveries]
-        transaction.on_commit(lambda: [current_app.send_task("workers.tasks.default.deliver_webhook", args=(pk,))
-                                       for pk in ids])
+        transaction.on_commit(lambda: _send(ids))
     return deliveries
+
+
+def _send(delivery_ids: list[int]) -> None:
+    from celery import current_app
+    from kombu.exceptions import OperationalError
+
+    try:
+        for pk in delivery_ids:
+            current_app.send_task("workers.tasks.default.deliver_webhook", args=(pk,))
+    except (OperationalError, OSError) as exc:  # the broker is down: webhooks_resend sends them later
+        log.warning("webhook deliveries %s wait for the broker: %s", delivery_ids, exc)
+
+
+def webhooks_resend(*, older_than_s: float = 60.0) -> list[int]:
+    """Send deliveries that never left (the broker was down when their event happened)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    ids = list(WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, attempts=0,
+                                              created_at__lt=cutoff).values_list("pk", flat=True))
+    if ids:
+        _send(ids)
+    return ids
 
 
 def webhook_deliver(*, delivery_id: int) -> bool:
@@ -109,8 +131,6 @@ def webhook_retry_delay(attempts: int) -> float:
 
 def webhook_redeliver(*, delivery: WebhookDelivery) -> None:
     """Send a delivery again (from the admin), with a fresh budget of attempts."""
-    from celery import current_app
-
     WebhookDelivery.objects.filter(pk=delivery.pk).update(status=WebhookDelivery.Status.PENDING, attempts=0)
     pk = delivery.pk
-    transaction.on_commit(lambda: current_app.send_task("workers.tasks.default.deliver_webhook", args=(pk,)))
+    transaction.on_commit(lambda: _send([pk]))

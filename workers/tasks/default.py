@@ -48,6 +48,17 @@ def recompute_agreement(filters: dict | None = None) -> int:
     return agreement_report_refresh(batch_ids=tuple(filters.get("batch_ids") or ()), **moments).pk
 
 
+@shared_task(name="workers.tasks.default.jobs_resend")
+def jobs_resend() -> list[int]:
+    """Beat, every minute: send the tasks of jobs (and the webhook deliveries) created while the broker was
+    down. Returns the job ids."""
+    from workers.services.jobs import jobs_resend as resend
+    from workers.services.webhooks import webhooks_resend
+
+    webhooks_resend()
+    return resend()
+
+
 @shared_task(name="workers.tasks.default.jobs_watchdog")
 def jobs_watchdog() -> list[int]:
     """Beat, every few minutes: fail running jobs whose worker stopped reporting. Returns their ids."""

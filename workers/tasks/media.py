@@ -19,6 +19,7 @@ def import_pairs(job_id: int) -> dict | None:
             media_root=Path(job.params["media_root"]),
             gold=job.params.get("gold", False),
             overlap=job.params.get("overlap"),
+            confine_to_media_root=True,  # an uploaded manifest may name only the files uploaded with it
             created_by=job.created_by,
             progress=job.report_progress,
         )
