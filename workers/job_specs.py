@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from django import forms
 
-from workers.models import DatasetSnapshot, Job
+from workers.models import DatasetSnapshot, Job, ModelVersion
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ class JobSpec:
     config_class: str | None = None  # "module:Class" of a torch-free config dataclass
     hidden: frozenset[str] = frozenset()  # fields the worker fills in (paths, the snapshot)
     base_config: Callable[[], dict] | None = None  # the site's defaults over the dataclass's
-    create: Callable[..., Job] | None = None  # the service: create(snapshot=, overrides=, created_by=)
+    create: Callable[..., Job] | None = None  # the service: create(<inputs>=, overrides=, created_by=)
     url_name: str | None = None  # a kind with its own admin form (import, export)
-    uses_reward_model: bool = False  # the form offers a reward model version (relabelling, RWR rewards)
+    inputs: tuple[str, ...] = ("snapshot",)  # rows the job reads, chosen in the form (see JobConfigForm.INPUTS)
 
     def config_dataclass(self):
         module, _, name = self.config_class.partition(":")
@@ -68,11 +68,17 @@ def _policy_create(kind: str) -> Callable[..., Job]:
     return create
 
 
+def _generate_create(**kwargs) -> Job:
+    from workers.services.generation import generation_job_create
+
+    return generation_job_create(**kwargs)
+
+
 _POLICY_HIDDEN = frozenset({"output_dir", "policy", "snapshot", "media_root", "cache_dir", "progress", "reward_model",
                             "train_split", "val_split"})
 _POLICY_SPECS = [
     JobSpec(kind, title, description, config_class=f"alignment.flow.config:{name}", hidden=_POLICY_HIDDEN,
-            base_config=_policy_base(kind), create=_policy_create(kind), uses_reward_model=True)
+            base_config=_policy_base(kind), create=_policy_create(kind), inputs=("snapshot", "reward_version"))
     for kind, title, name, description in (
         (Job.Kind.SFT, "Supervised fine-tuning", "SFTConfig",
          "Plain flow matching on the chosen videos of a snapshot (LoRA on the base policy); gpu queue."),
@@ -96,6 +102,10 @@ JOB_SPECS: dict[str, JobSpec] = {
                                   "train_split", "val_split"}),
                 base_config=_reward_base, create=_reward_create),
         *_POLICY_SPECS,
+        JobSpec(Job.Kind.GENERATE, "Generate pairs", "An aligned policy and the base make a clip each per prompt; the "
+                "reward model orders them for labelling, least certain first; gpu queue.",
+                config_class="alignment.flow.config:GenerationConfig", create=_generate_create,
+                inputs=("policy_version", "reward_version")),
     )
 }
 
@@ -179,16 +189,27 @@ def _form_field(config_field, initial) -> forms.Field:
 
 
 class JobConfigForm(forms.Form):
-    """Inputs (the snapshot) and every config field of a job kind, initialised with the site's defaults."""
+    """The rows a job reads (a snapshot, model versions) and every config field of its kind, initialised
+    with the site's defaults."""
 
-    snapshot = forms.ModelChoiceField(DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING),
-                                      help_text="the training snapshot to learn from")
+    INPUTS = {
+        "snapshot": lambda: forms.ModelChoiceField(
+            DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING), help_text="the training snapshot to learn from"),
+        "reward_version": lambda: forms.ModelChoiceField(
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD), required=False, label="reward model",
+            help_text="relabels pairs (label_source reward_model), scores videos for Flow-RWR, orders generated pairs"),
+        "policy_version": lambda: forms.ModelChoiceField(
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), label="aligned policy",
+            help_text="the policy that generates next to the base policy"),
+    }
 
     def __init__(self, spec: JobSpec, *args, **kwargs):
         from alignment.config import config_fields
 
         super().__init__(*args, **kwargs)
         self.spec = spec
+        for name in spec.inputs:
+            self.fields[name] = self.INPUTS[name]()
         base = spec.base_config() if spec.base_config else {}
         self.config_initial = {}
         for config_field in config_fields(spec.config_dataclass()):
@@ -198,12 +219,6 @@ class JobConfigForm(forms.Form):
             initial = _nested_get(base, config_field.name, default)
             self.config_initial[config_field.name] = initial
             self.fields[config_field.name] = _form_field(config_field, initial)
-        if spec.uses_reward_model:
-            from workers.models import ModelVersion
-
-            self.fields["reward_model_version"] = forms.ModelChoiceField(
-                ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD), required=False,
-                help_text="relabels the pairs (label_source reward_model) or scores the videos for Flow-RWR")
 
     def config_overrides(self) -> dict:
         """The values the admin changed from the site's defaults, nested like the config dataclass."""
@@ -217,6 +232,5 @@ class JobConfigForm(forms.Form):
         return overrides
 
     def create_job(self, *, created_by) -> Job:
-        extra = {"reward_version": self.cleaned_data.get("reward_model_version")} if self.spec.uses_reward_model else {}
-        return self.spec.create(snapshot=self.cleaned_data["snapshot"], overrides=self.config_overrides(),
-                                created_by=created_by, **extra)
+        inputs = {name: self.cleaned_data.get(name) for name in self.spec.inputs}
+        return self.spec.create(**inputs, overrides=self.config_overrides(), created_by=created_by)

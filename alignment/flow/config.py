@@ -79,3 +79,13 @@ class FlowRWRConfig(FlowTrainConfig):
 
 
 TRAINERS: dict[str, type[FlowTrainConfig]] = {"sft": SFTConfig, "flow-dpo": FlowDPOConfig, "flow-rwr": FlowRWRConfig}
+
+
+@dataclass
+class GenerationConfig:
+    """New pairs for labelling from an aligned policy next to the base policy."""
+
+    pairs: int = 64  # pairs to generate and queue
+    steps: int = 20  # sampling steps
+    guidance_scale: float = 5.0  # classifier-free guidance; 1 turns it off
+    prompt_file: str | None = None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's

@@ -189,10 +189,10 @@ def test_flow_dpo_form_reads_the_flow_config_and_queues_on_the_gpu_queue(staff_c
     assert [value for value, _ in form.fields["beta_schedule"].choices] == ["constant", "time"]
     assert [value for value, _ in form.fields["finetune"].choices] == ["lora", "full"]  # a comment of the base class
     assert "policy" not in form.fields and "temperature" not in form.fields  # set by the worker / an RWR field
-    data = {name: form[name].value() for name in form.fields if name not in ("snapshot", "reward_model_version")}
+    data = {name: form[name].value() for name in form.fields if name not in ("snapshot", "reward_version")}
     data = {key: ("on" if value is True else form.fields[key].prepare_value(value)) for key, value in data.items()
             if value is not False and value is not None}
-    data.update(snapshot=snapshot.pk, reward_model_version=reward.pk, beta=250, beta_schedule="time")
+    data.update(snapshot=snapshot.pk, reward_version=reward.pk, beta=250, beta_schedule="time")
     with django_capture_on_commit_callbacks() as callbacks:
         response = staff_client.post("/admin/workers/job/new/flow_dpo/", data)
     assert response.status_code == 302, response.context["form"].errors
@@ -212,3 +212,21 @@ def test_jobs_whose_message_never_left_are_sent_by_the_beat_entry(db, django_cap
     with django_capture_on_commit_callbacks() as callbacks:
         assert jobs_resend() == [old.pk]
     assert len(callbacks) == 1
+
+
+def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(staff_client, snapshot,
+                                                                       django_capture_on_commit_callbacks):
+    policy = ModelVersion.objects.create(kind="policy", name="flow-dpo-3", path="/p", snapshot=snapshot)
+    reward = ModelVersion.objects.create(kind="reward", name="reward-2", path="/r", snapshot=snapshot)
+    page = staff_client.get("/admin/workers/job/new/")
+    assert b"Generate pairs" in page.content and b"Flow-DPO" in page.content
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = staff_client.post("/admin/workers/job/new/generate/", {
+            "policy_version": policy.pk, "reward_version": reward.pk, "pairs": 12, "steps": 20, "guidance_scale": 5.0})
+    assert response.status_code == 302, response.context["form"].errors
+    job = Job.objects.get(kind=Job.Kind.GENERATE)
+    assert job.params == {"pairs": 12, "policy_model_version_id": policy.pk, "reward_model_version_id": reward.pk}
+    assert len(callbacks) == 1
+    refused = staff_client.post("/admin/workers/job/new/generate/", {"policy_version": reward.pk, "pairs": 1,
+                                                                      "steps": 1, "guidance_scale": 1})
+    assert "policy_version" in refused.context["form"].errors  # a reward model is not a policy

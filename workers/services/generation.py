@@ -41,6 +41,21 @@ def prompts_load(path: str | Path | None) -> list[str]:
     return prompts
 
 
+def generation_job_create(*, policy_version: ModelVersion, reward_version: ModelVersion | None = None,
+                          overrides: dict | None = None, created_by=None) -> Job:
+    """Queue pair generation with ``policy_version``; ``overrides`` are GenerationConfig values."""
+    from workers.services.jobs import _Sender, job_create
+
+    if policy_version.kind != ModelVersion.Kind.POLICY:
+        raise ValueError(f"{policy_version.name} is not an aligned policy")
+    if reward_version is not None and reward_version.kind != ModelVersion.Kind.REWARD:
+        raise ValueError(f"{reward_version.name} is not a reward model")
+    params = {**(overrides or {}), "policy_model_version_id": policy_version.pk,
+              "reward_model_version_id": reward_version.pk if reward_version else None}
+    return job_create(kind=Job.Kind.GENERATE, params=params, created_by=created_by,
+                      task=_Sender("workers.tasks.gpu.generate_pairs"))
+
+
 def uncertainty_priority(reward_a: float, reward_b: float) -> float:
     """In (0, 1]: 1 when the reward model cannot tell the two apart, towards 0 as it grows sure."""
     return 1.0 / (1.0 + abs(reward_a - reward_b))
