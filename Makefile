@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(PY) bench/export.py
 	$(PY) bench/stats.py
 	$(PY) bench/reward.py
+	$(PY) bench/flow.py
+	$(PY) bench/soak.py
 
 clean-var: stop
 	rm -rf var
