@@ -12,11 +12,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def setup_database(name: str) -> str:
+    """Create (or empty) database ``name`` on the configured server; return its DATABASE_URL."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from tests.conftest import database_url_for_children
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+    return database_url_for_children({**connection.settings_dict, "NAME": name})
+
+
 def bench_database_env(name: str) -> dict:
     """Create (or empty) database ``name`` on the configured server, migrate it; the environment that uses it."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from annotate_load import setup_database
-
     env = {**os.environ, "DATABASE_URL": setup_database(name), "DJANGO_SETTINGS_MODULE": "config.settings.base",
            "DEBUG": "false"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)

@@ -29,31 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from scale import percentile, setup_database  # noqa: E402
 
 CHOICES = ("left", "right", "tie")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def create_database(name: str) -> str:
-    """Create (or empty) the soak database on the configured server; return its DATABASE_URL."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-    import django
-
-    django.setup()
-    from django.db import connection
-
-    from tests.conftest import database_url_for_children
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connection.close()
-    return database_url_for_children({**connection.settings_dict, "NAME": name})
 
 
 def django_code(env: dict, code: str) -> str:
@@ -251,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tag = f"{int(time.time())}"
     warmup = args.warmup if args.warmup is not None else min(30.0, args.duration / 10)
-    url = args.database_url or create_database("vidpref_soak")
+    url = args.database_url or setup_database("vidpref_soak")
     media_root = Path(os.environ.get("VIDPREF_VAR_DIR", ROOT / "var")) / "soak" / "media"
     env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings.base", "DEBUG": "false",
            "VIDPREF_GOLD_RATE": "0", "LOG_LEVEL": "WARNING", "MEDIA_ROOT": str(media_root)}
