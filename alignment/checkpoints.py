@@ -48,3 +48,12 @@ def write_checkpoint(output_dir: Path, *, state: dict, optimizer, scheduler, kee
     for old in checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def restore_training_state(checkpoint: Path, *, optimizer, scheduler) -> dict:
+    """Load a checkpoint's optimizer and scheduler state; return its saved ``state`` (step, epoch, …)."""
+    import torch
+
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    return json.loads((checkpoint / STATE_FILE).read_text())

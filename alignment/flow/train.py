@@ -60,7 +60,7 @@ from alignment.losses import (
     flow_matching_loss,
     flow_rwr_loss,
 )
-from alignment.checkpoints import checkpoints, write_checkpoint, write_json_atomic
+from alignment.checkpoints import checkpoints, restore_training_state, write_checkpoint, write_json_atomic
 from alignment.reward.train import LR_SCHEDULES, learning_rate_factor
 
 log = logging.getLogger(__name__)
@@ -341,9 +341,7 @@ def train_flow(config: FlowTrainConfig, *, on_step: Callable[[int, int, float], 
     if existing:
         newest = existing[-1]
         restore_weights(newest, policy, unwrapped, config)
-        optimizer.load_state_dict(torch.load(newest / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(newest / "scheduler.pt", weights_only=True))
-        state = json.loads((newest / "trainer_state.json").read_text())
+        state = restore_training_state(newest, optimizer=optimizer, scheduler=scheduler)
         metrics = state.pop("metrics")
         accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
 

@@ -11,7 +11,6 @@ Re-running the same command resumes from the newest complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -22,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from alignment.checkpoints import checkpoints, write_checkpoint, write_json_atomic
+from alignment.checkpoints import checkpoints, restore_training_state, write_checkpoint, write_json_atomic
 from alignment.config import save_config
 from alignment.data import PairRecord, PairVideoDataset, read_snapshot, read_videoalign_csv
 from alignment.data.records import DIMENSIONS
@@ -182,9 +181,7 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
 
         accelerator.unwrap_model(model).load_trainable_state_dict(load_file(newest / "model.safetensors"),
                                                                   source=str(newest))
-        optimizer.load_state_dict(torch.load(newest / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(newest / "scheduler.pt", weights_only=True))
-        state = json.loads((newest / "trainer_state.json").read_text())
+        state = restore_training_state(newest, optimizer=optimizer, scheduler=scheduler)
         metrics = state.pop("metrics")
         accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
 
