@@ -136,6 +136,57 @@ def _flow_toy_study(args) -> int:
     return 0
 
 
+def _latent_reward_train(args) -> int:
+    from alignment.config import load_config
+    from alignment.flow.latent_reward import LatentRewardConfig, train_latent_reward
+
+    config = load_config(LatentRewardConfig, args.config, args.set)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    train_latent_reward(config, on_step=_progress_file(args))
+    return 0
+
+
+def _generate(args) -> int:
+    import time
+
+    from alignment.flow.guidance import generate_videos, parse_weights, read_prompts
+
+    if args.weights is not None and not args.latent_reward:
+        print("generate: --weights needs --latent-reward DIR (a latent-reward-train run's final/); "
+              "without it the policy samples unguided", file=sys.stderr)
+        return 2
+    if args.scale is not None and not args.latent_reward:
+        print("generate: --scale needs --latent-reward DIR (a latent-reward-train run's final/)", file=sys.stderr)
+        return 2
+    try:
+        weights = parse_weights(args.weights) if args.weights is not None else (1.0, 1.0, 1.0)
+        prompts = read_prompts(args.prompts)
+    except (OSError, ValueError) as error:
+        print(f"generate: {error}", file=sys.stderr)
+        return 2
+    import torch
+
+    from alignment.flow.guidance import DEFAULT_SCALE
+    from alignment.flow.latent_reward import load_latent_reward
+    from alignment.flow.model import load_policy
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    policy = load_policy(args.policy, device=device, dtype=dtype)
+    latent_reward = load_latent_reward(args.latent_reward, map_location=device) if args.latent_reward else None
+    scale = DEFAULT_SCALE if args.scale is None else args.scale
+    start = time.perf_counter()
+    records = generate_videos(policy, prompts, args.seeds, args.out, latent_reward=latent_reward, weights=weights,
+                              scale=scale, steps=args.steps, guidance_scale=args.guidance_scale,
+                              negative_prompt=args.negative_prompt, batch_size=args.batch_size, progress=not args.quiet)
+    guidance = (f"reward-guided (vq={weights[0]:g}, mq={weights[1]:g}, ta={weights[2]:g}, scale {scale:g})"
+                if latent_reward is not None else "unguided")
+    print(f"generate: {len(records)} videos ({len(prompts)} prompts × {len(args.seeds)} seeds, {guidance}) in "
+          f"{time.perf_counter() - start:.0f} s; list in {args.out}/videos.jsonl")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alignment", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -245,6 +296,39 @@ def build_parser() -> argparse.ArgumentParser:
         flow.add_argument("--output-dir", help="override output_dir")
         flow.add_argument("--progress-file", help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
         flow.set_defaults(handler=_flow_train)
+
+    latent = commands.add_parser(
+        "latent-reward-train", help="train Flow-NRG's latent reward model on noisy latents (resumes if checkpoints exist)",
+        description="Train a time-conditioned reward model on the policy's latents (its first num_layers transformer "
+                    "blocks + a linear head per dimension) with Bradley-Terry with ties on snapshot pairs noised "
+                    "alike, from a LatentRewardConfig file; writes output_dir/final (for generate --latent-reward), "
+                    "output_dir/checkpoints and output_dir/metrics.json.")
+    latent.add_argument("--config", required=True, help="config file (.json/.yaml): output_dir, policy, snapshot, …")
+    latent.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set max_steps=2 --set noisy=false")
+    latent.add_argument("--output-dir", help="override output_dir")
+    latent.add_argument("--progress-file", help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
+    latent.set_defaults(handler=_latent_reward_train)
+
+    generate = commands.add_parser(
+        "generate", help="sample MP4s from a flow policy, optionally reward-guided (Flow-NRG)",
+        description="Sample one video per prompt and seed from a policy folder (a base or a trained one's final/), "
+                    "with classifier-free guidance and, given --latent-reward, Flow-NRG reward guidance towards "
+                    "the --weights-weighted sum of the normalised VQ, MQ and TA rewards. Writes OUT/*.mp4 and "
+                    "OUT/videos.jsonl (prompt, seed, weights, scale, file).")
+    generate.add_argument("--policy", required=True, help="a policy folder (diffusers format, or a run's final/)")
+    generate.add_argument("--prompts", required=True, help="a text file with one prompt a line, or a CSV with a prompt column")
+    generate.add_argument("--out", required=True, help="output folder for the MP4s and videos.jsonl")
+    generate.add_argument("--latent-reward", metavar="DIR", help="a latent-reward-train run's final/: guide sampling with it")
+    generate.add_argument("--weights", help="reward weights, e.g. vq=1,mq=1,ta=2 (needs --latent-reward; default all 1)")
+    generate.add_argument("--scale", type=float, help="guidance strength w (needs --latent-reward; default 100, the paper's)")
+    generate.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; one video per prompt and seed (default 0)")
+    generate.add_argument("--steps", type=int, default=30, help="Euler sampling steps (default 30)")
+    generate.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance; 1 turns it off")
+    generate.add_argument("--negative-prompt", default="", help="the negative prompt of classifier-free guidance")
+    generate.add_argument("--batch-size", type=int, default=4, help="clips sampled together")
+    generate.add_argument("--quiet", action="store_true", help="no progress bars")
+    generate.set_defaults(handler=_generate)
     return parser
 
 

@@ -89,3 +89,44 @@ class GenerationConfig:
     steps: int = 20  # sampling steps
     guidance_scale: float = 5.0  # classifier-free guidance; 1 turns it off
     prompt_file: str | None = None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's
+
+
+@dataclass
+class LatentRewardConfig:
+    """Flow-NRG's latent reward model: the first ``num_layers`` blocks of the policy's transformer and a
+    linear head per dimension (VQ, MQ, TA), trained with Bradley–Terry with ties on snapshot pairs whose
+    two videos are noised alike (same σ and noise)."""
+
+    method: ClassVar[str] = "latent-reward"
+    output_dir: str
+    policy: str  # the diffusers-format policy folder whose transformer, text encoder and codec it reuses
+    snapshot: str  # a snapshot folder (DESIGN §5)
+    media_root: str | None = None  # where relative video paths live, after the snapshot folder
+    train_split: str = "train"
+    val_split: str = "val"
+    cache_dir: str | None = None  # text/latent cache, shared with the flow trainers; default output_dir/cache
+    num_frames: int | None = None  # clip size; default the policy's (vidpref_policy.json)
+    height: int | None = None
+    width: int | None = None
+    num_layers: int = 2  # K: transformer blocks copied from the policy (0 to all of them)
+    noisy: bool = True  # train on noised latents (σ ~ U(0,1)); False: clean latents, the ablation
+    sigma_shift: float = 1.0  # σ = shift·u / (1 + (shift − 1)·u), u ~ U(0, 1); > 1 favours noisier σ
+    theta: float = 5.0  # Rao–Kupper tie parameter θ
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 8  # pairs per optimizer step, over all processes
+    gradient_accumulation_steps: int = 1
+    epochs: int = 1
+    max_steps: int | None = None
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    mixed_precision: str = "bf16"  # no | bf16 | fp16 (on a GPU; the CPU always trains in float32)
+    save_every_steps: int | None = None  # also saved at the end
+    keep_checkpoints: int = 2
+    eval_every_steps: int | None = None  # also evaluated at the end
+    max_eval_items: int | None = 256
+    encode_batch_size: int = 1  # videos per codec call while caching
+    num_workers: int = 0
+    progress: bool = True

@@ -1,0 +1,415 @@
+"""Flow-NRG's latent reward model: r(x_σ, σ, y) on the policy's noisy latents, and its trainer.
+
+The body is the first K blocks of the policy's ``WanTransformer3DModel``, copied with their weights:
+patch embedding, timestep + text condition embedding, K transformer blocks (self-attention with RoPE,
+cross-attention to the text, the timestep modulating every block), as the Wan transformer runs them.
+The tokens are mean-pooled, layer-normed and read by one linear head per dimension (VQ, MQ, TA); the
+whole copy trains. Rewards are normalised with the mean and std of the raw rewards of clean (σ = 0)
+validation latents, so that guidance weights combine dimensions on a common scale.
+
+Training: snapshot pairs with their per-dimension labels (1 = A better, 0 = tie, −1 = B better; missing
+labels are masked), both videos noised alike, x_σ = (1 − σ)·x₀ + σ·ε with the same σ ~ U(0, 1) and ε
+(``noisy=False``: σ = 0, the clean-latent ablation), and Bradley–Terry with ties on Δ = r_A − r_B per
+dimension (``alignment.losses.reward_loss(kind="bt_ties")``).
+
+``output_dir/``
+  ``train_config.json``
+  ``cache/``                      text embeddings and latents (shared with the flow trainers)
+  ``checkpoints/step-00000040/``  the model (as in final/) + optimizer.pt, scheduler.pt, trainer_state.json
+  ``final/``                      ``latent_reward.safetensors``, ``latent_reward.json`` (architecture,
+                                  normalisation), ``train_config.json``; ``load_latent_reward(final)``
+  ``metrics.json``                loss and accuracy curves, validation loss and accuracy per σ level
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
+
+from alignment.checkpoints import checkpoints, restore_training_state, write_checkpoint, write_json_atomic
+from alignment.config import save_config
+from alignment.data import read_snapshot
+from alignment.data.records import DIMENSIONS, PairRecord
+from alignment.flow.cache import FlowCache, build_cache, sha256_text
+from alignment.flow.config import LatentRewardConfig
+from alignment.flow.model import NUM_TRAIN_TIMESTEPS, load_policy
+from alignment.flow.train import PadTextCollator, noised, sample_sigmas
+from alignment.labels import LABEL_MISSING
+from alignment.losses import reward_loss
+from alignment.reward.train import LR_SCHEDULES, learning_rate_factor
+
+
+WEIGHTS_FILE = "latent_reward.safetensors"
+MODEL_FILE = "latent_reward.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+EVAL_SIGMAS = (0.0, 0.25, 0.5, 0.75)  # validation noise levels (fixed noise), so evaluations compare
+_COPIED_PREFIXES = ("patch_embedding.", "condition_embedder.")
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+
+
+class LatentRewardModel(nn.Module):
+    """r(x_σ, σ, y): latents (B, C, t, h, w), sigmas (B,), padded text embeddings (B, L, D) → (B, 3).
+
+    ``transformer_config`` is the policy transformer's diffusers config; ``num_layers`` (K ≥ 1) blocks are
+    built from it. ``from_policy`` copies the policy's weights in; ``load_latent_reward`` restores a saved one.
+    """
+
+    def __init__(self, transformer_config: dict, num_layers: int):
+        super().__init__()
+        from diffusers import WanTransformer3DModel
+
+        total = transformer_config["num_layers"]
+        if not 1 <= num_layers <= total:
+            raise ValueError(f"num_layers {num_layers}: the latent reward needs 1 to {total} blocks of the policy's "
+                             f"transformer (the blocks carry its time and text conditioning)")
+        self.transformer_config = {k: v for k, v in transformer_config.items() if not k.startswith("_")}
+        self.num_layers = num_layers
+        body = WanTransformer3DModel.from_config({**self.transformer_config, "num_layers": num_layers})
+        # Only the input half of the transformer: its output norm and projection are left behind.
+        self.rope, self.patch_embedding = body.rope, body.patch_embedding
+        self.condition_embedder, self.blocks = body.condition_embedder, body.blocks
+        width = body.config.num_attention_heads * body.config.attention_head_dim
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        # No bias: the BT losses see only r_A − r_B; the normalisation sets the offset.
+        self.head = nn.Linear(width, len(DIMENSIONS), bias=False)
+        nn.init.normal_(self.head.weight, std=width ** -0.5)
+        self.register_buffer("reward_mean", torch.zeros(len(DIMENSIONS)))
+        self.register_buffer("reward_std", torch.ones(len(DIMENSIONS)))
+
+    @classmethod
+    def from_policy(cls, transformer: nn.Module, num_layers: int) -> "LatentRewardModel":
+        """A latent reward whose body starts as a copy of ``transformer``'s first ``num_layers`` blocks."""
+        model = cls(dict(transformer.config), num_layers)
+        keep = (*_COPIED_PREFIXES, *(f"blocks.{i}." for i in range(num_layers)))
+        state = {k: v.float() for k, v in transformer.state_dict().items() if k.startswith(keep)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        body_missing = [k for k in missing if not k.startswith(("head.", "reward_"))]
+        if body_missing or unexpected:
+            raise ValueError(f"the policy's transformer does not fit a Wan body (missing {body_missing[:3]}, "
+                             f"unexpected {unexpected[:3]}); give a base policy folder, not a LoRA-wrapped one")
+        return model
+
+    def forward(self, latents: torch.Tensor, sigmas: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Raw rewards (B, 3)."""
+        dtype = self.head.weight.dtype
+        hidden = latents.to(dtype)  # (B, C, t, h, w)
+        rotary = self.rope(hidden)
+        tokens = self.patch_embedding(hidden).flatten(2).transpose(1, 2).contiguous()  # (B, N, width)
+        timestep = (sigmas * NUM_TRAIN_TIMESTEPS).to(hidden.device)
+        _, timestep_proj, text, _ = self.condition_embedder(timestep, text_embeds.to(dtype))
+        timestep_proj = timestep_proj.unflatten(1, (6, -1))  # (B, 6, width): the blocks' shift/scale/gate
+        for block in self.blocks:
+            tokens = block(tokens, text, timestep_proj, rotary)
+        return self.head(self.norm(tokens.float().mean(dim=1)))  # (B, 3)
+
+    def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
+        return (rewards - self.reward_mean) / self.reward_std
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.reward_mean.copy_(mean)
+        self.reward_std.copy_(std.clamp_min(1e-6))
+
+    def score(self, latents: torch.Tensor, sigmas: torch.Tensor, text_embeds: torch.Tensor,
+              weights: Sequence[float]) -> torch.Tensor:
+        """r = Σ_d w_d · r̂_d, the weighted sum of the normalised VQ, MQ, TA rewards: (B,)."""
+        weight = torch.as_tensor(weights, dtype=torch.float32, device=self.reward_mean.device)
+        return self.normalize(self(latents, sigmas, text_embeds)) @ weight
+
+
+def save_latent_reward(model: LatentRewardModel, folder: str | Path, config: LatentRewardConfig | None = None) -> Path:
+    """Write ``latent_reward.safetensors``, ``latent_reward.json`` (and the training config, if given)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    info = {"num_layers": model.num_layers, "transformer_config": model.transformer_config,
+            "dimensions": list(DIMENSIONS),
+            "normalization": {dim: {"mean": float(model.reward_mean[i]), "std": float(model.reward_std[i])}
+                              for i, dim in enumerate(DIMENSIONS)}}
+    if config is not None:
+        info.update(policy=str(Path(config.policy).resolve()), noisy=config.noisy)
+        save_config(config, folder / TRAIN_CONFIG_FILE)
+    (folder / MODEL_FILE).write_text(json.dumps(info, indent=2, default=list) + "\n")
+    return folder
+
+
+def load_latent_reward(folder: str | Path, *, map_location: str | torch.device = "cpu") -> LatentRewardModel:
+    """A saved latent reward model (a run's ``final/`` or a checkpoint), in eval mode."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: no {MODEL_FILE}; give a latent-reward-train run's final/ or a checkpoint")
+    info = json.loads((folder / MODEL_FILE).read_text())
+    model = LatentRewardModel(info["transformer_config"], info["num_layers"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    return model.to(map_location).eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+def labelled_pairs(pairs: Sequence[PairRecord]) -> list[PairRecord]:
+    """The pairs with at least one judged dimension (ties included: BT with ties learns from them)."""
+    return [p for p in pairs if any(label != LABEL_MISSING for label in p.labels)]
+
+
+class CachedLabelledPairs(Dataset):
+    """PairRecords → {"text" (L_i, D), "latents_a", "latents_b" (C, t, h, w), "labels" (3,)} from the cache."""
+
+    def __init__(self, pairs: list[PairRecord], cache: FlowCache):
+        self.pairs, self.cache = pairs, cache
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        return {"text": self.cache.text.get(sha256_text(pair.prompt)),
+                "latents_a": self.cache.latents.get(self.cache.video_keys[pair.video_a]),
+                "latents_b": self.cache.latents.get(self.cache.video_keys[pair.video_b]),
+                "labels": torch.tensor(pair.labels, dtype=torch.long)}
+
+
+def pair_loss(model, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor | None, *,
+              theta: float) -> tuple[torch.Tensor, dict]:
+    """BT-with-ties loss of one micro-batch whose two videos are noised alike (``noise`` None: clean)."""
+    latents_a, latents_b, text = batch["latents_a"], batch["latents_b"], batch["text"]  # (B, C, t, h, w), (B, L, D)
+    if noise is not None:
+        latents_a, latents_b = noised(latents_a, noise, sigmas)[0], noised(latents_b, noise, sigmas)[0]
+    rewards_a, rewards_b = model(torch.cat([latents_a, latents_b]), torch.cat([sigmas, sigmas]),
+                                 torch.cat([text, text])).chunk(2)  # (B, 3) each
+    delta, labels = (rewards_a - rewards_b).flatten(), batch["labels"].flatten()
+    loss = reward_loss(delta, labels, kind="bt_ties", theta=theta)
+    decided = (labels == 1) | (labels == -1)
+    correct = (torch.sign(delta.detach()) == labels) & decided
+    return loss, {"correct": float(correct.sum()), "decided": float(decided.sum())}
+
+
+def _step_generator(seed: int, step: int, micro: int, process: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1009 + micro) * 131 + process)
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------
+
+
+def check_config(config: LatentRewardConfig) -> None:
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    if config.theta <= 1.0:
+        raise ValueError(f"theta {config.theta}: the tie parameter must be > 1 (the paper uses 5)")
+
+
+def _prepare(config: LatentRewardConfig, accelerator, output_dir: Path):
+    """Pairs, the cache and the initial model; the policy (and its encoders) is dropped afterwards."""
+    # The policy is only read (encoders for the cache, K blocks copied into float32): half precision on a GPU.
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+    policy = load_policy(config.policy, device=accelerator.device, dtype=half or torch.float32)
+    snapshot = read_snapshot(config.snapshot)
+    roots = [snapshot.root, *([Path(config.media_root)] if config.media_root else [])]
+    train_pairs = labelled_pairs(snapshot.split(config.train_split))
+    val_pairs = labelled_pairs(snapshot.split(config.val_split))
+    if config.max_eval_items is not None:
+        val_pairs = val_pairs[: config.max_eval_items]
+    if not train_pairs:
+        raise ValueError(f"{config.snapshot}: no labelled pairs in split {config.train_split!r}")
+    everything = train_pairs + val_pairs
+    with accelerator.main_process_first():
+        cache = build_cache(policy, [p.prompt for p in everything],
+                            [v for p in everything for v in (p.video_a, p.video_b)],
+                            cache_dir=config.cache_dir or output_dir / "cache", roots=roots,
+                            num_frames=config.num_frames, height=config.height, width=config.width,
+                            batch_size=config.encode_batch_size, progress=config.progress and accelerator.is_main_process)
+    model = LatentRewardModel.from_policy(policy.transformer, config.num_layers).to(accelerator.device)
+    return train_pairs, val_pairs, cache, model, policy.max_sequence_length
+
+
+def train_latent_reward(config: LatentRewardConfig, *,
+                        on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train (or resume) a latent reward model; return the final metrics (also ``output_dir/metrics.json``);
+    the model is in ``output_dir/final``. ``on_step(step, total_steps, loss)`` runs after every step."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    check_config(config)
+    on_gpu = torch.cuda.is_available()
+    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              mixed_precision=config.mixed_precision if on_gpu else "no")
+    set_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / TRAIN_CONFIG_FILE)
+    train_pairs, val_pairs, cache, model, max_sequence_length = _prepare(config, accelerator, output_dir)
+    accelerator.print(f"latent-reward: {len(train_pairs)} training and {len(val_pairs)} validation pairs; "
+                      f"{cache.encoded_prompts} prompts and {cache.encoded_videos} videos newly cached")
+    train_set, val_set = CachedLabelledPairs(train_pairs, cache), CachedLabelledPairs(val_pairs, cache)
+    collator = PadTextCollator(max_sequence_length)
+    per_process = config.batch_size // (accelerator.num_processes * config.gradient_accumulation_steps)
+    if per_process < 1 or per_process * accelerator.num_processes * config.gradient_accumulation_steps != config.batch_size:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of processes ({accelerator.num_processes}) "
+                         f"× gradient_accumulation_steps ({config.gradient_accumulation_steps})")
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    total_steps = math.ceil(len(train_set) / config.batch_size) * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
+        step, warmup_steps=config.warmup_steps, total_steps=total_steps, schedule=config.lr_schedule))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    unwrapped: LatentRewardModel = accelerator.unwrap_model(model)
+
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
+    metrics = {"method": config.method, "noisy": config.noisy, "num_layers": config.num_layers,
+               "n_train": len(train_set), "n_val": len(val_set), "train_loss": [], "eval": []}
+    existing = checkpoints(output_dir)
+    if existing:
+        newest = existing[-1]
+        unwrapped.load_state_dict(load_latent_reward(newest, map_location=accelerator.device).state_dict())
+        state = restore_training_state(newest, optimizer=optimizer, scheduler=scheduler)
+        metrics = state.pop("metrics")
+        accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
+
+    def checkpoint_now():
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_checkpoint(output_dir, state={**state, "metrics": metrics}, optimizer=optimizer, scheduler=scheduler,
+                             keep=config.keep_checkpoints,
+                             save_weights=lambda folder: save_latent_reward(unwrapped, folder, config))
+
+    @torch.no_grad()
+    def run_eval() -> dict:
+        """Loss and accuracy (decided labels) at each of ``EVAL_SIGMAS`` with fixed noise; sets the
+        normalisation from the raw rewards of the clean validation latents (training ones if none)."""
+        model.eval()
+        eval_set = val_set if len(val_set) else train_set
+        loader = accelerator.prepare(DataLoader(eval_set, batch_size=per_process, collate_fn=collator,
+                                                num_workers=config.num_workers))
+        by_sigma = {sigma: {"loss": 0.0, "correct": 0.0, "decided": 0.0, "batches": 0} for sigma in EVAL_SIGMAS}
+        clean_rewards = []
+        for index, batch in enumerate(loader):
+            noise = torch.randn(batch["latents_a"].shape, generator=_step_generator(config.seed, -1, index,
+                                accelerator.process_index)).to(batch["latents_a"].device)
+            for sigma in EVAL_SIGMAS:
+                sigmas = torch.full((noise.shape[0],), sigma, device=noise.device)
+                loss, stats = pair_loss(model, batch, sigmas, noise, theta=config.theta)
+                totals = by_sigma[sigma]
+                totals["loss"] += float(accelerator.gather(loss).mean())
+                totals["correct"] += stats["correct"]
+                totals["decided"] += stats["decided"]
+                totals["batches"] += 1
+            zeros = torch.zeros(2 * noise.shape[0], device=noise.device)
+            clean_rewards.append(accelerator.gather(model(torch.cat([batch["latents_a"], batch["latents_b"]]), zeros,
+                                                          torch.cat([batch["text"], batch["text"]]))))
+        rewards = torch.cat(clean_rewards)  # (2N, 3)
+        unwrapped.set_normalization(rewards.mean(dim=0), rewards.std(dim=0) if len(rewards) > 1 else torch.ones(3))
+        model.train()
+        levels = {f"{sigma:g}": {"loss": t["loss"] / max(t["batches"], 1),
+                                 "accuracy": t["correct"] / t["decided"] if t["decided"] else None}
+                  for sigma, t in by_sigma.items()}
+        accuracies = [level["accuracy"] for level in levels.values() if level["accuracy"] is not None]
+        return {"step": state["step"], "n_items": len(eval_set), "split": "val" if len(val_set) else "train",
+                "loss": sum(level["loss"] for level in levels.values()) / len(levels),
+                "accuracy": sum(accuracies) / len(accuracies) if accuracies else None, "by_sigma": levels}
+
+    progress = tqdm(total=total_steps, initial=state["step"], desc=config.method,
+                    disable=not (config.progress and accelerator.is_main_process))
+    start_time, pairs_seen, done = time.perf_counter(), 0, state["step"] >= total_steps
+    while state["epoch"] < config.epochs and not done:
+        sampler_generator = torch.Generator().manual_seed(config.seed + state["epoch"])  # same order when resumed
+        loader = accelerator.prepare(DataLoader(train_set, batch_size=per_process, collate_fn=collator,
+                                                sampler=RandomSampler(train_set, generator=sampler_generator),
+                                                num_workers=config.num_workers))
+        micro_batches_done = state["batches_in_epoch"] * config.gradient_accumulation_steps
+        if micro_batches_done:
+            loader = accelerator.skip_first_batches(loader, micro_batches_done)
+        totals, count = {"loss": 0.0, "correct": 0.0, "decided": 0.0}, 0
+        for batch in loader:
+            generator = _step_generator(config.seed, state["step"], count, accelerator.process_index)
+            size, device = batch["latents_a"].shape[0], batch["latents_a"].device
+            if config.noisy:
+                sigmas = sample_sigmas(size, generator, config.sigma_shift).to(device)
+                noise = torch.randn(batch["latents_a"].shape, generator=generator).to(device)  # shared by A and B
+            else:
+                sigmas, noise = torch.zeros(size, device=device), None
+            with accelerator.accumulate(model):
+                loss, stats = pair_loss(model, batch, sigmas, noise, theta=config.theta)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            totals["loss"] += accelerator.gather(loss.detach()).mean().item()
+            totals["correct"] += stats["correct"]
+            totals["decided"] += stats["decided"]
+            count += 1
+            pairs_seen += size * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            state["batches_in_epoch"] += 1
+            step_loss = totals["loss"] / count
+            metrics["train_loss"].append({"step": state["step"], "epoch": state["epoch"], "loss": step_loss,
+                                          "accuracy": totals["correct"] / totals["decided"] if totals["decided"] else None,
+                                          "lr": scheduler.get_last_lr()[0]})
+            progress.set_postfix(loss=f"{step_loss:.4f}")
+            progress.update(1)
+            if on_step is not None and accelerator.is_main_process:
+                on_step(state["step"], total_steps, step_loss)
+            totals, count = {"loss": 0.0, "correct": 0.0, "decided": 0.0}, 0
+            if config.eval_every_steps and state["step"] % config.eval_every_steps == 0:
+                metrics["eval"].append(run_eval())
+            if config.save_every_steps and state["step"] % config.save_every_steps == 0:
+                checkpoint_now()
+            if state["step"] >= total_steps:
+                done = True
+                break
+        if not done or state["batches_in_epoch"] * config.batch_size >= len(train_set):
+            state["epoch"] += 1
+            state["batches_in_epoch"] = 0
+    progress.close()
+    elapsed = time.perf_counter() - start_time
+
+    if not metrics["eval"] or metrics["eval"][-1]["step"] != state["step"]:
+        metrics["eval"].append(run_eval())
+    checkpoint_now()
+    metrics["train_pairs_per_second"] = pairs_seen / elapsed if elapsed > 0 and pairs_seen else None
+    final_dir = output_dir / "final"
+    metrics["final"] = str(final_dir)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        temp = output_dir / f".final.{uuid.uuid4().hex}.tmp"
+        save_latent_reward(unwrapped, temp, config)
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        os.rename(temp, final_dir)
+        write_json_atomic(output_dir / "metrics.json", metrics)
+        last_loss = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else float("nan")
+        last_eval = metrics["eval"][-1]
+        accuracy = f", {last_eval['split']} accuracy {last_eval['accuracy']:.3f}" if last_eval["accuracy"] is not None else ""
+        accelerator.print(f"latent-reward: {state['step']} steps on {len(train_set)} pairs "
+                          f"({'noisy' if config.noisy else 'clean'} latents, {config.num_layers} block{'s' if config.num_layers != 1 else ''}), last loss "
+                          f"{last_loss:.4f}, {last_eval['split']} loss {last_eval['loss']:.4f}{accuracy}; model in {final_dir}")
+    return metrics
