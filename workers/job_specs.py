@@ -102,6 +102,10 @@ JOB_SPECS: dict[str, JobSpec] = {
                                   "train_split", "val_split"}),
                 base_config=_reward_base, create=_reward_create),
         *_POLICY_SPECS,
+        JobSpec(Job.Kind.LATENT_REWARD, "Train a latent reward model", "Flow-NRG's reward on noisy latents: the "
+                "policy's first blocks and a head per dimension, trained on the snapshot's pairs noised alike; gpu queue.",
+                config_class="alignment.flow.config:LatentRewardConfig", hidden=_POLICY_HIDDEN,
+                base_config=_policy_base(Job.Kind.LATENT_REWARD), create=_policy_create(Job.Kind.LATENT_REWARD)),
         JobSpec(Job.Kind.GENERATE, "Generate pairs", "An aligned policy and the base make a clip each per prompt; the "
                 "reward model orders them for labelling, least certain first; gpu queue.",
                 config_class="alignment.flow.config:GenerationConfig", create=_generate_create,

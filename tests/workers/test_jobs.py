@@ -230,3 +230,30 @@ def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(staff_cl
     refused = staff_client.post("/admin/workers/job/new/generate/", {"policy_version": reward.pk, "pairs": 1,
                                                                       "steps": 1, "guidance_scale": 1})
     assert "policy_version" in refused.context["form"].errors  # a reward model is not a policy
+
+
+def test_a_latent_reward_job_trains_on_a_snapshot_and_registers_its_model(db, tmp_path, settings,
+                                                                         django_capture_on_commit_callbacks):
+    """The admin's form → the job → the worker's service (in this process) → ModelVersion(kind=latent_reward)."""
+    from alignment.flow.latent_reward import load_latent_reward
+    from alignment.flow.tiny import build_tiny_wan_policy
+    from tests.alignment.test_flow import toy_snapshot
+    from workers.services.alignment import policy_job_create, policy_work
+
+    settings.JOB_ROOT, settings.VAR_DIR = tmp_path / "jobs", tmp_path / "var"
+    settings.VIDPREF_BASE_POLICY = str(build_tiny_wan_policy(tmp_path / "wan", pixel_patch=4, num_layers=2))
+    folder = toy_snapshot(tmp_path / "snap")
+    snapshot = DatasetSnapshot.objects.create(name="toy", uri=str(folder), counts={"pairs": 12, "train": 8})
+    form = JobConfigForm(JOB_SPECS[Job.Kind.LATENT_REWARD])
+    assert form.fields["noisy"].initial is True and "lora_rank" not in form.fields
+    with django_capture_on_commit_callbacks():
+        job = policy_job_create(kind=Job.Kind.LATENT_REWARD, snapshot=snapshot,
+                                overrides={"max_steps": 2, "batch_size": 2, "num_layers": 1})
+    with pytest.raises(ValueError, match="leave the reward model empty"):
+        policy_job_create(kind=Job.Kind.LATENT_REWARD, snapshot=snapshot,
+                          reward_version=ModelVersion.objects.create(kind="reward", name="r", path="/r"))
+    result = job_execute(job_id=job.pk, work=policy_work)
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert version.kind == ModelVersion.Kind.LATENT_REWARD and version.name == f"latent-reward-{job.pk}"
+    assert load_latent_reward(version.path) is not None
+    assert "step 2 of 2" in Job.objects.get(pk=job.pk).progress_text

@@ -7,6 +7,7 @@ use a tiny Wan built once in ``var/models`` — enough to run the loop on a CPU,
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from django.conf import settings
@@ -16,9 +17,11 @@ from workers.services.jobs import job_create, job_folder
 from workers.services.launch import run_trainer
 from workers.services.training import _local_snapshot, _merge, training_progress
 
-METHODS = {Job.Kind.SFT: "sft", Job.Kind.FLOW_DPO: "flow-dpo", Job.Kind.FLOW_RWR: "flow-rwr"}
+METHODS = {Job.Kind.SFT: "sft", Job.Kind.FLOW_DPO: "flow-dpo", Job.Kind.FLOW_RWR: "flow-rwr",
+           Job.Kind.LATENT_REWARD: "latent-reward-train"}
 TASKS = {Job.Kind.SFT: "workers.tasks.gpu.train_sft", Job.Kind.FLOW_DPO: "workers.tasks.gpu.train_flow_dpo",
-         Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr"}
+         Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr",
+         Job.Kind.LATENT_REWARD: "workers.tasks.gpu.train_latent_reward"}
 
 # Without VIDPREF_ALIGNMENT_CONFIG: a short LoRA run that a CPU finishes in minutes on the tiny policy.
 SMALL_POLICY_CONFIG = {"lora_rank": 8, "learning_rate": 1e-3, "batch_size": 4, "epochs": 2, "beta": 500.0,
@@ -46,9 +49,11 @@ def policy_base_config(kind: str) -> dict:
     from alignment.config import read_config_file
 
     base = read_config_file(settings.VIDPREF_ALIGNMENT_CONFIG) if settings.VIDPREF_ALIGNMENT_CONFIG else SMALL_POLICY_CONFIG
-    known = {"flow-dpo": {"beta", "beta_schedule"}, "flow-rwr": {"temperature"}}
-    extra = set().union(*known.values()) - known.get(METHODS[kind], set())
-    return {key: value for key, value in base.items() if key not in extra}
+    from alignment.flow.config import LatentRewardConfig, TRAINERS
+
+    config_class = LatentRewardConfig if kind == Job.Kind.LATENT_REWARD else TRAINERS[METHODS[kind]]
+    accepted = {field.name for field in dataclasses.fields(config_class)}
+    return {key: value for key, value in base.items() if key in accepted}
 
 
 def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict | None = None,
@@ -60,6 +65,8 @@ def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict |
         raise ValueError(f"{kind!r} is not an alignment job; choose one of {', '.join(METHODS)}")
     if snapshot.kind != DatasetSnapshot.Kind.TRAINING or not snapshot.counts.get("train"):
         raise ValueError(f"snapshot {snapshot.name}: align on a training snapshot with pairs in its train split")
+    if reward_version is not None and kind == Job.Kind.LATENT_REWARD:
+        raise ValueError("a latent reward model learns from the snapshot's labels; leave the reward model empty")
     if reward_version is not None and reward_version.kind != ModelVersion.Kind.REWARD:
         raise ValueError(f"{reward_version.name} is not a reward model")
     params = {"snapshot_id": snapshot.pk, "config": overrides or {},
@@ -69,9 +76,12 @@ def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict |
 
 def policy_train_run(*, job: Job) -> ModelVersion:
     from alignment.config import config_from_dict, config_to_dict
+    from alignment.flow.config import LatentRewardConfig
+    from alignment.flow.latent_reward import train_latent_reward
     from alignment.flow.train import TRAINERS, checkpoints, train_flow
 
     method = METHODS[job.kind]
+    latent = job.kind == Job.Kind.LATENT_REWARD
     snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
     folder = job_folder(job)
     values = _merge(policy_base_config(job.kind), job.params.get("config") or {})
@@ -81,16 +91,19 @@ def policy_train_run(*, job: Job) -> ModelVersion:
     reward_id = job.params.get("reward_model_version_id")
     if reward_id and values.get("label_source") == "reward_model" or method == "flow-rwr" and reward_id:
         values.update(label_source="reward_model", reward_model=ModelVersion.objects.get(pk=reward_id).path)
-    config = config_from_dict(TRAINERS[method], values, where=f"job {job.pk}'s {method} config")
-    job.append_log(f"{method} on {snapshot.name} from {config.policy}; labels: {config.label_source}")
+    config_class = LatentRewardConfig if latent else TRAINERS[method]
+    config = config_from_dict(config_class, values, where=f"job {job.pk}'s {method} config")
+    job.append_log(f"{method} on {snapshot.name} from {config.policy}"
+                   + ("" if latent else f"; labels: {config.label_source}"))
     existing = checkpoints(Path(config.output_dir))
     if existing:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
-    metrics = run_trainer(job=job, command=method, config=config, train_in_process=train_flow,
-                          on_step=training_progress(job))
+    metrics = run_trainer(job=job, command=method, config=config,
+                          train_in_process=train_latent_reward if latent else train_flow, on_step=training_progress(job))
     losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
     return ModelVersion.objects.create(
-        kind=ModelVersion.Kind.POLICY, name=f"{method}-{job.pk}", path=str(Path(config.output_dir) / "final"),
+        kind=ModelVersion.Kind.LATENT_REWARD if latent else ModelVersion.Kind.POLICY,
+        name=f"{'latent-reward' if latent else method}-{job.pk}", path=str(Path(config.output_dir) / "final"),
         snapshot=snapshot, config=config_to_dict(config), job=job,
         metrics={"method": method, "final_eval": (metrics.get("eval") or [{}])[-1],
                  "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]}},

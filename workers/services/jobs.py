@@ -249,6 +249,7 @@ JOB_TASKS = {
     Job.Kind.SFT: "workers.tasks.gpu.train_sft",
     Job.Kind.FLOW_DPO: "workers.tasks.gpu.train_flow_dpo",
     Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr",
+    Job.Kind.LATENT_REWARD: "workers.tasks.gpu.train_latent_reward",
     Job.Kind.GENERATE: "workers.tasks.gpu.generate_pairs",
 }
 

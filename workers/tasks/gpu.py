@@ -63,6 +63,12 @@ def train_flow_rwr(job_id: int) -> dict | None:
     return _train_policy(job_id)
 
 
+@shared_task(name="workers.tasks.gpu.train_latent_reward", acks_late=True, reject_on_worker_lost=True)
+def train_latent_reward(job_id: int) -> dict | None:
+    """Flow-NRG's latent reward model on the snapshot's pairs noised alike; registers a latent_reward ModelVersion."""
+    return _train_policy(job_id)
+
+
 @shared_task(name="workers.tasks.gpu.generate_pairs", acks_late=True, reject_on_worker_lost=True)
 def generate_pairs(job_id: int) -> dict | None:
     """Generate new pairs with a policy, score them, queue them for labelling (least certain first)."""
