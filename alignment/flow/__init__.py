@@ -9,7 +9,8 @@
 Modules: ``config`` (the trainers' config dataclasses, torch-free), ``model`` (the velocity-model adapter,
 codecs, ``load_policy``), ``tiny`` (a tiny random Wan policy folder), ``cache`` (precomputed text
 embeddings and latents), ``preference`` (pairs and rewards from a snapshot), ``train`` (the trainers),
-``sample`` (Euler sampling with guidance). Names load lazily (PEP 562), so ``alignment.flow.config``
+``sample`` (Euler sampling with guidance), ``latent_reward`` and ``guidance`` (Flow-NRG), ``toy_policy`` and
+``toy_study`` (the toy world's base policy and win-rate study). Names load lazily (PEP 562), so ``alignment.flow.config``
 imports without torch.
 """
 
@@ -23,6 +24,10 @@ _EXPORTS = {
     "WanFlowPolicy": "alignment.flow.model", "WanVAECodec": "alignment.flow.model", "load_policy": "alignment.flow.model",
     "sample_latents": "alignment.flow.sample", "sample_videos": "alignment.flow.sample", "write_clips": "alignment.flow.sample",
     "train_flow": "alignment.flow.train",
+    "LatentRewardConfig": "alignment.flow.config", "GenerationConfig": "alignment.flow.config",
+    "LatentRewardModel": "alignment.flow.latent_reward", "load_latent_reward": "alignment.flow.latent_reward",
+    "save_latent_reward": "alignment.flow.latent_reward", "train_latent_reward": "alignment.flow.latent_reward",
+    "reward_guidance": "alignment.flow.guidance", "generate_videos": "alignment.flow.guidance",
 }
 
 __all__ = sorted(_EXPORTS)
