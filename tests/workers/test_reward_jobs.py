@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from safetensors.torch import load_file
 
 from tests.alignment.test_reward_train import brightness_snapshot
 from tests.conftest import _wait_for_other_sessions_to_end, start_celery_worker, stop_celery_worker
 from workers.models import DatasetSnapshot, Job, ModelVersion
+from workers.services.jobs import job_folder
 from workers.services.training import reward_job_create
 
 
@@ -66,7 +66,8 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_c
     first = start_celery_worker(log, queues="gpu")
     try:
         deadline = time.monotonic() + 180
-        while not list(Path(settings.JOB_ROOT).glob(f"job-{job.pk}-*/reward/checkpoints/step-*")):
+        checkpoints = job_folder(job) / "reward" / "checkpoints"  # this job's own (not an earlier database's job 42)
+        while not list(checkpoints.glob("step-*")):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         job.refresh_from_db()
