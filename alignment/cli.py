@@ -187,6 +187,16 @@ def _generate(args) -> int:
     return 0
 
 
+def _training_arguments(parser: argparse.ArgumentParser, *, config_help: str, set_example: str) -> None:
+    """The options every trainer takes: its config file, overrides, the output folder, a progress file."""
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config value, e.g. {set_example}")
+    parser.add_argument("--output-dir", help="override output_dir")
+    parser.add_argument("--progress-file",
+                        help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alignment", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -194,11 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("reward-train", help="train VideoReward on a snapshot (resumes if checkpoints exist)",
                                 description="Train VideoReward from a RewardTrainConfig file (JSON or YAML).")
-    train.add_argument("--config", required=True, help="RewardTrainConfig file (.json/.yaml)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set epochs=1 --set model.shared_head=true")
-    train.add_argument("--output-dir", help="override output_dir")
-    train.add_argument("--progress-file", help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
+    _training_arguments(train, config_help="RewardTrainConfig file (.json/.yaml)",
+                        set_example="--set epochs=1 --set model.shared_head=true")
     train.set_defaults(handler=_reward_train)
 
     evaluate = commands.add_parser("reward-eval", help="accuracy with and without ties, overall and per dimension",
@@ -290,11 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"{description} LoRA (the reference is the network with adapters disabled) or a full fine-tune "
             "(a frozen copy); writes output_dir/final (LoRA loadable by WanPipeline.load_lora_weights), "
             "output_dir/checkpoints and output_dir/metrics.json."))
-        flow.add_argument("--config", required=True, help="config file (.json/.yaml): output_dir, policy, snapshot, …")
-        flow.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="override a config value, e.g. --set max_steps=2 --set lora_rank=8")
-        flow.add_argument("--output-dir", help="override output_dir")
-        flow.add_argument("--progress-file", help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
+        _training_arguments(flow, config_help="config file (.json/.yaml): output_dir, policy, snapshot, …",
+                            set_example="--set max_steps=2 --set lora_rank=8")
         flow.set_defaults(handler=_flow_train)
 
     latent = commands.add_parser(
@@ -303,11 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "blocks + a linear head per dimension) with Bradley-Terry with ties on snapshot pairs noised "
                     "alike, from a LatentRewardConfig file; writes output_dir/final (for generate --latent-reward), "
                     "output_dir/checkpoints and output_dir/metrics.json.")
-    latent.add_argument("--config", required=True, help="config file (.json/.yaml): output_dir, policy, snapshot, …")
-    latent.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set max_steps=2 --set noisy=false")
-    latent.add_argument("--output-dir", help="override output_dir")
-    latent.add_argument("--progress-file", help="write the latest step and the loss curve to this JSON file (for a launcher in another process)")
+    _training_arguments(latent, config_help="config file (.json/.yaml): output_dir, policy, snapshot, …",
+                        set_example="--set max_steps=2 --set noisy=false")
     latent.set_defaults(handler=_latent_reward_train)
 
     generate = commands.add_parser(
