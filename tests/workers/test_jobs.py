@@ -257,3 +257,15 @@ def test_a_latent_reward_job_trains_on_a_snapshot_and_registers_its_model(db, tm
     assert version.kind == ModelVersion.Kind.LATENT_REWARD and version.name == f"latent-reward-{job.pk}"
     assert load_latent_reward(version.path) is not None
     assert "step 2 of 2" in Job.objects.get(pk=job.pk).progress_text
+
+
+def test_metrics_with_nan_are_stored_with_none(db):
+    """An empty validation split makes some accuracy NaN; PostgreSQL's json refuses NaN, so it is stored as null."""
+    from workers.services.jobs import json_safe
+
+    assert json_safe({"a": [1.0, float("nan")], "b": (float("inf"), "x"), "c": {"d": -float("inf")}}) == {
+        "a": [1.0, None], "b": [None, "x"], "c": {"d": None}}
+    job = Job.objects.create(kind=Job.Kind.REWARD)
+    assert job_execute(job_id=job.pk, work=lambda _job: ({"loss": float("nan")}, {"VQ": {"accuracy": float("nan")}}))
+    job.refresh_from_db()
+    assert (job.status, job.result, job.metrics) == (Job.Status.SUCCEEDED, {"loss": None}, {"VQ": {"accuracy": None}})

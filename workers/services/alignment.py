@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 
 from workers.models import DatasetSnapshot, Job, ModelVersion
-from workers.services.jobs import job_create, job_folder
+from workers.services.jobs import job_create, job_folder, json_safe
 from workers.services.launch import run_trainer
 from workers.services.training import _local_snapshot, _merge, training_progress
 
@@ -105,8 +105,8 @@ def policy_train_run(*, job: Job) -> ModelVersion:
         kind=ModelVersion.Kind.LATENT_REWARD if latent else ModelVersion.Kind.POLICY,
         name=f"{'latent-reward' if latent else method}-{job.pk}", path=str(Path(config.output_dir) / "final"),
         snapshot=snapshot, config=config_to_dict(config), job=job,
-        metrics={"method": method, "final_eval": (metrics.get("eval") or [{}])[-1],
-                 "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]}},
+        metrics=json_safe({"method": method, "final_eval": (metrics.get("eval") or [{}])[-1],
+                           "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]}}),
     )
 
 

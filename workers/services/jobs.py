@@ -7,6 +7,7 @@ Tasks call ``job_execute`` (or the pieces below), nothing else. Every delivery o
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import traceback
@@ -22,6 +23,18 @@ from kombu.exceptions import OperationalError
 from workers.models import Job, JobCancelled
 
 log = logging.getLogger(__name__)
+
+
+def json_safe(value):
+    """``value`` with NaN and ±inf floats as None: PostgreSQL's json refuses them, and a metric over an empty
+    validation split (no decided pairs of some dimension) is NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def job_folder(job: Job) -> Path:
@@ -139,9 +152,9 @@ def job_succeed(*, job: Job, result: dict | None = None, metrics: dict | None = 
         job.status = Job.Status.SUCCEEDED
         job.progress = 1.0
         job.finished_at = timezone.now()
-        job.result = result or {}
+        job.result = json_safe(result or {})
         if metrics is not None:
-            job.metrics = metrics
+            job.metrics = json_safe(metrics)
         _close_attempt(job, "succeeded")
         job.save(update_fields=["status", "progress", "finished_at", "result", "metrics", "attempts"])
         webhook_emit(event="job.succeeded", data=job_payload(job))

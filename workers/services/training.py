@@ -14,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 
 from workers.models import DatasetSnapshot, Job, ModelVersion
-from workers.services.jobs import job_create, job_folder
+from workers.services.jobs import job_create, job_folder, json_safe
 from workers.services.launch import run_trainer
 
 DIMENSIONS = ("VQ", "MQ", "TA")
@@ -81,7 +81,7 @@ def training_progress(job: Job, *, every_s: float = 2.0) -> Callable[[int, int, 
         curve.append([step, round(float(loss), 6)])
         if time.monotonic() - last_write >= every_s or step >= total:
             last_write = time.monotonic()
-            Job.objects.filter(pk=job.pk).update(metrics={**job.metrics, "live": {"train_loss": curve}})
+            Job.objects.filter(pk=job.pk).update(metrics=json_safe({**job.metrics, "live": {"train_loss": curve}}))
 
     return on_step
 
@@ -117,11 +117,11 @@ def reward_train_run(*, job: Job) -> ModelVersion:
     return ModelVersion.objects.create(
         kind=ModelVersion.Kind.REWARD, name=f"reward-{job.pk}", path=str(Path(config.output_dir) / "model"),
         snapshot=snapshot, config=config_to_dict(config), job=job,
-        metrics={"validation": validation, "validation_pairs": last.get("n_pairs", 0),
-                 "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
-                 "train_samples_per_second": metrics.get("train_samples_per_second"),
-                 "normalization": metrics.get("normalization"),
-                 "charts": training_charts(metrics)},
+        metrics=json_safe({"validation": validation, "validation_pairs": last.get("n_pairs", 0),
+                           "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
+                           "train_samples_per_second": metrics.get("train_samples_per_second"),
+                           "normalization": metrics.get("normalization"),
+                           "charts": training_charts(metrics)}),
     )
 
 
