@@ -136,6 +136,39 @@ def _flow_toy_study(args) -> int:
     return 0
 
 
+def _guidance_toy_study(args) -> int:
+    from alignment.flow.guidance_study import GuidanceStudyConfig, format_table, run_guidance_study, summary_line
+
+    overrides = {key: value for key, value in (("seed", args.seed), ("base_policy", args.base_policy),
+                                               ("snapshot", args.snapshot), ("reward_steps", args.reward_steps),
+                                               ("scales", tuple(args.scales) if args.scales else None),
+                                               ("sigma_mins", tuple(args.sigma_mins) if args.sigma_mins else None))
+                 if value is not None}
+    overrides["progress"] = not args.quiet
+    config = (GuidanceStudyConfig.quick(args.output_dir, **overrides) if args.quick
+              else GuidanceStudyConfig(output_dir=args.output_dir, **overrides))
+    result = run_guidance_study(config)
+    print("\n" + format_table(result) + "\n")
+    print(f"{summary_line(result)}; result in {args.output_dir}/result.json")
+    return 0
+
+
+def _active_learning_study(args) -> int:
+    from alignment.flow.active_learning import ActiveLearningConfig, format_table, run_active_learning_study
+
+    overrides = {key: value for key, value in (("seed", args.seed), ("base_policy", args.base_policy),
+                                               ("rounds", args.rounds), ("repeats", args.repeats))
+                 if value is not None}
+    overrides["progress"] = not args.quiet
+    config = (ActiveLearningConfig.quick(args.output_dir, **overrides) if args.quick
+              else ActiveLearningConfig(output_dir=args.output_dir, **overrides))
+    result = run_active_learning_study(config)
+    print("\n" + format_table(result) + "\n")
+    print(f"active-learning-study: {config.rounds} rounds × {config.repeats} repeats in {result['seconds']:.0f} s; "
+          f"result in {args.output_dir}/result.json")
+    return 0
+
+
 def _latent_reward_train(args) -> int:
     from alignment.config import load_config
     from alignment.flow.latent_reward import LatentRewardConfig, train_latent_reward
@@ -156,9 +189,10 @@ def _generate(args) -> int:
         print("generate: --weights needs --latent-reward DIR (a latent-reward-train run's final/); "
               "without it the policy samples unguided", file=sys.stderr)
         return 2
-    if args.scale is not None and not args.latent_reward:
-        print("generate: --scale needs --latent-reward DIR (a latent-reward-train run's final/)", file=sys.stderr)
-        return 2
+    for option, value in (("--scale", args.scale), ("--sigma-min", args.sigma_min)):
+        if value is not None and not args.latent_reward:
+            print(f"generate: {option} needs --latent-reward DIR (a latent-reward-train run's final/)", file=sys.stderr)
+            return 2
     try:
         weights = parse_weights(args.weights) if args.weights is not None else (1.0, 1.0, 1.0)
         prompts = read_prompts(args.prompts)
@@ -178,7 +212,7 @@ def _generate(args) -> int:
     scale = DEFAULT_SCALE if args.scale is None else args.scale
     start = time.perf_counter()
     records = generate_videos(policy, prompts, args.seeds, args.out, latent_reward=latent_reward, weights=weights,
-                              scale=scale, steps=args.steps, guidance_scale=args.guidance_scale,
+                              scale=scale, sigma_min=args.sigma_min or 0.0, steps=args.steps, guidance_scale=args.guidance_scale,
                               negative_prompt=args.negative_prompt, batch_size=args.batch_size, progress=not args.quiet)
     guidance = (f"reward-guided (vq={weights[0]:g}, mq={weights[1]:g}, ta={weights[2]:g}, scale {scale:g})"
                 if latent_reward is not None else "unguided")
@@ -282,6 +316,46 @@ def build_parser() -> argparse.ArgumentParser:
     flow_toy.add_argument("--quiet", action="store_true", help="no progress bars")
     flow_toy.set_defaults(handler=_flow_toy_study)
 
+    guidance_toy = commands.add_parser(
+        "guidance-toy-study", help="Flow-NRG on the toy base policy: guided vs unguided oracle win rates",
+        description="Train a latent reward on noisy latents and one on clean latents (the ablation) from a snapshot "
+                    "of toy base-policy pairs judged by simulated annotators, choose each one's guidance strength on "
+                    "the validation prompts, and report the oracle win rates of guided against unguided samples "
+                    "(same initial noise) on held-out prompts x seeds for weights VQ:MQ:TA = 0:0:1, 1:1:0, 1:1:1, "
+                    "with 95% bootstrap intervals.")
+    guidance_toy.add_argument("--output-dir", required=True,
+                              help="the study's folder: base policy, snapshot, reward runs, result.json "
+                                   "(an interrupted study there resumes)")
+    guidance_toy.add_argument("--quick", action="store_true", help="a small study for tests (quick base policy)")
+    guidance_toy.add_argument("--base-policy", help="a toy base policy folder (built there if missing); "
+                                                    "default OUTPUT_DIR/base-policy")
+    guidance_toy.add_argument("--snapshot", help="reuse a flow toy study's snapshot of pairs of the same base policy")
+    guidance_toy.add_argument("--reward-steps", type=int, help="training steps of each latent reward")
+    guidance_toy.add_argument("--scales", type=float, nargs="+", metavar="W",
+                              help="guidance strengths to choose from on the validation prompts")
+    guidance_toy.add_argument("--sigma-mins", type=float, nargs="+", metavar="SIGMA",
+                              help="noise levels below which guidance stops, to choose from with the strengths")
+    guidance_toy.add_argument("--seed", type=int, help="seed of the split, the samples, the annotators and training")
+    guidance_toy.add_argument("--quiet", action="store_true", help="no progress bars")
+    guidance_toy.set_defaults(handler=_guidance_toy_study)
+
+    active = commands.add_parser(
+        "active-learning-study", help="does labelling by reward uncertainty beat random order? a toy-world curve",
+        description="Sample a pool of toy base-policy pairs judged by simulated annotators and held-out pairs "
+                    "labelled by the oracle; label the pool round by round in random order or by the smallest "
+                    "|reward margin| of a latent reward model retrained each round, and report the held-out "
+                    "accuracy against the judgments collected.")
+    active.add_argument("--output-dir", required=True,
+                        help="the study's folder: base policy, pool snapshot, one run per round, result.json "
+                             "(an interrupted study there resumes)")
+    active.add_argument("--quick", action="store_true", help="a small study for tests (quick base policy)")
+    active.add_argument("--base-policy", help="a toy base policy folder (built there if missing)")
+    active.add_argument("--rounds", type=int, help="labelling rounds (the first trains on the initial pairs)")
+    active.add_argument("--repeats", type=int, help="repeats with other initial pairs; the curve is their mean")
+    active.add_argument("--seed", type=int, help="seed of the pool, the annotators and training")
+    active.add_argument("--quiet", action="store_true", help="no progress bars")
+    active.set_defaults(handler=_active_learning_study)
+
     flow_help = {
         "sft": ("supervised fine-tuning of a flow video model on the chosen videos",
                 "Plain flow matching on the winning video of every decided pair, from an SFTConfig file."),
@@ -323,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--latent-reward", metavar="DIR", help="a latent-reward-train run's final/: guide sampling with it")
     generate.add_argument("--weights", help="reward weights, e.g. vq=1,mq=1,ta=2 (needs --latent-reward; default all 1)")
     generate.add_argument("--scale", type=float, help="guidance strength w (needs --latent-reward; default 100, the paper's)")
+    generate.add_argument("--sigma-min", type=float,
+                          help="leave the last steps, at noise level sigma <= this, unguided (needs --latent-reward; "
+                               "default 0: every step)")
     generate.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; one video per prompt and seed (default 0)")
     generate.add_argument("--steps", type=int, default=30, help="Euler sampling steps (default 30)")
     generate.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance; 1 turns it off")

@@ -140,8 +140,12 @@ def sample_policy(policy_folder: str | Path, prompts: list[str], seeds: list[int
 
 
 def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, splits: dict[str, list[str]], *,
+                              folder: str | Path | None = None, oracle_label_splits: tuple[str, ...] = (),
                               log=print) -> tuple[Path, dict]:
-    """Sample pairs of the base policy on the train and val prompts, judge them, write the snapshot."""
+    """Sample pairs of the base policy on the train and val prompts, judge them, write the snapshot
+    (``folder``, default ``output_dir/snapshot``). Pairs of ``oracle_label_splits`` are labelled with the
+    sign of the oracle's score difference instead of the annotators' majority: ground truth to measure a
+    reward model's accuracy against."""
     from alignment.data import write_snapshot
     from alignment.data.records import DIMENSIONS
     from alignment.reward.toy_study import judge_pairs, majority_labels
@@ -149,7 +153,8 @@ def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, spl
 
     output_dir = Path(config.output_dir)
     rng = np.random.default_rng(config.seed)
-    pair_prompts = [(prompt, split) for split in ("train", "val") for prompt in splits[split]
+    sampled = ["train", "val", *(split for split in splits if split not in ("train", "val", "test"))]
+    pair_prompts = [(prompt, split) for split in sampled for prompt in splits.get(split, [])
                     for _ in range(config.pairs_per_prompt)]
     prompts = [prompt for prompt, _ in pair_prompts for _ in range(2)]  # A, B of each pair
     seeds = list(range(len(prompts)))  # distinct seeds; evaluation uses seeds beyond these
@@ -160,8 +165,11 @@ def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, spl
     votes, judgments = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair,
                                    pool_size=config.pool_size, mix=config.annotator_mix, rng=rng)
     labels = majority_labels(votes)  # (N, 3)
+    truth = np.array([split in oracle_label_splits for _, split in pair_prompts])
+    labels[truth] = np.sign(differences[truth]).astype(labels.dtype)
     agreement = (votes == labels[:, None, :]).mean(axis=1)
-    render_dir = output_dir / "pairs"
+    snapshot_dir = Path(folder) if folder else output_dir / "snapshot"
+    render_dir = snapshot_dir.with_name(snapshot_dir.name + "-pairs")
     names = [f"{index // 2:05d}_{'ab'[index % 2]}" for index in range(len(prompts))]
     # one ffmpeg process per clip: a few at a time hide their start-up cost
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -180,7 +188,7 @@ def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, spl
     videos = {f"videos/{path.name}": path for path in paths}
     filters = {"flow_toy_study": {"base_policy": str(base_policy), "pairs_per_prompt": config.pairs_per_prompt,
                                   "seed": config.seed, "annotators_per_pair": config.annotators_per_pair}}
-    snapshot = write_snapshot(rows, output_dir / "snapshot", judgments_rows=judgments, videos=videos, filters=filters)
+    snapshot = write_snapshot(rows, snapshot_dir, judgments_rows=judgments, videos=videos, filters=filters)
     decided = int((labels.mean(axis=1) != 0).sum())
     stats = {"pairs": len(rows), "decided_pairs": decided, "sample_seconds": time.perf_counter() - started,
              "base_pair_scores_mean": dict(zip(("vq", "mq", "ta"), scores.mean(axis=0).round(4).tolist())),

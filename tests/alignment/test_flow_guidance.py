@@ -158,6 +158,14 @@ def test_guidance_transform_is_minus_w_ratio_grad_with_a_capped_ratio(tiny_polic
     assert torch.allclose(guided[0], velocity[0] - 3.0 * 1.0 * gradient[0], atol=1e-5)
     assert torch.allclose(guided[1], velocity[1] - 3.0 * 4.0 * gradient[1], atol=1e-5)
 
+    # A guidance interval: steps at σ ≤ sigma_min keep the policy's velocity, the others are guided as before.
+    stopped = reward_guidance(model, text, weights=(1, 0, 2), scale=3.0, max_ratio=4.0, sigma_min=0.5)
+    assert torch.equal(stopped(latents, sigmas, velocity)[0], velocity[0])
+    assert torch.allclose(stopped(latents, sigmas, velocity)[1], guided[1], atol=1e-5)
+    assert torch.equal(stopped(latents, torch.tensor([0.2, 0.5]), velocity), velocity)
+    with pytest.raises(ValueError, match="sigma_min 1.0"):
+        reward_guidance(model, text, sigma_min=1.0)
+
 
 def test_guidance_raises_the_reward_of_samples_and_zero_guidance_changes_nothing(trained, tiny_policy):
     """Same noise, with classifier-free guidance: w > 0 scores higher than unguided, w < 0 lower, clip by clip."""
