@@ -30,6 +30,32 @@ def _read_range(handle, start: int, length: int):
         handle.close()
 
 
+def ranged_response(request, *, name: str, size: int, open_binary) -> HttpResponse:
+    """A file of ``size`` bytes whole (200) or the byte range the request asks for (206; 416 past the end);
+    ``open_binary()`` opens it for reading, ``name`` gives its content type. The admin's job files use it too."""
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    match = _RANGE.match(request.headers.get("Range", ""))
+    if not match or match.groups() == ("", ""):
+        response = FileResponse(open_binary(), content_type=content_type)
+    else:
+        first, last = match.groups()
+        if first == "":  # suffix range: the last N bytes
+            start, end = max(0, size - int(last)), size - 1
+        else:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        if start >= size or start > end:
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        response = StreamingHttpResponse(_read_range(open_binary(), start, end - start + 1), status=206,
+                                         content_type=content_type)
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 def _serve(request, field_file):
     if not field_file:
         raise Http404("no such file")
@@ -41,28 +67,7 @@ def _serve(request, field_file):
         size = default_storage.size(name)
     except FileNotFoundError:  # the row outlived its file (a restore, a wiped volume): not a server error
         raise Http404("the video's file is missing from the media store") from None
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    match = _RANGE.match(request.headers.get("Range", ""))
-    if not match:
-        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
-    else:
-        first, last = match.groups()
-        if first == "":  # suffix range: the last N bytes
-            start, end = max(0, size - int(last or 0)), size - 1
-        else:
-            start, end = int(first), min(int(last) if last else size - 1, size - 1)
-        if start >= size or start > end:
-            response = HttpResponse(status=416)
-            response["Content-Range"] = f"bytes */{size}"
-            return response
-        response = StreamingHttpResponse(
-            _read_range(default_storage.open(name, "rb"), start, end - start + 1), status=206, content_type=content_type
-        )
-        response["Content-Range"] = f"bytes {start}-{end}/{size}"
-        response["Content-Length"] = str(end - start + 1)
-    response["Accept-Ranges"] = "bytes"
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return ranged_response(request, name=name, size=size, open_binary=lambda: default_storage.open(name, "rb"))
 
 
 def _requester(request):

@@ -1,14 +1,21 @@
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_safe
 
+from alignment.data.records import DIMENSIONS
+from alignment.flow.config import GenerationConfig
 from annotate.consensus import ConsensusFilters
-from annotate.models import Batch
+from annotate.models import Batch, Prompt
 from workers.job_specs import JOB_SPECS, JobConfigForm
-from workers.models import DatasetSnapshot, Job, ModelVersion, Pipeline, Webhook, WebhookDelivery
+from workers.models import DatasetSnapshot, GuidedPreview, Job, ModelVersion, Pipeline, Webhook, WebhookDelivery
 from workers.services.jobs import job_cancel, job_retry, job_run
+from workers.services.previews import MAX_SEED, preview_job_create
 from workers.uploads import import_job_create
 
 
@@ -24,6 +31,17 @@ class MultipleFileField(forms.FileField):
     def clean(self, data, initial=None):
         single = super().clean
         return [single(d, initial) for d in data] if isinstance(data, (list, tuple)) else [single(data, initial)]
+
+
+def job_from_form(request, form: JobConfigForm) -> Job | None:
+    """Create the form's job; None (with the error on the field it names, else on the form) when the service
+    refuses the inputs."""
+    try:
+        return form.create_job(created_by=request.user)
+    except ValueError as exc:
+        field = getattr(exc, "field", None)
+        form.add_error(field if field in form.fields else None, str(exc))
+        return None
 
 
 class ImportForm(forms.Form):
@@ -65,6 +83,7 @@ class JobAdmin(admin.ModelAdmin):
             path("<int:job_id>/cancel/", view(self.cancel_view), name="workers_job_cancel"),
             path("<int:job_id>/retry/", view(self.retry_view), name="workers_job_retry"),
             path("<int:job_id>/run/", view(self.run_view), name="workers_job_run"),
+            path("<int:job_id>/files/<path:name>", view(self.file_view), name="workers_job_file"),
         ]
         return custom + super().get_urls()
 
@@ -82,14 +101,9 @@ class JobAdmin(admin.ModelAdmin):
         if spec.url_name:
             return redirect(reverse(spec.url_name))
         form = JobConfigForm(spec, request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                job = form.create_job(created_by=request.user)
-            except ValueError as exc:
-                form.add_error(None, str(exc))
-            else:
-                messages.success(request, f"{spec.title}: queued as job {job.pk}.")
-                return redirect(reverse("admin:workers_job_change", args=[job.pk]))
+        if request.method == "POST" and form.is_valid() and (job := job_from_form(request, form)):
+            messages.success(request, f"{spec.title}: queued as job {job.pk}.")
+            return redirect(reverse("admin:workers_job_change", args=[job.pk]))
         return render(request, "admin/workers/job/new_kind.html",
                       self._context(request, title=spec.title, spec=spec, form=form))
 
@@ -134,6 +148,18 @@ class JobAdmin(admin.ModelAdmin):
 
     def run_view(self, request, job_id):
         return self._action(request, job_id, lambda job: job_run(job=job), "Job {job.pk}'s task was sent again.")
+
+    @method_decorator(require_safe)
+    def file_view(self, request, job_id, name):
+        """A file the job wrote (a preview's MP4), byte ranges included; nothing outside the job's folder."""
+        from annotate.media_views import ranged_response
+        from workers.selectors import job_file_path
+
+        file_path = job_file_path(job=get_object_or_404(Job, pk=job_id), name=name)
+        if file_path is None:
+            raise Http404(f"job {job_id} has no file {name!r}")
+        return ranged_response(request, name=file_path.name, size=file_path.stat().st_size,
+                               open_binary=lambda: open(file_path, "rb"))
 
     def import_view(self, request):
         form = ImportForm(request.POST or None, request.FILES or None)
@@ -270,7 +296,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "snapshot", "validation_accuracy", "created_at", "job"]
     list_filter = ["kind"]
     readonly_fields = ["kind", "name", "path", "snapshot", "config", "metrics", "job", "created_at"]
-    actions = ["compare"]
+    actions = ["compare", "generate_pairs"]
+    change_list_template = "admin/workers/modelversion/change_list.html"
+    # The generation form's input that takes a version of each kind.
+    GENERATION_INPUTS = {ModelVersion.Kind.POLICY: "policy_version", ModelVersion.Kind.LATENT_REWARD: "latent_reward_version",
+                         ModelVersion.Kind.REWARD: "reward_version"}
 
     @admin.display(description="validation accuracy w/o ties (VQ / MQ / TA)")
     def validation_accuracy(self, version):
@@ -285,13 +315,48 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        custom = [path("compare/", self.admin_site.admin_view(self.compare_view), name="workers_modelversion_compare")]
+        view = self.admin_site.admin_view
+        custom = [path("compare/", view(self.compare_view), name="workers_modelversion_compare"),
+                  path("generate/", view(self.generate_view), name="workers_modelversion_generate")]
         return custom + super().get_urls()
 
     @admin.action(description="Compare the selected model versions")
     def compare(self, request, queryset):
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
         return redirect(f"{reverse('admin:workers_modelversion_compare')}?ids={ids}")
+
+    @admin.action(description="Generate N pairs with the selected policy / latent reward (gpu queue)")
+    def generate_pairs(self, request, queryset):
+        chosen = {}
+        for version in queryset:
+            if version.kind in chosen:
+                messages.error(request, f"Select at most one {version.get_kind_display()} version "
+                                        f"({chosen[version.kind].name} and {version.name} are both selected).")
+                return None
+            chosen[version.kind] = version
+        if not chosen.keys() & {ModelVersion.Kind.POLICY, ModelVersion.Kind.LATENT_REWARD}:
+            messages.error(request, "Select a policy or a latent reward version to generate pairs with.")
+            return None
+        query = urlencode({field: chosen[kind].pk for kind, field in self.GENERATION_INPUTS.items() if kind in chosen})
+        return redirect(f"{reverse('admin:workers_modelversion_generate')}?{query}")
+
+    def generate_view(self, request):
+        """The "Generate N pairs" page: the generation job's form, filled in from the selected versions."""
+        spec = JOB_SPECS[Job.Kind.GENERATE]
+        initial = {name: request.GET[name] for name in self.GENERATION_INPUTS.values() if request.GET.get(name)}
+        if "latent_reward_version" in initial and "policy_version" not in initial:
+            initial["source"] = "guided_vs_unguided"  # a latent reward model alone: guide the base policy
+        if "reward_version" not in initial:
+            newest = ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at").first()
+            initial["reward_version"] = newest.pk if newest else None
+        form = JobConfigForm(spec, request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid() and (job := job_from_form(request, form)):
+            messages.success(request, f"Generating {job.params.get('pairs', form.config_initial['pairs'])} pairs: "
+                                      f"queued as job {job.pk}.")
+            return redirect(reverse("admin:workers_job_change", args=[job.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Generate pairs",
+                   "form": form, "spec": spec}
+        return render(request, "admin/workers/modelversion/generate.html", context)
 
     def compare_view(self, request):
         from workers.selectors import model_versions_compare
@@ -304,6 +369,150 @@ class ModelVersionAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.model._meta,
                    "title": "Compare model versions", **comparison}
         return render(request, "admin/workers/modelversion/compare.html", context)
+
+
+class RangeInput(forms.NumberInput):
+    input_type = "range"
+
+
+class PreviewForm(forms.Form):
+    """The personalisation page: a prompt, the weight of each dimension, the guidance strength, a seed and the
+    models. Weights range over [-1, 3]: a negative weight steers away from a dimension."""
+
+    PROMPT_CHOICES = 500  # the newest prompts of the database in the select
+
+    prompt_choice = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="prompt",
+                                           help_text=f"one of the database's newest {PROMPT_CHOICES} prompts")
+    prompt_text = forms.CharField(required=False, label="or your own", max_length=2000,
+                                  widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+                                  help_text="typed text wins over the selected prompt")
+    vq = forms.FloatField(label="VQ weight", initial=1.0, min_value=-1, max_value=3,
+                          widget=RangeInput(attrs={"min": -1, "max": 3, "step": 0.1}), help_text="visual quality")
+    mq = forms.FloatField(label="MQ weight", initial=1.0, min_value=-1, max_value=3,
+                          widget=RangeInput(attrs={"min": -1, "max": 3, "step": 0.1}), help_text="motion quality")
+    ta = forms.FloatField(label="TA weight", initial=1.0, min_value=-1, max_value=3,
+                          widget=RangeInput(attrs={"min": -1, "max": 3, "step": 0.1}), help_text="text alignment")
+    guidance_strength = forms.FloatField(initial=GenerationConfig.guidance_strength,
+                                         help_text="Flow-NRG's w (the paper's 100)")
+    seed = forms.IntegerField(initial=0, min_value=0, max_value=MAX_SEED, help_text="the same for both videos")
+    policy_version = forms.ModelChoiceField(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), required=False,
+                                            label="policy", empty_label="— the base policy —")
+    latent_reward_version = forms.ModelChoiceField(
+        ModelVersion.objects.filter(kind=ModelVersion.Kind.LATENT_REWARD), label="latent reward model",
+        help_text="trained on the policy's base ('Train a latent reward model')")
+    steps = forms.IntegerField(initial=GenerationConfig.steps, min_value=1, max_value=500, help_text="sampling steps")
+    guidance_scale = forms.FloatField(initial=GenerationConfig.guidance_scale,
+                                      help_text="classifier-free guidance; 1 turns it off")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        prompts = Prompt.objects.order_by("-pk").values_list("pk", "text")[: self.PROMPT_CHOICES]
+        self.fields["prompt_choice"].choices = [("", "— type one below —"),
+                                                *((pk, text if len(text) <= 120 else f"{text[:117]}…") for pk, text in prompts)]
+        newest = self.fields["latent_reward_version"].queryset.order_by("-created_at").first()
+        if newest is not None:
+            self.fields["latent_reward_version"].initial = newest.pk
+
+    def clean(self):
+        data = super().clean()
+        text = (data.get("prompt_text") or "").strip()
+        if not text and data.get("prompt_choice"):
+            text = Prompt.objects.filter(pk=data["prompt_choice"]).values_list("text", flat=True).first() or ""
+        if not text and "prompt_text" not in self.errors:
+            self.add_error("prompt_text", "choose a prompt or type one")
+        data["prompt"] = text
+        return data
+
+    def preview_inputs(self) -> dict:
+        data = self.cleaned_data
+        return {"prompt": data["prompt"], "seed": data["seed"], "policy_version": data["policy_version"],
+                "latent_reward_version": data["latent_reward_version"],
+                "weights": ",".join(f"{dim.lower()}={data[dim.lower()]:g}" for dim in DIMENSIONS),
+                "guidance_strength": data["guidance_strength"], "steps": data["steps"],
+                "guidance_scale": data["guidance_scale"]}
+
+    @classmethod
+    def initial_from(cls, job: Job) -> dict:
+        """The form as it was when ``job`` was queued (to tweak a preview and generate again)."""
+        params = job.params
+        weights = GenerationConfig(weights=params.get("weights", GenerationConfig.weights)).dimension_weights()
+        return {"prompt_text": params.get("prompt", ""), **dict(zip(("vq", "mq", "ta"), weights)),
+                **{key: params[key] for key in ("seed", "guidance_strength", "steps", "guidance_scale") if key in params},
+                "policy_version": params.get("policy_model_version_id"),
+                "latent_reward_version": params.get("latent_reward_model_version_id")}
+
+
+@admin.register(GuidedPreview)
+class GuidedPreviewAdmin(admin.ModelAdmin):
+    """The personalisation page: sample a prompt with and without Flow-NRG guidance by your own weights."""
+
+    SESSION_KEY = "workers.guided_previews"
+    HISTORY = 20
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [path("", view(self.changelist_view), name="workers_guidedpreview_changelist"),
+                path("<int:job_id>/live/", view(self.live_view), name="workers_guidedpreview_live")]
+
+    def changelist_view(self, request, extra_context=None):
+        from workers.selectors import guided_previews
+
+        history = request.session.get(self.SESSION_KEY, [])
+        previews = Job.objects.filter(kind=Job.Kind.PREVIEW)
+        asked = request.GET.get("job", "")
+        shown = previews.filter(pk=asked).first() if asked.isdigit() else None
+        if request.method == "POST":
+            form = PreviewForm(request.POST)
+            if form.is_valid():
+                try:
+                    shown = preview_job_create(**form.preview_inputs(), created_by=request.user)
+                except ValueError as exc:
+                    field = getattr(exc, "field", None)
+                    form.add_error(field if field in form.fields else None, str(exc))
+                else:
+                    history = [shown.pk, *[pk for pk in history if pk != shown.pk]][: self.HISTORY]
+                    request.session[self.SESSION_KEY] = history
+                    if not request.htmx:
+                        return redirect(f"{reverse('admin:workers_guidedpreview_changelist')}?job={shown.pk}")
+        else:
+            shown = shown or (previews.filter(pk=history[0]).first() if history else None)
+            form = PreviewForm(initial=PreviewForm.initial_from(shown) if shown else None)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Personalisation",
+                   "form": form, "job": shown, "history": guided_previews(ids=history), **self._preview_context(shown)}
+        template = "_page.html" if request.htmx else "page.html"
+        return render(request, f"admin/workers/guidedpreview/{template}", context)
+
+    @staticmethod
+    def _preview_context(job: Job | None) -> dict:
+        if job is None or job.status != Job.Status.SUCCEEDED:
+            return {}
+        result = job.result
+        return {"weights": [(dim, f"{result['weights'][dim]:g}") for dim in DIMENSIONS],
+                "videos": [{"side": side, "url": reverse("admin:workers_job_file", args=[job.pk, result["videos"][side]]),
+                            "generator": result["generators"][side], "scores": result["latent_reward_scores"][side]}
+                           for side in ("unguided", "guided")]}
+
+    def live_view(self, request, job_id):
+        """The preview panel, polled by htmx every 2 s while the job runs (without the trigger once it ended)."""
+        job = get_object_or_404(Job, pk=job_id, kind=Job.Kind.PREVIEW)
+        return render(request, "admin/workers/guidedpreview/_preview.html",
+                      {"job": job, "update_history": job.pk in request.session.get(self.SESSION_KEY, []),
+                       **self._preview_context(job)})
 
 
 class WebhookDeliveryInline(admin.TabularInline):

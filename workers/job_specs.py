@@ -106,10 +106,14 @@ JOB_SPECS: dict[str, JobSpec] = {
                 "policy's first blocks and a head per dimension, trained on the snapshot's pairs noised alike; gpu queue.",
                 config_class="alignment.flow.config:LatentRewardConfig", hidden=_POLICY_HIDDEN,
                 base_config=_policy_base(Job.Kind.LATENT_REWARD), create=_policy_create(Job.Kind.LATENT_REWARD)),
-        JobSpec(Job.Kind.GENERATE, "Generate pairs", "An aligned policy and the base make a clip each per prompt; the "
-                "reward model orders them for labelling, least certain first; gpu queue.",
+        JobSpec(Job.Kind.GENERATE, "Generate pairs", "Two candidates per prompt — an aligned policy vs the base, two "
+                "seeds of one policy, or Flow-NRG-guided vs unguided — ordered for labelling by the reward model, "
+                "least certain first; gpu queue.",
                 config_class="alignment.flow.config:GenerationConfig", create=_generate_create,
-                inputs=("policy_version", "reward_version")),
+                inputs=("policy_version", "latent_reward_version", "reward_version")),
+        JobSpec(Job.Kind.PREVIEW, "Guided preview (personalisation)", "One prompt and seed sampled without and with "
+                "Flow-NRG guidance by your VQ/MQ/TA weights, side by side; gpu queue.",
+                url_name="admin:workers_guidedpreview_changelist"),
     )
 }
 
@@ -203,8 +207,14 @@ class JobConfigForm(forms.Form):
             ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD), required=False, label="reward model",
             help_text="relabels pairs (label_source reward_model), scores videos for Flow-RWR, orders generated pairs"),
         "policy_version": lambda: forms.ModelChoiceField(
-            ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), label="aligned policy",
-            help_text="the policy that generates next to the base policy"),
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), required=False, label="aligned policy",
+            empty_label="— the base policy —",
+            help_text="the policy that generates (next to the base for policy_vs_base, which needs one); empty: the "
+                      "base policy"),
+        "latent_reward_version": lambda: forms.ModelChoiceField(
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.LATENT_REWARD), required=False,
+            label="latent reward model (Flow-NRG)",
+            help_text="guides side A by the weights and strength below; needed for guided_vs_unguided"),
     }
 
     def __init__(self, spec: JobSpec, *args, **kwargs):

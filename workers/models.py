@@ -55,6 +55,7 @@ class Job(models.Model):
         FLOW_RWR = "flow_rwr", "Flow-RWR"
         LATENT_REWARD = "latent_reward", "train latent reward model"
         GENERATE = "generate", "generate pairs"
+        PREVIEW = "preview", "guided preview"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -110,6 +111,15 @@ class Job(models.Model):
     def append_log(self, line: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
         Job.objects.filter(pk=self.pk).update(log=models.functions.Concat(F("log"), models.Value(f"{stamp} {line}\n")))
+
+
+class GuidedPreview(Job):
+    """Jobs of kind ``preview`` as the admin's personalisation page shows them (its entry in the admin index)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "personalisation (guided preview)"
+        verbose_name_plural = "personalisation (guided previews)"
 
 
 class DatasetSnapshot(models.Model):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from workers.models import ModelVersion
+from pathlib import Path
+
+from workers.models import Job, ModelVersion
 
 DIMENSIONS = ("VQ", "MQ", "TA")
 
@@ -36,3 +38,18 @@ def model_versions_compare(*, ids: list[int]) -> dict:
     curves = [{"name": version.name, "charts": (version.metrics or {}).get("charts") or {}} for version in versions]
     return {"versions": versions, "missing": [pk for pk in ids if pk not in found], "accuracy_rows": rows,
             "config_differences": differences, "curves": curves}
+
+
+def job_file_path(*, job: Job, name: str) -> Path | None:
+    """The file ``name`` (relative) inside the job's folder; None when it is missing or lies outside the folder
+    (``..``, an absolute path, a symlink out)."""
+    from workers.services.jobs import job_folder_path
+
+    folder = job_folder_path(job).resolve()
+    path = (folder / name).resolve()
+    return path if path.is_relative_to(folder) and path.is_file() else None
+
+
+def guided_previews(*, ids: list[int]) -> list[Job]:
+    """The guided preview jobs among ``ids``, newest first (the personalisation page's history)."""
+    return list(Job.objects.filter(pk__in=ids, kind=Job.Kind.PREVIEW).order_by("-pk"))

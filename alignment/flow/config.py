@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from alignment.data.records import DIMENSIONS
+
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 FINETUNES = ("lora", "full")
 
@@ -81,14 +83,49 @@ class FlowRWRConfig(FlowTrainConfig):
 TRAINERS: dict[str, type[FlowTrainConfig]] = {"sft": SFTConfig, "flow-dpo": FlowDPOConfig, "flow-rwr": FlowRWRConfig}
 
 
+def parse_weights(text: str) -> tuple[float, float, float]:
+    """Flow-NRG's per-dimension weights: ``"vq=1,mq=1,ta=2"`` → (1.0, 1.0, 2.0); unnamed dimensions weigh 0."""
+    values = dict.fromkeys(DIMENSIONS, 0.0)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip().upper()
+        if not sep or name not in values:
+            raise ValueError(f"weights {text!r}: write NAME=VALUE pairs with names from "
+                             f"{', '.join(d.lower() for d in DIMENSIONS)}, e.g. vq=1,mq=1,ta=2")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ValueError(f"weights {text!r}: {value.strip()!r} is not a number") from None
+    return tuple(values[d] for d in DIMENSIONS)
+
+
 @dataclass
 class GenerationConfig:
-    """New pairs for labelling from an aligned policy next to the base policy."""
+    """New pairs for labelling: two candidates per prompt from ``source``, scored by the reward model and
+    queued least certain first. With a latent reward model, side A samples with Flow-NRG guidance."""
+
+    SOURCES: ClassVar[tuple[str, ...]] = ("policy_vs_base", "two_seeds", "guided_vs_unguided")
 
     pairs: int = 64  # pairs to generate and queue
+    source: str = "policy_vs_base"  # policy_vs_base | two_seeds | guided_vs_unguided (policy vs base; two seeds; Flow-NRG or not)
     steps: int = 20  # sampling steps
     guidance_scale: float = 5.0  # classifier-free guidance; 1 turns it off
+    weights: str = "vq=1,mq=1,ta=1"  # Flow-NRG's weight of each dimension (with a latent reward model)
+    guidance_strength: float = 100.0  # Flow-NRG's w (the paper's 100), with a latent reward model
     prompt_file: str | None = None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's
+
+    def __post_init__(self):
+        if self.source not in self.SOURCES:
+            raise ValueError(f"source {self.source!r}: choose one of {', '.join(self.SOURCES)}")
+        self.dimension_weights()
+
+    def dimension_weights(self) -> tuple[float, float, float]:
+        """``weights`` as (VQ, MQ, TA)."""
+        return parse_weights(self.weights)
+
+    def weights_label(self) -> str:
+        """The weights written canonically, as generator names show them: ``vq=1,mq=1,ta=2``."""
+        return ",".join(f"{d.lower()}={w:g}" for d, w in zip(DIMENSIONS, self.dimension_weights()))
 
 
 @dataclass

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from alignment.data.records import DIMENSIONS
+from alignment.flow.config import parse_weights  # noqa: F401  (torch-free; re-exported here)
 from alignment.flow.latent_reward import LatentRewardModel
 from alignment.flow.model import FlowPolicy
 from alignment.flow.sample import VelocityTransform, sample_videos, write_clips
@@ -79,22 +80,6 @@ def reward_guidance(latent_reward: LatentRewardModel, text_embeds: torch.Tensor,
         return velocity - scale * ratio * gradient
 
     return transform
-
-
-def parse_weights(text: str) -> tuple[float, float, float]:
-    """``"vq=1,mq=1,ta=2"`` → (1.0, 1.0, 2.0); unnamed dimensions weigh 0."""
-    values = dict.fromkeys(DIMENSIONS, 0.0)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        name = name.strip().upper()
-        if not sep or name not in values:
-            raise ValueError(f"weights {text!r}: write NAME=VALUE pairs with names from "
-                             f"{', '.join(d.lower() for d in DIMENSIONS)}, e.g. vq=1,mq=1,ta=2")
-        try:
-            values[name] = float(value)
-        except ValueError:
-            raise ValueError(f"weights {text!r}: {value.strip()!r} is not a number") from None
-    return tuple(values[d] for d in DIMENSIONS)
 
 
 def read_prompts(path: str | Path) -> list[str]:

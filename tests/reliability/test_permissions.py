@@ -67,7 +67,7 @@ def _patterns(patterns=None, prefix="", namespace=None):
 
 def _concrete(route: str, world) -> str:
     values = {"assignment_id": world.lease_a.pk, "video_id": world.lease_a.pair.video_a_id, "pk": world.job.pk,
-              "job_id": world.job.pk, "user_id": world.a.pk, "id": world.a.pk, "kind": "import", "object_id": 1, "content_type_id": 1}
+              "job_id": world.job.pk, "user_id": world.a.pk, "id": world.a.pk, "kind": "import", "object_id": 1, "content_type_id": 1, "name": "log.txt"}
     path = re.sub(r"\^\(\?P<app_label>[^)]*\)/\$", "annotate/", route)  # the admin's app index
     path = path.replace("(?P<url>.*)$", "no-such-page/")  # the admin's catch-all
     path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), path)

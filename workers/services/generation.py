@@ -1,6 +1,17 @@
-"""New pairs for labelling (``gpu`` queue): the aligned policy and the base policy generate a clip each for a
-prompt (each its own seed, so even a policy that barely moved yields two different videos), the reward model scores both, and the pair joins the annotation queue with a
+"""New pairs for labelling (``gpu`` queue): two candidates per prompt, scored by the reward model, queued with a
 priority that is higher the less sure the reward model is (small |Δr|): active learning.
+
+Where the two candidates come from is the job's ``source`` (``GenerationConfig``):
+
+- ``policy_vs_base``: the aligned policy and the base policy, each its own seed (so even a policy that barely
+  moved yields two different videos);
+- ``two_seeds``: one policy (an aligned one, else the base) with two seeds;
+- ``guided_vs_unguided``: one policy and one seed, sampled with Flow-NRG reward guidance (a latent reward
+  model, the job's VQ/MQ/TA ``weights`` and ``guidance_strength`` w) and without.
+
+With a latent reward model, side A is the guided one whatever the source. Each video's generation params
+record its seed, the sampling settings, the guidance (weights, strength, latent reward model) and its
+generator name says what it is: ``flow-dpo-3``, ``base``, ``base+nrg(vq=1,mq=1,ta=2,w=100)``.
 
 Prompts come from the job's ``prompt_file`` (CSV with a ``prompt`` column, or one prompt a line), else
 ``VIDPREF_PROMPT_SET``, else the prompts already in the database.
@@ -9,15 +20,30 @@ Prompts come from the job's ``prompt_file`` (CSV with a ``prompt`` column, or on
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
+from alignment.config import config_from_dict
+from alignment.data.records import DIMENSIONS
+from alignment.flow.config import GenerationConfig
 from annotate.models import Prompt
 from annotate.services.ingest import GeneratedPair, generated_pairs_queue
 from workers.models import Job, ModelVersion
 from workers.services.jobs import job_folder
+
+SAMPLING_BATCH = 4  # clips sampled at once
+
+
+class GenerationInputError(ValueError):
+    """A generation or preview request that cannot run; ``field`` names the form field to fix."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 def prompts_load(path: str | Path | None) -> list[str]:
@@ -41,17 +67,67 @@ def prompts_load(path: str | Path | None) -> list[str]:
     return prompts
 
 
-def generation_job_create(*, policy_version: ModelVersion, reward_version: ModelVersion | None = None,
-                          overrides: dict | None = None, created_by=None) -> Job:
-    """Queue pair generation with ``policy_version``; ``overrides`` are GenerationConfig values."""
+def generation_config(values: dict) -> GenerationConfig:
+    """A GenerationConfig from a job's params (the fields it names; the rest are the dataclass's defaults)."""
+    names = {field.name for field in dataclasses.fields(GenerationConfig)}
+    chosen = {key: value for key, value in values.items() if key in names}
+    source = chosen.get("source", GenerationConfig.source)
+    if source not in GenerationConfig.SOURCES:
+        raise GenerationInputError("source", f"{source!r}: choose one of {', '.join(GenerationConfig.SOURCES)}")
+    try:
+        return config_from_dict(GenerationConfig, chosen, where="generation")
+    except ValueError as exc:  # what GenerationConfig checks besides the source: the weights' syntax
+        raise GenerationInputError("weights", str(exc).removeprefix("weights ")) from None
+
+
+def model_version_check(version: ModelVersion | None, kind: str, field: str) -> None:
+    if version is not None and version.kind != kind:
+        raise GenerationInputError(field, f"{version.name} is a {version.get_kind_display()}, not a "
+                                          f"{ModelVersion.Kind(kind).label}")
+
+
+def guidance_inputs_check(config: GenerationConfig, latent_reward_version: ModelVersion | None, *, required: bool) -> None:
+    """A guided side needs a latent reward model, a non-zero weight and a non-zero strength."""
+    model_version_check(latent_reward_version, ModelVersion.Kind.LATENT_REWARD, "latent_reward_version")
+    if latent_reward_version is None:
+        if required:
+            raise GenerationInputError("latent_reward_version", "guided sampling (Flow-NRG) needs a latent reward "
+                                       "model; train one with 'Train a latent reward model'")
+        return
+    if not any(config.dimension_weights()):
+        raise GenerationInputError("weights", f"{config.weights!r} weighs every dimension 0, so guidance would "
+                                              "change nothing; give at least one dimension a weight")
+    if config.guidance_strength == 0:
+        raise GenerationInputError("guidance_strength", "0 turns guidance off; the paper uses 100")
+
+
+def generation_limits_check(config: GenerationConfig) -> None:
+    if config.pairs < 1:
+        raise GenerationInputError("pairs", f"{config.pairs}: generate at least one pair")
+    if config.steps < 1:
+        raise GenerationInputError("steps", f"{config.steps}: sampling needs at least one step")
+
+
+def generation_job_create(*, policy_version: ModelVersion | None = None, reward_version: ModelVersion | None = None,
+                          latent_reward_version: ModelVersion | None = None, overrides: dict | None = None,
+                          created_by=None) -> Job:
+    """Queue pair generation; ``overrides`` are GenerationConfig values (``source``, ``pairs``, ``weights``…).
+
+    ``policy_vs_base`` needs ``policy_version``; the other sources use the base policy without one.
+    ``guided_vs_unguided`` needs ``latent_reward_version``; with another source it guides side A."""
     from workers.services.jobs import _Sender, job_create
 
-    if policy_version.kind != ModelVersion.Kind.POLICY:
-        raise ValueError(f"{policy_version.name} is not an aligned policy")
-    if reward_version is not None and reward_version.kind != ModelVersion.Kind.REWARD:
-        raise ValueError(f"{reward_version.name} is not a reward model")
-    params = {**(overrides or {}), "policy_model_version_id": policy_version.pk,
-              "reward_model_version_id": reward_version.pk if reward_version else None}
+    config = generation_config(overrides or {})
+    model_version_check(policy_version, ModelVersion.Kind.POLICY, "policy_version")
+    model_version_check(reward_version, ModelVersion.Kind.REWARD, "reward_version")
+    if config.source == "policy_vs_base" and policy_version is None:
+        raise GenerationInputError("policy_version", "source policy_vs_base compares an aligned policy with the base "
+                                   "policy; choose one, or pick the source two_seeds or guided_vs_unguided")
+    guidance_inputs_check(config, latent_reward_version, required=config.source == "guided_vs_unguided")
+    generation_limits_check(config)
+    params = {**(overrides or {}), "policy_model_version_id": policy_version.pk if policy_version else None,
+              "reward_model_version_id": reward_version.pk if reward_version else None,
+              "latent_reward_model_version_id": latent_reward_version.pk if latent_reward_version else None}
     return job_create(kind=Job.Kind.GENERATE, params=params, created_by=created_by,
                       task=_Sender("workers.tasks.gpu.generate_pairs"))
 
@@ -61,54 +137,138 @@ def uncertainty_priority(reward_a: float, reward_b: float) -> float:
     return 1.0 / (1.0 + abs(reward_a - reward_b))
 
 
+@dataclass(frozen=True)
+class Side:
+    """One side of the generated pairs: which policy samples it, its seeds' offset, whether it is guided."""
+
+    policy_folder: str
+    policy_name: str
+    seed_offset: int
+    guided: bool
+
+
+def generator_name(policy_name: str, config: GenerationConfig, *, guided: bool) -> str:
+    """What made a video: ``flow-dpo-3``, or ``flow-dpo-3+nrg(vq=1,mq=1,ta=2,w=100)`` when guided."""
+    return f"{policy_name}+nrg({config.weights_label()},w={config.guidance_strength:g})" if guided else policy_name
+
+
+def generation_sides(*, config: GenerationConfig, policy_version: ModelVersion | None,
+                     latent_reward_version: ModelVersion | None) -> tuple[Side, Side]:
+    """Sides A and B for the config's source (see the module docstring)."""
+    from workers.services.alignment import base_policy_folder
+
+    base_folder = str(base_policy_folder())
+    folder, name = (policy_version.path, policy_version.name) if policy_version else (base_folder, "base")
+    guided = latent_reward_version is not None
+    if config.source == "policy_vs_base":
+        return Side(folder, name, 0, guided), Side(base_folder, "base", 1, False)
+    if config.source == "two_seeds":
+        return Side(folder, name, 0, guided), Side(folder, name, 1, False)
+    return Side(folder, name, 0, True), Side(folder, name, 0, False)
+
+
+def clip_batches(policy, prompts: list[str], seeds: list[int], *, config: GenerationConfig, latent_reward=None):
+    """One clip per (prompt, seed), ``SAMPLING_BATCH`` at a time, reward-guided (Flow-NRG with the config's
+    weights and strength) when ``latent_reward`` is given. Yields (uint8 clips (b, T, H, W, 3), final latents
+    (b, C, t, h, w)) per batch; the initial noise of each clip comes from its own seed, as in ``sample_videos``."""
+    from alignment.flow.guidance import reward_guidance
+    from alignment.flow.sample import initial_noise, sample_latents
+
+    latent_shape = policy.latent_shape()
+    negative = policy.pad_text(policy.encode_prompts([""])) if config.guidance_scale != 1.0 else None  # (1, L, D)
+    for start in range(0, len(prompts), SAMPLING_BATCH):
+        chunk = prompts[start:start + SAMPLING_BATCH]
+        text = policy.pad_text(policy.encode_prompts(chunk))  # (b, L, D): guidance reads one row per clip
+        transform = (reward_guidance(latent_reward, text, weights=config.dimension_weights(),
+                                     scale=config.guidance_strength) if latent_reward is not None else None)
+        noise = initial_noise(seeds[start:start + SAMPLING_BATCH], latent_shape)
+        latents = sample_latents(policy, text, None if negative is None else negative.expand(len(chunk), -1, -1),
+                                 noise, steps=config.steps, guidance_scale=config.guidance_scale,
+                                 velocity_transform=transform)
+        yield policy.decode_latents(latents), latents
+
+
+def latent_reward_check(latent_reward, policy, version: ModelVersion) -> None:
+    """The latent reward model must read this policy's latents and text embeddings."""
+    mine, theirs = latent_reward.transformer_config, policy.transformer.config
+    for key in ("in_channels", "text_dim"):
+        if mine.get(key) != theirs.get(key):
+            raise GenerationInputError("latent_reward_version", f"{version.name} reads latents with {key}="
+                                       f"{mine.get(key)} but the policy makes {theirs.get(key)}; train a latent reward "
+                                       "model on this policy's base")
+
+
 def pairs_generate_run(*, job: Job) -> dict:
     import torch
 
+    from alignment.flow.latent_reward import load_latent_reward
     from alignment.flow.model import load_policy
     from alignment.flow.preference import reward_model_scores
-    from alignment.flow.sample import sample_videos, write_clips
-    from workers.services.alignment import base_policy_folder
+    from alignment.flow.sample import write_clips
 
     params = job.params
-    count = int(params.get("pairs") or settings.VIDPREF_PIPELINE_GENERATE_PAIRS)
-    prompts = prompts_load(params.get("prompt_file") or settings.VIDPREF_PROMPT_SET or None)
+    config = generation_config({"pairs": settings.VIDPREF_PIPELINE_GENERATE_PAIRS, **params})
+    prompts = prompts_load(config.prompt_file or settings.VIDPREF_PROMPT_SET or None)
     if not prompts:
         raise ValueError("no prompts to generate for: give the job a prompt_file, set VIDPREF_PROMPT_SET, "
                          "or import some pairs first")
-    policy_version = ModelVersion.objects.get(pk=params["policy_model_version_id"])
+    versions = ModelVersion.objects.in_bulk([pk for pk in (params.get("policy_model_version_id"),
+                                                           params.get("latent_reward_model_version_id"),
+                                                           params.get("reward_model_version_id")) if pk])
+    policy_version = versions.get(params.get("policy_model_version_id"))
+    latent_version = versions.get(params.get("latent_reward_model_version_id"))
+    reward_version = versions.get(params.get("reward_model_version_id"))
+    sides = generation_sides(config=config, policy_version=policy_version, latent_reward_version=latent_version)
+    count = config.pairs
     rng = random.Random(job.pk)
     chosen = [rng.choice(prompts) for _ in range(count)]
     seeds = [rng.randrange(2**31) for _ in range(count)]
     folder = job_folder(job) / "videos"
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    sampling = {"steps": int(params.get("steps", 20)), "guidance_scale": float(params.get("guidance_scale", 5.0))}
-    names = {}
-    side_seeds = {"a": seeds, "b": [seed + 1 for seed in seeds]}
-    for side, (source, label) in {"a": (policy_version.path, policy_version.name),
-                                  "b": (str(base_policy_folder()), "base")}.items():
-        job.report_progress({"a": 0, "b": 1}[side], 3, f"sampling {count} clips from {label}")
-        policy = load_policy(source, device=device)
-        clips = sample_videos(policy, chosen, side_seeds[side], progress=False, **sampling)
-        names[side] = write_clips(clips, folder, [f"{side}-{index:05d}" for index in range(count)], fps=policy.fps)
-        names[f"{side}_label"] = label
-        del policy
-    reward_id = params.get("reward_model_version_id")
-    job.report_progress(2, 3, "scoring with the reward model" if reward_id else "queueing")
-    if reward_id:
-        items = [(str(path), prompt) for side in "ab" for path, prompt in zip(names[side], chosen)]
-        scores = reward_model_scores(ModelVersion.objects.get(pk=reward_id).path, items, progress=False)
-        rewards = [(scores[(str(a), p)], scores[(str(b), p)]) for a, b, p in zip(names["a"], names["b"], chosen)]
+    latent_reward = load_latent_reward(latent_version.path, map_location=device) if latent_version else None
+    sampling = {"steps": config.steps, "guidance_scale": config.guidance_scale}
+    guidance = ({"weights": dict(zip(DIMENSIONS, config.dimension_weights())),
+                 "strength": config.guidance_strength, "latent_reward": latent_version.name} if latent_version else None)
+    total = 2 * count + 1
+    paths, params_of, generators = {}, {}, {}
+    policy, loaded_from = None, None
+    for index, (name, side) in enumerate(zip("ab", sides)):
+        generators[name] = generator_name(side.policy_name, config, guided=side.guided)
+        if side.policy_folder != loaded_from:
+            policy = None  # free the previous policy before loading the next
+            policy, loaded_from = load_policy(side.policy_folder, device=device), side.policy_folder
+            if latent_reward is not None:
+                latent_reward_check(latent_reward, policy, latent_version)
+        job.report_progress(index * count, total, f"sampling {count} clips: {generators[name]}")
+        side_seeds = [seed + side.seed_offset for seed in seeds]
+        clips = []
+        for batch, _ in clip_batches(policy, chosen, side_seeds, config=config,
+                                     latent_reward=latent_reward if side.guided else None):
+            clips.extend(batch)
+            job.report_progress(index * count + len(clips), total, f"sampled {len(clips)} of {count}: {generators[name]}")
+        paths[name] = write_clips(clips, folder, [f"{name}-{i:05d}" for i in range(count)], fps=policy.fps)
+        params_of[name] = [{"seed": seed, "generator": generators[name], "source": config.source,
+                            "policy": side.policy_name, **sampling, "nrg": guidance if side.guided else None}
+                           for seed in side_seeds]
+    policy = None
+    job.report_progress(2 * count, total, f"scoring with {reward_version.name}" if reward_version else "queueing")
+    if reward_version:
+        items = [(str(path), prompt) for name in "ab" for path, prompt in zip(paths[name], chosen)]
+        scores = reward_model_scores(reward_version.path, items, progress=False)
+        rewards = [(scores[(str(a), p)], scores[(str(b), p)]) for a, b, p in zip(paths["a"], paths["b"], chosen)]
     else:
         rewards = [(0.0, 0.0)] * count
-    pairs = [GeneratedPair(prompt=prompt, video_a=a, video_b=b, generator_a=names["a_label"], generator_b="base",
-                           params_a={"seed": seed, "reward": ra, **sampling},
-                           params_b={"seed": seed + 1, "reward": rb, **sampling},
+    pairs = [GeneratedPair(prompt=prompt, video_a=a, video_b=b, generator_a=generators["a"], generator_b=generators["b"],
+                           params_a={**pa, "reward": ra}, params_b={**pb, "reward": rb},
                            priority=uncertainty_priority(ra, rb))
-             for prompt, seed, a, b, (ra, rb) in zip(chosen, seeds, names["a"], names["b"], rewards)]
+             for prompt, a, b, pa, pb, (ra, rb) in zip(chosen, paths["a"], paths["b"], params_of["a"], params_of["b"],
+                                                        rewards)]
     report = generated_pairs_queue(pairs=pairs, source=f"generated:job-{job.pk}",
-                                   name=f"generated by {policy_version.name} (job {job.pk})", created_by=job.created_by)
+                                   name=f"{config.source}: {generators['a']} vs {generators['b']} (job {job.pk})",
+                                   created_by=job.created_by)
     job.append_log(report.summary())
-    return {**report.as_dict(), "policy": policy_version.name}
+    return {**report.as_dict(), "source": config.source, "generator_a": generators["a"], "generator_b": generators["b"],
+            "policy": policy_version.name if policy_version else "base"}
 
 
 def generate_work(job: Job) -> dict:

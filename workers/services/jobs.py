@@ -37,10 +37,15 @@ def json_safe(value):
     return value
 
 
+def job_folder_path(job: Job) -> Path:
+    """Where the job's own folder is (it may not exist yet); the creation time in its name keeps it apart from
+    a job of the same id in an earlier database (a fresh test database, a restore)."""
+    return Path(settings.JOB_ROOT) / f"job-{job.pk}-{job.created_at:%Y%m%dT%H%M%S%f}"
+
+
 def job_folder(job: Job) -> Path:
-    """The job's own folder; the creation time in its name keeps it apart from a job of the same id in an
-    earlier database (a fresh test database, a restore)."""
-    folder = Path(settings.JOB_ROOT) / f"job-{job.pk}-{job.created_at:%Y%m%dT%H%M%S%f}"
+    """The job's own folder, created if needed."""
+    folder = job_folder_path(job)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -264,6 +269,7 @@ JOB_TASKS = {
     Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr",
     Job.Kind.LATENT_REWARD: "workers.tasks.gpu.train_latent_reward",
     Job.Kind.GENERATE: "workers.tasks.gpu.generate_pairs",
+    Job.Kind.PREVIEW: "workers.tasks.gpu.guided_preview",
 }
 
 

@@ -1,4 +1,5 @@
-"""Tasks on the `gpu` queue: training. torch is imported inside the task bodies (the web never loads it).
+"""Tasks on the `gpu` queue: training, pair generation, guided previews. torch is imported inside the task bodies
+(the web never loads it).
 
 Run this queue with ``--concurrency 1 --prefetch-multiplier 1``: one job per GPU machine at a time; a
 training job uses all of the machine's GPUs through accelerate.
@@ -75,3 +76,11 @@ def generate_pairs(job_id: int) -> dict | None:
     from workers.services.generation import generate_work
 
     return job_execute(job_id=job_id, work=generate_work)
+
+
+@shared_task(name="workers.tasks.gpu.guided_preview", acks_late=True, reject_on_worker_lost=True)
+def guided_preview(job_id: int) -> dict | None:
+    """Sample one prompt with one seed unguided and Flow-NRG-guided; two MP4s in the job's folder."""
+    from workers.services.previews import preview_work
+
+    return job_execute(job_id=job_id, work=preview_work)

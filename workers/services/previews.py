@@ -1,0 +1,93 @@
+"""Guided previews for the admin's personalisation page (``gpu`` queue): one prompt and one seed, sampled
+without and with Flow-NRG reward guidance (the admin's VQ/MQ/TA weights and strength w), written as
+``unguided.mp4`` and ``guided.mp4`` in the job's folder. The latent reward model's scores of both clean
+results (σ = 0) are recorded, so the page shows what the guidance changed."""
+
+from __future__ import annotations
+
+from alignment.data.records import DIMENSIONS
+from alignment.flow.config import GenerationConfig
+from workers.models import Job, ModelVersion
+from workers.services.generation import (
+    GenerationInputError,
+    generation_config,
+    generation_limits_check,
+    guidance_inputs_check,
+    model_version_check,
+)
+from workers.services.jobs import job_folder
+
+PREVIEW_FILES = {"unguided": "unguided.mp4", "guided": "guided.mp4"}
+MAX_SEED = 2**31 - 1
+
+
+def preview_job_create(*, prompt: str, seed: int, latent_reward_version: ModelVersion | None,
+                       policy_version: ModelVersion | None = None, weights: str = GenerationConfig.weights,
+                       guidance_strength: float = GenerationConfig.guidance_strength,
+                       steps: int = GenerationConfig.steps, guidance_scale: float = GenerationConfig.guidance_scale,
+                       created_by=None) -> Job:
+    """Queue a guided preview of ``prompt`` with ``policy_version`` (None: the base policy)."""
+    from workers.services.jobs import _Sender, job_create
+
+    prompt = prompt.strip()
+    if not prompt:
+        raise GenerationInputError("prompt", "choose a prompt or type one")
+    if not 0 <= seed <= MAX_SEED:
+        raise GenerationInputError("seed", f"{seed}: give a seed from 0 to {MAX_SEED}")
+    config = generation_config({"weights": weights, "guidance_strength": guidance_strength, "steps": steps,
+                                "guidance_scale": guidance_scale})
+    generation_limits_check(config)
+    model_version_check(policy_version, ModelVersion.Kind.POLICY, "policy_version")
+    guidance_inputs_check(config, latent_reward_version, required=True)
+    params = {"prompt": prompt, "seed": seed, "weights": config.weights_label(),
+              "guidance_strength": config.guidance_strength, "steps": config.steps,
+              "guidance_scale": config.guidance_scale,
+              "policy_model_version_id": policy_version.pk if policy_version else None,
+              "latent_reward_model_version_id": latent_reward_version.pk}
+    return job_create(kind=Job.Kind.PREVIEW, params=params, created_by=created_by,
+                      task=_Sender("workers.tasks.gpu.guided_preview"))
+
+
+def preview_run(*, job: Job) -> dict:
+    import torch
+
+    from alignment.flow.latent_reward import load_latent_reward
+    from alignment.flow.model import load_policy
+    from alignment.flow.sample import write_clips
+    from workers.services.alignment import base_policy_folder
+    from workers.services.generation import clip_batches, generator_name, latent_reward_check
+
+    params = job.params
+    config = generation_config(params)
+    versions = ModelVersion.objects.in_bulk([pk for pk in (params.get("policy_model_version_id"),
+                                                           params["latent_reward_model_version_id"]) if pk])
+    policy_version = versions.get(params.get("policy_model_version_id"))
+    latent_version = versions[params["latent_reward_model_version_id"]]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    job.report_progress(0, 3, f"loading {policy_version.name if policy_version else 'the base policy'}")
+    policy = load_policy(policy_version.path if policy_version else base_policy_folder(), device=device)
+    latent_reward = load_latent_reward(latent_version.path, map_location=device)
+    latent_reward_check(latent_reward, policy, latent_version)
+    prompt, seed = params["prompt"], int(params["seed"])
+    text = policy.pad_text(policy.encode_prompts([prompt])).to(device)  # (1, L, D)
+    folder = job_folder(job)
+    scores = {}
+    for done, (side, guide) in enumerate((("unguided", None), ("guided", latent_reward))):
+        job.report_progress(done + 1, 3, f"sampling {side}")
+        ((clips, latents),) = clip_batches(policy, [prompt], [seed], config=config, latent_reward=guide)
+        write_clips(clips, folder, [PREVIEW_FILES[side].removesuffix(".mp4")], fps=policy.fps)
+        with torch.no_grad():  # the latent reward's view of the clean result (σ = 0)
+            rewards = latent_reward.normalize(latent_reward(latents.to(device), torch.zeros(1, device=device), text))[0]
+        weighted = float(rewards @ torch.tensor(config.dimension_weights(), device=rewards.device))
+        scores[side] = {"weighted": weighted, **{dim: float(value) for dim, value in zip(DIMENSIONS, rewards)}}
+    policy_name = policy_version.name if policy_version else "base"
+    job.append_log(f"{prompt!r}, seed {seed}: latent reward {scores['unguided']['weighted']:+.3f} unguided, "
+                   f"{scores['guided']['weighted']:+.3f} guided ({config.weights_label()}, w={config.guidance_strength:g})")
+    return {"videos": PREVIEW_FILES, "latent_reward_scores": scores, "prompt": prompt, "seed": seed,
+            "weights": dict(zip(DIMENSIONS, config.dimension_weights())), "guidance_strength": config.guidance_strength,
+            "policy": policy_name, "latent_reward": latent_version.name, "fps": policy.fps,
+            "generators": {"unguided": policy_name, "guided": generator_name(policy_name, config, guided=True)}}
+
+
+def preview_work(job: Job) -> dict:
+    return preview_run(job=job)
