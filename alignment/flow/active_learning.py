@@ -9,9 +9,10 @@ accuracy with fewer judgments than labelling in random order:
    a labeller would deliver), the held-out pairs carry the oracle's own verdict (the truth);
 2. both strategies start from the same random ``initial`` labelled pairs; each round a latent reward
    model (``alignment.flow.latent_reward``, the same trainer and budget every round) trains from scratch on
-   the pairs labelled so far, its accuracy (without ties, σ = 0) on the held-out pairs is recorded, and
+   the pairs labelled so far, its accuracy without ties on the held-out pairs (σ = 0, per dimension and
+   their mean) is recorded, and
    ``batch`` more pool pairs are labelled: at **random**, or those with the smallest |Δr| under the model
-   just trained (**uncertainty**; r the mean of the normalised VQ, MQ, TA rewards of the clean latents);
+   just trained (**uncertainty**; r the sum of the normalised VQ, MQ, TA rewards of the clean latents);
 3. repeated over ``repeats`` seeds (a different initial set and annotators each), averaged.
 
     python -m alignment active-learning-study --output-dir runs/active-learning [--quick] [--base-policy DIR]
@@ -108,23 +109,42 @@ def _subset_snapshot(pool_rows: list, labelled: np.ndarray, heldout_rows: list, 
 
 
 def uncertainty(model_folder: Path, pairs: list, cache, policy) -> np.ndarray:
-    """|Δr| of each pair under a trained latent reward (σ = 0, r the mean of the normalised VQ, MQ, TA)."""
+    """|Δr| of each pair under a trained latent reward: r the mean of its normalised VQ, MQ, TA at σ = 0."""
+    from alignment.flow.latent_reward import load_latent_reward
+
+    std = load_latent_reward(model_folder).reward_std.numpy()
+    return np.abs((margins(model_folder, pairs, cache, policy) / std).sum(axis=1))
+
+
+def margins(model_folder: Path, pairs: list, cache, policy) -> np.ndarray:
+    """Raw reward margins r_A − r_B (N, 3) of pairs under a trained latent reward, at σ = 0."""
     import torch
 
     from alignment.flow.cache import sha256_text
     from alignment.flow.latent_reward import load_latent_reward
 
     model = load_latent_reward(model_folder)
-    margins = []
+    out = []
     with torch.no_grad():
         for start in range(0, len(pairs), 64):
             chunk = pairs[start:start + 64]
             text = policy.pad_text([cache.text.get(sha256_text(pair.prompt)) for pair in chunk])
             zeros = torch.zeros(len(chunk))
-            a, b = (model.score(torch.stack([cache.latents.get(cache.video_keys[getattr(pair, side)]) for pair in chunk]),
-                                zeros, text, (1.0, 1.0, 1.0)) for side in ("video_a", "video_b"))
-            margins.append((a - b).abs())
-    return torch.cat(margins).numpy() if margins else np.zeros(0)
+            a, b = (model(torch.stack([cache.latents.get(cache.video_keys[getattr(pair, side)]) for pair in chunk]),
+                          zeros, text) for side in ("video_a", "video_b"))
+            out.append(a - b)
+    return torch.cat(out).numpy() if out else np.zeros((0, 3))
+
+
+def heldout_accuracy(model_folder: Path, heldout: list, cache, policy) -> dict:
+    """Accuracy without ties per dimension on the held-out pairs (their oracle labels), and the mean."""
+    from alignment.data.records import DIMENSIONS
+    from alignment.metrics import accuracy_without_ties
+
+    margin = margins(model_folder, heldout, cache, policy)
+    labels = np.array([pair.labels for pair in heldout])
+    by_dimension = {dim: accuracy_without_ties(labels[:, d], margin[:, d]) for d, dim in enumerate(DIMENSIONS)}
+    return {"mean": float(np.nanmean(list(by_dimension.values()))), **by_dimension}
 
 
 def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dict:
@@ -190,11 +210,12 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                         learning_rate=config.reward_learning_rate, warmup_steps=max(1, config.reward_steps // 20),
                         lr_schedule="cosine", mixed_precision="no", max_eval_items=None, keep_checkpoints=1,
                         seed=config.seed + repeat, progress=False))
-                accuracy = metrics["eval"][-1]["by_sigma"]["0"]["accuracy"]
+                accuracy = heldout_accuracy(Path(metrics["final"]), heldout, cache, policy)
                 curve.append({"pairs": len(labelled), "judgments": len(labelled) * config.annotators_per_pair,
-                              "accuracy": accuracy})
+                              "accuracy": accuracy["mean"], "by_dimension": accuracy})
                 log(f"  repeat {repeat} {strategy:<11} round {round_index}: {len(labelled)} pairs labelled, "
-                    f"held-out accuracy {100 * accuracy:.1f} %")
+                    f"held-out accuracy {100 * accuracy['mean']:.1f} % (" +
+                    ", ".join(f"{d} {100 * a:.1f}" for d, a in accuracy.items() if d != "mean") + ")")
                 if round_index == config.rounds - 1:
                     break
                 unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
@@ -215,8 +236,12 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
 
 def mean_curves(curves: dict) -> dict:
     """Per strategy: judgments and the accuracy averaged over the repeats, round by round."""
-    return {strategy: [{"judgments": runs[0][k]["judgments"],
-                        "accuracy": float(np.mean([run[k]["accuracy"] for run in runs]))}
+    def mean_of(runs, k, key):
+        return float(np.mean([run[k]["by_dimension"][key] if key != "accuracy" else run[k]["accuracy"] for run in runs]))
+
+    return {strategy: [{"judgments": runs[0][k]["judgments"], "accuracy": mean_of(runs, k, "accuracy"),
+                        **({dim: mean_of(runs, k, dim) for dim in ("VQ", "MQ", "TA")}
+                           if "by_dimension" in runs[0][k] else {})}
                        for k in range(len(runs[0]))]
             for strategy, runs in curves.items()}
 
@@ -237,10 +262,15 @@ def format_table(result: dict) -> str:
     mean = result["mean"]
     lines = [f"Held-out reward accuracy (%, without ties, vs the oracle) by judgments collected; mean of "
              f"{result['config']['repeats']} repeats; pool {result['pool_pairs']} pairs, {result['heldout_pairs']} "
-             "held-out pairs", "", "judgments | random | uncertainty", "--- | --- | ---"]
+             "held-out pairs; mean of VQ, MQ, TA (per dimension in brackets)", "",
+             "judgments | random | uncertainty", "--- | --- | ---"]
+
+    def cell(point):
+        dims = "/".join(f"{100 * point[d]:.0f}" for d in ("VQ", "MQ", "TA") if d in point)
+        return f"{100 * point['accuracy']:.1f}" + (f" ({dims})" if dims else "")
+
     for random_point, uncertain_point in zip(mean["random"], mean["uncertainty"]):
-        lines.append(f"{random_point['judgments']} | {100 * random_point['accuracy']:.1f} | "
-                     f"{100 * uncertain_point['accuracy']:.1f}")
+        lines.append(f"{random_point['judgments']} | {cell(random_point)} | {cell(uncertain_point)}")
     lines += ["", "judgments uncertainty needs to reach random order's accuracy:"]
     for point in result["judgments_saved"]["points"]:
         reached = (f"{point['uncertainty_judgments']} ({point['ratio']:.2f}×)" if point["ratio"] is not None
