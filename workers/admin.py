@@ -371,6 +371,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return render(request, "admin/workers/modelversion/compare.html", context)
 
 
+PREVIEW_PARAMS = ("seed", "guidance_strength", "guidance_sigma_min", "steps", "guidance_scale")
+
+
 class RangeInput(forms.NumberInput):
     input_type = "range"
 
@@ -394,6 +397,10 @@ class PreviewForm(forms.Form):
                           widget=RangeInput(attrs={"min": -1, "max": 3, "step": 0.1}), help_text="text alignment")
     guidance_strength = forms.FloatField(initial=GenerationConfig.guidance_strength,
                                          help_text="Flow-NRG's w (the paper's 100)")
+    guidance_sigma_min = forms.FloatField(initial=GenerationConfig.guidance_sigma_min, min_value=0, max_value=0.99,
+                                          label="stop guiding below σ",
+                                          help_text="the last steps, at noise level σ ≤ this, are left unguided; "
+                                                    "0 guides every step")
     seed = forms.IntegerField(initial=0, min_value=0, max_value=MAX_SEED, help_text="the same for both videos")
     policy_version = forms.ModelChoiceField(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), required=False,
                                             label="policy", empty_label="— the base policy —")
@@ -428,7 +435,8 @@ class PreviewForm(forms.Form):
         return {"prompt": data["prompt"], "seed": data["seed"], "policy_version": data["policy_version"],
                 "latent_reward_version": data["latent_reward_version"],
                 "weights": ",".join(f"{dim.lower()}={data[dim.lower()]:g}" for dim in DIMENSIONS),
-                "guidance_strength": data["guidance_strength"], "steps": data["steps"],
+                "guidance_strength": data["guidance_strength"], "guidance_sigma_min": data["guidance_sigma_min"],
+                "steps": data["steps"],
                 "guidance_scale": data["guidance_scale"]}
 
     @classmethod
@@ -437,7 +445,7 @@ class PreviewForm(forms.Form):
         params = job.params
         weights = GenerationConfig(weights=params.get("weights", GenerationConfig.weights)).dimension_weights()
         return {"prompt_text": params.get("prompt", ""), **dict(zip(("vq", "mq", "ta"), weights)),
-                **{key: params[key] for key in ("seed", "guidance_strength", "steps", "guidance_scale") if key in params},
+                **{key: params[key] for key in PREVIEW_PARAMS if key in params},
                 "policy_version": params.get("policy_model_version_id"),
                 "latent_reward_version": params.get("latent_reward_model_version_id")}
 

@@ -271,10 +271,16 @@ class SnapshotWriter:
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.temp_dir = self.out_dir.parent / f".{self.out_dir.name}{PARTIAL_MARK}{uuid.uuid4().hex}"
         self.temp_dir.mkdir()
-        (self.temp_dir / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-        self._pairs_writer = pq.ParquetWriter(self.temp_dir / PAIRS_FILE, PAIRS_SCHEMA)
-        self._csv_handle = open(self.temp_dir / VIDEOALIGN_FILE, "wb")
-        self._csv_handle.write((",".join(VIDEOALIGN_COLUMNS) + "\n").encode())
+        try:
+            (self.temp_dir / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            self._pairs_writer = pq.ParquetWriter(self.temp_dir / PAIRS_FILE, PAIRS_SCHEMA)
+            self._csv_handle = open(self.temp_dir / VIDEOALIGN_FILE, "wb")
+            self._csv_handle.write((",".join(VIDEOALIGN_COLUMNS) + "\n").encode())
+        except BaseException:
+            # Nobody would own the half-made folder (the owner file may be missing): remove it now
+            # instead of leaving it to the sweeper's 24-hour rule.
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            raise
         self._csv_writer = None
         self._n_pairs = 0
         self._split_counts = dict.fromkeys(SPLITS, 0)

@@ -262,3 +262,19 @@ def test_dataset_video_cache_is_lru(videos):
     dataset.load_video(str(videos["short"]))  # evicts ramp
     assert list(dataset._cache) == [str(videos["short"])]
     assert PairVideoDataset(pairs, FrameSpec(fps=2.0, size=(16, 16))).load_video(str(videos["ramp"])) is not first
+
+
+def test_snapshot_writer_that_fails_to_start_leaves_no_folder(tmp_path, monkeypatch):
+    """A failure inside SnapshotWriter.__init__ (after it made its hidden folder) removes that folder at
+    once; it had no owner, so the sweeper would only have removed it a day later."""
+    import pyarrow.parquet as pq
+
+    from alignment.data.snapshot import SnapshotWriter
+
+    def refuse(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pq, "ParquetWriter", refuse)
+    with pytest.raises(OSError, match="No space"):
+        SnapshotWriter(tmp_path / "snaps" / "1")
+    assert os.listdir(tmp_path / "snaps") == []

@@ -88,7 +88,7 @@ def test_policy_vs_base_with_a_latent_reward_guides_side_a_and_queues_the_least_
         videos = by_generator(pair)
         guided, base = videos[guided_name].generation_params, videos["base"].generation_params
         assert guided["nrg"] == {"weights": {"VQ": 1.0, "MQ": 0.0, "TA": 2.0}, "strength": 100.0,
-                                 "latent_reward": "latent-reward-5"}
+                                 "sigma_min": 0.0, "latent_reward": "latent-reward-5"}
         assert base["nrg"] is None and base["seed"] == guided["seed"] + 1  # each side its own seed
         assert (guided["policy"], base["policy"], guided["source"], guided["steps"]) == (
             "flow-dpo-7", "base", "policy_vs_base", 3)
@@ -112,13 +112,14 @@ def test_guided_vs_unguided_keeps_the_seed_and_changes_the_video(site, django_ca
     job, pairs = run_generation(django_capture_on_commit_callbacks, latent_reward_version=site.latent,
                                 reward_version=site.reward,
                                 overrides={**FAST, "source": "guided_vs_unguided", "guidance_strength": 50.0,
-                                           "prompt_file": site.prompt_file})
+                                           "guidance_sigma_min": 0.2, "prompt_file": site.prompt_file})
     assert len(pairs) == 2, job.log
     for pair in pairs:
         videos = by_generator(pair)
-        guided, unguided = videos["base+nrg(vq=1,mq=1,ta=1,w=50)"], videos["base"]
+        guided, unguided = videos["base+nrg(vq=1,mq=1,ta=1,w=50,sigma_min=0.2)"], videos["base"]
         assert guided.generation_params["seed"] == unguided.generation_params["seed"]
         assert guided.generation_params["nrg"]["strength"] == 50.0 and unguided.generation_params["nrg"] is None
+        assert guided.generation_params["nrg"]["sigma_min"] == 0.2
         assert guided.sha256 != unguided.sha256  # the reward gradient moved the sample
         assert 0 < pair.priority <= 1
 
@@ -135,6 +136,8 @@ def test_generation_refuses_bad_inputs_naming_the_field(site):
         ({"policy_version": site.latent, "overrides": {}}, "policy_version"),
         ({"overrides": {"source": "three_seeds"}}, "source"),
         ({"overrides": {"source": "two_seeds", "pairs": 0}}, "pairs"),
+        ({"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_sigma_min": 1.0}},
+         "guidance_sigma_min"),
     ]
     for kwargs, field in cases:
         with pytest.raises(GenerationInputError) as caught:
@@ -167,7 +170,7 @@ def test_a_latent_reward_for_another_policy_is_refused_when_the_job_runs(site, t
 
 def generation_post(**values) -> dict:
     return {"pairs": 4, "source": "policy_vs_base", "steps": 20, "guidance_scale": 5.0, "weights": "vq=1,mq=1,ta=1",
-            "guidance_strength": 100.0, **values}
+            "guidance_strength": 100.0, "guidance_sigma_min": 0.0, **values}
 
 
 def test_generation_form_puts_the_services_error_on_the_field(site, staff_client, django_capture_on_commit_callbacks):
@@ -242,7 +245,7 @@ def test_the_admin_pages_are_for_staff_only(site, client, make_user):
 
 def preview_post(site, **values) -> dict:
     return {"prompt_choice": "", "prompt_text": "", "vq": 1.0, "mq": 1.0, "ta": 1.0, "guidance_strength": 100,
-            "seed": 3, "policy_version": "", "latent_reward_version": site.latent.pk, "steps": 3, "guidance_scale": 5.0,
+            "guidance_sigma_min": 0, "seed": 3, "policy_version": "", "latent_reward_version": site.latent.pk, "steps": 3, "guidance_scale": 5.0,
             **values}
 
 
@@ -268,7 +271,8 @@ def test_personalisation_page_queues_a_preview_and_lists_the_sessions_previews(s
     job = Job.objects.get(kind=Job.Kind.PREVIEW)
     assert len(callbacks) == 1 and job.created_by is not None
     assert job.params == {"prompt": "a green triangle moving right", "seed": 11, "weights": "vq=2.5,mq=1,ta=0.5",
-                          "guidance_strength": 100.0, "steps": 3, "guidance_scale": 5.0, "policy_model_version_id": None,
+                          "guidance_strength": 100.0, "guidance_sigma_min": 0.0, "steps": 3, "guidance_scale": 5.0,
+                          "policy_model_version_id": None,
                           "latent_reward_model_version_id": site.latent.pk}
     html = fragment.content.decode()
     assert "<html" not in html and f'hx-get="/admin/workers/guidedpreview/{job.pk}/live/"' in html

@@ -106,6 +106,9 @@ def generation_limits_check(config: GenerationConfig) -> None:
         raise GenerationInputError("pairs", f"{config.pairs}: generate at least one pair")
     if config.steps < 1:
         raise GenerationInputError("steps", f"{config.steps}: sampling needs at least one step")
+    if not 0.0 <= config.guidance_sigma_min < 1.0:
+        raise GenerationInputError("guidance_sigma_min", f"{config.guidance_sigma_min:g}: give a noise level in "
+                                   "[0, 1); 0 guides every step")
 
 
 def generation_job_create(*, policy_version: ModelVersion | None = None, reward_version: ModelVersion | None = None,
@@ -149,7 +152,10 @@ class Side:
 
 def generator_name(policy_name: str, config: GenerationConfig, *, guided: bool) -> str:
     """What made a video: ``flow-dpo-3``, or ``flow-dpo-3+nrg(vq=1,mq=1,ta=2,w=100)`` when guided."""
-    return f"{policy_name}+nrg({config.weights_label()},w={config.guidance_strength:g})" if guided else policy_name
+    if not guided:
+        return policy_name
+    interval = f",sigma_min={config.guidance_sigma_min:g}" if config.guidance_sigma_min else ""
+    return f"{policy_name}+nrg({config.weights_label()},w={config.guidance_strength:g}{interval})"
 
 
 def generation_sides(*, config: GenerationConfig, policy_version: ModelVersion | None,
@@ -180,7 +186,8 @@ def clip_batches(policy, prompts: list[str], seeds: list[int], *, config: Genera
         chunk = prompts[start:start + SAMPLING_BATCH]
         text = policy.pad_text(policy.encode_prompts(chunk))  # (b, L, D): guidance reads one row per clip
         transform = (reward_guidance(latent_reward, text, weights=config.dimension_weights(),
-                                     scale=config.guidance_strength) if latent_reward is not None else None)
+                                     scale=config.guidance_strength, sigma_min=config.guidance_sigma_min)
+                     if latent_reward is not None else None)
         noise = initial_noise(seeds[start:start + SAMPLING_BATCH], latent_shape)
         latents = sample_latents(policy, text, None if negative is None else negative.expand(len(chunk), -1, -1),
                                  noise, steps=config.steps, guidance_scale=config.guidance_scale,
@@ -228,7 +235,8 @@ def pairs_generate_run(*, job: Job) -> dict:
     latent_reward = load_latent_reward(latent_version.path, map_location=device) if latent_version else None
     sampling = {"steps": config.steps, "guidance_scale": config.guidance_scale}
     guidance = ({"weights": dict(zip(DIMENSIONS, config.dimension_weights())),
-                 "strength": config.guidance_strength, "latent_reward": latent_version.name} if latent_version else None)
+                 "strength": config.guidance_strength, "sigma_min": config.guidance_sigma_min,
+                 "latent_reward": latent_version.name} if latent_version else None)
     total = 2 * count + 1
     paths, params_of, generators = {}, {}, {}
     policy, loaded_from = None, None
