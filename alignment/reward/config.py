@@ -32,6 +32,7 @@ class RewardModelConfig:
     num_frames: int = 8
     tubelet: tuple[int, int, int] = (2, 8, 8)
     vocab_size: int = 4096
+    frame_cnn_channels: int = 0  # > 0: TA also reads each frame through a small CNN with global max pooling
 
 
 @dataclass
@@ -64,5 +65,6 @@ class RewardTrainConfig:
     save_every_steps: int | None = None  # also saved at the end of every epoch
     keep_checkpoints: int = 2
     max_eval_pairs: int | None = None
+    keep_best: bool = False  # the final model is the epoch with the lowest validation loss, not the last one
     progress: bool = True
 

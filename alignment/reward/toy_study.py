@@ -8,7 +8,8 @@ The study, readable top to bottom in ``run_toy_study``:
    dimension is the strict majority of their votes, a tie when there is none;
 3. write a snapshot whose test (and val) splits hold whole prompts that training never sees;
 4. train the small-backbone VideoReward on the train split, once per variant (the ablation:
-   BT-with-ties, BT with ties dropped, regression, one shared head);
+   BT-with-ties, BT with ties dropped, regression, one shared head), keeping the epoch with the lowest
+   loss on the val prompts;
 5. on the held-out test prompts, report accuracy with and without ties per dimension next to the
    oracle's accuracy on the *same* labels, its score difference taken as the margin — the ceiling,
    since the labels are noisy judgments of exactly those scores.
@@ -83,6 +84,7 @@ class ToyStudyConfig:
     num_layers: int = 1  # per stage of the small backbone: spatial, temporal, reward queries
     num_heads: int = 4
     tubelet: tuple[int, int, int] = (1, 8, 8)
+    frame_cnn_channels: int = 32  # TA also reads each frame through a small CNN (shapes); 0: tubelets only
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-3
@@ -242,6 +244,7 @@ def train_config_for(config: ToyStudyConfig, variant: ToyVariant, snapshot: Path
         backbone="small", shared_head=variant.shared_head, fps=None, hidden_size=config.hidden_size,
         num_layers=config.num_layers, num_heads=config.num_heads, frame_size=config.frame_size,
         num_frames=config.frames, tubelet=tuple(config.tubelet), vocab_size=512, max_prompt_tokens=8,
+        frame_cnn_channels=config.frame_cnn_channels,
     )
     return RewardTrainConfig(
         output_dir=str(Path(config.output_dir) / "runs" / variant.name), snapshot=str(snapshot), model=model,
@@ -249,6 +252,9 @@ def train_config_for(config: ToyStudyConfig, variant: ToyVariant, snapshot: Path
         weight_decay=config.weight_decay, batch_size=config.batch_size, epochs=config.epochs,
         warmup_steps=config.warmup_steps, num_workers=0,
         cache_videos=100_000, seed=config.seed, progress=config.progress, keep_checkpoints=1,
+        # The epoch with the lowest loss on the val prompts (test prompts stay unseen). Not for the control:
+        # choosing its epoch by the real val labels would be learning from them.
+        keep_best=not variant.shuffled_labels,
     )
 
 
@@ -299,7 +305,9 @@ def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
         metrics = train_reward_model(train_config)
         table = evaluate_on_test(Path(train_config.output_dir) / "model", data.snapshot)
         result["variants"][name] = {
-            "description": variant.describe(), "test": table, "val": metrics["eval"][-1],
+            "description": variant.describe(), "test": table, "best_epoch": metrics.get("best", {}).get("epoch"),
+            "val": next((e for e in metrics["eval"] if e["step"] == metrics.get("best", {}).get("step")),
+                        metrics["eval"][-1]),
             "final_train_loss": metrics["train_loss"][-1]["loss"], "seconds": time.perf_counter() - variant_started,
             "train_samples_per_second": metrics["train_samples_per_second"],
         }

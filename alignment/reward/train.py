@@ -4,6 +4,8 @@
   ``checkpoints/step-00000040/``  model.safetensors, reward_config.json, train_config.json,
                                   optimizer.pt, scheduler.pt, trainer_state.json
   ``model/``                      the final model (model.safetensors + configs + normalization.json)
+  ``best/``                       with ``keep_best``: the epoch with the lowest validation loss so far,
+                                  which becomes ``model/`` at the end
   ``metrics.json``                loss curve, per-epoch evaluation, normalisation, throughput
 
 Re-running the same command resumes from the newest complete checkpoint.
@@ -27,10 +29,11 @@ from alignment.data import PairRecord, PairVideoDataset, read_snapshot, read_vid
 from alignment.data.records import DIMENSIONS
 from alignment.losses import reward_loss
 from alignment.reward.config import RewardTrainConfig
-from alignment.reward.model import RewardBatchCollator, RewardModel, save_reward_model
+from alignment.reward.model import MODEL_FILE, RewardBatchCollator, RewardModel, save_reward_model
 
 log = logging.getLogger(__name__)
 TRAIN_CONFIG_FILE = "train_config.json"
+BEST_DIR = "best"  # keep_best: the model of the epoch with the lowest validation loss so far
 
 
 def load_pairs(config: RewardTrainConfig) -> tuple[list[PairRecord], list[PairRecord], list[Path]]:
@@ -191,6 +194,18 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
             save_checkpoint(output_dir, accelerator.unwrap_model(model), optimizer, scheduler, config,
                             {**state, "metrics": metrics})
 
+    def best_so_far(metrics: dict) -> None:
+        """After an epoch's evaluation: keep this model in ``best/`` when its validation loss is the lowest yet."""
+        latest = metrics["eval"][-1]
+        loss = latest.get("loss")
+        if loss is None or loss != loss:  # no validation pairs: nothing to choose by
+            return
+        if metrics.get("best") is None or loss < metrics["best"]["loss"]:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_reward_model(accelerator.unwrap_model(model), output_dir / BEST_DIR)
+            metrics["best"] = {"epoch": latest["epoch"], "step": latest["step"], "loss": loss}
+
     def run_eval():
         rewards_a, rewards_b, labels = score_pairs(model, val_loader, accelerator, progress=config.progress)
         result = evaluate_rewards(rewards_a, rewards_b, labels, loss_kind=config.loss, theta=config.theta)
@@ -243,6 +258,8 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
             state["epoch"] += 1
             state["batches_in_epoch"] = 0
         metrics["eval"].append(run_eval())
+        if config.keep_best:
+            best_so_far(metrics)
         checkpoint_now()
     progress.close()
     elapsed = time.perf_counter() - start_time
@@ -254,13 +271,24 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
                                 for i, d in enumerate(DIMENSIONS)}
     metrics["train_samples_per_second"] = samples_seen / elapsed if elapsed > 0 and samples_seen else None
     accelerator.wait_for_everyone()
+    best = metrics.get("best") if config.keep_best else None
+    if best is not None:  # the chosen epoch's model and normalisation
+        from safetensors.torch import load_file
+
+        accelerator.wait_for_everyone()
+        best_file = output_dir / BEST_DIR / MODEL_FILE
+        final.load_trainable_state_dict(load_file(best_file, device=str(accelerator.device)), source=str(best_file))
+        metrics["normalization"] = {d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
+                                    for i, d in enumerate(DIMENSIONS)}
     if accelerator.is_main_process:
         save_reward_model(final, output_dir / "model")
         save_config(config, output_dir / "model" / TRAIN_CONFIG_FILE)
         write_json_atomic(output_dir / "metrics.json", metrics)
-        last = metrics["eval"][-1]
+        last = next(e for e in metrics["eval"] if e["step"] == best["step"]) if best else metrics["eval"][-1]
+        chosen = f" (epoch {best['epoch']}, the lowest validation loss)" if best else ""
         summary = ", ".join(f"{d} {last[d]['accuracy_with_ties']:.3f}/{last[d]['accuracy_without_ties']:.3f}"
                             for d in DIMENSIONS if d in last)
         accelerator.print(f"reward-train: {state['step']} steps, val acc w/ ties / w/o ties: {summary or 'no val pairs'}"
+                          f"{chosen}"
                           f"; model in {output_dir / 'model'}")
     return metrics

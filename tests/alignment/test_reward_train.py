@@ -168,3 +168,32 @@ def test_python_dash_m_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "alignment", "reward-train", "--help"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert result.returncode == 0 and "--config" in result.stdout
+
+
+def test_keep_best_ends_with_the_epoch_of_the_lowest_validation_loss(tmp_path, snapshot):
+    """With keep_best the final model is the best epoch's (weights and normalisation), not the last one's:
+    scoring the validation pairs with it gives back that epoch's validation loss."""
+    from alignment.data import read_snapshot
+    from alignment.losses import reward_loss
+    from alignment.reward import load_reward_model
+    from alignment.reward.evaluate import score_videos
+
+    config = make_config(tmp_path, snapshot, epochs=4, learning_rate=2e-2, keep_best=True,
+                         model=small_model(frame_cnn_channels=8))
+    metrics = train_reward_model(config)
+    losses = [entry["loss"] for entry in metrics["eval"]]
+    best = metrics["best"]
+    assert best["loss"] == min(losses) and best["epoch"] == 1 + losses.index(min(losses)), (losses, best)
+    model = load_reward_model(Path(config.output_dir) / "model")
+    assert metrics["normalization"]["VQ"]["mean"] == pytest.approx(float(model.reward_mean[0]))
+
+    loaded = read_snapshot(snapshot)
+    pairs = loaded.split("val")
+    items = [(p.video_a, p.prompt) for p in pairs] + [(p.video_b, p.prompt) for p in pairs]
+    rewards = score_videos(model, items, roots=[loaded.root], batch_size=16, normalize=False, progress=False)
+    labels = torch.tensor([[p.vq, p.mq, p.ta] for p in pairs])
+    delta = (rewards[: len(pairs)] - rewards[len(pairs):]).flatten()
+    loss = reward_loss(delta, labels.long().flatten(), kind="bt_ties", theta=config.theta)
+    assert float(loss) == pytest.approx(best["loss"], rel=1e-4)
+    assert losses.index(min(losses)) != len(losses) - 1, losses  # the last epoch was worse (the high LR sees to it)
+    assert float(loss) != pytest.approx(losses[-1], rel=1e-4)  # so model/ is not the last epoch's model
