@@ -129,6 +129,7 @@ def test_web_process_never_imports_torch(db):
         views = list(walk(get_resolver().url_patterns))
         import annotate.views, annotate.api.views, workers.admin, workers.api
         import workers.services.snapshots, workers.services.pipelines  # alignment's torch-free parts only
+        import workers.services.generation, workers.services.previews
         from workers.job_specs import JOB_SPECS, JobConfigForm
         forms = [JobConfigForm(spec) for spec in JOB_SPECS.values() if spec.config_class]  # reads alignment's configs
         assert forms and all(form.fields for form in forms)
