@@ -175,7 +175,7 @@ class SmallVideoBackbone(nn.Module):
         words = self.word_embedding(prompt_ids) * prompt_mask.unsqueeze(-1)  # (N, P, H)
         frame_features = video[:, :grid_t]  # (N, T', H)
         if self.frame_cnn is not None:
-            pooled = self.frame_cnn(with_motion(frames).flatten(0, 1)).reshape(batch, -1, self.frame_cnn[-1].normalized_shape[0])
+            pooled = self.frame_cnn(with_motion(frames).flatten(0, 1))  # (N·T, C)
             pooled = pooled.reshape(batch, grid_t, tube_t, -1).mean(2)  # (N, T', C): per time step of the tubelets
             frame_features = torch.cat([frame_features, pooled], dim=-1)
         seen = self.video_projection(frame_features.flatten(1))  # (N, H): the frames in time order

@@ -267,19 +267,16 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
     if not metrics["eval"] or metrics["eval"][-1]["step"] != state["step"]:
         metrics["eval"].append(run_eval())
     final = accelerator.unwrap_model(model)
-    metrics["normalization"] = {d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
-                                for i, d in enumerate(DIMENSIONS)}
-    metrics["train_samples_per_second"] = samples_seen / elapsed if elapsed > 0 and samples_seen else None
     accelerator.wait_for_everyone()
     best = metrics.get("best") if config.keep_best else None
     if best is not None:  # the chosen epoch's model and normalisation
         from safetensors.torch import load_file
 
-        accelerator.wait_for_everyone()
         best_file = output_dir / BEST_DIR / MODEL_FILE
         final.load_trainable_state_dict(load_file(best_file, device=str(accelerator.device)), source=str(best_file))
-        metrics["normalization"] = {d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
-                                    for i, d in enumerate(DIMENSIONS)}
+    metrics["normalization"] = {d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
+                                for i, d in enumerate(DIMENSIONS)}
+    metrics["train_samples_per_second"] = samples_seen / elapsed if elapsed > 0 and samples_seen else None
     if accelerator.is_main_process:
         save_reward_model(final, output_dir / "model")
         save_config(config, output_dir / "model" / TRAIN_CONFIG_FILE)
