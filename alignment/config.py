@@ -95,6 +95,17 @@ def save_config(config, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def start_study(config, config_name: str, *, taken_by: str, what: str = "a study") -> Path:
+    """Make a study's ``config.output_dir`` and save ``config`` there as ``config_name``; a folder that
+    already holds ``taken_by`` (the study's snapshot, or its result when a rerun resumes) is refused."""
+    output_dir = Path(config.output_dir)
+    if (output_dir / taken_by).exists():
+        raise FileExistsError(f"{output_dir}: already holds {what}; pick a new --output-dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, output_dir / config_name)
+    return output_dir
+
+
 @dataclasses.dataclass(frozen=True)
 class ConfigField:
     """One leaf of a config dataclass: what a form or a ``--set`` override addresses."""

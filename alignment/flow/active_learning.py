@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment.config import save_config
+from alignment.config import start_study
 
 RESULT_FILE = "result.json"
 STRATEGIES = ("random", "uncertainty")
@@ -156,11 +156,7 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
     from alignment.flow.model import load_policy
     from alignment.flow.toy_policy import ensure_toy_base_policy
 
-    output_dir = Path(config.output_dir)
-    if (output_dir / RESULT_FILE).exists():
-        raise FileExistsError(f"{output_dir}: already holds a finished study; pick a new --output-dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, output_dir / "active_learning_config.json")
+    output_dir = start_study(config, "active_learning_config.json", taken_by=RESULT_FILE, what="a finished study")
     started = time.perf_counter()
     base_policy = ensure_toy_base_policy(config.base_policy or output_dir / "base-policy", quick=config.quick_policy,
                                          progress=config.progress).resolve()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment.config import save_config
+from alignment.config import start_study
 
 RESULT_FILE = "result.json"
 GUIDED_DIMENSIONS = {"vq=0,mq=0,ta=1": ("ta",), "vq=1,mq=1,ta=0": ("vq", "mq"), "vq=1,mq=1,ta=1": ("vq", "mq", "ta")}
@@ -154,11 +154,7 @@ def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
 
     for setting in config.weight_settings:
         parse_weights(setting)  # refuse a bad setting before hours of work
-    output_dir = Path(config.output_dir)
-    if (output_dir / RESULT_FILE).exists():
-        raise FileExistsError(f"{output_dir}: already holds a finished study; pick a new --output-dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, output_dir / "guidance_study_config.json")
+    output_dir = start_study(config, "guidance_study_config.json", taken_by=RESULT_FILE, what="a finished study")
     started = time.perf_counter()
 
     base_policy = ensure_toy_base_policy(config.base_policy or output_dir / "base-policy", quick=config.quick_policy,

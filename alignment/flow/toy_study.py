@@ -26,6 +26,7 @@ The study, readable top to bottom in ``run_flow_toy_study``:
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment.config import save_config
+from alignment.config import start_study
 
 RESULT_FILE = "result.json"
 SCORE_NAMES = ("vq", "mq", "ta", "overall")
@@ -171,8 +172,7 @@ def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, spl
     snapshot_dir = Path(folder) if folder else output_dir / "snapshot"
     render_dir = snapshot_dir.with_name(snapshot_dir.name + "-pairs")
     names = [f"{index // 2:05d}_{'ab'[index % 2]}" for index in range(len(prompts))]
-    # one ffmpeg process per clip: a few at a time hide their start-up cost
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         paths = list(pool.map(lambda index: write_mp4(clips[index], render_dir / f"{names[index]}.mp4", fps=8),
                               range(len(clips))))
     rows = [
@@ -252,11 +252,7 @@ def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
     unknown = [name for name in config.methods if name not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    output_dir = Path(config.output_dir)
-    if (output_dir / "snapshot").exists():
-        raise FileExistsError(f"{output_dir}: already holds a study; pick a new --output-dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, output_dir / "flow_toy_study_config.json")
+    output_dir = start_study(config, "flow_toy_study_config.json", taken_by="snapshot")
     started = time.perf_counter()
 
     base_policy = ensure_toy_base_policy(config.base_policy or output_dir / "base-policy", quick=config.quick_policy,

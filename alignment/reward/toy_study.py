@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment.config import save_config
+from alignment.config import start_study
 from alignment.data.records import DIMENSIONS
 from alignment.metrics import accuracy_table
 
@@ -258,14 +258,16 @@ def train_config_for(config: ToyStudyConfig, variant: ToyVariant, snapshot: Path
     )
 
 
-def evaluate_on_test(model_dir: Path, snapshot: Path) -> dict:
+def evaluate_on_splits(model_dir: Path, snapshot: Path, splits: tuple[str, ...] = ("test", "train")) -> dict:
+    """Accuracy tables on the snapshot's real labels: ``test`` (held-out prompts) and ``train`` (the pairs
+    trained on: how well the model fits them; the gap between the two is what held-out prompts cost)."""
     from alignment.data import read_snapshot
     from alignment.reward import load_reward_model
     from alignment.reward.evaluate import evaluate_pairs
 
-    loaded = read_snapshot(snapshot)
-    return evaluate_pairs(load_reward_model(model_dir), loaded.split("test"), roots=[loaded.root], batch_size=64,
-                          progress=False)
+    loaded, model = read_snapshot(snapshot), load_reward_model(model_dir)
+    return {split: evaluate_pairs(model, loaded.split(split), roots=[loaded.root], batch_size=64, progress=False)
+            for split in splits}
 
 
 def ceiling_table(data: ToyData) -> dict:
@@ -282,11 +284,7 @@ def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
     unknown = [name for name in config.variants if name not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if (output_dir / "snapshot").exists():
-        raise FileExistsError(f"{output_dir}: already holds a study; pick a new --output-dir")
-    save_config(config, output_dir / "toy_study_config.json")
+    output_dir = start_study(config, "toy_study_config.json", taken_by="snapshot")
     started = time.perf_counter()
     data = build_toy_data(config, log=log)
     result = {
@@ -303,9 +301,10 @@ def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
         log(f"training {name} ({variant.describe()})")
         variant_started = time.perf_counter()
         metrics = train_reward_model(train_config)
-        table = evaluate_on_test(Path(train_config.output_dir) / "model", data.snapshot)
+        # Always the real labels: the control's fit to them is its chance level.
+        tables = evaluate_on_splits(Path(train_config.output_dir) / "model", data.snapshot)
         result["variants"][name] = {
-            "description": variant.describe(), "test": table, "best_epoch": metrics.get("best", {}).get("epoch"),
+            "description": variant.describe(), "test": tables["test"], "train": tables["train"], "best_epoch": metrics.get("best", {}).get("epoch"),
             "val": next((e for e in metrics["eval"] if e["step"] == metrics.get("best", {}).get("step")),
                         metrics["eval"][-1]),
             "final_train_loss": metrics["train_loss"][-1]["loss"], "seconds": time.perf_counter() - variant_started,
@@ -340,6 +339,10 @@ def format_main_table(result: dict, variant: str = MAIN_VARIANT) -> str:
         lines.append(f"{dim} | {_pct(model[dim]['accuracy_with_ties'])} | {_pct(ceiling[dim]['accuracy_with_ties'])} | "
                      f"{_pct(model[dim]['accuracy_without_ties'])} | {_pct(ceiling[dim]['accuracy_without_ties'])} | "
                      f"{_pct(gap)} | {model[dim]['n_pairs']} | {model[dim]['n_ties']}")
+    fit = result["variants"][variant].get("train")
+    if fit:
+        lines += ["", f"Fit to the {result['counts']['train']} training pairs, without ties: " + ", ".join(
+            f"{dim} {_pct(fit[dim]['accuracy_without_ties'])}" for dim in DIMENSIONS)]
     return "\n".join(lines)
 
 

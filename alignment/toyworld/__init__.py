@@ -6,7 +6,7 @@ strength spoil one judged dimension each — visual quality (noise, blur, bandin
 (jitter, teleport, freeze), text alignment (wrong colour, shape, direction). Oracle scores
 measure those dimensions from the pixels and the prompt alone, so they also score generated clips;
 simulated annotators turn oracle scores into left / right / tie judgments with configurable
-reliability. Pure numpy (plus ffmpeg and PyAV for MP4s); no torch, no Django.
+reliability. Pure numpy (plus PyAV for MP4s); no torch, no Django.
 
 Run ``python -m alignment.toyworld --help`` for the command line.
 """
@@ -25,7 +25,7 @@ from alignment.toyworld.pairs import ToyClip, ToyPair, export_pairs, make_pairs
 from alignment.toyworld.prompts import COLOURS, DIRECTIONS, SHAPES, SPEEDS, ToyPrompt, all_prompts
 from alignment.toyworld.render import DEFECTS_BY_DIMENSION, DefectSpec, render_clip
 from alignment.toyworld.study import AgreementRow, CorrelationTable, agreement_table, correlation_table
-from alignment.toyworld.video_io import find_ffmpeg, read_mp4, write_mp4
+from alignment.toyworld.video_io import read_mp4, write_mp4
 
 __all__ = [
     "ANNOTATOR_PROFILES",
@@ -50,7 +50,6 @@ __all__ = [
     "all_prompts",
     "correlation_table",
     "export_pairs",
-    "find_ffmpeg",
     "make_annotator_pool",
     "make_pairs",
     "oracle_labels",

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--p-clean", type=float, default=0.25, help="chance that a dimension has no defect")
     render.add_argument("--fps", type=int, default=8)
     render.add_argument("--min-side", type=int, default=64, help="enlarge clips to at least this short side in the MP4")
-    render.add_argument("--workers", type=int, default=None, help="parallel ffmpeg processes (default: CPUs, ≤ 8)")
+    render.add_argument("--workers", type=int, default=None, help="clips encoded at once (default: CPUs, ≤ 8)")
     render.set_defaults(run=_render)
 
     table = commands.add_parser("oracle-table", help="correlate each oracle score with each defect strength")

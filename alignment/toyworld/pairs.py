@@ -90,7 +90,7 @@ def export_pairs(
     ``manifest.jsonl`` has one line per pair, ``{"prompt", "video_a", "video_b", "generator_a",
     "generator_b"}`` with video paths relative to the manifest. ``oracle.jsonl`` has one line per
     video with its oracle scores, defects and render seed, for analysis. ``on_progress(done, total)``
-    is called after each video; ffmpeg runs in ``workers`` threads (default: the CPU count, ≤ 8).
+    is called after each video; clips are encoded in ``workers`` threads (default: the CPU count, ≤ 8).
     Both JSONL files appear atomically once every video is written.
     """
     out_dir = Path(out_dir)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignment.cli import main
-from alignment.config import config_from_dict, load_config
+from alignment.config import config_from_dict, load_config, start_study
 from alignment.data import write_snapshot
 from alignment.data.video import write_video
 from alignment.reward.train import RewardTrainConfig, checkpoints, train_reward_model
@@ -72,6 +72,18 @@ def test_config_loading_yaml_overrides_and_unknown_keys(tmp_path):
     assert config.epochs == 3 and config.model.shared_head and config.model.tubelet == (2, 4, 4) and config.loss == "bt"
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\]"):
         load_config(RewardTrainConfig, path, ["lr=1"])
+
+
+def test_start_study_saves_the_config_and_refuses_a_folder_that_holds_a_study(tmp_path):
+    from alignment.reward.toy_study import ToyStudyConfig
+
+    config = ToyStudyConfig(output_dir=str(tmp_path / "study" / "nested"), epochs=3)
+    folder = start_study(config, "study_config.json", taken_by="snapshot")
+    assert json.loads((folder / "study_config.json").read_text())["epochs"] == 3
+    (folder / "snapshot").mkdir()
+    with pytest.raises(FileExistsError, match=r"nested: already holds a study; pick a new --output-dir"):
+        start_study(ToyStudyConfig(output_dir=str(folder), epochs=5), "study_config.json", taken_by="snapshot")
+    assert json.loads((folder / "study_config.json").read_text())["epochs"] == 3  # the first study's config is kept
 
 
 def test_reward_train_cli_two_steps_small(tmp_path, snapshot, capsys):
