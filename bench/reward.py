@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from alignment.data import PairRecord, PairVideoDataset, read_videoalign_csv  # noqa: E402
-from alignment.data.video import write_video  # noqa: E402
+from alignment.toyworld import write_mp4  # noqa: E402
 from alignment.losses import reward_loss  # noqa: E402
 from alignment.reward import RewardBatchCollator, RewardModel, RewardModelConfig  # noqa: E402
 from alignment.reward.toy_study import MAIN_VARIANT, VARIANTS, ToyStudyConfig, train_config_for  # noqa: E402
@@ -39,7 +39,7 @@ def toy_pairs(folder: Path, n_videos: int = 64, n_pairs: int = 512, frames: int 
     rng = np.random.default_rng(0)
     for index in range(n_videos):
         clip = rng.integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8)
-        write_video(folder / f"{index}.mp4", clip, 8)
+        write_mp4(clip, folder / f"{index}.mp4", 8, min_side=1)
     return [PairRecord(pair_id=i, prompt="a red circle moving left", video_a=str(folder / f"{rng.integers(n_videos)}.mp4"),
                        video_b=str(folder / f"{rng.integers(n_videos)}.mp4"), vq=1, mq=0, ta=-1) for i in range(n_pairs)]
 

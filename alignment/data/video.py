@@ -154,22 +154,3 @@ def read_video_frames(path: str | Path, spec: FrameSpec, *, threads: int = 0) ->
     duration = num_frames / source_fps if source_fps else 0.0
     sampled_fps = len(indices) / duration if duration else float(len(indices))
     return torch.from_numpy(frames), sampled_fps
-
-
-def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float, *, crf: int = 18) -> Path:
-    """Encode RGB uint8 frames ``(T, H, W, C)`` as H.264/yuv420p MP4 (even sides required)."""
-    array = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {array.dtype} {array.shape}")
-    if array.shape[1] % 2 or array.shape[2] % 2:
-        raise ValueError(f"yuv420p needs even sides, got {array.shape[2]}x{array.shape[1]}")
-    path = Path(path)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)) if float(fps).is_integer() else fps)
-        stream.width, stream.height = array.shape[2], array.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for image in array:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    return path

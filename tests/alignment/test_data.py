@@ -24,7 +24,7 @@ from alignment.data import (
     split_for_prompt,
     write_snapshot,
 )
-from alignment.data.video import write_video
+from alignment.toyworld import write_mp4
 from alignment.losses import LABEL_MISSING
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "videoalign-samples"
@@ -36,7 +36,7 @@ def make_ramp_video(path, num_frames=30, fps=10, height=48, width=64):
     frames = np.zeros((num_frames, height, width, 3), np.uint8)
     for index in range(num_frames):
         frames[index] = 8 * index
-    return write_video(path, frames, fps)
+    return write_mp4(frames, path, fps, min_side=1)
 
 
 def frame_levels(frames: torch.Tensor) -> list[int]:

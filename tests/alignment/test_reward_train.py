@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from alignment.cli import main
 from alignment.config import config_from_dict, load_config, start_study
 from alignment.data import write_snapshot
-from alignment.data.video import write_video
+from alignment.toyworld import write_mp4
 from alignment.reward.train import RewardTrainConfig, checkpoints, train_reward_model
 from tests.alignment.test_reward_model import tiny_qwen_folder  # noqa: F401  (session fixture)
 
@@ -30,7 +30,7 @@ def brightness_snapshot(folder: Path, n_videos=16, n_pairs=48, seed=0, val_flipp
     for index, level in enumerate(levels):
         frames = np.full((4, 32, 32, 3), level, np.uint8)
         frames[:, :, : 4 + index % 8] = 255 - level  # a little structure per video
-        videos[f"videos/{index}.mp4"] = write_video(video_folder / f"{index}.mp4", frames, 4)
+        videos[f"videos/{index}.mp4"] = write_mp4(frames, video_folder / f"{index}.mp4", 4, min_side=1)
     rows = []
     for pair_id in range(n_pairs):
         a, b = rng.choice(n_videos, size=2, replace=False)
