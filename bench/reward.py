@@ -3,6 +3,8 @@
 The loader must outrun the model (goal: ratio ≥ 2), or decoding becomes the bottleneck. Measured for
 the small backbone as the toy study trains it (32×32 clips) and for a tiny random Qwen2-VL on the real
 VideoAlign sample videos (2 fps, ≤ 448² pixels; a 2B model is far slower, so that ratio is a floor).
+Also: decoding those videos skipping the non-reference frames that are not sampled, as a ratio to
+decoding every frame.
 
     .venv/bin/python bench/reward.py [--out bench/results/reward.json] [--workers 2]
 """
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from alignment.data import PairRecord, PairVideoDataset, read_videoalign_csv  # noqa: E402
+from alignment.data.video import read_video_frames  # noqa: E402
 from alignment.toyworld import write_mp4  # noqa: E402
 from alignment.losses import reward_loss  # noqa: E402
 from alignment.reward import RewardBatchCollator, RewardModel, RewardModelConfig  # noqa: E402
@@ -92,6 +95,23 @@ def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_st
     return result
 
 
+def decode_speedup(paths: list[Path], spec, repeats: int = 3) -> dict:
+    """Videos/s of ``read_video_frames`` skipping unwanted non-reference frames, as a ratio to decoding
+    every frame up to the last wanted one; the best of ``repeats`` interleaved rounds each."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for skip in (False, True):
+            start = time.perf_counter()
+            for path in paths:
+                read_video_frames(path, spec, threads=1, skip_nonreference=skip)
+            times[skip].append(time.perf_counter() - start)
+    every, skipping = len(paths) / min(times[False]), len(paths) / min(times[True])
+    print(f"{'decode, real videos':<28} every frame {every:6.1f} videos/s   skipping non-reference {skipping:6.1f} "
+          f"videos/s   ratio {skipping / every:.2f}")
+    return {"videos_per_s_every_frame": every, "videos_per_s_skipping": skipping, "speedup": skipping / every,
+            "videos": len(paths)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reward.json"))
@@ -119,6 +139,8 @@ def main() -> None:
             pairs = read_videoalign_csv(SAMPLES / "example.csv")
             results["tiny_qwen2vl_samples_448px"] = measure("tiny Qwen2-VL, real videos", qwen, pairs, batch_size=2,
                                                             workers=args.workers, loader_batches=4, train_steps=3)
+            results["decode_samples_448px"] = decode_speedup(sorted((SAMPLES / "videos").glob("*.mp4")),
+                                                             qwen.frame_spec)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -254,6 +254,27 @@ def test_real_videoalign_samples_decode():
             assert video.float().std() > 10  # real content, not a blank frame
 
 
+@needs_samples
+@pytest.mark.parametrize("threads", [1, 2])
+def test_skipping_unwanted_frames_decodes_the_wanted_ones_exactly(threads):
+    """Non-reference frames are skipped unless sampled: every sampled frame must still equal what a decode
+    of every frame gives (a wrongly skipped or mis-numbered frame would differ)."""
+    import av
+
+    spec = FrameSpec(fps=2.0, max_frames=16, max_pixels=448 * 448)
+    for path in sorted((SAMPLES / "videos").glob("*.mp4"))[:4]:
+        frames, _ = read_video_frames(path, spec, threads=threads)
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            every = [frame for frame in container.decode(stream)]
+            rate = float(stream.average_rate)
+            indices = sample_frame_indices(stream.frames, rate, spec)
+            height, width = frames.shape[2:]
+            expected = np.stack([every[i].to_ndarray(width=width, height=height, format="rgb24",
+                                                     interpolation="BICUBIC").transpose(2, 0, 1) for i in indices])
+        assert np.array_equal(frames.numpy(), expected), path.name
+
+
 def test_dataset_video_cache_is_lru(videos):
     pairs = [PairRecord(pair_id=0, prompt="p", video_a=str(videos["ramp"]), video_b=str(videos["short"]))]
     dataset = PairVideoDataset(pairs, FrameSpec(fps=2.0, size=(16, 16)), cache_videos=1)
