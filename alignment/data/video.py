@@ -142,8 +142,9 @@ def read_video_frames(path: str | Path, spec: FrameSpec, *, threads: int = 0,
         filled = np.zeros(len(indices), dtype=bool)
         last_wanted = int(indices[-1])
         try:
-            frame_rate = source_fps if skip_nonreference else 0.0  # 0: every frame, counted
-            for index, frame in _decoded_frames(container, stream, frame_rate, wanted=slots):
+            decoded = (_decoded_frames(container, stream, source_fps, wanted=slots) if skip_nonreference
+                       else enumerate(container.decode(stream)))
+            for index, frame in decoded:
                 if index in slots:
                     image = (frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="BICUBIC")
                              if resize else frame.to_ndarray(format="rgb24"))  # (H, W, C)
