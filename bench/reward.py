@@ -3,8 +3,9 @@
 The loader must outrun the model (goal: ratio ≥ 2), or decoding becomes the bottleneck. Measured for
 the small backbone as the toy study trains it (32×32 clips) and for a tiny random Qwen2-VL on the real
 VideoAlign sample videos (2 fps, ≤ 448² pixels; a 2B model is far slower, so that ratio is a floor).
-Also: decoding those videos skipping the non-reference frames that are not sampled, as a ratio to
-decoding every frame.
+With a warm frame cache (a later epoch, or a later run whose snapshot shares the videos), the loader
+reads decoded frames from disk instead of decoding. Also: decoding those videos skipping the
+non-reference frames that are not sampled, as a ratio to decoding every frame.
 
     .venv/bin/python bench/reward.py [--out bench/results/reward.json] [--workers 2]
 """
@@ -79,15 +80,20 @@ def train_pairs_per_second(model, batch, steps: int) -> float:
     return steps * batch["labels"].shape[0] / (time.perf_counter() - start)
 
 
-def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_steps, cache_videos=0) -> dict:
-    dataset = PairVideoDataset(pairs, model.frame_spec, decode_threads=1, cache_videos=cache_videos)
+def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_steps, cache_videos=0,
+            frame_cache=None) -> dict:
+    dataset = PairVideoDataset(pairs, model.frame_spec, decode_threads=1, cache_videos=cache_videos,
+                               frame_cache=frame_cache)
+    if frame_cache is not None:  # warm: an earlier epoch, or an earlier run on a snapshot with these videos
+        for index in range(len(dataset)):
+            dataset[index]
     collator = RewardBatchCollator(model.processor())
     batch = collator([dataset[i] for i in range(batch_size)])
     train_rate = train_pairs_per_second(model, batch, train_steps)  # first: no loader workers alive yet
     loader_rate = loader_pairs_per_second(dataset, collator, batch_size, workers, loader_batches)
     result = {"train_pairs_per_s": train_rate, "loader_pairs_per_s": loader_rate,
               "loader_to_model_ratio": loader_rate / train_rate, "batch_size": batch_size, "loader_workers": workers,
-              "cache_videos": cache_videos,
+              "cache_videos": cache_videos, "frame_cache": frame_cache is not None,
               "frames_per_video": int(dataset[0]["video_a"].shape[0]),
               "frame_size": list(dataset[0]["video_a"].shape[2:])}
     print(f"{name:<28} train {train_rate:8.1f} pairs/s   loader ({workers} workers) {loader_rate:8.1f} pairs/s   "
@@ -139,6 +145,9 @@ def main() -> None:
             pairs = read_videoalign_csv(SAMPLES / "example.csv")
             results["tiny_qwen2vl_samples_448px"] = measure("tiny Qwen2-VL, real videos", qwen, pairs, batch_size=2,
                                                             workers=args.workers, loader_batches=4, train_steps=3)
+            results["tiny_qwen2vl_samples_448px_frame_cache"] = measure(
+                "  same, frame cache warm", qwen, pairs, batch_size=2, workers=args.workers, loader_batches=4,
+                train_steps=3, frame_cache=temp / "frames")
             results["decode_samples_448px"] = decode_speedup(sorted((SAMPLES / "videos").glob("*.mp4")),
                                                              qwen.frame_spec)
     out = Path(args.out)

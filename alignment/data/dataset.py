@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from alignment.data.frame_cache import FrameCache
 from alignment.data.records import PairRecord
 from alignment.data.video import FrameSpec, read_video_frames, resolve_video_path
 
@@ -23,16 +24,20 @@ class PairVideoDataset(Dataset):
 
     ``cache_videos`` keeps up to that many decoded videos per process (LRU): small clips that recur
     in many pairs (the toy world) are then decoded once per worker instead of once per pair.
+    ``frame_cache`` (a folder) keeps every decoded video on disk for all workers, epochs and later
+    runs (``alignment.data.frame_cache``); the in-memory LRU sits in front of it.
     """
 
     def __init__(self, pairs: Sequence[PairRecord], spec: FrameSpec = FrameSpec(), *,
-                 roots: Sequence[str | Path] = (), decode_threads: int = 0, cache_videos: int = 0):
+                 roots: Sequence[str | Path] = (), decode_threads: int = 0, cache_videos: int = 0,
+                 frame_cache: str | Path | None = None):
         self.pairs = list(pairs)
         self.spec = spec
         self.roots = [Path(root) for root in roots]
         self.decode_threads = decode_threads
         self.cache_videos = cache_videos
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.frame_cache = FrameCache(frame_cache) if frame_cache else None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -41,12 +46,19 @@ class PairVideoDataset(Dataset):
         if uri in self._cache:
             self._cache.move_to_end(uri)
             return self._cache[uri]
-        frames, _ = read_video_frames(resolve_video_path(uri, self.roots), self.spec, threads=self.decode_threads)
+        path = resolve_video_path(uri, self.roots)
+        if self.frame_cache is not None:
+            frames = self.frame_cache.load(path, self.spec, self._decode)
+        else:
+            frames = self._decode(path)
         if self.cache_videos:
             self._cache[uri] = frames
             if len(self._cache) > self.cache_videos:
                 self._cache.popitem(last=False)
         return frames
+
+    def _decode(self, path: Path) -> torch.Tensor:
+        return read_video_frames(path, self.spec, threads=self.decode_threads)[0]
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]

@@ -33,6 +33,7 @@ class RewardModelConfig:
     tubelet: tuple[int, int, int] = (2, 8, 8)
     vocab_size: int = 4096
     frame_cnn_channels: int = 0  # > 0: TA also reads each frame through a small CNN with global max pooling
+    ta_time_basis: int = 0  # > 0: TA reads time through this many smooth functions instead of per-step weights
 
 
 @dataclass
@@ -60,6 +61,7 @@ class RewardTrainConfig:
     num_workers: int = 2
     decode_threads: int = 1
     cache_videos: int = 0  # decoded videos kept per loader worker (LRU); useful for small recurring clips
+    frame_cache_dir: str | None = None  # decoded frames kept on disk for every worker, epoch and later run
     seed: int = 42
     mixed_precision: str = "no"  # no | bf16 | fp16
     save_every_steps: int | None = None  # also saved at the end of every epoch

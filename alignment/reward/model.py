@@ -42,7 +42,7 @@ def build_backbone(config: RewardModelConfig) -> nn.Module:
             hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
             frame_size=config.frame_size, num_frames=config.num_frames, tubelet=tuple(config.tubelet),
             vocab_size=config.vocab_size, max_prompt_tokens=min(config.max_prompt_tokens, 64), fps=config.fps,
-            frame_cnn_channels=config.frame_cnn_channels,
+            frame_cnn_channels=config.frame_cnn_channels, ta_time_basis=config.ta_time_basis,
         )
     raise ValueError(f"model.backbone {config.backbone!r}: choose 'qwen2vl' or 'small'")
 

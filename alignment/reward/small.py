@@ -98,7 +98,8 @@ def _encoder(hidden_size: int, num_heads: int, num_layers: int) -> nn.Transforme
 class SmallVideoBackbone(nn.Module):
     def __init__(self, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, frame_size: int = 32,
                  num_frames: int = 8, tubelet: tuple[int, int, int] = (2, 8, 8), vocab_size: int = 4096,
-                 max_prompt_tokens: int = 32, fps: float | None = None, frame_cnn_channels: int = 0):
+                 max_prompt_tokens: int = 32, fps: float | None = None, frame_cnn_channels: int = 0,
+                 ta_time_basis: int = 0):
         super().__init__()
         tube_t, tube_h, tube_w = tubelet
         if num_frames % tube_t or frame_size % tube_h or frame_size % tube_w or tube_h % 2 or tube_w % 2:
@@ -153,7 +154,19 @@ class SmallVideoBackbone(nn.Module):
                 nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.LayerNorm(width),
             )
             frame_features += width
-        self.video_projection = nn.Linear(grid_t * frame_features, hidden_size, bias=False)
+        # TA reads the frame features in time order: with one weight per time step, or (ta_time_basis = K)
+        # through K smooth functions of time shared by all steps (orthonormal polynomials: the mean, the
+        # trend, ...), K/T' of the weights to learn from the same pairs.
+        time_inputs = grid_t
+        self.register_buffer("time_basis", None, persistent=False)
+        if ta_time_basis:
+            if not 0 < ta_time_basis <= grid_t:
+                raise ValueError(f"ta_time_basis {ta_time_basis} must lie in [1, {grid_t}] (the time steps)")
+            times = torch.linspace(-1.0, 1.0, grid_t, dtype=torch.float64)
+            basis, _ = torch.linalg.qr(torch.stack([times**k for k in range(ta_time_basis)], dim=1))  # (T', K)
+            self.register_buffer("time_basis", (basis * basis[0].sign()).T.float().contiguous(), persistent=False)
+            time_inputs = ta_time_basis
+        self.video_projection = nn.Linear(time_inputs * frame_features, hidden_size, bias=False)
 
     def processor(self) -> SmallVideoProcessor:
         return self._processor
@@ -178,6 +191,8 @@ class SmallVideoBackbone(nn.Module):
             pooled = self.frame_cnn(with_motion(frames).flatten(0, 1))  # (N·T, C)
             pooled = pooled.reshape(batch, grid_t, tube_t, -1).mean(2)  # (N, T', C): per time step of the tubelets
             frame_features = torch.cat([frame_features, pooled], dim=-1)
+        if self.time_basis is not None:
+            frame_features = torch.einsum("kt,ntf->nkf", self.time_basis, frame_features)  # (N, K, F)
         seen = self.video_projection(frame_features.flatten(1))  # (N, H): the frames in time order
         alignment = self.text_projection(words.sum(1)) * seen  # (N, H)
         return torch.cat([self.norm(quality), alignment.unsqueeze(1)], dim=1)

@@ -85,6 +85,7 @@ class ToyStudyConfig:
     num_heads: int = 4
     tubelet: tuple[int, int, int] = (1, 8, 8)
     frame_cnn_channels: int = 32  # TA also reads each frame through a small CNN (shapes); 0: tubelets only
+    ta_time_basis: int = 0  # > 0: TA reads time through this many smooth functions (0: one weight per frame)
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-3
@@ -244,7 +245,7 @@ def train_config_for(config: ToyStudyConfig, variant: ToyVariant, snapshot: Path
         backbone="small", shared_head=variant.shared_head, fps=None, hidden_size=config.hidden_size,
         num_layers=config.num_layers, num_heads=config.num_heads, frame_size=config.frame_size,
         num_frames=config.frames, tubelet=tuple(config.tubelet), vocab_size=512, max_prompt_tokens=8,
-        frame_cnn_channels=config.frame_cnn_channels,
+        frame_cnn_channels=config.frame_cnn_channels, ta_time_basis=config.ta_time_basis,
     )
     return RewardTrainConfig(
         output_dir=str(Path(config.output_dir) / "runs" / variant.name), snapshot=str(snapshot), model=model,

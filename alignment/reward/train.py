@@ -153,10 +153,10 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
     model = RewardModel(config.model)
     collator = RewardBatchCollator(model.processor())
     micro_batch = _micro_batch_size(config, accelerator.num_processes)
-    train_set = PairVideoDataset(train_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads,
-                                 cache_videos=config.cache_videos)
-    val_loader = DataLoader(PairVideoDataset(val_pairs, model.frame_spec, roots=roots, decode_threads=config.decode_threads,
-                                             cache_videos=config.cache_videos),
+    loading = dict(roots=roots, decode_threads=config.decode_threads, cache_videos=config.cache_videos,
+                   frame_cache=config.frame_cache_dir)
+    train_set = PairVideoDataset(train_pairs, model.frame_spec, **loading)
+    val_loader = DataLoader(PairVideoDataset(val_pairs, model.frame_spec, **loading),
                             batch_size=micro_batch, num_workers=config.num_workers, collate_fn=collator)
 
     head_names = {"head.weight", "backbone.reward_token_embeddings", "backbone.reward_queries"}

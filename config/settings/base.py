@@ -229,6 +229,8 @@ SNAPSHOT_ROOT = Path(env("SNAPSHOT_ROOT", default=str(VAR_DIR / "snapshots")))
 SNAPSHOT_STORAGE_URL = env("SNAPSHOT_STORAGE_URL", default="")
 # A RewardTrainConfig file (JSON/YAML) the admin's "train a reward model" starts from; empty: the small CPU backbone.
 VIDPREF_REWARD_CONFIG = env("VIDPREF_REWARD_CONFIG", default="")
+# Decoded training frames kept across reward-training runs (the next snapshot reuses most videos); "" turns it off.
+VIDPREF_FRAME_CACHE = env("VIDPREF_FRAME_CACHE", default=str(VAR_DIR / "frame-cache"))
 JOB_ROOT = Path(env("JOB_ROOT", default=str(VAR_DIR / "jobs")))
 # A running job whose worker has not reported progress for this long is failed by the watchdog (Retry resumes it).
 VIDPREF_JOB_STALE_MINUTES = env.int("VIDPREF_JOB_STALE_MINUTES", default=30)

@@ -10,6 +10,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = VAR_DIR / "test" / "media"
 SNAPSHOT_ROOT = VAR_DIR / "test" / "snapshots"
 JOB_ROOT = VAR_DIR / "test" / "jobs"
+VIDPREF_FRAME_CACHE = str(VAR_DIR / "test" / "frame-cache")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -99,6 +99,8 @@ def reward_train_run(*, job: Job) -> ModelVersion:
     values = _merge(base, job.params.get("config") or {})
     values.update(output_dir=str(folder / "reward"), snapshot=str(_local_snapshot(snapshot, folder)),
                   media_root=str(settings.MEDIA_ROOT), progress=False)
+    if not values.get("frame_cache_dir") and settings.VIDPREF_FRAME_CACHE:
+        values["frame_cache_dir"] = settings.VIDPREF_FRAME_CACHE  # shared by every run on this machine
     config = config_from_dict(RewardTrainConfig, values, where=f"job {job.pk}'s reward config")
 
     on_step = training_progress(job)
