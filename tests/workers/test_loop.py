@@ -2,6 +2,7 @@
 in the annotation queue, which an annotator can then judge."""
 
 import time
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 
@@ -39,7 +40,11 @@ def test_the_loop_closes_in_a_real_worker(live_server, celery_worker_process, tm
     assert set(jobs) == {Job.Kind.EXPORT, Job.Kind.REWARD, Job.Kind.FLOW_DPO, Job.Kind.GENERATE}
     assert all(job.status == Job.Status.SUCCEEDED for job in jobs.values())
     policy = ModelVersion.objects.get(kind=ModelVersion.Kind.POLICY, job=jobs[Job.Kind.FLOW_DPO])
-    assert ModelVersion.objects.get(kind=ModelVersion.Kind.REWARD).snapshot == policy.snapshot
+    reward = ModelVersion.objects.get(kind=ModelVersion.Kind.REWARD)
+    assert reward.snapshot == policy.snapshot
+    # The worker kept the decoded frames for the next run, in the site's frame cache.
+    assert reward.config["frame_cache_dir"] == settings.VIDPREF_FRAME_CACHE
+    assert any(Path(settings.VIDPREF_FRAME_CACHE).rglob("*.npy"))
 
     batch = Batch.objects.get(source=f"generated:job-{jobs[Job.Kind.GENERATE].pk}")
     new_pairs = Pair.objects.filter(batch=batch)
