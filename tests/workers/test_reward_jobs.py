@@ -1,5 +1,6 @@
 """Reward-model training from the admin: a job on the gpu queue, run by a real worker, registers a ModelVersion."""
 
+import json
 import os
 import signal
 import time
@@ -42,6 +43,12 @@ def test_admin_trains_a_reward_model_in_the_worker(celery_worker_process, client
     assert (version.kind, version.snapshot_id, job.result["model_version_id"]) == ("reward", snapshot.pk, version.pk)
     assert set(version.metrics["validation"]) == {"VQ", "MQ", "TA"} and version.metrics["validation_pairs"] == 12
     assert load_file(Path(version.path) / "model.safetensors")  # the weights are there
+    # The default keeps the epoch with the lowest validation loss, and registers that epoch's accuracies.
+    metrics = json.loads((Path(version.path).parent / "metrics.json").read_text())
+    chosen = next(entry for entry in metrics["eval"] if entry["step"] == metrics["best"]["step"])
+    assert version.config["keep_best"] and version.metrics["epoch"] == chosen["epoch"]
+    assert version.metrics["validation"]["VQ"] == {key: chosen["VQ"][key]
+                                                   for key in ("accuracy_with_ties", "accuracy_without_ties")}
     assert job.progress == 1.0 and "step 12 of 12" in job.progress_text and "small CPU backbone" in job.log
     assert client.get("/admin/workers/modelversion/").status_code == 200
 

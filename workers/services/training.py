@@ -20,7 +20,7 @@ from workers.services.launch import run_trainer
 DIMENSIONS = ("VQ", "MQ", "TA")
 
 SMALL_BACKBONE_CONFIG = {"model": {"backbone": "small"}, "learning_rate": 1e-3, "epochs": 4, "batch_size": 16,
-                         "warmup_steps": 20, "num_workers": 2, "cache_videos": 256}
+                         "warmup_steps": 20, "num_workers": 2, "cache_videos": 256, "keep_best": True}
 """Used when ``VIDPREF_REWARD_CONFIG`` names no file: a small video transformer that trains on a CPU.
 For the paper's model, point ``VIDPREF_REWARD_CONFIG`` at a RewardTrainConfig with a local Qwen2-VL folder."""
 
@@ -110,7 +110,9 @@ def reward_train_run(*, job: Job) -> ModelVersion:
 
     metrics = run_trainer(job=job, command="reward-train", config=config, train_in_process=train_reward_model,
                           on_step=on_step)
-    last = metrics["eval"][-1]
+    # The model registered is the chosen epoch's (keep_best) or the last one's; so are its accuracies.
+    chosen_step = (metrics.get("best") or {}).get("step")
+    last = next((entry for entry in metrics["eval"] if entry["step"] == chosen_step), metrics["eval"][-1])
     validation = {dim: {key: last[dim][key] for key in ("accuracy_with_ties", "accuracy_without_ties")}
                   for dim in DIMENSIONS if dim in last}
     job.append_log("validation accuracy with / without ties: " + (", ".join(
@@ -120,6 +122,7 @@ def reward_train_run(*, job: Job) -> ModelVersion:
         kind=ModelVersion.Kind.REWARD, name=f"reward-{job.pk}", path=str(Path(config.output_dir) / "model"),
         snapshot=snapshot, config=config_to_dict(config), job=job,
         metrics=json_safe({"validation": validation, "validation_pairs": last.get("n_pairs", 0),
+                           "epoch": last.get("epoch"),
                            "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
                            "train_samples_per_second": metrics.get("train_samples_per_second"),
                            "normalization": metrics.get("normalization"),
