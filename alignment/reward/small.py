@@ -19,6 +19,10 @@ the video and never see the prompt; TA is read from the video *and* the prompt.
   With ``frame_cnn_channels`` the frames are also read by a small CNN at full resolution, max-pooled
   over positions: a shape is an outline a few pixels wide that 8×8 tubelets cut apart (in the toy
   study, pairs that differ by a wrong shape were judged at chance without it).
+  With ``ta_time_basis`` = K the frames are read through K orthonormal polynomials of time (their
+  mean, trend, curvature, ...) instead of one weight per time step: colour and shape need only the
+  mean and a direction the trend, and the readout has K/T' of the weights. In the toy study (3,584
+  training pairs) held-out TA went from 78.3 to 81.5 % with K = 3, its fit to the training pairs to 92.4 %.
 """
 
 from __future__ import annotations

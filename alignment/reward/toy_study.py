@@ -85,7 +85,7 @@ class ToyStudyConfig:
     num_heads: int = 4
     tubelet: tuple[int, int, int] = (1, 8, 8)
     frame_cnn_channels: int = 32  # TA also reads each frame through a small CNN (shapes); 0: tubelets only
-    ta_time_basis: int = 0  # > 0: TA reads time through this many smooth functions (0: one weight per frame)
+    ta_time_basis: int = 3  # TA reads time through the mean, trend and curvature of the frames (0: a weight per frame)
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 1e-3

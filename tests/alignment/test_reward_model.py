@@ -116,6 +116,21 @@ def test_small_backbone_vq_and_mq_do_not_read_the_prompt():
     assert not torch.allclose(rewards[0, 2], rewards[1, 2], atol=1e-4)
 
 
+def test_small_backbone_reads_time_for_ta_through_smooth_functions():
+    """ta_time_basis = K: TA sees the frame features through K orthonormal polynomials of time, so a
+    feature that changes linearly over the clip is seen whole with K = 2 and only as its mean with K = 1."""
+    backbone = RewardModel(small_config(num_frames=8, tubelet=(1, 8, 8), ta_time_basis=2)).backbone
+    basis = backbone.time_basis  # (K, T')
+    assert basis.shape == (2, 8) and torch.allclose(basis @ basis.T, torch.eye(2), atol=1e-6)
+    assert torch.allclose(basis[0], torch.full((8,), 8 ** -0.5))  # the first reads the mean
+    ramp = torch.linspace(-3.0, 5.0, 8)
+    assert torch.allclose(basis.T @ (basis @ ramp), ramp, atol=1e-5)
+    assert torch.allclose(basis[:1].T @ (basis[:1] @ ramp), torch.full((8,), 1.0), atol=1e-5)
+    assert backbone.video_projection.in_features == 2 * backbone.hidden_size
+    with pytest.raises(ValueError, match="ta_time_basis 9 must lie in"):
+        RewardModel(small_config(num_frames=8, tubelet=(1, 8, 8), ta_time_basis=9))
+
+
 def test_what_trains_in_the_qwen_model(tiny_qwen_folder):
     model = RewardModel(qwen_config(tiny_qwen_folder))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -128,14 +143,15 @@ def test_what_trains_in_the_qwen_model(tiny_qwen_folder):
     assert not any(".visual." in n for n, p in frozen_vision.named_parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("backbone", ["qwen2vl", "small", "small-shared-head"])
+@pytest.mark.parametrize("backbone", ["qwen2vl", "small", "small-shared-head", "small-time-basis"])
 def test_every_trainable_parameter_changes_after_two_steps(backbone, tiny_qwen_folder):
     torch.manual_seed(0)
     if backbone == "qwen2vl":
         model = RewardModel(qwen_config(tiny_qwen_folder))
         videos = random_videos(4)
     else:
-        model = RewardModel(small_config(shared_head=backbone.endswith("shared-head")))
+        model = RewardModel(small_config(shared_head=backbone.endswith("shared-head"),
+                                         ta_time_basis=2 if backbone.endswith("time-basis") else 0))
         videos = random_videos(4, height=32, width=32)
     if backbone.endswith("shared-head"):
         assert model.head.weight.shape[0] == 1
@@ -155,10 +171,11 @@ def test_every_trainable_parameter_changes_after_two_steps(backbone, tiny_qwen_f
     assert unchanged == []
 
 
-@pytest.mark.parametrize("backbone", ["qwen2vl", "small"])
+@pytest.mark.parametrize("backbone", ["qwen2vl", "small", "small-time-basis"])
 def test_save_and_load_round_trip(backbone, tiny_qwen_folder, tmp_path):
     torch.manual_seed(0)
-    model = RewardModel(qwen_config(tiny_qwen_folder) if backbone == "qwen2vl" else small_config())
+    model = RewardModel(qwen_config(tiny_qwen_folder) if backbone == "qwen2vl" else
+                        small_config(ta_time_basis=2 if backbone == "small-time-basis" else 0))
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
