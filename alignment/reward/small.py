@@ -168,6 +168,7 @@ class SmallVideoBackbone(nn.Module):
                 raise ValueError(f"ta_time_basis {ta_time_basis} must lie in [1, {grid_t}] (the time steps)")
             times = torch.linspace(-1.0, 1.0, grid_t, dtype=torch.float64)
             basis, _ = torch.linalg.qr(torch.stack([times**k for k in range(ta_time_basis)], dim=1))  # (T', K)
+            # Not saved with the model but rebuilt, so fixed by convention: each function positive at frame 0.
             self.register_buffer("time_basis", (basis * basis[0].sign()).T.float().contiguous(), persistent=False)
             time_inputs = ta_time_basis
         self.video_projection = nn.Linear(time_inputs * frame_features, hidden_size, bias=False)
