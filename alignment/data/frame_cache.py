@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from alignment.data.snapshot import sha256_file
 from alignment.data.video import FrameSpec
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,5 @@ class FrameCache:
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         digest = self._digests.get(key)
         if digest is None:
-            hasher = hashlib.sha256()
-            with path.open("rb") as file:
-                while chunk := file.read(1 << 20):
-                    hasher.update(chunk)
-            digest = self._digests[key] = hasher.hexdigest()
+            digest = self._digests[key] = sha256_file(path)
         return digest
