@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     toy_policy = commands.add_parser(
         "toy-policy", help="pretrain the toy world's base flow policy (a tiny Wan) on toy clips with defects",
-        description="Pretrain a tiny Wan (pixel codec, 32x32, 9 frames) with plain flow matching on toy clips "
+        description="Pretrain a tiny Wan (a small learned conv codec, 32x32, 9 frames) with plain flow matching on toy clips "
                     "rendered with defects of random strength, so its samples vary in quality; a diffusers-format "
                     "policy folder. An existing toy policy folder is reused.")
     toy_policy.add_argument("--output-dir", required=True, help="the policy folder (built once, then reused)")

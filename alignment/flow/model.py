@@ -8,7 +8,7 @@ A *policy folder* is a diffusers-format folder (what ``WanPipeline.save_pretrain
     tokenizer/
     scheduler/          scheduler_config.json (its ``shift`` / ``flow_shift`` is the sampling shift)
     vae/                AutoencoderKLWan                          ─┐ one of the two: the codec
-    codec/              codec_config.json (PixelCodec, toy world)  ─┘
+    codec/              codec_config.json (+ weights): PixelCodec or ConvCodec, toy world ─┘
     vidpref_policy.json optional: num_frames, height, width, fps, max_sequence_length of the videos
 
 A *trained policy folder* (a run's ``final/`` or a checkpoint) holds ``flow_policy.json`` naming its
@@ -45,6 +45,7 @@ POLICY_DEFAULTS_FILE = "vidpref_policy.json"
 TRAINED_POLICY_FILE = "flow_policy.json"
 LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"
 CODEC_CONFIG_FILE = "codec_config.json"
+CONV_CODEC_WEIGHTS_FILE = "codec.safetensors"
 NUM_TRAIN_TIMESTEPS = 1000
 
 
@@ -114,6 +115,129 @@ class PixelCodec(nn.Module):
         return cls(patch=config["patch"], scale=config["scale"])
 
 
+class ConvCodec(nn.Module):
+    """The toy world's learned codec: a small per-frame convolutional autoencoder, 4× smaller per side.
+
+    (B, 3, T, H, W) → (B, ``latent_channels``, T, H/4, W/4), normalised per channel by the statistics of
+    the clips it was fitted to (``fit_conv_codec``). A latent diffusion model in miniature: the transformer
+    models 8×8-pixel tokens of ``4 · latent_channels`` smooth values instead of 192 raw pixel values, and
+    the decoder's convolutions join neighbouring tokens, so a tiny transformer trained for minutes on a
+    CPU makes clean clips instead of a patchwork of blocks. Pixel noise finer than the latent grid does
+    not survive the round trip; everything else the toy world shows (the gradient, the shape, its colour
+    and its track) does. Saved as ``codec/codec_config.json`` + ``codec/codec.safetensors``.
+    """
+
+    factor = 4
+
+    def __init__(self, latent_channels: int = 8, width: int = 32):
+        super().__init__()
+        if latent_channels < 1 or width < 1:
+            raise ValueError(f"ConvCodec latent_channels and width must be ≥ 1, got {latent_channels}, {width}")
+        self.latent_channels, self.width = int(latent_channels), int(width)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, width, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * width, latent_channels, 3, padding=1))
+        self.decoder = nn.Sequential(
+            nn.Conv2d(latent_channels, 2 * width, 3, padding=1), nn.SiLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.SiLU(),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(width, 3, 3, padding=1))
+        self.register_buffer("latent_mean", torch.zeros(latent_channels))
+        self.register_buffer("latent_std", torch.ones(latent_channels))
+
+    def _frames(self, videos: torch.Tensor) -> torch.Tensor:
+        batch, channels, frames, height, width = videos.shape
+        return videos.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
+
+    def _videos(self, frames: torch.Tensor, batch: int) -> torch.Tensor:
+        _, channels, height, width = frames.shape
+        return frames.reshape(batch, -1, channels, height, width).permute(0, 2, 1, 3, 4)
+
+    def encode_raw(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Un-normalised latents (B, C, T, H/4, W/4) of pixels (B, 3, T, H, W), with gradients."""
+        _, _, _, height, width = pixels.shape
+        if height % self.factor or width % self.factor:
+            raise ValueError(f"frames of {height}x{width} are not divisible by the codec's factor {self.factor}")
+        return self._videos(self.encoder(self._frames(pixels)), pixels.shape[0])
+
+    def decode_raw(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels of un-normalised latents, with gradients."""
+        return self._videos(self.decoder(self._frames(latents)), latents.shape[0])
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        z = self.encode_raw(pixels.float())
+        return (z - self.latent_mean.view(1, -1, 1, 1, 1)) / self.latent_std.view(1, -1, 1, 1, 1)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.float() * self.latent_std.view(1, -1, 1, 1, 1) + self.latent_mean.view(1, -1, 1, 1, 1)
+        return self.decode_raw(z)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        return (self.latent_channels, num_frames, height // self.factor, width // self.factor)
+
+    def fingerprint(self) -> dict:
+        return {"kind": "conv", "latent_channels": self.latent_channels, "width": self.width}
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                  folder / CONV_CODEC_WEIGHTS_FILE)
+        (folder / CODEC_CONFIG_FILE).write_text(json.dumps(self.fingerprint(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ConvCodec":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config = json.loads((folder / CODEC_CONFIG_FILE).read_text())
+        if config.get("kind") != "conv":
+            raise ValueError(f"{folder}/{CODEC_CONFIG_FILE}: kind {config.get('kind')!r}, expected 'conv'")
+        weights = folder / CONV_CODEC_WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: the conv codec's weights are missing; rebuild the policy folder")
+        codec = cls(latent_channels=config["latent_channels"], width=config["width"])
+        codec.load_state_dict(load_file(weights))
+        return codec.eval().requires_grad_(False)
+
+
+def fit_conv_codec(codec: ConvCodec, clips: np.ndarray, *, steps: int, batch_size: int = 128,
+                   learning_rate: float = 2e-3, seed: int = 0, progress: bool = True) -> list[float]:
+    """Fit ``codec`` to reconstruct the frames of uint8 ``clips`` (N, T, H, W, 3) (mean squared error,
+    AdamW, cosine decay), then set its latent normalisation from them; returns the loss per step."""
+    from tqdm.auto import tqdm
+
+    frames = torch.from_numpy(clips.reshape(-1, *clips.shape[2:]))  # (N·T, H, W, 3) uint8
+    generator = torch.Generator().manual_seed(seed)
+    codec.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(codec.parameters(), lr=learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps), eta_min=learning_rate / 20)
+    losses = []
+    bar = tqdm(range(steps), desc="fit codec", disable=not progress)
+    for _ in bar:
+        chosen = torch.randint(len(frames), (batch_size,), generator=generator)
+        pixels = frames[chosen].permute(0, 3, 1, 2).float()[:, :, None] / 127.5 - 1.0  # (B, 3, 1, H, W)
+        loss = torch.nn.functional.mse_loss(codec.decode_raw(codec.encode_raw(pixels)), pixels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
+    bar.close()
+    codec.eval().requires_grad_(False)
+    with torch.no_grad():
+        chosen = torch.randperm(len(frames), generator=generator)[:4096]
+        pixels = frames[chosen].permute(0, 3, 1, 2).float()[:, :, None] / 127.5 - 1.0
+        z = codec.encode_raw(pixels).transpose(0, 1).flatten(1)  # (C, n·h·w)
+        codec.latent_mean.copy_(z.mean(dim=1))
+        codec.latent_std.copy_(z.std(dim=1).clamp_min(1e-4))
+    return losses
+
+
 class WanVAECodec(nn.Module):
     """``AutoencoderKLWan`` with the per-channel normalisation ``WanPipeline`` uses:
     latents = (z − latents_mean) / latents_std, with z the mean of the encoder's distribution."""
@@ -146,9 +270,12 @@ class WanVAECodec(nn.Module):
 
 
 def load_codec(folder: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-    """The codec of a policy folder: ``codec/`` (PixelCodec) or ``vae/`` (AutoencoderKLWan)."""
+    """The codec of a policy folder: ``codec/`` (PixelCodec or ConvCodec) or ``vae/`` (AutoencoderKLWan)."""
     folder = Path(folder)
-    if (folder / "codec" / CODEC_CONFIG_FILE).is_file():
+    config_path = folder / "codec" / CODEC_CONFIG_FILE
+    if config_path.is_file():
+        if json.loads(config_path.read_text()).get("kind") == "conv":
+            return ConvCodec.load(folder / "codec").to(device)
         return PixelCodec.load(folder / "codec")
     if (folder / "vae").is_dir():
         from diffusers import AutoencoderKLWan

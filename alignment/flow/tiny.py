@@ -3,8 +3,9 @@
 ``build_tiny_wan_policy(folder)`` writes what ``WanPipeline.save_pretrained`` writes — a
 ``WanTransformer3DModel`` with a few small layers, a small random ``UMT5EncoderModel``, a word-level
 tokenizer built from the toy world's vocabulary (nothing downloaded), a ``FlowMatchEulerDiscreteScheduler``
-config — plus the codec: ``codec/`` (``PixelCodec``, exact and weightless, the toy world's default) or a
-tiny random ``AutoencoderKLWan`` in ``vae/`` (exercises the production codec path), and
+config — plus the codec: ``codec/`` (``PixelCodec``, exact and weightless; or ``ConvCodec``, a small
+per-frame autoencoder the toy world's base policy fits to its clips) or a tiny random ``AutoencoderKLWan``
+in ``vae/`` (exercises the production codec path), and
 ``vidpref_policy.json`` with the clip size the policy is built for (32×32, 9 frames by default).
 """
 
@@ -58,6 +59,7 @@ def build_tiny_wan_policy(
     fps: float = 8,
     codec: str = "pixel",
     pixel_patch: int = 2,
+    conv_codec=None,
     num_layers: int = 2,
     num_heads: int = 2,
     head_dim: int = 16,
@@ -69,16 +71,19 @@ def build_tiny_wan_policy(
 ) -> Path:
     """Save a random tiny Wan policy to ``folder`` (written to a temporary name, then renamed); returns it.
 
-    ``codec``: ``"pixel"`` (PixelCodec folding ``pixel_patch``² pixels into channels) or ``"wan_vae"`` (a
-    tiny random AutoencoderKLWan: 4× temporal, 8× spatial compression, so ``num_frames`` must be 4k + 1).
+    ``codec``: ``"pixel"`` (PixelCodec folding ``pixel_patch``² pixels into channels), ``"conv"`` (the
+    ``ConvCodec`` given as ``conv_codec``, fitted or not) or ``"wan_vae"`` (a tiny random AutoencoderKLWan:
+    4× temporal, 8× spatial compression, so ``num_frames`` must be 4k + 1).
     The transformer's attention width is ``num_heads × head_dim``; its patch is (1, 2, 2).
     """
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
     from diffusers.utils import logging as diffusers_logging
     from transformers import UMT5Config, UMT5EncoderModel
 
-    if codec not in ("pixel", "wan_vae"):
-        raise ValueError(f"codec {codec!r}: choose 'pixel' or 'wan_vae'")
+    if codec not in ("pixel", "conv", "wan_vae"):
+        raise ValueError(f"codec {codec!r}: choose 'pixel', 'conv' or 'wan_vae'")
+    if (codec == "conv") != (conv_codec is not None):
+        raise ValueError("codec='conv' takes its ConvCodec as conv_codec (and only then)")
     folder = Path(folder)
     if folder.exists():
         raise FileExistsError(f"{folder}: already exists; pick a new folder for the tiny policy")
@@ -90,11 +95,14 @@ def build_tiny_wan_policy(
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0))
     if codec == "pixel":
         video_codec, vae = PixelCodec(patch=pixel_patch), None
+    elif codec == "conv":
+        video_codec, vae = conv_codec, None
     else:
         vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                                temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
         video_codec = None
-    latent_channels = 3 * pixel_patch ** 2 if codec == "pixel" else vae.config.z_dim
+    latent_channels = {"pixel": lambda: 3 * pixel_patch ** 2, "conv": lambda: conv_codec.latent_channels,
+                       "wan_vae": lambda: vae.config.z_dim}[codec]()
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=head_dim, in_channels=latent_channels,
         out_channels=latent_channels, text_dim=text_dim, freq_dim=32, ffn_dim=4 * num_heads * head_dim,

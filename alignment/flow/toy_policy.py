@@ -43,15 +43,24 @@ class ToyPolicyConfig:
     fps: float = 8
     n_clips: int = 4096  # rendered once, drawn from at random every step
     p_clean: float = 0.3  # per dimension
-    # the network. PixelCodec patch 4 and the transformer's 2×2 patch make 144 tokens of 192 values per
-    # clip; the attention width (num_heads × head_dim) must be at least 192, or the tokens cannot carry
-    # the noise through and samples stay noise.
+    # the codec: conv (a small autoencoder fitted to the clips first; 8×8 latents per frame) | pixel
+    # (PixelCodec folding pixel_patch² pixels into channels: exact, but a tiny transformer renders its
+    # 8×8-pixel tokens as a patchwork of blocks)
+    codec: str = "conv"
+    codec_channels: int = 8
+    codec_width: int = 32
+    codec_steps: int = 600
+    codec_batch_size: int = 128  # frames
+    codec_learning_rate: float = 2e-3
     pixel_patch: int = 4
+    # the network. The codec's 8×8 latents (or PixelCodec patch 4's) and the transformer's 2×2 patch make
+    # 144 tokens per clip; the attention width (num_heads × head_dim) must be at least a token's values
+    # (4 × latent channels), or the tokens cannot carry the noise through and samples stay noise.
     num_layers: int = 2
     num_heads: int = 4
-    head_dim: int = 48
+    head_dim: int = 32
     # pretraining
-    steps: int = 350
+    steps: int = 1200
     batch_size: int = 32
     learning_rate: float = 2e-3
     warmup_steps: int = 30
@@ -63,7 +72,7 @@ class ToyPolicyConfig:
     @classmethod
     def quick(cls, **overrides) -> "ToyPolicyConfig":
         """A policy in a minute or two on one CPU thread (tests): fewer clips and steps; its samples are rougher."""
-        values = dict(n_clips=1024, steps=100)
+        values = dict(n_clips=1024, codec_steps=150, steps=100)
         values.update(overrides)
         return cls(**values)
 
@@ -93,27 +102,44 @@ def _learning_rate_factor(step: int, config: ToyPolicyConfig) -> float:
 def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = None, *, progress: bool = True) -> Path:
     """Build a random tiny Wan policy and pretrain it on toy clips; written to a temporary name, then
     renamed to ``folder`` (which must not exist)."""
-    from alignment.flow.model import load_policy
+    from alignment.flow.model import ConvCodec, fit_conv_codec, load_policy
     from alignment.flow.tiny import build_tiny_wan_policy
     from alignment.flow.train import noised, sample_sigmas
     from alignment.losses import flow_matching_loss
 
     config = config or ToyPolicyConfig()
-    token_values = 3 * config.pixel_patch ** 2 * 4  # latent channels × the transformer's 2×2 patch
+    if config.codec not in ("conv", "pixel"):
+        raise ValueError(f"codec {config.codec!r}: choose 'conv' or 'pixel'")
+    latent_channels = config.codec_channels if config.codec == "conv" else 3 * config.pixel_patch ** 2
+    token_values = latent_channels * 4  # the transformer's 2×2 patch
     if config.num_heads * config.head_dim < token_values:
         raise ValueError(f"num_heads × head_dim = {config.num_heads * config.head_dim} is below the {token_values} "
-                         f"values of a token (pixel_patch {config.pixel_patch}); widen the attention")
+                         f"values of a token ({config.codec} codec); widen the attention")
     folder = Path(folder)
     if folder.exists():
         raise FileExistsError(f"{folder}: already exists; pick a new folder for the toy policy")
     started = time.perf_counter()
     temp = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
     try:
-        build_tiny_wan_policy(temp, num_frames=config.frames, height=config.frame_size, width=config.frame_size,
-                              fps=config.fps, pixel_patch=config.pixel_patch, num_layers=config.num_layers,
-                              num_heads=config.num_heads, head_dim=config.head_dim, seed=config.seed)
-        policy = load_policy(temp)
         clips, clip_prompts = render_pretraining_clips(config, progress=progress)
+        codec_record = {}
+        conv_codec = None
+        if config.codec == "conv":
+            torch.manual_seed(config.seed)
+            conv_codec = ConvCodec(config.codec_channels, config.codec_width)
+            codec_losses = fit_conv_codec(conv_codec, clips, steps=config.codec_steps,
+                                          batch_size=config.codec_batch_size, learning_rate=config.codec_learning_rate,
+                                          seed=config.seed, progress=progress)
+            codec_record = {"codec_final_loss": float(np.mean(codec_losses[-20:])),
+                            "codec_seconds": time.perf_counter() - started}
+        build_tiny_wan_policy(temp, num_frames=config.frames, height=config.frame_size, width=config.frame_size,
+                              fps=config.fps, codec=config.codec, conv_codec=conv_codec, pixel_patch=config.pixel_patch,
+                              num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim,
+                              seed=config.seed)
+        policy = load_policy(temp)
+        all_latents = torch.cat([  # every clip's latents, encoded once
+            policy.encode_videos(torch.from_numpy(clips[start:start + 256]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0)
+            for start in range(0, len(clips), 256)])
         distinct = sorted(set(clip_prompts))
         text_table = policy.pad_text(policy.encode_prompts(distinct))  # (P, L, D)
         empty_text = policy.pad_text(policy.encode_prompts([""]))  # (1, L, D)
@@ -129,9 +155,7 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
         bar = tqdm(range(config.steps), desc="pretrain toy policy", disable=not progress)
         for _ in bar:
             batch = torch.randint(len(clips), (config.batch_size,), generator=generator)
-            frames = torch.from_numpy(clips[batch.numpy()])  # (B, T, H, W, 3) uint8
-            pixels = frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # (B, 3, T, H, W) in [-1, 1]
-            latents = policy.encode_videos(pixels)  # (B, C, t, h, w)
+            latents = all_latents[batch]  # (B, C, t, h, w)
             text = text_table[prompt_index[batch]]  # (B, L, D)
             unconditional = torch.rand(config.batch_size, generator=generator) < config.p_uncond
             text = torch.where(unconditional[:, None, None], empty_text, text)
@@ -150,7 +174,8 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
 
         model.eval().save_pretrained(temp / "transformer")
         seconds = time.perf_counter() - started
-        record = {"config": asdict(config), "seconds": seconds, "final_loss": float(np.mean(losses[-20:])),
+        record = {"config": asdict(config), "seconds": seconds, **codec_record,
+                  "final_loss": float(np.mean(losses[-20:])),
                   "loss_every_10_steps": [float(np.mean(losses[i:i + 10])) for i in range(0, len(losses), 10)]}
         (temp / TOY_POLICY_FILE).write_text(json.dumps(record, indent=2) + "\n")
         folder.parent.mkdir(parents=True, exist_ok=True)

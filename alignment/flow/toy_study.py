@@ -68,7 +68,7 @@ class FlowToyStudyConfig:
     test_prompts: int = 32  # held out: evaluation only
     val_prompts: int = 8
     train_prompts: int | None = None  # None: every prompt not held out (144 − test − val)
-    pairs_per_prompt: int = 3  # each pair: two seeds of one prompt
+    pairs_per_prompt: int = 8  # each pair: two seeds of one prompt
     annotators_per_pair: int = 3
     pool_size: int = 20
     annotator_mix: dict[str, float] | None = None  # None: alignment.toyworld.DEFAULT_MIX
@@ -81,7 +81,7 @@ class FlowToyStudyConfig:
     methods: tuple[str, ...] = ("sft", "flow-rwr", "flow-dpo", "flow-dpo-time")
     lora_rank: int = 16
     learning_rate: float = 5e-4
-    steps: int = 100
+    steps: int = 200
     batch_size: int = 16  # videos (SFT, RWR) or pairs (DPO) per step
     warmup_steps: int = 10
     beta: float = 500.0

@@ -17,6 +17,7 @@ from alignment.config import config_from_dict
 from alignment.data import read_snapshot, write_snapshot
 from alignment.data.records import PairRecord
 from alignment.flow import PixelCodec, load_policy, sample_videos, write_clips
+from alignment.flow.model import uint8_from_pixels
 from alignment.flow.cache import build_cache
 from alignment.flow.preference import (
     consensus_score,
@@ -223,6 +224,39 @@ def test_wan_vae_codec_policy(tmp_path):
     assert policy.decode_latents(latents).shape == (1, 9, 32, 32, 3)
     with pytest.raises(ValueError, match="4·k \\+ 1"):
         policy.latent_shape(num_frames=8)
+
+
+def test_conv_codec_fits_toy_clips_normalises_its_latents_and_round_trips_through_a_policy_folder(tmp_path):
+    from alignment.flow.model import ConvCodec, fit_conv_codec, load_codec
+    from alignment.toyworld import DefectSpec
+
+    rng = np.random.default_rng(0)
+    clips = np.stack([render_clip(PROMPTS[i % len(PROMPTS)], DefectSpec.random(rng, p_clean=0.5), seed=i)
+                      for i in range(32)])  # (32, 9, 32, 32, 3)
+    torch.manual_seed(0)
+    codec = ConvCodec(latent_channels=8, width=16)
+    losses = fit_conv_codec(codec, clips, steps=300, batch_size=32, progress=False)
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+
+    pixels = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (32, 3, 9, 32, 32)
+    latents = codec.encode(pixels)
+    assert latents.shape == (32, 8, 9, 8, 8) == (32, *codec.latent_shape(9, 32, 32))
+    per_channel = latents.transpose(0, 1).flatten(1)
+    assert per_channel.mean(1).abs().max() < 0.2 and (per_channel.std(1) - 1).abs().max() < 0.2  # normalised
+    flat = pixels.mean(dim=(2, 3, 4), keepdim=True)  # each clip's mean colour: the trivial reconstruction
+    assert (codec.decode(latents) - pixels).abs().mean() < 0.5 * (flat - pixels).abs().mean()
+
+    folder = build_tiny_wan_policy(tmp_path / "wan-conv", codec="conv", conv_codec=codec, num_heads=2, head_dim=16)
+    policy = load_policy(folder)
+    assert policy.latent_shape() == (8, 9, 8, 8)
+    assert isinstance(load_codec(folder), ConvCodec)
+    assert torch.equal(policy.encode_videos(pixels[:2]), latents[:2])  # the saved weights and statistics
+    assert np.array_equal(policy.decode_latents(latents[:2]), uint8_from_pixels(codec.decode(latents[:2])))
+    (folder / "codec" / "codec.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="codec.safetensors"):
+        load_codec(folder)
+    with pytest.raises(ValueError, match="conv_codec"):
+        build_tiny_wan_policy(tmp_path / "no-codec", codec="conv")
 
 
 def randomise_lora(transformer, seed=0):

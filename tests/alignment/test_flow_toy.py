@@ -44,8 +44,12 @@ def test_toy_policy_refuses_a_foreign_folder_and_too_narrow_a_network(tmp_path):
         ensure_toy_base_policy(tmp_path / "taken", quick=True)
     from alignment.flow.toy_policy import pretrain_toy_policy
 
-    with pytest.raises(ValueError, match="below the 192 values"):
-        pretrain_toy_policy(tmp_path / "narrow", ToyPolicyConfig.quick(head_dim=16))
+    with pytest.raises(ValueError, match="below the 32 values of a token \\(conv codec\\)"):
+        pretrain_toy_policy(tmp_path / "narrow", ToyPolicyConfig.quick(num_heads=2, head_dim=8))
+    with pytest.raises(ValueError, match="below the 192 values of a token \\(pixel codec\\)"):
+        pretrain_toy_policy(tmp_path / "narrow", ToyPolicyConfig.quick(codec="pixel"))
+    with pytest.raises(ValueError, match="codec 'vae': choose 'conv' or 'pixel'"):
+        pretrain_toy_policy(tmp_path / "narrow", ToyPolicyConfig.quick(codec="vae"))
 
 
 @pytest.mark.slow
