@@ -45,7 +45,7 @@ class GuidanceStudyConfig:
     test_prompts: int = 32
     val_prompts: int = 8
     train_prompts: int | None = None
-    pairs_per_prompt: int = 3
+    pairs_per_prompt: int = 8
     annotators_per_pair: int = 3
     pool_size: int = 20
     annotator_mix: dict[str, float] | None = None
