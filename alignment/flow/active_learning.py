@@ -41,7 +41,7 @@ class ActiveLearningConfig:
     quick_policy: bool = False
     # the pool and the held-out pairs
     pool_prompts: int = 96
-    pool_pairs_per_prompt: int = 4
+    pool_pairs_per_prompt: int = 8  # a pool well beyond what is labelled, as a queue of generated pairs is
     heldout_prompts: int = 32
     heldout_pairs_per_prompt: int = 4
     annotators_per_pair: int = 3  # judgments per labelled pair
