@@ -210,7 +210,7 @@ def fit_conv_codec(codec: ConvCodec, clips: np.ndarray, *, steps: int, batch_siz
     AdamW, cosine decay), then set its latent normalisation from them; returns the loss per step."""
     from tqdm.auto import tqdm
 
-    frames = torch.from_numpy(clips.reshape(-1, *clips.shape[2:]))  # (N·T, H, W, 3) uint8
+    frames = torch.from_numpy(clips.reshape(-1, 1, *clips.shape[2:]))  # (N·T, 1, H, W, 3): one-frame clips
     generator = torch.Generator().manual_seed(seed)
     codec.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(codec.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -219,7 +219,7 @@ def fit_conv_codec(codec: ConvCodec, clips: np.ndarray, *, steps: int, batch_siz
     bar = tqdm(range(steps), desc="fit codec", disable=not progress)
     for _ in bar:
         chosen = torch.randint(len(frames), (batch_size,), generator=generator)
-        pixels = frames[chosen].permute(0, 3, 1, 2).float()[:, :, None] / 127.5 - 1.0  # (B, 3, 1, H, W)
+        pixels = pixels_from_uint8_clips(frames[chosen])  # (B, 3, 1, H, W)
         loss = torch.nn.functional.mse_loss(codec.decode_raw(codec.encode_raw(pixels)), pixels)
         optimizer.zero_grad()
         loss.backward()
@@ -231,8 +231,7 @@ def fit_conv_codec(codec: ConvCodec, clips: np.ndarray, *, steps: int, batch_siz
     codec.eval().requires_grad_(False)
     with torch.no_grad():
         chosen = torch.randperm(len(frames), generator=generator)[:4096]
-        pixels = frames[chosen].permute(0, 3, 1, 2).float()[:, :, None] / 127.5 - 1.0
-        z = codec.encode_raw(pixels).transpose(0, 1).flatten(1)  # (C, n·h·w)
+        z = codec.encode_raw(pixels_from_uint8_clips(frames[chosen])).transpose(0, 1).flatten(1)  # (C, n·h·w)
         codec.latent_mean.copy_(z.mean(dim=1))
         codec.latent_std.copy_(z.std(dim=1).clamp_min(1e-4))
     return losses
@@ -293,6 +292,12 @@ def load_codec(folder: str | Path, *, device: torch.device | str = "cpu", dtype:
 def pixels_from_uint8(frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames (T, C, H, W) → float pixels (C, T, H, W) in [-1, 1]."""
     return frames.permute(1, 0, 2, 3).float() / 127.5 - 1.0
+
+
+def pixels_from_uint8_clips(clips: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, 3) → float pixels (B, 3, T, H, W) in [-1, 1]; the inverse of ``uint8_from_pixels``."""
+    clips = torch.as_tensor(clips)
+    return clips.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
 
 
 def uint8_from_pixels(pixels: torch.Tensor) -> np.ndarray:

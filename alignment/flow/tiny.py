@@ -94,15 +94,13 @@ def build_tiny_wan_policy(
         num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0))
     if codec == "pixel":
-        video_codec, vae = PixelCodec(patch=pixel_patch), None
+        video_codec, vae, latent_channels = PixelCodec(patch=pixel_patch), None, 3 * pixel_patch ** 2
     elif codec == "conv":
-        video_codec, vae = conv_codec, None
+        video_codec, vae, latent_channels = conv_codec, None, conv_codec.latent_channels
     else:
         vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                                temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-        video_codec = None
-    latent_channels = {"pixel": lambda: 3 * pixel_patch ** 2, "conv": lambda: conv_codec.latent_channels,
-                       "wan_vae": lambda: vae.config.z_dim}[codec]()
+        video_codec, latent_channels = None, vae.config.z_dim
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=head_dim, in_channels=latent_channels,
         out_channels=latent_channels, text_dim=text_dim, freq_dim=32, ffn_dim=4 * num_heads * head_dim,

@@ -106,7 +106,7 @@ def _learning_rate_factor(step: int, config: ToyPolicyConfig) -> float:
 def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = None, *, progress: bool = True) -> Path:
     """Build a random tiny Wan policy and pretrain it on toy clips; written to a temporary name, then
     renamed to ``folder`` (which must not exist)."""
-    from alignment.flow.model import ConvCodec, fit_conv_codec, load_policy
+    from alignment.flow.model import ConvCodec, fit_conv_codec, load_policy, pixels_from_uint8_clips
     from alignment.flow.tiny import build_tiny_wan_policy
     from alignment.flow.train import noised, sample_sigmas
     from alignment.losses import flow_matching_loss
@@ -126,7 +126,7 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
     temp = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
     try:
         clips, clip_prompts = render_pretraining_clips(config, progress=progress)
-        codec_record = {}
+        codec_record = {"render_seconds": time.perf_counter() - started}
         conv_codec = None
         if config.codec == "conv":
             torch.manual_seed(config.seed)
@@ -134,16 +134,15 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
             codec_losses = fit_conv_codec(conv_codec, clips, steps=config.codec_steps,
                                           batch_size=config.codec_batch_size, learning_rate=config.codec_learning_rate,
                                           seed=config.seed, progress=progress)
-            codec_record = {"codec_final_loss": float(np.mean(codec_losses[-20:])),
-                            "codec_seconds": time.perf_counter() - started}
+            codec_record.update(codec_final_loss=float(np.mean(codec_losses[-20:])),
+                                codec_seconds=time.perf_counter() - started - codec_record["render_seconds"])
         build_tiny_wan_policy(temp, num_frames=config.frames, height=config.frame_size, width=config.frame_size,
                               fps=config.fps, codec=config.codec, conv_codec=conv_codec, pixel_patch=config.pixel_patch,
                               num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim,
                               seed=config.seed)
         policy = load_policy(temp)
-        all_latents = torch.cat([  # every clip's latents, encoded once
-            policy.encode_videos(torch.from_numpy(clips[start:start + 256]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0)
-            for start in range(0, len(clips), 256)])
+        all_latents = torch.cat([policy.encode_videos(pixels_from_uint8_clips(clips[start:start + 256]))
+                                 for start in range(0, len(clips), 256)])  # every clip's latents, encoded once
         distinct = sorted(set(clip_prompts))
         text_table = policy.pad_text(policy.encode_prompts(distinct))  # (P, L, D)
         empty_text = policy.pad_text(policy.encode_prompts([""]))  # (1, L, D)

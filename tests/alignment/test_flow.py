@@ -17,7 +17,7 @@ from alignment.config import config_from_dict
 from alignment.data import read_snapshot, write_snapshot
 from alignment.data.records import PairRecord
 from alignment.flow import PixelCodec, load_policy, sample_videos, write_clips
-from alignment.flow.model import uint8_from_pixels
+from alignment.flow.model import pixels_from_uint8_clips, uint8_from_pixels
 from alignment.flow.cache import build_cache
 from alignment.flow.preference import (
     consensus_score,
@@ -238,7 +238,7 @@ def test_conv_codec_fits_toy_clips_normalises_its_latents_and_round_trips_throug
     losses = fit_conv_codec(codec, clips, steps=300, batch_size=32, progress=False)
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
 
-    pixels = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (32, 3, 9, 32, 32)
+    pixels = pixels_from_uint8_clips(clips)  # (32, 3, 9, 32, 32)
     latents = codec.encode(pixels)
     assert latents.shape == (32, 8, 9, 8, 8) == (32, *codec.latent_shape(9, 32, 32))
     per_channel = latents.transpose(0, 1).flatten(1)
