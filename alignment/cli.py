@@ -141,7 +141,7 @@ def _guidance_toy_study(args) -> int:
 
     overrides = {key: value for key, value in (("seed", args.seed), ("base_policy", args.base_policy),
                                                ("snapshot", args.snapshot), ("reward_steps", args.reward_steps),
-                                               ("scales", tuple(args.scales) if args.scales else None),
+                                               ("readout", args.readout), ("scales", tuple(args.scales) if args.scales else None),
                                                ("sigma_mins", tuple(args.sigma_mins) if args.sigma_mins else None))
                  if value is not None}
     overrides["progress"] = not args.quiet
@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "default OUTPUT_DIR/base-policy")
     guidance_toy.add_argument("--snapshot", help="reuse a flow toy study's snapshot of pairs of the same base policy")
     guidance_toy.add_argument("--reward-steps", type=int, help="training steps of each latent reward")
+    guidance_toy.add_argument("--readout", choices=("frames", "mean"),
+                              help="the latent rewards' readout: frames (per-frame attention pools keeping position, "
+                                   "read over time, prompt-conditioned head; default) or mean (mean-pooled tokens)")
     guidance_toy.add_argument("--scales", type=float, nargs="+", metavar="W",
                               help="guidance strengths to choose from on the validation prompts")
     guidance_toy.add_argument("--sigma-mins", type=float, nargs="+", metavar="SIGMA",
@@ -378,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     latent = commands.add_parser(
         "latent-reward-train", help="train Flow-NRG's latent reward model on noisy latents (resumes if checkpoints exist)",
         description="Train a time-conditioned reward model on the policy's latents (its first num_layers transformer "
-                    "blocks + a linear head per dimension) with Bradley-Terry with ties on snapshot pairs noised "
-                    "alike, from a LatentRewardConfig file; writes output_dir/final (for generate --latent-reward), "
+                    "blocks, read per latent frame with the positions kept and over time, a prompt-conditioned head per "
+                    "dimension; readout=mean for mean-pooled tokens) with Bradley-Terry with ties on snapshot "
+                    "pairs noised alike, from a LatentRewardConfig file; writes output_dir/final (for generate --latent-reward), "
                     "output_dir/checkpoints and output_dir/metrics.json.")
     _training_arguments(latent, config_help="config file (.json/.yaml): output_dir, policy, snapshot, …",
                         set_example="--set max_steps=2 --set noisy=false")

@@ -146,7 +146,8 @@ class LatentRewardConfig:
     num_frames: int | None = None  # clip size; default the policy's (vidpref_policy.json)
     height: int | None = None
     width: int | None = None
-    num_layers: int = 2  # K: transformer blocks copied from the policy (0 to all of them)
+    num_layers: int = 2  # K: transformer blocks copied from the policy (1 to all of them)
+    readout: str = "frames"  # frames (per-frame attention pools that keep position, read over time) | mean
     noisy: bool = True  # train on noised latents (σ ~ U(0,1)); False: clean latents, the ablation
     sigma_shift: float = 1.0  # σ = shift·u / (1 + (shift − 1)·u), u ~ U(0, 1); > 1 favours noisier σ
     theta: float = 5.0  # Rao–Kupper tie parameter θ

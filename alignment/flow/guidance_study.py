@@ -2,9 +2,10 @@
 
 The study, readable top to bottom in ``run_guidance_study``:
 
-1. the toy base policy and a snapshot of its pairs judged by simulated annotators, exactly as the flow
-   toy study makes them (``alignment.flow.toy_study``: same prompt split, same pairs), or an existing
-   study's snapshot (``snapshot``);
+1. the toy base policy and a snapshot of its pairs judged by simulated annotators, as the flow toy study
+   makes them (``alignment.flow.toy_study``: same prompt split), ``pairs_per_prompt`` per prompt, the
+   validation pairs labelled by the oracle itself (so the rewards' validation accuracy is against the truth),
+   or an existing snapshot (``snapshot``);
 2. two latent reward models train on that snapshot, identical but for the latents they see: **noisy**
    (σ ~ U(0, 1), both videos of a pair noised alike — Flow-NRG) and **clean** (σ = 0, the ablation);
 3. the guidance strength w of each, and the noise level below which guidance stops (``sigma_mins``, see
@@ -45,7 +46,7 @@ class GuidanceStudyConfig:
     test_prompts: int = 32
     val_prompts: int = 8
     train_prompts: int | None = None
-    pairs_per_prompt: int = 8
+    pairs_per_prompt: int = 24  # 2,496 training pairs: a latent reward needs more than a DPO run does
     annotators_per_pair: int = 3
     pool_size: int = 20
     annotator_mix: dict[str, float] | None = None
@@ -54,14 +55,18 @@ class GuidanceStudyConfig:
     sample_batch_size: int = 64
     # the latent reward models
     num_layers: int = 1  # K: policy blocks in the reward's body
-    reward_steps: int = 400
+    reward_steps: int = 600
+    readout: str = "frames"  # the latent rewards' readout (alignment.flow.latent_reward.READOUTS)
     reward_batch_size: int = 32
     reward_learning_rate: float = 3e-4
     # guidance
     eval_seeds: int = 8  # per held-out prompt
     val_seeds: int = 4  # per validation prompt, for choosing the strength
     weight_settings: tuple[str, ...] = ("vq=0,mq=0,ta=1", "vq=1,mq=1,ta=0", "vq=1,mq=1,ta=1")
-    scales: tuple[float, ...] = (10.0, 30.0, 100.0)  # guidance strengths w tried on the validation prompts
+    # guidance strengths w tried on the validation prompts: the rewards are normalised to unit std on clean
+    # latents, and on the conv codec's unit-variance latents w ≥ 10 pushes samples off the data (the paper's
+    # w = 100 is for Wan's own latents and rewards)
+    scales: tuple[float, ...] = (1.0, 3.0, 10.0)
     sigma_mins: tuple[float, ...] = (0.0, 0.3)  # and guidance stopped below these noise levels (0: every step)
     bootstrap: int = 2000
     seed: int = 0
@@ -91,7 +96,8 @@ def latent_reward_config(config: GuidanceStudyConfig, base_policy: Path, snapsho
     output_dir = Path(config.output_dir)
     return LatentRewardConfig(
         output_dir=str(output_dir / "rewards" / ("noisy" if noisy else "clean")), policy=str(base_policy),
-        snapshot=str(snapshot), cache_dir=str(output_dir / "cache"), num_layers=config.num_layers, noisy=noisy,
+        snapshot=str(snapshot), cache_dir=str(output_dir / "cache"), num_layers=config.num_layers,
+        readout=config.readout, noisy=noisy,
         batch_size=config.reward_batch_size, epochs=10_000, max_steps=config.reward_steps,
         learning_rate=config.reward_learning_rate, warmup_steps=max(1, config.reward_steps // 20), lr_schedule="cosine",
         mixed_precision="no", max_eval_items=512, keep_checkpoints=1, seed=config.seed, progress=config.progress)
@@ -166,7 +172,9 @@ def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
     elif (output_dir / "snapshot").exists():  # an interrupted run of this study
         snapshot, data_stats = output_dir / "snapshot", {"reused": str(output_dir / "snapshot")}
     else:
-        snapshot, data_stats = build_preference_snapshot(data_config, base_policy, splits, log=log)
+        # the validation pairs carry the oracle's verdict: the rewards' validation accuracy is against the truth
+        snapshot, data_stats = build_preference_snapshot(data_config, base_policy, splits, oracle_label_splits=("val",),
+                                                         log=log)
     log(f"base policy {base_policy}; snapshot {snapshot} ({time.perf_counter() - started:.0f} s so far)")
 
     rewards, reward_stats = {}, {}

@@ -17,6 +17,7 @@ from alignment.flow import load_policy
 from alignment.flow.config import LatentRewardConfig
 from alignment.flow.guidance import parse_weights, reward_guidance
 from alignment.flow.latent_reward import (
+    FrameReadout,
     LatentRewardModel,
     load_latent_reward,
     pair_loss,
@@ -59,7 +60,7 @@ def snapshot(tmp_path_factory) -> Path:
 def config_values(tmp_path, tiny_policy, snapshot, cache_dir, **overrides) -> dict:
     values = {"output_dir": str(tmp_path / "run"), "policy": str(tiny_policy), "snapshot": str(snapshot),
               "cache_dir": str(cache_dir), "num_layers": 1, "batch_size": 2, "epochs": 100, "max_steps": 20,
-              "learning_rate": 1e-3, "eval_every_steps": 5, "save_every_steps": 10, "progress": False}
+              "learning_rate": 3e-3, "eval_every_steps": 5, "save_every_steps": 10, "progress": False}
     values.update(overrides)
     return values
 
@@ -105,9 +106,10 @@ def test_pairs_noised_alike_give_the_tie_loss_for_identical_videos(tiny_policy):
 
 
 def test_training_lowers_the_loss_and_writes_a_run(trained):
-    evals = trained["eval"]
+    evals, losses = trained["eval"], [entry["loss"] for entry in trained["train_loss"]]
     assert [e["step"] for e in evals] == [5, 10, 15, 20]
-    assert evals[-1]["loss"] < evals[0]["loss"]
+    # four training pairs: the fit falls; the two validation pairs of an unseen prompt are too few to follow
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
     assert set(evals[-1]["by_sigma"]) == {"0", "0.25", "0.5", "0.75"}
     assert trained["n_train"] == 4 and trained["n_val"] == 2  # unjudged pairs dropped
     final = Path(trained["final"])
@@ -118,9 +120,58 @@ def test_training_lowers_the_loss_and_writes_a_run(trained):
     assert (final / "train_config.json").is_file()
 
 
-def test_save_load_round_trip_gives_identical_rewards(tiny_policy, tmp_path):
+def moving_blob_tokens(directions: torch.Tensor, *, frames: int = 5, size: int = 4, width: int = 8) -> torch.Tensor:
+    """(B, frames·size·size, width) tokens of a grid on which one 'hot' token walks one cell a frame along a row,
+    to the right (direction +1) or the left (−1), from a random start; every other token is background noise."""
+    generator = torch.Generator().manual_seed(0)
+    batch = directions.shape[0]
+    tokens = 0.1 * torch.randn(batch, frames, size, size, width, generator=generator)
+    rows = torch.randint(0, size, (batch,), generator=generator)
+    for b in range(batch):
+        start = 0 if directions[b] > 0 else size - 1
+        for f in range(frames):
+            col = min(max(start + int(directions[b]) * (f % size), 0), size - 1)
+            tokens[b, f, rows[b], col] += torch.ones(width)
+    return tokens.reshape(batch, frames * size * size, width)
+
+
+def test_frame_readout_reads_where_things_move_against_what_the_prompt_asks():
+    """TA here is "the blob moves the way the prompt says": which way it moves needs positions (mean-pooled tokens
+    are the same for a blob and its mirror image, so the mean readout is blind to it), and whether that is right
+    needs the product with the prompt (the same video is good for one prompt and bad for the other)."""
+    torch.manual_seed(0)
+
+    def batch(count: int):
+        directions, wanted = torch.tensor([1, -1] * count), torch.tensor([1, 1, -1, -1] * (count // 2))
+        text = torch.zeros(2 * count, 8)
+        text[:, 0] = wanted.float()  # the prompt: "moving right" (+1) or "moving left" (−1)
+        return moving_blob_tokens(directions), text, directions * wanted  # +1: moves as asked
+
+    grid = (5, 4, 4)
+    tokens, text, target = batch(32)
+    readout = FrameReadout(8, heads=2, content=4, hidden=16, dropout=0.0)
+    optimizer = torch.optim.Adam(readout.parameters(), lr=1e-2)
+    for _ in range(200):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.softplus(-target * readout(tokens, grid, text)[:, 2]).mean()
+        loss.backward()
+        optimizer.step()
+    test_tokens, test_text, test_target = batch(16)
+    with torch.no_grad():
+        assert float(((readout(test_tokens, grid, test_text)[:, 2] > 0) == (test_target > 0)).float().mean()) == 1.0
+    mirrored = test_tokens.reshape(-1, 5, 4, 4, 8).flip(3).reshape(test_tokens.shape)  # left ↔ right
+    assert torch.allclose(test_tokens.mean(dim=1), mirrored.mean(dim=1))  # what the mean readout sees
+    with torch.no_grad():
+        flipped = readout(mirrored, grid, test_text)[:, 2]
+    assert float(((flipped > 0) == (test_target < 0)).float().mean()) == 1.0  # the mirror image moves the other way
+    with pytest.raises(ValueError, match="readout 'pooled'"):
+        LatentRewardModel({}, 1, "pooled")
+
+
+@pytest.mark.parametrize("readout", ["frames", "mean"])
+def test_save_load_round_trip_gives_identical_rewards(tiny_policy, tmp_path, readout):
     policy = load_policy(tiny_policy)
-    model = LatentRewardModel.from_policy(policy.transformer, 2).eval()
+    model = LatentRewardModel.from_policy(policy.transformer, 2, readout).eval()
     model.set_normalization(torch.tensor([0.5, -1.0, 2.0]), torch.tensor([2.0, 0.5, 1.0]))
     save_latent_reward(model, tmp_path / "saved")
     loaded = load_latent_reward(tmp_path / "saved")
@@ -129,6 +180,7 @@ def test_save_load_round_trip_gives_identical_rewards(tiny_policy, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(latents, sigmas, text), loaded(latents, sigmas, text))
         assert torch.equal(model.score(latents, sigmas, text, (1, 1, 2)), loaded.score(latents, sigmas, text, (1, 1, 2)))
+    assert loaded.readout == readout
     with pytest.raises(FileNotFoundError, match="latent_reward.json"):
         load_latent_reward(tmp_path)
 
@@ -148,7 +200,7 @@ def test_resume_continues_from_the_newest_checkpoint(tiny_policy, snapshot, tmp_
 
 def test_guidance_transform_is_minus_w_ratio_grad_with_a_capped_ratio(tiny_policy):
     policy = load_policy(tiny_policy)
-    model = LatentRewardModel.from_policy(policy.transformer, 1)
+    model = LatentRewardModel.from_policy(policy.transformer, 1).eval()  # guidance runs the reward in eval mode
     text = policy.pad_text(policy.encode_prompts(PROMPTS[:1]))
     latents, velocity = torch.randn(2, *policy.latent_shape()), torch.randn(2, *policy.latent_shape())
     sigmas = torch.tensor([0.5, 1.0])  # ratio 1, and ∞ capped at max_ratio
