@@ -142,6 +142,7 @@ def _guidance_toy_study(args) -> int:
     overrides = {key: value for key, value in (("seed", args.seed), ("base_policy", args.base_policy),
                                                ("snapshot", args.snapshot), ("reward_steps", args.reward_steps),
                                                ("readout", args.readout), ("scales", tuple(args.scales) if args.scales else None),
+                                               ("max_ratios", tuple(args.max_ratios) if args.max_ratios else None),
                                                ("sigma_mins", tuple(args.sigma_mins) if args.sigma_mins else None))
                  if value is not None}
     overrides["progress"] = not args.quiet
@@ -189,7 +190,7 @@ def _generate(args) -> int:
         print("generate: --weights needs --latent-reward DIR (a latent-reward-train run's final/); "
               "without it the policy samples unguided", file=sys.stderr)
         return 2
-    for option, value in (("--scale", args.scale), ("--sigma-min", args.sigma_min)):
+    for option, value in (("--scale", args.scale), ("--sigma-min", args.sigma_min), ("--max-ratio", args.max_ratio)):
         if value is not None and not args.latent_reward:
             print(f"generate: {option} needs --latent-reward DIR (a latent-reward-train run's final/)", file=sys.stderr)
             return 2
@@ -201,7 +202,7 @@ def _generate(args) -> int:
         return 2
     import torch
 
-    from alignment.flow.guidance import DEFAULT_SCALE
+    from alignment.flow.guidance import DEFAULT_MAX_RATIO, DEFAULT_SCALE
     from alignment.flow.latent_reward import load_latent_reward
     from alignment.flow.model import load_policy
 
@@ -212,7 +213,8 @@ def _generate(args) -> int:
     scale = DEFAULT_SCALE if args.scale is None else args.scale
     start = time.perf_counter()
     records = generate_videos(policy, prompts, args.seeds, args.out, latent_reward=latent_reward, weights=weights,
-                              scale=scale, sigma_min=args.sigma_min or 0.0, steps=args.steps, guidance_scale=args.guidance_scale,
+                              scale=scale, sigma_min=args.sigma_min or 0.0,
+                              max_ratio=DEFAULT_MAX_RATIO if args.max_ratio is None else args.max_ratio, steps=args.steps, guidance_scale=args.guidance_scale,
                               negative_prompt=args.negative_prompt, batch_size=args.batch_size, progress=not args.quiet)
     guidance = (f"reward-guided (vq={weights[0]:g}, mq={weights[1]:g}, ta={weights[2]:g}, scale {scale:g})"
                 if latent_reward is not None else "unguided")
@@ -336,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "read over time, prompt-conditioned head; default) or mean (mean-pooled tokens)")
     guidance_toy.add_argument("--scales", type=float, nargs="+", metavar="W",
                               help="guidance strengths to choose from on the validation prompts")
+    guidance_toy.add_argument("--max-ratios", type=float, nargs="+", metavar="CAP",
+                              help="caps on sigma/(1 - sigma) to choose from with the strengths")
     guidance_toy.add_argument("--sigma-mins", type=float, nargs="+", metavar="SIGMA",
                               help="noise levels below which guidance stops, to choose from with the strengths")
     guidance_toy.add_argument("--seed", type=int, help="seed of the split, the samples, the annotators and training")
@@ -404,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--sigma-min", type=float,
                           help="leave the last steps, at noise level sigma <= this, unguided (needs --latent-reward; "
                                "default 0: every step)")
+    generate.add_argument("--max-ratio", type=float,
+                          help="cap on sigma/(1 - sigma), the push at the noisiest steps where the reward sees least "
+                               "(needs --latent-reward; default 10)")
     generate.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; one video per prompt and seed (default 0)")
     generate.add_argument("--steps", type=int, default=30, help="Euler sampling steps (default 30)")
     generate.add_argument("--guidance-scale", type=float, default=5.0, help="classifier-free guidance; 1 turns it off")

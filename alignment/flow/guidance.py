@@ -101,10 +101,11 @@ def read_prompts(path: str | Path) -> list[str]:
 
 def generate_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[int], out_dir: str | Path, *,
                     latent_reward: LatentRewardModel | None = None, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                    scale: float = DEFAULT_SCALE, sigma_min: float = 0.0, steps: int = 30, guidance_scale: float = 5.0,
+                    scale: float = DEFAULT_SCALE, sigma_min: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO,
+                    steps: int = 30, guidance_scale: float = 5.0,
                     negative_prompt: str = "", batch_size: int = 4, progress: bool = True) -> list[dict]:
     """One MP4 per (prompt, seed) in ``out_dir`` (``p<prompt index>-s<seed>.mp4``), reward-guided when
-    ``latent_reward`` is given, and ``out_dir/videos.jsonl`` listing prompt, seed, weights, scale, file."""
+    ``latent_reward`` is given, and ``out_dir/videos.jsonl`` listing prompt, seed, weights, scale, max_ratio, file."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
@@ -112,7 +113,8 @@ def generate_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[
         transform = None
         if latent_reward is not None:
             text = policy.pad_text(policy.encode_prompts([prompt]))  # (1, L, D)
-            transform = reward_guidance(latent_reward, text, weights=weights, scale=scale, sigma_min=sigma_min)
+            transform = reward_guidance(latent_reward, text, weights=weights, scale=scale, max_ratio=max_ratio,
+                                        sigma_min=sigma_min)
         clips = sample_videos(policy, [prompt] * len(seeds), list(seeds), steps=steps, guidance_scale=guidance_scale,
                               negative_prompt=negative_prompt, batch_size=batch_size, velocity_transform=transform,
                               progress=progress)
@@ -120,7 +122,8 @@ def generate_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[
         for seed, path in zip(seeds, write_clips(clips, out_dir, names, fps=policy.fps)):
             records.append({"prompt": prompt, "seed": int(seed),
                             "weights": dict(zip(DIMENSIONS, weights)) if latent_reward is not None else None,
-                            "scale": scale if latent_reward is not None else None, "file": path.name})
+                            "scale": scale if latent_reward is not None else None,
+                            "max_ratio": max_ratio if latent_reward is not None else None, "file": path.name})
     with open(out_dir / "videos.jsonl", "w") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
     return records

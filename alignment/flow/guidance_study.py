@@ -8,8 +8,9 @@ The study, readable top to bottom in ``run_guidance_study``:
    or an existing snapshot (``snapshot``);
 2. two latent reward models train on that snapshot, identical but for the latents they see: **noisy**
    (σ ~ U(0, 1), both videos of a pair noised alike — Flow-NRG) and **clean** (σ = 0, the ablation);
-3. the guidance strength w of each, and the noise level below which guidance stops (``sigma_mins``, see
-   ``alignment.flow.guidance``), are chosen on the *validation* prompts (the pair whose guided samples gain
+3. the guidance strength w of each, the cap on σ/(1 − σ) (``max_ratios``: how hard the noisiest steps, where
+   the reward sees least, are pushed) and the noise level below which guidance stops (``sigma_mins``, see
+   ``alignment.flow.guidance``) are chosen on the *validation* prompts (the pair whose guided samples gain
    the most mean oracle score over all three dimensions with weights 1:1:1), so the test prompts are never
    used to tune them;
 4. on the held-out test prompts × ``eval_seeds`` seeds the policy samples once unguided and once guided
@@ -23,6 +24,7 @@ The study, readable top to bottom in ``run_guidance_study``:
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass, fields
@@ -67,6 +69,7 @@ class GuidanceStudyConfig:
     # latents, and on the conv codec's unit-variance latents w ≥ 10 pushes samples off the data (the paper's
     # w = 100 is for Wan's own latents and rewards)
     scales: tuple[float, ...] = (1.0, 3.0, 10.0)
+    max_ratios: tuple[float, ...] = (1.0, 10.0)  # and caps on σ/(1 − σ) (10: the library's default)
     sigma_mins: tuple[float, ...] = (0.0, 0.3)  # and guidance stopped below these noise levels (0: every step)
     bootstrap: int = 2000
     seed: int = 0
@@ -76,7 +79,8 @@ class GuidanceStudyConfig:
     def quick(cls, output_dir: str, **overrides) -> "GuidanceStudyConfig":
         """A small study for tests: the quick base policy, fewer prompts, pairs, steps and strengths."""
         values = dict(quick_policy=True, test_prompts=8, val_prompts=4, train_prompts=48, pairs_per_prompt=2,
-                      reward_steps=60, eval_seeds=4, val_seeds=2, scales=(10.0, 30.0), sigma_mins=(0.0,),
+                      reward_steps=60, eval_seeds=4, val_seeds=2, scales=(3.0, 10.0), max_ratios=(10.0,),
+                      sigma_mins=(0.0,),
                       bootstrap=500)
         values.update(overrides)
         return cls(output_dir=output_dir, **values)
@@ -113,7 +117,7 @@ class GuidedSampler:
         self.policy, self.config = load_policy(policy_folder), config
 
     def sample(self, prompts: list[str], seeds: list[int], *, latent_reward=None, weights=(0.0, 0.0, 0.0),
-               scale: float = 0.0, sigma_min: float = 0.0, desc: str = "sample") -> np.ndarray:
+               scale: float = 0.0, max_ratio: float = 10.0, sigma_min: float = 0.0, desc: str = "sample") -> np.ndarray:
         from tqdm.auto import tqdm
 
         from alignment.flow.guidance import reward_guidance
@@ -125,7 +129,8 @@ class GuidedSampler:
             transform = None
             if latent_reward is not None:
                 text = self.policy.pad_text(self.policy.encode_prompts(chunk_prompts))  # one row per clip
-                transform = reward_guidance(latent_reward, text, weights=weights, scale=scale, sigma_min=sigma_min)
+                transform = reward_guidance(latent_reward, text, weights=weights, scale=scale, max_ratio=max_ratio,
+                                            sigma_min=sigma_min)
             clips.append(sample_videos(self.policy, chunk_prompts, chunk_seeds, steps=self.config.sample_steps,
                                        guidance_scale=self.config.guidance_scale, batch_size=len(chunk_prompts),
                                        velocity_transform=transform, progress=False))
@@ -135,19 +140,18 @@ class GuidedSampler:
 def choose_setting(sampler: GuidedSampler, latent_reward, prompts: list[str], seeds: list[int],
                    unguided: np.ndarray, config: GuidanceStudyConfig, *, label: str, log=print) -> tuple[dict, dict]:
     """The strength and stopping level whose 1:1:1-guided samples gain the most mean oracle score (VQ, MQ, TA)
-    on these prompts: ``({"scale": w, "sigma_min": s}, {"w=…,sigma_min=…": gain, …})``."""
+    on these prompts: ``({"scale": w, "max_ratio": c, "sigma_min": s}, {"w=…,cap=…,sigma_min=…": gain, …})``."""
     from alignment.flow.toy_study import scores_with_overall
 
     base = scores_with_overall(unguided, prompts)
     gains, settings = {}, {}
-    for scale in config.scales:
-        for sigma_min in config.sigma_mins:
-            key = f"w={scale:g},sigma_min={sigma_min:g}"
-            guided = sampler.sample(prompts, seeds, latent_reward=latent_reward, weights=(1.0, 1.0, 1.0), scale=scale,
-                                    sigma_min=sigma_min, desc=f"val {label} {key}")
-            gains[key] = float((scores_with_overall(guided, prompts) - base)[:, 3].mean())
-            settings[key] = {"scale": scale, "sigma_min": sigma_min}
-            log(f"  {label} reward, {key}: validation overall score gain {gains[key]:+.4f}")
+    for scale, max_ratio, sigma_min in itertools.product(config.scales, config.max_ratios, config.sigma_mins):
+        key = f"w={scale:g},cap={max_ratio:g},sigma_min={sigma_min:g}"
+        guided = sampler.sample(prompts, seeds, latent_reward=latent_reward, weights=(1.0, 1.0, 1.0), scale=scale,
+                                max_ratio=max_ratio, sigma_min=sigma_min, desc=f"val {label} {key}")
+        gains[key] = float((scores_with_overall(guided, prompts) - base)[:, 3].mean())
+        settings[key] = {"scale": scale, "max_ratio": max_ratio, "sigma_min": sigma_min}
+        log(f"  {label} reward, {key}: validation overall score gain {gains[key]:+.4f}")
     return settings[max(gains, key=gains.get)], gains
 
 
@@ -240,14 +244,15 @@ def format_table(result: dict) -> str:
         f"Oracle win rate (%) of reward-guided against unguided samples, {result['eval_clips']} held-out prompt × seed "
         f"clips ({result['prompts']['test']} prompts), same initial noise; ties count half; [95 % bootstrap over prompts]",
         "",
-        "latent reward | weights VQ:MQ:TA | w | stop at σ | VQ | MQ | TA | Overall",
-        "--- | --- | --- | --- | --- | --- | --- | ---",
+        "latent reward | weights VQ:MQ:TA | w | cap | stop at σ | VQ | MQ | TA | Overall",
+        "--- | --- | --- | --- | --- | --- | --- | --- | ---",
     ]
     for row in result["rows"]:
         weights = ":".join(part.split("=")[1] for part in row["weights"].split(","))
         cells = " | ".join(f"{100 * row['vs_unguided'][n]['win_rate']:.1f} [{100 * row['vs_unguided'][n]['ci_low']:.1f}, "
                            f"{100 * row['vs_unguided'][n]['ci_high']:.1f}]" for n in ("vq", "mq", "ta", "overall"))
-        lines.append(f"{row['reward']} | {weights} | {row['scale']:g} | {row['sigma_min']:g} | {cells}")
+        lines.append(f"{row['reward']} | {weights} | {row['scale']:g} | {row.get('max_ratio', 10.0):g} | "
+                     f"{row['sigma_min']:g} | {cells}")
     lines += ["", "latent reward validation accuracy (decided labels) by noise level σ:"]
     for kind, stats in result["latent_rewards"].items():
         accuracies = ", ".join(f"σ={s}: {100 * a:.1f} %" if a is not None else f"σ={s}: –"

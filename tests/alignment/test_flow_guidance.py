@@ -276,17 +276,21 @@ def test_generate_cli_writes_videos_and_a_listing(trained, tiny_policy, tmp_path
     prompts.write_text("\n".join(PROMPTS[:2]) + "\n\n")
     out = tmp_path / "out"
     assert main(["generate", "--policy", str(tiny_policy), "--prompts", str(prompts), "--weights", "vq=1,mq=1,ta=2",
-                 "--latent-reward", trained["final"], "--scale", "10", "--seeds", "3", "4", "--steps", "3",
+                 "--latent-reward", trained["final"], "--scale", "10", "--max-ratio", "2", "--seeds", "3", "4", "--steps", "3",
                  "--out", str(out), "--quiet"]) == 0
     records = [json.loads(line) for line in (out / "videos.jsonl").read_text().splitlines()]
     assert [(r["prompt"], r["seed"]) for r in records] == [(p, s) for p in PROMPTS[:2] for s in (3, 4)]
     assert records[0]["weights"] == {"VQ": 1.0, "MQ": 1.0, "TA": 2.0} and records[0]["scale"] == 10.0
+    assert records[0]["max_ratio"] == 2.0
     assert all((out / r["file"]).stat().st_size > 0 for r in records)
     assert "generate: 4 videos (2 prompts × 2 seeds, reward-guided" in capsys.readouterr().out
 
     assert main(["generate", "--policy", str(tiny_policy), "--prompts", str(prompts), "--weights", "vq=1",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "--weights needs --latent-reward" in capsys.readouterr().err
+    assert main(["generate", "--policy", str(tiny_policy), "--prompts", str(prompts), "--max-ratio", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--max-ratio needs --latent-reward" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--help"])
     assert exit_info.value.code == 0 and "--latent-reward DIR" in capsys.readouterr().out
