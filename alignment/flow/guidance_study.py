@@ -48,7 +48,7 @@ class GuidanceStudyConfig:
     test_prompts: int = 32
     val_prompts: int = 8
     train_prompts: int | None = None
-    pairs_per_prompt: int = 24  # 2,496 training pairs: a latent reward needs more than a DPO run does
+    pairs_per_prompt: int = 64  # 6,656 training pairs: a latent reward needs far more than a DPO run does
     annotators_per_pair: int = 3
     pool_size: int = 20
     annotator_mix: dict[str, float] | None = None
@@ -57,7 +57,7 @@ class GuidanceStudyConfig:
     sample_batch_size: int = 64
     # the latent reward models
     num_layers: int = 1  # K: policy blocks in the reward's body
-    reward_steps: int = 600
+    reward_steps: int = 1600
     readout: str = "frames"  # the latent rewards' readout (alignment.flow.latent_reward.READOUTS)
     reward_batch_size: int = 32
     reward_learning_rate: float = 3e-4
