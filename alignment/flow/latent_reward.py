@@ -9,7 +9,8 @@ The readout (``readout``):
   are made of: per latent frame, a few learned attention pools over that frame's tokens each return what they
   attended to and *where* (the attended tokens' mean position), then time is read through the mean, trend and
   curvature of those per-frame features (orthonormal polynomials) and their roughness (RMS second difference:
-  jitter, stalls); a small MLP maps them to VQ, MQ, TA (``FrameReadout``).
+  jitter, stalls); a small MLP and a head per dimension whose weights the prompt shifts map them to VQ, MQ, TA
+  (``FrameReadout``).
 - ``"mean"``: the tokens mean-pooled, layer-normed and read by a linear head per dimension. Simpler, but the
   pool forgets position; in the toy world it tops out near 69 % even on oracle labels.
 
@@ -56,6 +57,7 @@ from alignment.flow.model import NUM_TRAIN_TIMESTEPS, load_policy
 from alignment.flow.train import PadTextCollator, noised, sample_sigmas
 from alignment.labels import LABEL_MISSING
 from alignment.losses import reward_loss
+from alignment.reward.small import orthonormal_time_basis
 from alignment.reward.train import LR_SCHEDULES, learning_rate_factor
 
 
@@ -72,15 +74,6 @@ _COPIED_PREFIXES = ("patch_embedding.", "condition_embedder.")
 
 
 READOUTS = ("frames", "mean")
-
-
-def time_basis(steps: int, degree: int) -> torch.Tensor:
-    """(K, steps) orthonormal polynomials of time, K = min(degree + 1, steps): the mean, the trend, the curvature…
-    each positive at the first step (fixed by convention, as the basis is rebuilt rather than saved)."""
-    count = min(degree + 1, steps)
-    times = torch.linspace(-1.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
-    basis, _ = torch.linalg.qr(torch.stack([times**k for k in range(count)], dim=1))  # (steps, K)
-    return (basis * basis[0].sign()).T.float().contiguous()
 
 
 class FrameReadout(nn.Module):
@@ -124,7 +117,8 @@ class FrameReadout(nn.Module):
         positions = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(rows * cols, 2)  # (hw, 2)
         where = torch.einsum("bfnh,nk->bfhk", attention, positions)  # (B, t, heads, 2)
         per_frame = torch.cat([content, where], dim=-1).flatten(2)  # (B, t, F)
-        trends = torch.einsum("kf,bfe->bke", time_basis(frames, self.degree).to(per_frame), per_frame)  # (B, K, F)
+        basis = orthonormal_time_basis(frames, min(self.degree + 1, frames)).to(per_frame)  # (K, t)
+        trends = torch.einsum("kf,bfe->bke", basis, per_frame)  # (B, K, F)
         if trends.shape[1] < self.degree + 1:  # fewer frames than polynomials: the missing ones read zero
             trends = torch.cat([trends, trends.new_zeros(batch, self.degree + 1 - trends.shape[1], trends.shape[2])], 1)
         if frames >= 3:
@@ -162,7 +156,6 @@ class LatentRewardModel(nn.Module):
         self.rope, self.patch_embedding = body.rope, body.patch_embedding
         self.condition_embedder, self.blocks = body.condition_embedder, body.blocks
         width = body.config.num_attention_heads * body.config.attention_head_dim
-        self.patch_size = tuple(body.config.patch_size)
         if readout == "frames":
             self.frame_readout = FrameReadout(width)
         else:

@@ -47,6 +47,15 @@ def hash_words(text: str, vocab_size: int) -> list[int]:
     return [1 + zlib.crc32(word.encode("utf-8")) % (vocab_size - 1) for word in re.findall(r"\w+", text.lower())]
 
 
+def orthonormal_time_basis(steps: int, count: int) -> torch.Tensor:
+    """(count, steps): the first ``count`` orthonormal polynomials of time over ``steps`` evenly spaced steps
+    (the mean, the trend, the curvature, …). Not saved with a model but rebuilt, so fixed by convention: each
+    function is positive at the first step."""
+    times = torch.linspace(-1.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+    basis, _ = torch.linalg.qr(torch.stack([times**k for k in range(count)], dim=1))  # (steps, count)
+    return (basis * basis[0].sign()).T.float().contiguous()
+
+
 @dataclass
 class SmallVideoProcessor:
     """Videos + prompts → ``frames (N, T, C, S, S)`` in [−1, 1], ``prompt_ids``/``prompt_mask`` ``(N, P)``."""
@@ -166,10 +175,7 @@ class SmallVideoBackbone(nn.Module):
         if ta_time_basis:
             if not 0 < ta_time_basis <= grid_t:
                 raise ValueError(f"ta_time_basis {ta_time_basis} must lie in [1, {grid_t}] (the time steps)")
-            times = torch.linspace(-1.0, 1.0, grid_t, dtype=torch.float64)
-            basis, _ = torch.linalg.qr(torch.stack([times**k for k in range(ta_time_basis)], dim=1))  # (T', K)
-            # Not saved with the model but rebuilt, so fixed by convention: each function positive at frame 0.
-            self.register_buffer("time_basis", (basis * basis[0].sign()).T.float().contiguous(), persistent=False)
+            self.register_buffer("time_basis", orthonormal_time_basis(grid_t, ta_time_basis), persistent=False)
             time_inputs = ta_time_basis
         self.video_projection = nn.Linear(time_inputs * frame_features, hidden_size, bias=False)
 
