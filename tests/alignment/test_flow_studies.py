@@ -75,10 +75,10 @@ def test_quick_guidance_study(quick_policy, tmp_path, capsys):
     assert result["eval_clips"] == 8 * 4
     for row in result["rows"]:
         assert row["scale"] == result["chosen"][row["reward"]]["scale"] and row["scale"] in (10.0, 30.0)
-        assert row["sigma_min"] == 0.0
+        assert row["sigma_min"] == 0.0 and row["max_ratio"] == 10.0
         for rate in row["vs_unguided"].values():
             assert 0.0 <= rate["ci_low"] <= rate["win_rate"] <= rate["ci_high"] <= 1.0
-    assert set(result["validation_gains"]["noisy"]) == {"w=10,sigma_min=0", "w=30,sigma_min=0"}
+    assert set(result["validation_gains"]["noisy"]) == {"w=10,cap=10,sigma_min=0", "w=30,cap=10,sigma_min=0"}
     assert set(result["goals"]) == {"ta_only_raises_ta", "vq_mq_raises_vq_and_mq"}
     noisy, clean = (json.loads((output_dir / "rewards" / kind / "metrics.json").read_text()) for kind in ("noisy", "clean"))
     assert noisy["noisy"] is True and clean["noisy"] is False
