@@ -89,7 +89,7 @@ class FrameReadout(nn.Module):
     is a product of what the prompt asks and what the video shows, which a fixed head cannot form."""
 
     def __init__(self, width: int, *, heads: int = 4, content: int = 16, degree: int = 2, hidden: int = 64,
-                 dropout: float = 0.1, text_width: int | None = None):
+                 dropout: float = 0.1):
         super().__init__()
         self.heads, self.content, self.degree = heads, content, degree
         self.query = nn.Linear(width, heads, bias=False)
@@ -100,12 +100,12 @@ class FrameReadout(nn.Module):
                                  nn.Linear((degree + 2) * features, hidden), nn.GELU(), nn.Dropout(dropout))
         self.head = nn.Linear(hidden, len(DIMENSIONS))
         # the prompt's shift of the head's weights: starts at zero, so training begins from the fixed head
-        self.text_head = nn.Sequential(nn.LayerNorm(text_width or width), nn.Linear(text_width or width, len(DIMENSIONS) * hidden))
+        self.text_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, len(DIMENSIONS) * hidden))
         nn.init.zeros_(self.text_head[1].weight)
         nn.init.zeros_(self.text_head[1].bias)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int, int], text: torch.Tensor) -> torch.Tensor:
-        """``tokens`` (B, t·h·w, width) frame-major on ``grid`` (t, h, w); ``text`` (B, text_width) → (B, 3)."""
+        """``tokens`` (B, t·h·w, width) frame-major on ``grid`` (t, h, w); ``text`` (B, width) → (B, 3)."""
         frames, rows, cols = grid
         batch = tokens.shape[0]
         tokens = tokens.reshape(batch, frames, rows * cols, -1)  # (B, t, hw, width)
