@@ -155,9 +155,10 @@ def _guidance_toy_study(args) -> int:
 
 
 def _active_learning_study(args) -> int:
-    from alignment.flow.active_learning import ActiveLearningConfig, format_table, run_active_learning_study
+    from alignment.reward.active_learning import ActiveLearningConfig, format_table, run_active_learning_study
 
-    overrides = {key: value for key, value in (("seed", args.seed), ("base_policy", args.base_policy),
+    overrides = {key: value for key, value in (("seed", args.seed), ("pairs_per_prompt", args.pairs_per_prompt),
+                                               ("initial", args.initial), ("batch", args.batch),
                                                ("rounds", args.rounds), ("repeats", args.repeats))
                  if value is not None}
     overrides["progress"] = not args.quiet
@@ -348,15 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     active = commands.add_parser(
         "active-learning-study", help="does labelling by reward uncertainty beat random order? a toy-world curve",
-        description="Sample a pool of toy base-policy pairs judged by simulated annotators and held-out pairs "
+        description="Render a pool of toy pairs judged by simulated annotators and test pairs on held-out prompts "
                     "labelled by the oracle; label the pool round by round in random order or by the smallest "
-                    "|reward margin| of a latent reward model retrained each round, and report the held-out "
-                    "accuracy against the judgments collected.")
+                    "|reward margin| of VideoReward retrained each round (the labelling queue's priority), and "
+                    "report the test accuracy against the judgments collected.")
     active.add_argument("--output-dir", required=True,
-                        help="the study's folder: base policy, pool snapshot, one run per round, result.json "
+                        help="the study's folder: rendered pairs, one snapshot and reward run per round, result.json "
                              "(an interrupted study there resumes)")
-    active.add_argument("--quick", action="store_true", help="a small study for tests (quick base policy)")
-    active.add_argument("--base-policy", help="a toy base policy folder (built there if missing)")
+    active.add_argument("--quick", action="store_true", help="a small study for tests (about a minute)")
+    active.add_argument("--pairs-per-prompt", type=int, help="pool pairs per prompt (the pool's size)")
+    active.add_argument("--initial", type=int, help="labelled pairs before the first round")
+    active.add_argument("--batch", type=int, help="pairs labelled per round")
     active.add_argument("--rounds", type=int, help="labelling rounds (the first trains on the initial pairs)")
     active.add_argument("--repeats", type=int, help="repeats with other initial pairs; the curve is their mean")
     active.add_argument("--seed", type=int, help="seed of the pool, the annotators and training")

@@ -179,17 +179,18 @@ def test_32_concurrent_annotators_never_over_collect_or_lose_a_judgment(django_u
     users = [django_user_model.objects.create_user(username=f"u{i}") for i in range(n_users)]
     submitted: list[tuple[int, int]] = []
     errors: list[BaseException] = []
+    leases: list[int] = []
     lock = threading.Lock()
-    barrier = threading.Barrier(n_users)
 
-    def work(user):
-        rng = random.Random(user.pk)
+    def work(user, barrier, rng):
         try:
             barrier.wait()
             while True:
                 lease = assignment_next(annotator=user, rng=rng)
                 if lease is None:
                     break
+                with lock:
+                    leases.append(lease.pk)
                 if rng.random() < 0.1:
                     assignment_skip(assignment_id=lease.pk, annotator=user, reason="test")
                     continue
@@ -204,11 +205,19 @@ def test_32_concurrent_annotators_never_over_collect_or_lose_a_judgment(django_u
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in users]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    # An annotator who finds nothing stops, yet a slot can open again after that (another annotator skips a
+    # pair this one has not seen): all of them start again until a whole round hands out no lease at all.
+    rngs = {user.pk: random.Random(user.pk) for user in users}
+    for _ in range(10):
+        handed_out = len(leases)
+        barrier = threading.Barrier(n_users)
+        threads = [threading.Thread(target=work, args=(u, barrier, rngs[u.pk])) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        if errors or len(leases) == handed_out:
+            break
     assert not errors, errors[:3]
     per_pair = Counter(Judgment.objects.values_list("pair_id", flat=True))
     assert max(per_pair.values()) <= overlap

@@ -1,0 +1,321 @@
+"""Evidence that ordering the labelling queue by the reward model's uncertainty pays: a pool-based study.
+
+The web app queues generated pairs with priority 1/(1 + |Δr|), r the VideoReward score (the mean of the
+normalised VQ, MQ, TA; ``workers.services.generation``), so annotators judge first the pairs the current
+reward model can least tell apart. This study measures whether that reaches a given reward accuracy
+with fewer judgments than labelling in random order, with the same model and the same rule:
+
+1. the toy world renders a **pool** of pairs on the training prompts (the queue of generated pairs), a
+   fixed **validation** set and a **test** set on prompts training never sees; simulated annotators judge
+   the pool and the validation pairs (their majority is what a labeller delivers), the test pairs carry
+   the sign of the oracle's score difference (the truth);
+2. both strategies start from the same random ``initial`` labelled pairs; each round the small-backbone
+   VideoReward trains from scratch on the pairs labelled so far (the same recipe every round, keeping
+   the epoch with the lowest validation loss), its accuracy without ties on the test pairs is recorded
+   (per dimension and their mean), and ``batch`` more pool pairs are labelled: at **random**, or those
+   with the smallest |Δr| under the model just trained (**uncertainty**);
+3. repeated ``repeats`` times (another initial set and training seed each), averaged.
+
+    python -m alignment active-learning-study --output-dir runs/active-learning [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alignment.config import start_study
+from alignment.data.records import DIMENSIONS
+
+RESULT_FILE = "result.json"
+STRATEGIES = ("random", "uncertainty")
+
+
+@dataclass
+class ActiveLearningConfig:
+    output_dir: str
+    # the world: n_prompts − test_prompts − val_prompts pool prompts × pairs_per_prompt pool pairs
+    n_prompts: int = 144
+    pairs_per_prompt: int = 32
+    test_prompts: int = 24  # the test pairs: the first test_pairs_per_prompt of each
+    test_pairs_per_prompt: int = 16
+    val_prompts: int = 8
+    val_pairs_per_prompt: int = 12
+    frame_size: int = 32
+    frames: int = 9
+    p_clean: float = 0.25
+    annotators_per_pair: int = 3  # judgments per labelled pair
+    pool_size: int = 20
+    annotator_mix: dict[str, float] | None = None
+    # the rounds
+    initial: int = 256  # labelled pool pairs before the first round, the same for both strategies
+    batch: int = 256  # pool pairs labelled per round
+    rounds: int = 6
+    repeats: int = 1
+    # VideoReward (the small backbone of reward-toy-study), retrained from scratch every round
+    hidden_size: int = 64
+    num_layers: int = 1
+    num_heads: int = 4
+    tubelet: tuple[int, int, int] = (1, 8, 8)
+    frame_cnn_channels: int = 32
+    ta_time_basis: int = 3
+    epochs: int = 6
+    min_steps: int = 200  # small labelled sets get more epochs, so that every round trains at least this long
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    theta: float = 5.0
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, output_dir: str, **overrides) -> "ActiveLearningConfig":
+        """A small study for tests: a small pool, two rounds, short training."""
+        values = dict(n_prompts=24, pairs_per_prompt=4, test_prompts=4, test_pairs_per_prompt=4, val_prompts=2,
+                      val_pairs_per_prompt=4, initial=16, batch=16, rounds=2, epochs=2, min_steps=4, warmup_steps=2,
+                      frame_cnn_channels=8)
+        values.update(overrides)
+        return cls(output_dir=output_dir, **values)
+
+    def check(self) -> None:
+        pool_pairs = (self.n_prompts - self.test_prompts - self.val_prompts) * self.pairs_per_prompt
+        needed = self.initial + self.batch * (self.rounds - 1)
+        for name in ("test_pairs_per_prompt", "val_pairs_per_prompt"):
+            if getattr(self, name) > self.pairs_per_prompt:
+                raise ValueError(f"{name}={getattr(self, name)} exceeds pairs_per_prompt={self.pairs_per_prompt}")
+        if self.rounds < 1 or self.repeats < 1 or self.initial < 1 or self.batch < 1:
+            raise ValueError("rounds, repeats, initial and batch must each be at least 1")
+        if needed > pool_pairs:
+            raise ValueError(f"initial {self.initial} + {self.rounds - 1} rounds × batch {self.batch} = {needed} "
+                             f"labelled pairs, but the pool has {pool_pairs}; raise pairs_per_prompt or take fewer "
+                             "rounds")
+
+
+@dataclass
+class Pool:
+    """The rendered pairs: rows ready for a snapshot (labels: the annotators' majority, or the oracle's
+    sign on test pairs) and the indices of the pool, validation and test pairs among them."""
+
+    rows: list[dict]
+    pool: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    media_root: Path
+
+
+def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
+    """Render the pairs once (``output_dir/toy``), judge the pool and validation pairs, split by prompt."""
+    from alignment.reward.toy_study import assign_splits, judge_pairs, majority_labels
+    from alignment.toyworld import export_pairs, make_pairs
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    pairs = make_pairs(config.n_prompts, config.pairs_per_prompt, config.seed, size=config.frame_size,
+                       frames=config.frames, p_clean=config.p_clean)
+    media_root = Path(config.output_dir) / "toy"
+    if not (media_root / "manifest.jsonl").is_file():  # a resumed study keeps its clips
+        export_pairs(pairs, media_root)
+    prompts = [str(pair.prompt) for pair in pairs]
+    split_of = assign_splits(prompts, test_prompts=config.test_prompts, val_prompts=config.val_prompts, rng=rng)
+    differences = np.array([[pair.a.scores[d.lower()] - pair.b.scores[d.lower()] for d in DIMENSIONS]
+                            for pair in pairs])
+    votes, _ = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair, pool_size=config.pool_size,
+                           mix=config.annotator_mix, rng=rng)
+    labels = majority_labels(votes)
+    rank = np.arange(len(pairs)) % config.pairs_per_prompt  # make_pairs keeps each prompt's pairs together
+    splits = np.array([split_of[prompt] for prompt in prompts])
+    test = np.flatnonzero((splits == "test") & (rank < config.test_pairs_per_prompt))
+    val = np.flatnonzero((splits == "val") & (rank < config.val_pairs_per_prompt))
+    pool = np.flatnonzero(splits == "train")
+    labels[test] = np.sign(differences[test]).astype(labels.dtype)  # the truth, to measure against
+    rows = [{"pair_id": index, "prompt": prompts[index], "video_a": f"videos/{index:05d}_a.mp4",
+             "video_b": f"videos/{index:05d}_b.mp4", "generator_a": pair.a.generator,
+             "generator_b": pair.b.generator, "fps_a": 8.0, "num_frames_a": config.frames, "fps_b": 8.0,
+             "num_frames_b": config.frames, **{dim.lower(): int(labels[index, d]) for d, dim in enumerate(DIMENSIONS)},
+             "n_judgments": config.annotators_per_pair}
+            for index, pair in enumerate(pairs)]
+    log(f"rendered {len(pairs)} pairs in {time.perf_counter() - started:.0f} s: a pool of {len(pool)} pairs on "
+        f"{len(set(prompts[i] for i in pool))} prompts, {len(val)} validation pairs (judged), {len(test)} test pairs "
+        "on held-out prompts (the oracle's labels)")
+    return Pool(rows, pool, val, test, media_root)
+
+
+def round_snapshot(data: Pool, labelled: np.ndarray, folder: Path) -> Path:
+    """A snapshot of the labelled pool pairs (train) and the validation pairs (val); videos stay in the pool's."""
+    from alignment.data import write_snapshot
+
+    rows = [{**data.rows[i], "split": "train"} for i in data.pool[labelled]] + \
+           [{**data.rows[i], "split": "val"} for i in data.val]
+    return write_snapshot(rows, folder, filters={"active_learning": {"media_root": str(data.media_root)}})
+
+
+def train_config_for(config: ActiveLearningConfig, snapshot: Path, media_root: Path, run_dir: Path, labelled: int,
+                     seed: int):
+    from alignment.reward.model import RewardModelConfig
+    from alignment.reward.train import RewardTrainConfig
+
+    steps_per_epoch = math.ceil(labelled / config.batch_size)
+    model = RewardModelConfig(
+        backbone="small", fps=None, hidden_size=config.hidden_size, num_layers=config.num_layers,
+        num_heads=config.num_heads, frame_size=config.frame_size, num_frames=config.frames,
+        tubelet=tuple(config.tubelet), vocab_size=512, max_prompt_tokens=8,
+        frame_cnn_channels=config.frame_cnn_channels, ta_time_basis=config.ta_time_basis)
+    return RewardTrainConfig(
+        output_dir=str(run_dir), snapshot=str(snapshot), media_root=str(media_root), model=model, loss="bt_ties",
+        theta=config.theta, learning_rate=config.learning_rate, lr_schedule="cosine",
+        weight_decay=config.weight_decay, batch_size=config.batch_size,
+        epochs=max(config.epochs, math.ceil(config.min_steps / steps_per_epoch)), warmup_steps=config.warmup_steps,
+        num_workers=0, cache_videos=100_000, seed=seed, progress=config.progress, keep_checkpoints=1, keep_best=True)
+
+
+def pair_rewards(model_dir: Path, data: Pool, indices: np.ndarray) -> np.ndarray:
+    """Normalised VQ, MQ, TA margins r_A − r_B ``(N, 3)`` of the pairs ``indices`` under a trained model."""
+    from alignment.reward import load_reward_model
+    from alignment.reward.evaluate import score_videos
+
+    model = load_reward_model(model_dir)
+    items = [(data.rows[i][side], data.rows[i]["prompt"]) for i in indices for side in ("video_a", "video_b")]
+    scores = score_videos(model, items, roots=[data.media_root], batch_size=64, progress=False).numpy()
+    return scores[0::2] - scores[1::2]
+
+
+def uncertainty(margins: np.ndarray) -> np.ndarray:
+    """|Δr| with r the mean of the normalised VQ, MQ, TA: what the queue's priority 1/(1 + |Δr|) reads."""
+    return np.abs(margins.mean(axis=1))
+
+
+def test_accuracy(data: Pool, margins: np.ndarray) -> dict:
+    """Accuracy without ties per dimension on the test pairs (the oracle's labels), and their mean."""
+    from alignment.metrics import accuracy_without_ties
+
+    labels = np.array([[data.rows[i][dim.lower()] for dim in DIMENSIONS] for i in data.test])
+    by_dimension = {dim: accuracy_without_ties(labels[:, d], margins[:, d]) for d, dim in enumerate(DIMENSIONS)}
+    return {"mean": float(np.nanmean(list(by_dimension.values()))), **by_dimension}
+
+
+def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dict:
+    """Run the study (an interrupted one resumes at its first unfinished round); returns the result (also
+    ``output_dir/result.json``)."""
+    from tqdm.auto import tqdm
+
+    from alignment.reward.train import train_reward_model
+
+    config.check()
+    resume_check(config)
+    output_dir = start_study(config, "active_learning_config.json", taken_by=RESULT_FILE, what="a finished study")
+    started = time.perf_counter()
+    data = build_pool(config, log=log)
+    trainings = config.repeats * (1 + len(STRATEGIES) * (config.rounds - 1))
+    progress = tqdm(total=trainings, desc="reward trainings", disable=not config.progress)
+    curves = {strategy: [] for strategy in STRATEGIES}  # per repeat: [{pairs, judgments, accuracy, by_dimension}]
+    for repeat in range(config.repeats):
+        rng = np.random.default_rng(config.seed + 100 + repeat)
+        initial = rng.choice(len(data.pool), size=config.initial, replace=False)
+        for strategy in STRATEGIES:
+            labelled, curve = list(initial), []
+            for round_index in range(config.rounds):
+                # round 0 trains on the initial pairs alone: one run serves both strategies
+                name = f"r{repeat}-initial" if round_index == 0 else f"r{repeat}-{strategy}-{round_index:02d}"
+                run_dir = output_dir / "runs" / name
+                model_dir = run_dir / "reward" / "model"
+                if not (run_dir / "reward" / "metrics.json").is_file():
+                    if run_dir.exists():  # a round cut off half-way starts again
+                        shutil.rmtree(run_dir)
+                    snapshot = round_snapshot(data, np.array(labelled), run_dir / "snapshot")
+                    train_reward_model(train_config_for(config, snapshot, data.media_root, run_dir / "reward",
+                                                        len(labelled), config.seed + repeat))
+                    progress.update(1)
+                elif round_index or strategy == STRATEGIES[0]:
+                    progress.update(1)
+                last = round_index == config.rounds - 1
+                unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
+                needs_pool = strategy == "uncertainty" and not last  # random order reads no margins
+                scored = np.concatenate([data.test, data.pool[unlabelled] if needs_pool else []]).astype(int)
+                margins = pair_rewards(model_dir, data, scored)
+                accuracy = test_accuracy(data, margins[: len(data.test)])
+                curve.append({"pairs": len(labelled), "judgments": len(labelled) * config.annotators_per_pair,
+                              "accuracy": accuracy["mean"], "by_dimension": accuracy})
+                log(f"  repeat {repeat} {strategy:<11} round {round_index}: {len(labelled)} pairs labelled, "
+                    f"test accuracy {100 * accuracy['mean']:.1f} % (" +
+                    ", ".join(f"{d} {100 * a:.1f}" for d, a in accuracy.items() if d != "mean") +
+                    f"), {time.perf_counter() - started:.0f} s")
+                if last:
+                    break
+                if strategy == "random":
+                    chosen = rng.choice(unlabelled, size=config.batch, replace=False)
+                else:
+                    order = np.argsort(uncertainty(margins[len(data.test):]), kind="stable")
+                    chosen = unlabelled[order[: config.batch]]
+                labelled.extend(int(i) for i in chosen)
+            curves[strategy].append(curve)
+    progress.close()
+    result = {"config": asdict(config), "pool_pairs": len(data.pool), "val_pairs": len(data.val),
+              "test_pairs": len(data.test), "curves": curves, "mean": mean_curves(curves),
+              "seconds": time.perf_counter() - started}
+    result["judgments_saved"] = judgments_saved(result["mean"])
+    (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def resume_check(config: ActiveLearningConfig) -> None:
+    """An unfinished study resumes only with the settings it started with (its clips and rounds are theirs)."""
+    saved = Path(config.output_dir) / "active_learning_config.json"
+    if not saved.is_file() or (Path(config.output_dir) / RESULT_FILE).exists():
+        return
+    before, now = json.loads(saved.read_text()), json.loads(json.dumps(asdict(config)))
+    for key, value in now.items():
+        if key != "progress" and key in before and before[key] != value:
+            raise ValueError(f"{config.output_dir}: the study there was started with {key}={before[key]!r}, not "
+                             f"{value!r}; resume it with the same settings or pick a new --output-dir")
+
+
+def mean_curves(curves: dict) -> dict:
+    """Per strategy: judgments and the accuracy averaged over the repeats, round by round."""
+    def mean_of(runs, k, key):
+        return float(np.mean([run[k]["by_dimension"][key] if key != "accuracy" else run[k]["accuracy"] for run in runs]))
+
+    return {strategy: [{"judgments": runs[0][k]["judgments"], "accuracy": mean_of(runs, k, "accuracy"),
+                        **({dim: mean_of(runs, k, dim) for dim in DIMENSIONS}
+                           if "by_dimension" in runs[0][k] else {})}
+                       for k in range(len(runs[0]))]
+            for strategy, runs in curves.items()}
+
+
+def judgments_saved(mean: dict) -> dict:
+    """For each accuracy random order reaches: the judgments uncertainty needs to reach it first, as a share of
+    random's (the first round where its accuracy is at least as high; None when it never gets there)."""
+    out = []
+    for point in mean["random"][1:]:
+        reached = next((p["judgments"] for p in mean["uncertainty"] if p["accuracy"] >= point["accuracy"]), None)
+        out.append({"accuracy": point["accuracy"], "random_judgments": point["judgments"],
+                    "uncertainty_judgments": reached,
+                    "ratio": reached / point["judgments"] if reached is not None else None})
+    return {"points": out}
+
+
+def format_table(result: dict) -> str:
+    mean = result["mean"]
+    lines = [f"Test accuracy of VideoReward (%, without ties, against the oracle) by judgments collected; mean of "
+             f"{result['config']['repeats']} repeat(s); pool {result['pool_pairs']} pairs, {result['test_pairs']} "
+             "test pairs on held-out prompts; mean of VQ, MQ, TA (per dimension in brackets)", "",
+             "judgments | random | uncertainty", "--- | --- | ---"]
+
+    def cell(point):
+        dims = "/".join(f"{100 * point[d]:.0f}" for d in DIMENSIONS if d in point)
+        return f"{100 * point['accuracy']:.1f}" + (f" ({dims})" if dims else "")
+
+    for random_point, uncertain_point in zip(mean["random"], mean["uncertainty"]):
+        lines.append(f"{random_point['judgments']} | {cell(random_point)} | {cell(uncertain_point)}")
+    lines += ["", "judgments uncertainty needs to reach random order's accuracy:"]
+    for point in result["judgments_saved"]["points"]:
+        reached = (f"{point['uncertainty_judgments']} ({point['ratio']:.2f}×)" if point["ratio"] is not None
+                   else "not reached")
+        lines.append(f"  {100 * point['accuracy']:.1f} %: random {point['random_judgments']}, uncertainty {reached}")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""The active-learning study: labelling by VideoReward's uncertainty against random order, end to end at its
+quick size, and its reporting on hand-made results."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from alignment.cli import main
+from alignment.data import read_snapshot
+from alignment.reward.active_learning import (ActiveLearningConfig, build_pool, judgments_saved, mean_curves,
+                                              pair_rewards, uncertainty)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_judgments_saved_finds_the_first_round_uncertainty_reaches_each_random_accuracy():
+    curves = {"random": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.6},
+                          {"judgments": 90, "accuracy": 0.7}]],
+              "uncertainty": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.72},
+                               {"judgments": 90, "accuracy": 0.69}]]}
+    mean = mean_curves(curves)
+    points = judgments_saved(mean)["points"]
+    assert [(p["random_judgments"], p["uncertainty_judgments"], p["ratio"]) for p in points] == [
+        (60, 60, 1.0), (90, 60, pytest.approx(2 / 3))]
+    curves["uncertainty"][0][1]["accuracy"] = 0.55
+    curves["uncertainty"][0][2]["accuracy"] = 0.58
+    assert [p["uncertainty_judgments"] for p in judgments_saved(mean_curves(curves))["points"]] == [None, None]
+
+
+def test_uncertainty_is_the_margin_of_the_mean_normalised_reward():
+    margins = np.array([[1.0, -1.0, 0.0], [0.3, 0.3, 0.3], [-0.9, 0.0, 0.0]])
+    # What the queue's priority 1/(1 + |Δr|) reads: opposite dimensions cancel, as they do in r.
+    assert uncertainty(margins) == pytest.approx([0.0, 0.3, 0.3])
+
+
+def test_a_pool_too_small_for_the_rounds_is_refused_before_anything_is_rendered(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"initial 16 \+ 5 rounds × batch 16 = 96 labelled pairs, but the pool has 72"):
+        main(["active-learning-study", "--output-dir", str(tmp_path / "small"), "--quick", "--quiet", "--rounds", "6"])
+    assert not (tmp_path / "small").exists()
+    with pytest.raises(ValueError, match="test_pairs_per_prompt=4 exceeds pairs_per_prompt=2"):
+        ActiveLearningConfig.quick(str(tmp_path), pairs_per_prompt=2).check()
+
+
+def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_path):
+    config = ActiveLearningConfig.quick(str(tmp_path / "pool"))
+    data = build_pool(config, log=lambda *_: None)
+    prompts = {name: {data.rows[i]["prompt"] for i in indices}
+               for name, indices in (("pool", data.pool), ("val", data.val), ("test", data.test))}
+    assert len(prompts["test"]) == config.test_prompts and len(prompts["val"]) == config.val_prompts
+    assert not (prompts["pool"] & prompts["test"]) and not (prompts["pool"] & prompts["val"])
+    assert len(data.pool) == (24 - 4 - 2) * 4 and len(data.test) == 4 * 4 and len(data.val) == 2 * 4
+    oracle = {json.loads(line)["video"]: json.loads(line) for line in (data.media_root / "oracle.jsonl").open()}
+    for i in data.test:
+        row = data.rows[i]
+        for dim in ("vq", "mq", "ta"):
+            assert row[dim] == np.sign(oracle[row["video_a"]][dim] - oracle[row["video_b"]][dim])
+    # the annotators' majority is not the oracle's sign everywhere: they tie close pairs and err
+    disagreements = sum(data.rows[i][dim] != np.sign(oracle[data.rows[i]["video_a"]][dim] -
+                                                    oracle[data.rows[i]["video_b"]][dim])
+                        for i in data.pool for dim in ("vq", "mq", "ta"))
+    assert disagreements > 0
+
+
+@pytest.mark.slow
+def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_resumes(tmp_path, capsys):
+    output_dir = tmp_path / "active"
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "judgments | random | uncertainty" in printed and "active-learning-study:" in printed
+    result = json.loads((output_dir / "result.json").read_text())
+    for strategy in ("random", "uncertainty"):
+        (curve,) = result["curves"][strategy]
+        assert [point["pairs"] for point in curve] == [16, 32]
+        assert [point["judgments"] for point in curve] == [48, 96]  # 3 annotators a pair
+        assert all(0.0 <= point["accuracy"] <= 1.0 for point in curve)
+    assert result["curves"]["random"][0][0] == result["curves"]["uncertainty"][0][0]  # one shared first round
+
+    # The uncertainty round labelled exactly the unlabelled pool pairs the first model was least sure about.
+    config = ActiveLearningConfig.quick(str(output_dir))
+    data = build_pool(config, log=lambda *_: None)
+    runs = output_dir / "runs"
+
+    def labelled(name):
+        return {p.pair_id for p in read_snapshot(runs / name / "snapshot").split("train")}
+
+    initial, after, random_after = labelled("r0-initial"), labelled("r0-uncertainty-01"), labelled("r0-random-01")
+    assert initial < after and initial < random_after and len(after) == len(random_after) == 32
+    assert {p.pair_id for p in read_snapshot(runs / "r0-initial" / "snapshot").split("val")} == set(data.val.tolist())
+    candidates = np.array([i for i in data.pool if i not in initial])
+    margins = uncertainty(pair_rewards(runs / "r0-initial" / "reward" / "model", data, candidates))
+    chosen = np.isin(candidates, list(after))
+    assert chosen.sum() == 16 and margins[chosen].max() <= margins[~chosen].min()
+
+    # Finished: refused. Cut off in its last round: resumes there, keeping the rounds it finished.
+    with pytest.raises(FileExistsError, match="already holds a finished study"):
+        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"])
+    (output_dir / "result.json").unlink()
+    with pytest.raises(ValueError, match="was started with batch=16, not 8; resume it with the same settings"):
+        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--batch", "8"])
+    shutil.rmtree(runs / "r0-uncertainty-01" / "reward")
+    kept = (runs / "r0-random-01" / "reward" / "metrics.json").stat().st_mtime_ns
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"]) == 0
+    assert (runs / "r0-random-01" / "reward" / "metrics.json").stat().st_mtime_ns == kept
+    again = json.loads((output_dir / "result.json").read_text())
+    assert again["curves"]["random"] == result["curves"]["random"]
+    assert labelled("r0-uncertainty-01") == after
