@@ -371,7 +371,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return render(request, "admin/workers/modelversion/compare.html", context)
 
 
-PREVIEW_PARAMS = ("seed", "guidance_strength", "guidance_sigma_min", "steps", "guidance_scale")
+PREVIEW_PARAMS = ("seed", "guidance_strength", "guidance_sigma_min", "guidance_max_ratio", "steps", "guidance_scale")
 
 
 class RangeInput(forms.NumberInput):
@@ -401,6 +401,10 @@ class PreviewForm(forms.Form):
                                           label="stop guiding below σ",
                                           help_text="the last steps, at noise level σ ≤ this, are left unguided; "
                                                     "0 guides every step")
+    guidance_max_ratio = forms.FloatField(initial=GenerationConfig.guidance_max_ratio, min_value=0.01,
+                                          label="cap on σ/(1 − σ)",
+                                          help_text="how hard the noisiest steps are pushed; 1 guided best in the "
+                                                    "toy study")
     seed = forms.IntegerField(initial=0, min_value=0, max_value=MAX_SEED, help_text="the same for both videos")
     policy_version = forms.ModelChoiceField(ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), required=False,
                                             label="policy", empty_label="— the base policy —")
@@ -436,7 +440,7 @@ class PreviewForm(forms.Form):
                 "latent_reward_version": data["latent_reward_version"],
                 "weights": ",".join(f"{dim.lower()}={data[dim.lower()]:g}" for dim in DIMENSIONS),
                 "guidance_strength": data["guidance_strength"], "guidance_sigma_min": data["guidance_sigma_min"],
-                "steps": data["steps"],
+                "guidance_max_ratio": data["guidance_max_ratio"], "steps": data["steps"],
                 "guidance_scale": data["guidance_scale"]}
 
     @classmethod

@@ -113,6 +113,7 @@ class GenerationConfig:
     weights: str = "vq=1,mq=1,ta=1"  # Flow-NRG's weight of each dimension (with a latent reward model)
     guidance_strength: float = 100.0  # Flow-NRG's w (the paper's 100), with a latent reward model
     guidance_sigma_min: float = 0.0  # Flow-NRG leaves the last steps, at σ ≤ this, unguided; 0 guides every step
+    guidance_max_ratio: float = 10.0  # Flow-NRG caps σ/(1 − σ) at this near pure noise (guidance.DEFAULT_MAX_RATIO)
     prompt_file: str | None = None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's
 
     def __post_init__(self):

@@ -88,7 +88,7 @@ def test_policy_vs_base_with_a_latent_reward_guides_side_a_and_queues_the_least_
         videos = by_generator(pair)
         guided, base = videos[guided_name].generation_params, videos["base"].generation_params
         assert guided["nrg"] == {"weights": {"VQ": 1.0, "MQ": 0.0, "TA": 2.0}, "strength": 100.0,
-                                 "sigma_min": 0.0, "latent_reward": "latent-reward-5"}
+                                 "sigma_min": 0.0, "max_ratio": 10.0, "latent_reward": "latent-reward-5"}
         assert base["nrg"] is None and base["seed"] == guided["seed"] + 1  # each side its own seed
         assert (guided["policy"], base["policy"], guided["source"], guided["steps"]) == (
             "flow-dpo-7", "base", "policy_vs_base", 3)
@@ -112,14 +112,16 @@ def test_guided_vs_unguided_keeps_the_seed_and_changes_the_video(site, django_ca
     job, pairs = run_generation(django_capture_on_commit_callbacks, latent_reward_version=site.latent,
                                 reward_version=site.reward,
                                 overrides={**FAST, "source": "guided_vs_unguided", "guidance_strength": 50.0,
-                                           "guidance_sigma_min": 0.2, "prompt_file": site.prompt_file})
+                                           "guidance_sigma_min": 0.2, "guidance_max_ratio": 1.0,
+                                           "prompt_file": site.prompt_file})
     assert len(pairs) == 2, job.log
     for pair in pairs:
         videos = by_generator(pair)
-        guided, unguided = videos["base+nrg(vq=1,mq=1,ta=1,w=50,sigma_min=0.2)"], videos["base"]
+        guided, unguided = videos["base+nrg(vq=1,mq=1,ta=1,w=50,cap=1,sigma_min=0.2)"], videos["base"]
         assert guided.generation_params["seed"] == unguided.generation_params["seed"]
         assert guided.generation_params["nrg"]["strength"] == 50.0 and unguided.generation_params["nrg"] is None
-        assert guided.generation_params["nrg"]["sigma_min"] == 0.2
+        nrg = guided.generation_params["nrg"]
+        assert nrg["sigma_min"] == 0.2 and nrg["max_ratio"] == 1.0
         assert guided.sha256 != unguided.sha256  # the reward gradient moved the sample
         assert 0 < pair.priority <= 1
 
@@ -138,6 +140,8 @@ def test_generation_refuses_bad_inputs_naming_the_field(site):
         ({"overrides": {"source": "two_seeds", "pairs": 0}}, "pairs"),
         ({"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_sigma_min": 1.0}},
          "guidance_sigma_min"),
+        ({"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_max_ratio": 0}},
+         "guidance_max_ratio"),
     ]
     for kwargs, field in cases:
         with pytest.raises(GenerationInputError) as caught:
@@ -170,7 +174,7 @@ def test_a_latent_reward_for_another_policy_is_refused_when_the_job_runs(site, t
 
 def generation_post(**values) -> dict:
     return {"pairs": 4, "source": "policy_vs_base", "steps": 20, "guidance_scale": 5.0, "weights": "vq=1,mq=1,ta=1",
-            "guidance_strength": 100.0, "guidance_sigma_min": 0.0, **values}
+            "guidance_strength": 100.0, "guidance_sigma_min": 0.0, "guidance_max_ratio": 10.0, **values}
 
 
 def test_generation_form_puts_the_services_error_on_the_field(site, staff_client, django_capture_on_commit_callbacks):
@@ -245,7 +249,7 @@ def test_the_admin_pages_are_for_staff_only(site, client, make_user):
 
 def preview_post(site, **values) -> dict:
     return {"prompt_choice": "", "prompt_text": "", "vq": 1.0, "mq": 1.0, "ta": 1.0, "guidance_strength": 100,
-            "guidance_sigma_min": 0, "seed": 3, "policy_version": "", "latent_reward_version": site.latent.pk, "steps": 3, "guidance_scale": 5.0,
+            "guidance_sigma_min": 0, "guidance_max_ratio": 10, "seed": 3, "policy_version": "", "latent_reward_version": site.latent.pk, "steps": 3, "guidance_scale": 5.0,
             **values}
 
 
@@ -271,7 +275,8 @@ def test_personalisation_page_queues_a_preview_and_lists_the_sessions_previews(s
     job = Job.objects.get(kind=Job.Kind.PREVIEW)
     assert len(callbacks) == 1 and job.created_by is not None
     assert job.params == {"prompt": "a green triangle moving right", "seed": 11, "weights": "vq=2.5,mq=1,ta=0.5",
-                          "guidance_strength": 100.0, "guidance_sigma_min": 0.0, "steps": 3, "guidance_scale": 5.0,
+                          "guidance_strength": 100.0, "guidance_sigma_min": 0.0, "guidance_max_ratio": 10.0, "steps": 3,
+                          "guidance_scale": 5.0,
                           "policy_model_version_id": None,
                           "latent_reward_model_version_id": site.latent.pk}
     html = fragment.content.decode()
@@ -313,6 +318,7 @@ def test_a_guided_preview_writes_both_videos_and_the_page_plays_them(site, staff
     live = staff_client.get(f"/admin/workers/guidedpreview/{job.pk}/live/").content.decode()
     assert "hx-trigger" not in live and live.count("<video") == 2  # polling stopped; both videos, synced
     assert live.index("preview-unguided") < live.index("preview-guided") and "<strong>TA 3</strong>" in live
+    assert "σ/(1 − σ) capped at 10," in live
     assert "hx-swap-oob" not in live  # not a preview of this session: no history entry to update
     served = staff_client.get(f"/admin/workers/job/{job.pk}/files/guided.mp4")
     assert served.status_code == 200 and b"".join(served.streaming_content) == guided

@@ -224,7 +224,7 @@ def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(staff_cl
         response = staff_client.post("/admin/workers/job/new/generate/", {
             "policy_version": policy.pk, "reward_version": reward.pk, "pairs": 12, "source": "policy_vs_base",
             "steps": 20, "guidance_scale": 5.0, "weights": "vq=1,mq=1,ta=1", "guidance_strength": 100,
-            "guidance_sigma_min": 0})
+            "guidance_sigma_min": 0, "guidance_max_ratio": 10})
     assert response.status_code == 302, response.context["form"].errors
     job = Job.objects.get(kind=Job.Kind.GENERATE)
     assert job.params == {"pairs": 12, "policy_model_version_id": policy.pk, "reward_model_version_id": reward.pk,
@@ -234,7 +234,7 @@ def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(staff_cl
                                                                       "source": "two_seeds", "steps": 1,
                                                                       "guidance_scale": 1, "weights": "vq=1",
                                                                       "guidance_strength": 100,
-                                                                      "guidance_sigma_min": 0})
+                                                                      "guidance_sigma_min": 0, "guidance_max_ratio": 10})
     assert "policy_version" in refused.context["form"].errors  # a reward model is not a policy
 
 

@@ -109,6 +109,9 @@ def generation_limits_check(config: GenerationConfig) -> None:
     if not 0.0 <= config.guidance_sigma_min < 1.0:
         raise GenerationInputError("guidance_sigma_min", f"{config.guidance_sigma_min:g}: give a noise level in "
                                    "[0, 1); 0 guides every step")
+    if not config.guidance_max_ratio > 0:
+        raise GenerationInputError("guidance_max_ratio", f"{config.guidance_max_ratio:g}: give a positive cap on "
+                                   "σ/(1 − σ); 10 is the default, 1 guided best in the toy study")
 
 
 def generation_job_create(*, policy_version: ModelVersion | None = None, reward_version: ModelVersion | None = None,
@@ -151,11 +154,14 @@ class Side:
 
 
 def generator_name(policy_name: str, config: GenerationConfig, *, guided: bool) -> str:
-    """What made a video: ``flow-dpo-3``, or ``flow-dpo-3+nrg(vq=1,mq=1,ta=2,w=100)`` when guided."""
+    """What made a video: ``flow-dpo-3``, or ``flow-dpo-3+nrg(vq=1,mq=1,ta=2,w=100)`` when guided (with
+    ``,cap=…`` and ``,sigma_min=…`` where those differ from the defaults)."""
     if not guided:
         return policy_name
+    cap = (f",cap={config.guidance_max_ratio:g}" if config.guidance_max_ratio != GenerationConfig.guidance_max_ratio
+           else "")
     interval = f",sigma_min={config.guidance_sigma_min:g}" if config.guidance_sigma_min else ""
-    return f"{policy_name}+nrg({config.weights_label()},w={config.guidance_strength:g}{interval})"
+    return f"{policy_name}+nrg({config.weights_label()},w={config.guidance_strength:g}{cap}{interval})"
 
 
 def generation_sides(*, config: GenerationConfig, policy_version: ModelVersion | None,
@@ -186,7 +192,8 @@ def clip_batches(policy, prompts: list[str], seeds: list[int], *, config: Genera
         chunk = prompts[start:start + SAMPLING_BATCH]
         text = policy.pad_text(policy.encode_prompts(chunk))  # (b, L, D): guidance reads one row per clip
         transform = (reward_guidance(latent_reward, text, weights=config.dimension_weights(),
-                                     scale=config.guidance_strength, sigma_min=config.guidance_sigma_min)
+                                     scale=config.guidance_strength, sigma_min=config.guidance_sigma_min,
+                                     max_ratio=config.guidance_max_ratio)
                      if latent_reward is not None else None)
         noise = initial_noise(seeds[start:start + SAMPLING_BATCH], latent_shape)
         latents = sample_latents(policy, text, None if negative is None else negative.expand(len(chunk), -1, -1),
@@ -236,6 +243,7 @@ def pairs_generate_run(*, job: Job) -> dict:
     sampling = {"steps": config.steps, "guidance_scale": config.guidance_scale}
     guidance = ({"weights": dict(zip(DIMENSIONS, config.dimension_weights())),
                  "strength": config.guidance_strength, "sigma_min": config.guidance_sigma_min,
+                 "max_ratio": config.guidance_max_ratio,
                  "latent_reward": latent_version.name} if latent_version else None)
     total = 2 * count + 1
     paths, params_of, generators = {}, {}, {}

@@ -25,6 +25,7 @@ def preview_job_create(*, prompt: str, seed: int, latent_reward_version: ModelVe
                        policy_version: ModelVersion | None = None, weights: str = GenerationConfig.weights,
                        guidance_strength: float = GenerationConfig.guidance_strength,
                        guidance_sigma_min: float = GenerationConfig.guidance_sigma_min,
+                       guidance_max_ratio: float = GenerationConfig.guidance_max_ratio,
                        steps: int = GenerationConfig.steps, guidance_scale: float = GenerationConfig.guidance_scale,
                        created_by=None) -> Job:
     """Queue a guided preview of ``prompt`` with ``policy_version`` (None: the base policy)."""
@@ -36,13 +37,15 @@ def preview_job_create(*, prompt: str, seed: int, latent_reward_version: ModelVe
     if not 0 <= seed <= MAX_SEED:
         raise GenerationInputError("seed", f"{seed}: give a seed from 0 to {MAX_SEED}")
     config = generation_config({"weights": weights, "guidance_strength": guidance_strength, "steps": steps,
-                                "guidance_scale": guidance_scale, "guidance_sigma_min": guidance_sigma_min})
+                                "guidance_scale": guidance_scale, "guidance_sigma_min": guidance_sigma_min,
+                                "guidance_max_ratio": guidance_max_ratio})
     generation_limits_check(config)
     model_version_check(policy_version, ModelVersion.Kind.POLICY, "policy_version")
     guidance_inputs_check(config, latent_reward_version, required=True)
     params = {"prompt": prompt, "seed": seed, "weights": config.weights_label(),
               "guidance_strength": config.guidance_strength, "guidance_sigma_min": config.guidance_sigma_min,
-              "steps": config.steps, "guidance_scale": config.guidance_scale,
+              "guidance_max_ratio": config.guidance_max_ratio, "steps": config.steps,
+              "guidance_scale": config.guidance_scale,
               "policy_model_version_id": policy_version.pk if policy_version else None,
               "latent_reward_model_version_id": latent_reward_version.pk}
     return job_create(kind=Job.Kind.PREVIEW, params=params, created_by=created_by,
@@ -86,7 +89,8 @@ def preview_run(*, job: Job) -> dict:
                    f"{scores['guided']['weighted']:+.3f} guided ({config.weights_label()}, w={config.guidance_strength:g})")
     return {"videos": PREVIEW_FILES, "latent_reward_scores": scores, "prompt": prompt, "seed": seed,
             "weights": dict(zip(DIMENSIONS, config.dimension_weights())), "guidance_strength": config.guidance_strength,
-            "guidance_sigma_min": config.guidance_sigma_min, "policy": policy_name, "latent_reward": latent_version.name, "fps": policy.fps,
+            "guidance_sigma_min": config.guidance_sigma_min, "guidance_max_ratio": config.guidance_max_ratio,
+            "policy": policy_name, "latent_reward": latent_version.name, "fps": policy.fps,
             "generators": {"unguided": policy_name, "guided": generator_name(policy_name, config, guided=True)}}
 
 
