@@ -13,12 +13,7 @@ from alignment.flow.toy_policy import ensure_toy_base_policy
 SETTINGS = GuidanceStudyConfig("unused").weight_settings
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
 
 
 @pytest.fixture(scope="module")

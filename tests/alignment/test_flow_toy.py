@@ -14,14 +14,7 @@ from alignment.flow.toy_policy import TOY_POLICY_FILE, ToyPolicyConfig, ensure_t
 from alignment.flow.toy_study import win_rates
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # One thread, not two: these tiny models are dominated by per-op overhead, and on a shared 2-core
-    # machine two threads ran a forward pass 4.5× slower than one (0.39 s against 0.086 s).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
 
 
 def test_win_rates_count_ties_half_and_bootstrap_over_prompts():

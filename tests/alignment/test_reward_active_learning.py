@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from alignment.cli import main
 from alignment.data import read_snapshot
@@ -14,12 +13,7 @@ from alignment.reward.active_learning import (ActiveLearningConfig, build_pool, 
                                               pair_rewards, uncertainty)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
 
 
 def test_judgments_saved_finds_the_first_round_uncertainty_reaches_each_random_accuracy():
