@@ -30,10 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment.config import start_study
+from alignment.config import save_config
 from alignment.data.records import DIMENSIONS
 
 RESULT_FILE = "result.json"
+CONFIG_FILE = "active_learning_config.json"
+EXTENDABLE = ("repeats", "rounds")  # the runs a study has stay valid with more (or fewer) of these
 STRATEGIES = ("random", "uncertainty")
 
 
@@ -201,15 +203,17 @@ def test_accuracy(data: Pool, margins: np.ndarray) -> dict:
 
 
 def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dict:
-    """Run the study (an interrupted one resumes at its first unfinished round); returns the result (also
-    ``output_dir/result.json``)."""
+    """Run the study; returns the result (also ``output_dir/result.json``). An interrupted study resumes at its
+    first unfinished round, and a finished one is extended by more repeats or rounds (``resume_check``)."""
     from tqdm.auto import tqdm
 
     from alignment.reward.train import train_reward_model
 
     config.check()
     resume_check(config)
-    output_dir = start_study(config, "active_learning_config.json", taken_by=RESULT_FILE, what="a finished study")
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, output_dir / CONFIG_FILE)
     started = time.perf_counter()
     data = build_pool(config, log=log)
     trainings = config.repeats * (1 + len(STRATEGIES) * (config.rounds - 1))
@@ -265,15 +269,19 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
 
 
 def resume_check(config: ActiveLearningConfig) -> None:
-    """An unfinished study resumes only with the settings it started with (its clips and rounds are theirs)."""
-    saved = Path(config.output_dir) / "active_learning_config.json"
-    if not saved.is_file() or (Path(config.output_dir) / RESULT_FILE).exists():
+    """A study in ``output_dir`` resumes with the settings it started with, or with other ``repeats`` or ``rounds``
+    (its finished runs stay valid); a finished one asked for nothing new is refused."""
+    output_dir = Path(config.output_dir)
+    if not (output_dir / CONFIG_FILE).is_file():
         return
-    before, now = json.loads(saved.read_text()), json.loads(json.dumps(asdict(config)))
+    before, now = json.loads((output_dir / CONFIG_FILE).read_text()), json.loads(json.dumps(asdict(config)))
     for key, value in now.items():
-        if key != "progress" and key in before and before[key] != value:
-            raise ValueError(f"{config.output_dir}: the study there was started with {key}={before[key]!r}, not "
+        if key != "progress" and key not in EXTENDABLE and key in before and before[key] != value:
+            raise ValueError(f"{output_dir}: the study there was started with {key}={before[key]!r}, not "
                              f"{value!r}; resume it with the same settings or pick a new --output-dir")
+    if (output_dir / RESULT_FILE).exists() and all(before.get(key) == now[key] for key in EXTENDABLE):
+        raise FileExistsError(f"{output_dir}: already holds a finished study; pick a new --output-dir, or extend "
+                              "it with more --repeats or --rounds")
 
 
 def mean_curves(curves: dict) -> dict:

@@ -94,16 +94,16 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     chosen = np.isin(candidates, list(after))
     assert chosen.sum() == 16 and margins[chosen].max() <= margins[~chosen].min()
 
-    # Finished: refused. Cut off in its last round: resumes there, keeping the rounds it finished.
+    # Finished: refused, unless extended. Cut off in a round: resumes there, keeping the rounds it finished.
     with pytest.raises(FileExistsError, match="already holds a finished study"):
         main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"])
-    (output_dir / "result.json").unlink()
     with pytest.raises(ValueError, match="was started with batch=16, not 8; resume it with the same settings"):
         main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--batch", "8"])
     shutil.rmtree(runs / "r0-uncertainty-01" / "reward")
     kept = (runs / "r0-random-01" / "reward" / "metrics.json").stat().st_mtime_ns
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"]) == 0
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
     assert (runs / "r0-random-01" / "reward" / "metrics.json").stat().st_mtime_ns == kept
-    again = json.loads((output_dir / "result.json").read_text())
-    assert again["curves"]["random"] == result["curves"]["random"]
-    assert labelled("r0-uncertainty-01") == after
+    longer = json.loads((output_dir / "result.json").read_text())
+    assert longer["curves"]["random"][0][:2] == result["curves"]["random"][0]
+    assert [point["pairs"] for point in longer["curves"]["uncertainty"][0]] == [16, 32, 48]
+    assert labelled("r0-uncertainty-01") == after and labelled("r0-uncertainty-02") > after
