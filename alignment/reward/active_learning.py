@@ -239,11 +239,18 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                 elif round_index or strategy == STRATEGIES[0]:
                     progress.update(1)
                 last = round_index == config.rounds - 1
-                unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
                 needs_pool = strategy == "uncertainty" and not last  # random order reads no margins
-                scored = np.concatenate([data.test, data.pool[unlabelled] if needs_pool else []]).astype(int)
-                margins = pair_rewards(model_dir, data, scored)
-                accuracy = test_accuracy(data, margins[: len(data.test)])
+                outcome_file = run_dir / f"outcome-{strategy}.json"  # a resumed study does not score again
+                outcome = json.loads(outcome_file.read_text()) if outcome_file.is_file() else None
+                if outcome is None or (needs_pool and outcome["chosen"] is None):
+                    unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
+                    scored = np.concatenate([data.test, data.pool[unlabelled] if needs_pool else []]).astype(int)
+                    margins = pair_rewards(model_dir, data, scored)
+                    order = np.argsort(uncertainty(margins[len(data.test):]), kind="stable")
+                    outcome = {"accuracy": test_accuracy(data, margins[: len(data.test)]),
+                               "chosen": unlabelled[order[: config.batch]].tolist() if needs_pool else None}
+                    outcome_file.write_text(json.dumps(outcome) + "\n")
+                accuracy = outcome["accuracy"]
                 curve.append({"pairs": len(labelled), "judgments": len(labelled) * config.annotators_per_pair,
                               "accuracy": accuracy["mean"], "by_dimension": accuracy})
                 log(f"  repeat {repeat} {strategy:<11} round {round_index}: {len(labelled)} pairs labelled, "
@@ -253,10 +260,10 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                 if last:
                     break
                 if strategy == "random":
+                    unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
                     chosen = rng.choice(unlabelled, size=config.batch, replace=False)
                 else:
-                    order = np.argsort(uncertainty(margins[len(data.test):]), kind="stable")
-                    chosen = unlabelled[order[: config.batch]]
+                    chosen = outcome["chosen"]
                 labelled.extend(int(i) for i in chosen)
             curves[strategy].append(curve)
     progress.close()

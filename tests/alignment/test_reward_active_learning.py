@@ -94,16 +94,27 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     chosen = np.isin(candidates, list(after))
     assert chosen.sum() == 16 and margins[chosen].max() <= margins[~chosen].min()
 
-    # Finished: refused, unless extended. Cut off in a round: resumes there, keeping the rounds it finished.
+    # Finished: refused, unless extended; the rounds it has are neither trained nor scored again.
     with pytest.raises(FileExistsError, match="already holds a finished study"):
         main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"])
     with pytest.raises(ValueError, match="was started with batch=16, not 8; resume it with the same settings"):
         main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--batch", "8"])
-    shutil.rmtree(runs / "r0-uncertainty-01" / "reward")
-    kept = (runs / "r0-random-01" / "reward" / "metrics.json").stat().st_mtime_ns
+    ranks_next = runs / "r0-uncertainty-01" / "outcome-uncertainty.json"  # was the last round; now ranks the pool
+    finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/outcome-*.json") if path != ranks_next}
+    finished.update({path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")})
     assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
-    assert (runs / "r0-random-01" / "reward" / "metrics.json").stat().st_mtime_ns == kept
+    assert finished == {path: path.stat().st_mtime_ns for path in finished}
     longer = json.loads((output_dir / "result.json").read_text())
-    assert longer["curves"]["random"][0][:2] == result["curves"]["random"][0]
-    assert [point["pairs"] for point in longer["curves"]["uncertainty"][0]] == [16, 32, 48]
-    assert labelled("r0-uncertainty-01") == after and labelled("r0-uncertainty-02") > after
+    for strategy in ("random", "uncertainty"):
+        assert longer["curves"][strategy][0][:2] == result["curves"][strategy][0]
+        assert [point["pairs"] for point in longer["curves"][strategy][0]] == [16, 32, 48]
+    assert json.loads(ranks_next.read_text())["chosen"] is not None
+    third = labelled("r0-uncertainty-02")
+    assert third > after
+
+    # Cut off in a round: it starts again there, and comes to the same pairs and curve.
+    (output_dir / "result.json").unlink()
+    shutil.rmtree(runs / "r0-uncertainty-02" / "reward")
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
+    assert labelled("r0-uncertainty-02") == third
+    assert json.loads((output_dir / "result.json").read_text())["curves"] == longer["curves"]
