@@ -304,13 +304,21 @@ def mean_curves(curves: dict) -> dict:
 
 
 def judgments_saved(mean: dict) -> dict:
-    """For each accuracy random order reaches: the judgments uncertainty needs to reach it first, as a share of
-    random's (the first round where its accuracy is at least as high; None when it never gets there)."""
+    """For each accuracy random order reaches: the judgments uncertainty needs to reach it, read off its curve
+    where it first gets there (linear between the rounds around the crossing), as a share of random's; None
+    when it never gets there."""
     out = []
+    curve = mean["uncertainty"]
     for point in mean["random"][1:]:
-        reached = next((p["judgments"] for p in mean["uncertainty"] if p["accuracy"] >= point["accuracy"]), None)
-        out.append({"accuracy": point["accuracy"], "random_judgments": point["judgments"],
-                    "uncertainty_judgments": reached,
+        target, reached = point["accuracy"], None
+        k = next((k for k, p in enumerate(curve) if p["accuracy"] >= target), None)
+        if k == 0:
+            reached = float(curve[0]["judgments"])
+        elif k is not None:
+            before, after = curve[k - 1], curve[k]
+            share = (target - before["accuracy"]) / (after["accuracy"] - before["accuracy"])
+            reached = before["judgments"] + share * (after["judgments"] - before["judgments"])
+        out.append({"accuracy": target, "random_judgments": point["judgments"], "uncertainty_judgments": reached,
                     "ratio": reached / point["judgments"] if reached is not None else None})
     return {"points": out}
 
@@ -330,7 +338,7 @@ def format_table(result: dict) -> str:
         lines.append(f"{random_point['judgments']} | {cell(random_point)} | {cell(uncertain_point)}")
     lines += ["", "judgments uncertainty needs to reach random order's accuracy:"]
     for point in result["judgments_saved"]["points"]:
-        reached = (f"{point['uncertainty_judgments']} ({point['ratio']:.2f}×)" if point["ratio"] is not None
+        reached = (f"{point['uncertainty_judgments']:.0f} ({point['ratio']:.2f}×)" if point["ratio"] is not None
                    else "not reached")
         lines.append(f"  {100 * point['accuracy']:.1f} %: random {point['random_judgments']}, uncertainty {reached}")
     return "\n".join(lines)

@@ -16,15 +16,19 @@ from alignment.reward.active_learning import (ActiveLearningConfig, build_pool, 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
 
 
-def test_judgments_saved_finds_the_first_round_uncertainty_reaches_each_random_accuracy():
+def test_judgments_saved_reads_where_uncertainty_first_reaches_each_random_accuracy():
     curves = {"random": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.6},
                           {"judgments": 90, "accuracy": 0.7}]],
               "uncertainty": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.72},
                                {"judgments": 90, "accuracy": 0.69}]]}
     mean = mean_curves(curves)
     points = judgments_saved(mean)["points"]
+    # 0.6 and 0.7 are crossed between 30 (0.5) and 60 judgments (0.72): at 30 + 30 · 0.1/0.22 and 30 + 30 · 0.2/0.22
     assert [(p["random_judgments"], p["uncertainty_judgments"], p["ratio"]) for p in points] == [
-        (60, 60, 1.0), (90, 60, pytest.approx(2 / 3))]
+        (60, pytest.approx(30 + 30 * 0.1 / 0.22), pytest.approx((30 + 30 * 0.1 / 0.22) / 60)),
+        (90, pytest.approx(30 + 30 * 0.2 / 0.22), pytest.approx((30 + 30 * 0.2 / 0.22) / 90))]
+    assert judgments_saved(mean_curves({"random": curves["random"], "uncertainty": curves["random"]}))["points"][0][
+        "ratio"] == 1.0  # the same curve: the same judgments
     curves["uncertainty"][0][1]["accuracy"] = 0.55
     curves["uncertainty"][0][2]["accuracy"] = 0.58
     assert [p["uncertainty_judgments"] for p in judgments_saved(mean_curves(curves))["points"]] == [None, None]
