@@ -83,7 +83,8 @@ def _reward_toy_study(args) -> int:
 
     overrides = {key: value for key, value in (("seed", args.seed), ("n_prompts", args.prompts),
                                                ("pairs_per_prompt", args.pairs_per_prompt), ("epochs", args.epochs),
-                                               ("variants", tuple(args.variants) if args.variants else None))
+                                               ("variants", tuple(args.variants) if args.variants else None),
+                                               ("best_by", args.best_by))
                  if value is not None}
     overrides["progress"] = not args.quiet
     config = (ToyStudyConfig.quick(args.output_dir, **overrides) if args.quick
@@ -159,7 +160,8 @@ def _active_learning_study(args) -> int:
 
     overrides = {key: value for key, value in (("seed", args.seed), ("pairs_per_prompt", args.pairs_per_prompt),
                                                ("initial", args.initial), ("batch", args.batch),
-                                               ("rounds", args.rounds), ("repeats", args.repeats))
+                                               ("rounds", args.rounds), ("repeats", args.repeats),
+                                               ("strategies", tuple(args.strategies) if args.strategies else None))
                  if value is not None}
     overrides["progress"] = not args.quiet
     config = (ActiveLearningConfig.quick(args.output_dir, **overrides) if args.quick
@@ -287,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_argument("--variants", nargs="+", metavar="NAME",
                      help="ablation rows to train, from bt_ties (the model), bt, regression, shared_head, shuffled "
                           "(the control); default all, --quick: bt_ties shuffled")
+    toy.add_argument("--best-by", choices=("accuracy", "loss"),
+                     help="the epoch each model keeps: the best mean validation accuracy without ties (default) or "
+                          "the lowest validation loss")
     toy.add_argument("--quiet", action="store_true", help="no progress bars")
     toy.set_defaults(handler=_reward_toy_study)
 
@@ -350,9 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     active = commands.add_parser(
         "active-learning-study", help="does labelling by reward uncertainty beat random order? a toy-world curve",
         description="Render a pool of toy pairs judged by simulated annotators and test pairs on held-out prompts "
-                    "labelled by the oracle; label the pool round by round in random order or by the smallest "
-                    "|reward margin| of VideoReward retrained each round (the labelling queue's priority), and "
-                    "report the test accuracy against the judgments collected.")
+                    "labelled by the oracle; label the pool round by round in random order, by the smallest "
+                    "|reward margin| of VideoReward retrained each round (the labelling queue's priority) or by the "
+                    "entropy of its BT-with-ties predictions, and report the test accuracy against the judgments "
+                    "collected.")
     active.add_argument("--output-dir", required=True,
                         help="the study's folder: rendered pairs, one snapshot and reward run per round, result.json "
                              "(an interrupted study there resumes)")
@@ -362,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     active.add_argument("--batch", type=int, help="pairs labelled per round")
     active.add_argument("--rounds", type=int, help="labelling rounds (the first trains on the initial pairs)")
     active.add_argument("--repeats", type=int, help="repeats with other initial pairs; the curve is their mean")
+    active.add_argument("--strategies", nargs="+", metavar="NAME",
+                        help="labelling orders: random (the baseline, first) and any of uncertainty (smallest |Δr| "
+                             "of the mean normalised reward: the queue's rule), entropy (the least certain "
+                             "BT-with-ties predictions over VQ, MQ, TA); default all three. A finished study is "
+                             "extended by adding one")
     active.add_argument("--seed", type=int, help="seed of the pool, the annotators and training")
     active.add_argument("--quiet", action="store_true", help="no progress bars")
     active.set_defaults(handler=_active_learning_study)

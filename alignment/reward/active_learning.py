@@ -12,8 +12,10 @@ with fewer judgments than labelling in random order, with the same model and the
 2. both strategies start from the same random ``initial`` labelled pairs; each round the small-backbone
    VideoReward trains from scratch on the pairs labelled so far (the same recipe every round, keeping
    the epoch with the lowest validation loss), its accuracy without ties on the test pairs is recorded
-   (per dimension and their mean), and ``batch`` more pool pairs are labelled: at **random**, or those
-   with the smallest |Δr| under the model just trained (**uncertainty**);
+   (per dimension and their mean), and ``batch`` more pool pairs are labelled: at **random**; those with the
+   smallest |Δr| under the model just trained (**uncertainty**: the queue's rule); or those whose three
+   BT-with-ties predictions are the least certain (**entropy**: the sum over VQ, MQ, TA of the entropy of
+   P(A ≻ B), P(A = B), P(B ≻ A) at the model's raw margin, θ the loss's);
 3. repeated ``repeats`` times (another initial set and training seed each), averaged.
 
     python -m alignment active-learning-study --output-dir runs/active-learning [--quick]
@@ -35,8 +37,8 @@ from alignment.data.records import DIMENSIONS
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "active_learning_config.json"
-EXTENDABLE = ("repeats", "rounds")  # the runs a study has stay valid with more (or fewer) of these
-STRATEGIES = ("random", "uncertainty")
+EXTENDABLE = ("repeats", "rounds", "strategies")  # the runs a study has stay valid with more (or fewer) of these
+STRATEGIES = ("random", "uncertainty", "entropy")  # random order is the baseline every study runs first
 
 
 @dataclass
@@ -60,6 +62,7 @@ class ActiveLearningConfig:
     batch: int = 256  # pool pairs labelled per round
     rounds: int = 6
     repeats: int = 1
+    strategies: tuple[str, ...] = STRATEGIES
     # VideoReward (the small backbone of reward-toy-study), retrained from scratch every round
     hidden_size: int = 64
     num_layers: int = 1
@@ -87,6 +90,11 @@ class ActiveLearningConfig:
         return cls(output_dir=output_dir, **values)
 
     def check(self) -> None:
+        unknown = [name for name in self.strategies if name not in STRATEGIES]
+        if unknown or not self.strategies or self.strategies[0] != "random" or len(set(self.strategies)) < len(
+                self.strategies):
+            raise ValueError(f"strategies {list(self.strategies)}: give random (the baseline) first, then any of "
+                             f"{', '.join(STRATEGIES[1:])}, each once")
         pool_pairs = (self.n_prompts - self.test_prompts - self.val_prompts) * self.pairs_per_prompt
         needed = self.initial + self.batch * (self.rounds - 1)
         for name in ("test_pairs_per_prompt", "val_pairs_per_prompt"):
@@ -177,20 +185,45 @@ def train_config_for(config: ActiveLearningConfig, snapshot: Path, media_root: P
         num_workers=0, cache_videos=100_000, seed=seed, progress=config.progress, keep_checkpoints=1, keep_best=True)
 
 
-def pair_rewards(model_dir: Path, data: Pool, indices: np.ndarray) -> np.ndarray:
-    """Normalised VQ, MQ, TA margins r_A − r_B ``(N, 3)`` of the pairs ``indices`` under a trained model."""
+def pair_rewards(model_dir: Path, data: Pool, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw VQ, MQ, TA margins r_A − r_B ``(N, 3)`` of the pairs ``indices`` under a trained model, and the
+    model's reward standard deviations ``(3,)``: the normalised margins are ``raw / std``."""
     from alignment.reward import load_reward_model
     from alignment.reward.evaluate import score_videos
 
     model = load_reward_model(model_dir)
     items = [(data.rows[i][side], data.rows[i]["prompt"]) for i in indices for side in ("video_a", "video_b")]
-    scores = score_videos(model, items, roots=[data.media_root], batch_size=64, progress=False).numpy()
-    return scores[0::2] - scores[1::2]
+    scores = score_videos(model, items, roots=[data.media_root], batch_size=64, normalize=False,
+                          progress=False).numpy()
+    return scores[0::2] - scores[1::2], model.reward_std.detach().cpu().numpy()
 
 
 def uncertainty(margins: np.ndarray) -> np.ndarray:
     """|Δr| with r the mean of the normalised VQ, MQ, TA: what the queue's priority 1/(1 + |Δr|) reads."""
     return np.abs(margins.mean(axis=1))
+
+
+def tie_entropy(raw_margins: np.ndarray, theta: float) -> np.ndarray:
+    """The sum over VQ, MQ, TA of the entropy (nats) of the BT-with-ties prediction at raw margins Δ ``(N, 3)``:
+    P(A ≻ B) = σ(Δ − ln θ), P(B ≻ A) = σ(−Δ − ln θ), P(A = B) the rest (``alignment.losses.bt_ties_nll``).
+    High and nearly flat across the tie band |Δ| < ln θ, falling towards 0 as the model grows sure of a win."""
+    log_theta = math.log(theta)
+    p_a = 1.0 / (1.0 + np.exp(-(raw_margins - log_theta)))
+    p_b = 1.0 / (1.0 + np.exp(raw_margins + log_theta))
+    probabilities = np.stack([p_a, p_b, np.clip(1.0 - p_a - p_b, 0.0, 1.0)])
+    terms = np.where(probabilities > 0, -probabilities * np.log(np.maximum(probabilities, 1e-300)), 0.0)
+    return terms.sum(axis=0).sum(axis=1)
+
+
+def labelling_order(strategy: str, raw_margins: np.ndarray, reward_std: np.ndarray, theta: float) -> np.ndarray:
+    """Pool positions, the pair to label first first, under ``uncertainty`` or ``entropy``."""
+    if strategy == "uncertainty":
+        sureness = uncertainty(raw_margins / reward_std)
+    elif strategy == "entropy":
+        sureness = -tie_entropy(raw_margins, theta)
+    else:
+        raise ValueError(f"strategy {strategy!r} reads no margins; choose from {', '.join(STRATEGIES[1:])}")
+    return np.argsort(sureness, kind="stable")
 
 
 def test_accuracy(data: Pool, margins: np.ndarray) -> dict:
@@ -216,13 +249,14 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
     save_config(config, output_dir / CONFIG_FILE)
     started = time.perf_counter()
     data = build_pool(config, log=log)
-    trainings = config.repeats * (1 + len(STRATEGIES) * (config.rounds - 1))
+    strategies = tuple(config.strategies)
+    trainings = config.repeats * (1 + len(strategies) * (config.rounds - 1))
     progress = tqdm(total=trainings, desc="reward trainings", disable=not config.progress)
-    curves = {strategy: [] for strategy in STRATEGIES}  # per repeat: [{pairs, judgments, accuracy, by_dimension}]
+    curves = {strategy: [] for strategy in strategies}  # per repeat: [{pairs, judgments, accuracy, by_dimension}]
     for repeat in range(config.repeats):
         rng = np.random.default_rng(config.seed + 100 + repeat)
         initial = rng.choice(len(data.pool), size=config.initial, replace=False)
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             labelled, curve = list(initial), []
             for round_index in range(config.rounds):
                 # round 0 trains on the initial pairs alone: one run serves both strategies
@@ -236,17 +270,18 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                     train_reward_model(train_config_for(config, snapshot, data.media_root, run_dir / "reward",
                                                         len(labelled), config.seed + repeat))
                     progress.update(1)
-                elif round_index or strategy == STRATEGIES[0]:
+                elif round_index or strategy == strategies[0]:
                     progress.update(1)
                 last = round_index == config.rounds - 1
-                needs_pool = strategy == "uncertainty" and not last  # random order reads no margins
+                needs_pool = strategy != "random" and not last  # random order reads no margins
                 outcome_file = run_dir / f"outcome-{strategy}.json"  # a resumed study does not score again
                 outcome = json.loads(outcome_file.read_text()) if outcome_file.is_file() else None
                 if outcome is None or (needs_pool and outcome["chosen"] is None):
                     unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
                     scored = np.concatenate([data.test, data.pool[unlabelled] if needs_pool else []]).astype(int)
-                    margins = pair_rewards(model_dir, data, scored)
-                    order = np.argsort(uncertainty(margins[len(data.test):]), kind="stable")
+                    margins, reward_std = pair_rewards(model_dir, data, scored)
+                    order = (labelling_order(strategy, margins[len(data.test):], reward_std, config.theta)
+                             if needs_pool else None)
                     outcome = {"accuracy": test_accuracy(data, margins[: len(data.test)]),
                                "chosen": unlabelled[order[: config.batch]].tolist() if needs_pool else None}
                     outcome_file.write_text(json.dumps(outcome) + "\n")
@@ -304,41 +339,47 @@ def mean_curves(curves: dict) -> dict:
 
 
 def judgments_saved(mean: dict) -> dict:
-    """For each accuracy random order reaches: the judgments uncertainty needs to reach it, read off its curve
-    where it first gets there (linear between the rounds around the crossing), as a share of random's; None
-    when it never gets there."""
-    out = []
-    curve = mean["uncertainty"]
-    for point in mean["random"][1:]:
-        target, reached = point["accuracy"], None
-        k = next((k for k, p in enumerate(curve) if p["accuracy"] >= target), None)
-        if k == 0:
-            reached = float(curve[0]["judgments"])
-        elif k is not None:
-            before, after = curve[k - 1], curve[k]
-            share = (target - before["accuracy"]) / (after["accuracy"] - before["accuracy"])
-            reached = before["judgments"] + share * (after["judgments"] - before["judgments"])
-        out.append({"accuracy": target, "random_judgments": point["judgments"], "uncertainty_judgments": reached,
-                    "ratio": reached / point["judgments"] if reached is not None else None})
-    return {"points": out}
+    """For each accuracy random order reaches and each other strategy: the judgments the strategy needs to
+    reach it, read off its curve where it first gets there (linear between the rounds around the crossing),
+    as a share of random's; None when it never gets there."""
+    saved = {}
+    for strategy, curve in mean.items():
+        if strategy == "random":
+            continue
+        out = []
+        for point in mean["random"][1:]:
+            target, reached = point["accuracy"], None
+            k = next((k for k, p in enumerate(curve) if p["accuracy"] >= target), None)
+            if k == 0:
+                reached = float(curve[0]["judgments"])
+            elif k is not None:
+                before, after = curve[k - 1], curve[k]
+                share = (target - before["accuracy"]) / (after["accuracy"] - before["accuracy"])
+                reached = before["judgments"] + share * (after["judgments"] - before["judgments"])
+            out.append({"accuracy": target, "random_judgments": point["judgments"], "judgments": reached,
+                        "ratio": reached / point["judgments"] if reached is not None else None})
+        saved[strategy] = out
+    return saved
 
 
 def format_table(result: dict) -> str:
     mean = result["mean"]
+    strategies = list(mean)
     lines = [f"Test accuracy of VideoReward (%, without ties, against the oracle) by judgments collected; mean of "
              f"{result['config']['repeats']} repeat(s); pool {result['pool_pairs']} pairs, {result['test_pairs']} "
              "test pairs on held-out prompts; mean of VQ, MQ, TA (per dimension in brackets)", "",
-             "judgments | random | uncertainty", "--- | --- | ---"]
+             " | ".join(["judgments", *strategies]), " | ".join(["---"] * (1 + len(strategies)))]
 
     def cell(point):
         dims = "/".join(f"{100 * point[d]:.0f}" for d in DIMENSIONS if d in point)
         return f"{100 * point['accuracy']:.1f}" + (f" ({dims})" if dims else "")
 
-    for random_point, uncertain_point in zip(mean["random"], mean["uncertainty"]):
-        lines.append(f"{random_point['judgments']} | {cell(random_point)} | {cell(uncertain_point)}")
-    lines += ["", "judgments uncertainty needs to reach random order's accuracy:"]
-    for point in result["judgments_saved"]["points"]:
-        reached = (f"{point['uncertainty_judgments']:.0f} ({point['ratio']:.2f}×)" if point["ratio"] is not None
-                   else "not reached")
-        lines.append(f"  {100 * point['accuracy']:.1f} %: random {point['random_judgments']}, uncertainty {reached}")
+    for k, random_point in enumerate(mean["random"]):
+        lines.append(" | ".join([str(random_point["judgments"]), *(cell(mean[s][k]) for s in strategies)]))
+    for strategy, points in result["judgments_saved"].items():
+        lines += ["", f"judgments {strategy} needs to reach random order's accuracy:"]
+        for point in points:
+            reached = (f"{point['judgments']:.0f} ({point['ratio']:.2f}×)" if point["ratio"] is not None
+                       else "not reached")
+            lines.append(f"  {100 * point['accuracy']:.1f} %: random {point['random_judgments']}, {strategy} {reached}")
     return "\n".join(lines)

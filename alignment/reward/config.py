@@ -67,6 +67,7 @@ class RewardTrainConfig:
     save_every_steps: int | None = None  # also saved at the end of every epoch
     keep_checkpoints: int = 2
     max_eval_pairs: int | None = None
-    keep_best: bool = False  # the final model is the epoch with the lowest validation loss, not the last one
+    keep_best: bool = False  # the final model is the best epoch on the validation pairs (best_by), not the last one
+    best_by: str = "accuracy"  # accuracy: mean val accuracy without ties over VQ, MQ, TA (equal: lower loss) | loss
     progress: bool = True
 

@@ -93,6 +93,7 @@ class ToyStudyConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 50
     theta: float = 5.0
+    best_by: str = "accuracy"  # the epoch kept (never for the control): best val accuracy without ties, or loss
     seed: int = 0
     progress: bool = True
 
@@ -255,9 +256,9 @@ def train_config_for(config: ToyStudyConfig, variant: ToyVariant, snapshot: Path
         weight_decay=config.weight_decay, batch_size=config.batch_size, epochs=config.epochs,
         warmup_steps=config.warmup_steps, num_workers=0,
         cache_videos=100_000, seed=config.seed, progress=config.progress, keep_checkpoints=1,
-        # The epoch with the lowest loss on the val prompts (test prompts stay unseen). Not for the control:
+        # The best epoch on the val prompts (test prompts stay unseen). Not for the control:
         # choosing its epoch by the real val labels would be learning from them.
-        keep_best=not variant.shuffled_labels,
+        keep_best=not variant.shuffled_labels, best_by=config.best_by,
     )
 
 

@@ -4,7 +4,7 @@
   ``checkpoints/step-00000040/``  model.safetensors, reward_config.json, train_config.json,
                                   optimizer.pt, scheduler.pt, trainer_state.json
   ``model/``                      the final model (model.safetensors + configs + normalization.json)
-  ``best/``                       with ``keep_best``: the epoch with the lowest validation loss so far,
+  ``best/``                       with ``keep_best``: the best epoch on the validation pairs so far (best_by),
                                   which becomes ``model/`` at the end
   ``metrics.json``                loss curve, per-epoch evaluation, normalisation, throughput
 
@@ -33,7 +33,8 @@ from alignment.reward.model import MODEL_FILE, RewardBatchCollator, RewardModel,
 
 log = logging.getLogger(__name__)
 TRAIN_CONFIG_FILE = "train_config.json"
-BEST_DIR = "best"  # keep_best: the model of the epoch with the lowest validation loss so far
+BEST_DIR = "best"  # keep_best: the model of the best epoch so far
+BEST_BY = ("accuracy", "loss")  # keep_best: what makes an epoch the best
 
 
 def load_pairs(config: RewardTrainConfig) -> tuple[list[PairRecord], list[PairRecord], list[Path]]:
@@ -119,6 +120,26 @@ def evaluate_rewards(rewards_a, rewards_b, labels, *, loss_kind: str, theta: flo
     return result
 
 
+def mean_accuracy_without_ties(evaluation: dict) -> float:
+    """The mean over VQ, MQ, TA of an evaluation's accuracy without ties (dimensions with no decided pair left out)."""
+    values = [evaluation[d]["accuracy_without_ties"] for d in DIMENSIONS if d in evaluation]
+    values = [value for value in values if value == value]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def better_epoch(candidate: dict, best: dict, best_by: str) -> bool:
+    """Whether an epoch's validation result (``loss``, ``accuracy``) beats the best so far. By ``accuracy``: the
+    higher mean accuracy without ties, equal ones by the lower loss (validation loss grows as the model grows
+    sure of itself while its ranking still improves, so on small data it picks an early, underfit epoch);
+    by ``loss``: the lower loss."""
+    if best_by == "loss" or candidate["accuracy"] != candidate["accuracy"]:
+        return candidate["loss"] < best["loss"]
+    best_accuracy = best.get("accuracy", float("nan"))
+    if best_accuracy != best_accuracy or candidate["accuracy"] != best_accuracy:
+        return best_accuracy != best_accuracy or candidate["accuracy"] > best_accuracy
+    return candidate["loss"] < best["loss"]
+
+
 def normalization_from(rewards_a: torch.Tensor, rewards_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std per dimension over the validation videos (both sides of every pair)."""
     rewards = torch.cat([rewards_a, rewards_b])
@@ -137,6 +158,8 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
 
     if config.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    if config.best_by not in BEST_BY:
+        raise ValueError(f"best_by {config.best_by!r}: choose one of {', '.join(BEST_BY)}")
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision)
     set_seed(config.seed)
@@ -195,16 +218,17 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
                             {**state, "metrics": metrics})
 
     def best_so_far(metrics: dict) -> None:
-        """After an epoch's evaluation: keep this model in ``best/`` when its validation loss is the lowest yet."""
+        """After an epoch's evaluation: keep this model in ``best/`` when it is the best yet by ``best_by``."""
         latest = metrics["eval"][-1]
-        loss = latest.get("loss")
-        if loss is None or loss != loss:  # no validation pairs: nothing to choose by
+        if latest.get("loss") is None or latest["loss"] != latest["loss"]:  # no validation pairs: nothing to choose by
             return
-        if metrics.get("best") is None or loss < metrics["best"]["loss"]:
+        candidate = {"epoch": latest["epoch"], "step": latest["step"], "loss": latest["loss"],
+                     "accuracy": mean_accuracy_without_ties(latest)}
+        if metrics.get("best") is None or better_epoch(candidate, metrics["best"], config.best_by):
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_reward_model(accelerator.unwrap_model(model), output_dir / BEST_DIR)
-            metrics["best"] = {"epoch": latest["epoch"], "step": latest["step"], "loss": loss}
+            metrics["best"] = candidate
 
     def run_eval():
         rewards_a, rewards_b, labels = score_pairs(model, val_loader, accelerator, progress=config.progress)
@@ -282,7 +306,8 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
         save_config(config, output_dir / "model" / TRAIN_CONFIG_FILE)
         write_json_atomic(output_dir / "metrics.json", metrics)
         last = next(e for e in metrics["eval"] if e["step"] == best["step"]) if best else metrics["eval"][-1]
-        chosen = f" (epoch {best['epoch']}, the lowest validation loss)" if best else ""
+        chosen = (f" (epoch {best['epoch']}, the " + ("best validation accuracy" if config.best_by == "accuracy"
+                                                       else "lowest validation loss") + ")") if best else ""
         summary = ", ".join(f"{d} {last[d]['accuracy_with_ties']:.3f}/{last[d]['accuracy_without_ties']:.3f}"
                             for d in DIMENSIONS if d in last)
         accelerator.print(f"reward-train: {state['step']} steps, val acc w/ ties / w/o ties: {summary or 'no val pairs'}"

@@ -9,29 +9,29 @@ import pytest
 
 from alignment.cli import main
 from alignment.data import read_snapshot
-from alignment.reward.active_learning import (ActiveLearningConfig, build_pool, judgments_saved, mean_curves,
-                                              pair_rewards, uncertainty)
+from alignment.reward.active_learning import (ActiveLearningConfig, build_pool, judgments_saved, labelling_order,
+                                              mean_curves, pair_rewards, tie_entropy, uncertainty)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
 
 
-def test_judgments_saved_reads_where_uncertainty_first_reaches_each_random_accuracy():
+def test_judgments_saved_reads_where_each_strategy_first_reaches_each_random_accuracy():
     curves = {"random": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.6},
                           {"judgments": 90, "accuracy": 0.7}]],
               "uncertainty": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.72},
                                {"judgments": 90, "accuracy": 0.69}]]}
-    mean = mean_curves(curves)
-    points = judgments_saved(mean)["points"]
+    curves["entropy"] = [[dict(point) for point in curves["random"][0]]]
+    saved = judgments_saved(mean_curves(curves))
+    assert list(saved) == ["uncertainty", "entropy"]
     # 0.6 and 0.7 are crossed between 30 (0.5) and 60 judgments (0.72): at 30 + 30 · 0.1/0.22 and 30 + 30 · 0.2/0.22
-    assert [(p["random_judgments"], p["uncertainty_judgments"], p["ratio"]) for p in points] == [
+    assert [(p["random_judgments"], p["judgments"], p["ratio"]) for p in saved["uncertainty"]] == [
         (60, pytest.approx(30 + 30 * 0.1 / 0.22), pytest.approx((30 + 30 * 0.1 / 0.22) / 60)),
         (90, pytest.approx(30 + 30 * 0.2 / 0.22), pytest.approx((30 + 30 * 0.2 / 0.22) / 90))]
-    assert judgments_saved(mean_curves({"random": curves["random"], "uncertainty": curves["random"]}))["points"][0][
-        "ratio"] == 1.0  # the same curve: the same judgments
+    assert [p["ratio"] for p in saved["entropy"]] == [1.0, 1.0]  # the same curve: the same judgments
     curves["uncertainty"][0][1]["accuracy"] = 0.55
     curves["uncertainty"][0][2]["accuracy"] = 0.58
-    assert [p["uncertainty_judgments"] for p in judgments_saved(mean_curves(curves))["points"]] == [None, None]
+    assert [p["judgments"] for p in judgments_saved(mean_curves(curves))["uncertainty"]] == [None, None]
 
 
 def test_uncertainty_is_the_margin_of_the_mean_normalised_reward():
@@ -40,12 +40,39 @@ def test_uncertainty_is_the_margin_of_the_mean_normalised_reward():
     assert uncertainty(margins) == pytest.approx([0.0, 0.3, 0.3])
 
 
+def test_entropy_is_largest_between_a_tie_and_a_win_and_sums_the_dimensions():
+    theta = 5.0
+    grid = np.linspace(-6, 6, 1201)
+    one = tie_entropy(np.stack([grid, np.full_like(grid, 50.0), np.full_like(grid, -50.0)], axis=1), theta)
+    # VQ alone varies (MQ, TA sure wins, entropy ≈ 0): high and nearly flat across the tie band |Δ| < ln θ
+    # (Δ = 0 is a tie at P = 2/3), falling as the model grows sure of a win either way
+    p_a = 1 / (1 + np.exp(-(grid - np.log(theta))))
+    p_b = 1 / (1 + np.exp(grid + np.log(theta)))
+    assert np.allclose(one, -sum(p * np.log(p) for p in (p_a, p_b, 1 - p_a - p_b)), atol=1e-9)
+    assert np.allclose(one, one[::-1]) and one.max() < np.log(3)
+    assert abs(grid[one.argmax()]) < np.log(theta) and one[600] > 0.99 * one.max()
+    beyond = grid >= np.log(theta)
+    assert np.all(np.diff(one[beyond]) < 0) and one[-1] < 0.1
+    assert tie_entropy(np.array([[1.6, 1.6, 1.6]]), theta)[0] == pytest.approx(3 * tie_entropy(
+        np.array([[1.6, 50.0, 50.0]]), theta)[0], rel=1e-6)
+    raw = np.array([[40.0, 40.0, 40.0], [0.5, 30.0, 30.0], [0.5, 0.5, 0.5], [3.0, 3.0, 3.0]])
+    assert labelling_order("entropy", raw, np.ones(3), theta).tolist() == [2, 3, 1, 0]
+    # the queue's rule reads normalised margins: raw / std
+    assert labelling_order("uncertainty", np.array([[4.0, 0, 0], [0.0, 1, 0]]), np.array([8.0, 1, 1]),
+                           theta).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="reads no margins"):
+        labelling_order("random", raw, np.ones(3), theta)
+
+
 def test_a_pool_too_small_for_the_rounds_is_refused_before_anything_is_rendered(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"initial 16 \+ 5 rounds × batch 16 = 96 labelled pairs, but the pool has 72"):
         main(["active-learning-study", "--output-dir", str(tmp_path / "small"), "--quick", "--quiet", "--rounds", "6"])
     assert not (tmp_path / "small").exists()
     with pytest.raises(ValueError, match="test_pairs_per_prompt=4 exceeds pairs_per_prompt=2"):
         ActiveLearningConfig.quick(str(tmp_path), pairs_per_prompt=2).check()
+    for strategies in (("uncertainty", "random"), ("random", "margin"), ("random", "entropy", "entropy")):
+        with pytest.raises(ValueError, match="give random .the baseline. first"):
+            ActiveLearningConfig.quick(str(tmp_path), strategies=strategies).check()
 
 
 def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_path):
@@ -71,7 +98,8 @@ def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_pat
 @pytest.mark.slow
 def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_resumes(tmp_path, capsys):
     output_dir = tmp_path / "active"
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"]) == 0
+    two = ["--strategies", "random", "uncertainty"]
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two]) == 0
     printed = capsys.readouterr().out
     assert "judgments | random | uncertainty" in printed and "active-learning-study:" in printed
     result = json.loads((output_dir / "result.json").read_text())
@@ -83,7 +111,7 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     assert result["curves"]["random"][0][0] == result["curves"]["uncertainty"][0][0]  # one shared first round
 
     # The uncertainty round labelled exactly the unlabelled pool pairs the first model was least sure about.
-    config = ActiveLearningConfig.quick(str(output_dir))
+    config = ActiveLearningConfig.quick(str(output_dir), strategies=("random", "uncertainty"))
     data = build_pool(config, log=lambda *_: None)
     runs = output_dir / "runs"
 
@@ -94,19 +122,21 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     assert initial < after and initial < random_after and len(after) == len(random_after) == 32
     assert {p.pair_id for p in read_snapshot(runs / "r0-initial" / "snapshot").split("val")} == set(data.val.tolist())
     candidates = np.array([i for i in data.pool if i not in initial])
-    margins = uncertainty(pair_rewards(runs / "r0-initial" / "reward" / "model", data, candidates))
+    raw, reward_std = pair_rewards(runs / "r0-initial" / "reward" / "model", data, candidates)
+    margins = uncertainty(raw / reward_std)
     chosen = np.isin(candidates, list(after))
     assert chosen.sum() == 16 and margins[chosen].max() <= margins[~chosen].min()
 
     # Finished: refused, unless extended; the rounds it has are neither trained nor scored again.
     with pytest.raises(FileExistsError, match="already holds a finished study"):
-        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet"])
+        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two])
     with pytest.raises(ValueError, match="was started with batch=16, not 8; resume it with the same settings"):
-        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--batch", "8"])
+        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two, "--batch", "8"])
     ranks_next = runs / "r0-uncertainty-01" / "outcome-uncertainty.json"  # was the last round; now ranks the pool
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/outcome-*.json") if path != ranks_next}
     finished.update({path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")})
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two,
+                 "--rounds", "3"]) == 0
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
     longer = json.loads((output_dir / "result.json").read_text())
     for strategy in ("random", "uncertainty"):
@@ -116,9 +146,24 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     third = labelled("r0-uncertainty-02")
     assert third > after
 
+    # A third strategy joins the finished study: only its own rounds train; it labels the pairs whose
+    # BT-with-ties predictions the first model was least certain of.
+    finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")}
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
+    assert finished == {path: path.stat().st_mtime_ns for path in finished}
+    assert sorted(path.parent.parent.name for path in runs.glob("*/reward/metrics.json") if path not in finished) == [
+        "r0-entropy-01", "r0-entropy-02"]
+    with_entropy = json.loads((output_dir / "result.json").read_text())
+    assert {key: with_entropy["curves"][key] for key in longer["curves"]} == longer["curves"]
+    assert list(with_entropy["judgments_saved"]) == ["uncertainty", "entropy"]
+    entropy = tie_entropy(raw, config.theta)
+    chosen = np.isin(candidates, list(labelled("r0-entropy-01")))
+    assert chosen.sum() == 16 and entropy[chosen].min() >= entropy[~chosen].max()
+    assert "judgments | random | uncertainty | entropy" in capsys.readouterr().out
+
     # Cut off in a round: it starts again there, and comes to the same pairs and curve.
     (output_dir / "result.json").unlink()
     shutil.rmtree(runs / "r0-uncertainty-02" / "reward")
     assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
     assert labelled("r0-uncertainty-02") == third
-    assert json.loads((output_dir / "result.json").read_text())["curves"] == longer["curves"]
+    assert json.loads((output_dir / "result.json").read_text())["curves"] == with_entropy["curves"]

@@ -185,7 +185,7 @@ def test_python_dash_m_entry_point_help():
     assert result.returncode == 0 and "--config" in result.stdout
 
 
-def test_keep_best_ends_with_the_epoch_of_the_lowest_validation_loss(tmp_path):
+def test_keep_best_by_loss_ends_with_the_epoch_of_the_lowest_validation_loss(tmp_path):
     """With keep_best the final model is the best epoch's (weights and normalisation), not the last one's:
     scoring the validation pairs with it gives back that epoch's validation loss. The val labels contradict
     the train labels, so the more the model learns, the worse it does there: the first epoch is the best."""
@@ -195,7 +195,7 @@ def test_keep_best_ends_with_the_epoch_of_the_lowest_validation_loss(tmp_path):
     from alignment.reward.evaluate import score_videos
 
     snapshot = brightness_snapshot(tmp_path / "flipped", val_flipped=True)
-    config = make_config(tmp_path, snapshot, epochs=4, keep_best=True,
+    config = make_config(tmp_path, snapshot, epochs=4, keep_best=True, best_by="loss",
                          model=small_model(frame_cnn_channels=8))
     metrics = train_reward_model(config)
     losses = [entry["loss"] for entry in metrics["eval"]]
@@ -214,3 +214,33 @@ def test_keep_best_ends_with_the_epoch_of_the_lowest_validation_loss(tmp_path):
     assert float(loss) == pytest.approx(best["loss"], rel=1e-4)
     assert best["epoch"] == 1 and losses[-1] > losses[0], losses
     assert float(loss) != pytest.approx(losses[-1], rel=1e-4)  # model/ is not the last epoch's model
+
+
+def test_better_epoch_by_accuracy_breaks_equal_accuracies_by_loss_and_by_loss_reads_only_loss():
+    from alignment.reward.train import better_epoch, mean_accuracy_without_ties
+
+    evaluation = {"VQ": {"accuracy_without_ties": 0.9}, "MQ": {"accuracy_without_ties": float("nan")},
+                  "TA": {"accuracy_without_ties": 0.7}}
+    assert mean_accuracy_without_ties(evaluation) == pytest.approx(0.8)  # a dimension with no decided pair is left out
+    best = {"loss": 1.0, "accuracy": 0.7}
+    assert better_epoch({"loss": 1.5, "accuracy": 0.8}, best, "accuracy")  # more accurate, though its loss is higher
+    assert not better_epoch({"loss": 0.5, "accuracy": 0.6}, best, "accuracy")
+    assert better_epoch({"loss": 0.9, "accuracy": 0.7}, best, "accuracy")  # as accurate, lower loss
+    assert not better_epoch({"loss": 1.1, "accuracy": 0.7}, best, "accuracy")
+    assert better_epoch({"loss": 0.5, "accuracy": 0.6}, best, "loss")
+    assert not better_epoch({"loss": 1.5, "accuracy": 0.8}, best, "loss")
+    assert better_epoch({"loss": 2.0, "accuracy": 0.1}, {"loss": 1.0}, "accuracy")  # a best saved before best_by
+
+
+def test_keep_best_by_accuracy_keeps_the_most_accurate_epoch_and_an_unknown_rule_is_refused(tmp_path):
+    from alignment.reward.train import mean_accuracy_without_ties
+
+    snapshot = brightness_snapshot(tmp_path / "plain")
+    config = make_config(tmp_path, snapshot, epochs=4, keep_best=True, model=small_model(frame_cnn_channels=8))
+    assert config.best_by == "accuracy"  # the default
+    metrics = train_reward_model(config)
+    scored = [(mean_accuracy_without_ties(entry), -entry["loss"], -index) for index, entry in enumerate(metrics["eval"])]
+    chosen = metrics["eval"][-max(scored)[2]]
+    assert metrics["best"]["epoch"] == chosen["epoch"] and metrics["best"]["accuracy"] == max(scored)[0]
+    with pytest.raises(ValueError, match="best_by 'auc': choose one of accuracy, loss"):
+        train_reward_model(make_config(tmp_path / "other", snapshot, keep_best=True, best_by="auc"))

@@ -43,7 +43,7 @@ def test_admin_trains_a_reward_model_in_the_worker(celery_worker_process, client
     assert (version.kind, version.snapshot_id, job.result["model_version_id"]) == ("reward", snapshot.pk, version.pk)
     assert set(version.metrics["validation"]) == {"VQ", "MQ", "TA"} and version.metrics["validation_pairs"] == 12
     assert load_file(Path(version.path) / "model.safetensors")  # the weights are there
-    # The default keeps the epoch with the lowest validation loss, and registers that epoch's accuracies.
+    # The default keeps the epoch with the best validation accuracy, and registers that epoch's accuracies.
     metrics = json.loads((Path(version.path).parent / "metrics.json").read_text())
     chosen = next(entry for entry in metrics["eval"] if entry["step"] == metrics["best"]["step"])
     assert version.config["keep_best"] and version.metrics["epoch"] == chosen["epoch"]
