@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "held-out prompts next to the oracle's own accuracy on the same labels (the ceiling), plus the "
                     "ablation (BT with ties, BT, regression, shared head) and a shuffled-label control.")
     toy.add_argument("--output-dir", required=True, help="a new folder: rendered clips, snapshot, runs, result.json")
-    toy.add_argument("--quick", action="store_true", help="a small study (about a minute) for tests and smoke runs")
+    toy.add_argument("--quick", action="store_true", help="a small study (a few minutes) for tests and smoke runs")
     toy.add_argument("--seed", type=int, help="seed of the world, the annotators, the split and training (default 0)")
     toy.add_argument("--prompts", type=int, help="distinct prompts to render, at most 144")
     toy.add_argument("--pairs-per-prompt", type=int)

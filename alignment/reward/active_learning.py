@@ -11,7 +11,7 @@ with fewer judgments than labelling in random order, with the same model and the
    the sign of the oracle's score difference (the truth);
 2. both strategies start from the same random ``initial`` labelled pairs; each round the small-backbone
    VideoReward trains from scratch on the pairs labelled so far (the same recipe every round, keeping
-   the epoch with the lowest validation loss), its accuracy without ties on the test pairs is recorded
+   the epoch with the best validation accuracy), its accuracy without ties on the test pairs is recorded
    (per dimension and their mean), and ``batch`` more pool pairs are labelled: at **random**; those with the
    smallest |Δr| under the model just trained (**uncertainty**: the queue's rule); or those whose three
    BT-with-ties predictions are the least certain (**entropy**: the sum over VQ, MQ, TA of the entropy of
@@ -120,21 +120,41 @@ class Pool:
     media_root: Path
 
 
+def rendered_pairs(config: ActiveLearningConfig, media_root: Path) -> list[dict]:
+    """One row per pair (``prompt``, ``generator_a``, ``generator_b``, ``scores_a``, ``scores_b``): rendered into
+    ``media_root`` the first time, read back from its manifest and oracle scores when a study resumes."""
+    from alignment.toyworld import export_pairs, make_pairs
+
+    manifest, oracle_file = media_root / "manifest.jsonl", media_root / "oracle.jsonl"
+    if not (manifest.is_file() and oracle_file.is_file()):
+        pairs = make_pairs(config.n_prompts, config.pairs_per_prompt, config.seed, size=config.frame_size,
+                           frames=config.frames, p_clean=config.p_clean)
+        export_pairs(pairs, media_root)
+        return [{"prompt": str(pair.prompt), "generator_a": pair.a.generator, "generator_b": pair.b.generator,
+                 "scores_a": dict(pair.a.scores), "scores_b": dict(pair.b.scores)} for pair in pairs]
+    scores = {row["video"]: row for row in map(json.loads, oracle_file.read_text().splitlines())}
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    expected = config.n_prompts * config.pairs_per_prompt
+    if len(rows) != expected:
+        raise ValueError(f"{manifest}: {len(rows)} pairs, but this study renders {expected}; it belongs to another "
+                         "study: pick a new --output-dir")
+    return [{"prompt": row["prompt"], "generator_a": row["generator_a"], "generator_b": row["generator_b"],
+             **{f"scores_{side}": {d.lower(): scores[row[f"video_{side}"]][d.lower()] for d in DIMENSIONS}
+                for side in "ab"}}
+            for row in rows]
+
+
 def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
     """Render the pairs once (``output_dir/toy``), judge the pool and validation pairs, split by prompt."""
     from alignment.reward.toy_study import assign_splits, judge_pairs, majority_labels
-    from alignment.toyworld import export_pairs, make_pairs
 
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    pairs = make_pairs(config.n_prompts, config.pairs_per_prompt, config.seed, size=config.frame_size,
-                       frames=config.frames, p_clean=config.p_clean)
     media_root = Path(config.output_dir) / "toy"
-    if not (media_root / "manifest.jsonl").is_file():  # a resumed study keeps its clips
-        export_pairs(pairs, media_root)
-    prompts = [str(pair.prompt) for pair in pairs]
+    pairs = rendered_pairs(config, media_root)
+    prompts = [pair["prompt"] for pair in pairs]
     split_of = assign_splits(prompts, test_prompts=config.test_prompts, val_prompts=config.val_prompts, rng=rng)
-    differences = np.array([[pair.a.scores[d.lower()] - pair.b.scores[d.lower()] for d in DIMENSIONS]
+    differences = np.array([[pair["scores_a"][d.lower()] - pair["scores_b"][d.lower()] for d in DIMENSIONS]
                             for pair in pairs])
     votes, _ = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair, pool_size=config.pool_size,
                            mix=config.annotator_mix, rng=rng)
@@ -146,12 +166,12 @@ def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
     pool = np.flatnonzero(splits == "train")
     labels[test] = np.sign(differences[test]).astype(labels.dtype)  # the truth, to measure against
     rows = [{"pair_id": index, "prompt": prompts[index], "video_a": f"videos/{index:05d}_a.mp4",
-             "video_b": f"videos/{index:05d}_b.mp4", "generator_a": pair.a.generator,
-             "generator_b": pair.b.generator, "fps_a": 8.0, "num_frames_a": config.frames, "fps_b": 8.0,
+             "video_b": f"videos/{index:05d}_b.mp4", "generator_a": pair["generator_a"],
+             "generator_b": pair["generator_b"], "fps_a": 8.0, "num_frames_a": config.frames, "fps_b": 8.0,
              "num_frames_b": config.frames, **{dim.lower(): int(labels[index, d]) for d, dim in enumerate(DIMENSIONS)},
              "n_judgments": config.annotators_per_pair}
             for index, pair in enumerate(pairs)]
-    log(f"rendered {len(pairs)} pairs in {time.perf_counter() - started:.0f} s: a pool of {len(pool)} pairs on "
+    log(f"{len(pairs)} pairs ready in {time.perf_counter() - started:.0f} s: a pool of {len(pool)} pairs on "
         f"{len(set(prompts[i] for i in pool))} prompts, {len(val)} validation pairs (judged), {len(test)} test pairs "
         "on held-out prompts (the oracle's labels)")
     return Pool(rows, pool, val, test, media_root)
@@ -168,15 +188,11 @@ def round_snapshot(data: Pool, labelled: np.ndarray, folder: Path) -> Path:
 
 def train_config_for(config: ActiveLearningConfig, snapshot: Path, media_root: Path, run_dir: Path, labelled: int,
                      seed: int):
-    from alignment.reward.model import RewardModelConfig
+    from alignment.reward.toy_study import toy_model_config
     from alignment.reward.train import RewardTrainConfig
 
     steps_per_epoch = math.ceil(labelled / config.batch_size)
-    model = RewardModelConfig(
-        backbone="small", fps=None, hidden_size=config.hidden_size, num_layers=config.num_layers,
-        num_heads=config.num_heads, frame_size=config.frame_size, num_frames=config.frames,
-        tubelet=tuple(config.tubelet), vocab_size=512, max_prompt_tokens=8,
-        frame_cnn_channels=config.frame_cnn_channels, ta_time_basis=config.ta_time_basis)
+    model = toy_model_config(config)
     return RewardTrainConfig(
         output_dir=str(run_dir), snapshot=str(snapshot), media_root=str(media_root), model=model, loss="bt_ties",
         theta=config.theta, learning_rate=config.learning_rate, lr_schedule="cosine",

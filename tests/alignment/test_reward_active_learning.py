@@ -75,9 +75,21 @@ def test_a_pool_too_small_for_the_rounds_is_refused_before_anything_is_rendered(
             ActiveLearningConfig.quick(str(tmp_path), strategies=strategies).check()
 
 
-def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_path):
+def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_path, monkeypatch):
     config = ActiveLearningConfig.quick(str(tmp_path / "pool"))
     data = build_pool(config, log=lambda *_: None)
+
+    def render(*args, **kwargs):
+        raise AssertionError("a resumed study renders nothing")
+
+    # Resumed: the clips, prompts and oracle scores are read back, and the pool comes out the same.
+    monkeypatch.setattr("alignment.toyworld.make_pairs", render)
+    again = build_pool(config, log=lambda *_: None)
+    assert again.rows == data.rows and all(np.array_equal(getattr(again, name), getattr(data, name))
+                                           for name in ("pool", "val", "test"))
+    with pytest.raises(ValueError, match="96 pairs, but this study renders 72; it belongs to another study"):
+        build_pool(ActiveLearningConfig.quick(str(tmp_path / "pool"), pairs_per_prompt=4, n_prompts=18),
+                   log=lambda *_: None)
     prompts = {name: {data.rows[i]["prompt"] for i in indices}
                for name, indices in (("pool", data.pool), ("val", data.val), ("test", data.test))}
     assert len(prompts["test"]) == config.test_prompts and len(prompts["val"]) == config.val_prompts

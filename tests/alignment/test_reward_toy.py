@@ -75,8 +75,8 @@ def test_quick_study_learns_motion_quality_beyond_chance_and_a_shuffled_label_co
 
 
 def test_quick_study_fits_text_alignment_beyond_a_shuffled_label_control(quick_study):
-    """TA on held-out prompts needs many prompts: the quick split (32 training prompts, ~50 decided test
-    pairs) is noise there, so the full-scale figure lives in issue 7's note (85.2 % against the oracle's
+    """TA on held-out prompts needs many prompts: the quick split (32 training prompts, 12 test prompts) is
+    noise there, so the full-scale figure lives in issue 7's note (85.2 % against the oracle's
     92.2 % with 14,336 training pairs). Here: TA is learned from its labels on the training pairs, which
     a control trained on shuffled labels cannot do."""
     result = json.loads((quick_study / "result.json").read_text())
