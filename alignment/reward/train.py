@@ -123,7 +123,7 @@ def evaluate_rewards(rewards_a, rewards_b, labels, *, loss_kind: str, theta: flo
 def mean_accuracy_without_ties(evaluation: dict) -> float:
     """The mean over VQ, MQ, TA of an evaluation's accuracy without ties (dimensions with no decided pair left out)."""
     values = [evaluation[d]["accuracy_without_ties"] for d in DIMENSIONS if d in evaluation]
-    values = [value for value in values if value == value]
+    values = [value for value in values if not math.isnan(value)]
     return sum(values) / len(values) if values else float("nan")
 
 
@@ -132,11 +132,13 @@ def better_epoch(candidate: dict, best: dict, best_by: str) -> bool:
     higher mean accuracy without ties, equal ones by the lower loss (validation loss grows as the model grows
     sure of itself while its ranking still improves, so on small data it picks an early, underfit epoch);
     by ``loss``: the lower loss."""
-    if best_by == "loss" or candidate["accuracy"] != candidate["accuracy"]:
+    if best_by == "loss" or math.isnan(candidate["accuracy"]):
         return candidate["loss"] < best["loss"]
-    best_accuracy = best.get("accuracy", float("nan"))
-    if best_accuracy != best_accuracy or candidate["accuracy"] != best_accuracy:
-        return best_accuracy != best_accuracy or candidate["accuracy"] > best_accuracy
+    best_accuracy = best.get("accuracy", math.nan)
+    if math.isnan(best_accuracy):  # a best kept before best_by existed, or with no decided pair
+        return True
+    if candidate["accuracy"] != best_accuracy:
+        return candidate["accuracy"] > best_accuracy
     return candidate["loss"] < best["loss"]
 
 
