@@ -100,7 +100,8 @@ class ToyStudyConfig:
 
     @classmethod
     def quick(cls, output_dir: str, **overrides) -> "ToyStudyConfig":
-        """A study of about four minutes (2 CPU threads) for tests: fewer prompts, the main variant and the control."""
+        """A study of a few minutes for tests (its test setup: 707 s on a busy 2-core machine): fewer prompts, the
+        main variant and the control."""
         # Per-step TA weights (ta_time_basis=0): its smooth-time readout pays off with many training prompts.
         # 512 training pairs: with 256 (8 a prompt) held-out MQ stayed near chance for some seeds and machines
         # (55 % on CI, seed 0; 51 % with seed 1). The last of 12 epochs: MQ is learned late (in epochs 6–8 for
