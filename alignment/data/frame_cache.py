@@ -10,7 +10,9 @@ snapshot folder, the media root) is a hit, and a changed spec or a changed file 
   processes never leave a partial entry; an entry that cannot be read is decoded again and replaced.
 - A cache that cannot be written (a full disk) costs the speed-up, never the item.
 - Size: ``T × 3 × H × W`` bytes per video — about 6 MB for 10 frames at 448² (2 fps, 5 s), 9 kB for
-  a toy clip. Nothing is evicted: delete the folder (or part of it) at any time to reclaim space.
+  a toy clip. ``prune(max_bytes)`` deletes the least recently used entries (a hit refreshes an entry's
+  modification time) until the cache fits; reward training prunes before and after each run when
+  ``frame_cache_max_gb`` is set. The folder (or any part of it) may also be deleted at any time.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class FrameCache:
             try:
                 frames = np.load(entry, allow_pickle=False)
                 self.hits += 1
+                self._touch(entry)
                 return torch.from_numpy(frames)
             except (OSError, ValueError, EOFError) as error:  # damaged on disk: decode again and replace it
                 log.warning("frame cache entry %s for %s is unreadable (%s); decoding the video again",
@@ -69,6 +72,45 @@ class FrameCache:
         frames = decode(Path(video))
         self._store(entry, frames)
         return frames
+
+    def prune(self, max_bytes: int) -> tuple[int, int]:
+        """Delete the least recently used entries (oldest modification time first) until the entries take at
+        most ``max_bytes``; returns (entries deleted, bytes freed). Safe beside readers and writers: a reader
+        whose entry vanishes decodes the video again, and temporary files are left to their writers."""
+        entries = []
+        for sub in self.folder.iterdir():
+            if not sub.is_dir():
+                continue
+            with os.scandir(sub) as listing:
+                for item in listing:
+                    if item.name.endswith(".npy") and not item.name.startswith("."):
+                        try:
+                            stat = item.stat()
+                        except FileNotFoundError:  # pruned or replaced meanwhile
+                            continue
+                        entries.append((stat.st_mtime_ns, stat.st_size, item.path))
+        total = sum(size for _, size, _ in entries)
+        deleted = freed = 0
+        for _, size, path in sorted(entries):
+            if total - freed <= max_bytes:
+                break
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            deleted, freed = deleted + 1, freed + size
+        return deleted, freed
+
+    def size_bytes(self) -> int:
+        """What the entries take on disk."""
+        return sum(entry.stat().st_size for entry in self.folder.glob("*/*.npy"))
+
+    @staticmethod
+    def _touch(entry: Path) -> None:
+        try:
+            os.utime(entry)  # most recently used: pruned last
+        except OSError:  # a read-only cache, or pruned by another process meanwhile
+            pass
 
     def _store(self, entry: Path, frames: torch.Tensor) -> None:
         buffer = io.BytesIO()

@@ -62,6 +62,7 @@ class RewardTrainConfig:
     decode_threads: int = 1
     cache_videos: int = 0  # decoded videos kept per loader worker (LRU); useful for small recurring clips
     frame_cache_dir: str | None = None  # decoded frames kept on disk for every worker, epoch and later run
+    frame_cache_max_gb: float | None = None  # pruned to this size (least recently used first) before and after a run
     seed: int = 42
     mixed_precision: str = "no"  # no | bf16 | fp16
     save_every_steps: int | None = None  # also saved at the end of every epoch

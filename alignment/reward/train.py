@@ -150,6 +150,18 @@ def normalization_from(rewards_a: torch.Tensor, rewards_b: torch.Tensor) -> tupl
     return rewards.mean(0), rewards.std(0)
 
 
+def prune_frame_cache(config: RewardTrainConfig) -> None:
+    """Keep the frame cache within ``frame_cache_max_gb``, the least recently used videos going first."""
+    if not config.frame_cache_dir or config.frame_cache_max_gb is None:
+        return
+    from alignment.data.frame_cache import FrameCache
+
+    deleted, freed = FrameCache(config.frame_cache_dir).prune(round(config.frame_cache_max_gb * 1e9))
+    if deleted:
+        log.info("frame cache %s: %d least recently used videos deleted (%.1f MB) to stay within %g GB",
+                 config.frame_cache_dir, deleted, freed / 1e6, config.frame_cache_max_gb)
+
+
 def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """Train (or resume) and return the final metrics (also written to ``metrics.json``).
 
@@ -162,6 +174,9 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
         raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
     if config.best_by not in BEST_BY:
         raise ValueError(f"best_by {config.best_by!r}: choose one of {', '.join(BEST_BY)}")
+    if config.frame_cache_max_gb is not None and config.frame_cache_max_gb <= 0:
+        raise ValueError(f"frame_cache_max_gb {config.frame_cache_max_gb}: give a size above 0, or leave it empty "
+                         "for no limit (or frame_cache_dir empty for no cache)")
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision)
     set_seed(config.seed)
@@ -169,6 +184,7 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / TRAIN_CONFIG_FILE)
+        prune_frame_cache(config)
 
     train_pairs, val_pairs, roots = load_pairs(config)
     if not train_pairs:
@@ -307,6 +323,7 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
         save_reward_model(final, output_dir / "model")
         save_config(config, output_dir / "model" / TRAIN_CONFIG_FILE)
         write_json_atomic(output_dir / "metrics.json", metrics)
+        prune_frame_cache(config)
         last = next(e for e in metrics["eval"] if e["step"] == best["step"]) if best else metrics["eval"][-1]
         chosen = (f" (epoch {best['epoch']}, the " + ("best validation accuracy" if config.best_by == "accuracy"
                                                        else "lowest validation loss") + ")") if best else ""

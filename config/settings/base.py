@@ -231,6 +231,8 @@ SNAPSHOT_STORAGE_URL = env("SNAPSHOT_STORAGE_URL", default="")
 VIDPREF_REWARD_CONFIG = env("VIDPREF_REWARD_CONFIG", default="")
 # Decoded training frames kept across reward-training runs (the next snapshot reuses most videos); "" turns it off.
 VIDPREF_FRAME_CACHE = env("VIDPREF_FRAME_CACHE", default=str(VAR_DIR / "frame-cache"))
+# Its size limit in GB: reward training deletes the least recently used videos' frames beyond it (0: no limit).
+VIDPREF_FRAME_CACHE_MAX_GB = env.float("VIDPREF_FRAME_CACHE_MAX_GB", default=50.0)
 JOB_ROOT = Path(env("JOB_ROOT", default=str(VAR_DIR / "jobs")))
 # A running job whose worker has not reported progress for this long is failed by the watchdog (Retry resumes it).
 VIDPREF_JOB_STALE_MINUTES = env.int("VIDPREF_JOB_STALE_MINUTES", default=30)

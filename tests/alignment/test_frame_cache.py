@@ -1,4 +1,5 @@
 import logging
+import os
 import shutil
 import tempfile
 
@@ -117,3 +118,25 @@ def test_loader_workers_fill_one_cache_and_leave_no_temporary_files(tmp_path):
     for before, after in zip(cold, warm):
         assert all(torch.equal(a, b) for a, b in zip(before["video_a"] + before["video_b"],
                                                       after["video_a"] + after["video_b"]))
+
+
+def test_prune_deletes_the_least_recently_used_videos_first_and_a_pruned_video_is_decoded_again(tmp_path, decodes):
+    videos = [ramp_video(tmp_path / f"{index}.mp4", offset=10 * index) for index in range(3)]
+    cache = FrameCache(tmp_path / "cache")
+    dataset = PairVideoDataset(pairs_of(*videos), SPEC, frame_cache=cache.folder)
+    for age, video in zip((300, 200, 100), videos):  # stored oldest first: 0, then 1, then 2
+        dataset.load_video(str(video))
+        entry = cache.entry_path(video, SPEC)
+        os.utime(entry, ns=(entry.stat().st_mtime_ns - age * 10**9,) * 2)
+    PairVideoDataset(pairs_of(*videos), SPEC, frame_cache=cache.folder).load_video(str(videos[0]))  # a hit: now newest
+    entry_bytes = cache.entry_path(videos[0], SPEC).stat().st_size
+    assert cache.size_bytes() == 3 * entry_bytes and len(decodes) == 3
+
+    assert cache.prune(2 * entry_bytes) == (1, entry_bytes)  # video 1 was used least recently
+    assert not cache.entry_path(videos[1], SPEC).exists()
+    assert cache.entry_path(videos[0], SPEC).exists() and cache.entry_path(videos[2], SPEC).exists()
+    assert cache.prune(2 * entry_bytes) == (0, 0)  # within the limit: nothing more goes
+
+    frames = PairVideoDataset(pairs_of(*videos), SPEC, frame_cache=cache.folder).load_video(str(videos[1]))
+    assert torch.equal(frames, read_video_frames(videos[1], SPEC)[0]) and len(decodes) == 4
+    assert cache.prune(0) == (3, 3 * entry_bytes) and cache.size_bytes() == 0

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,21 @@ def test_keep_best_by_accuracy_keeps_the_most_accurate_epoch_and_an_unknown_rule
     assert metrics["best"]["epoch"] == chosen["epoch"] and metrics["best"]["accuracy"] == max(scored)[0]
     with pytest.raises(ValueError, match="best_by 'auc': choose one of accuracy, loss"):
         train_reward_model(make_config(tmp_path / "other", snapshot, keep_best=True, best_by="auc"))
+
+
+def test_reward_training_keeps_the_frame_cache_within_its_limit(tmp_path, snapshot):
+    from alignment.data.frame_cache import FrameCache
+
+    cache = tmp_path / "frames"
+    old = FrameCache(cache).folder / "ab" / f"{'ab' * 32}.npy"  # a video of an earlier run, used long ago
+    old.parent.mkdir()
+    old.write_bytes(b"\0" * 4096)
+    os.utime(old, (1, 1))
+    train_reward_model(make_config(tmp_path, snapshot, max_steps=1, frame_cache_dir=str(cache),
+                                   frame_cache_max_gb=40e-6))  # 40 kB: three of this snapshot's videos
+    entries = list(cache.rglob("*.npy"))
+    assert old not in entries and 1 <= len(entries) < 16  # the oldest went first; the newest of this run stay
+    assert FrameCache(cache).size_bytes() <= 40_000
+
+    with pytest.raises(ValueError, match="frame_cache_max_gb 0: give a size above 0"):
+        train_reward_model(make_config(tmp_path / "other", snapshot, frame_cache_dir=str(cache), frame_cache_max_gb=0))

@@ -44,6 +44,7 @@ def test_the_loop_closes_in_a_real_worker(live_server, celery_worker_process, tm
     assert reward.snapshot == policy.snapshot
     # The worker kept the decoded frames for the next run, in the site's frame cache.
     assert reward.config["frame_cache_dir"] == settings.VIDPREF_FRAME_CACHE
+    assert reward.config["frame_cache_max_gb"] == settings.VIDPREF_FRAME_CACHE_MAX_GB > 0
     assert any(Path(settings.VIDPREF_FRAME_CACHE).rglob("*.npy"))
 
     batch = Batch.objects.get(source=f"generated:job-{jobs[Job.Kind.GENERATE].pk}")

@@ -101,6 +101,8 @@ def reward_train_run(*, job: Job) -> ModelVersion:
                   media_root=str(settings.MEDIA_ROOT), progress=False)
     if not values.get("frame_cache_dir") and settings.VIDPREF_FRAME_CACHE:
         values["frame_cache_dir"] = settings.VIDPREF_FRAME_CACHE  # shared by every run on this machine
+        if values.get("frame_cache_max_gb") is None and settings.VIDPREF_FRAME_CACHE_MAX_GB > 0:
+            values["frame_cache_max_gb"] = settings.VIDPREF_FRAME_CACHE_MAX_GB
     config = config_from_dict(RewardTrainConfig, values, where=f"job {job.pk}'s reward config")
 
     on_step = training_progress(job)
