@@ -5,8 +5,8 @@
   ``latents-<fingerprint>/``  video latents (C, t, h, w), the mean of the VAE's posterior
 each holding ``shard-<id>.safetensors`` files and ``index.json`` (key → shard). Keys are the sha256 of
 the prompt's text and of the video file's bytes, so a video is encoded once whatever URI names it. The
-fingerprint covers what determines the tensors (the encoder's or codec's config and weight files, the
-sequence length, the clip size), so a different model or size gets its own folder and a rerun with the
+fingerprint covers what determines the tensors (the encoder's or codec's config, its weight files' sizes
+and modification times, the sequence length, the clip size), so a different model or size gets its own folder and a rerun with the
 same ones reuses everything. New entries are written as new shards (temporary name, then rename) and
 the index is replaced atomically, so an interrupted run loses at most its unfinished shard.
 """
@@ -49,14 +49,16 @@ def _fingerprint(values: dict) -> str:
 
 
 def _folder_identity(folder: Path) -> dict:
-    """Config files' text and weight files' sizes: cheap, and changes whenever the weights are replaced."""
+    """Config files' text and weight files' sizes and modification times: cheap (no hashing gigabytes), and
+    it changes whenever a weight file is written again, even with the same shapes."""
     identity = {"path": str(folder.resolve())}
     if folder.is_dir():
         for path in sorted(folder.iterdir()):
             if path.suffix == ".json":
                 identity[path.name] = path.read_text()
             elif path.is_file():
-                identity[path.name] = path.stat().st_size
+                stat = path.stat()
+                identity[path.name] = [stat.st_size, stat.st_mtime_ns]
     return identity
 
 

@@ -6,6 +6,7 @@ is downloaded.
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from alignment.data import read_snapshot, write_snapshot
 from alignment.data.records import PairRecord
 from alignment.flow import PixelCodec, load_policy, sample_videos, write_clips
 from alignment.flow.model import pixels_from_uint8_clips, uint8_from_pixels
-from alignment.flow.cache import build_cache
+from alignment.flow.cache import build_cache, sha256_text
 from alignment.flow.preference import (
     consensus_score,
     consensus_video_rewards,
@@ -346,6 +347,26 @@ def test_cache_is_reused_without_loading_the_encoders(tmp_path, tiny_policy, sna
     other_size = build_cache(fresh, prompts[:1], videos[:1], cache_dir=tmp_path, roots=[snapshot], num_frames=5,
                              progress=False)
     assert other_size.encoded_videos == 1 and other_size.latents.folder != second.latents.folder
+
+
+def test_text_encoder_weights_written_again_with_the_same_shapes_are_a_new_cache(tmp_path, tiny_policy, snapshot):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    policy_folder = shutil.copytree(tiny_policy, tmp_path / "policy")
+    prompts = sorted({pair.prompt for pair in read_snapshot(snapshot).pairs})
+    first = build_cache(load_policy(policy_folder), prompts, [], cache_dir=tmp_path / "cache", progress=False)
+    weights = next((policy_folder / "text_encoder").glob("*.safetensors"))
+    size = weights.stat().st_size
+    with safe_open(str(weights), framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file({name: tensor + 0.01 for name, tensor in load_file(weights).items()}, str(weights),
+              metadata=metadata)  # fine-tuned in place
+    assert weights.stat().st_size == size
+    second = build_cache(load_policy(policy_folder), prompts, [], cache_dir=tmp_path / "cache", progress=False)
+    assert second.text.folder != first.text.folder and second.encoded_prompts == len(prompts) == 3
+    key = sha256_text(prompts[0])
+    assert not torch.equal(second.text.get(key), first.text.get(key))
 
 
 def test_resume_continues_the_step_count_and_matches_a_straight_run(tmp_path, tiny_policy, snapshot, shared_cache):
