@@ -7,6 +7,9 @@ from typing import ClassVar
 
 from alignment.data.records import DIMENSIONS
 
+DEFAULT_SCALE = 100.0  # Flow-NRG's w (the paper's 100)
+DEFAULT_MAX_RATIO = 10.0  # Flow-NRG's cap on σ/(1 − σ) near pure noise
+
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 FINETUNES = ("lora", "full")
 
@@ -111,9 +114,9 @@ class GenerationConfig:
     steps: int = 20  # sampling steps
     guidance_scale: float = 5.0  # classifier-free guidance; 1 turns it off
     weights: str = "vq=1,mq=1,ta=1"  # Flow-NRG's weight of each dimension (with a latent reward model)
-    guidance_strength: float = 100.0  # Flow-NRG's w (the paper's 100), with a latent reward model
+    guidance_strength: float = DEFAULT_SCALE  # Flow-NRG's w (the paper's 100), with a latent reward model
     guidance_sigma_min: float = 0.0  # Flow-NRG leaves the last steps, at σ ≤ this, unguided; 0 guides every step
-    guidance_max_ratio: float = 10.0  # Flow-NRG caps σ/(1 − σ) at this near pure noise (guidance.DEFAULT_MAX_RATIO)
+    guidance_max_ratio: float = DEFAULT_MAX_RATIO  # Flow-NRG caps σ/(1 − σ) at this near pure noise
     prompt_file: str | None = None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's
 
     def __post_init__(self):

@@ -36,13 +36,10 @@ from pathlib import Path
 import torch
 
 from alignment.data.records import DIMENSIONS
-from alignment.flow.config import parse_weights  # noqa: F401  (torch-free; re-exported here)
+from alignment.flow.config import DEFAULT_MAX_RATIO, DEFAULT_SCALE, parse_weights  # noqa: F401  (torch-free)
 from alignment.flow.latent_reward import LatentRewardModel
 from alignment.flow.model import FlowPolicy
 from alignment.flow.sample import VelocityTransform, sample_videos, write_clips
-
-DEFAULT_SCALE = 100.0  # the paper's w
-DEFAULT_MAX_RATIO = 10.0
 
 
 def reward_guidance(latent_reward: LatentRewardModel, text_embeds: torch.Tensor, *,

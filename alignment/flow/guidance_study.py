@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from alignment.config import start_study
+from alignment.flow.config import DEFAULT_MAX_RATIO
 
 RESULT_FILE = "result.json"
 GUIDED_DIMENSIONS = {"vq=0,mq=0,ta=1": ("ta",), "vq=1,mq=1,ta=0": ("vq", "mq"), "vq=1,mq=1,ta=1": ("vq", "mq", "ta")}
@@ -69,7 +70,7 @@ class GuidanceStudyConfig:
     # latents, and on the conv codec's unit-variance latents w ≥ 10 pushes samples off the data (the paper's
     # w = 100 is for Wan's own latents and rewards)
     scales: tuple[float, ...] = (1.0, 3.0, 10.0)
-    max_ratios: tuple[float, ...] = (1.0, 10.0)  # and caps on σ/(1 − σ) (10: the library's default)
+    max_ratios: tuple[float, ...] = (1.0, DEFAULT_MAX_RATIO)  # and caps on σ/(1 − σ) (10: the library's default)
     sigma_mins: tuple[float, ...] = (0.0, 0.3)  # and guidance stopped below these noise levels (0: every step)
     bootstrap: int = 2000
     seed: int = 0
@@ -79,7 +80,7 @@ class GuidanceStudyConfig:
     def quick(cls, output_dir: str, **overrides) -> "GuidanceStudyConfig":
         """A small study for tests: the quick base policy, fewer prompts, pairs, steps and strengths."""
         values = dict(quick_policy=True, test_prompts=8, val_prompts=4, train_prompts=48, pairs_per_prompt=2,
-                      reward_steps=60, eval_seeds=4, val_seeds=2, scales=(3.0, 10.0), max_ratios=(10.0,),
+                      reward_steps=60, eval_seeds=4, val_seeds=2, scales=(3.0, 10.0), max_ratios=(DEFAULT_MAX_RATIO,),
                       sigma_mins=(0.0,),
                       bootstrap=500)
         values.update(overrides)
@@ -117,7 +118,7 @@ class GuidedSampler:
         self.policy, self.config = load_policy(policy_folder), config
 
     def sample(self, prompts: list[str], seeds: list[int], *, latent_reward=None, weights=(0.0, 0.0, 0.0),
-               scale: float = 0.0, max_ratio: float = 10.0, sigma_min: float = 0.0, desc: str = "sample") -> np.ndarray:
+               scale: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO, sigma_min: float = 0.0, desc: str = "sample") -> np.ndarray:
         from tqdm.auto import tqdm
 
         from alignment.flow.guidance import reward_guidance
@@ -251,7 +252,7 @@ def format_table(result: dict) -> str:
         weights = ":".join(part.split("=")[1] for part in row["weights"].split(","))
         cells = " | ".join(f"{100 * row['vs_unguided'][n]['win_rate']:.1f} [{100 * row['vs_unguided'][n]['ci_low']:.1f}, "
                            f"{100 * row['vs_unguided'][n]['ci_high']:.1f}]" for n in ("vq", "mq", "ta", "overall"))
-        lines.append(f"{row['reward']} | {weights} | {row['scale']:g} | {row.get('max_ratio', 10.0):g} | "
+        lines.append(f"{row['reward']} | {weights} | {row['scale']:g} | {row.get('max_ratio', DEFAULT_MAX_RATIO):g} | "
                      f"{row['sigma_min']:g} | {cells}")
     lines += ["", "latent reward validation accuracy (decided labels) by noise level σ:"]
     for kind, stats in result["latent_rewards"].items():
