@@ -214,6 +214,22 @@ def pair_rewards(model_dir: Path, data: Pool, indices: np.ndarray) -> tuple[np.n
     return scores[0::2] - scores[1::2], model.reward_std.detach().cpu().numpy()
 
 
+def scored_margins(run_dir: Path, model_dir: Path, data: Pool, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pair_rewards``, kept in ``run_dir/margins.npz``: the initial round's model scores the pool once for every
+    order that reads it, not once per order."""
+    stored = run_dir / "margins.npz"
+    if stored.is_file():
+        with np.load(stored) as saved:
+            if np.array_equal(saved["indices"], indices):
+                return saved["margins"], saved["reward_std"]
+    margins, reward_std = pair_rewards(model_dir, data, indices)
+    temporary = stored.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, indices=indices, margins=margins, reward_std=reward_std)
+    temporary.replace(stored)  # a study killed while writing leaves no half-written file
+    return margins, reward_std
+
+
 def uncertainty(margins: np.ndarray) -> np.ndarray:
     """|Δr| with r the mean of the normalised VQ, MQ, TA: what the queue's priority 1/(1 + |Δr|) reads."""
     return np.abs(margins.mean(axis=1))
@@ -295,7 +311,7 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                 if outcome is None or (needs_pool and outcome["chosen"] is None):
                     unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
                     scored = np.concatenate([data.test, data.pool[unlabelled] if needs_pool else []]).astype(int)
-                    margins, reward_std = pair_rewards(model_dir, data, scored)
+                    margins, reward_std = scored_margins(run_dir, model_dir, data, scored)
                     order = (labelling_order(strategy, margins[len(data.test):], reward_std, config.theta)
                              if needs_pool else None)
                     outcome = {"accuracy": test_accuracy(data, margins[: len(data.test)]),

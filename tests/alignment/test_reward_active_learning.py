@@ -9,6 +9,7 @@ import pytest
 
 from alignment.cli import main
 from alignment.data import read_snapshot
+from alignment.reward import active_learning
 from alignment.reward.active_learning import (ActiveLearningConfig, build_pool, judgments_saved, labelling_order,
                                               mean_curves, pair_rewards, tie_entropy, uncertainty)
 
@@ -108,7 +109,8 @@ def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_pat
 
 
 @pytest.mark.slow
-def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_resumes(tmp_path, capsys):
+def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_resumes(tmp_path, capsys,
+                                                                                      monkeypatch):
     output_dir = tmp_path / "active"
     two = ["--strategies", "random", "uncertainty"]
     assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two]) == 0
@@ -160,8 +162,13 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
 
     # A third strategy joins the finished study: only its own rounds train; it labels the pairs whose
     # BT-with-ties predictions the first model was least certain of.
+    # The first model's margins on the pool, kept when uncertainty ranked it, are not computed again.
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")}
+    scored = []
+    monkeypatch.setattr(active_learning, "pair_rewards",
+                        lambda model_dir, *args: scored.append(model_dir.parent.parent.name) or pair_rewards(model_dir, *args))
     assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
+    assert scored == ["r0-entropy-01", "r0-entropy-02"]
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
     assert sorted(path.parent.parent.name for path in runs.glob("*/reward/metrics.json") if path not in finished) == [
         "r0-entropy-01", "r0-entropy-02"]
