@@ -10,8 +10,9 @@ import pytest
 from alignment.cli import main
 from alignment.data import read_snapshot
 from alignment.reward import active_learning
-from alignment.reward.active_learning import (ActiveLearningConfig, build_pool, judgments_saved, labelling_order,
-                                              mean_curves, pair_rewards, tie_entropy, uncertainty)
+from alignment.reward.active_learning import (ActiveLearningConfig, accuracy_gain, build_pool, format_table,
+                                              judgments_saved, labelling_order, mean_curves, pair_rewards,
+                                              tie_entropy, uncertainty)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
@@ -33,6 +34,28 @@ def test_judgments_saved_reads_where_each_strategy_first_reaches_each_random_acc
     curves["uncertainty"][0][1]["accuracy"] = 0.55
     curves["uncertainty"][0][2]["accuracy"] = 0.58
     assert [p["judgments"] for p in judgments_saved(mean_curves(curves))["uncertainty"]] == [None, None]
+
+
+def test_accuracy_gain_pairs_each_repeat_with_its_random_run_and_gives_a_t_interval_over_repeats():
+    def run(*accuracies):
+        return [{"judgments": 30 * (k + 1), "accuracy": a} for k, a in enumerate(accuracies)]
+
+    curves = {"random": [run(0.5, 0.6, 0.7), run(0.4, 0.5, 0.6)],
+              "uncertainty": [run(0.5, 0.62, 0.74), run(0.4, 0.51, 0.60)]}
+    (gain,) = accuracy_gain(curves).values()
+    # per repeat, the mean difference after the shared first round: (2 + 4) / 2 = 3 and (1 + 0) / 2 = 0.5 points
+    assert gain["repeats"] == 2 and gain["gain"] == pytest.approx(1.75)
+    half = 12.7062 * np.std([3.0, 0.5], ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
+    assert (gain["low"], gain["high"]) == (pytest.approx(1.75 - half, abs=1e-3), pytest.approx(1.75 + half, abs=1e-3))
+    assert [(p["judgments"], p["gain"]) for p in gain["per_round"]] == [(60, pytest.approx(1.5)), (90, pytest.approx(2.0))]
+
+    single = accuracy_gain({"random": curves["random"][:1], "uncertainty": curves["uncertainty"][:1]})["uncertainty"]
+    assert single["gain"] == pytest.approx(3.0) and single["low"] is None
+    mean = mean_curves(curves)
+    result = {"config": {"repeats": 2}, "pool_pairs": 10, "test_pairs": 5, "mean": mean,
+              "judgments_saved": judgments_saved(mean), "accuracy_gain": accuracy_gain(curves)}
+    assert ("uncertainty − random, test accuracy after the first round: +1.8 points (95 % interval over 2 repeats: "
+            f"{1.75 - half:+.1f} to {1.75 + half:+.1f}); by round: 60 +1.5, 90 +2.0") in format_table(result)
 
 
 def test_uncertainty_is_the_margin_of_the_mean_normalised_reward():
@@ -116,6 +139,7 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two]) == 0
     printed = capsys.readouterr().out
     assert "judgments | random | uncertainty" in printed and "active-learning-study:" in printed
+    assert "uncertainty − random, test accuracy after the first round:" in printed
     result = json.loads((output_dir / "result.json").read_text())
     for strategy in ("random", "uncertainty"):
         (curve,) = result["curves"][strategy]
