@@ -161,6 +161,7 @@ def _active_learning_study(args) -> int:
     overrides = {key: value for key, value in (("seed", args.seed), ("pairs_per_prompt", args.pairs_per_prompt),
                                                ("initial", args.initial), ("batch", args.batch),
                                                ("rounds", args.rounds), ("repeats", args.repeats),
+                                               ("min_steps", args.min_steps),
                                                ("strategies", tuple(args.strategies) if args.strategies else None))
                  if value is not None}
     overrides["progress"] = not args.quiet
@@ -367,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     active.add_argument("--initial", type=int, help="labelled pairs before the first round")
     active.add_argument("--batch", type=int, help="pairs labelled per round")
     active.add_argument("--rounds", type=int, help="labelling rounds (the first trains on the initial pairs)")
+    active.add_argument("--min-steps", type=int,
+                        help="optimizer steps every round trains for at least (small labelled sets get more epochs)")
     active.add_argument("--repeats", type=int, help="repeats with other initial pairs; the curve is their mean")
     active.add_argument("--strategies", nargs="+", metavar="NAME",
                         help="labelling orders: random (the baseline, first) and any of uncertainty (smallest |Δr| "

@@ -134,6 +134,24 @@ def _wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, dropped only once no other session is on it. Workers and servers started
+    by this test session close their connections as they stop (PostgreSQL notices a moment later), but the
+    live server can leave one of a finished request thread open until the process exits; a drop that found
+    one would fail ("being accessed by other users") and leave the database behind. Every session on this
+    per-run database is this run's, so what is still there after the wait is ended."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        _wait_for_other_sessions_to_end(timeout=2.0)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        _wait_for_other_sessions_to_end()
+
+
 @pytest.fixture
 def samples():
     if not (SAMPLES / "example.csv").exists():

@@ -72,7 +72,7 @@ class ActiveLearningConfig:
     frame_cnn_channels: int = 32
     ta_time_basis: int = 3
     epochs: int = 6
-    min_steps: int = 200  # small labelled sets get more epochs, so that every round trains at least this long
+    min_steps: int = 480  # small labelled sets get more epochs, so that every round trains at least this long
     batch_size: int = 16
     learning_rate: float = 1e-3
     weight_decay: float = 0.01

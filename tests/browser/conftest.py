@@ -26,3 +26,4 @@ def browser():
         )
         yield browser
         browser.close()
+
