@@ -415,14 +415,22 @@ def accuracy_gain(curves: dict) -> dict:
     for strategy, runs in curves.items():
         if strategy == "random":
             continue
-        differences = np.array([[point["accuracy"] - base["accuracy"] for point, base in zip(run, baseline)]
-                                for run, baseline in zip(runs, curves["random"])])  # (repeats, rounds)
+        def paired(accuracy_of) -> np.ndarray:  # (repeats, rounds)
+            return np.array([[accuracy_of(point) - accuracy_of(base) for point, base in zip(run, baseline)]
+                             for run, baseline in zip(runs, curves["random"])])
+
+        differences = paired(lambda point: point["accuracy"])
         gains[strategy] = {
             "repeats": len(runs),
             "per_round": [{"judgments": runs[0][k]["judgments"], **summary(differences[:, k])}
                           for k in range(1, differences.shape[1])],
-            **(summary(differences[:, 1:].mean(axis=1)) if differences.shape[1] > 1 else {}),
         }
+        if differences.shape[1] > 1:
+            gains[strategy].update(summary(differences[:, 1:].mean(axis=1)))
+            if all("by_dimension" in point for run in runs for point in run):
+                gains[strategy]["by_dimension"] = {
+                    dim: summary(paired(lambda point: point["by_dimension"][dim])[:, 1:].mean(axis=1))
+                    for dim in DIMENSIONS}
     return gains
 
 
@@ -447,6 +455,10 @@ def format_table(result: dict) -> str:
                     if gain["low"] is not None else f" ({gain['repeats']} repeat: no interval)")
         lines += ["", f"{strategy} − random, test accuracy after the first round: {gain['gain']:+.1f} points"
                   f"{interval}; by round: " + ", ".join(f"{p['judgments']} {p['gain']:+.1f}" for p in gain["per_round"])]
+        if "by_dimension" in gain:
+            lines.append("  by dimension: " + ", ".join(
+                f"{dim} {g['gain']:+.1f}" + (f" [{g['low']:+.1f}, {g['high']:+.1f}]" if g["low"] is not None else "")
+                for dim, g in gain["by_dimension"].items()))
     for strategy, points in result["judgments_saved"].items():
         lines += ["", f"judgments {strategy} needs to reach random order's accuracy:"]
         for point in points:

@@ -50,12 +50,22 @@ def test_accuracy_gain_pairs_each_repeat_with_its_random_run_and_gives_a_t_inter
     assert [(p["judgments"], p["gain"]) for p in gain["per_round"]] == [(60, pytest.approx(1.5)), (90, pytest.approx(2.0))]
 
     single = accuracy_gain({"random": curves["random"][:1], "uncertainty": curves["uncertainty"][:1]})["uncertainty"]
-    assert single["gain"] == pytest.approx(3.0) and single["low"] is None
+    assert single["gain"] == pytest.approx(3.0) and single["low"] is None and "by_dimension" not in single
+
+    # Per dimension, the same paired rule: here uncertainty gains TA points and loses MQ points in both repeats.
+    for name, shift in (("random", {"VQ": 0.0, "MQ": 0.0, "TA": 0.0}), ("uncertainty", {"VQ": 0.0, "MQ": -0.02, "TA": 0.04})):
+        for run in curves[name]:
+            for k, point in enumerate(run):
+                point["by_dimension"] = {dim: 0.6 + (shift[dim] if k else 0.0) for dim in shift}
+    by_dimension = accuracy_gain(curves)["uncertainty"]["by_dimension"]
+    assert {dim: round(g["gain"], 6) for dim, g in by_dimension.items()} == {"VQ": 0.0, "MQ": -2.0, "TA": 4.0}
+    assert by_dimension["TA"]["low"] == pytest.approx(4.0)  # the same in both repeats: no spread
     mean = mean_curves(curves)
     result = {"config": {"repeats": 2}, "pool_pairs": 10, "test_pairs": 5, "mean": mean,
               "judgments_saved": judgments_saved(mean), "accuracy_gain": accuracy_gain(curves)}
     assert ("uncertainty − random, test accuracy after the first round: +1.8 points (95 % interval over 2 repeats: "
-            f"{1.75 - half:+.1f} to {1.75 + half:+.1f}); by round: 60 +1.5, 90 +2.0") in format_table(result)
+            f"{1.75 - half:+.1f} to {1.75 + half:+.1f}); by round: 60 +1.5, 90 +2.0\n"
+            "  by dimension: VQ +0.0 [+0.0, +0.0], MQ -2.0 [-2.0, -2.0], TA +4.0 [+4.0, +4.0]") in format_table(result)
 
 
 def test_uncertainty_is_the_margin_of_the_mean_normalised_reward():
