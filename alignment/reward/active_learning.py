@@ -411,15 +411,15 @@ def accuracy_gain(curves: dict) -> dict:
             out.update(low=float(values.mean() - half), high=float(values.mean() + half))
         return out
 
+    def paired(runs, accuracy_of) -> np.ndarray:  # (repeats, rounds): the strategy's run minus random's
+        return np.array([[accuracy_of(point) - accuracy_of(base) for point, base in zip(run, baseline)]
+                         for run, baseline in zip(runs, curves["random"])])
+
     gains = {}
     for strategy, runs in curves.items():
         if strategy == "random":
             continue
-        def paired(accuracy_of) -> np.ndarray:  # (repeats, rounds)
-            return np.array([[accuracy_of(point) - accuracy_of(base) for point, base in zip(run, baseline)]
-                             for run, baseline in zip(runs, curves["random"])])
-
-        differences = paired(lambda point: point["accuracy"])
+        differences = paired(runs, lambda point: point["accuracy"])
         gains[strategy] = {
             "repeats": len(runs),
             "per_round": [{"judgments": runs[0][k]["judgments"], **summary(differences[:, k])}
@@ -429,7 +429,7 @@ def accuracy_gain(curves: dict) -> dict:
             gains[strategy].update(summary(differences[:, 1:].mean(axis=1)))
             if all("by_dimension" in point for run in runs for point in run):
                 gains[strategy]["by_dimension"] = {
-                    dim: summary(paired(lambda point: point["by_dimension"][dim])[:, 1:].mean(axis=1))
+                    dim: summary(paired(runs, lambda point: point["by_dimension"][dim])[:, 1:].mean(axis=1))
                     for dim in DIMENSIONS}
     return gains
 
