@@ -152,7 +152,7 @@ def _score_chunk(clips: np.ndarray, prompts: list[ToyPrompt]) -> dict[str, np.nd
     own_shape = np.array([SHAPES.index(p.shape) for p in prompts])
     margins = seen["shape_margin"][np.arange(len(prompts)), own_shape]  # (n, K): the prompt's shape against each
     margins[np.arange(len(prompts)), own_shape] = np.inf
-    shape_match = 1.0 / (1.0 + np.exp(-margins.min(axis=-1) / SHAPE_MARGIN_SCALE))
+    shape_match = 1.0 / (1.0 + np.exp(np.minimum(-margins.min(axis=-1) / SHAPE_MARGIN_SCALE, 700.0)))  # no overflow
 
     velocity = motion["velocity"]  # (n, 2) px per frame
     speed = np.linalg.norm(velocity, axis=-1)
