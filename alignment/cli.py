@@ -162,6 +162,7 @@ def _active_learning_study(args) -> int:
                                                ("initial", args.initial), ("batch", args.batch),
                                                ("rounds", args.rounds), ("repeats", args.repeats),
                                                ("min_steps", args.min_steps),
+                                               ("committee_size", args.committee_size),
                                                ("strategies", tuple(args.strategies) if args.strategies else None))
                  if value is not None}
     overrides["progress"] = not args.quiet
@@ -357,8 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         "active-learning-study", help="does labelling by reward uncertainty beat random order? a toy-world curve",
         description="Render a pool of toy pairs judged by simulated annotators and test pairs on held-out prompts "
                     "labelled by the oracle; label the pool round by round in random order, by the smallest "
-                    "|reward margin| of VideoReward retrained each round (the labelling queue's priority) or by the "
-                    "entropy of its BT-with-ties predictions, and report the test accuracy against the judgments "
+                    "|reward margin| of VideoReward retrained each round (the labelling queue's priority), by the "
+                    "entropy of its BT-with-ties predictions or by the disagreement of a committee of models, and "
+                    "report the test accuracy against the judgments "
                     "collected.")
     active.add_argument("--output-dir", required=True,
                         help="the study's folder: rendered pairs, one snapshot and reward run per round, result.json "
@@ -374,8 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     active.add_argument("--strategies", nargs="+", metavar="NAME",
                         help="labelling orders: random (the baseline, first) and any of uncertainty (smallest |Δr| "
                              "of the mean normalised reward: the queue's rule), entropy (the least certain "
-                             "BT-with-ties predictions over VQ, MQ, TA); default all three. A finished study is "
-                             "extended by adding one")
+                             "BT-with-ties predictions over VQ, MQ, TA), committee (the pairs on which models trained "
+                             "from other seeds disagree most; trains --committee-size models a round); default all "
+                             "four. A finished study is extended by adding one")
+    active.add_argument("--committee-size", type=int,
+                        help="models the committee order trains each round, the evaluated one included (default 3)")
     active.add_argument("--seed", type=int, help="seed of the pool, the annotators and training")
     active.add_argument("--quiet", action="store_true", help="no progress bars")
     active.set_defaults(handler=_active_learning_study)

@@ -15,7 +15,10 @@ with fewer judgments than labelling in random order, with the same model and the
    (per dimension and their mean), and ``batch`` more pool pairs are labelled: at **random**; those with the
    smallest |Δr| under the model just trained (**uncertainty**: the queue's rule); or those whose three
    BT-with-ties predictions are the least certain (**entropy**: the sum over VQ, MQ, TA of the entropy of
-   P(A ≻ B), P(A = B), P(B ≻ A) at the model's raw margin, θ the loss's);
+   P(A ≻ B), P(A = B), P(B ≻ A) at the model's raw margin, θ the loss's); or those a **committee** of
+   ``committee_size`` models, trained on the same pairs from other seeds, disagrees on most (the sum over VQ,
+   MQ, TA of the spread of their normalised margins: the model's own ignorance, where the first two orders
+   read how close the pair is, and a close pair comes back from annotators as a tie);
 3. repeated ``repeats`` times (another initial set and training seed each), averaged; each order's gain over
    random order is the paired difference in test accuracy, with a 95 % interval across the repeats.
 
@@ -39,7 +42,7 @@ from alignment.data.records import DIMENSIONS
 RESULT_FILE = "result.json"
 CONFIG_FILE = "active_learning_config.json"
 EXTENDABLE = ("repeats", "rounds", "strategies")  # the runs a study has stay valid with more (or fewer) of these
-STRATEGIES = ("random", "uncertainty", "entropy")  # random order is the baseline every study runs first
+STRATEGIES = ("random", "uncertainty", "entropy", "committee")  # random order is the baseline every study runs first
 
 
 @dataclass
@@ -78,6 +81,7 @@ class ActiveLearningConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 30
     theta: float = 5.0
+    committee_size: int = 3  # models the committee order trains each round: the evaluated one and this − 1 more
     seed: int = 0
     progress: bool = True
 
@@ -103,6 +107,8 @@ class ActiveLearningConfig:
                 raise ValueError(f"{name}={getattr(self, name)} exceeds pairs_per_prompt={self.pairs_per_prompt}")
         if self.rounds < 1 or self.repeats < 1 or self.initial < 1 or self.batch < 1:
             raise ValueError("rounds, repeats, initial and batch must each be at least 1")
+        if self.committee_size < 2:
+            raise ValueError(f"committee_size={self.committee_size}: a committee needs at least 2 models to disagree")
         if needed > pool_pairs:
             raise ValueError(f"initial {self.initial} + {self.rounds - 1} rounds × batch {self.batch} = {needed} "
                              f"labelled pairs, but the pool has {pool_pairs}; raise pairs_per_prompt or take fewer "
@@ -248,15 +254,44 @@ def tie_entropy(raw_margins: np.ndarray, theta: float) -> np.ndarray:
     return terms.sum(axis=0).sum(axis=1)
 
 
-def labelling_order(strategy: str, raw_margins: np.ndarray, reward_std: np.ndarray, theta: float) -> np.ndarray:
-    """Pool positions, the pair to label first first, under ``uncertainty`` or ``entropy``."""
+def committee_disagreement(members: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``(N,)``: the sum over VQ, MQ, TA of the standard deviation across the committee of each member's
+    normalised margin ``raw / reward_std``; ``members`` are (raw margins ``(N, 3)``, reward std ``(3,)``) pairs.
+    Small where the members agree, on a win or on a tie alike; large where what one learned the others did not."""
+    normalised = np.stack([raw / reward_std for raw, reward_std in members])  # (M, N, 3)
+    return normalised.std(axis=0, ddof=1).sum(axis=1)
+
+
+def labelling_order(strategy: str, members: list[tuple[np.ndarray, np.ndarray]], theta: float) -> np.ndarray:
+    """Pool positions, the pair to label first first, under ``uncertainty``, ``entropy`` (both read the first
+    member: the model of the round) or ``committee`` (all of them). ``members`` as ``committee_disagreement``'s."""
+    raw_margins, reward_std = members[0]
     if strategy == "uncertainty":
         sureness = uncertainty(raw_margins / reward_std)
     elif strategy == "entropy":
         sureness = -tie_entropy(raw_margins, theta)
+    elif strategy == "committee":
+        if len(members) < 2:
+            raise ValueError("the committee order needs the margins of at least 2 models")
+        sureness = -committee_disagreement(members)
     else:
         raise ValueError(f"strategy {strategy!r} reads no margins; choose from {', '.join(STRATEGIES[1:])}")
     return np.argsort(sureness, kind="stable")
+
+
+def committee_member(config: ActiveLearningConfig, data: Pool, run_dir: Path, labelled: int, seed: int,
+                     member: int) -> Path:
+    """The committee's ``member``-th extra model of a round (``run_dir/member-<k>``): the round's recipe on the
+    round's snapshot from another seed; trained once, kept for a resumed or extended study."""
+    from alignment.reward.train import train_reward_model
+
+    member_dir = run_dir / f"member-{member}"
+    if not (member_dir / "reward" / "metrics.json").is_file():
+        if member_dir.exists():  # cut off half-way: starts again
+            shutil.rmtree(member_dir)
+        train_reward_model(train_config_for(config, run_dir / "snapshot", data.media_root, member_dir / "reward",
+                                            labelled, seed + 1000 * member))
+    return member_dir
 
 
 def test_accuracy(data: Pool, margins: np.ndarray) -> dict:
@@ -283,7 +318,8 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
     started = time.perf_counter()
     data = build_pool(config, log=log)
     strategies = tuple(config.strategies)
-    trainings = config.repeats * (1 + len(strategies) * (config.rounds - 1))
+    members = config.committee_size - 1 if "committee" in strategies else 0  # the committee's extra models a round
+    trainings = config.repeats * (1 + (len(strategies) + members) * (config.rounds - 1))
     progress = tqdm(total=trainings, desc="reward trainings", disable=not config.progress)
     curves = {strategy: [] for strategy in strategies}  # per repeat: [{pairs, judgments, accuracy, by_dimension}]
     for repeat in range(config.repeats):
@@ -313,8 +349,15 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                     unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
                     scored = np.concatenate([data.test, data.pool[unlabelled] if needs_pool else []]).astype(int)
                     margins, reward_std = scored_margins(run_dir, model_dir, data, scored)
-                    order = (labelling_order(strategy, margins[len(data.test):], reward_std, config.theta)
-                             if needs_pool else None)
+                    committee = [(margins[len(data.test):], reward_std)]
+                    if needs_pool and strategy == "committee":
+                        for member in range(1, config.committee_size):
+                            member_dir = committee_member(config, data, run_dir, len(labelled), config.seed + repeat,
+                                                          member)
+                            progress.update(1)
+                            committee.append(scored_margins(member_dir, member_dir / "reward" / "model", data,
+                                                            scored[len(data.test):]))
+                    order = labelling_order(strategy, committee, config.theta) if needs_pool else None
                     outcome = {"accuracy": test_accuracy(data, margins[: len(data.test)]),
                                "chosen": unlabelled[order[: config.batch]].tolist() if needs_pool else None}
                     outcome_file.write_text(json.dumps(outcome) + "\n")

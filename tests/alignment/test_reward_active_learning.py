@@ -11,8 +11,8 @@ from alignment.cli import main
 from alignment.data import read_snapshot
 from alignment.reward import active_learning
 from alignment.reward.active_learning import (ActiveLearningConfig, accuracy_gain, build_pool, format_table,
-                                              judgments_saved, labelling_order, mean_curves, pair_rewards,
-                                              tie_entropy, uncertainty)
+                                              committee_disagreement, judgments_saved, labelling_order,
+                                              mean_curves, pair_rewards, tie_entropy, uncertainty)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
@@ -90,12 +90,29 @@ def test_entropy_is_largest_between_a_tie_and_a_win_and_sums_the_dimensions():
     assert tie_entropy(np.array([[1.6, 1.6, 1.6]]), theta)[0] == pytest.approx(3 * tie_entropy(
         np.array([[1.6, 50.0, 50.0]]), theta)[0], rel=1e-6)
     raw = np.array([[40.0, 40.0, 40.0], [0.5, 30.0, 30.0], [0.5, 0.5, 0.5], [3.0, 3.0, 3.0]])
-    assert labelling_order("entropy", raw, np.ones(3), theta).tolist() == [2, 3, 1, 0]
+    assert labelling_order("entropy", [(raw, np.ones(3))], theta).tolist() == [2, 3, 1, 0]
     # the queue's rule reads normalised margins: raw / std
-    assert labelling_order("uncertainty", np.array([[4.0, 0, 0], [0.0, 1, 0]]), np.array([8.0, 1, 1]),
+    assert labelling_order("uncertainty", [(np.array([[4.0, 0, 0], [0.0, 1, 0]]), np.array([8.0, 1, 1]))],
                            theta).tolist() == [0, 1]
     with pytest.raises(ValueError, match="reads no margins"):
-        labelling_order("random", raw, np.ones(3), theta)
+        labelling_order("random", [(raw, np.ones(3))], theta)
+
+
+def test_the_committee_ranks_first_the_pairs_its_models_disagree_on_not_the_close_ones():
+    # Pair 0: every member calls it a tie (the pair the margin orders pick first, and annotators tie);
+    # pair 1: a sure win for all; pair 2: the members disagree on VQ's sign; pair 3: on MQ's size, a little.
+    first = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 5.0], [2.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    second = np.array([[0.1, 0.0, 0.0], [5.0, 5.0, 5.0], [-2.0, 1.0, 1.0], [1.0, 1.5, 1.0]])
+    third = np.array([[0.0, 0.1, 0.0], [5.0, 5.0, 5.0], [0.0, 1.0, 1.0], [1.0, 0.5, 1.0]])
+    members = [(first, np.ones(3)), (second, np.ones(3)), (third, np.ones(3))]
+    assert labelling_order("committee", members, 5.0).tolist() == [2, 3, 0, 1]
+    assert labelling_order("uncertainty", members, 5.0)[0] == 0
+    # each member's margins are normalised by its own reward scale: a member twice as wide agrees
+    wide = [(first, np.ones(3)), (2 * first, np.full(3, 2.0))]
+    assert committee_disagreement(wide) == pytest.approx(np.zeros(4))
+    assert committee_disagreement(members)[2] == pytest.approx(2.0)  # VQ 2, −2, 0: std 2; MQ, TA agree
+    with pytest.raises(ValueError, match="at least 2 models"):
+        labelling_order("committee", members[:1], 5.0)
 
 
 def test_a_pool_too_small_for_the_rounds_is_refused_before_anything_is_rendered(tmp_path, capsys):
@@ -107,6 +124,8 @@ def test_a_pool_too_small_for_the_rounds_is_refused_before_anything_is_rendered(
     for strategies in (("uncertainty", "random"), ("random", "margin"), ("random", "entropy", "entropy")):
         with pytest.raises(ValueError, match="give random .the baseline. first"):
             ActiveLearningConfig.quick(str(tmp_path), strategies=strategies).check()
+    with pytest.raises(ValueError, match="committee_size=1: a committee needs at least 2 models"):
+        ActiveLearningConfig.quick(str(tmp_path), committee_size=1).check()
 
 
 def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_path, monkeypatch):
@@ -201,7 +220,9 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     scored = []
     monkeypatch.setattr(active_learning, "pair_rewards",
                         lambda model_dir, *args: scored.append(model_dir.parent.parent.name) or pair_rewards(model_dir, *args))
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
+    three = ["--strategies", "random", "uncertainty", "entropy"]
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
+                 *three]) == 0
     assert scored == ["r0-entropy-01", "r0-entropy-02"]
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
     assert sorted(path.parent.parent.name for path in runs.glob("*/reward/metrics.json") if path not in finished) == [
@@ -217,6 +238,28 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     # Cut off in a round: it starts again there, and comes to the same pairs and curve.
     (output_dir / "result.json").unlink()
     shutil.rmtree(runs / "r0-uncertainty-02" / "reward")
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3"]) == 0
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
+                 *three]) == 0
     assert labelled("r0-uncertainty-02") == third
     assert json.loads((output_dir / "result.json").read_text())["curves"] == with_entropy["curves"]
+
+    # The committee order joins: the first round's model and two more from other seeds score the pool (the
+    # first model's margins are read from margins.npz), and it labels the pairs they disagree on most.
+    scored.clear()
+    finished = {path: path.stat().st_mtime_ns for path in runs.glob("**/reward/metrics.json")}
+    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "2",
+                 "--strategies", "random", "committee"]) == 0
+    assert scored == ["member-1", "member-2", "r0-committee-01"]
+    assert finished == {path: path.stat().st_mtime_ns for path in finished}
+    members = [pair_rewards(runs / "r0-initial" / name / "model", data, candidates)
+               for name in ("reward", "member-1/reward", "member-2/reward")]
+    assert not np.allclose(members[0][0], members[1][0]) and not np.allclose(members[1][0], members[2][0])
+    seeds = [json.loads((runs / "r0-initial" / name / "train_config.json").read_text())["seed"]
+             for name in ("reward", "member-1/reward", "member-2/reward")]
+    assert len(set(seeds)) == 3
+    disagreement = committee_disagreement(members)
+    chosen = np.isin(candidates, list(labelled("r0-committee-01")))
+    assert chosen.sum() == 16 and disagreement[chosen].min() >= disagreement[~chosen].max()
+    committee = json.loads((output_dir / "result.json").read_text())
+    assert committee["curves"]["random"][0] == with_entropy["curves"]["random"][0][:2]
+    assert "committee − random" in capsys.readouterr().out
