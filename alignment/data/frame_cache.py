@@ -77,21 +77,10 @@ class FrameCache:
         """Delete the least recently used entries (oldest modification time first) until the entries take at
         most ``max_bytes``; returns (entries deleted, bytes freed). Safe beside readers and writers: a reader
         whose entry vanishes decodes the video again, and temporary files are left to their writers."""
-        entries = []
-        for sub in self.folder.iterdir():
-            if not sub.is_dir():
-                continue
-            with os.scandir(sub) as listing:
-                for item in listing:
-                    if item.name.endswith(".npy") and not item.name.startswith("."):
-                        try:
-                            stat = item.stat()
-                        except FileNotFoundError:  # pruned or replaced meanwhile
-                            continue
-                        entries.append((stat.st_mtime_ns, stat.st_size, item.path))
+        entries = sorted(self._entries())
         total = sum(size for _, size, _ in entries)
         deleted = freed = 0
-        for _, size, path in sorted(entries):
+        for _, size, path in entries:
             if total - freed <= max_bytes:
                 break
             try:
@@ -103,7 +92,21 @@ class FrameCache:
 
     def size_bytes(self) -> int:
         """What the entries take on disk."""
-        return sum(entry.stat().st_size for entry in self.folder.glob("*/*.npy"))
+        return sum(size for _, size, _ in self._entries())
+
+    def _entries(self):
+        """(modification time ns, size, path) of every finished entry; temporary files (dot names) are not."""
+        for sub in self.folder.iterdir():
+            if not sub.is_dir():
+                continue
+            with os.scandir(sub) as listing:
+                for item in listing:
+                    if item.name.endswith(".npy") and not item.name.startswith("."):
+                        try:
+                            stat = item.stat()
+                        except FileNotFoundError:  # pruned or replaced meanwhile
+                            continue
+                        yield stat.st_mtime_ns, stat.st_size, item.path
 
     @staticmethod
     def _touch(entry: Path) -> None:
