@@ -5,7 +5,9 @@ the small backbone as the toy study trains it (32×32 clips) and for a tiny rand
 VideoAlign sample videos (2 fps, ≤ 448² pixels; a 2B model is far slower, so that ratio is a floor).
 With a warm frame cache (a later epoch, or a later run whose snapshot shares the videos), the loader
 reads decoded frames from disk instead of decoding. Also: decoding those videos skipping the
-non-reference frames that are not sampled, as a ratio to decoding every frame.
+non-reference frames that are not sampled, as a ratio to decoding every frame; and the small backbone's
+frame CNN, forward and backward, on channels-last input (what the model feeds it) as a ratio to
+contiguous NCHW input.
 
     .venv/bin/python bench/reward.py [--out bench/results/reward.json] [--workers 2]
 """
@@ -118,6 +120,30 @@ def decode_speedup(paths: list[Path], spec, repeats: int = 3) -> dict:
             "videos": len(paths)}
 
 
+def frame_cnn_memory_format(model, batch, repeats: int = 5, steps: int = 3) -> dict:
+    """Forward and backward steps/s of the small backbone's frame CNN on a batch's frames (both videos of
+    each pair, with their motion channels) in channels-last layout, as a ratio to contiguous NCHW; the best
+    of ``repeats`` interleaved rounds each."""
+    from alignment.reward.small import with_motion
+
+    frames = with_motion(batch["inputs"]["frames"]).flatten(0, 1).contiguous()
+    layouts = {"contiguous": frames, "channels_last": frames.contiguous(memory_format=torch.channels_last)}
+    cnn = model.backbone.frame_cnn
+    times: dict[str, list[float]] = {name: [] for name in layouts}
+    for _ in range(repeats):
+        for name, inputs in layouts.items():
+            cnn(inputs).sum().backward()  # warm-up: oneDNN picks its kernels for this layout
+            start = time.perf_counter()
+            for _ in range(steps):
+                cnn(inputs).sum().backward()
+            times[name].append((time.perf_counter() - start) / steps)
+    contiguous, channels_last = 1 / min(times["contiguous"]), 1 / min(times["channels_last"])
+    print(f"{'frame CNN fwd+bwd':<28} contiguous {contiguous:6.2f} steps/s   channels-last {channels_last:6.2f} "
+          f"steps/s   ratio {channels_last / contiguous:.2f}")
+    return {"steps_per_s_contiguous": contiguous, "steps_per_s_channels_last": channels_last,
+            "speedup": channels_last / contiguous, "frames": int(frames.shape[0])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "reward.json"))
@@ -132,11 +158,14 @@ def main() -> None:
         (temp / "toy").mkdir()
         study = ToyStudyConfig(output_dir=str(temp / "study"))  # the model as reward-toy-study trains it
         small = RewardModel(train_config_for(study, VARIANTS[MAIN_VARIANT], temp).model)
-        results["small_backbone_32px"] = measure(f"small backbone, 32x32x{study.frames}", small,
-                                                 toy_pairs(temp / "toy"), batch_size=16, workers=args.workers,
-                                                 loader_batches=12, train_steps=10)
+        toy = toy_pairs(temp / "toy")
+        results["small_backbone_32px"] = measure(f"small backbone, 32x32x{study.frames}", small, toy, batch_size=16,
+                                                 workers=args.workers, loader_batches=12, train_steps=10)
+        toy_dataset = PairVideoDataset(toy, small.frame_spec, decode_threads=1)
+        toy_batch = RewardBatchCollator(small.processor())([toy_dataset[i] for i in range(16)])
+        results["small_frame_cnn_channels_last"] = frame_cnn_memory_format(small, toy_batch)
         results["small_backbone_32px_cached"] = measure(
-            "  same, cache_videos=1024", small, toy_pairs(temp / "toy"), batch_size=16, workers=args.workers,
+            "  same, cache_videos=1024", small, toy, batch_size=16, workers=args.workers,
             loader_batches=12, train_steps=10, cache_videos=1024)
         if SAMPLES.is_dir():
             folder = build_tiny_qwen2vl(temp / "qwen")
