@@ -354,13 +354,14 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                         for member in range(1, config.committee_size):
                             member_dir = committee_member(config, data, run_dir, len(labelled), config.seed + repeat,
                                                           member)
-                            progress.update(1)
                             committee.append(scored_margins(member_dir, member_dir / "reward" / "model", data,
                                                             scored[len(data.test):]))
                     order = labelling_order(strategy, committee, config.theta) if needs_pool else None
                     outcome = {"accuracy": test_accuracy(data, margins[: len(data.test)]),
                                "chosen": unlabelled[order[: config.batch]].tolist() if needs_pool else None}
                     outcome_file.write_text(json.dumps(outcome) + "\n")
+                if needs_pool and strategy == "committee":
+                    progress.update(config.committee_size - 1)  # its extra models: trained above, or before
                 accuracy = outcome["accuracy"]
                 curve.append({"pairs": len(labelled), "judgments": len(labelled) * config.annotators_per_pair,
                               "accuracy": accuracy["mean"], "by_dimension": accuracy})
