@@ -360,8 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "labelled by the oracle; label the pool round by round in random order, by the smallest "
                     "|reward margin| of VideoReward retrained each round (the labelling queue's priority), by the "
                     "entropy of its BT-with-ties predictions or by the disagreement of a committee of models, and "
-                    "report the test accuracy against the judgments "
-                    "collected.")
+                    "report the test accuracy against the judgments collected.")
     active.add_argument("--output-dir", required=True,
                         help="the study's folder: rendered pairs, one snapshot and reward run per round, result.json "
                              "(an interrupted study there resumes)")
