@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -103,17 +104,27 @@ def measure(name, model, pairs, *, batch_size, workers, loader_batches, train_st
     return result
 
 
+def best_interleaved(variants: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """The best of ``repeats`` timings (s) of each variant, the variants taking turns within every round so
+    that a noisy neighbour slows them alike."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
+
+
 def decode_speedup(paths: list[Path], spec, repeats: int = 3) -> dict:
     """Videos/s of ``read_video_frames`` skipping unwanted non-reference frames, as a ratio to decoding
     every frame up to the last wanted one; the best of ``repeats`` interleaved rounds each."""
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(repeats):
-        for skip in (False, True):
-            start = time.perf_counter()
-            for path in paths:
-                read_video_frames(path, spec, threads=1, skip_nonreference=skip)
-            times[skip].append(time.perf_counter() - start)
-    every, skipping = len(paths) / min(times[False]), len(paths) / min(times[True])
+    def decode_all(skip: bool) -> None:
+        for path in paths:
+            read_video_frames(path, spec, threads=1, skip_nonreference=skip)
+
+    best = best_interleaved({"every": lambda: decode_all(False), "skipping": lambda: decode_all(True)}, repeats)
+    every, skipping = len(paths) / best["every"], len(paths) / best["skipping"]
     print(f"{'decode, real videos':<28} every frame {every:6.1f} videos/s   skipping non-reference {skipping:6.1f} "
           f"videos/s   ratio {skipping / every:.2f}")
     return {"videos_per_s_every_frame": every, "videos_per_s_skipping": skipping, "speedup": skipping / every,
@@ -129,15 +140,17 @@ def frame_cnn_memory_format(model, batch, repeats: int = 5, steps: int = 3) -> d
     frames = with_motion(batch["inputs"]["frames"]).flatten(0, 1).contiguous()
     layouts = {"contiguous": frames, "channels_last": frames.contiguous(memory_format=torch.channels_last)}
     cnn = model.backbone.frame_cnn
-    times: dict[str, list[float]] = {name: [] for name in layouts}
-    for _ in range(repeats):
-        for name, inputs in layouts.items():
-            cnn(inputs).sum().backward()  # warm-up: oneDNN picks its kernels for this layout
-            start = time.perf_counter()
+
+    def steps_on(inputs: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
             for _ in range(steps):
                 cnn(inputs).sum().backward()
-            times[name].append((time.perf_counter() - start) / steps)
-    contiguous, channels_last = 1 / min(times["contiguous"]), 1 / min(times["channels_last"])
+        return run
+
+    for inputs in layouts.values():
+        cnn(inputs).sum().backward()  # warm-up: oneDNN picks its kernels for each layout
+    best = best_interleaved({name: steps_on(inputs) for name, inputs in layouts.items()}, repeats)
+    contiguous, channels_last = steps / best["contiguous"], steps / best["channels_last"]
     print(f"{'frame CNN fwd+bwd':<28} contiguous {contiguous:6.2f} steps/s   channels-last {channels_last:6.2f} "
           f"steps/s   ratio {channels_last / contiguous:.2f}")
     return {"steps_per_s_contiguous": contiguous, "steps_per_s_channels_last": channels_last,
