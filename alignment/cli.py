@@ -163,6 +163,7 @@ def _active_learning_study(args) -> int:
                                                ("rounds", args.rounds), ("repeats", args.repeats),
                                                ("min_steps", args.min_steps),
                                                ("committee_size", args.committee_size),
+                                               ("policy_p_clean", args.policy_p_clean),
                                                ("strategies", tuple(args.strategies) if args.strategies else None))
                  if value is not None}
     overrides["progress"] = not args.quiet
@@ -380,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "four. A finished study is extended by adding one")
     active.add_argument("--committee-size", type=int,
                         help="models the committee order trains each round, the evaluated one included (default 3)")
+    active.add_argument("--policy-p-clean", type=float, metavar="P",
+                        help="render policy-vs-base pairs: one clip of each pair from a generator that leaves each "
+                             "dimension clean with probability P (the base: 0.25); default two seeds of the base")
     active.add_argument("--seed", type=int, help="seed of the pool, the annotators and training")
     active.add_argument("--quiet", action="store_true", help="no progress bars")
     active.set_defaults(handler=_active_learning_study)

@@ -5,7 +5,8 @@ normalised VQ, MQ, TA; ``workers.services.generation``), so annotators judge fir
 reward model can least tell apart. This study measures whether that reaches a given reward accuracy
 with fewer judgments than labelling in random order, with the same model and the same rule:
 
-1. the toy world renders a **pool** of pairs on the training prompts (the queue of generated pairs), a
+1. the toy world renders a **pool** of pairs on the training prompts (the queue of generated pairs: two seeds of
+   one generator, or with ``policy_p_clean`` a policy that leaves more dimensions clean against the base), a
    fixed **validation** set and a **test** set on prompts training never sees; simulated annotators judge
    the pool and the validation pairs (their majority is what a labeller delivers), the test pairs carry
    the sign of the oracle's score difference (the truth);
@@ -58,6 +59,7 @@ class ActiveLearningConfig:
     frame_size: int = 32
     frames: int = 9
     p_clean: float = 0.25
+    policy_p_clean: float | None = None  # set: policy-vs-base pairs, one clip from a generator this often clean
     annotators_per_pair: int = 3  # judgments per labelled pair
     pool_size: int = 20
     annotator_mix: dict[str, float] | None = None
@@ -135,7 +137,7 @@ def rendered_pairs(config: ActiveLearningConfig, media_root: Path) -> list[dict]
     manifest, oracle_file = media_root / "manifest.jsonl", media_root / "oracle.jsonl"
     if not (manifest.is_file() and oracle_file.is_file()):
         pairs = make_pairs(config.n_prompts, config.pairs_per_prompt, config.seed, size=config.frame_size,
-                           frames=config.frames, p_clean=config.p_clean)
+                           frames=config.frames, p_clean=config.p_clean, policy_p_clean=config.policy_p_clean)
         export_pairs(pairs, media_root)
         return [{"prompt": str(pair.prompt), "generator_a": pair.a.generator, "generator_b": pair.b.generator,
                  "scores_a": dict(pair.a.scores), "scores_b": dict(pair.b.scores)} for pair in pairs]

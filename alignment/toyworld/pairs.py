@@ -50,12 +50,17 @@ def make_pairs(
     size: int | tuple[int, int] = 32,
     frames: int = 9,
     p_clean: float = 0.25,
+    policy_p_clean: float | None = None,
 ) -> list[ToyPair]:
     """``n_prompts`` distinct prompts (a seeded draw from the grammar) × ``pairs_per_prompt`` pairs.
 
     Each clip of a pair gets its own render seed and its own ``DefectSpec.random(p_clean=…)``, so
-    its quality varies in all three dimensions independently of the other clip's.
+    its quality varies in all three dimensions independently of the other clip's: two seeds of one
+    generator. With ``policy_p_clean``, one clip of each pair, on a side drawn at random, comes from
+    a better generator that leaves a dimension clean with that probability: a policy-vs-base pair.
     """
+    if policy_p_clean is not None and not 0.0 <= policy_p_clean <= 1.0:
+        raise ValueError(f"policy_p_clean={policy_p_clean}: a probability lies in [0, 1]")
     prompts = all_prompts()
     if not 1 <= n_prompts <= len(prompts):
         raise ValueError(
@@ -68,8 +73,10 @@ def make_pairs(
     plan = []  # (prompt, defects, render seed) for a, then b, of every pair
     for prompt in chosen:
         for _ in range(pairs_per_prompt):
-            for _side in "ab":
-                plan.append((prompt, DefectSpec.random(rng, p_clean=p_clean), int(rng.integers(2**31))))
+            policy_side = int(rng.integers(2)) if policy_p_clean is not None else -1
+            for side in range(2):
+                chance = policy_p_clean if side == policy_side else p_clean
+                plan.append((prompt, DefectSpec.random(rng, p_clean=chance), int(rng.integers(2**31))))
     pixels = np.stack([render_clip(p, d, s, size=size, frames=frames) for p, d, s in plan])
     scores = oracle_scores(pixels, [p for p, _, _ in plan])
     clips = [ToyClip(pixels[i], d, s, scores[i]) for i, (_, d, s) in enumerate(plan)]

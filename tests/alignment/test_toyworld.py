@@ -364,6 +364,24 @@ def test_make_pairs_gives_distinct_prompts_and_independent_defects(pairs):
     assert abs(np.corrcoef(differences.T)[np.triu_indices(3, 1)]).max() < 0.25  # …independently
 
 
+def test_policy_vs_base_pairs_put_the_better_generator_on_either_side():
+    pairs = make_pairs(24, 4, seed=1, policy_p_clean=1.0)  # the policy leaves every dimension clean
+    clean = np.array([[pair.a.defects.dominant() is None, pair.b.defects.dominant() is None] for pair in pairs])
+    assert clean.any(axis=1).all()
+    policy_left = clean[:, 0] & ~clean[:, 1]
+    policy_right = clean[:, 1] & ~clean[:, 0]
+    assert 0.3 < policy_left.mean() < 0.7 and policy_left.sum() + policy_right.sum() > 0.9 * len(pairs)
+    margin = np.array([[pair.a.scores[d] - pair.b.scores[d] for d in DIMENSIONS] for pair in pairs])
+    policy_margin = np.concatenate([margin[policy_left], -margin[policy_right]])  # the policy's score minus the base's
+    wins, losses = (policy_margin > 0).sum(axis=0), (policy_margin < 0).sum(axis=0)
+    assert (wins > 4 * losses).all()  # a base clip ties a dimension it leaves clean, and a faint defect can lose
+    assert all(np.array_equal(x.a.pixels, y.a.pixels)  # the two-seed pool draws as it always did
+               for x, y in zip(make_pairs(6, 2, seed=1, size=16, frames=5), make_pairs(6, 2, seed=1, size=16, frames=5,
+                                                                                   policy_p_clean=None)))
+    with pytest.raises(ValueError, match="policy_p_clean=1.5"):
+        make_pairs(2, 1, policy_p_clean=1.5)
+
+
 def test_annotators_reproduce_their_agreement_on_toy_pairs(pairs):
     differences = np.array([[p.a.scores[d] - p.b.scores[d] for d in DIMENSIONS] for p in pairs] * 10)
     rows = {row.kind: row for row in agreement_table(differences, seed=0)}
