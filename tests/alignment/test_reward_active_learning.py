@@ -160,6 +160,12 @@ def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_pat
     assert disagreements > 0
 
 
+def test_a_policy_vs_base_pool_puts_the_cleaner_generator_on_either_side(tmp_path):
+    data = build_pool(ActiveLearningConfig.quick(str(tmp_path / "pool"), policy_p_clean=1.0), log=lambda *_: None)
+    clean = np.array([[row["generator_a"] == "toy-clean", row["generator_b"] == "toy-clean"] for row in data.rows])
+    assert clean.any(axis=1).all() and clean[:, 0].sum() > 10 and clean[:, 1].sum() > 10
+
+
 @pytest.mark.slow
 def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_resumes(tmp_path, capsys,
                                                                                       monkeypatch):
