@@ -120,13 +120,15 @@ class ActiveLearningConfig:
 @dataclass
 class Pool:
     """The rendered pairs: rows ready for a snapshot (labels: the annotators' majority, or the oracle's
-    sign on test pairs) and the indices of the pool, validation and test pairs among them."""
+    sign on test pairs), the indices of the pool, validation and test pairs among them, and the oracle's
+    VQ, MQ, TA score differences A − B ``(N, 3)``."""
 
     rows: list[dict]
     pool: np.ndarray
     val: np.ndarray
     test: np.ndarray
     media_root: Path
+    differences: np.ndarray
 
 
 def rendered_pairs(config: ActiveLearningConfig, media_root: Path) -> list[dict]:
@@ -183,7 +185,7 @@ def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
     log(f"{len(pairs)} pairs ready in {time.perf_counter() - started:.0f} s: a pool of {len(pool)} pairs on "
         f"{len(set(prompts[i] for i in pool))} prompts, {len(val)} validation pairs (judged), {len(test)} test pairs "
         "on held-out prompts (the oracle's labels)")
-    return Pool(rows, pool, val, test, media_root)
+    return Pool(rows, pool, val, test, media_root, differences)
 
 
 def round_snapshot(data: Pool, labelled: np.ndarray, folder: Path) -> Path:
@@ -324,6 +326,7 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
     trainings = config.repeats * (1 + (len(strategies) + members) * (config.rounds - 1))
     progress = tqdm(total=trainings, desc="reward trainings", disable=not config.progress)
     curves = {strategy: [] for strategy in strategies}  # per repeat: [{pairs, judgments, accuracy, by_dimension}]
+    added = {strategy: [] for strategy in strategies}  # per repeat: the pool positions the order labelled
     for repeat in range(config.repeats):
         rng = np.random.default_rng(config.seed + 100 + repeat)
         initial = rng.choice(len(data.pool), size=config.initial, replace=False)
@@ -380,12 +383,14 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                     chosen = outcome["chosen"]
                 labelled.extend(int(i) for i in chosen)
             curves[strategy].append(curve)
+            added[strategy].append(labelled[config.initial:])
     progress.close()
     result = {"config": asdict(config), "pool_pairs": len(data.pool), "val_pairs": len(data.val),
               "test_pairs": len(data.test), "curves": curves, "mean": mean_curves(curves),
               "seconds": time.perf_counter() - started}
     result["judgments_saved"] = judgments_saved(result["mean"])
     result["accuracy_gain"] = accuracy_gain(curves)
+    result["added_pairs"] = added_pairs(data, added)
     (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -480,6 +485,22 @@ def accuracy_gain(curves: dict) -> dict:
     return gains
 
 
+def added_pairs(data: Pool, added: dict) -> dict:
+    """Per order, what the pairs it labelled after the initial ones were like, over all repeats: per
+    dimension the mean |oracle score difference| (how far apart the two videos are) and the share the
+    annotators' majority tied (a tie says little about which side is better)."""
+    out = {}
+    for strategy, repeats in added.items():
+        indices = data.pool[np.concatenate([np.asarray(chosen, dtype=int) for chosen in repeats])]
+        if not len(indices):
+            continue
+        labels = np.array([[data.rows[i][dim.lower()] for dim in DIMENSIONS] for i in indices])
+        distance = np.abs(data.differences[indices]).mean(axis=0)
+        out[strategy] = {"pairs": int(len(indices)), "oracle_difference": dict(zip(DIMENSIONS, distance.tolist())),
+                         "tied": dict(zip(DIMENSIONS, (labels == 0).mean(axis=0).tolist()))}
+    return out
+
+
 def format_table(result: dict) -> str:
     mean = result["mean"]
     strategies = list(mean)
@@ -505,6 +526,13 @@ def format_table(result: dict) -> str:
             lines.append("  by dimension: " + ", ".join(
                 f"{dim} {g['gain']:+.1f}" + (f" [{g['low']:+.1f}, {g['high']:+.1f}]" if g["low"] is not None else "")
                 for dim, g in gain["by_dimension"].items()))
+    if result.get("added_pairs"):
+        lines += ["", "the pairs each order labelled after the first round: mean |oracle score difference| and the "
+                  "share the annotators tied, VQ / MQ / TA", "",
+                  "order | oracle difference | tied", "--- | --- | ---"]
+        for strategy, summary in result["added_pairs"].items():
+            lines.append(f"{strategy} | " + " / ".join(f"{summary['oracle_difference'][d]:.2f}" for d in DIMENSIONS) +
+                         " | " + " / ".join(f"{100 * summary['tied'][d]:.0f} %" for d in DIMENSIONS))
     for strategy, points in result["judgments_saved"].items():
         lines += ["", f"judgments {strategy} needs to reach random order's accuracy:"]
         for point in points:

@@ -10,8 +10,8 @@ import pytest
 from alignment.cli import main
 from alignment.data import read_snapshot
 from alignment.reward import active_learning
-from alignment.reward.active_learning import (ActiveLearningConfig, accuracy_gain, build_pool, format_table,
-                                              committee_disagreement, judgments_saved, labelling_order,
+from alignment.reward.active_learning import (ActiveLearningConfig, Pool, accuracy_gain, added_pairs, build_pool,
+                                              committee_disagreement, format_table, judgments_saved, labelling_order,
                                               mean_curves, pair_rewards, tie_entropy, uncertainty)
 
 
@@ -66,6 +66,23 @@ def test_accuracy_gain_pairs_each_repeat_with_its_random_run_and_gives_a_t_inter
     assert ("uncertainty − random, test accuracy after the first round: +1.8 points (95 % interval over 2 repeats: "
             f"{1.75 - half:+.1f} to {1.75 + half:+.1f}); by round: 60 +1.5, 90 +2.0\n"
             "  by dimension: VQ +0.0 [+0.0, +0.0], MQ -2.0 [-2.0, -2.0], TA +4.0 [+4.0, +4.0]") in format_table(result)
+
+
+def test_added_pairs_reads_how_far_apart_and_how_often_tied_the_pairs_each_order_labelled(tmp_path):
+    # pool positions 0..3 are rows 10..13; row 12's VQ is tied, row 13's TA
+    rows = [{"vq": 1, "mq": -1, "ta": 1}] * 12 + [{"vq": 0, "mq": 1, "ta": 1}, {"vq": 1, "mq": 1, "ta": 0}]
+    differences = np.zeros((14, 3))
+    differences[10:] = [[0.5, -0.4, 0.2], [0.1, -0.2, 0.3], [0.0, 0.6, 0.1], [-0.3, 0.2, 0.0]]
+    data = Pool(rows, np.arange(10, 14), np.array([0]), np.array([1]), tmp_path, differences)
+    out = added_pairs(data, {"random": [[0, 1], [1]], "uncertainty": [[2, 3]], "committee": [[]]})
+    assert out["random"]["pairs"] == 3 and out["uncertainty"]["pairs"] == 2 and "committee" not in out
+    assert out["random"]["oracle_difference"] == pytest.approx({"VQ": 0.7 / 3, "MQ": 0.8 / 3, "TA": 0.8 / 3})
+    assert out["random"]["tied"] == {"VQ": 0.0, "MQ": 0.0, "TA": 0.0}
+    assert out["uncertainty"]["oracle_difference"] == pytest.approx({"VQ": 0.15, "MQ": 0.4, "TA": 0.05})
+    assert out["uncertainty"]["tied"] == {"VQ": 0.5, "MQ": 0.0, "TA": 0.5}
+    table = format_table({"mean": {"random": []}, "config": {"repeats": 1}, "pool_pairs": 4, "test_pairs": 1,
+                          "judgments_saved": {}, "added_pairs": out})
+    assert "uncertainty | 0.15 / 0.40 / 0.05 | 50 % / 0 % / 50 %" in table
 
 
 def test_uncertainty_is_the_margin_of_the_mean_normalised_reward():
@@ -182,6 +199,8 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
         assert [point["judgments"] for point in curve] == [48, 96]  # 3 annotators a pair
         assert all(0.0 <= point["accuracy"] <= 1.0 for point in curve)
     assert result["curves"]["random"][0][0] == result["curves"]["uncertainty"][0][0]  # one shared first round
+    assert {strategy: summary["pairs"] for strategy, summary in result["added_pairs"].items()} == {
+        "random": 16, "uncertainty": 16}
 
     # The uncertainty round labelled exactly the unlabelled pool pairs the first model was least sure about.
     config = ActiveLearningConfig.quick(str(output_dir), strategies=("random", "uncertainty"))
