@@ -4,7 +4,12 @@ Every process that loads the settings without ``DATABASE_URL`` / ``CELERY_BROKER
 ``ensure_postgres`` / ``ensure_redis``. Start-up is serialised by an exclusive ``flock`` on
 ``var/embedded.lock``, so a web server, a worker, beat and a test runner starting at the same moment
 find one server each: the first starts it, the others see it answer and reuse it. Servers keep running
-when the process that started it exits; ``stop`` (``make stop``, or the demo on Ctrl-C) ends them.
+when the process that started it exits; ``stop`` (``make stop``) ends them.
+
+Every process that uses them records its pid in ``var_dir/embedded.users``. The process that started a
+server (``make demo``, a ``make test`` run) calls ``release`` as it ends: it stops what it started unless
+another live process still uses it (a demo started while the tests ran, or the other way round), so servers
+that were already running stay, and nothing is stopped under anyone's feet.
 
 Nothing here imports Django: it runs while the settings module is being evaluated.
 """
@@ -27,8 +32,8 @@ DATABASE_NAME = "vidpref"
 DATABASE_USER = "postgres"
 _SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux; keep a margin
 
-# Which servers this process started (the demo stops only those on exit).
-started_here: set[str] = set()
+# Which servers this process started, as (var_dir, "postgres" | "redis"): ``release`` stops only those.
+started_here: set[tuple[str, str]] = set()
 
 
 class EmbeddedServiceError(RuntimeError):
@@ -97,6 +102,59 @@ def _postgres_socket_dir(pgdata: Path) -> Path | None:
     return socket_dir
 
 
+def _users_file(var_dir: Path) -> Path:
+    return var_dir / "embedded.users"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_users(var_dir: Path) -> set[int]:
+    try:
+        pids = {int(line) for line in _users_file(var_dir).read_text().split() if line.strip().isdigit()}
+    except OSError:
+        return set()
+    return {pid for pid in pids if _alive(pid)}
+
+
+def _register_user(var_dir: Path) -> None:
+    """Record this process as a user of the embedded servers (called under the lock)."""
+    users = _live_users(var_dir) | {os.getpid()}
+    _users_file(var_dir).write_text("".join(f"{pid}\n" for pid in sorted(users)))
+
+
+def release(var_dir: Path) -> tuple[list[str], set[int]]:
+    """This process is done with the embedded servers: stop the ones it started unless another live process
+    still uses them. Returns (the servers stopped, the pids that kept them running)."""
+    with _exclusive(var_dir):
+        others = _live_users(var_dir) - {os.getpid()}
+        _users_file(var_dir).write_text("".join(f"{pid}\n" for pid in sorted(others)))
+        mine = {name for folder, name in started_here if folder == str(var_dir)}
+        if not mine or others:
+            return [], others
+        stopped = _stop_unlocked(var_dir, only=mine)
+    started_here.difference_update({(str(var_dir), name) for name in mine})
+    return stopped, set()
+
+
+def _import_pgserver():
+    """pgserver, imported without platformdirs' warning about an unset XDG_RUNTIME_DIR (pgserver asks for a
+    runtime folder at import; the fallback under /tmp is fine and the warning is noise in every terminal)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver
+    return pgserver
+
+
 def _create_database_if_missing(socket_dir: Path) -> None:
     import psycopg
 
@@ -113,7 +171,7 @@ def ensure_postgres(var_dir: Path) -> PostgresAddress:
         socket_dir = _postgres_socket_dir(pgdata)
         if socket_dir is None:
             try:
-                import pgserver
+                pgserver = _import_pgserver()
             except ImportError as exc:  # pragma: no cover - depends on the install
                 raise EmbeddedServiceError(
                     "DATABASE_URL is not set and the 'pgserver' package is missing: "
@@ -130,16 +188,16 @@ def ensure_postgres(var_dir: Path) -> PostgresAddress:
                     "Remove var/pgdata to start from an empty database, or set DATABASE_URL."
                 ) from exc
             socket_dir = Path(server.get_postmaster_info().socket_dir)
-            started_here.add("postgres")
+            started_here.add((str(var_dir), "postgres"))
         _create_database_if_missing(socket_dir)
+        _register_user(var_dir)
     return PostgresAddress(socket_dir=socket_dir)
 
 
 def _stop_postgres(pgdata: Path) -> bool:
     if _postgres_socket_dir(pgdata) is None:
         return False
-    from pgserver import pg_ctl
-
+    pg_ctl = _import_pgserver().pg_ctl
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user="pgserver" if os.geteuid() == 0 else None)
     return True
 
@@ -201,7 +259,8 @@ def ensure_redis(var_dir: Path) -> str:
                         f"the embedded Redis did not answer on {socket_path}; see {data_dir / 'redis.log'}"
                     )
                 time.sleep(0.05)
-            started_here.add("redis")
+            started_here.add((str(var_dir), "redis"))
+        _register_user(var_dir)
     return f"redis+socket://{socket_path}"
 
 
@@ -224,12 +283,16 @@ def _stop_redis(var_dir: Path) -> bool:
 
 def stop(var_dir: Path, only: set[str] | None = None) -> list[str]:
     """Stop the embedded servers (those named in ``only``, or all); return the ones stopped."""
-    stopped = []
     with _exclusive(var_dir):
-        if (only is None or "redis" in only) and _stop_redis(var_dir):
-            stopped.append("redis")
-        if (only is None or "postgres" in only) and _stop_postgres(var_dir / "pgdata"):
-            stopped.append("postgres")
+        return _stop_unlocked(var_dir, only)
+
+
+def _stop_unlocked(var_dir: Path, only: set[str] | None) -> list[str]:
+    stopped = []
+    if (only is None or "redis" in only) and _stop_redis(var_dir):
+        stopped.append("redis")
+    if (only is None or "postgres" in only) and _stop_postgres(var_dir / "pgdata"):
+        stopped.append("postgres")
     return stopped
 
 

@@ -216,3 +216,23 @@ def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_
                   "annotate_judgment"):
         cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
     cursor.execute("ANALYZE")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the embedded PostgreSQL and Redis this run started (``make test`` leaves nothing running), unless
+    another process still uses them; servers that were already running stay (config/embedded.py)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        return
+    from django.db import connections
+
+    from config import embedded
+
+    connections.close_all()
+    stopped, users = embedded.release(Path(settings.VAR_DIR))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and (stopped or (users and embedded.started_here)):
+        reporter.ensure_newline()
+        reporter.write_line(f"embedded servers: stopped {', '.join(stopped)}" if stopped else
+                            f"embedded servers left running: still used by pid {', '.join(map(str, sorted(users)))}")

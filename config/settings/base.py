@@ -260,7 +260,17 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}, "pgserver": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "pgserver": {"level": "WARNING"},
+        # Quiet by default: one line per meaningful event. Jobs log their start and outcome themselves
+        # (workers.services.jobs); Celery's per-task "received" / "succeeded" lines, beat's "sending due task"
+        # every minute and the start-up chatter of each process say nothing a person needs. A task's failure
+        # is still logged (ERROR). LOG_LEVEL=INFO (or DEBUG) brings everything back.
+        **{name: {"level": env("LOG_LEVEL", default="WARNING")}
+           for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat", "celery.worker.consumer.mingle",
+                        "celery.worker.consumer.gossip", "axes")},
+    },
 }
 
 # --- Security ---------------------------------------------------------------------------------------

@@ -191,3 +191,36 @@ def test_compose_services_run_real_modules():
             path = text.split("--scheduler ")[1].split()[0]
             module, attr = path.split(":")
             assert getattr(importlib.import_module(module), attr)
+
+
+def _nested_pytest(var_dir: Path) -> subprocess.CompletedProcess:
+    """`make test`'s command on one quick test, with the embedded servers in ``var_dir``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    env.update(VIDPREF_VAR_DIR=str(var_dir), VIDPREF_TEST_DB="test_vidpref_nested")
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/config/test_foundation.py::test_tests_run_on_postgresql"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _running(var_dir: Path) -> dict[str, bool]:
+    return {"postgres": embedded._postgres_socket_dir(var_dir / "pgdata") is not None,
+            "redis": embedded._redis_answers(embedded._redis_paths(var_dir)[1])}
+
+
+@pytest.mark.slow
+def test_a_test_run_stops_the_embedded_servers_it_started_and_leaves_running_ones_alone(tmp_path):
+    var_dir = tmp_path / "var"
+    run = _nested_pytest(var_dir)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "embedded servers: stopped" in run.stdout, run.stdout[-2000:]
+    assert _running(var_dir) == {"postgres": False, "redis": False}
+    # already running (make services): the run uses them and leaves them up
+    subprocess.run([sys.executable, "-m", "config.embedded", "start"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "VIDPREF_VAR_DIR": str(var_dir)})
+    try:
+        run = _nested_pytest(var_dir)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert _running(var_dir) == {"postgres": True, "redis": True}
+    finally:
+        embedded.stop(var_dir)

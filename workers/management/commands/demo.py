@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from config import embedded
+from config import embedded, processes
 from workers.demo_content import demo_accounts, demo_pairs_load
 
 
@@ -22,7 +21,8 @@ def _interrupt(signum, frame):
 class Command(BaseCommand):
     help = (
         "Run the whole system on this machine: migrate, create an admin and two annotators, load demo pairs, "
-        "then serve the web app with a Celery worker (queues default, media, gpu) and beat. Ctrl-C stops "
+        "then serve the web app (gunicorn) with two Celery workers on the prefork pool (queues default+media, and gpu), "
+        "and beat, as docker-compose.yml runs them (config/processes.py). Ctrl-C stops "
         "everything it started, the embedded PostgreSQL and Redis included."
     )
 
@@ -30,8 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--no-serve", action="store_true", help="set up and load content, then exit")
+        parser.add_argument("--verbose", action="store_true", help="also log every HTTP request (gunicorn's access log)")
 
-    def handle(self, *args, port: int, host: str, no_serve: bool, **options):
+    def handle(self, *args, port: int, host: str, no_serve: bool, verbose: bool, **options):
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
         credentials = demo_accounts(credentials_file=Path(settings.VAR_DIR) / "demo-credentials.json")
@@ -42,15 +43,7 @@ class Command(BaseCommand):
         if no_serve:
             return
         base = f"http://{host}:{port}"
-        python = sys.executable
-        commands = {
-            "web": [python, "-m", "gunicorn", "config.wsgi", "-b", f"{host}:{port}", "--workers", "2",
-                    "--threads", "4", "--access-logfile", "-", "--log-level", "warning"],
-            "worker": [python, "-m", "celery", "-A", "workers", "worker", "-Q", "default,media,gpu",
-                       "--concurrency", "1", "--loglevel", "INFO", "--hostname", "demo@%h"],
-            "beat": [python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
-                     "--schedule", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
-        }
+        commands = processes.demo_commands(host=host, port=port, var_dir=Path(settings.VAR_DIR), access_log=verbose)
         children = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)
                     for name, cmd in commands.items()}
         # Ctrl-C and SIGTERM both end the demo cleanly, even where the shell started us with SIGINT ignored.
@@ -82,5 +75,10 @@ class Command(BaseCommand):
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
-        stopped = embedded.stop(Path(settings.VAR_DIR), only=set(embedded.started_here))
-        self.stdout.write("stopped web, worker, beat" + (f", embedded {', '.join(stopped)}" if stopped else ""))
+        from django.db import connections
+
+        connections.close_all()
+        stopped, users = embedded.release(Path(settings.VAR_DIR))
+        self.stdout.write(f"stopped {', '.join(children)}" + (f", embedded {', '.join(stopped)}" if stopped else ""))
+        if users:
+            self.stdout.write(f"the embedded PostgreSQL and Redis stay up: still used by pid {', '.join(map(str, sorted(users)))}")
