@@ -81,11 +81,13 @@ def make_pairs(db):
 
 
 def start_celery_worker(log: Path, *, queues: str = "default,media,gpu", **env) -> subprocess.Popen:
-    """A real `celery worker` process (solo pool, its own process group) on this session's broker and test
-    database; returns once it is ready. ``env`` adds environment variables (e.g. a short visibility timeout)."""
+    """A real `celery worker` as the demo and docker-compose.yml run it (config/processes.py: the prefork pool,
+    one child, prefetch 1), in its own process group, on this session's broker and test database; returns once
+    it is ready. ``env`` adds environment variables (e.g. a short visibility timeout)."""
+    from config.processes import worker_command
+
     name = f"test-{uuid.uuid4().hex[:6]}@%h"
-    command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues,
-               "--pool", "solo", "--loglevel", "INFO", "--hostname", name, "--without-gossip", "--without-mingle"]
+    command = worker_command(queues=queues, concurrency=1, hostname=name) + ["--without-gossip", "--without-mingle"]
     start = log.stat().st_size if log.exists() else 0  # a log shared by successive workers: read only ours
     with open(log, "ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=child_env(**env), stdout=out, stderr=subprocess.STDOUT,

@@ -224,3 +224,22 @@ def test_a_test_run_stops_the_embedded_servers_it_started_and_leaves_running_one
         assert _running(var_dir) == {"postgres": True, "redis": True}
     finally:
         embedded.stop(var_dir)
+
+
+def test_the_demo_and_compose_run_the_same_worker_pools():
+    """The tests start what the demo starts (config/processes.py); the demo's workers are docker-compose's:
+    the prefork pool, one job at a time on the gpu queue."""
+    from config import processes
+
+    demo = processes.demo_commands(host="127.0.0.1", port=8000, var_dir=Path("var"))
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name, command in [(n, c) for n, c in demo.items() if "worker" in c] + \
+                         [(n, s["command"]) for n, s in compose.items() if "worker" in (s.get("command") or [])]:
+        assert not {"--pool", "-P"} & set(command), f"{name} leaves the prefork pool: {command}"
+    queues = lambda command: set(command[command.index("-Q") + 1].split(","))  # noqa: E731
+    gpu_demo, gpu_compose = demo["worker-gpu"], compose["worker-gpu"]["command"]
+    assert queues(gpu_demo) == queues(gpu_compose) == {"gpu"}
+    for command in (gpu_demo, gpu_compose):
+        assert command[command.index("--concurrency") + 1] == "1"
+        assert command[command.index("--prefetch-multiplier") + 1] == "1"
+    assert queues(demo["worker"]) == queues(compose["worker-media"]["command"]) == {"default", "media"}
