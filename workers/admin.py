@@ -1,11 +1,15 @@
+import re
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_safe
 
 from alignment.data.records import DIMENSIONS
@@ -44,6 +48,125 @@ def job_from_form(request, form: JobConfigForm) -> Job | None:
         return None
 
 
+def duration_text(start, end=None) -> str:
+    """``start`` to ``end`` (now when None) as "45 s", "3 min 05 s", "2 h 07 min"; "–" without a start."""
+    if start is None:
+        return "–"
+    seconds = max(0, int(((end or timezone.now()) - start).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+def status_badge(status: str, label: str | None = None):
+    return format_html('<span class="badge list-badge status-{}">{}</span>', status, label or status)
+
+
+def value_text(value) -> str:
+    """A JSON value as a person reads it: numbers short, lists one line, nothing as a dash."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {value_text(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        joiner = "\n" if any(isinstance(item, (dict, list)) for item in value) else ", "
+        return joiner.join(value_text(item) for item in value)
+    return str(value)
+
+
+# Params that name a row of another admin page: link them there.
+PARAM_LINKS = {"snapshot_id": "admin:workers_datasetsnapshot_change", "batch_id": "admin:annotate_batch_change",
+               "model_version_id": "admin:workers_modelversion_change"}
+
+
+def flat_rows(data: dict, prefix: str = "", *, links: bool = True) -> list[dict]:
+    """A nested dict as rows of (dotted key, readable value, link or None), in the dict's order."""
+    rows = []
+    for key, value in (data or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows.extend(flat_rows(value, f"{name}.", links=links))
+            continue
+        url = None
+        suffix = next((end for end in PARAM_LINKS if str(key).endswith(end)), None)
+        if links and suffix and isinstance(value, int) and not isinstance(value, bool):
+            try:
+                url = reverse(PARAM_LINKS[suffix], args=[value])
+            except NoReverseMatch:
+                url = None
+        rows.append({"key": name, "value": value_text(value), "url": url})
+    return rows
+
+
+LOG_STAMP = re.compile(r"^(\d\d:\d\d:\d\d) (.*)$")
+
+
+def log_entries(lines: list[str]) -> list[dict]:
+    """Log lines as entries of (time, message): ``append_log`` stamps each entry's first line; the lines
+    after it without a stamp (a traceback) belong to it."""
+    entries = []
+    for line in lines:
+        match = LOG_STAMP.match(line)
+        if match or not entries:
+            time, text = match.groups() if match else ("", line)
+            entries.append({"time": time, "text": text, "multiline": False})
+        else:
+            entries[-1]["text"] += "\n" + line
+            entries[-1]["multiline"] = True
+    for entry in entries:
+        entry["error"] = entry["multiline"] and entry["text"].startswith("Traceback")
+    return entries
+
+
+def attempt_rows(attempts: list[dict]) -> list[dict]:
+    """The job's attempts with their ISO times read back as datetimes (the page shows them in local time)."""
+    from django.utils.dateparse import parse_datetime
+
+    rows = []
+    for attempt in attempts or []:
+        row = dict(attempt)
+        for key in ("started_at", "finished_at"):
+            try:
+                row[key] = parse_datetime(attempt.get(key) or "") or attempt.get(key)
+            except (TypeError, ValueError):
+                row[key] = attempt.get(key)
+        rows.append(row)
+    return rows
+
+
+def metrics_tables(metrics: dict) -> dict:
+    """The job's metrics as tables: validation accuracy per dimension (a row each) and the other numbers
+    (dotted keys); the curves (``charts``, ``live``) are drawn, not listed."""
+    metrics = metrics or {}
+    validation = metrics.get("validation") or {}
+    columns = list(dict.fromkeys(key for scores in validation.values() if isinstance(scores, dict) for key in scores))
+    rows = [{"dimension": dim, "values": [value_text((scores or {}).get(key)) for key in columns]}
+            for dim, scores in validation.items()]
+    others = {key: value for key, value in metrics.items() if key not in ("validation", "charts", "live")}
+    return {"validation_columns": [column.replace("_", " ") for column in columns], "validation_rows": rows,
+            "other": flat_rows(others, links=False)}
+
+
+def job_outputs(job: Job) -> dict:
+    """What the page lists under "Made by this job" besides snapshots and models: the batch of pairs an import
+    or a generation added, with a link to those pairs."""
+    result = job.result or {}
+    batch_id = result.get("batch_id")
+    if job.status != Job.Status.SUCCEEDED or not batch_id:
+        return {}
+    batch = Batch.objects.filter(pk=batch_id).first()
+    return {"batch": batch, "batch_id": batch_id, "pairs_url": f"{reverse('admin:annotate_pair_changelist')}?"
+                                                               f"{urlencode({'batch__id__exact': batch_id})}",
+            "pairs_created": result.get("pairs_created", 0), "pairs_existing": result.get("pairs_existing", 0),
+            "skipped": result.get("skipped") or [], "videos_created": result.get("videos_created", 0)}
+
+
 class ImportForm(forms.Form):
     manifest = forms.FileField(help_text="VideoAlign CSV (path_A,path_B,prompt,VQ,MQ,TA,…) or JSONL")
     videos = MultipleFileField(required=False, help_text="the video files the manifest names")
@@ -53,19 +176,33 @@ class ImportForm(forms.Form):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "status", "progress_percent", "progress_text", "attempt_count", "created_by",
-                    "created_at", "finished_at"]
+    # Fits a 1366 px window beside the navigation and the filters: the progress text takes the width left and is
+    # cut short (in full in its title); who started a job is in the "created" cell's title and on its page.
+    list_display = ["id", "kind", "status_label", "progress_summary", "created", "duration"]
     list_filter = ["kind", "status"]
+    list_select_related = ["created_by"]
     change_list_template = "admin/workers/job/change_list.html"
     LOG_TAIL_LINES = 200
 
-    @admin.display(description="progress")
-    def progress_percent(self, job):
-        return f"{job.progress * 100:.0f} %"
+    @admin.display(description="status", ordering="status")
+    def status_label(self, job):
+        return status_badge(job.status, job.get_status_display())
 
-    @admin.display(description="attempts")
-    def attempt_count(self, job):
-        return len(job.attempts)
+    @admin.display(description="progress", ordering="progress")
+    def progress_summary(self, job):
+        text = f"{job.progress * 100:.0f} %" + (f" · {job.progress_text}" if job.progress_text else "")
+        return format_html('<span class="cell-truncate" title="{}">{}</span>', text, text)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, job):
+        when = f"{timezone.localtime(job.created_at):%Y-%m-%d %H:%M:%S}"
+        pipeline = f", stage of pipeline #{job.pipeline_id}" if job.pipeline_id else ""
+        return format_html('<span title="{}">{}</span>', f"{when}{f' by {job.created_by}' if job.created_by else ''}"
+                           f"{pipeline}", f"{timezone.localtime(job.created_at):%m-%d %H:%M}")
+
+    @admin.display(description="ran for")
+    def duration(self, job):
+        return duration_text(job.started_at, job.finished_at) if job.started_at else "–"
 
     def has_add_permission(self, request):
         return False
@@ -109,18 +246,28 @@ class JobAdmin(admin.ModelAdmin):
 
     def _live_context(self, job) -> dict:
         lines = job.log.splitlines()
-        return {"job": job, "log_tail": "\n".join(lines[-self.LOG_TAIL_LINES:]), "log_lines": len(lines),
-                "charts": job_charts(job), "snapshots": job.snapshots.all(), "model_versions": job.model_versions.all()}
+        stage = None
+        if job.pipeline_id:
+            from workers.services.pipelines import pipeline_stages
+
+            stage = next((stage for stage in pipeline_stages(job.pipeline)
+                          if stage["job"] is not None and stage["job"].pk == job.pk), None)
+        return {"job": job, "attempts": attempt_rows(job.attempts),
+                "log_entries": log_entries(lines[-self.LOG_TAIL_LINES:]), "log_lines": len(lines),
+                "log_tail_lines": self.LOG_TAIL_LINES, "charts": job_charts(job), "snapshots": job.snapshots.all(),
+                "model_versions": job.model_versions.select_related("snapshot"), "outputs": job_outputs(job),
+                "metrics": metrics_tables(job.metrics), "stage": stage,
+                "duration": duration_text(job.started_at, job.finished_at)}
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        job = get_object_or_404(Job, pk=object_id)
+        job = get_object_or_404(Job.objects.select_related("pipeline", "created_by"), pk=object_id)
         context = self._context(request, title=f"Job {job.pk}: {job.get_kind_display()}", original=job,
-                                **self._live_context(job))
+                                params=flat_rows(job.params), **self._live_context(job))
         return render(request, "admin/workers/job/detail.html", context)
 
     def live_view(self, request, job_id):
         """The live part of the job page, polled by htmx every 2 s; without the poll trigger once the job ended."""
-        job = get_object_or_404(Job, pk=job_id)
+        job = get_object_or_404(Job.objects.select_related("pipeline", "created_by"), pk=job_id)
         return render(request, "admin/workers/job/_live.html", self._live_context(job))
 
     def _action(self, request, job_id, action, done: str):
@@ -577,31 +724,122 @@ class PipelineStartForm(forms.Form):
     force = forms.BooleanField(required=False, help_text="run even if too few judgments arrived since the last snapshot")
 
 
-class PipelineJobInline(admin.TabularInline):
-    model = Job
-    fields = ["kind", "status", "progress", "progress_text", "started_at", "finished_at"]
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    show_change_link = True
+def pipeline_started_how(pipeline: Pipeline) -> str:
+    if pipeline.trigger == "schedule":
+        return "started by the schedule"
+    return f"started by {pipeline.created_by} from the {pipeline.trigger}" if pipeline.created_by else \
+        f"started from the {pipeline.trigger}"
 
 
 @admin.register(Pipeline)
 class PipelineAdmin(admin.ModelAdmin):
-    list_display = ["id", "status", "stage", "trigger", "created_by", "created_at", "finished_at", "reason"]
+    """Pipelines are a record of runs: the list and a read-only status page per pipeline (its stages, each
+    stage's job and progress, the reason of a skip or failure, Cancel while it runs); nothing to edit."""
+
+    # Fits a 1366 px window beside the navigation and the filters: who and how it was started are in the
+    # "created" cell's title, a long reason is cut short (in full in its title and on the status page).
+    list_display = ["id", "status_label", "stages_summary", "created", "duration", "reason_short"]
     list_filter = ["status", "trigger"]
-    readonly_fields = ["status", "stage", "params", "trigger", "is_active", "reason", "created_by", "created_at",
-                       "finished_at"]
-    inlines = [PipelineJobInline]
+    list_select_related = ["created_by"]
     actions = ["cancel"]
     change_list_template = "admin/workers/pipeline/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("jobs")
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, pipeline):
+        return status_badge(pipeline.status, pipeline.get_status_display())
+
+    @admin.display(description="stages")
+    def stages_summary(self, pipeline):
+        from workers.services.pipelines import pipeline_stages
+
+        chips = []
+        for stage in pipeline_stages(pipeline):
+            job = stage["job"]
+            state = job.status if job else ("waiting" if pipeline.is_active else "not-run")
+            extra = f" {job.progress * 100:.0f} %" if job and job.status == Job.Status.RUNNING else ""
+            chips.append((state, f"{stage['kind_label']}: {state.replace('-', ' ')}", stage["name"], extra))
+        return format_html('<span class="stage-chips">{}</span>', format_html_join(
+            "", '<span class="stage-chip status-{}" title="{}">{}{}</span>', chips))
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, pipeline):
+        how = pipeline_started_how(pipeline)
+        return format_html('<span title="{}">{}</span>', f"{timezone.localtime(pipeline.created_at):%Y-%m-%d %H:%M:%S}, {how}",
+                           f"{timezone.localtime(pipeline.created_at):%m-%d %H:%M}")
+
+    @admin.display(description="took")
+    def duration(self, pipeline):
+        return duration_text(pipeline.created_at, pipeline.finished_at)
+
+    @admin.display(description="reason")
+    def reason_short(self, pipeline):
+        return format_html('<span class="cell-truncate" title="{}">{}</span>', pipeline.reason, pipeline.reason) \
+            if pipeline.reason else ""
 
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record of what ran; a running one is cancelled, not deleted
+
     def get_urls(self):
-        return [path("start/", self.admin_site.admin_view(self.start_view), name="workers_pipeline_start"),
+        view = self.admin_site.admin_view
+        return [path("start/", view(self.start_view), name="workers_pipeline_start"),
+                path("<int:pipeline_id>/live/", view(self.live_view), name="workers_pipeline_live"),
+                path("<int:pipeline_id>/cancel/", view(self.cancel_view), name="workers_pipeline_cancel"),
                 *super().get_urls()]
+
+    def _pipeline(self, request, pipeline_id) -> Pipeline:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return get_object_or_404(Pipeline.objects.select_related("created_by").prefetch_related("jobs"), pk=pipeline_id)
+
+    def _live_context(self, request, pipeline: Pipeline) -> dict:
+        from workers.services.pipelines import pipeline_stages
+
+        stages = pipeline_stages(pipeline)
+        for stage in stages:
+            job = stage["job"]
+            stage["state"] = job.status if job else ("waiting" if pipeline.is_active else "not-run")
+            stage["state_label"] = job.get_status_display() if job else ("waiting" if pipeline.is_active else "not run")
+            stage["duration"] = duration_text(job.started_at, job.finished_at) if job and job.started_at else ""
+        current = next((stage for stage in stages if stage["name"] == pipeline.stage), None)
+        return {"pipeline": pipeline, "stages": stages, "current": current, "started_how": pipeline_started_how(pipeline),
+                "duration": duration_text(pipeline.created_at, pipeline.finished_at),
+                "can_cancel": pipeline.is_active and self.has_change_permission(request, pipeline)}
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The pipeline's status page (read-only); its live part is polled while the pipeline is active."""
+        try:
+            pipeline = self._pipeline(request, int(object_id))
+        except ValueError:
+            raise Http404(f"no pipeline {object_id!r}") from None
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": pipeline,
+                   "title": f"Pipeline #{pipeline.pk}", "params": flat_rows(pipeline.params),
+                   **self._live_context(request, pipeline)}
+        return render(request, "admin/workers/pipeline/detail.html", context)
+
+    def live_view(self, request, pipeline_id):
+        """The live part of the status page, polled by htmx every 2 s; without the poll trigger once it ended."""
+        pipeline = self._pipeline(request, pipeline_id)
+        return render(request, "admin/workers/pipeline/_live.html", self._live_context(request, pipeline))
+
+    def cancel_view(self, request, pipeline_id):
+        from workers.services.pipelines import pipeline_cancel
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        pipeline = self._pipeline(request, pipeline_id)
+        if not self.has_change_permission(request, pipeline):
+            raise PermissionDenied
+        if pipeline_cancel(pipeline=pipeline, by=request.user):
+            messages.success(request, f"Pipeline #{pipeline.pk} cancelled; its running stage stops at its next step.")
+        else:
+            messages.warning(request, f"Pipeline #{pipeline.pk} had already ended ({pipeline.status}).")
+        return redirect(reverse("admin:workers_pipeline_change", args=[pipeline.pk]))
 
     def start_view(self, request):
         from workers.services.pipelines import PipelineBusy, pipeline_defaults, pipeline_start

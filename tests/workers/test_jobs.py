@@ -262,7 +262,7 @@ def test_a_latent_reward_job_trains_on_a_snapshot_and_registers_its_model(db, tm
     version = ModelVersion.objects.get(pk=result["model_version_id"])
     assert version.kind == ModelVersion.Kind.LATENT_REWARD and version.name == f"latent-reward-{job.pk}"
     assert load_latent_reward(version.path) is not None
-    assert "step 2 of 2" in Job.objects.get(pk=job.pk).progress_text
+    assert Job.objects.get(pk=job.pk).progress_text == f"done: model {version.name}"  # the outcome, not the last step
 
 
 def test_metrics_with_nan_are_stored_with_none(db):
@@ -275,3 +275,102 @@ def test_metrics_with_nan_are_stored_with_none(db):
     assert job_execute(job_id=job.pk, work=lambda _job: ({"loss": float("nan")}, {"VQ": {"accuracy": float("nan")}}))
     job.refresh_from_db()
     assert (job.status, job.result, job.metrics) == (Job.Status.SUCCEEDED, {"loss": None}, {"VQ": {"accuracy": None}})
+
+
+@pytest.mark.parametrize(("kind", "result", "outcome"), [
+    (Job.Kind.GENERATE, {"pairs_created": 24, "pairs_existing": 0, "skipped": [], "batch_id": 1}, "done: 24 pairs queued"),
+    (Job.Kind.IMPORT, {"pairs_created": 1, "pairs_existing": 3, "skipped": [{"line": 4, "reason": "x"}] * 2},
+     "done: 1 pair imported, 3 already present, 2 skipped"),
+    (Job.Kind.EXPORT, {"snapshot_id": 5, "name": "nightly-7", "counts": {"pairs": 40}}, "done: snapshot nightly-7 (40 pairs)"),
+    (Job.Kind.REWARD, {"model_version_id": 3, "name": "reward-3", "path": "/m"}, "done: model reward-3"),
+    (Job.Kind.FLOW_DPO, {"model_version_id": 4, "name": "flow-dpo-4", "path": "/m"}, "done: model flow-dpo-4"),
+    (Job.Kind.PREVIEW, {"videos": {"guided": "g.mp4", "unguided": "u.mp4"}}, "done: guided and unguided videos ready"),
+    (Job.Kind.SFT, {}, "done"),
+])
+def test_a_finished_jobs_progress_text_says_its_outcome_not_its_last_step(db, kind, result, outcome):
+    job = Job.objects.create(kind=kind)
+
+    def work(running):
+        assert Job.objects.get(pk=running.pk).progress_text.startswith("started on ")
+        running.report_progress(9, 10, "sampling guided")
+        return result
+
+    job_execute(job_id=job.pk, work=work)
+    job.refresh_from_db()
+    assert (job.progress, job.progress_text) == (1.0, outcome)
+
+
+def test_a_failed_cancelled_or_retried_jobs_progress_text_says_so(db, django_capture_on_commit_callbacks):
+    failing = Job.objects.create(kind=Job.Kind.REWARD)
+
+    def boom(running):
+        running.report_progress(1, 4, "epoch 1 of 4")
+        raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(RuntimeError):
+        job_execute(job_id=failing.pk, work=boom)
+    failing.refresh_from_db()
+    assert (failing.progress, failing.progress_text) == (0.25, "failed: RuntimeError: CUDA out of memory")
+    with django_capture_on_commit_callbacks():
+        job_retry(job=failing)
+    assert Job.objects.get(pk=failing.pk).progress_text == "queued again: resumes from its newest checkpoint"
+    assert job_start(job_id=failing.pk).progress_text.startswith("attempt 2 on ")
+
+    running = Job.objects.create(kind=Job.Kind.EXPORT, status=Job.Status.RUNNING, progress=0.3, progress_text="pair 3")
+    assert job_cancel(job=running, by="admin")
+    assert Job.objects.get(pk=running.pk).progress_text == "cancelled by admin at 30 %"
+
+    silent = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING, progress_text="epoch 2 of 4",
+                                heartbeat_at=timezone.now() - timedelta(days=1))
+    jobs_mark_stale()
+    assert Job.objects.get(pk=silent.pk).progress_text.startswith("failed: RuntimeError: no sign of life")
+
+
+def test_job_page_shows_params_metrics_and_log_as_tables_and_lines(staff_client, snapshot):
+    job = Job.objects.create(
+        kind=Job.Kind.REWARD, status=Job.Status.SUCCEEDED, progress=1.0,
+        params={"snapshot_id": snapshot.pk, "config": {"epochs": 2, "model": {"lora_rank": 8, "tubelet": [1, 8, 8]},
+                                                       "keep_best": True}},
+        metrics={"validation": {"VQ": {"accuracy_with_ties": 0.61234, "accuracy_without_ties": 0.75},
+                                "MQ": {"accuracy_with_ties": None, "accuracy_without_ties": 0.5}},
+                 "final_train_loss": 0.693147, "normalization": {"mean": 0.1}, "charts": {"train_loss": [[1, 0.7]]}},
+        log="12:00:01 base config: the small CPU backbone\n12:00:09 Traceback (most recent call last):\n"
+            "  File \"x.py\", line 1\nValueError: {'a': 1}\n12:00:10 retry queued\n")
+    html = staff_client.get(f"/admin/workers/job/{job.pk}/change/").content.decode()
+    assert '<table class="kv-table job-params">' in html and "{&#x27;" not in html.split("job-log")[0]  # no dict repr
+    for key, value in [("snapshot_id", f'<a href="/admin/workers/datasetsnapshot/{snapshot.pk}/change/">{snapshot.pk}</a>'),
+                       ("config.epochs", "2"), ("config.model.lora_rank", "8"), ("config.model.tubelet", "1, 8, 8"),
+                       ("config.keep_best", "yes")]:
+        assert f'<tr><th scope="row">{key}</th><td>{value}</td></tr>' in html
+    assert "<tr><th scope=\"row\">VQ</th><td>0.6123</td><td>0.75</td></tr>" in html  # validation, a row a dimension
+    assert "<tr><th scope=\"row\">MQ</th><td>–</td><td>0.5</td></tr>" in html
+    assert '<th scope="row">final_train_loss</th><td>0.6931</td>' in html and "normalization.mean" in html
+    assert '<th scope="row">charts' not in html  # drawn, not listed
+    entries = html.split('<ol class="job-log">')[1].split("</ol>")[0].split("<li")[1:]
+    assert len(entries) == 3 and "<time>12:00:09</time>" in entries[1] and 'class="log-error"' in entries[1]
+    assert "ValueError: {&#x27;a&#x27;: 1}" in entries[1] and "<time>12:00:10</time>" in entries[2]
+
+
+def test_made_by_this_job_links_the_pairs_of_a_generation_or_an_import(staff_client, make_pairs):
+    from annotate.models import Batch
+
+    batch = Batch.objects.create(name="two_seeds: base vs base (job 9)", source="generated:job-9")
+    pairs = make_pairs(3)
+    for pair in pairs:
+        pair.batch = batch
+        pair.save(update_fields=["batch"])
+    job = Job.objects.create(kind=Job.Kind.GENERATE, status=Job.Status.SUCCEEDED, progress=1.0,
+                             result={"pairs_created": 3, "pairs_existing": 0, "skipped": [], "batch_id": batch.pk,
+                                     "videos_created": 6})
+    live = staff_client.get(f"/admin/workers/job/{job.pk}/live/").content.decode()
+    assert f'href="/admin/annotate/pair/?batch__id__exact={batch.pk}">3 new pairs</a>' in live
+    assert f'href="/admin/annotate/batch/{batch.pk}/change/">two_seeds: base vs base (job 9)</a>' in live
+    listed = staff_client.get(f"/admin/annotate/pair/?batch__id__exact={batch.pk}")
+    assert listed.status_code == 200 and listed.context["cl"].result_count == 3
+    imported = Job.objects.create(kind=Job.Kind.IMPORT, status=Job.Status.SUCCEEDED, progress=1.0,
+                                  result={"pairs_created": 0, "pairs_existing": 2, "batch_id": batch.pk,
+                                          "skipped": [{"line": 3, "reason": "gone.mp4: file not found"}]})
+    live = staff_client.get(f"/admin/workers/job/{imported.pk}/live/").content.decode()
+    assert "0 new pairs</a> and 2 already present" in live and "line 3: gone.mp4: file not found" in live
+    running = Job.objects.create(kind=Job.Kind.GENERATE, status=Job.Status.RUNNING, result={"batch_id": batch.pk})
+    assert "Made by this job" not in staff_client.get(f"/admin/workers/job/{running.pk}/live/").content.decode()

@@ -80,3 +80,74 @@ def test_export_stage_runs_as_a_job_of_the_pipeline_and_feeds_the_next(judged, s
 
     assert _stage_params(Pipeline.objects.get(pk=pipeline.pk), "reward") == (
         Job.Kind.REWARD, {"snapshot_id": result["snapshot_id"], "config": {}})
+
+
+@pytest.fixture
+def staff_client(client, make_user):
+    admin = make_user(staff=True)
+    admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+    return client
+
+
+def test_stages_come_in_the_chains_order_with_their_jobs(db):
+    from workers.services.pipelines import STAGE_QUEUES, pipeline_stages
+
+    pipeline = Pipeline.objects.create(params={"alignment_method": "rwr"}, status=Pipeline.Status.RUNNING)
+    first = Job.objects.create(kind=Job.Kind.EXPORT, pipeline=pipeline, status=Job.Status.FAILED)
+    again = Job.objects.create(kind=Job.Kind.EXPORT, pipeline=pipeline, status=Job.Status.SUCCEEDED)
+    stages = pipeline_stages(pipeline)
+    assert [stage["name"] for stage in stages] == list(STAGE_QUEUES) == ["export", "reward", "align", "generate"]
+    assert [stage["kind"] for stage in stages] == [Job.Kind.EXPORT, Job.Kind.REWARD, Job.Kind.FLOW_RWR, Job.Kind.GENERATE]
+    assert stages[0]["job"] == again != first and [stage["job"] for stage in stages[1:]] == [None, None, None]
+
+
+def test_the_status_page_is_read_only_polls_while_active_and_cancels_by_post(staff_client, django_capture_on_commit_callbacks):
+    pipeline = Pipeline.objects.create(params={"alignment_method": "dpo", "generate_pairs": 24},
+                                       status=Pipeline.Status.RUNNING, stage="reward")
+    export = Job.objects.create(kind=Job.Kind.EXPORT, pipeline=pipeline, status=Job.Status.SUCCEEDED, progress=1.0,
+                                progress_text="done: snapshot s (40 pairs)")
+    reward = Job.objects.create(kind=Job.Kind.REWARD, pipeline=pipeline, status=Job.Status.RUNNING, progress=0.37,
+                                progress_text="epoch 2 of 5")
+    page = staff_client.get(f"/admin/workers/pipeline/{pipeline.pk}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200 and 'hx-trigger="every 2s"' in html
+    assert "_save" not in html and "DELETE" not in html and "deletelink" not in html and 'type="checkbox"' not in html
+    assert html.count('<tr class="stage ') == 4 and "stage 2 of 4: reward" in html
+    assert f'href="/admin/workers/job/{export.pk}/change/"' in html and f'href="/admin/workers/job/{reward.pk}/change/"' in html
+    assert "37 %" in html and "epoch 2 of 5" in html and "Flow-DPO" in html
+    assert f'action="/admin/workers/pipeline/{pipeline.pk}/cancel/"' in html and "csrfmiddlewaretoken" in html
+
+    assert staff_client.get(f"/admin/workers/pipeline/{pipeline.pk}/cancel/").status_code == 405
+    assert staff_client.post(f"/admin/workers/pipeline/{pipeline.pk}/delete/").status_code == 403  # a record, kept
+    response = staff_client.post(f"/admin/workers/pipeline/{pipeline.pk}/cancel/")
+    assert response.status_code == 302 and response["Location"] == f"/admin/workers/pipeline/{pipeline.pk}/change/"
+    pipeline.refresh_from_db()
+    assert (pipeline.status, pipeline.is_active, Job.objects.get(pk=reward.pk).status) == ("cancelled", False, "cancelled")
+    live = staff_client.get(f"/admin/workers/pipeline/{pipeline.pk}/live/").content.decode()
+    assert "hx-trigger" not in live and "/cancel/" not in live and "Cancelled:</strong> cancelled by" in live
+    again = staff_client.post(f"/admin/workers/pipeline/{pipeline.pk}/cancel/", follow=True)
+    assert "had already ended" in again.content.decode()
+
+
+def test_the_status_page_is_for_staff_with_permission(client, make_user):
+    pipeline = Pipeline.objects.create(params={}, status=Pipeline.Status.RUNNING)
+    client.force_login(make_user())  # not staff: to the admin login
+    assert client.get(f"/admin/workers/pipeline/{pipeline.pk}/change/").status_code == 302
+    assert client.post(f"/admin/workers/pipeline/{pipeline.pk}/cancel/").status_code == 302
+    client.force_login(make_user(staff=True))  # staff without the pipeline permissions
+    assert client.get(f"/admin/workers/pipeline/{pipeline.pk}/live/").status_code == 403
+    assert client.post(f"/admin/workers/pipeline/{pipeline.pk}/cancel/").status_code == 403
+    assert Pipeline.objects.get(pk=pipeline.pk).is_active
+
+
+def test_a_skipped_pipeline_shows_why_and_the_list_shows_each_status(staff_client, judged, settings):
+    settings.VIDPREF_PIPELINE_MIN_NEW_JUDGMENTS = 500
+    skipped = pipeline_start(trigger="schedule")
+    html = staff_client.get(f"/admin/workers/pipeline/{skipped.pk}/change/").content.decode()
+    assert "Skipped:</strong> 60 new judgments since the last snapshot" in html and "hx-trigger" not in html
+    assert html.count("did not run") == 4 and "/cancel/" not in html
+    listing = staff_client.get("/admin/workers/pipeline/").content.decode()
+    assert f'href="/admin/workers/pipeline/{skipped.pk}/change/"' in listing
+    assert '<span class="badge list-badge status-skipped">Skipped</span>' in listing

@@ -110,7 +110,9 @@ def job_start(*, job_id: int) -> Job | None:
         job.status = Job.Status.RUNNING
         job.started_at = job.started_at or timezone.now()
         job.heartbeat_at = timezone.now()
-        job.save(update_fields=["status", "started_at", "attempts", "heartbeat_at"])
+        job.progress_text = (f"started on {socket.gethostname()}" if len(job.attempts) == 1 else
+                             f"attempt {len(job.attempts)} on {socket.gethostname()}: resuming")
+        job.save(update_fields=["status", "started_at", "attempts", "heartbeat_at", "progress_text"])
     if len(job.attempts) > 1:
         job.append_log(f"attempt {len(job.attempts)} on {socket.gethostname()} (pid {os.getpid()}): resuming")
     return job
@@ -150,6 +152,41 @@ def _close_attempt(job: Job, outcome: str) -> None:
         job.attempts[-1].update(outcome=outcome, finished_at=_now_iso())
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def job_outcome_text(job: Job) -> str:
+    """What a finished job's progress text says: its outcome, in a line ("done: 24 pairs queued",
+    "failed: OSError: …", "cancelled by admin"), whatever its kind; the last step's text would mislead."""
+    if job.status == Job.Status.FAILED:
+        return f"failed: {job.error or 'unknown error'}"[:300]
+    if job.status == Job.Status.CANCELLED:
+        return "cancelled"
+    if job.status != Job.Status.SUCCEEDED:
+        return job.progress_text
+    result = job.result or {}
+    if "pairs_created" in result:  # an import or a generation: the pairs it added to the queue
+        verb = "queued" if job.kind == Job.Kind.GENERATE else "imported"
+        parts = [f"{_count(result['pairs_created'], 'pair')} {verb}"]
+        if result.get("pairs_existing"):
+            parts.append(f"{result['pairs_existing']} already present")
+        if result.get("skipped"):
+            parts.append(f"{len(result['skipped'])} skipped")
+        text = ", ".join(parts)
+    elif "snapshot_id" in result:
+        pairs = (result.get("counts") or {}).get("pairs")
+        text = f"snapshot {result.get('name', result['snapshot_id'])}" + (f" ({_count(pairs, 'pair')})"
+                                                                          if pairs is not None else "")
+    elif "model_version_id" in result:
+        text = f"model {result.get('name', result['model_version_id'])}"
+    elif job.kind == Job.Kind.PREVIEW and result.get("videos"):
+        text = "guided and unguided videos ready"
+    else:
+        text = ""
+    return f"done: {text}"[:300] if text else "done"
+
+
 def job_succeed(*, job: Job, result: dict | None = None, metrics: dict | None = None) -> None:
     from workers.services.webhooks import webhook_emit
 
@@ -160,8 +197,9 @@ def job_succeed(*, job: Job, result: dict | None = None, metrics: dict | None = 
         job.result = json_safe(result or {})
         if metrics is not None:
             job.metrics = json_safe(metrics)
+        job.progress_text = job_outcome_text(job)
         _close_attempt(job, "succeeded")
-        job.save(update_fields=["status", "progress", "finished_at", "result", "metrics", "attempts"])
+        job.save(update_fields=["status", "progress", "finished_at", "result", "metrics", "attempts", "progress_text"])
         webhook_emit(event="job.succeeded", data=job_payload(job))
 
 
@@ -172,9 +210,10 @@ def job_fail(*, job: Job, error: BaseException) -> None:
         job.status = Job.Status.FAILED
         job.finished_at = timezone.now()
         job.error = f"{type(error).__name__}: {error}"
+        job.progress_text = job_outcome_text(job)
         job.append_log("".join(traceback.format_exception(error)).rstrip())
         _close_attempt(job, "failed")
-        job.save(update_fields=["status", "finished_at", "error", "attempts"])
+        job.save(update_fields=["status", "finished_at", "error", "attempts", "progress_text"])
         webhook_emit(event="job.failed", data=job_payload(job))
 
 
@@ -215,10 +254,11 @@ def job_cancel(*, job: Job, by=None) -> bool:
         locked = Job.objects.select_for_update().get(pk=job.pk)
         if locked.is_finished:
             return False
+        who = f" by {by}" if by else ""
         locked.status = Job.Status.CANCELLED
         locked.finished_at = timezone.now()
-        locked.save(update_fields=["status", "finished_at"])
-    who = f" by {by}" if by else ""
+        locked.progress_text = f"cancelled{who} at {locked.progress * 100:.0f} %"
+        locked.save(update_fields=["status", "finished_at", "progress_text"])
     job.append_log(f"cancelled{who}")
     if locked.celery_id:
         from workers.celery import app
@@ -238,7 +278,8 @@ def job_retry(*, job: Job, by=None) -> Job:
         locked.status = Job.Status.QUEUED
         locked.finished_at = None
         locked.error = ""
-        locked.save(update_fields=["status", "finished_at", "error"])
+        locked.progress_text = "queued again: resumes from its newest checkpoint"
+        locked.save(update_fields=["status", "finished_at", "error", "progress_text"])
         task_name = JOB_TASKS.get(locked.kind)
         if task_name is None:
             raise ValueError(f"job {job.pk}: jobs of kind {locked.kind!r} cannot be retried from here")

@@ -171,3 +171,23 @@ def pipeline_cancel(*, pipeline: Pipeline, by=None) -> bool:
     for job in pipeline.jobs.exclude(status__in=[Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED]):
         job_cancel(job=job, by=by)
     return True
+
+
+def pipeline_stage_kind(pipeline: Pipeline, stage: str) -> str:
+    """The job kind that runs ``stage`` of ``pipeline`` (the alignment stage's depends on its params)."""
+    if stage == "align":
+        return ALIGNMENT_KINDS.get(pipeline.params.get("alignment_method"), Job.Kind.FLOW_DPO)
+    return {"export": Job.Kind.EXPORT, "reward": Job.Kind.REWARD, "generate": Job.Kind.GENERATE}[stage]
+
+
+def pipeline_stages(pipeline: Pipeline) -> list[dict]:
+    """The pipeline's stages in the order the chain runs them: name, job kind and the stage's job (None until
+    the stage starts; the newest one where a stage ran twice). Reads ``pipeline.jobs.all()``, so a prefetch
+    serves it."""
+    jobs = sorted(pipeline.jobs.all(), key=lambda job: job.pk, reverse=True)
+    stages = []
+    for number, stage in enumerate(STAGE_QUEUES, start=1):
+        kind = pipeline_stage_kind(pipeline, stage)
+        stages.append({"number": number, "name": stage, "kind": kind, "kind_label": Job.Kind(kind).label,
+                       "queue": STAGE_QUEUES[stage], "job": next((job for job in jobs if job.kind == kind), None)})
+    return stages
