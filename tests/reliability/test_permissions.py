@@ -16,6 +16,7 @@ REFUSED_API = {403}  # DRF: session auth first, so "not authenticated" is a 403 
 # (GET, POST) per role, for every non-admin URL name. None: not sent (the annotator's own lease would change).
 # "login": a redirect to the login page. A new URL pattern without a row here fails the test.
 EXPECTED = {
+    "favicon": {role: (302, 405) for role in ROLES},  # a redirect to the static SVG
     "healthz": {role: (200, 405) for role in ROLES},
     "login": {role: (200, 200) for role in ROLES},
     "logout": {role: (405, 302) for role in ROLES},
@@ -52,6 +53,13 @@ EXPECTED = {
                           "staff": (405, 400)},
     "api-job-detail": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
                        "staff": (200, 405)},
+    # JSON only: the test client's empty POST is multipart, 415 for staff
+    "api-job-create": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
+                       "staff": (405, 415)},
+    "api-pipeline-create": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
+                            "staff": (405, 415)},
+    "api-pipeline-detail": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
+                            "staff": (200, 405)},
 }
 
 
@@ -67,7 +75,7 @@ def _patterns(patterns=None, prefix="", namespace=None):
 
 def _concrete(route: str, world) -> str:
     values = {"assignment_id": world.lease_a.pk, "video_id": world.lease_a.pair.video_a_id, "pk": world.job.pk,
-              "job_id": world.job.pk, "user_id": world.a.pk, "id": world.a.pk, "kind": "import", "object_id": 1, "content_type_id": 1, "name": "log.txt"}
+              "job_id": world.job.pk, "pipeline_id": world.pipeline.pk, "user_id": world.a.pk, "id": world.a.pk, "kind": "import", "object_id": 1, "content_type_id": 1, "name": "log.txt"}
     path = re.sub(r"\^\(\?P<app_label>[^)]*\)/\$", "annotate/", route)  # the admin's app index
     path = path.replace("(?P<url>.*)$", "no-such-page/")  # the admin's catch-all
     path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), path)
@@ -97,7 +105,11 @@ def _matches(response, expected, login_url: str) -> bool:
 def test_every_url_as_every_role(world, monkeypatch):
     from celery import current_app
 
+    from workers.models import Job, Pipeline
+
     monkeypatch.setattr(current_app, "send_task", lambda *args, **kwargs: None)  # the stats recompute
+    world.pipeline = Pipeline.objects.create(status=Pipeline.Status.SUCCEEDED, is_active=False, stage="generate")
+    Job.objects.filter(pk=world.job.pk).update(pipeline=world.pipeline)
     routes = sorted(set(_patterns()))
     unknown = [name for route, name in routes if not name.startswith("admin:") and name not in EXPECTED]
     assert not unknown, f"URL patterns without an expectation in this test: {unknown}; add a row to EXPECTED"

@@ -36,6 +36,11 @@ def pipeline_defaults() -> dict:
     }
 
 
+def pipeline_active() -> Pipeline | None:
+    """The pipeline queued or running now, if any (at most one is: the ``one_active_pipeline`` index)."""
+    return Pipeline.objects.filter(is_active=True).first()
+
+
 def judgments_since_last_snapshot() -> int:
     """Judgments newer than the newest training snapshot's watermark (all of them before the first)."""
     watermark = DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING).aggregate(
