@@ -86,9 +86,10 @@ PARAM_LINKS = {"snapshot_id": "admin:workers_datasetsnapshot_change", "batch_id"
 
 
 def flat_rows(data: dict, prefix: str = "", *, links: bool = True) -> list[dict]:
-    """A nested dict as rows of (dotted key, readable value, link or None), in the dict's order."""
+    """A nested dict as rows of (dotted key, readable value, link or None), keys in alphabetical order (PostgreSQL's
+    jsonb keeps no order)."""
     rows = []
-    for key, value in (data or {}).items():
+    for key, value in sorted((data or {}).items(), key=lambda item: str(item[0])):
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
             rows.extend(flat_rows(value, f"{name}.", links=links))
@@ -145,6 +146,8 @@ def metrics_tables(metrics: dict) -> dict:
     (dotted keys); the curves (``charts``, ``live``) are drawn, not listed."""
     metrics = metrics or {}
     validation = metrics.get("validation") or {}
+    validation = {dim: validation[dim] for dim in sorted(validation, key=lambda dim: (
+        DIMENSIONS.index(dim) if dim in DIMENSIONS else len(DIMENSIONS), dim))}  # VQ, MQ, TA: jsonb sorts keys
     columns = list(dict.fromkeys(key for scores in validation.values() if isinstance(scores, dict) for key in scores))
     rows = [{"dimension": dim, "values": [value_text((scores or {}).get(key)) for key in columns]}
             for dim, scores in validation.items()]

@@ -174,6 +174,8 @@ def test_an_import_job_links_its_batch_and_lists_skipped_rows(staff_page, live_s
     assert outputs.startswith(f"1 new pair in batch {batch.name}") and "line 3: " in outputs and "gone.mp4" in outputs
     assert page.get_attribute("a.job-new-pairs", "href") == f"/admin/annotate/pair/?batch__id__exact={batch.pk}"
     assert params_table(page)["overlap"] == "2" and params_table(page)["gold"] == "no"
+    assert page_width(page) <= VIEWPORT["width"]
+    page.screenshot(path=str(SCREENSHOTS / "job-import.png"), full_page=True)
     page.click("a.job-batch")
     page.wait_for_selector("#content")
     assert page.url.endswith(f"/admin/annotate/batch/{batch.pk}/change/")

@@ -344,6 +344,9 @@ def test_job_page_shows_params_metrics_and_log_as_tables_and_lines(staff_client,
         assert f'<tr><th scope="row">{key}</th><td>{value}</td></tr>' in html
     assert "<tr><th scope=\"row\">VQ</th><td>0.6123</td><td>0.75</td></tr>" in html  # validation, a row a dimension
     assert "<tr><th scope=\"row\">MQ</th><td>–</td><td>0.5</td></tr>" in html
+    assert html.index('"row">VQ</th>') < html.index('"row">MQ</th>')  # in DIMENSIONS' order, though jsonb sorts keys
+    params = html.split('class="kv-table job-params"')[1]
+    assert params.index("config.epochs") < params.index("config.keep_best") < params.index("snapshot_id")  # a-z
     assert '<th scope="row">final_train_loss</th><td>0.6931</td>' in html and "normalization.mean" in html
     assert '<th scope="row">charts' not in html  # drawn, not listed
     entries = html.split('<ol class="job-log">')[1].split("</ol>")[0].split("<li")[1:]
