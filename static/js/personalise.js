@@ -4,6 +4,11 @@
   "use strict";
 
   let player = null;
+  // inline SVG: the ⏸ and ▶ glyphs are missing from many fonts and show as a box
+  const icon = (path) => `<svg width="14" height="14" viewBox="0 0 24 24" fill="currentColor" aria-hidden="true" ` +
+    `focusable="false" style="vertical-align:-2px"><path d="${path}"/></svg>`;
+  const PLAY = icon("M7 4.5v15l12.5-7.5z") + " Play";
+  const PAUSE = icon("M6 4.5h4.5v15H6zm7.5 0H18v15h-4.5z") + " Pause";
 
   function showValue(slider) {
     const output = document.getElementById(slider.id + "-value");
@@ -20,7 +25,7 @@
     const panel = root.closest("#preview-live");
     const toggle = panel.querySelector("[data-action=toggle]");
     const clock = panel.querySelector(".preview-clock");
-    player.addEventListener("state", (e) => (toggle.textContent = e.detail.playing ? "⏸ Pause" : "▶ Play"));
+    player.addEventListener("state", (e) => (toggle.innerHTML = e.detail.playing ? PAUSE : PLAY));
     player.addEventListener("time", (e) => (clock.textContent = `${e.detail.t.toFixed(2)} s`));
     toggle.addEventListener("click", () => player.toggle());
     panel.querySelector("[data-action=loop]").addEventListener("change", (e) => player.setLoop(e.target.checked));
