@@ -23,14 +23,49 @@ from annotate.services.accounts import annotator_create
 @dataclass
 class SimulationReport:
     judgments: int = 0
-    skipped: int = 0
+    skipped: int = 0  # leases skipped (an annotator on a pair they cannot judge)
     by_kind: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    target: int = 0
+    annotators: int = 0
+    ran_out: int = 0  # annotators who found no pair left to lease
+    skipped_prompts: Counter = field(default_factory=Counter)  # the prompts of the pairs skipped, with how often
 
     def summary(self) -> str:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.by_kind.items()))
         return (f"{self.judgments} judgments ({kinds or 'none'}), {self.skipped} skipped, "
                 f"{len(self.errors)} errors")
+
+    @property
+    def reached(self) -> bool:
+        return self.judgments >= self.target
+
+    def shortfall(self) -> str:
+        """Why the run stopped before its target ("" when it reached it): what was judged, what ran out, what
+        was skipped and what failed, and what to do about it."""
+        if self.reached:
+            return ""
+        reasons = []
+        if self.ran_out:
+            who = (f"these {self.annotators} simulated annotators" if self.ran_out == self.annotators else
+                   f"{self.ran_out} of the {self.annotators} simulated annotators")
+            reasons.append(f"no pair was left to lease for {who} (each judges a pair once, and a pair closes once "
+                           "it has its overlap of judgments)")
+        if self.skipped_prompts:
+            pairs = len(self.skipped_prompts)
+            example = next(iter(self.skipped_prompts))
+            reasons.append(f"{pairs} pair{'s' if pairs != 1 else ''} skipped: not toy-world clips the simulated "
+                           f"annotators can judge (the prompt is not a toy prompt, e.g. {example[:80]!r})")
+        if self.errors:
+            failed = len(self.errors)
+            reasons.append(f"{failed} simulated annotator{'s' if failed != 1 else ''} stopped on an error "
+                           f"(the first: {self.errors[0][:300]})")
+        advice = ("import more toy pairs (python -m alignment.toyworld render --help, then import its "
+                  "manifest.jsonl), add annotators (--annotators), or ask for fewer judgments (--judgments)")
+        if self.errors and not self.ran_out:
+            advice = "check that the server at --base-url is up and answers, then run it again"
+        return (f"stopped at {self.judgments} of {self.target} judgments: {'; '.join(reasons) or 'no reason recorded'}."
+                f" To go on: {advice}.")
 
 
 class _Client:
@@ -82,7 +117,7 @@ def simulate_annotators(
     from alignment.toyworld import ToyPrompt, make_annotator_pool, read_mp4, score_clip
 
     pool = make_annotator_pool(annotators, mix=mix)
-    report = SimulationReport()
+    report = SimulationReport(target=judgments, annotators=len(pool))
     lock = threading.Lock()
     claimed = [0]  # judgments promised to a thread, so the total never overshoots ``judgments``
     password = "simulated-annotator-password"
@@ -108,6 +143,7 @@ def simulate_annotators(
                     if lease is None:
                         with lock:
                             claimed[0] -= 1
+                            report.ran_out += 1
                         return
                     try:
                         prompt = ToyPrompt.parse(lease["prompt"])
@@ -115,6 +151,7 @@ def simulate_annotators(
                         client.skip(lease["id"], "not a toy prompt: a simulated annotator cannot judge it")
                         with lock:
                             report.skipped += 1
+                            report.skipped_prompts[lease["prompt"]] += 1
                             claimed[0] -= 1
                         continue
                     left = read_mp4(client.video(lease["left_video_url"], Path(tmp), "left.mp4"), size=32)

@@ -38,3 +38,5 @@ class Command(BaseCommand):
         for error in report.errors[:10]:
             self.stderr.write(error)
         self.stdout.write(report.summary())
+        if not report.reached:
+            raise CommandError(report.shortfall())
