@@ -2,6 +2,8 @@
 // htmx poll has settled the live panel in (the canvases are new elements then).
 (function () {
   const COLOURS = { VQ: "#1f77b4", MQ: "#ff7f0e", TA: "#2ca02c", loss: "#555" };
+  const ORDER = ["VQ", "MQ", "TA"];  // the metrics come back from jsonb with their keys sorted: put them in order
+  const rank = (dim) => (ORDER.includes(dim) ? ORDER.indexOf(dim) : ORDER.length);
 
   function lineChart(canvas, datasets, yTitle) {
     if (!canvas || !window.Chart) return;
@@ -25,7 +27,8 @@
     lineChart(document.getElementById("job-loss-chart"),
       [{ label: "training loss", data: points(charts.train_loss), borderColor: COLOURS.loss, pointRadius: 0 }], "loss");
     const accuracy = charts.val_accuracy_without_ties || {};
-    const sets = Object.keys(accuracy).filter((dim) => accuracy[dim].length).map((dim) => ({
+    const dims = Object.keys(accuracy).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+    const sets = dims.filter((dim) => accuracy[dim].length).map((dim) => ({
       label: dim + " accuracy w/o ties", data: points(accuracy[dim]), borderColor: COLOURS[dim],
     }));
     if (sets.length) lineChart(document.getElementById("job-accuracy-chart"), sets, "accuracy");

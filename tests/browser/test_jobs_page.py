@@ -90,6 +90,8 @@ def test_staff_start_a_reward_job_and_watch_it_finish(staff_page, live_server, c
     sizes = page.evaluate("() => ['job-loss-chart', 'job-accuracy-chart'].map((id) => { const c = document.getElementById(id); return [c.width, c.height, Chart.getChart(c).data.datasets.map((d) => d.data.length)]; })")
     assert all((width, height) != (300, 150) for width, height, _ in sizes)  # laid out, not the bare default canvas
     assert sizes[0][2] == [6] and sizes[1][2] == [2, 2, 2]  # 6 loss points; 2 evaluations per dimension
+    legend = page.evaluate("Chart.getChart(document.getElementById('job-accuracy-chart')).data.datasets.map((d) => d.label)")
+    assert legend == ["VQ accuracy w/o ties", "MQ accuracy w/o ties", "TA accuracy w/o ties"]
     assert page.get_attribute("#job-live", "hx-trigger") is None  # polling stopped
     validation = page.eval_on_selector_all("table.job-metrics-validation tbody tr", "rows => rows.map((row) => "
                                            "Array.from(row.cells, (cell) => cell.innerText))")
