@@ -1,4 +1,13 @@
-"""What `make demo` loads so a fresh machine has something to judge, train on and look at."""
+"""What `make demo` loads so a fresh machine has something to judge, train on and look at.
+
+Everything the demo loads is judgeable — toy-world clips with visible shapes and graded defects, the VideoAlign
+samples or ffmpeg's test patterns — and is served before any pair the demo generates later (``DEMO_PRIORITY``).
+Generated pairs come from the pipeline's last stage (admin → *Run the pipeline now*, ``POST /api/v1/pipelines/``,
+or beat's nightly run) and from *Generate pairs* jobs; generation queues them at ``uncertainty_priority``, in
+(0, 1], ahead of imported pairs (priority 0). On a machine without ``VIDPREF_BASE_POLICY`` the base policy is
+an untrained tiny Wan built in ``var/models`` (``workers.services.alignment.base_policy_folder``), and the
+aligned policy is a short LoRA run on it: both sample pure noise, which no one can judge.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +20,16 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from annotate.models import Pair
 from annotate.services.accounts import annotator_create
 from annotate.services.ingest import ImportReport, pairs_import
 from config.tools import require_ffmpeg
 
 SAMPLES = Path(settings.BASE_DIR).parent / "shared" / "data" / "videoalign-samples"
 ANNOTATORS = ("annotator1", "annotator2")
+DEMO_PRIORITY = 2.0
+"""The demo's own pairs' priority: above the (0, 1] that generation gives its pairs, so an annotator gets every
+demo pair still open to them before a generated one (see the module docstring)."""
 
 
 def demo_accounts(*, credentials_file: Path) -> dict[str, dict]:
@@ -84,7 +97,7 @@ def toy_pairs_load(*, n_prompts: int = 16, pairs_per_prompt: int = 2, seed: int 
 
 def demo_pairs_load() -> list[ImportReport]:
     """Toy-world pairs, plus the VideoAlign sample videos when ../shared/data is there, else clips
-    rendered with ffmpeg."""
+    rendered with ffmpeg; all of them queued ahead of generated pairs (``demo_pairs_first``)."""
     reports = [toy_pairs_load()]
     if (SAMPLES / "example.csv").exists():
         reports.append(pairs_import(manifest=SAMPLES / "example.csv"))
@@ -93,4 +106,12 @@ def demo_pairs_load() -> list[ImportReport]:
         folder.mkdir(parents=True, exist_ok=True)
         manifest = folder / "demo.jsonl" if (folder / "demo.jsonl").exists() else _render_clips(folder)
         reports.append(pairs_import(manifest=manifest))
+    demo_pairs_first(reports)
     return reports
+
+
+def demo_pairs_first(reports: list[ImportReport]) -> int:
+    """Give the pairs of these imports ``DEMO_PRIORITY`` (again, on a later start: a demo whose pipeline already
+    queued generated pairs still serves its own first). Returns how many pairs changed."""
+    batches = [report.batch_id for report in reports if report.batch_id is not None]
+    return Pair.objects.filter(batch_id__in=batches).exclude(priority=DEMO_PRIORITY).update(priority=DEMO_PRIORITY)
