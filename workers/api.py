@@ -227,18 +227,24 @@ def job_form_bound(kind: str, params: dict):
     for name, value in flat.items():
         if problem := _type_error(form.fields[name], value):
             errors[name] = [problem]
-    if errors:
-        raise JobParamsError(errors)
     data.update({name: _form_value(field, form.get_initial_for_field(field, name))
                  for name, field in form.fields.items()})
     for name, value in flat.items():
+        if name in errors:
+            continue  # the form checks the rest, so one answer names every wrong parameter
         field = form.fields[name]
         if isinstance(field, forms.ModelChoiceField) and not isinstance(field, forms.ModelMultipleChoiceField):
-            value = _model_reference(field, value, name)
+            try:
+                value = _model_reference(field, value, name)
+            except JobParamsError as exc:
+                errors.update(exc.errors)
+                continue
         data[name] = _form_value(field, value)
     if not form.is_valid():
-        raise JobParamsError({("non_field_errors" if name == "__all__" else name): list(messages)
-                              for name, messages in form.errors.items()})
+        errors.update({("non_field_errors" if name == "__all__" else name): list(messages)
+                       for name, messages in form.errors.items() if name not in errors})
+    if errors:
+        raise JobParamsError(errors)
     return form
 
 

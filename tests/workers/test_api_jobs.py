@@ -204,3 +204,11 @@ def test_the_schema_documents_both_endpoints_with_examples(staff):
     assert set(pipelines["responses"]) >= {"202", "409"}
     assert pipelines["requestBody"]["content"]["application/json"]["examples"]
     assert "get" in schema["paths"]["/api/v1/pipelines/{pipeline_id}/"]
+
+
+def test_one_answer_names_every_wrong_parameter(staff, snapshot):
+    response = staff.post("/api/v1/jobs/", {"kind": "reward", "params": {
+        "snapshot": "nope", "epochz": 1, "keep_best": "yes", "model": {"lora_rank": "big"}, "epochs": 3}},
+        format="json")
+    assert response.status_code == 400
+    assert set(response.json()["params"]) == {"snapshot", "epochz", "keep_best", "model.lora_rank"}
