@@ -149,7 +149,10 @@ def metrics_tables(metrics: dict) -> dict:
     validation = {dim: validation[dim] for dim in sorted(validation, key=lambda dim: (
         DIMENSIONS.index(dim) if dim in DIMENSIONS else len(DIMENSIONS), dim))}  # VQ, MQ, TA: jsonb sorts keys
     columns = list(dict.fromkeys(key for scores in validation.values() if isinstance(scores, dict) for key in scores))
-    rows = [{"dimension": dim, "values": [value_text((scores or {}).get(key)) for key in columns]}
+    def score(value):  # accuracies with the same three decimals, so a column lines up
+        return f"{value:.3f}" if isinstance(value, float) else value_text(value)
+
+    rows = [{"dimension": dim, "values": [score((scores or {}).get(key)) for key in columns]}
             for dim, scores in validation.items()]
     others = {key: value for key, value in metrics.items() if key not in ("validation", "charts", "live")}
     return {"validation_columns": [column.replace("_", " ") for column in columns], "validation_rows": rows,

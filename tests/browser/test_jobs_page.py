@@ -96,7 +96,7 @@ def test_staff_start_a_reward_job_and_watch_it_finish(staff_page, live_server, c
     validation = page.eval_on_selector_all("table.job-metrics-validation tbody tr", "rows => rows.map((row) => "
                                            "Array.from(row.cells, (cell) => cell.innerText))")
     assert [row[0] for row in validation] == ["VQ", "MQ", "TA"]
-    assert all(re.fullmatch(r"[01](\.\d+)?|–", value) for row in validation for value in row[1:])
+    assert all(re.fullmatch(r"[01]\.\d{3}|–", value) for row in validation for value in row[1:])
     assert params_table(page) == {"snapshot_id": str(snapshot.pk), "config.epochs": "2"}
     assert page.get_attribute("table.job-params a", "href") == f"/admin/workers/datasetsnapshot/{snapshot.pk}/change/"
     assert page_width(page) <= VIEWPORT["width"]

@@ -342,8 +342,8 @@ def test_job_page_shows_params_metrics_and_log_as_tables_and_lines(staff_client,
                        ("config.epochs", "2"), ("config.model.lora_rank", "8"), ("config.model.tubelet", "1, 8, 8"),
                        ("config.keep_best", "yes")]:
         assert f'<tr><th scope="row">{key}</th><td>{value}</td></tr>' in html
-    assert "<tr><th scope=\"row\">VQ</th><td>0.6123</td><td>0.75</td></tr>" in html  # validation, a row a dimension
-    assert "<tr><th scope=\"row\">MQ</th><td>–</td><td>0.5</td></tr>" in html
+    assert "<tr><th scope=\"row\">VQ</th><td>0.612</td><td>0.750</td></tr>" in html  # validation, a row a dimension
+    assert "<tr><th scope=\"row\">MQ</th><td>–</td><td>0.500</td></tr>" in html
     assert html.index('"row">VQ</th>') < html.index('"row">MQ</th>')  # in DIMENSIONS' order, though jsonb sorts keys
     params = html.split('class="kv-table job-params"')[1]
     assert params.index("config.epochs") < params.index("config.keep_best") < params.index("snapshot_id")  # a-z
