@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
@@ -110,39 +112,54 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
             "dimension_rows": _dimension_rows(report) if report else [],
             "kappa_tables": _kappa_tables(report) if report else [],
             "chart_data": _chart_data(report) if report else None,
-            "generator_dimensions": [dim for dim, _ in _ordered(report.get("generators", {}))] if report else [],
-            "requested_at": request.GET.get("requested"),
+            "generator_charts": [{"dim": dim, "ranked": bool(ranking)}
+                                 for dim, ranking in _ordered(report.get("generators", {}))] if report else [],
+            "progress": _recompute_progress(request, filters, stored) if request.GET.get("requested") else None,
+            "rules": _outlier_rules(),
+            "alpha_why": ("Krippendorff's α is undefined for these judgments: it needs pairs with two or more counted "
+                          "judgments, and more than one label in use among them."),
         }
         return render(request, "admin/annotate/agreement/dashboard.html", context)
 
     def recompute_view(self, request):
+        from annotate.selectors import agreement_report_latest
         from annotate.services.stats import BrokerUnavailable, agreement_report_request
 
         if request.method != "POST":
             return redirect("admin:annotate_agreementreport_changelist")
         form = StatsFilterForm(request.POST)
+        filters = form.canonical()
+        shown = agreement_report_latest(filters=filters)  # the page waits for a report newer than this one
+        requested = timezone.now()
         try:
-            agreement_report_request(filters=form.canonical())
+            agreement_report_request(filters=filters)
         except BrokerUnavailable as exc:
             messages.warning(request, f"Not recomputed: {exc}.")
             return redirect("admin:annotate_agreementreport_changelist")
-        messages.info(request, "Recomputing on the default queue; this page reloads when the new numbers are in.")
+        messages.info(request, "Recomputing on the default queue; the new numbers replace these once they are in.")
         query = request.POST.copy()
         query.pop("csrfmiddlewaretoken", None)
-        query["requested"] = timezone.now().isoformat()
+        query["requested"] = requested.isoformat()
+        query["after"] = str(shown.pk if shown else 0)
         return redirect(f"{reverse('admin:annotate_agreementreport_changelist')}?{query.urlencode()}")
 
     def status_view(self, request):
-        """Polled by htmx while a recompute runs: reloads the page once a report newer than the request exists."""
+        """Polled by htmx (every 2 s) while a recompute runs. Once a report newer than the one the page showed
+        is stored, it sends the browser once to the dashboard without the polling parameters (``HX-Redirect``:
+        one page load, and the page it loads does not poll); a failed recompute, or none after
+        ``RECOMPUTE_PATIENCE``, is said and ends the polling (status 286); otherwise it tells how far it got."""
         from annotate.selectors import agreement_report_latest
 
-        stored = agreement_report_latest(filters=StatsFilterForm(request.GET or None).canonical())
-        requested = parse_datetime(request.GET.get("requested") or "")
-        if stored and requested and stored.computed_at >= requested:
+        filters = StatsFilterForm(request.GET or None).canonical()
+        progress = _recompute_progress(request, filters, agreement_report_latest(filters=filters))
+        if progress["state"] == "done":
             response = HttpResponse("")
-            response["HX-Refresh"] = "true"
+            response["HX-Redirect"] = progress["page_url"]
             return response
-        return HttpResponse("recomputing…")
+        response = render(request, "admin/annotate/agreement/recompute_status.html", {"progress": progress})
+        if progress["state"] in ("failed", "gave up"):
+            response.status_code = 286  # htmx: stop polling
+        return response
 
     def more_judgments_view(self, request):
         from annotate.services.stats import pairs_request_more_judgments
@@ -193,6 +210,98 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
         return redirect(back)
 
 
+RECOMPUTE_PATIENCE = timedelta(minutes=10)
+"""How long the dashboard waits for a requested recompute before it stops polling and says so (the task takes
+seconds; minutes mean no worker is consuming the default queue)."""
+
+
+def _recompute_progress(request, filters: dict, latest) -> dict:
+    """How the recompute asked for at ``?requested=<when>&after=<id of the report then shown>`` is doing:
+    ``state`` is ``done`` (a newer report for these filters is stored), ``failed`` (the task raised:
+    ``detail`` says what), ``gave up`` (nothing after ``RECOMPUTE_PATIENCE``), ``running`` or ``queued``.
+    ``page_url``: the dashboard with these filters and no polling parameters; ``poll_url``: the status endpoint.
+    Failures and starts are read from the Celery result store (django-celery-results; ``result_extended``
+    keeps each task's name and arguments), matched on the task name, these filters and the time."""
+    query = request.GET.copy()
+    for key in ("requested", "after"):
+        query.pop(key, None)
+    page_url = reverse("admin:annotate_agreementreport_changelist") + (f"?{query.urlencode()}" if query else "")
+    progress = {"state": "queued", "detail": "", "page_url": page_url, "has_report": latest is not None,
+                "poll_url": f"{reverse('admin:annotate_agreement_status')}?{request.GET.urlencode()}"}
+    requested = parse_datetime(request.GET.get("requested") or "")
+    try:
+        after = int(request.GET.get("after", ""))
+    except ValueError:
+        after = None
+    if requested is None or timezone.is_naive(requested):
+        return {**progress, "state": "failed", "detail": "the link does not say when the recompute was asked for"}
+    if latest is not None and (latest.pk > after if after is not None else latest.computed_at >= requested):
+        return {**progress, "state": "done"}
+    task = _recompute_task_result(filters, since=requested)
+    if task is not None and task.status == "FAILURE":
+        return {**progress, "state": "failed", "detail": _task_error(task)}
+    waited = timezone.now() - requested
+    if waited > RECOMPUTE_PATIENCE:
+        return {**progress, "state": "gave up",
+                "detail": f"no new numbers {int(waited.total_seconds() // 60)} minutes after the request"}
+    if task is not None and task.status == "STARTED":
+        return {**progress, "state": "running", "detail": f"running on {task.worker or 'a worker'}"}
+    return {**progress, "detail": "queued"}
+
+
+def _recompute_task_result(filters: dict, *, since):
+    """The newest stored result of a recompute task for these filters that finished or started since ``since``."""
+    from django_celery_results.models import TaskResult
+
+    from annotate.services.stats import RECOMPUTE_TASK
+
+    candidates = (TaskResult.objects.filter(task_name=RECOMPUTE_TASK, date_done__gte=since)
+                  .exclude(status="PENDING").order_by("-date_done")[:20])
+    for task in candidates:
+        if _task_filters(task) in (filters, None):  # None: arguments not readable, so possibly these
+            return task
+    return None
+
+
+def _task_filters(task) -> dict | None:
+    """The canonical filters a recompute task was sent with (``None`` when its stored arguments cannot be read).
+    The result store keeps Celery's ``kwargsrepr``, a Python repr, JSON-encoded."""
+    import ast
+    import json
+
+    try:
+        kwargs = task.task_kwargs
+        kwargs = json.loads(kwargs) if isinstance(kwargs, str) else kwargs
+        kwargs = ast.literal_eval(kwargs) if isinstance(kwargs, str) else kwargs
+        sent = kwargs.get("filters") or {}
+        return {"batch_ids": sorted(int(batch) for batch in sent.get("batch_ids") or []),
+                "judged_from": sent.get("judged_from"), "judged_until": sent.get("judged_until")}
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        return None
+
+
+def _task_error(task) -> str:
+    import json
+
+    try:
+        result = json.loads(task.result or "{}")
+        text = f"{result.get('exc_type', 'error')}: {' '.join(str(part) for part in result.get('exc_message') or [])}"
+    except (ValueError, TypeError, AttributeError):
+        text = "the task raised an error"
+    first = text.strip().splitlines()[0] if text.strip() else text  # an SQL error goes on with the query
+    return first if len(first) <= 200 else first[:199] + "…"
+
+
+def _outlier_rules() -> dict:
+    """The thresholds of the outlier marks (``annotate.stats``), for the explanation on the page."""
+    from annotate import stats
+
+    return {"low_min": stats.LOW_AGREEMENT_MIN_JUDGMENTS, "low_ceiling": stats.LOW_AGREEMENT_CEILING,
+            "low_mad": stats.LOW_AGREEMENT_MAD, "low_margin_min": stats.LOW_AGREEMENT_MARGIN_MIN,
+            "low_margin_max": stats.LOW_AGREEMENT_MARGIN_MAX, "bias_min": stats.OUTLIER_MIN_JUDGMENTS,
+            "bias_p": stats.POSITION_BIAS_P, "bias_effect": stats.POSITION_BIAS_EFFECT}
+
+
 def _excluded_group() -> str:
     from annotate.consensus import EXCLUDED_GROUP
 
@@ -233,7 +342,8 @@ def _kappa_tables(report: dict) -> list[dict]:
         keep = [index for index, user_id in enumerate(ids) if user_id in shown]
         matrix = kappa.get("matrix") or []
         tables.append({"dim": dim, "names": [names.get(ids[i], str(ids[i])) for i in keep],
-                       "rows": [{"name": names.get(ids[i], str(ids[i])), "cells": [matrix[i][j] for j in keep]}
+                       "rows": [{"name": names.get(ids[i], str(ids[i])),
+                                 "cells": [{"value": matrix[i][j], "diagonal": i == j} for j in keep]}
                                 for i in keep],
                        "hidden": len(ids) - len(keep)})
     return tables
@@ -246,5 +356,6 @@ def _chart_data(report: dict) -> dict:
         "per_day": report.get("progress", {}).get("judgments_per_day", []),
         "distribution": {dim: stats.get("label_distribution") for dim, stats in dimensions},
         "alpha": {dim: stats.get("alpha_nominal") for dim, stats in dimensions},
+        "alpha_defined": any((stats.get("alpha_nominal") or {}).get("value") is not None for _, stats in dimensions),
         "generators": dict(_ordered(report.get("generators", {}))),
     }

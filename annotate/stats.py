@@ -52,9 +52,12 @@ ORDINAL_LABELS = ("B", "TIE", "A")
 """Column order of every label table here: the ordinal order B < TIE < A."""
 
 MIN_SHARED_PAIRS = 2  # Cohen's κ between two annotators needs at least this many pairs judged by both
-OUTLIER_MIN_JUDGMENTS = 20
-LOW_AGREEMENT_MAD = 3.0
-LOW_AGREEMENT_CEILING = 0.5
+OUTLIER_MIN_JUDGMENTS = 20  # position bias: the binomial test needs this many answers to mean anything
+LOW_AGREEMENT_MIN_JUDGMENTS = 5  # low agreement: scored judgments (pairs with a majority of two or more others)
+LOW_AGREEMENT_CEILING = 0.5  # below this the others' majority is missed more often than met
+LOW_AGREEMENT_MAD = 3.0  # how many MADs below the others' median ...
+LOW_AGREEMENT_MARGIN_MIN = 0.10  # ... but at least this far below (a tight group: MAD ≈ 0) ...
+LOW_AGREEMENT_MARGIN_MAX = 0.30  # ... and never more than this (small data: coarse shares, a wide MAD)
 POSITION_BIAS_P = 0.001
 POSITION_BIAS_EFFECT = 0.15
 PRIOR_PRECISION = 0.1  # Davidson fit: Gaussian prior N(0, 1/0.1) on log-strengths and on log ν
@@ -518,16 +521,24 @@ def _annotator_table(groups: dict, details: list[tuple]) -> list[dict]:
 
 
 def _low_agreement(means: list[float | None], loo_judgments: np.ndarray, reference: list[bool]) -> list[int]:
-    """Indices of annotators with low agreement, by a robust rule.
+    """Indices of annotators with low agreement, by a robust rule that also works on small data.
 
-    Their mean leave-one-out agreement, over at least 20 judgments on pairs with two or more other
-    counted judgments, is below 0.5 (the others' majority is more often missed than met) *and* below
-    the median minus 3 × MAD (median absolute deviation, unscaled) of the *other* annotators whose
-    judgments count and who also have 20 such judgments — at least two of them, otherwise nobody is
-    "far below the others". Median and MAD ignore a few bad annotators, so spammers cannot hide by
-    lowering the bar together.
+    An annotator is marked when their mean leave-one-out agreement (over the dimensions), from at least
+    ``LOW_AGREEMENT_MIN_JUDGMENTS`` (5) judgments on pairs where two or more others form a majority, is
+
+    - below ``LOW_AGREEMENT_CEILING`` (0.5: the others' majority is missed more often than met), *and*
+    - below the median of the *other* reference annotators (counted: active, not excluded; with 5 such
+      judgments too; at least two of them, otherwise nobody is "far below the others") by more than a
+      margin: 3 × their MAD (median absolute deviation, unscaled), kept between 0.10 and 0.30.
+
+    Median and MAD ignore a few bad annotators, so spammers cannot hide by lowering the bar together.
+    The floor keeps a tight group (MAD ≈ 0) from marking whoever is a little lower. The cap is what makes
+    the rule work on small data: with a handful of judgments each, shares are coarse (1/7, 2/7, …) and
+    careful annotators spread over 0.6–1.0, so 3 MADs can span most of the scale and hide a spammer at
+    0.14–0.29; below 0.5 *and* 0.3 under the typical annotator is low however spread the others are.
     """
-    eligible = [i for i, mean in enumerate(means) if mean is not None and loo_judgments[i] >= OUTLIER_MIN_JUDGMENTS]
+    eligible = [i for i, mean in enumerate(means)
+                if mean is not None and loo_judgments[i] >= LOW_AGREEMENT_MIN_JUDGMENTS]
     flagged = []
     for i in eligible:
         others = np.array([means[j] for j in eligible if j != i and reference[j]])
@@ -535,7 +546,8 @@ def _low_agreement(means: list[float | None], loo_judgments: np.ndarray, referen
             continue
         median = float(np.median(others))
         mad = float(np.median(np.abs(others - median)))
-        if means[i] < LOW_AGREEMENT_CEILING and means[i] < median - LOW_AGREEMENT_MAD * mad:
+        margin = min(max(LOW_AGREEMENT_MAD * mad, LOW_AGREEMENT_MARGIN_MIN), LOW_AGREEMENT_MARGIN_MAX)
+        if means[i] < LOW_AGREEMENT_CEILING and means[i] < median - margin:
             flagged.append(i)
     return flagged
 

@@ -1,5 +1,7 @@
 """The agreement dashboard and API render the stored report; the admin's actions change who counts and what is asked."""
 
+import re
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from annotate.consensus import EXCLUDED_GROUP
-from annotate.models import AgreementReport, Assignment, Pair
+from annotate.models import AgreementReport, Assignment, Batch, Pair
 from annotate.services.stats import (
     annotator_set_active,
     annotator_set_excluded,
@@ -47,6 +49,36 @@ def stored_report(annotators, **filters) -> AgreementReport:
     canonical = report_filters(**filters)
     return AgreementReport.objects.create(filters_key=filters_key(canonical), filters=canonical, report=report,
                                           seconds=0.4)
+
+
+def small_study(make_user, make_pairs, *, pairs=12, seed=3):
+    """Small data as a new project has it: four careful annotators (right 90 % of the time) and a spammer
+    (uniformly random labels), each pair judged by four of the five, three generators. Returns the spammer."""
+    import random
+
+    from tests.annotate.test_stats import Row, bulk_judge, name_generators
+
+    rng = random.Random(seed)
+    careful = [make_user(f"careful-{i}") for i in range(4)]
+    spammer = make_user("spammer")
+    pool = careful + [spammer]
+    made = make_pairs(pairs)
+    generators = ["gen-alpha", "gen-beta", "gen-gamma"]
+    strength = {"gen-alpha": 2, "gen-beta": 1, "gen-gamma": 0}
+    sides = [(generators[i % 3], generators[(i + 1) % 3]) for i in range(pairs)]
+    name_generators(made, [a for a, _ in sides], [b for _, b in sides])
+    rows = []
+    for index, (pair, (gen_a, gen_b)) in enumerate(zip(made, sides, strict=True)):
+        better = "A" if strength[gen_a] > strength[gen_b] else "B"
+        truth = [better if rng.random() < 0.8 else rng.choice("AB") for _ in range(3)]
+        for person in pool[:index % 5] + pool[index % 5 + 1:]:  # everyone but one, in turn
+            if person is spammer:
+                labels = [rng.choice(["A", "B", "TIE"]) for _ in truth]
+            else:
+                labels = [label if rng.random() < 0.9 else rng.choice(["A", "B", "TIE"]) for label in truth]
+            rows.append(Row(pair, person, *labels, left_is_a=rng.random() < 0.5, duration_ms=rng.randint(4000, 30000)))
+    bulk_judge(rows)
+    return spammer
 
 
 @pytest.fixture
@@ -154,3 +186,137 @@ def test_drilldown_shows_judgments_next_to_the_consensus(client, staff, make_pai
     assert client.post(f"/admin/annotate/agreementreport/annotator/{staff.pk}/set/", {"change": "disable"}).status_code == 302
     staff.refresh_from_db()
     assert staff.is_active  # staff are not disabled from here
+
+
+# --- "Recompute now": the page polls a status endpoint until the new numbers are in, then reloads once ------
+
+def polling_query(*, requested, after, **filters) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({**filters, "requested": requested.isoformat(), "after": after}, doseq=True)
+
+
+def store_task_result(status: str, filters: dict, *, error: Exception | None = None) -> str:
+    """A recompute task's row in the result store, written by Celery's own backend as a worker writes it."""
+    import uuid
+
+    from celery import current_app
+    from celery.app.task import Context
+    from celery.utils.saferepr import saferepr
+
+    from annotate.services.stats import RECOMPUTE_TASK
+
+    task_id = str(uuid.uuid4())
+    kwargs = {"filters": filters}
+    request = Context(id=task_id, task=RECOMPUTE_TASK, args=[], kwargs=kwargs, argsrepr="()",
+                      kwargsrepr=saferepr(kwargs), hostname="worker@test", delivery_info={}, errbacks=None)
+    if status == "FAILURE":
+        current_app.backend.mark_as_failure(task_id, error, request=request)
+    else:
+        current_app.backend.store_result(task_id, None, status, request=request)
+    return task_id
+
+
+def test_recompute_polls_until_a_newer_report_then_sends_the_page_once_to_the_plain_dashboard(client, staff, make_user,
+                                                                                             monkeypatch):
+    from celery import current_app
+
+    shown = stored_report([make_user("r0"), make_user("r1")])
+    sent = []
+    monkeypatch.setattr(current_app, "send_task", lambda name, kwargs: sent.append(kwargs) or SimpleNamespace(id="t"))
+    client.force_login(staff)
+    answer = client.post("/admin/annotate/agreementreport/recompute/", {"judged_from": "2026-11-01T00:00:00Z"})
+    assert sent == [{"filters": {"batch_ids": [], "judged_from": "2026-11-01T00:00:00+00:00", "judged_until": None}}]
+    location = answer["Location"]
+    assert "requested=" in location and "after=0" in location  # no report for these filters yet
+
+    query = polling_query(requested=timezone.now(), after=shown.pk)
+    page = client.get(f"/admin/annotate/agreementreport/?{query}").content.decode()
+    assert 'hx-trigger="every 2s"' in page and "recomputing…" in page
+    waiting = client.get(f"/admin/annotate/agreementreport/status/?{query}")
+    assert waiting.status_code == 200 and "HX-Redirect" not in waiting.headers and "queued" in waiting.content.decode()
+
+    started = store_task_result("STARTED", report_filters())
+    running = client.get(f"/admin/annotate/agreementreport/status/?{query}").content.decode()
+    assert started and "running on worker@test" in running
+
+    newer = stored_report([make_user("r2"), make_user("newest-reporter")])
+    assert newer.pk > shown.pk
+    done = client.get(f"/admin/annotate/agreementreport/status/?{query}")
+    assert done.headers["HX-Redirect"] == "/admin/annotate/agreementreport/" and "HX-Refresh" not in done.headers
+    # A page that loads after the report is in (a quick worker, or the one reload) shows it and does not poll.
+    page = client.get(f"/admin/annotate/agreementreport/?{query}").content.decode()
+    assert "hx-trigger" not in page and "recomputing" not in page and "newest-reporter" in page
+
+    batch = Batch.objects.create(name="b")
+    filtered = polling_query(requested=timezone.now(), after=0, batch=[batch.pk])
+    stored_report([make_user("r4")], batch_ids=[batch.pk])
+    assert client.get(f"/admin/annotate/agreementreport/status/?{filtered}").headers["HX-Redirect"] == (
+        f"/admin/annotate/agreementreport/?batch={batch.pk}")  # the filters stay, the polling parameters go
+
+
+def test_a_failed_recompute_stops_the_polling_and_says_why(client, staff, make_user):
+    shown = stored_report([make_user("f0"), make_user("f1")])
+    client.force_login(staff)
+    query = polling_query(requested=timezone.now(), after=shown.pk)
+    store_task_result("FAILURE", report_filters(judged_from=timezone.now()), error=RuntimeError("other filters"))
+    assert client.get(f"/admin/annotate/agreementreport/status/?{query}").status_code == 200  # not this request's task
+
+    store_task_result("FAILURE", report_filters(), error=RuntimeError("the disk is full\nand then some detail"))
+    failed = client.get(f"/admin/annotate/agreementreport/status/?{query}")
+    html = failed.content.decode()
+    assert failed.status_code == 286  # htmx stops polling
+    assert "The recompute failed" in html and "RuntimeError: the disk is full)" in html and "hx-trigger" not in html
+    assert "the numbers below are the earlier ones" in html
+    page = client.get(f"/admin/annotate/agreementreport/?{query}").content.decode()
+    assert "The recompute failed" in page and "hx-trigger" not in page
+
+
+def test_the_polling_gives_up_after_a_while_and_a_broker_that_is_down_is_said_at_once(client, staff, make_user,
+                                                                                      monkeypatch):
+    from celery import current_app
+    from kombu.exceptions import OperationalError
+
+    from annotate.admin import RECOMPUTE_PATIENCE
+
+    shown = stored_report([make_user("g0"), make_user("g1")])
+    client.force_login(staff)
+    query = polling_query(requested=timezone.now() - RECOMPUTE_PATIENCE - timedelta(seconds=5), after=shown.pk)
+    stale = client.get(f"/admin/annotate/agreementreport/status/?{query}")
+    assert stale.status_code == 286 and "Stopped waiting" in stale.content.decode()
+
+    def down(name, kwargs):
+        raise OperationalError("Connection refused")
+
+    monkeypatch.setattr(current_app, "send_task", down)
+    answer = client.post("/admin/annotate/agreementreport/recompute/", {}, follow=True)
+    html = answer.content.decode()
+    assert "Not recomputed: the task broker is unreachable" in html and "hx-trigger" not in html
+    assert "requested=" not in answer.redirect_chain[-1][0]
+
+
+# --- small data reads as small data ----------------------------------------------------------------------
+
+def test_undefined_statistics_read_n_a_with_the_reason_and_the_kappa_diagonal_is_blank(client, staff, make_user):
+    people = [make_user(f"n{i}") for i in range(3)]
+    stored = stored_report(people)
+    report = stored.report
+    undefined = {"value": None, "ci_low": None, "ci_high": None}
+    report["dimensions"]["VQ"] = {**report["dimensions"]["VQ"], "alpha_nominal": undefined, "alpha_ordinal": undefined,
+                                  "fleiss_kappa": None}
+    report["dimensions"]["MQ"] = {**report["dimensions"]["MQ"],
+                                  "alpha_nominal": {"value": 0.5, "ci_low": None, "ci_high": None}}
+    report["generators"]["TA"] = []
+    stored.report = report
+    stored.save(update_fields=["report"])
+    client.force_login(staff)
+    html = client.get("/admin/annotate/agreementreport/").content.decode()
+    html = re.sub(r'name="csrfmiddlewaretoken" value="\w+"', "", html)  # random letters could spell anything
+    assert "[, ]" not in html and "None" not in html
+    assert html.count(">n/a (too few)</span>") == 3  # VQ: both α and Fleiss' κ
+    assert 'title="Krippendorff&#x27;s α is undefined' in html
+    assert "0.500\n<small class=\"na\"" in html and "[interval n/a]" in html  # a value without an interval
+    assert "no pair compares two named generators yet" in html and 'id="chart-generators-TA"' not in html
+    # Cohen's κ: 3 × 3 diagonal cells per dimension are blank and carry no value to colour; the others do.
+    assert html.count('class="kappa-diag"') == 9 and html.count('data-kappa="0.5"') == 3 * 6
+    assert 'data-kappa="1.0"' not in html

@@ -20,6 +20,7 @@ from alignment.toyworld.annotators import ANNOTATOR_PROFILES, SimulatedAnnotator
 from annotate.consensus import EXCLUDED_GROUP
 from annotate.models import Assignment, Batch, Judgment, Pair, Video
 from annotate.stats import (
+    _low_agreement,
     agreement_report,
     alpha_from_coincidences,
     coincidence_contributions,
@@ -348,6 +349,50 @@ def test_simulated_spammer_and_left_biased_annotators_are_flagged(make_user, mak
     assert by_kind["left_biased"]["left_pick_rate"] > 0.65 and by_kind["careful"]["left_pick_rate"] < 0.65
     assert by_kind["spammer"]["loo_agreement"]["mean"] < by_kind["noisy"]["loo_agreement"]["mean"] < by_kind[
         "careful"]["loo_agreement"]["mean"]
+
+
+SPAMMER = (0.14, 0.29, 0.29)  # 1/7, 2/7, 2/7 of the others' majorities met, per dimension (VQ, MQ, TA)
+
+
+def low_agreement_of(per_dimension: list[tuple[float, float, float]], judgments: list[int]) -> list[int]:
+    means = [float(np.mean(values)) for values in per_dimension]
+    return _low_agreement(means, np.array(judgments), [True] * len(means))
+
+
+@pytest.mark.parametrize("careful", [
+    # careful annotators at 0.6–1.0 per dimension: spread evenly, and split into two camps (the widest MAD)
+    [(0.6, 0.71, 0.86), (1.0, 0.86, 1.0), (0.71, 0.6, 0.71), (0.86, 1.0, 0.86)],
+    [(0.6, 0.6, 0.6), (0.6, 0.6, 0.6), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)],
+])
+def test_low_agreement_marks_a_spammer_among_careful_annotators_on_small_data(careful):
+    """The case from the pilot: 7 scored judgments each, the spammer at 0.14 / 0.29 / 0.29. Too few judgments for
+    the old minimum of 20, and among two camps at 0.6 and 1.0 the MAD (0.2) put 3 MADs below the median at 0.2."""
+    assert low_agreement_of([*careful, SPAMMER], [7] * 5) == [4]
+    assert low_agreement_of([SPAMMER, *careful], [7] * 5) == [0]  # wherever it is in the table
+    assert low_agreement_of([*careful, SPAMMER], [7, 7, 7, 7, 4]) == []  # 4 judgments: too few to say
+    assert low_agreement_of([careful[0], careful[2], SPAMMER], [7] * 3) == [2]  # two others are enough
+    assert low_agreement_of([careful[0], SPAMMER], [7] * 2) == []  # one other is not
+
+
+@pytest.mark.parametrize("group", [
+    [(0.8, 0.75, 0.71), (0.86, 0.8, 0.75), (0.71, 0.86, 0.8), (0.75, 0.71, 0.86), (0.8, 0.8, 0.8)],
+    # hard data: everyone near 0.45, below the 0.5 ceiling, yet nobody far below the others
+    [(0.43, 0.43, 0.57), (0.43, 0.57, 0.43), (0.29, 0.43, 0.57), (0.57, 0.43, 0.43), (0.43, 0.43, 0.43)],
+    # a tight group (MAD 0): the floor keeps 0.05 lower from counting as far below
+    [(0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.45, 0.45, 0.45)],
+])
+def test_low_agreement_marks_nobody_in_a_group_of_similar_annotators(group):
+    assert low_agreement_of(group, [7] * len(group)) == []
+
+
+def test_the_spammer_of_a_small_study_is_marked_and_nobody_else(make_user, make_pairs):
+    from tests.annotate.test_dashboard import small_study
+
+    spammer = small_study(make_user, make_pairs)
+    report = agreement_report(bootstrap=50)
+    marked = {row["username"]: row["outlier"] for row in report["annotators"]}
+    assert marked == {**{f"careful-{i}": [] for i in range(4)}, spammer.username: ["low agreement"]}
+    assert max(row["judgments"] for row in report["annotators"]) < 20  # small data: the old minimum saw nobody
 
 
 def test_bootstrap_intervals_narrow_with_more_data(make_user, make_pairs):
