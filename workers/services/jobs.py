@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -231,6 +232,10 @@ def job_execute(*, job_id: int, work: Callable[[Job], dict | tuple[dict, dict]])
     job = job_start(job_id=job_id)
     if job is None:
         return None
+    began = time.monotonic()
+    # the worker's terminal: one line when a job starts and one when it ends (settings LOGGING keeps the rest quiet)
+    log.info("job %s (%s) started%s", job.pk, job.get_kind_display(),
+             f", attempt {len(job.attempts)}" if len(job.attempts) > 1 else "")
     try:
         outcome = work(job)
     except JobCancelled:
@@ -238,12 +243,18 @@ def job_execute(*, job_id: int, work: Callable[[Job], dict | tuple[dict, dict]])
         _close_attempt(job, "cancelled")
         job.save(update_fields=["attempts"])
         job.append_log("stopped: cancelled from the admin")
+        log.info("job %s (%s) cancelled after %.0f s", job.pk, job.get_kind_display(), time.monotonic() - began)
         return None
     except Exception as exc:
         job_fail(job=job, error=exc)
+        log.error("job %s (%s) failed after %.0f s: %s", job.pk, job.get_kind_display(), time.monotonic() - began,
+                  f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
         raise
     result, metrics = outcome if isinstance(outcome, tuple) else (outcome, None)
     job_succeed(job=job, result=result, metrics=metrics)
+    job.refresh_from_db(fields=["progress_text"])
+    log.info("job %s (%s) %s in %.0f s", job.pk, job.get_kind_display(), job.progress_text or "succeeded",
+             time.monotonic() - began)
     return result
 
 
