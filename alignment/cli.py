@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 
@@ -20,9 +21,18 @@ def _reward_train(args) -> int:
 
 
 def _progress_file(args):
-    from alignment.progress import progress_file_writer
+    """With ``--progress-file``: an ``on_step`` that writes every step there, and the ``alignment`` loggers at
+    INFO, their records kept in the same file as the run's events (its start, evaluations, checkpoints, end) for
+    the worker that launched it. Under ``accelerate launch`` only the main process (rank 0) writes it."""
+    if not args.progress_file or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    from alignment.progress import ProgressFile
 
-    return progress_file_writer(args.progress_file) if args.progress_file else None
+    progress = ProgressFile(args.progress_file)
+    logger = logging.getLogger("alignment")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(progress.log_handler())
+    return progress.on_step
 
 
 def _reward_eval(args) -> int:
@@ -443,7 +453,24 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--batch-size", type=int, default=4, help="clips sampled together")
     generate.add_argument("--quiet", action="store_true", help="no progress bars")
     generate.set_defaults(handler=_generate)
+
+    sample_plan = commands.add_parser(
+        "sample-plan", help="sample, write and score videos as a JSON plan says (the workers' generation and previews)",
+        description="Sample one clip per prompt and seed for each side of a plan (policy folder, prompts, seeds, "
+                    "Flow-NRG guidance or not), write them as MP4s and score them (latent reward, VideoReward); "
+                    "the plan's format is in alignment/cli_sample.py. A Celery worker runs this in a process of "
+                    "its own and follows --progress-file.")
+    sample_plan.add_argument("--plan", required=True, help="the plan (JSON)")
+    sample_plan.add_argument("--result", required=True, help="where the result (JSON) is written")
+    sample_plan.add_argument("--progress-file", help="write the progress to this JSON file")
+    sample_plan.set_defaults(handler=_sample_plan)
     return parser
+
+
+def _sample_plan(args) -> int:
+    from alignment.cli_sample import main as sample_plan_main
+
+    return sample_plan_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,6 +91,23 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return config_from_dict(cls, values, where=str(path) if path else "config")
 
 
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+"""``mixed_precision`` values; ``auto`` is decided on the machine that trains (``machine_defaults``)."""
+
+
+def machine_defaults(config: T, *, cuda: bool, bf16: bool) -> T:
+    """``config`` with its machine-dependent settings decided for the machine that trains it: ``mixed_precision``
+    ``auto`` becomes ``bf16`` on a GPU that supports it and ``no`` (float32) otherwise, and a
+    ``gradient_checkpointing`` of None (auto) becomes whether there is a GPU. The form that queues a job runs in
+    the web process, which never imports torch, so it offers ``auto`` and the trainer decides."""
+    changes = {}
+    if getattr(config, "mixed_precision", None) == "auto":
+        changes["mixed_precision"] = "bf16" if cuda and bf16 else "no"
+    if hasattr(config, "gradient_checkpointing") and config.gradient_checkpointing is None:
+        changes["gradient_checkpointing"] = cuda
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def save_config(config, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -115,11 +132,19 @@ class ConfigField:
     optional: bool
     default: Any  # dataclasses.MISSING when the field is required
     doc: str
+    choices: tuple | None = None  # the values it takes, when a fixed set: a Literal, or metadata={"choices": …}
+    section: str = ""  # the comment line heading its group in the dataclass's source ("# small backbone")
 
 
 def _field_comments(cls) -> dict[str, str]:
     """A dataclass's field comments (``name: type = default  # this``) read from its source: the one place
     each option is documented, shown again as the admin form's help text."""
+    return _source_comments(cls)[0]
+
+
+def _source_comments(cls) -> tuple[dict[str, str], dict[str, str]]:
+    """(each field's trailing comment, each field's section: the comment line above it that heads a group of
+    fields, ``# small backbone``), read from the dataclass's source."""
     import inspect
     import io
     import tokenize
@@ -127,24 +152,37 @@ def _field_comments(cls) -> dict[str, str]:
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
-        return {}
-    comments, line_name = {}, {}
+        return {}, {}
+    comments, sections, line_name, section = {}, {}, {}, ""
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         row = token.start[0]
         if token.type == tokenize.NAME and row not in line_name and token.start[1] == 4:
             line_name[row] = token.string
+            sections.setdefault(token.string, section)
         elif token.type == tokenize.COMMENT and row in line_name:
             comments[line_name[row]] = token.string.lstrip("#").strip()
-    return comments
+        elif token.type == tokenize.COMMENT and token.start[1] == 4:
+            section = token.string.lstrip("#").strip()
+    return comments, sections
+
+
+def _choices(kind, field: dataclasses.Field) -> tuple | None:
+    if field.metadata.get("choices"):
+        return tuple(field.metadata["choices"])
+    if typing.get_origin(kind) is typing.Literal:
+        return typing.get_args(kind)
+    return None
 
 
 def config_fields(cls, prefix: str = "") -> list[ConfigField]:
     """Every leaf field of ``cls``, nested dataclasses flattened into dotted names, in declaration order."""
     hints = typing.get_type_hints(cls)
-    comments = {}
+    comments, sections = {}, {}
     for base in reversed(cls.__mro__):  # a subclass's comment wins over its base's
         if dataclasses.is_dataclass(base):
-            comments.update(_field_comments(base))
+            base_comments, base_sections = _source_comments(base)
+            comments.update(base_comments)
+            sections.update(base_sections)
     fields = []
     for field in dataclasses.fields(cls):
         if not field.init:
@@ -163,5 +201,6 @@ def config_fields(cls, prefix: str = "") -> list[ConfigField]:
             default = field.default_factory()
         else:
             default = dataclasses.MISSING
-        fields.append(ConfigField(f"{prefix}{field.name}", kind, optional, default, comments.get(field.name, "")))
+        fields.append(ConfigField(f"{prefix}{field.name}", kind, optional, default, comments.get(field.name, ""),
+                                  _choices(kind, field), sections.get(field.name, "")))
     return fields

@@ -80,14 +80,18 @@ def make_pairs(db):
     return make
 
 
-def start_celery_worker(log: Path, *, queues: str = "default,media,gpu", **env) -> subprocess.Popen:
+def start_celery_worker(log: Path, *, queues: str = "default,media,gpu", pool: str | None = None,
+                        **env) -> subprocess.Popen:
     """A real `celery worker` as the demo and docker-compose.yml run it (config/processes.py: the prefork pool,
     one child, prefetch 1), in its own process group, on this session's broker and test database; returns once
-    it is ready. ``env`` adds environment variables (e.g. a short visibility timeout)."""
+    it is ready. ``pool`` names a pool explicitly (``--pool prefork``, ``--pool solo``); None: the demo's.
+    ``env`` adds environment variables (e.g. a short visibility timeout)."""
     from config.processes import worker_command
 
     name = f"test-{uuid.uuid4().hex[:6]}@%h"
     command = worker_command(queues=queues, concurrency=1, hostname=name) + ["--without-gossip", "--without-mingle"]
+    if pool is not None:
+        command += ["--pool", pool]
     start = log.stat().st_size if log.exists() else 0  # a log shared by successive workers: read only ours
     with open(log, "ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=child_env(**env), stdout=out, stderr=subprocess.STDOUT,

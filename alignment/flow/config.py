@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from alignment.data.records import DIMENSIONS
 
@@ -29,11 +29,11 @@ class FlowTrainConfig:
     num_frames: int | None = None  # clip size to train on; default the policy's (vidpref_policy.json)
     height: int | None = None
     width: int | None = None
-    label_source: str = "consensus"  # consensus | reward_model (relabel pairs / score videos)
+    label_source: Literal["consensus", "reward_model"] = "consensus"  # consensus | reward_model (relabel pairs / score videos)
     reward_model: str | None = None  # a VideoReward folder, for label_source reward_model
     dimension_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # VQ, MQ, TA
     min_margin: float = 0.0  # drop pairs whose weighted label / reward gap is within this
-    finetune: str = "lora"  # lora | full (LoRA: the reference is the network with adapters disabled; full: a frozen copy)
+    finetune: Literal["lora", "full"] = "lora"  # lora | full (LoRA: the reference is the network with adapters disabled; full: a frozen copy)
     lora_rank: int = 64
     lora_alpha: float | None = None  # None: the rank (scale 1)
     lora_target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
@@ -44,12 +44,12 @@ class FlowTrainConfig:
     epochs: int = 1
     max_steps: int | None = None
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # constant | cosine
     max_grad_norm: float = 1.0
     sigma_shift: float = 1.0  # σ = shift·u / (1 + (shift − 1)·u), u ~ U(0, 1); > 1 favours noisier σ
     seed: int = 42
-    mixed_precision: str = "bf16"  # no | bf16 | fp16 (on a GPU; the CPU always trains in float32)
-    gradient_checkpointing: bool = True  # on GPU only
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto (bf16 on a GPU that supports it, else no) | no | bf16 | fp16 (a CPU always trains in float32)
+    gradient_checkpointing: bool | None = None  # None (auto): on a GPU; a CPU never checkpoints
     save_every_steps: int | None = None  # also saved at the end
     keep_checkpoints: int = 2
     eval_every_steps: int | None = None  # also evaluated at the end
@@ -72,7 +72,7 @@ class FlowDPOConfig(FlowTrainConfig):
 
     method: ClassVar[str] = "flow-dpo"
     beta: float = 500.0  # the paper's constant β
-    beta_schedule: str = "constant"  # constant | time (β_t = β(1 − σ)²)
+    beta_schedule: Literal["constant", "time"] = "constant"  # constant | time (β_t = β(1 − σ)²)
 
 
 @dataclass
@@ -110,7 +110,7 @@ class GenerationConfig:
     SOURCES: ClassVar[tuple[str, ...]] = ("policy_vs_base", "two_seeds", "guided_vs_unguided")
 
     pairs: int = 64  # pairs to generate and queue
-    source: str = "policy_vs_base"  # policy_vs_base | two_seeds | guided_vs_unguided (policy vs base; two seeds; Flow-NRG or not)
+    source: Literal["policy_vs_base", "two_seeds", "guided_vs_unguided"] = "policy_vs_base"  # policy_vs_base | two_seeds | guided_vs_unguided (policy vs base; two seeds; Flow-NRG or not)
     steps: int = 20  # sampling steps
     guidance_scale: float = 5.0  # classifier-free guidance; 1 turns it off
     weights: str = "vq=1,mq=1,ta=1"  # Flow-NRG's weight of each dimension (with a latent reward model)
@@ -151,7 +151,7 @@ class LatentRewardConfig:
     height: int | None = None
     width: int | None = None
     num_layers: int = 2  # K: transformer blocks copied from the policy (1 to all of them)
-    readout: str = "frames"  # frames (per-frame attention pools that keep position, read over time) | mean
+    readout: Literal["frames", "mean"] = "frames"  # frames (per-frame attention pools that keep position, read over time) | mean
     noisy: bool = True  # train on noised latents (σ ~ U(0,1)); False: clean latents, the ablation
     sigma_shift: float = 1.0  # σ = shift·u / (1 + (shift − 1)·u), u ~ U(0, 1); > 1 favours noisier σ
     theta: float = 5.0  # Rao–Kupper tie parameter θ
@@ -162,10 +162,10 @@ class LatentRewardConfig:
     epochs: int = 1
     max_steps: int | None = None
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # constant | cosine
     max_grad_norm: float = 1.0
     seed: int = 42
-    mixed_precision: str = "bf16"  # no | bf16 | fp16 (on a GPU; the CPU always trains in float32)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto (bf16 on a GPU that supports it, else no) | no | bf16 | fp16 (a CPU always trains in float32)
     save_every_steps: int | None = None  # also saved at the end
     keep_checkpoints: int = 2
     eval_every_steps: int | None = None  # also evaluated at the end

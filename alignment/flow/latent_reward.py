@@ -34,6 +34,7 @@ dimension (``alignment.losses.reward_loss(kind="bt_ties")``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -48,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from alignment.checkpoints import checkpoints, restore_training_state, write_checkpoint, write_json_atomic
-from alignment.config import save_config
+from alignment.config import machine_defaults, save_config
 from alignment.data import read_snapshot
 from alignment.data.records import DIMENSIONS, PairRecord
 from alignment.flow.cache import FlowCache, build_cache, sha256_text
@@ -60,7 +61,7 @@ from alignment.losses import reward_loss
 from alignment.reward.small import orthonormal_time_basis
 from alignment.reward.train import LR_SCHEDULES, learning_rate_factor
 
-
+log = logging.getLogger(__name__)
 WEIGHTS_FILE = "latent_reward.safetensors"
 MODEL_FILE = "latent_reward.json"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -337,6 +338,7 @@ def train_latent_reward(config: LatentRewardConfig, *,
 
     check_config(config)
     on_gpu = torch.cuda.is_available()
+    config = machine_defaults(config, cuda=on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision if on_gpu else "no")
     set_seed(config.seed)
@@ -374,13 +376,20 @@ def train_latent_reward(config: LatentRewardConfig, *,
         state = restore_training_state(newest, optimizer=optimizer, scheduler=scheduler)
         metrics = state.pop("metrics")
         accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
+    # The run's events are logged at INFO, one line each (a worker shows them): start, evaluations, checkpoints, end.
+    if accelerator.is_main_process:
+        log.info("training on %d training and %d validation pairs, %d steps (%d epochs, %d pairs a step), "
+                 "%d process(es), mixed precision %s%s", len(train_set), len(val_set), total_steps, config.epochs,
+                 config.batch_size, accelerator.num_processes, accelerator.mixed_precision,
+                 f"; resuming from {existing[-1].name} (step {state['step']})" if existing else "")
 
     def checkpoint_now():
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            write_checkpoint(output_dir, state={**state, "metrics": metrics}, optimizer=optimizer, scheduler=scheduler,
-                             keep=config.keep_checkpoints,
-                             save_weights=lambda folder: save_latent_reward(unwrapped, folder, config))
+            saved = write_checkpoint(output_dir, state={**state, "metrics": metrics}, optimizer=optimizer,
+                                     scheduler=scheduler, keep=config.keep_checkpoints,
+                                     save_weights=lambda folder: save_latent_reward(unwrapped, folder, config))
+            log.info("checkpoint %s saved (step %d)", saved.name, state["step"])
 
     @torch.no_grad()
     def run_eval() -> dict:
@@ -413,9 +422,14 @@ def train_latent_reward(config: LatentRewardConfig, *,
                                  "accuracy": t["correct"] / t["decided"] if t["decided"] else None}
                   for sigma, t in by_sigma.items()}
         accuracies = [level["accuracy"] for level in levels.values() if level["accuracy"] is not None]
-        return {"step": state["step"], "n_items": len(eval_set), "split": "val" if len(val_set) else "train",
-                "loss": sum(level["loss"] for level in levels.values()) / len(levels),
-                "accuracy": sum(accuracies) / len(accuracies) if accuracies else None, "by_sigma": levels}
+        result = {"step": state["step"], "n_items": len(eval_set), "split": "val" if len(val_set) else "train",
+                  "loss": sum(level["loss"] for level in levels.values()) / len(levels),
+                  "accuracy": sum(accuracies) / len(accuracies) if accuracies else None, "by_sigma": levels}
+        if accelerator.is_main_process:
+            log.info("evaluation at step %d on %d %s pairs: loss %.4f%s", state["step"], len(eval_set),
+                     result["split"], result["loss"],
+                     f", accuracy {result['accuracy']:.3f}" if result["accuracy"] is not None else "")
+        return result
 
     progress = tqdm(total=total_steps, initial=state["step"], desc=config.method,
                     disable=not (config.progress and accelerator.is_main_process))
@@ -496,4 +510,6 @@ def train_latent_reward(config: LatentRewardConfig, *,
         accelerator.print(f"latent-reward: {state['step']} steps on {len(train_set)} pairs "
                           f"({'noisy' if config.noisy else 'clean'} latents, {config.num_layers} block{'s' if config.num_layers != 1 else ''}), last loss "
                           f"{last_loss:.4f}, {last_eval['split']} loss {last_eval['loss']:.4f}{accuracy}; model in {final_dir}")
+        log.info("done: %d steps in %.0f s, last loss %.4f%s; model in %s", state["step"], elapsed,
+                 last_loss, accuracy, final_dir)
     return metrics

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
-from alignment.config import save_config
+from alignment.config import machine_defaults, save_config
 from alignment.flow.config import FINETUNES, TRAINERS, FlowDPOConfig, FlowRWRConfig, FlowTrainConfig, SFTConfig  # noqa: F401
 from alignment.data import read_snapshot
 from alignment.flow.cache import FlowCache, build_cache, sha256_text
@@ -269,6 +269,7 @@ def train_flow(config: FlowTrainConfig, *, on_step: Callable[[int, int, float], 
 
     check_config(config)
     on_gpu = torch.cuda.is_available()
+    config = machine_defaults(config, cuda=on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision if on_gpu else "no")
     set_seed(config.seed)
@@ -344,12 +345,20 @@ def train_flow(config: FlowTrainConfig, *, on_step: Callable[[int, int, float], 
         state = restore_training_state(newest, optimizer=optimizer, scheduler=scheduler)
         metrics = state.pop("metrics")
         accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
+    # The run's events are logged at INFO, one line each (a worker shows them): start, evaluations, checkpoints, end.
+    if accelerator.is_main_process:
+        log.info("%s on %d training and %d validation items, %d steps (%d epochs, %d a step), %d process(es), "
+                 "%s, mixed precision %s%s", config.method, len(train_set), len(val_set), total_steps, config.epochs,
+                 config.batch_size, accelerator.num_processes, "LoRA" if config.finetune == "lora" else "full fine-tune",
+                 accelerator.mixed_precision,
+                 f"; resuming from {existing[-1].name} (step {state['step']})" if existing else "")
 
     def checkpoint_now():
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(output_dir, policy, accelerator.unwrap_model(model), optimizer, scheduler, config,
-                            {**state, "metrics": metrics})
+            saved = save_checkpoint(output_dir, policy, accelerator.unwrap_model(model), optimizer, scheduler, config,
+                                    {**state, "metrics": metrics})
+            log.info("checkpoint %s saved (step %d)", saved.name, state["step"])
 
     @torch.no_grad()
     def run_eval() -> dict:
@@ -369,7 +378,11 @@ def train_flow(config: FlowTrainConfig, *, on_step: Callable[[int, int, float], 
                 totals[key] = totals.get(key, 0.0) + value
             count += 1
         model.train()
-        return {"step": state["step"], "n_items": len(val_set), **{key: value / count for key, value in totals.items()}}
+        result = {"step": state["step"], "n_items": len(val_set), **{key: value / count for key, value in totals.items()}}
+        if accelerator.is_main_process:
+            log.info("evaluation at step %d: %d items, loss %.4f%s", state["step"], len(val_set), result["loss"],
+                     f", implicit accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
+        return result
 
     progress = tqdm(total=total_steps, initial=state["step"], desc=config.method,
                     disable=not (config.progress and accelerator.is_main_process))
@@ -448,4 +461,6 @@ def train_flow(config: FlowTrainConfig, *, on_step: Callable[[int, int, float], 
         accelerator.print(f"{config.method}: {state['step']} steps on {len(train_set)} "
                           f"{'pairs' if config.method == 'flow-dpo' else 'videos'}, last loss {last_loss:.4f}{val}; "
                           f"{kind} in {final_dir}")
+        log.info("done: %d steps in %.0f s, last loss %.4f%s; %s in %s", state["step"], elapsed,
+                 last_loss, val, kind, final_dir)
     return metrics

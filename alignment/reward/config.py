@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
 class RewardModelConfig:
-    backbone: str = "qwen2vl"  # "qwen2vl" (a local Qwen2-VL folder) or "small" (CPU / toy world)
+    backbone: Literal["qwen2vl", "small"] = "qwen2vl"  # qwen2vl (a local Qwen2-VL folder) or small (CPU / toy world)
     backbone_path: str | None = None  # the Qwen2-VL folder
     shared_head: bool = False  # ablation: one head for all three tokens
     # Qwen2-VL
@@ -15,7 +16,7 @@ class RewardModelConfig:
     lora_alpha: int = 128
     lora_dropout: float = 0.05
     train_vision_tower: bool = True
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # the Qwen2-VL weights' dtype
     gradient_checkpointing: bool = False
     max_prompt_tokens: int = 256
     template: str | None = None  # None: the built-in template of alignment.reward.qwen2vl
@@ -46,7 +47,7 @@ class RewardTrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     model: RewardModelConfig = field(default_factory=RewardModelConfig)
-    loss: str = "bt_ties"  # bt_ties | bt | regression
+    loss: Literal["bt_ties", "bt", "regression"] = "bt_ties"  # bt_ties (Bradley–Terry with ties) | bt | regression
     theta: float = 5.0
     learning_rate: float = 2e-6
     head_learning_rate: float | None = None  # heads and reward-token embeddings; None: learning_rate
@@ -56,7 +57,7 @@ class RewardTrainConfig:
     epochs: int = 2
     max_steps: int | None = None  # stop early (smoke runs)
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (after the warmup, down to 0 at the last step)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # constant | cosine (after the warmup, down to 0 at the last step)
     max_grad_norm: float = 1.0
     num_workers: int = 2
     decode_threads: int = 1
@@ -64,11 +65,11 @@ class RewardTrainConfig:
     frame_cache_dir: str | None = None  # decoded frames kept on disk for every worker, epoch and later run
     frame_cache_max_gb: float | None = None  # pruned to this size (least recently used first) before and after a run
     seed: int = 42
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "no"  # no | bf16 | fp16 | auto (bf16 on a GPU that supports it, else no)
     save_every_steps: int | None = None  # also saved at the end of every epoch
     keep_checkpoints: int = 2
     max_eval_pairs: int | None = None
     keep_best: bool = False  # the final model is the best epoch on the validation pairs (best_by), not the last one
-    best_by: str = "accuracy"  # accuracy: mean val accuracy without ties over VQ, MQ, TA (equal: lower loss) | loss
+    best_by: Literal["accuracy", "loss"] = "accuracy"  # accuracy: mean val accuracy without ties over VQ, MQ, TA (equal: lower loss) | loss
     progress: bool = True
 

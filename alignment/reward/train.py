@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
 from alignment.checkpoints import checkpoints, restore_training_state, write_checkpoint, write_json_atomic
-from alignment.config import save_config
+from alignment.config import machine_defaults, save_config
 from alignment.data import PairRecord, PairVideoDataset, read_snapshot, read_videoalign_csv
 from alignment.data.records import DIMENSIONS
 from alignment.losses import reward_loss
@@ -142,6 +142,14 @@ def better_epoch(candidate: dict, best: dict, best_by: str) -> bool:
     return candidate["loss"] < best["loss"]
 
 
+def _evaluation_summary(result: dict) -> str:
+    """One line of an evaluation: the loss and each dimension's accuracy without ties."""
+    if not result.get("n_pairs"):
+        return "no validation pairs"
+    accuracies = ", ".join(f"{d} {result[d]['accuracy_without_ties']:.3f}" for d in DIMENSIONS if d in result)
+    return f"{result['n_pairs']} pairs, loss {result['loss']:.4f}, accuracy without ties {accuracies}"
+
+
 def normalization_from(rewards_a: torch.Tensor, rewards_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std per dimension over the validation videos (both sides of every pair)."""
     rewards = torch.cat([rewards_a, rewards_b])
@@ -177,6 +185,8 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
     if config.frame_cache_max_gb is not None and config.frame_cache_max_gb <= 0:
         raise ValueError(f"frame_cache_max_gb {config.frame_cache_max_gb}: give a size above 0, or leave it empty "
                          "for no limit (or frame_cache_dir empty for no cache)")
+    config = machine_defaults(config, cuda=torch.cuda.is_available(),
+                              bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
                               mixed_precision=config.mixed_precision)
     set_seed(config.seed)
@@ -228,12 +238,19 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
         state = restore_training_state(newest, optimizer=optimizer, scheduler=scheduler)
         metrics = state.pop("metrics")
         accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
+    # The run's events are logged at INFO, one line each (a worker shows them): start, evaluations, checkpoints, end.
+    if accelerator.is_main_process:
+        log.info("training on %d training and %d validation pairs, %d steps (%d epochs, %d pairs a step), "
+                 "%d process(es), mixed precision %s%s", len(train_pairs), len(val_pairs), total_steps, config.epochs,
+                 config.batch_size, accelerator.num_processes, config.mixed_precision,
+                 f"; resuming from {existing[-1].name} (step {state['step']})" if existing else "")
 
     def checkpoint_now():
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(output_dir, accelerator.unwrap_model(model), optimizer, scheduler, config,
-                            {**state, "metrics": metrics})
+            saved = save_checkpoint(output_dir, accelerator.unwrap_model(model), optimizer, scheduler, config,
+                                    {**state, "metrics": metrics})
+            log.info("checkpoint %s saved (step %d, epoch %d)", saved.name, state["step"], state["epoch"])
 
     def best_so_far(metrics: dict) -> None:
         """After an epoch's evaluation: keep this model in ``best/`` when it is the best yet by ``best_by``."""
@@ -253,6 +270,8 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
         result = evaluate_rewards(rewards_a, rewards_b, labels, loss_kind=config.loss, theta=config.theta)
         mean, std = normalization_from(rewards_a, rewards_b)
         accelerator.unwrap_model(model).set_normalization(mean.to(accelerator.device), std.to(accelerator.device))
+        if accelerator.is_main_process:
+            log.info("evaluation at step %d (epoch %d): %s", state["step"], state["epoch"], _evaluation_summary(result))
         return {"epoch": state["epoch"], "step": state["step"], **result}
 
     model.train()
@@ -332,4 +351,6 @@ def train_reward_model(config: RewardTrainConfig, *, on_step: Callable[[int, int
         accelerator.print(f"reward-train: {state['step']} steps, val acc w/ ties / w/o ties: {summary or 'no val pairs'}"
                           f"{chosen}"
                           f"; model in {output_dir / 'model'}")
+        log.info("done: %d steps in %.0f s%s; model in %s", state["step"], elapsed, chosen,
+                 output_dir / "model")
     return metrics

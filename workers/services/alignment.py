@@ -15,7 +15,7 @@ from django.conf import settings
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_create, job_folder, json_safe
 from workers.services.launch import run_trainer
-from workers.services.training import _local_snapshot, _merge, training_progress
+from workers.services.training import _local_snapshot, _merge, trained_config, training_progress
 
 METHODS = {Job.Kind.SFT: "sft", Job.Kind.FLOW_DPO: "flow-dpo", Job.Kind.FLOW_RWR: "flow-rwr",
            Job.Kind.LATENT_REWARD: "latent-reward-train"}
@@ -75,10 +75,9 @@ def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict |
 
 
 def policy_train_run(*, job: Job) -> ModelVersion:
-    from alignment.config import config_from_dict, config_to_dict
-    from alignment.flow.config import LatentRewardConfig
-    from alignment.flow.latent_reward import train_latent_reward
-    from alignment.flow.train import TRAINERS, checkpoints, train_flow
+    from alignment.checkpoints import checkpoints
+    from alignment.config import config_from_dict
+    from alignment.flow.config import TRAINERS, LatentRewardConfig
 
     method = METHODS[job.kind]
     latent = job.kind == Job.Kind.LATENT_REWARD
@@ -98,13 +97,12 @@ def policy_train_run(*, job: Job) -> ModelVersion:
     existing = checkpoints(Path(config.output_dir))
     if existing:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
-    metrics = run_trainer(job=job, command=method, config=config,
-                          train_in_process=train_latent_reward if latent else train_flow, on_step=training_progress(job))
+    metrics = run_trainer(job=job, command=method, config=config, on_progress=training_progress(job))
     losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
     return ModelVersion.objects.create(
         kind=ModelVersion.Kind.LATENT_REWARD if latent else ModelVersion.Kind.POLICY,
         name=f"{'latent-reward' if latent else method}-{job.pk}", path=str(Path(config.output_dir) / "final"),
-        snapshot=snapshot, config=config_to_dict(config), job=job,
+        snapshot=snapshot, config=trained_config(config, Path(config.output_dir)), job=job,
         metrics=json_safe({"method": method, "final_eval": (metrics.get("eval") or [{}])[-1],
                            "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]}}),
     )

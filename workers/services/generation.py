@@ -35,9 +35,6 @@ from annotate.services.ingest import GeneratedPair, generated_pairs_queue
 from workers.models import Job, ModelVersion
 from workers.services.jobs import job_folder
 
-SAMPLING_BATCH = 4  # clips sampled at once
-
-
 class GenerationInputError(ValueError):
     """A generation or preview request that cannot run; ``field`` names the form field to fix."""
 
@@ -179,46 +176,10 @@ def generation_sides(*, config: GenerationConfig, policy_version: ModelVersion |
     return Side(folder, name, 0, True), Side(folder, name, 0, False)
 
 
-def clip_batches(policy, prompts: list[str], seeds: list[int], *, config: GenerationConfig, latent_reward=None):
-    """One clip per (prompt, seed), ``SAMPLING_BATCH`` at a time, reward-guided (Flow-NRG with the config's
-    weights and strength) when ``latent_reward`` is given. Yields (uint8 clips (b, T, H, W, 3), final latents
-    (b, C, t, h, w)) per batch; the initial noise of each clip comes from its own seed, as in ``sample_videos``."""
-    from alignment.flow.guidance import reward_guidance
-    from alignment.flow.sample import initial_noise, sample_latents
-
-    latent_shape = policy.latent_shape()
-    negative = policy.pad_text(policy.encode_prompts([""])) if config.guidance_scale != 1.0 else None  # (1, L, D)
-    for start in range(0, len(prompts), SAMPLING_BATCH):
-        chunk = prompts[start:start + SAMPLING_BATCH]
-        text = policy.pad_text(policy.encode_prompts(chunk))  # (b, L, D): guidance reads one row per clip
-        transform = (reward_guidance(latent_reward, text, weights=config.dimension_weights(),
-                                     scale=config.guidance_strength, sigma_min=config.guidance_sigma_min,
-                                     max_ratio=config.guidance_max_ratio)
-                     if latent_reward is not None else None)
-        noise = initial_noise(seeds[start:start + SAMPLING_BATCH], latent_shape)
-        latents = sample_latents(policy, text, None if negative is None else negative.expand(len(chunk), -1, -1),
-                                 noise, steps=config.steps, guidance_scale=config.guidance_scale,
-                                 velocity_transform=transform)
-        yield policy.decode_latents(latents), latents
-
-
-def latent_reward_check(latent_reward, policy, version: ModelVersion) -> None:
-    """The latent reward model must read this policy's latents and text embeddings."""
-    mine, theirs = latent_reward.transformer_config, policy.transformer.config
-    for key in ("in_channels", "text_dim"):
-        if mine.get(key) != theirs.get(key):
-            raise GenerationInputError("latent_reward_version", f"{version.name} reads latents with {key}="
-                                       f"{mine.get(key)} but the policy makes {theirs.get(key)}; train a latent reward "
-                                       "model on this policy's base")
-
-
 def pairs_generate_run(*, job: Job) -> dict:
-    import torch
-
-    from alignment.flow.latent_reward import load_latent_reward
-    from alignment.flow.model import load_policy
-    from alignment.flow.preference import reward_model_scores
-    from alignment.flow.sample import write_clips
+    """Sample both sides' clips and score them in a child process (``alignment.cli_sample``: this task's process
+    is a daemonic child of the worker, which must not hold CUDA), then queue the pairs here."""
+    from workers.services.launch import SamplingPlanError, run_sampling
 
     params = job.params
     config = generation_config({"pairs": settings.VIDPREF_PIPELINE_GENERATE_PAIRS, **params})
@@ -238,40 +199,32 @@ def pairs_generate_run(*, job: Job) -> dict:
     chosen = [rng.choice(prompts) for _ in range(count)]
     seeds = [rng.randrange(2**31) for _ in range(count)]
     folder = job_folder(job) / "videos"
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    latent_reward = load_latent_reward(latent_version.path, map_location=device) if latent_version else None
     sampling = {"steps": config.steps, "guidance_scale": config.guidance_scale}
     guidance = ({"weights": dict(zip(DIMENSIONS, config.dimension_weights())),
                  "strength": config.guidance_strength, "sigma_min": config.guidance_sigma_min,
                  "max_ratio": config.guidance_max_ratio,
                  "latent_reward": latent_version.name} if latent_version else None)
-    total = 2 * count + 1
-    paths, params_of, generators = {}, {}, {}
-    policy, loaded_from = None, None
-    for index, (name, side) in enumerate(zip("ab", sides)):
-        generators[name] = generator_name(side.policy_name, config, guided=side.guided)
-        if side.policy_folder != loaded_from:
-            policy = None  # free the previous policy before loading the next
-            policy, loaded_from = load_policy(side.policy_folder, device=device), side.policy_folder
-            if latent_reward is not None:
-                latent_reward_check(latent_reward, policy, latent_version)
-        job.report_progress(index * count, total, f"sampling {count} clips: {generators[name]}")
-        side_seeds = [seed + side.seed_offset for seed in seeds]
-        clips = []
-        for batch, _ in clip_batches(policy, chosen, side_seeds, config=config,
-                                     latent_reward=latent_reward if side.guided else None):
-            clips.extend(batch)
-            job.report_progress(index * count + len(clips), total, f"sampled {len(clips)} of {count}: {generators[name]}")
-        paths[name] = write_clips(clips, folder, [f"{name}-{i:05d}" for i in range(count)], fps=policy.fps)
-        params_of[name] = [{"seed": seed, "generator": generators[name], "source": config.source,
-                            "policy": side.policy_name, **sampling, "nrg": guidance if side.guided else None}
-                           for seed in side_seeds]
-    policy = None
-    job.report_progress(2 * count, total, f"scoring with {reward_version.name}" if reward_version else "queueing")
+    generators = {name: generator_name(side.policy_name, config, guided=side.guided) for name, side in zip("ab", sides)}
+    side_seeds = {name: [seed + side.seed_offset for seed in seeds] for name, side in zip("ab", sides)}
+    plan = {"config": dataclasses.asdict(config), "total": 2 * count + 1,
+            "latent_reward": latent_version.path if latent_version else None,
+            "latent_reward_name": latent_version.name if latent_version else None,
+            "reward_model": reward_version.path if reward_version else None,
+            "reward_model_name": reward_version.name if reward_version else None,
+            "sides": [{"name": name, "policy": side.policy_folder, "label": generators[name], "prompts": chosen,
+                       "seeds": side_seeds[name], "guided": side.guided, "folder": str(folder),
+                       "stems": [f"{name}-{i:05d}" for i in range(count)]} for name, side in zip("ab", sides)]}
+    try:
+        sampled = run_sampling(job=job, plan=plan)
+    except SamplingPlanError as error:
+        raise GenerationInputError(error.field or "latent_reward_version", str(error)) from None
+    paths = {name: [Path(path) for path in sampled["sides"][name]["paths"]] for name in "ab"}
+    params_of = {name: [{"seed": seed, "generator": generators[name], "source": config.source,
+                         "policy": side.policy_name, **sampling, "nrg": guidance if side.guided else None}
+                        for seed in side_seeds[name]] for name, side in zip("ab", sides)}
+    job.report_progress(2 * count + 1, 2 * count + 1, "queueing")
     if reward_version:
-        items = [(str(path), prompt) for name in "ab" for path, prompt in zip(paths[name], chosen)]
-        scores = reward_model_scores(reward_version.path, items, progress=False)
-        rewards = [(scores[(str(a), p)], scores[(str(b), p)]) for a, b, p in zip(paths["a"], paths["b"], chosen)]
+        rewards = list(zip(sampled["reward_scores"]["a"], sampled["reward_scores"]["b"]))
     else:
         rewards = [(0.0, 0.0)] * count
     pairs = [GeneratedPair(prompt=prompt, video_a=a, video_b=b, generator_a=generators["a"], generator_b=generators["b"],

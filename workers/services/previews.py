@@ -5,6 +5,8 @@ results (σ = 0) are recorded, so the page shows what the guidance changed."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from alignment.data.records import DIMENSIONS
 from alignment.flow.config import GenerationConfig
 from workers.models import Job, ModelVersion
@@ -53,13 +55,11 @@ def preview_job_create(*, prompt: str, seed: int, latent_reward_version: ModelVe
 
 
 def preview_run(*, job: Job) -> dict:
-    import torch
-
-    from alignment.flow.latent_reward import load_latent_reward
-    from alignment.flow.model import load_policy
-    from alignment.flow.sample import write_clips
+    """Sample the prompt unguided and guided, and score both with the latent reward, in a child process
+    (``alignment.cli_sample``: this task's process is a daemonic child of the worker, which must not hold CUDA)."""
     from workers.services.alignment import base_policy_folder
-    from workers.services.generation import clip_batches, generator_name, latent_reward_check
+    from workers.services.generation import generator_name
+    from workers.services.launch import SamplingPlanError, run_sampling
 
     params = job.params
     config = generation_config(params)
@@ -67,31 +67,33 @@ def preview_run(*, job: Job) -> dict:
                                                            params["latent_reward_model_version_id"]) if pk])
     policy_version = versions.get(params.get("policy_model_version_id"))
     latent_version = versions[params["latent_reward_model_version_id"]]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    job.report_progress(0, 3, f"loading {policy_version.name if policy_version else 'the base policy'}")
-    policy = load_policy(policy_version.path if policy_version else base_policy_folder(), device=device)
-    latent_reward = load_latent_reward(latent_version.path, map_location=device)
-    latent_reward_check(latent_reward, policy, latent_version)
-    prompt, seed = params["prompt"], int(params["seed"])
-    text = policy.pad_text(policy.encode_prompts([prompt])).to(device)  # (1, L, D)
-    folder = job_folder(job)
-    scores = {}
-    for done, (side, guide) in enumerate((("unguided", None), ("guided", latent_reward))):
-        job.report_progress(done + 1, 3, f"sampling {side}")
-        ((clips, latents),) = clip_batches(policy, [prompt], [seed], config=config, latent_reward=guide)
-        write_clips(clips, folder, [PREVIEW_FILES[side].removesuffix(".mp4")], fps=policy.fps)
-        with torch.no_grad():  # the latent reward's view of the clean result (σ = 0)
-            rewards = latent_reward.normalize(latent_reward(latents.to(device), torch.zeros(1, device=device), text))[0]
-        weighted = float(rewards @ torch.tensor(config.dimension_weights(), device=rewards.device))
-        scores[side] = {"weighted": weighted, **{dim: float(value) for dim, value in zip(DIMENSIONS, rewards)}}
     policy_name = policy_version.name if policy_version else "base"
+    policy_folder = str(policy_version.path if policy_version else base_policy_folder())
+    prompt, seed = params["prompt"], int(params["seed"])
+    folder = job_folder(job)
+    generators = {"unguided": policy_name, "guided": generator_name(policy_name, config, guided=True)}
+    plan = {"config": dataclasses.asdict(config), "latent_reward": latent_version.path,
+            "latent_reward_name": latent_version.name, "score_latents": True,
+            "sides": [{"name": side, "policy": policy_folder, "label": generators[side], "prompts": [prompt],
+                       "seeds": [seed], "guided": side == "guided", "folder": str(folder),
+                       "stems": [PREVIEW_FILES[side].removesuffix(".mp4")]} for side in ("unguided", "guided")]}
+    try:
+        sampled = run_sampling(job=job, plan=plan)
+    except SamplingPlanError as error:
+        raise GenerationInputError(error.field or "latent_reward_version", str(error)) from None
+    weights = config.dimension_weights()
+    scores = {}
+    for side in ("unguided", "guided"):
+        rewards = sampled["sides"][side]["latent_scores"][0]  # the latent reward's view of the clean result (σ = 0)
+        scores[side] = {"weighted": float(sum(w * r for w, r in zip(weights, rewards))),
+                        **{dim: float(value) for dim, value in zip(DIMENSIONS, rewards)}}
     job.append_log(f"{prompt!r}, seed {seed}: latent reward {scores['unguided']['weighted']:+.3f} unguided, "
                    f"{scores['guided']['weighted']:+.3f} guided ({config.weights_label()}, w={config.guidance_strength:g})")
     return {"videos": PREVIEW_FILES, "latent_reward_scores": scores, "prompt": prompt, "seed": seed,
-            "weights": dict(zip(DIMENSIONS, config.dimension_weights())), "guidance_strength": config.guidance_strength,
+            "weights": dict(zip(DIMENSIONS, weights)), "guidance_strength": config.guidance_strength,
             "guidance_sigma_min": config.guidance_sigma_min, "guidance_max_ratio": config.guidance_max_ratio,
-            "policy": policy_name, "latent_reward": latent_version.name, "fps": policy.fps,
-            "generators": {"unguided": policy_name, "guided": generator_name(policy_name, config, guided=True)}}
+            "policy": policy_name, "latent_reward": latent_version.name, "fps": sampled["fps"],
+            "generators": generators}
 
 
 def preview_work(job: Job) -> dict:

@@ -7,7 +7,7 @@ checkpoint in its folder.
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,28 +68,40 @@ def _local_snapshot(snapshot: DatasetSnapshot, folder: Path) -> Path:
     return target
 
 
-def training_progress(job: Job, *, every_s: float = 2.0) -> Callable[[int, int, float], None]:
-    """An ``on_step(step, total, loss)`` for a trainer: progress and heartbeat every step (which also stops the
-    run once the job is cancelled), and the loss curve in ``job.metrics["live"]`` every ``every_s`` for the
-    job page's chart."""
-    curve: list[list[float]] = list((job.metrics.get("live") or {}).get("train_loss", []))  # a resumed run goes on
-    last_write = 0.0
+def training_progress(job: Job) -> Callable[[dict], None]:
+    """An ``on_progress(state)`` for a trainer's progress file (``alignment.progress``): the job's progress and
+    heartbeat (which also notices a cancel: ``JobCancelled``) and the loss curve in ``job.metrics["live"]`` for
+    the job page's chart. A resumed run's curve goes on from the earlier attempts' points before its first step."""
+    earlier: list[list[float]] = list((job.metrics.get("live") or {}).get("train_loss", []))
 
-    def on_step(step: int, total: int, loss: float) -> None:
-        nonlocal last_write
-        job.report_progress(step, total, f"step {step} of {total}, loss {loss:.4f}")
-        curve.append([step, round(float(loss), 6)])
-        if time.monotonic() - last_write >= every_s or step >= total:
-            last_write = time.monotonic()
-            Job.objects.filter(pk=job.pk).update(metrics=json_safe({**job.metrics, "live": {"train_loss": curve}}))
+    def on_progress(state: dict) -> None:
+        step, total, loss = state["step"], state["total"], state.get("loss")
+        job.report_progress(step, total, f"step {step} of {total}" + (f", loss {loss:.4f}" if loss is not None else ""))
+        points = state.get("train_loss") or []
+        first = points[0][0] if points else step + 1
+        curve = [point for point in earlier if point[0] < first] + points
+        Job.objects.filter(pk=job.pk).update(metrics=json_safe({**job.metrics, "live": {"train_loss": curve}}))
 
-    return on_step
+    return on_progress
+
+
+def trained_config(config, output_dir: Path) -> dict:
+    """The config the child trained with, as it saved it (``auto`` settings decided for its machine), else
+    ``config``."""
+    from alignment.config import config_to_dict
+
+    saved = output_dir / "train_config.json"
+    try:
+        return json.loads(saved.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return config_to_dict(config)
 
 
 def reward_train_run(*, job: Job) -> ModelVersion:
     """Train the job's reward model (resuming from its newest checkpoint) and register it."""
-    from alignment.config import config_from_dict, config_to_dict
-    from alignment.reward.train import RewardTrainConfig, checkpoints, train_reward_model
+    from alignment.checkpoints import checkpoints
+    from alignment.config import config_from_dict
+    from alignment.reward.config import RewardTrainConfig
 
     snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
     base = reward_base_config()
@@ -105,13 +117,11 @@ def reward_train_run(*, job: Job) -> ModelVersion:
             values["frame_cache_max_gb"] = settings.VIDPREF_FRAME_CACHE_MAX_GB
     config = config_from_dict(RewardTrainConfig, values, where=f"job {job.pk}'s reward config")
 
-    on_step = training_progress(job)
     existing = checkpoints(Path(config.output_dir))
     if existing:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
 
-    metrics = run_trainer(job=job, command="reward-train", config=config, train_in_process=train_reward_model,
-                          on_step=on_step)
+    metrics = run_trainer(job=job, command="reward-train", config=config, on_progress=training_progress(job))
     # The model registered is the chosen epoch's (keep_best) or the last one's; so are its accuracies.
     chosen_step = (metrics.get("best") or {}).get("step")
     last = next((entry for entry in metrics["eval"] if entry["step"] == chosen_step), metrics["eval"][-1])
@@ -122,7 +132,7 @@ def reward_train_run(*, job: Job) -> ModelVersion:
         for dim, scores in validation.items()) or "no validation pairs"))
     return ModelVersion.objects.create(
         kind=ModelVersion.Kind.REWARD, name=f"reward-{job.pk}", path=str(Path(config.output_dir) / "model"),
-        snapshot=snapshot, config=config_to_dict(config), job=job,
+        snapshot=snapshot, config=trained_config(config, Path(config.output_dir)), job=job,
         metrics=json_safe({"validation": validation, "validation_pairs": last.get("n_pairs", 0),
                            "epoch": last.get("epoch"),
                            "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
