@@ -2,8 +2,14 @@
 
 A training job's form lists every field of its ``alignment`` config dataclass (nested ones as dotted
 names, ``model.lora_rank``) with the site's defaults as initial values and the dataclass's field
-comments as help text. The job stores only what the admin changed; the worker merges that over the
-site's base config. The config modules are torch-free, so the web process can read them.
+comments as help text. The fields that matter first (the job's inputs and its spec's ``primary`` fields:
+steps, batch size, learning rate, β, the backbone …) come first; the others are folded by topic
+(``TOPICS``; a nested dataclass's fields by its section comments, "Model: small backbone"). A field whose
+values are a fixed set (a ``typing.Literal``, ``metadata={"choices": …}``, or a comment that starts
+``a | b | c``) is a select; an optional bool (None meaning "auto") a select of auto / on / off. The job
+stores only what the admin changed; the worker merges that over the site's base config. The config
+modules are torch-free, so the web process can read them; settings that depend on the machine that trains
+(mixed precision, gradient checkpointing) default to ``auto``, decided by the trainer on that machine.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class JobSpec:
     create: Callable[..., Job] | None = None  # the service: create(<inputs>=, overrides=, created_by=)
     url_name: str | None = None  # a kind with its own admin form (import, export)
     inputs: tuple[str, ...] = ("snapshot",)  # rows the job reads, chosen in the form (see JobConfigForm.INPUTS)
+    primary: tuple[str, ...] = ()  # config fields shown first, unfolded, in this order; the rest folded by topic
 
     def config_dataclass(self):
         module, _, name = self.config_class.partition(":")
@@ -78,13 +85,15 @@ _POLICY_HIDDEN = frozenset({"output_dir", "policy", "snapshot", "media_root", "c
                             "train_split", "val_split"})
 _POLICY_SPECS = [
     JobSpec(kind, title, description, config_class=f"alignment.flow.config:{name}", hidden=_POLICY_HIDDEN,
-            base_config=_policy_base(kind), create=_policy_create(kind), inputs=("snapshot", "reward_version"))
-    for kind, title, name, description in (
-        (Job.Kind.SFT, "Supervised fine-tuning", "SFTConfig",
+            base_config=_policy_base(kind), create=_policy_create(kind), inputs=("snapshot", "reward_version"),
+            primary=("epochs", "max_steps", "batch_size", "learning_rate", *method_fields, "label_source",
+                     "finetune", "lora_rank"))
+    for kind, title, name, method_fields, description in (
+        (Job.Kind.SFT, "Supervised fine-tuning", "SFTConfig", (),
          "Plain flow matching on the chosen videos of a snapshot (LoRA on the base policy); gpu queue."),
-        (Job.Kind.FLOW_DPO, "Flow-DPO", "FlowDPOConfig",
+        (Job.Kind.FLOW_DPO, "Flow-DPO", "FlowDPOConfig", ("beta", "beta_schedule"),
          "Direct preference optimisation for flow matching on the snapshot's pairs; gpu queue."),
-        (Job.Kind.FLOW_RWR, "Flow-RWR", "FlowRWRConfig",
+        (Job.Kind.FLOW_RWR, "Flow-RWR", "FlowRWRConfig", ("temperature",),
          "Reward-weighted flow matching; rewards from consensus labels or a reward model; gpu queue."),
     )
 ]
@@ -100,17 +109,21 @@ JOB_SPECS: dict[str, JobSpec] = {
                 config_class="alignment.reward.config:RewardTrainConfig",
                 hidden=frozenset({"output_dir", "snapshot", "train_csv", "val_csv", "media_root", "progress",
                                   "train_split", "val_split"}),
-                base_config=_reward_base, create=_reward_create),
+                base_config=_reward_base, create=_reward_create,
+                primary=("epochs", "batch_size", "learning_rate", "model.backbone", "model.backbone_path", "loss",
+                         "keep_best", "best_by")),
         *_POLICY_SPECS,
         JobSpec(Job.Kind.LATENT_REWARD, "Train a latent reward model", "Flow-NRG's reward on noisy latents: the "
                 "policy's first blocks and a head per dimension, trained on the snapshot's pairs noised alike; gpu queue.",
                 config_class="alignment.flow.config:LatentRewardConfig", hidden=_POLICY_HIDDEN,
-                base_config=_policy_base(Job.Kind.LATENT_REWARD), create=_policy_create(Job.Kind.LATENT_REWARD)),
+                base_config=_policy_base(Job.Kind.LATENT_REWARD), create=_policy_create(Job.Kind.LATENT_REWARD),
+                primary=("epochs", "max_steps", "batch_size", "learning_rate", "num_layers", "readout", "noisy")),
         JobSpec(Job.Kind.GENERATE, "Generate pairs", "Two candidates per prompt — an aligned policy vs the base, two "
                 "seeds of one policy, or Flow-NRG-guided vs unguided — ordered for labelling by the reward model, "
                 "least certain first; gpu queue.",
                 config_class="alignment.flow.config:GenerationConfig", create=_generate_create,
-                inputs=("policy_version", "latent_reward_version", "reward_version")),
+                inputs=("policy_version", "latent_reward_version", "reward_version"),
+                primary=("pairs", "source", "steps", "weights", "guidance_strength")),
         JobSpec(Job.Kind.PREVIEW, "Guided preview (personalisation)", "One prompt and seed sampled without and with "
                 "Flow-NRG guidance by your VQ/MQ/TA weights, side by side; gpu queue.",
                 url_name="admin:workers_guidedpreview_changelist"),
@@ -175,13 +188,30 @@ class JSONValueField(forms.CharField):
             raise forms.ValidationError(f"not JSON: {exc}") from exc
 
 
+AUTO_BOOL_CHOICES = [("", "auto"), ("true", "on"), ("false", "off")]
+
+
+def _choice_field(choices, *, required: bool, **common) -> forms.Field:
+    """A select of ``choices`` (any hashable values; posted as their text, coerced back)."""
+    by_text = {str(choice): choice for choice in choices}
+    options = [(str(choice), str(choice)) for choice in choices]
+    if not required:
+        options = [("", "— none —"), *options]
+    return forms.TypedChoiceField(choices=options, coerce=lambda text: by_text[text], required=required,
+                                  empty_value=None, **common)
+
+
 def _form_field(config_field, initial) -> forms.Field:
     kind, doc = config_field.kind, config_field.doc
     required = not config_field.optional
     common = {"label": config_field.name, "help_text": doc, "initial": initial}
-    choices = _choices_from_doc(doc) if kind is str else None
+    choices = config_field.choices or (_choices_from_doc(doc) if kind is str else None)
     if choices:
-        return forms.ChoiceField(choices=[(c, c) for c in choices], required=required, **common)
+        return _choice_field(choices, required=required and initial is not None, **common)
+    if kind is bool and config_field.optional:  # None means "auto": decided on the machine that trains
+        return forms.TypedChoiceField(choices=AUTO_BOOL_CHOICES, coerce=lambda text: text == "true", required=False,
+                                      empty_value=None, **{**common, "initial": {None: "", True: "true",
+                                                                                  False: "false"}.get(initial)})
     if kind is bool:
         return forms.BooleanField(required=False, **common)
     if kind is int:
@@ -194,6 +224,50 @@ def _form_field(config_field, initial) -> forms.Field:
         item_types = [arg for arg in typing.get_args(kind) if arg is not Ellipsis]
         return TupleField(item_type=item_types[0] if item_types else str, required=False, **common)
     return JSONValueField(required=False, **{**common, "help_text": f"{doc} (JSON)".strip()})
+
+
+# The folded groups of a form, in order: a field goes to the first topic that names it or a prefix of it. The
+# fields of a nested dataclass ("model.…") are grouped by its section comments instead; the rest: "Other".
+TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Labels, loss and data", ("loss", "theta", "label_source", "dimension_weights", "min_margin", "num_frames",
+                               "height", "width", "noisy")),
+    ("LoRA and fine-tuning", ("finetune", "lora_")),
+    ("Optimiser and schedule", ("epochs", "max_steps", "learning_rate", "head_learning_rate", "weight_decay",
+                                "batch_size", "gradient_accumulation_steps", "warmup_steps", "lr_schedule",
+                                "max_grad_norm", "sigma_shift", "beta", "temperature", "num_layers", "readout")),
+    ("Evaluation and checkpoints", ("keep_best", "best_by", "save_every_steps", "keep_checkpoints",
+                                    "eval_every_steps", "max_eval_")),
+    ("Sampling", ("pairs", "source", "steps", "guidance_scale", "prompt_file")),
+    ("Flow-NRG guidance", ("weights", "guidance_")),
+    ("Machine and data loading", ("mixed_precision", "gradient_checkpointing", "num_workers", "decode_threads",
+                                  "cache_videos", "frame_cache_", "encode_batch_size", "seed")),
+)
+
+
+def field_topic(config_field) -> str:
+    """The folded group a config field belongs to (see ``TOPICS``)."""
+    name = config_field.name
+    if "." in name:
+        prefix = name.rsplit(".", 1)[0].replace(".", " ").capitalize()
+        section = config_field.section.split("(")[0].strip()
+        return f"{prefix}: {section}" if section else prefix
+    for title, names in TOPICS:
+        if any(name == entry or (entry.endswith("_") and name.startswith(entry)) for entry in names):
+            return title
+    return "Other"
+
+
+@dataclass
+class FieldGroup:
+    """Fields shown together: the first group unfolded, the others each in a ``<details>``."""
+
+    title: str
+    fields: list  # bound fields
+    open: bool = False
+
+    @property
+    def has_errors(self) -> bool:
+        return any(field.errors for field in self.fields)
 
 
 class JobConfigForm(forms.Form):
@@ -226,13 +300,41 @@ class JobConfigForm(forms.Form):
             self.fields[name] = self.INPUTS[name]()
         base = spec.base_config() if spec.base_config else {}
         self.config_initial = {}
+        self.topics: dict[str, str] = {}
+        folded: dict[str, forms.Field] = {}
         for config_field in config_fields(spec.config_dataclass()):
             if config_field.name in spec.hidden or config_field.name.split(".")[0] in spec.hidden:
                 continue
             default = None if config_field.default is dataclasses.MISSING else config_field.default
             initial = _nested_get(base, config_field.name, default)
             self.config_initial[config_field.name] = initial
-            self.fields[config_field.name] = _form_field(config_field, initial)
+            field = _form_field(config_field, initial)
+            if config_field.name in spec.primary:
+                self.fields[config_field.name] = field
+            else:
+                folded[config_field.name] = field
+                self.topics[config_field.name] = field_topic(config_field)
+        # The inputs, then the primary fields in the spec's order, then the folded ones in the dataclass's.
+        primary = [name for name in spec.primary if name in self.fields]
+        self.fields = {**{name: self.fields[name] for name in [*spec.inputs, *primary]}, **folded}
+
+    def groups(self) -> list[FieldGroup]:
+        """The essentials (inputs and primary fields) unfolded, then one folded group per topic (in ``TOPICS``'
+        order, a nested dataclass's sections where its first field is); a group with an error is open."""
+        essentials = FieldGroup("Essentials", [], open=True)
+        folded: dict[str, FieldGroup] = {}
+        for bound in self:
+            topic = self.topics.get(bound.name)
+            if topic is None:
+                essentials.fields.append(bound)
+            else:
+                folded.setdefault(topic, FieldGroup(topic, [])).fields.append(bound)
+        order = [title for title, _ in TOPICS]  # a nested dataclass's groups first (as declared), "Other" last
+        ranked = sorted(folded.values(), key=lambda group: order.index(group.title) if group.title in order
+                        else len(order) if group.title == "Other" else -1)
+        for group in ranked:
+            group.open = group.has_errors
+        return [essentials, *ranked]
 
     def config_overrides(self) -> dict:
         """The values the admin changed from the site's defaults, nested like the config dataclass."""
