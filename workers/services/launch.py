@@ -25,6 +25,7 @@ The worker itself never initialises CUDA: how many GPUs the machine has is asked
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import logging
@@ -73,14 +74,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child, before it runs: SIGKILL when the worker process dies (Linux)."""
-    try:
-        import ctypes
+try:  # loaded here, not in the forked child: between fork and exec nothing may import or take a lock
+    _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not Linux / glibc: the child does not die with the worker, a redelivery stops it
+    _LIBC = None
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+
+def _die_with_parent() -> None:
+    """In the child, between fork and exec: SIGKILL when the worker process dies (PR_SET_PDEATHSIG)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)
 
 
 def _stop_group(pgid: int) -> None:

@@ -1,8 +1,10 @@
 """Tasks on the `gpu` queue: training, pair generation, guided previews. torch is imported inside the task bodies
 (the web never loads it).
 
-Run this queue with ``--concurrency 1 --prefetch-multiplier 1``: one job per GPU machine at a time; a
-training job uses all of the machine's GPUs through accelerate.
+Run this queue with ``--concurrency 1 --prefetch-multiplier 1``: one job per GPU machine at a time. A task runs
+in the prefork pool's daemonic child, so its GPU work runs in a child process of its own
+(``workers.services.launch``): training under ``python -m alignment`` (``accelerate launch`` on all the machine's
+GPUs when it has several), sampling under ``python -m alignment sample-plan``.
 """
 
 from celery import shared_task
