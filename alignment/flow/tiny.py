@@ -113,7 +113,15 @@ def build_tiny_wan_policy(
     verbosity = diffusers_logging.get_verbosity()
     try:
         diffusers_logging.set_verbosity_error()  # "vae=None cannot be saved": the pixel codec is saved below
-        pipeline.save_pretrained(temp)
+        from transformers.utils import logging as transformers_logging
+
+        bars = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()  # a "Writing model shards" bar per save: noise in a worker's log
+        try:
+            pipeline.save_pretrained(temp)
+        finally:
+            if bars:
+                transformers_logging.enable_progress_bar()
         diffusers_logging.set_verbosity(verbosity)
         if video_codec is not None:
             video_codec.save(temp / "codec")

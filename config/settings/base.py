@@ -243,6 +243,9 @@ VIDPREF_ALIGNMENT_METHOD = env("VIDPREF_ALIGNMENT_METHOD", default="dpo")
 VIDPREF_PIPELINE_GENERATE_PAIRS = env.int("VIDPREF_PIPELINE_GENERATE_PAIRS", default=64)
 # The video model every alignment starts from (a local diffusers-format Wan folder); empty: a tiny CPU policy.
 VIDPREF_BASE_POLICY = env("VIDPREF_BASE_POLICY", default="")
+# Pairs that the tiny policy generates (no VIDPREF_BASE_POLICY: untrained, its videos are noise) are kept out of the
+# labelling queue (retired, in their batch) unless this is true: whatever annotators are served must be judgeable.
+VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS = env.bool("VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS", default=False)
 # An SFT/Flow-DPO/Flow-RWR config file (JSON/YAML) the alignment jobs start from; empty: a short LoRA run.
 VIDPREF_ALIGNMENT_CONFIG = env("VIDPREF_ALIGNMENT_CONFIG", default="")
 # Prompts new pairs are generated for (CSV with a "prompt" column, or one a line); empty: the database's.

@@ -350,3 +350,29 @@ def test_the_file_view_refuses_paths_outside_the_job_folder(site, staff_client, 
     assert job_file_path(job=job, name="./guided.mp4") == (job_folder(job) / "guided.mp4").resolve()
     assert staff_client.post(base + "guided.mp4").status_code == 405
     assert Path(job_folder(job) / "guided.mp4").read_bytes() == b"mine"
+
+
+def test_pairs_from_the_untrained_built_in_policy_are_held_out_of_the_queue(make_pairs, make_user, settings):
+    """No VIDPREF_BASE_POLICY: generation samples the built-in tiny Wan, whose videos are noise. Its pairs are kept
+    in their batch, retired, and no annotator is served them; the job's outcome says so."""
+    from annotate.models import Batch
+    from annotate.services.assignment import assignment_next
+    from workers.services.generation import pairs_hold_if_untrained
+    from workers.services.jobs import job_outcome_text
+
+    batch = Batch.objects.create(source="generated:job-test", name="noise")
+    pairs = make_pairs(3)
+    Pair.objects.filter(pk__in=[p.pk for p in pairs]).update(batch=batch)
+    settings.VIDPREF_BASE_POLICY = "/models/wan"
+    assert pairs_hold_if_untrained(batch_id=batch.pk) == 0  # a real model: queued
+    settings.VIDPREF_BASE_POLICY = ""
+    settings.VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS = True
+    assert pairs_hold_if_untrained(batch_id=batch.pk) == 0  # asked for: queued
+    annotator = make_user()
+    settings.VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS = False
+    assert pairs_hold_if_untrained(batch_id=batch.pk) == 3
+    assert set(Pair.objects.filter(batch=batch).values_list("status", flat=True)) == {Pair.Status.RETIRED}
+    assert assignment_next(annotator=annotator) is None
+    job = Job(kind=Job.Kind.GENERATE, status=Job.Status.SUCCEEDED,
+              result={"pairs_created": 3, "pairs_existing": 0, "skipped": [], "pairs_held": 3})
+    assert job_outcome_text(job) == "done: 0 pairs queued, 3 pairs from the untrained built-in policy held back"

@@ -4,6 +4,7 @@ in the annotation queue, which an annotator can then judge."""
 import time
 from pathlib import Path
 
+import pytest
 from django.contrib.auth import get_user_model
 
 from annotate.models import Batch, Pair, Video
@@ -13,10 +14,21 @@ from annotate.services.ingest import pairs_import
 from workers.models import Job, ModelVersion, Pipeline
 from workers.services.pipelines import pipeline_start
 from workers.simulation import simulate_annotators
+from tests.conftest import _wait_for_other_sessions_to_end, start_celery_worker, stop_celery_worker
 
 TINY_REWARD = {"epochs": 1, "batch_size": 8, "num_workers": 0, "cache_videos": 64,
                "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]}}
 TINY_DPO = {"max_steps": 2, "batch_size": 2, "lora_rank": 4, "max_eval_items": 2}
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """The worker queues what the tiny CPU policy generates (as a site with a real VIDPREF_BASE_POLICY does; by
+    default those noise pairs are held back, see test_generation.py), so the loop can be followed to the end."""
+    process = start_celery_worker(tmp_path / "worker.log", VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS="true")
+    yield process
+    stop_celery_worker(process)
+    _wait_for_other_sessions_to_end()
 
 
 def test_the_loop_closes_in_a_real_worker(live_server, celery_worker_process, tmp_path, settings):

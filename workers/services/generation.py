@@ -30,7 +30,7 @@ from django.conf import settings
 from alignment.config import config_from_dict
 from alignment.data.records import DIMENSIONS
 from alignment.flow.config import GenerationConfig
-from annotate.models import Prompt
+from annotate.models import Pair, Prompt
 from annotate.services.ingest import GeneratedPair, generated_pairs_queue
 from workers.models import Job, ModelVersion
 from workers.services.jobs import job_folder
@@ -236,8 +236,25 @@ def pairs_generate_run(*, job: Job) -> dict:
                                    name=f"{config.source}: {generators['a']} vs {generators['b']} (job {job.pk})",
                                    created_by=job.created_by)
     job.append_log(report.summary())
-    return {**report.as_dict(), "source": config.source, "generator_a": generators["a"], "generator_b": generators["b"],
+    held = pairs_hold_if_untrained(batch_id=report.batch_id)
+    if held:
+        job.append_log(f"{held} new pairs held out of the labelling queue: they were sampled from the built-in tiny "
+                       "policy, which is untrained and makes noise (no VIDPREF_BASE_POLICY is set). They are in the "
+                       "batch, retired. Point VIDPREF_BASE_POLICY at a real video model to queue what it generates "
+                       "(VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS=true queues them anyway).")
+    return {**report.as_dict(), "pairs_held": held, "source": config.source, "generator_a": generators["a"], "generator_b": generators["b"],
             "policy": policy_version.name if policy_version else "base"}
+
+
+def pairs_hold_if_untrained(*, batch_id: int) -> int:
+    """Without ``VIDPREF_BASE_POLICY`` every policy is the built-in tiny Wan (random weights, or a short LoRA on
+    them): enough to run the loop on a CPU, but its videos are noise that nobody can judge. Such pairs are
+    kept (retired) rather than served to annotators, unless ``VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS`` asks
+    for them. Returns how many were held."""
+    if settings.VIDPREF_BASE_POLICY or settings.VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS:
+        return 0
+    return Pair.objects.filter(batch_id=batch_id, status=Pair.Status.OPEN, filled=0).update(
+        status=Pair.Status.RETIRED)
 
 
 def generate_work(job: Job) -> dict:

@@ -169,7 +169,10 @@ def job_outcome_text(job: Job) -> str:
     result = job.result or {}
     if "pairs_created" in result:  # an import or a generation: the pairs it added to the queue
         verb = "queued" if job.kind == Job.Kind.GENERATE else "imported"
-        parts = [f"{_count(result['pairs_created'], 'pair')} {verb}"]
+        held = result.get("pairs_held") or 0
+        parts = [f"{_count(max(0, result['pairs_created'] - held), 'pair')} {verb}"]
+        if held:
+            parts.append(f"{_count(held, 'pair')} from the untrained built-in policy held back")
         if result.get("pairs_existing"):
             parts.append(f"{result['pairs_existing']} already present")
         if result.get("skipped"):
