@@ -114,7 +114,7 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
             "chart_data": _chart_data(report) if report else None,
             "generator_charts": [{"dim": dim, "ranked": bool(ranking)}
                                  for dim, ranking in _ordered(report.get("generators", {}))] if report else [],
-            "progress": _recompute_progress(request, filters, stored) if request.GET.get("requested") else None,
+            "progress": _recompute_progress(request.GET, filters, stored) if request.GET.get("requested") else None,
             "rules": _outlier_rules(),
             "alpha_why": ("Krippendorff's α is undefined for these judgments: it needs pairs with two or more counted "
                           "judgments, and more than one label in use among them."),
@@ -134,13 +134,25 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
         try:
             agreement_report_request(filters=filters)
         except BrokerUnavailable as exc:
+            if request.htmx:
+                return HttpResponse(format_html('<span id="recompute-status" class="recompute-failed" role="alert">'
+                                                "Not recomputed: {}.</span>", exc))
             messages.warning(request, f"Not recomputed: {exc}.")
             return redirect("admin:annotate_agreementreport_changelist")
-        messages.info(request, "Recomputing on the default queue; the new numbers replace these once they are in.")
         query = request.POST.copy()
         query.pop("csrfmiddlewaretoken", None)
         query["requested"] = requested.isoformat()
         query["after"] = str(shown.pk if shown else 0)
+        if request.htmx:
+            # the button was pressed on the page: no navigation; the status it shows polls until the new numbers
+            # are in, then loads the page once (status_view)
+            progress = _recompute_progress(query, filters, shown)
+            if progress["state"] == "done":
+                response = HttpResponse("")
+                response["HX-Redirect"] = progress["page_url"]
+                return response
+            return render(request, "admin/annotate/agreement/recompute_status.html", {"progress": progress})
+        messages.info(request, "Recomputing on the default queue; the new numbers replace these once they are in.")
         return redirect(f"{reverse('admin:annotate_agreementreport_changelist')}?{query.urlencode()}")
 
     def status_view(self, request):
@@ -151,7 +163,7 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
         from annotate.selectors import agreement_report_latest
 
         filters = StatsFilterForm(request.GET or None).canonical()
-        progress = _recompute_progress(request, filters, agreement_report_latest(filters=filters))
+        progress = _recompute_progress(request.GET, filters, agreement_report_latest(filters=filters))
         if progress["state"] == "done":
             response = HttpResponse("")
             response["HX-Redirect"] = progress["page_url"]
@@ -215,22 +227,22 @@ RECOMPUTE_PATIENCE = timedelta(minutes=10)
 seconds; minutes mean no worker is consuming the default queue)."""
 
 
-def _recompute_progress(request, filters: dict, latest) -> dict:
+def _recompute_progress(query_in, filters: dict, latest) -> dict:
     """How the recompute asked for at ``?requested=<when>&after=<id of the report then shown>`` is doing:
     ``state`` is ``done`` (a newer report for these filters is stored), ``failed`` (the task raised:
     ``detail`` says what), ``gave up`` (nothing after ``RECOMPUTE_PATIENCE``), ``running`` or ``queued``.
     ``page_url``: the dashboard with these filters and no polling parameters; ``poll_url``: the status endpoint.
     Failures and starts are read from the Celery result store (django-celery-results; ``result_extended``
     keeps each task's name and arguments), matched on the task name, these filters and the time."""
-    query = request.GET.copy()
+    query = query_in.copy()
     for key in ("requested", "after"):
         query.pop(key, None)
     page_url = reverse("admin:annotate_agreementreport_changelist") + (f"?{query.urlencode()}" if query else "")
     progress = {"state": "queued", "detail": "", "page_url": page_url, "has_report": latest is not None,
-                "poll_url": f"{reverse('admin:annotate_agreement_status')}?{request.GET.urlencode()}"}
-    requested = parse_datetime(request.GET.get("requested") or "")
+                "poll_url": f"{reverse('admin:annotate_agreement_status')}?{query_in.urlencode()}"}
+    requested = parse_datetime(query_in.get("requested") or "")
     try:
-        after = int(request.GET.get("after", ""))
+        after = int(query_in.get("after", ""))
     except ValueError:
         after = None
     if requested is None or timezone.is_naive(requested):

@@ -320,3 +320,18 @@ def test_undefined_statistics_read_n_a_with_the_reason_and_the_kappa_diagonal_is
     # Cohen's κ: 3 × 3 diagonal cells per dimension are blank and carry no value to colour; the others do.
     assert html.count('class="kappa-diag"') == 9 and html.count('data-kappa="0.5"') == 3 * 6
     assert 'data-kappa="1.0"' not in html
+
+
+def test_recompute_pressed_on_the_page_answers_with_the_polling_status_instead_of_a_new_page(client, staff,
+                                                                                            monkeypatch):
+    """The button posts with htmx: the answer is the status fragment that polls, not a redirect (a page load)."""
+    from celery import current_app
+
+    monkeypatch.setattr(current_app, "send_task", lambda name, kwargs: SimpleNamespace(id="t"))
+    client.force_login(staff)
+    answer = client.post("/admin/annotate/agreementreport/recompute/", {"judged_from": "2026-11-01T00:00:00Z"},
+                         headers={"HX-Request": "true"})
+    body = answer.content.decode()
+    assert answer.status_code == 200 and "Location" not in answer.headers
+    assert 'id="recompute-status"' in body and 'hx-trigger="every 2s"' in body and "recomputing…" in body
+    assert "/agreementreport/status/?" in body and "requested=" in body and "after=0" in body
