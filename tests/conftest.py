@@ -1,7 +1,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -50,6 +49,16 @@ def make_user(db):
         return user
 
     return make
+
+
+@pytest.fixture
+def staff_client(client, make_user):
+    """Django's test client logged in as a superuser."""
+    admin = make_user(staff=True)
+    admin.is_superuser = True
+    admin.save()
+    client.force_login(admin)
+    return client
 
 
 @pytest.fixture

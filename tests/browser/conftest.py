@@ -3,6 +3,27 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+LAPTOP = {"width": 1366, "height": 768}
+STAFF_PASSWORD = "correct horse battery"
+
+
+def admin_log_in(page, base: str, username: str, password: str, next_path: str = "/admin/") -> None:
+    page.goto(f"{base}/admin/login/?next={next_path}")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("input[type=submit]")
+
+
+def watch_problems(page) -> list[str]:
+    """Every console error, uncaught exception, failed request and HTTP error response of ``page``, as text."""
+    problems = []
+    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(
+        f"request failed: {request.method} {request.url}: {request.failure}"))
+    page.on("response", lambda response: response.status >= 400 and problems.append(
+        f"HTTP {response.status}: {response.request.method} {response.url}"))
+    return problems
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +48,17 @@ def browser():
         yield browser
         browser.close()
 
+
+
+@pytest.fixture
+def staff_page(browser, live_server, transactional_db, make_user):
+    """A superuser's admin page at 1366×768, logged in; ``page.problems`` collects what went wrong in it."""
+    staff = make_user("staff-member", staff=True, password=STAFF_PASSWORD)
+    staff.is_superuser = True
+    staff.save()
+    page = browser.new_page(viewport=LAPTOP)
+    problems = watch_problems(page)
+    admin_log_in(page, live_server.url, "staff-member", STAFF_PASSWORD)
+    page.wait_for_selector("#content")
+    page.problems, page.staff = problems, staff
+    return page

@@ -11,7 +11,6 @@ from annotate.services.stats import agreement_report_refresh
 from tests.annotate.test_dashboard import small_study, stored_report
 from tests.annotate.test_stats import in_batch
 from tests.workers.test_snapshots import judge
-from tests.workers.test_stats_recompute import own_broker_worker  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -80,7 +79,7 @@ def test_staff_see_charts_and_act_annotators_are_turned_away(browser, live_serve
     assert "/admin/login/" in outsider.url and outsider.query_selector("#dimension-table") is None
 
 
-def test_recompute_reloads_once_then_settles_on_small_data(browser, live_server, own_broker_worker, make_user,
+def test_recompute_reloads_once_then_settles_on_small_data(browser, live_server, celery_worker_process, make_user,
                                                          make_pairs, settings):
     """A real worker recomputes; the button posts without leaving the page, which loads once when the new
     numbers are in, then stays (a page that reloaded itself every poll went to 63 loads in two minutes). The
@@ -147,7 +146,7 @@ def test_recompute_reloads_once_then_settles_on_small_data(browser, live_server,
     assert problems == []
 
 
-def test_a_failed_recompute_is_said_and_polling_stops(browser, live_server, own_broker_worker, make_user,
+def test_a_failed_recompute_is_said_and_polling_stops(browser, live_server, celery_worker_process, make_user,
                                                      make_pairs, settings):
     """The worker's task fails (the judgments table is out of its reach): the page says so, keeps the earlier
     numbers, stops polling and never reloads."""
@@ -172,7 +171,7 @@ def test_a_failed_recompute_is_said_and_polling_stops(browser, live_server, own_
 
             raise AssertionError(f"{page.url}\n{page.content()[-1500:]}\n"
                                  f"{list(TaskResult.objects.values())}\n"
-                                 f"{own_broker_worker.log_path.read_text()[-3000:]}") from error
+                                 f"{celery_worker_process.log_path.read_text()[-3000:]}") from error
         failed_after = len(polls)
         page.wait_for_timeout(5_000)
     finally:

@@ -3,7 +3,7 @@ folded by topic and opened with a click, selects where the values are a fixed se
 
 import pytest
 
-from tests.browser.test_jobs_page import SCREENSHOTS, VIEWPORT, staff_page  # noqa: F401 (a fixture)
+from tests.browser.test_jobs_page import SCREENSHOTS, VIEWPORT
 from workers.models import DatasetSnapshot, Job
 
 pytestmark = [pytest.mark.browser]

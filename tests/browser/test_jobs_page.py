@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.alignment.test_reward_train import brightness_snapshot
-from tests.browser.test_dashboard_page import log_in
 from tests.conftest import render_clip
 from tests.workers.test_reward_jobs import registered
 from workers.models import Job, ModelVersion
@@ -18,19 +17,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 VIEWPORT = {"width": 1366, "height": 768}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"  # looked at by people, not committed
 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-PASSWORD = "correct horse battery"
-
-
-def watch_problems(page) -> list[str]:
-    """Every console error, uncaught exception, failed request and HTTP error response of ``page``, as text."""
-    problems = []
-    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: problems.append(
-        f"request failed: {request.method} {request.url}: {request.failure}"))
-    page.on("response", lambda response: response.status >= 400 and problems.append(
-        f"HTTP {response.status}: {response.request.method} {response.url}"))
-    return problems
 
 
 def page_width(page) -> int:
@@ -46,19 +32,6 @@ def fits_the_window(page) -> bool:
     }""")
     assert widths[0] <= VIEWPORT["width"] and widths[1] <= widths[2], widths
     return True
-
-
-@pytest.fixture
-def staff_page(browser, live_server, transactional_db, make_user):
-    staff = make_user("trainer", staff=True, password=PASSWORD)
-    staff.is_superuser = True
-    staff.save()
-    page = browser.new_page(viewport=VIEWPORT)
-    problems = watch_problems(page)
-    log_in(page, live_server.url, "trainer", PASSWORD)
-    page.wait_for_selector("#content")
-    page.problems, page.staff = problems, staff
-    return page
 
 
 def params_table(page) -> dict:

@@ -9,30 +9,15 @@ import time
 import pytest
 from django.db import connection
 
-from tests.browser.test_dashboard_page import log_in
-from tests.browser.test_jobs_page import SCREENSHOTS, VIEWPORT, fits_the_window, page_width, watch_problems
+from tests.browser.test_jobs_page import SCREENSHOTS, VIEWPORT, fits_the_window, page_width
 from tests.conftest import seed_judged_pairs
 from workers.models import Job, Pipeline
 from workers.services.pipelines import pipeline_defaults, pipeline_stage_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-PASSWORD = "correct horse battery"
 NO_EDITING = ("input[name=_save], input[name=_continue], input[name=_addanother], a.deletelink, "
               "input[name$='-DELETE'], input[type=checkbox], textarea, select")
-
-
-@pytest.fixture
-def staff_page(browser, live_server, transactional_db, make_user):
-    staff = make_user("pipeliner", staff=True, password=PASSWORD)
-    staff.is_superuser = True
-    staff.save()
-    page = browser.new_page(viewport=VIEWPORT)
-    problems = watch_problems(page)
-    log_in(page, live_server.url, "pipeliner", PASSWORD)
-    page.wait_for_selector("#content")
-    page.problems, page.staff = problems, staff
-    return page
 
 
 def stages_in_a_thread(pipeline_id: int, stages: list[str]) -> threading.Thread:
@@ -151,7 +136,7 @@ def test_cancel_stops_a_running_pipeline_and_its_stage(staff_page, live_server, 
     assert steps and steps[-1] < 599 and job.attempts[-1]["outcome"] == "cancelled"
     assert Job.objects.filter(pipeline=pipeline).count() == 1  # the reward stage did nothing
     page.reload()
-    assert "Cancelled" in row_text(page, "export") and "cancelled by pipeliner at" in row_text(page, "export")
+    assert "Cancelled" in row_text(page, "export") and f"cancelled by {page.staff.username} at" in row_text(page, "export")
     assert page.query_selector("button.pipeline-cancel") is None
     assert page.get_attribute("#pipeline-live", "hx-trigger") is None
     assert page.problems == []

@@ -52,15 +52,6 @@ def site(db, models, settings, tmp_path):
         prompt_file=str(models.prompts))
 
 
-@pytest.fixture
-def staff_client(client, make_user):
-    admin = make_user(staff=True)
-    admin.is_superuser = True
-    admin.save()
-    client.force_login(admin)
-    return client
-
-
 def run_generation(django_capture_on_commit_callbacks, **kwargs) -> tuple[Job, list[Pair]]:
     with django_capture_on_commit_callbacks():  # the task is not sent: the service runs here
         job = generation_job_create(**kwargs)

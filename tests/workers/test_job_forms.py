@@ -15,15 +15,6 @@ TRAINING_KINDS = [Job.Kind.REWARD, Job.Kind.SFT, Job.Kind.FLOW_DPO, Job.Kind.FLO
 
 
 @pytest.fixture
-def staff_client(client, make_user):
-    admin = make_user(staff=True)
-    admin.is_superuser = True
-    admin.save()
-    client.force_login(admin)
-    return client
-
-
-@pytest.fixture
 def snapshot(db):
     return DatasetSnapshot.objects.create(name="snap-1", uri="/nowhere", counts={"pairs": 40, "train": 32})
 

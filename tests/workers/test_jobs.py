@@ -14,15 +14,6 @@ from workers.services.jobs import job_cancel, job_execute, job_retry, job_run, j
 
 
 @pytest.fixture
-def staff_client(client, make_user):
-    admin = make_user(staff=True)
-    admin.is_superuser = True
-    admin.save()
-    client.force_login(admin)
-    return client
-
-
-@pytest.fixture
 def snapshot(db):
     return DatasetSnapshot.objects.create(name="snap-1", uri="/nowhere", counts={"pairs": 40, "train": 32})
 

@@ -82,15 +82,6 @@ def test_export_stage_runs_as_a_job_of_the_pipeline_and_feeds_the_next(judged, s
         Job.Kind.REWARD, {"snapshot_id": result["snapshot_id"], "config": {}})
 
 
-@pytest.fixture
-def staff_client(client, make_user):
-    admin = make_user(staff=True)
-    admin.is_superuser = True
-    admin.save()
-    client.force_login(admin)
-    return client
-
-
 def test_stages_come_in_the_chains_order_with_their_jobs(db):
     from workers.services.pipelines import STAGE_QUEUES, pipeline_stages
 

@@ -1,68 +1,15 @@
 """On demand from the dashboard: a real worker recomputes the statistics, and the page shows the simulated
 spammer and the left-biased annotator marked."""
 
-import os
 import random
 import time
 
-import pytest
 from django_celery_results.models import TaskResult
 
 from annotate.admin import _task_filters
 from annotate.models import AgreementReport
 from annotate.services.stats import RECOMPUTE_TASK
 from tests.workers.test_snapshots import judge
-
-
-@pytest.fixture
-def own_broker_worker(transactional_db, tmp_path):
-    """A real worker as ``celery_worker_process`` starts it (default queue), on a Redis database of its own that
-    this process sends to as well. Test sessions running side by side share the embedded Redis: a worker of
-    another session consuming ``default`` would take the recompute and run it on that session's database, and
-    this test would wait in vain. (Brokers other than Redis: the shared one, as before.)"""
-    from urllib.parse import urlsplit, urlunsplit
-
-    from celery import current_app
-    from kombu import Connection
-
-    from tests.conftest import _wait_for_other_sessions_to_end, start_celery_worker, stop_celery_worker
-
-    shared = current_app.conf.broker_url
-    parts = urlsplit(shared)
-    database = str(random.randint(1, 15))
-    if parts.scheme == "redis+socket":  # (urlunsplit would drop the empty host: redis+socket:/path)
-        own = f"{shared.split('?', 1)[0]}?virtual_host={database}"
-    elif parts.scheme in ("redis", "rediss"):
-        own = urlunsplit(parts._replace(path=f"/{database}"))
-    else:
-        own = shared
-
-    def reset_pools():  # the app keeps connection pools to the broker it last used
-        current_app._pool = None
-        current_app.amqp._producer_pool = None
-
-    if own != shared:
-        with Connection(own) as connection:
-            connection.default_channel.client.flushdb()  # nothing left over from an interrupted run
-    # Restored by hand: monkeypatch.undo() would also undo what other fixtures patched (DJANGO_ALLOW_ASYNC_UNSAFE).
-    variable = os.environ.get("CELERY_BROKER_URL")
-    current_app.conf.broker_url = own
-    os.environ["CELERY_BROKER_URL"] = own  # Celery reads the variable before its own setting
-    reset_pools()
-    try:
-        process = start_celery_worker(tmp_path / "worker.log", queues="default", CELERY_BROKER_URL=own)
-        try:
-            yield process
-        finally:
-            stop_celery_worker(process)
-    finally:
-        if variable is None:
-            os.environ.pop("CELERY_BROKER_URL", None)
-        else:
-            os.environ["CELERY_BROKER_URL"] = variable
-        current_app.conf.broker_url = shared
-        reset_pools()
-    _wait_for_other_sessions_to_end()
 
 
 def simulate(make_pairs, make_user, *, pairs=150, seed=7):
@@ -85,7 +32,7 @@ def simulate(make_pairs, make_user, *, pairs=150, seed=7):
     return spammer, biased
 
 
-def test_recompute_from_the_dashboard_runs_in_the_worker(own_broker_worker, client, make_pairs, make_user):
+def test_recompute_from_the_dashboard_runs_in_the_worker(celery_worker_process, client, make_pairs, make_user):
     spammer, biased = simulate(make_pairs, make_user)
     staff = make_user(staff=True)
     staff.is_superuser = True
@@ -96,7 +43,7 @@ def test_recompute_from_the_dashboard_runs_in_the_worker(own_broker_worker, clie
     assert response.status_code == 302 and "requested=" in response["Location"]
     deadline = time.monotonic() + 90
     while not AgreementReport.objects.exists():
-        assert time.monotonic() < deadline, own_broker_worker.log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, celery_worker_process.log_path.read_text()[-3000:]
         time.sleep(0.3)
     polling = response["Location"].split("?", 1)[1]
     status = client.get(f"/admin/annotate/agreementreport/status/?{polling}")
