@@ -1,3 +1,4 @@
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,9 @@ def _orm_beside_playwright(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-@pytest.fixture
-def browser():
+@contextlib.contextmanager
+def chromium():
+    """Headless Debian Chromium driven by Playwright (skips where it is not installed; .ci/run installs it)."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed at /usr/bin/chromium (`apt-get install chromium`; .ci/run does it)")
     from playwright.sync_api import sync_playwright
@@ -47,6 +49,12 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser():
+    with chromium() as launched:
+        yield launched
 
 
 

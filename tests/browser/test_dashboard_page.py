@@ -10,29 +10,14 @@ from django.db import connection
 from annotate.services.stats import agreement_report_refresh
 from tests.annotate.test_dashboard import small_study, stored_report
 from tests.annotate.test_stats import in_batch
+from tests.browser.conftest import admin_log_in, watch_problems
 from tests.workers.test_snapshots import judge
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 VIEWPORT = {"width": 1366, "height": 768}
 
-
-def log_in(page, base: str, username: str, password: str) -> None:
-    page.goto(f"{base}/admin/login/?next=/admin/annotate/agreementreport/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("input[type=submit]")
-
-
-def watch(page) -> list[str]:
-    """Everything that went wrong in the page: script errors, console errors, failed requests, HTTP errors."""
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
-    page.on("requestfailed", lambda request: problems.append(f"failed: {request.url} {request.failure}"))
-    page.on("response", lambda response: response.status >= 400 and problems.append(
-        f"HTTP {response.status}: {response.url}"))
-    return problems
+DASHBOARD = "/admin/annotate/agreementreport/"
 
 
 def screenshots_dir(settings) -> Path:
@@ -54,8 +39,8 @@ def test_staff_see_charts_and_act_annotators_are_turned_away(browser, live_serve
     stored_report(annotators)
 
     page = browser.new_page(viewport=VIEWPORT)
-    problems = watch(page)
-    log_in(page, live_server.url, "boss", "correct horse battery")
+    problems = watch_problems(page)
+    admin_log_in(page, live_server.url, "boss", "correct horse battery", DASHBOARD)
     page.wait_for_selector("#dimension-table")
     assert "low agreement" in page.inner_text("#annotator-table")
     drawn = page.evaluate("""() => ['chart-per-day', 'chart-distribution', 'chart-alpha', 'chart-generators-VQ']
@@ -74,7 +59,7 @@ def test_staff_see_charts_and_act_annotators_are_turned_away(browser, live_serve
     assert problems == []
 
     outsider = browser.new_page()
-    log_in(outsider, live_server.url, "rater-1", "another good secret")
+    admin_log_in(outsider, live_server.url, "rater-1", "another good secret", DASHBOARD)
     outsider.wait_for_load_state()
     assert "/admin/login/" in outsider.url and outsider.query_selector("#dimension-table") is None
 
@@ -87,8 +72,8 @@ def test_recompute_reloads_once_then_settles_on_small_data(browser, live_server,
     small_study(make_user, make_pairs)
     make_staff(make_user)
     page = browser.new_page(viewport=VIEWPORT)
-    problems = watch(page)
-    log_in(page, live_server.url, "boss", "correct horse battery")
+    problems = watch_problems(page)
+    admin_log_in(page, live_server.url, "boss", "correct horse battery", DASHBOARD)
     page.wait_for_selector("p.empty")  # nothing computed yet
 
     loads, polls = [], []
@@ -153,8 +138,8 @@ def test_a_failed_recompute_is_said_and_polling_stops(browser, live_server, cele
     small_study(make_user, make_pairs, pairs=6)
     make_staff(make_user)
     page = browser.new_page(viewport=VIEWPORT)
-    problems = watch(page)
-    log_in(page, live_server.url, "boss", "correct horse battery")
+    problems = watch_problems(page)
+    admin_log_in(page, live_server.url, "boss", "correct horse battery", DASHBOARD)
     page.wait_for_selector("p.empty")
 
     loads, polls = [], []

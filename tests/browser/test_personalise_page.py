@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from annotate.models import Prompt
-from tests.browser.test_dashboard_page import log_in
+from tests.browser.conftest import admin_log_in
 from workers.models import Job, ModelVersion
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,7 +32,7 @@ def test_staff_personalise_a_prompt_and_watch_both_videos(browser, live_server, 
     page = browser.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    log_in(page, live_server.url, "curator", "correct horse battery")
+    admin_log_in(page, live_server.url, "curator", "correct horse battery", "/admin/annotate/agreementreport/")
     page.goto(f"{live_server.url}/admin/")
     page.click("a[href='/admin/workers/guidedpreview/']")  # the admin index links the page
     page.wait_for_selector("#preview-form")

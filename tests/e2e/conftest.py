@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import chromium
 from tests.conftest import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "var" / "screenshots" / "e2e"
 
 
@@ -34,6 +34,7 @@ class Demo:
     process: subprocess.Popen
     env: dict
     credentials: dict = field(default_factory=dict)
+    up_s: float = 0.0  # from `manage.py demo` to /healthz answering 200
 
     def manage(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """``manage.py ARGS`` against the demo's database (what a person types in a second terminal)."""
@@ -103,18 +104,8 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium (`apt-get install chromium`; .ci/run does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                  "--autoplay-policy=no-user-gesture-required"],
-        )
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 class PageProblems:
