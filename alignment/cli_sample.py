@@ -99,7 +99,9 @@ def run_plan(plan: dict, *, report: Callable[[int, int, str], None] = lambda don
             if latent_reward is not None:
                 latent_reward_check(latent_reward, policy, plan.get("latent_reward_name") or plan["latent_reward"])
         report(done, total, f"sampling {count} clip{'s' if count != 1 else ''}: {label}")
-        clips, scores = [], []
+        assert policy is not None  # loaded for this side or an earlier one
+        clips: list = []
+        scores: list[float] = []
         for batch, latents, text in clip_batches(policy, side["prompts"], side["seeds"], config=config,
                                                  latent_reward=latent_reward if side.get("guided") else None):
             clips.extend(batch)
@@ -121,8 +123,8 @@ def run_plan(plan: dict, *, report: Callable[[int, int, str], None] = lambda don
         report(done, total, f"scoring with {plan.get('reward_model_name') or plan['reward_model']}")
         items = [(path, prompt) for side in sides
                  for path, prompt in zip(result["sides"][side["name"]]["paths"], side["prompts"])]
-        scores = reward_model_scores(plan["reward_model"], items, progress=False)
-        result["reward_scores"] = {side["name"]: [scores[(path, prompt)] for path, prompt in
+        model_scores = reward_model_scores(plan["reward_model"], items, progress=False)
+        result["reward_scores"] = {side["name"]: [model_scores[(path, prompt)] for path, prompt in
                                                   zip(result["sides"][side["name"]]["paths"], side["prompts"])]
                                    for side in sides}
         done += 1

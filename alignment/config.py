@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", bound=Any)  # a dataclass type; mypy cannot bound it to DataclassInstance publicly
 
 
 def _is_dataclass_type(kind) -> bool:
@@ -79,7 +79,7 @@ def read_config_file(path: str | Path) -> dict:
     raise ValueError(f"{path}: config files are .json, .yaml or .yml")
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
     """``cls`` from ``path`` (JSON or YAML) with ``overrides`` like ``["epochs=3", "model.shared_head=true"]``."""
     values = read_config_file(path) if path is not None else {}
     for override in overrides:
@@ -100,7 +100,7 @@ def machine_defaults(config: T, *, cuda: bool, bf16: bool) -> T:
     ``auto`` becomes ``bf16`` on a GPU that supports it and ``no`` (float32) otherwise, and a
     ``gradient_checkpointing`` of None (auto) becomes whether there is a GPU. The form that queues a job runs in
     the web process, which never imports torch, so it offers ``auto`` and the trainer decides."""
-    changes = {}
+    changes: dict[str, Any] = {}
     if getattr(config, "mixed_precision", None) == "auto":
         changes["mixed_precision"] = "bf16" if cuda and bf16 else "no"
     if hasattr(config, "gradient_checkpointing") and config.gradient_checkpointing is None:
@@ -153,7 +153,10 @@ def _source_comments(cls) -> tuple[dict[str, str], dict[str, str]]:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}, {}
-    comments, sections, line_name, section = {}, {}, {}, ""
+    comments: dict[str, str] = {}
+    sections: dict[str, str] = {}
+    line_name: dict[int, str] = {}
+    section = ""
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         row = token.start[0]
         if token.type == tokenize.NAME and row not in line_name and token.start[1] == 4:

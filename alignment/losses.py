@@ -14,6 +14,7 @@ Labels everywhere: ``1`` = A better, ``0`` = tie, ``-1`` = B better (``LABEL_MIS
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +96,7 @@ def regression_loss(delta: torch.Tensor, label: torch.Tensor, target_margin: flo
     return torch.where(valid, 0.5 * (delta - target) ** 2, torch.zeros_like(delta))
 
 
-REWARD_LOSSES = {
+REWARD_LOSSES: dict[str, tuple[Callable[..., torch.Tensor], bool]] = {
     "bt_ties": (bt_ties_nll, True),
     "bt": (bt_nll, False),
     "regression": (regression_loss, True),

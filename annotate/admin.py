@@ -11,6 +11,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from alignment.labels import DIMENSION_NAME, DIMENSION_NAMES, DIMENSION_TITLES, DIMENSIONS
 from annotate.models import AgreementReport, Assignment, Batch, Judgment, Pair, Prompt, Video
 
 
@@ -320,15 +321,14 @@ def _excluded_group() -> str:
     return EXCLUDED_GROUP
 
 
-DIMENSION_ORDER = ("VQ", "MQ", "TA")  # jsonb keeps keys sorted: the page puts them back in the paper's order
 
 
 def _ordered(mapping: dict) -> list[tuple[str, object]]:
-    return [(dim, mapping[dim]) for dim in DIMENSION_ORDER if dim in mapping]
+    return [(dim, mapping[dim]) for dim in DIMENSION_NAMES if dim in mapping]  # jsonb sorts keys
 
 
 def _dimension_rows(report: dict) -> list[dict]:
-    names = {"VQ": "visual quality", "MQ": "motion quality", "TA": "text alignment"}
+    names = {DIMENSION_NAME[d]: DIMENSION_TITLES[d].lower() for d in DIMENSIONS}
     rows = []
     for dim, stats in _ordered(report.get("dimensions", {})):
         distribution = stats.get("label_distribution") or {}

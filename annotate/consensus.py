@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from annotate.models import DIMENSIONS
+from alignment.labels import DIMENSIONS
 
 EXCLUDED_GROUP = "excluded from training"
 """Members' judgments stay in the database (and in the stats) but not in training snapshots."""

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from alignment.labels import DIMENSIONS
+
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -157,9 +159,6 @@ class Label(models.TextChoices):
     A = "A", "A better"
     B = "B", "B better"
     TIE = "TIE", "tie"
-
-
-DIMENSIONS = ("vq", "mq", "ta")
 
 
 class Judgment(models.Model):

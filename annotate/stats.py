@@ -46,7 +46,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters, consensus_sql, counted_judgments_sql
-from annotate.models import DIMENSIONS
+from alignment.labels import DIMENSIONS
 
 ORDINAL_LABELS = ("B", "TIE", "A")
 """Column order of every label table here: the ordinal order B < TIE < A."""

@@ -7,14 +7,15 @@ from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from alignment.labels import DIMENSION_TITLES
 from annotate.forms import JudgeForm, SkipForm
 from annotate.selectors import annotator_history, annotator_progress, lease_sides
 from annotate.services import assignment as assignments
 
 ROWS = [
-    ("vq", "Visual quality", "Sharpness, detail, no noise, blur, artefacts or distortion in each frame.", "qwe"),
-    ("mq", "Motion quality", "Smooth, physically plausible motion: no jitter, jumps, frozen or melting parts.", "asd"),
-    ("ta", "Text alignment", "How well the video shows what the prompt asks for: objects, attributes, actions.", "zxc"),
+    ("vq", DIMENSION_TITLES["vq"], "Sharpness, detail, no noise, blur, artefacts or distortion in each frame.", "qwe"),
+    ("mq", DIMENSION_TITLES["mq"], "Smooth, physically plausible motion: no jitter, jumps, frozen or melting parts.", "asd"),
+    ("ta", DIMENSION_TITLES["ta"], "How well the video shows what the prompt asks for: objects, attributes, actions.", "zxc"),
 ]
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from alignment.data.records import CSV_LABELS, PairRecord
-from alignment.labels import LABEL_MISSING
+from alignment.data.records import PairRecord
+from alignment.labels import LABEL_MISSING, VIDEOALIGN_COLUMNS, VIDEOALIGN_LABELS
 
-VIDEOALIGN_COLUMNS = ("path_A", "path_B", "prompt", "VQ", "MQ", "TA", "fps_A", "num_frames_A", "fps_B", "num_frames_B")
 REWARDBENCH_COLUMNS = ("path_A", "path_B", "A_model", "B_model", "prompt", "VQ", "MQ", "TA", "Overall",
                        "fps_A", "num_frames_A", "fps_B", "num_frames_B")
 
@@ -17,7 +16,7 @@ def _parse_label(value: str, *, where: str) -> int:
     text = value.strip()
     if not text:  # an unjudged dimension (our own exports write it empty)
         return LABEL_MISSING
-    for name, label in CSV_LABELS.items():
+    for name, label in VIDEOALIGN_LABELS.items():
         if text.lower() == name.lower():
             return label
     raise ValueError(f"{where}: label {value!r} is not one of A, B, same (or empty for unjudged)")

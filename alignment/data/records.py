@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from alignment.labels import DIMENSION_NAMES as DIMENSIONS  # noqa: F401 (kept for the modules that import it here)
 from alignment.labels import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE
-
-DIMENSIONS = ("VQ", "MQ", "TA")
-
-CSV_LABELS = {"A": LABEL_A_BETTER, "B": LABEL_B_BETTER, "same": LABEL_TIE}
-"""VideoAlign's label strings → our int labels."""
 
 
 @dataclass

@@ -30,8 +30,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from alignment.data.records import CSV_LABELS, PairRecord
-from alignment.labels import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE
+from alignment.data.records import PairRecord
+from alignment.labels import (
+    LABEL_A_BETTER,
+    LABEL_B_BETTER,
+    LABEL_MISSING,
+    LABEL_TIE,
+    VIDEOALIGN_COLUMNS,
+    VIDEOALIGN_LABELS,
+)
 
 SCHEMA_VERSION = 1
 PAIRS_FILE = "pairs.parquet"
@@ -84,7 +91,6 @@ JUDGMENTS_SCHEMA = pa.schema(
 )
 """The judgments the web app exports; a snapshot written by other code (the toy world) may hold other columns."""
 
-VIDEOALIGN_COLUMNS = ["path_A", "path_B", "prompt", "VQ", "MQ", "TA", "fps_A", "num_frames_A", "fps_B", "num_frames_B"]
 
 
 class SnapshotError(RuntimeError):
@@ -134,7 +140,7 @@ class Snapshot:
 
 
 def _label_to_csv(label: int) -> str:
-    return {value: key for key, value in CSV_LABELS.items()}.get(label, "")
+    return {value: key for key, value in VIDEOALIGN_LABELS.items()}.get(label, "")
 
 
 def write_videoalign_csv(pairs: Iterable[PairRecord], path: str | Path) -> None:
@@ -161,7 +167,7 @@ def _videoalign_batch(pairs: pa.RecordBatch) -> pa.RecordBatch:
     names = dict(zip(pairs.schema.names, pairs.columns))
     columns = [names["video_a"], names["video_b"], names["prompt"], label_text(names["vq"]), label_text(names["mq"]),
                label_text(names["ta"]), names["fps_a"], names["num_frames_a"], names["fps_b"], names["num_frames_b"]]
-    return pa.RecordBatch.from_arrays(columns, names=VIDEOALIGN_COLUMNS)
+    return pa.RecordBatch.from_arrays(columns, names=list(VIDEOALIGN_COLUMNS))
 
 
 def csv_record_batches(chunks: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = 4 << 20) -> Iterator[pa.RecordBatch]:
@@ -231,7 +237,7 @@ def sweep_partial_snapshots(parent: str | Path, *, other_host_after_s: float = 2
     another host (a shared volume) once it is older than ``other_host_after_s``. Returns what was removed.
     """
     parent = Path(parent)
-    removed = []
+    removed: list[Path] = []
     if not parent.is_dir():
         return removed
     for folder in parent.iterdir():
@@ -281,7 +287,7 @@ class SnapshotWriter:
             # instead of leaving it to the sweeper's 24-hour rule.
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             raise
-        self._csv_writer = None
+        self._csv_writer: pacsv.CSVWriter | None = None
         self._n_pairs = 0
         self._split_counts = dict.fromkeys(SPLITS, 0)
         self._n_judgments: int | None = None

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -51,7 +52,7 @@ def _fingerprint(values: dict) -> str:
 def _folder_identity(folder: Path) -> dict:
     """Config files' text and weight files' sizes and modification times: cheap (no hashing gigabytes), and
     it changes whenever a weight file is written again, even with the same shapes."""
-    identity = {"path": str(folder.resolve())}
+    identity: dict[str, Any] = {"path": str(folder.resolve())}
     if folder.is_dir():
         for path in sorted(folder.iterdir()):
             if path.suffix == ".json":
@@ -70,7 +71,7 @@ class TensorStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         index_path = self.folder / INDEX_FILE
         self.index: dict[str, str] = json.loads(index_path.read_text()) if index_path.is_file() else {}
-        self._handles: dict[str, object] = {}
+        self._handles: dict[str, Any] = {}  # safetensors handles
 
     def __contains__(self, key: str) -> bool:
         return key in self.index
@@ -157,10 +158,10 @@ def build_cache(
     bar = tqdm(total=len(missing_prompts), desc="cache text", disable=not progress or not missing_prompts)
     pending: dict[str, torch.Tensor] = {}
     for start in range(0, len(missing_prompts), max(1, batch_size * 8)):
-        chunk = missing_prompts[start:start + max(1, batch_size * 8)]
-        for prompt, embed in zip(chunk, policy.encode_prompts(chunk)):
+        prompt_chunk = missing_prompts[start:start + max(1, batch_size * 8)]
+        for prompt, embed in zip(prompt_chunk, policy.encode_prompts(prompt_chunk)):
             pending[sha256_text(prompt)] = embed
-        bar.update(len(chunk))
+        bar.update(len(prompt_chunk))
         if len(pending) >= shard_size:
             text_store.put(pending)
             pending = {}

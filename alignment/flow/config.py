@@ -99,7 +99,7 @@ def parse_weights(text: str) -> tuple[float, float, float]:
             values[name] = float(value)
         except ValueError:
             raise ValueError(f"weights {text!r}: {value.strip()!r} is not a number") from None
-    return tuple(values[d] for d in DIMENSIONS)
+    return values[DIMENSIONS[0]], values[DIMENSIONS[1]], values[DIMENSIONS[2]]
 
 
 @dataclass

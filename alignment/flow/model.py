@@ -31,7 +31,7 @@ import abc
 import json
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -336,9 +336,9 @@ class FlowPolicy(abc.ABC):
         scheduler_path = folder / "scheduler" / "scheduler_config.json"
         scheduler = json.loads(scheduler_path.read_text()) if scheduler_path.is_file() else {}
         self.sampling_shift: float = float(scheduler.get("flow_shift") or scheduler.get("shift") or 1.0)
-        self._codec = None
-        self._text_encoder = None
-        self._tokenizer = None
+        self._codec: Any = None
+        self._text_encoder: Any = None
+        self._tokenizer: Any = None
 
     # ---- the architecture-specific part -----------------------------------------------------------
 

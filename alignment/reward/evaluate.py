@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -35,7 +35,7 @@ class VideoPromptDataset(Dataset):
 
 @dataclass
 class _VideoCollator:
-    processor: object
+    processor: Callable[[list, list[str]], dict]
 
     def __call__(self, items: list[dict]) -> dict:
         return self.processor([item["video"] for item in items], [item["prompt"] for item in items])

@@ -40,7 +40,7 @@ def build_backbone(config: RewardModelConfig) -> nn.Module:
 
         return SmallVideoBackbone(
             hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
-            frame_size=config.frame_size, num_frames=config.num_frames, tubelet=tuple(config.tubelet),
+            frame_size=config.frame_size, num_frames=config.num_frames, tubelet=(config.tubelet[0], config.tubelet[1], config.tubelet[2]),
             vocab_size=config.vocab_size, max_prompt_tokens=min(config.max_prompt_tokens, 64), fps=config.fps,
             frame_cnn_channels=config.frame_cnn_channels, ta_time_basis=config.ta_time_basis,
         )

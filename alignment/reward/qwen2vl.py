@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ def _check_template(template: str) -> None:
 class Qwen2VLRewardProcessor:
     """Videos + prompts → the Qwen2-VL inputs of a batch (picklable; runs in DataLoader workers)."""
 
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer
     video_preprocessor: Qwen2VLVideoPreprocessor
     template: str = DEFAULT_TEMPLATE
     max_prompt_tokens: int = 256

@@ -114,12 +114,12 @@ def oracle_scores(clips: np.ndarray | Sequence[np.ndarray], prompts: Sequence[To
         raise ValueError(f"{len(clips)} clips but {len(prompts)} prompts; give one prompt per clip")
     if clips.shape[1] < 4:
         raise ValueError(f"clips have {clips.shape[1]} frames; the oracle needs at least 4 to judge motion")
-    prompts = [ToyPrompt.parse(p) if isinstance(p, str) else p for p in prompts]
+    parsed = [ToyPrompt.parse(p) if isinstance(p, str) else p for p in prompts]
     starts = range(0, len(clips), _CHUNK)
     # numpy releases the GIL inside its array operations, so chunks score in parallel threads.
     with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1, 8)) as pool:
         parts = list(
-            pool.map(lambda start: _score_chunk(clips[start : start + _CHUNK], prompts[start : start + _CHUNK]), starts)
+            pool.map(lambda start: _score_chunk(clips[start : start + _CHUNK], parsed[start : start + _CHUNK]), starts)
         )
     merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     return OracleScores(vq=merged.pop("vq"), mq=merged.pop("mq"), ta=merged.pop("ta"), measurements=merged)

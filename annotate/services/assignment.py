@@ -18,7 +18,8 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from annotate.models import DIMENSIONS, Assignment, Judgment, Label, Pair
+from alignment.labels import DIMENSIONS
+from annotate.models import Assignment, Judgment, Label, Pair
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 
-from annotate.models import DIMENSIONS, Batch, Label, Pair, Prompt, Video, text_sha256
+from alignment.labels import DIMENSION_NAME, DIMENSIONS
+from annotate.models import Batch, Label, Pair, Prompt, Video, text_sha256
 from annotate.services import media
 
 Progress = Callable[[int, int, str], None]
@@ -165,7 +166,7 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
         try:
             if not (raw.get("path_A") and raw.get("path_B") and (raw.get("prompt") or "").strip()):
                 raise ValueError("path_A, path_B and prompt must not be empty")
-            labels = _labels(raw, keys={"vq": "VQ", "mq": "MQ", "ta": "TA"})
+            labels = _labels(raw, keys=DIMENSION_NAME)
             rows.append(_checked(
                 ImportRow(
                     number, raw["prompt"].strip(), raw["path_A"].strip(), raw["path_B"].strip(),

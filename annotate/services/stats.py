@@ -12,6 +12,7 @@ from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.db.models import F
 
+from alignment.labels import DIMENSIONS
 from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters, consensus_sql
 from annotate.models import AgreementReport, Pair
 from annotate.services.assignment import assignments_expire
@@ -76,7 +77,7 @@ def pairs_request_more_judgments(*, below_agreement: float, extra: int = 2, batc
     if not 1 <= extra <= 20:
         raise ValueError(f"extra={extra}: between 1 and 20 more judgments")
     consensus, params = consensus_sql(ConsensusFilters(batch_ids=tuple(batch_ids), include_flagged=True))
-    contested = " OR ".join(f"coalesce(c.agreement_{dim}, 0) < %(below)s" for dim in ("vq", "mq", "ta"))
+    contested = " OR ".join(f"coalesce(c.agreement_{dim}, 0) < %(below)s" for dim in DIMENSIONS)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SELECT c.pair_id FROM ({consensus}) c WHERE {contested}", {**params, "below": below_agreement})
         pair_ids = [row[0] for row in cursor.fetchall()]
