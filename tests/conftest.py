@@ -251,3 +251,20 @@ def pytest_sessionfinish(session, exitstatus):
         reporter.ensure_newline()
         reporter.write_line(f"embedded servers: stopped {', '.join(stopped)}" if stopped else
                             f"embedded servers left running: still used by pid {', '.join(map(str, sorted(users)))}")
+
+
+LANE_MARKS = {"browser": ("browser",), "e2e": ("e2e", "browser"), "studies": ("study",)}
+"""Test folder → the markers every test in it carries, so `make test-fast` (-m "not study and not browser")
+cannot miss one that forgot its ``pytestmark``."""
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            folder = Path(item.fspath).relative_to(root).parts[0]
+        except ValueError:
+            continue
+        for mark in LANE_MARKS.get(folder, ()):
+            if mark not in item.keywords:
+                item.add_marker(mark)
