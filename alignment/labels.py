@@ -1,6 +1,6 @@
 """VidPref's one vocabulary: the judged dimensions and the pair labels, imported everywhere — the web app,
 the workers, the ML library and the studies (no torch and no Django here, so every layer may import it; see
-docs/architecture.md, "One vocabulary").
+docs/architecture.md §9).
 
 Dimensions have two spellings, each with one job:
 

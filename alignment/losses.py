@@ -149,7 +149,7 @@ def flow_dpo_beta(sigma: torch.Tensor, beta: float, schedule: str = "constant") 
 
     The time-dependent form is what Diffusion-DPO's ε-prediction objective becomes for a velocity model:
     ε − ε_θ = (1 − σ)(v − v_θ) when x_σ = (1 − σ) x₀ + σ ε, so its squared errors carry (1 − σ)². The paper
-    found it reward-hacks (DESIGN §8); it is here for the ablation.
+    found it reward-hacks (docs/ml/flow.md §6); it is here for the ablation.
     """
     if schedule == "constant":
         return torch.full_like(sigma, beta, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""Pairwise accuracy of a reward model against human labels (DESIGN §8).
+"""Pairwise accuracy of a reward model against human labels (docs/ml/reward.md §3).
 
 Labels: 1 = A better, 0 = tie, −1 = B better. Margins: m = r_A − r_B.
 """

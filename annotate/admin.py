@@ -81,7 +81,7 @@ class StatsFilterForm(forms.Form):
 
 @admin.register(AgreementReport)
 class AgreementDashboardAdmin(admin.ModelAdmin):
-    """Quality monitoring (DESIGN §4): the stored statistics, and what an admin can do about them."""
+    """Quality monitoring (docs/architecture.md §4): the stored statistics, and what an admin can do about them."""
 
     def has_add_permission(self, request):
         return False

@@ -1,4 +1,4 @@
-"""Consensus labels per pair and dimension, computed in SQL (DESIGN §4).
+"""Consensus labels per pair and dimension, computed in SQL (docs/architecture.md §4).
 
 A pair's label on a dimension is the strict majority of its judgments (A, B or TIE); with no strict
 majority it is a tie, or no label when ``no_majority="drop"``. Its agreement is the share of the

@@ -1,4 +1,4 @@
-"""Prompts, videos, pairs, leases and judgments (DESIGN §2).
+"""Prompts, videos, pairs, leases and judgments (docs/architecture.md §2).
 
 Invariants live in the database: unique (pair, annotator) for leases and judgments, check constraints
 on label values, on ``video_a != video_b`` and on the counters that keep a pair at or below k.

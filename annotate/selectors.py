@@ -1,4 +1,4 @@
-"""Reads. Hot paths state their query counts in tests (STYLE.md)."""
+"""Reads. Hot paths state their query counts in tests (docs/contributing.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Agreement, annotator quality and generator rankings for the dashboard (DESIGN §4).
+"""Agreement, annotator quality and generator rankings for the dashboard (docs/architecture.md §4).
 
 ``agreement_report`` is the one entry point. PostgreSQL does the counting: a fixed handful of
 ``GROUP BY`` queries (their number does not grow with the data) reduce the judgments to small tables —

@@ -1,4 +1,4 @@
-"""Training data without Django: snapshots (DESIGN §5), public CSV formats, video decoding, Dataset.
+"""Training data without Django: snapshots (docs/architecture.md §5), public CSV formats, video decoding, Dataset.
 
 Names are loaded on first use, so that ``alignment.data.snapshot`` (pyarrow only) can be imported by
 a process without torch — the web app's snapshot export — while ``from alignment.data import

@@ -1,4 +1,4 @@
-"""Snapshots (DESIGN §5): the files the web app exports and training reads.
+"""Snapshots (docs/architecture.md §5): the files the web app exports and training reads.
 
 ``snapshots/<id>/`` holds ``pairs.parquet`` (one row per pair), optionally ``judgments.parquet``,
 ``videoalign.csv`` (the same pairs for the public VideoAlign trainer), any bundled videos, and

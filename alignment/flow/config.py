@@ -21,7 +21,7 @@ class FlowTrainConfig:
     method: ClassVar[str]
     output_dir: str
     policy: str  # a diffusers-format policy folder (alignment.flow.model)
-    snapshot: str  # a snapshot folder (DESIGN §5)
+    snapshot: str  # a snapshot folder (docs/architecture.md §5)
     media_root: str | None = None  # where relative video paths live, after the snapshot folder
     train_split: str = "train"
     val_split: str = "val"
@@ -142,7 +142,7 @@ class LatentRewardConfig:
     method: ClassVar[str] = "latent-reward"
     output_dir: str
     policy: str  # the diffusers-format policy folder whose transformer, text encoder and codec it reuses
-    snapshot: str  # a snapshot folder (DESIGN §5)
+    snapshot: str  # a snapshot folder (docs/architecture.md §5)
     media_root: str | None = None  # where relative video paths live, after the snapshot folder
     train_split: str = "train"
     val_split: str = "val"

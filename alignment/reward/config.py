@@ -40,7 +40,7 @@ class RewardModelConfig:
 @dataclass
 class RewardTrainConfig:
     output_dir: str
-    snapshot: str | None = None  # a snapshot folder (DESIGN §5) ...
+    snapshot: str | None = None  # a snapshot folder (docs/architecture.md §5) ...
     train_csv: str | None = None  # ... or VideoAlign CSVs
     val_csv: str | None = None
     media_root: str | None = None  # where relative video paths live, after the snapshot folder

@@ -1,1 +1,1 @@
-"""Writes. Each public function is `<entity>_<action>`, keyword-only, one transaction (STYLE.md)."""
+"""Writes. Each public function is `<entity>_<action>`, keyword-only, one transaction (docs/contributing.md §3)."""

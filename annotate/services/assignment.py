@@ -1,4 +1,4 @@
-"""Leases and judgments: fair, concurrent, never over-collected (DESIGN §3).
+"""Leases and judgments: fair, concurrent, never over-collected (docs/architecture.md §3).
 
 A pair's ``filled`` counts its active leases plus its submitted judgments; every function here that
 changes a lease changes ``filled`` in the same transaction, under the pair's row lock, and the check

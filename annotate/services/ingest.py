@@ -1,4 +1,4 @@
-"""Import pairs from a VideoAlign training CSV or a JSONL manifest (DESIGN §2).
+"""Import pairs from a VideoAlign training CSV or a JSONL manifest (docs/architecture.md §2).
 
 Every row is checked on its own: a bad row (missing file, not a video, no video stream, the same video
 twice, …) is reported with its line number and reason and skipped; every good row is imported.

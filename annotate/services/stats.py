@@ -94,7 +94,7 @@ class BrokerUnavailable(Exception):
 
 def agreement_report_request(*, filters: dict) -> None:
     """Queue a recompute for these (canonical) filters on the ``default`` queue. Sent by name: ``annotate``
-    does not import ``workers`` (DESIGN §1). Sent at once (it writes no row a worker must see), so a broker
+    does not import ``workers`` (docs/architecture.md §1). Sent at once (it writes no row a worker must see), so a broker
     that is down is reported to the caller as ``BrokerUnavailable`` instead of failing the request later."""
     from celery import current_app
     from kombu.exceptions import OperationalError as BrokerError

@@ -1,4 +1,4 @@
-"""Leases and judgments: the guarantees of DESIGN §3, on real PostgreSQL."""
+"""Leases and judgments: the guarantees of docs/architecture.md §3, on real PostgreSQL."""
 
 import random
 import threading
