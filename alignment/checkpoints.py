@@ -1,5 +1,6 @@
 """Training checkpoints shared by every trainer: ``output_dir/checkpoints/step-00000040/``, each written under
-a temporary name and renamed, so a run killed mid-write leaves only complete checkpoints to resume from."""
+a temporary name and renamed, so a run killed mid-write leaves only complete checkpoints to resume from.
+``write_folder_atomic`` does the same for a run's final artefact (``final/``, ``model/``)."""
 
 from __future__ import annotations
 
@@ -29,22 +30,37 @@ def write_json_atomic(path: Path, data) -> None:
     os.replace(temp, path)
 
 
+def write_folder_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write(folder)`` fills a new hidden temporary folder beside ``path``, which then replaces ``path``: nobody
+    ever sees a half-written ``path``, and a ``write`` that raises leaves ``path`` as it was and no temporary folder
+    behind (a killed process may leave a hidden ``.NAME.*.tmp``, which nothing reads)."""
+    path = Path(path)
+    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        temp.mkdir(parents=True)
+        write(temp)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.rename(temp, path)
+    return path
+
+
 def write_checkpoint(output_dir: Path, *, state: dict, optimizer, scheduler, keep: int,
-                     save_weights: Callable[[Path], None]) -> Path:
+                     save_weights: Callable[[Path], object]) -> Path:
     """``save_weights(folder)`` writes the model part; the optimizer, scheduler and ``state`` (the step and
     whatever the trainer needs to go on) are added, the folder renamed into place, old ones pruned."""
     import torch
 
-    folder = Path(output_dir) / "checkpoints"
-    final = folder / f"{CHECKPOINT_PREFIX}{state['step']:08d}"
-    temp = folder / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    save_weights(temp)
-    torch.save(optimizer.state_dict(), temp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), temp / "scheduler.pt")
-    (temp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(temp, final)
+    def write(folder: Path) -> None:
+        save_weights(folder)
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+        torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    final = write_folder_atomic(Path(output_dir) / "checkpoints" / f"{CHECKPOINT_PREFIX}{state['step']:08d}", write)
     for old in checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

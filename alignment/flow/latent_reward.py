@@ -35,21 +35,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import shutil
-import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader, Dataset
 
-from alignment.checkpoints import checkpoints, restore_training_state, write_checkpoint, write_json_atomic
-from alignment.config import machine_defaults, save_config
+from alignment.config import save_config
 from alignment.data import read_snapshot
 from alignment.data.records import DIMENSIONS, PairRecord
 from alignment.flow.cache import FlowCache, build_cache, sha256_text
@@ -59,7 +52,15 @@ from alignment.flow.train import PadTextCollator, noised, sample_sigmas
 from alignment.labels import LABEL_MISSING
 from alignment.losses import reward_loss
 from alignment.reward.small import orthonormal_time_basis
-from alignment.reward.train import LR_SCHEDULES, learning_rate_factor
+from alignment.training import (
+    OnStep,
+    Run,
+    TrainingMethod,
+    check_lr_schedule,
+    for_this_machine,
+    run_training,
+    step_generator,
+)
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "latent_reward.safetensors"
@@ -168,7 +169,7 @@ class LatentRewardModel(nn.Module):
         self.register_buffer("reward_std", torch.ones(len(DIMENSIONS)))
 
     @classmethod
-    def from_policy(cls, transformer: nn.Module, num_layers: int, readout: str = "frames") -> "LatentRewardModel":
+    def from_policy(cls, transformer: nn.Module, num_layers: int, readout: str = "frames") -> LatentRewardModel:
         """A latent reward whose body starts as a copy of ``transformer``'s first ``num_layers`` blocks."""
         model = cls(dict(transformer.config), num_layers, readout)
         keep = (*_COPIED_PREFIXES, *(f"blocks.{i}." for i in range(num_layers)))
@@ -287,18 +288,13 @@ def pair_loss(model, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor | No
     return loss, {"correct": float(correct.sum()), "decided": float(decided.sum())}
 
 
-def _step_generator(seed: int, step: int, micro: int, process: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1009 + micro) * 131 + process)
-
-
 # --------------------------------------------------------------------------------------------------
-# The loop
+# The method: what the shared loop (alignment.training) leaves to the latent reward
 # --------------------------------------------------------------------------------------------------
 
 
 def check_config(config: LatentRewardConfig) -> None:
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    check_lr_schedule(config)
     if config.theta <= 1.0:
         raise ValueError(f"theta {config.theta}: the tie parameter must be > 1 (the paper uses 5)")
     if config.readout not in READOUTS:
@@ -324,85 +320,97 @@ def _prepare(config: LatentRewardConfig, accelerator, output_dir: Path):
                             [v for p in everything for v in (p.video_a, p.video_b)],
                             cache_dir=config.cache_dir or output_dir / "cache", roots=roots,
                             num_frames=config.num_frames, height=config.height, width=config.width,
-                            batch_size=config.encode_batch_size, progress=config.progress and accelerator.is_main_process)
+                            batch_size=config.encode_batch_size,
+                            progress=config.progress and accelerator.is_main_process)
     model = LatentRewardModel.from_policy(policy.transformer, config.num_layers, config.readout).to(accelerator.device)
     return train_pairs, val_pairs, cache, model, policy.max_sequence_length
 
 
-def train_latent_reward(config: LatentRewardConfig, *,
-                        on_step: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train (or resume) a latent reward model; return the final metrics (also ``output_dir/metrics.json``);
-    the model is in ``output_dir/final``. ``on_step(step, total_steps, loss)`` runs after every step."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+class LatentRewardMethod(TrainingMethod):
+    """BT with ties on snapshot pairs noised alike (``noisy=False``: clean), on the policy's cached latents; a
+    step's accuracy is over its decided labels; each evaluation sets the rewards' normalisation."""
 
-    check_config(config)
-    on_gpu = torch.cuda.is_available()
-    config = machine_defaults(config, cuda=on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported())
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              mixed_precision=config.mixed_precision if on_gpu else "no")
-    set_seed(config.seed)
-    output_dir = Path(config.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, output_dir / TRAIN_CONFIG_FILE)
-    train_pairs, val_pairs, cache, model, max_sequence_length = _prepare(config, accelerator, output_dir)
-    accelerator.print(f"latent-reward: {len(train_pairs)} training and {len(val_pairs)} validation pairs; "
-                      f"{cache.encoded_prompts} prompts and {cache.encoded_videos} videos newly cached")
-    train_set, val_set = CachedLabelledPairs(train_pairs, cache), CachedLabelledPairs(val_pairs, cache)
-    collator = PadTextCollator(max_sequence_length)
-    per_process = config.batch_size // (accelerator.num_processes * config.gradient_accumulation_steps)
-    if per_process < 1 or per_process * accelerator.num_processes * config.gradient_accumulation_steps != config.batch_size:
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of processes ({accelerator.num_processes}) "
-                         f"× gradient_accumulation_steps ({config.gradient_accumulation_steps})")
+    log = log
+    throughput_key = "train_pairs_per_second"
 
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    total_steps = math.ceil(len(train_set) / config.batch_size) * config.epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
-        step, warmup_steps=config.warmup_steps, total_steps=total_steps, schedule=config.lr_schedule))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    unwrapped: LatentRewardModel = accelerator.unwrap_model(model)
+    def __init__(self, config: LatentRewardConfig):
+        super().__init__(config)
+        self.name = config.method
 
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0}
-    metrics = {"method": config.method, "noisy": config.noisy, "num_layers": config.num_layers,
-               "n_train": len(train_set), "n_val": len(val_set), "train_loss": [], "eval": []}
-    existing = checkpoints(output_dir)
-    if existing:
-        newest = existing[-1]
-        unwrapped.load_state_dict(load_latent_reward(newest, map_location=accelerator.device).state_dict())
-        state = restore_training_state(newest, optimizer=optimizer, scheduler=scheduler)
-        metrics = state.pop("metrics")
-        accelerator.print(f"resuming from {newest} (step {state['step']}, epoch {state['epoch']})")
-    # The run's events are logged at INFO, one line each (a worker shows them): start, evaluations, checkpoints, end.
-    if accelerator.is_main_process:
-        log.info("training on %d training and %d validation pairs, %d steps (%d epochs, %d pairs a step), "
-                 "%d process(es), mixed precision %s%s", len(train_set), len(val_set), total_steps, config.epochs,
-                 config.batch_size, accelerator.num_processes, accelerator.mixed_precision,
-                 f"; resuming from {existing[-1].name} (step {state['step']})" if existing else "")
+    def setup(self, run: Run):
+        config = self.config
+        train_pairs, val_pairs, cache, model, max_sequence_length = _prepare(config, run.accelerator, run.output_dir)
+        run.accelerator.print(f"latent-reward: {len(train_pairs)} training and {len(val_pairs)} validation pairs; "
+                              f"{cache.encoded_prompts} prompts and {cache.encoded_videos} videos newly cached")
+        self.train_set, self.val_set = CachedLabelledPairs(train_pairs, cache), CachedLabelledPairs(val_pairs, cache)
+        self.collator = PadTextCollator(max_sequence_length)
+        model.train()
+        return model, self.train_set, self.collator
 
-    def checkpoint_now():
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            saved = write_checkpoint(output_dir, state={**state, "metrics": metrics}, optimizer=optimizer,
-                                     scheduler=scheduler, keep=config.keep_checkpoints,
-                                     save_weights=lambda folder: save_latent_reward(unwrapped, folder, config))
-            log.info("checkpoint %s saved (step %d)", saved.name, state["step"])
+    def initial_metrics(self, run: Run) -> dict:
+        config = self.config
+        return {"method": config.method, "noisy": config.noisy, "num_layers": config.num_layers,
+                "n_train": len(self.train_set), "n_val": len(self.val_set)}
+
+    def restore_weights(self, checkpoint: Path, run: Run) -> None:
+        run.unwrapped.load_state_dict(load_latent_reward(checkpoint, map_location=run.accelerator.device).state_dict())
+
+    def start_message(self, run: Run) -> str:
+        config, accelerator = self.config, run.accelerator
+        return (f"training on {len(self.train_set)} training and {len(self.val_set)} validation pairs, "
+                f"{run.total_steps} steps ({config.epochs} epochs, {config.batch_size} pairs a step), "
+                f"{accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}")
+
+    def loss(self, run: Run, batch: dict, generator: torch.Generator):
+        config = self.config
+        size, device = batch["latents_a"].shape[0], batch["latents_a"].device
+        if config.noisy:
+            sigmas = sample_sigmas(size, generator, config.sigma_shift).to(device)
+            noise = torch.randn(batch["latents_a"].shape, generator=generator).to(device)  # shared by A and B
+        else:
+            sigmas, noise = torch.zeros(size, device=device), None
+        return pair_loss(run.model, batch, sigmas, noise, theta=config.theta)
+
+    def batch_items(self, batch: dict) -> int:
+        return batch["latents_a"].shape[0]
+
+    def step_metrics(self, totals: dict[str, float], count: int) -> dict[str, float | None]:
+        return {"loss": totals["loss"] / count,
+                "accuracy": totals["correct"] / totals["decided"] if totals["decided"] else None}
 
     @torch.no_grad()
-    def run_eval() -> dict:
+    def evaluate(self, run: Run) -> dict:
         """Loss and accuracy (decided labels) at each of ``EVAL_SIGMAS`` with fixed noise; sets the
         normalisation from the raw rewards of the clean validation latents (training ones if none)."""
-        model.eval()
-        eval_set = val_set if len(val_set) else train_set
-        loader = accelerator.prepare(DataLoader(eval_set, batch_size=per_process, collate_fn=collator,
+        accelerator, step = run.accelerator, run.state["step"]
+        run.model.eval()
+        eval_set = self.val_set if len(self.val_set) else self.train_set
+        by_sigma, rewards = self._score(run, eval_set)
+        run.unwrapped.set_normalization(rewards.mean(dim=0), rewards.std(dim=0) if len(rewards) > 1 else torch.ones(3))
+        run.model.train()
+        levels = {f"{sigma:g}": {"loss": t["loss"] / max(t["batches"], 1),
+                                 "accuracy": t["correct"] / t["decided"] if t["decided"] else None}
+                  for sigma, t in by_sigma.items()}
+        accuracies = [level["accuracy"] for level in levels.values() if level["accuracy"] is not None]
+        result = {"step": step, "n_items": len(eval_set), "split": "val" if len(self.val_set) else "train",
+                  "loss": sum(level["loss"] for level in levels.values()) / len(levels),
+                  "accuracy": sum(accuracies) / len(accuracies) if accuracies else None, "by_sigma": levels}
+        if accelerator.is_main_process:
+            accuracy = f", accuracy {result['accuracy']:.3f}" if result["accuracy"] is not None else ""
+            self.log.info("evaluation at step %d on %d %s pairs: loss %.4f%s", step, len(eval_set), result["split"],
+                          result["loss"], accuracy)
+        return result
+
+    def _score(self, run: Run, eval_set: Dataset) -> tuple[dict, torch.Tensor]:
+        """Summed loss, correct and decided labels per σ level (the same noise for every evaluation), and the raw
+        rewards of the clean latents (2N, 3) of every process."""
+        config, accelerator, model = self.config, run.accelerator, run.model
+        loader = accelerator.prepare(DataLoader(eval_set, batch_size=run.micro_batch, collate_fn=self.collator,
                                                 num_workers=config.num_workers))
         by_sigma = {sigma: {"loss": 0.0, "correct": 0.0, "decided": 0.0, "batches": 0} for sigma in EVAL_SIGMAS}
         clean_rewards = []
         for index, batch in enumerate(loader):
-            noise = torch.randn(batch["latents_a"].shape, generator=_step_generator(config.seed, -1, index,
+            noise = torch.randn(batch["latents_a"].shape, generator=step_generator(config.seed, -1, index,
                                 accelerator.process_index)).to(batch["latents_a"].device)
             for sigma in EVAL_SIGMAS:
                 sigmas = torch.full((noise.shape[0],), sigma, device=noise.device)
@@ -415,101 +423,31 @@ def train_latent_reward(config: LatentRewardConfig, *,
             zeros = torch.zeros(2 * noise.shape[0], device=noise.device)
             clean_rewards.append(accelerator.gather(model(torch.cat([batch["latents_a"], batch["latents_b"]]), zeros,
                                                           torch.cat([batch["text"], batch["text"]]))))
-        rewards = torch.cat(clean_rewards)  # (2N, 3)
-        unwrapped.set_normalization(rewards.mean(dim=0), rewards.std(dim=0) if len(rewards) > 1 else torch.ones(3))
-        model.train()
-        levels = {f"{sigma:g}": {"loss": t["loss"] / max(t["batches"], 1),
-                                 "accuracy": t["correct"] / t["decided"] if t["decided"] else None}
-                  for sigma, t in by_sigma.items()}
-        accuracies = [level["accuracy"] for level in levels.values() if level["accuracy"] is not None]
-        result = {"step": state["step"], "n_items": len(eval_set), "split": "val" if len(val_set) else "train",
-                  "loss": sum(level["loss"] for level in levels.values()) / len(levels),
-                  "accuracy": sum(accuracies) / len(accuracies) if accuracies else None, "by_sigma": levels}
-        if accelerator.is_main_process:
-            log.info("evaluation at step %d on %d %s pairs: loss %.4f%s", state["step"], len(eval_set),
-                     result["split"], result["loss"],
-                     f", accuracy {result['accuracy']:.3f}" if result["accuracy"] is not None else "")
-        return result
+        return by_sigma, torch.cat(clean_rewards)
 
-    progress = tqdm(total=total_steps, initial=state["step"], desc=config.method,
-                    disable=not (config.progress and accelerator.is_main_process))
-    start_time, pairs_seen, done = time.perf_counter(), 0, state["step"] >= total_steps
-    while state["epoch"] < config.epochs and not done:
-        sampler_generator = torch.Generator().manual_seed(config.seed + state["epoch"])  # same order when resumed
-        loader = accelerator.prepare(DataLoader(train_set, batch_size=per_process, collate_fn=collator,
-                                                sampler=RandomSampler(train_set, generator=sampler_generator),
-                                                num_workers=config.num_workers))
-        micro_batches_done = state["batches_in_epoch"] * config.gradient_accumulation_steps
-        if micro_batches_done:
-            loader = accelerator.skip_first_batches(loader, micro_batches_done)
-        totals, count = {"loss": 0.0, "correct": 0.0, "decided": 0.0}, 0
-        for batch in loader:
-            generator = _step_generator(config.seed, state["step"], count, accelerator.process_index)
-            size, device = batch["latents_a"].shape[0], batch["latents_a"].device
-            if config.noisy:
-                sigmas = sample_sigmas(size, generator, config.sigma_shift).to(device)
-                noise = torch.randn(batch["latents_a"].shape, generator=generator).to(device)  # shared by A and B
-            else:
-                sigmas, noise = torch.zeros(size, device=device), None
-            with accelerator.accumulate(model):
-                loss, stats = pair_loss(model, batch, sigmas, noise, theta=config.theta)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            totals["loss"] += accelerator.gather(loss.detach()).mean().item()
-            totals["correct"] += stats["correct"]
-            totals["decided"] += stats["decided"]
-            count += 1
-            pairs_seen += size * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            state["step"] += 1
-            state["batches_in_epoch"] += 1
-            step_loss = totals["loss"] / count
-            metrics["train_loss"].append({"step": state["step"], "epoch": state["epoch"], "loss": step_loss,
-                                          "accuracy": totals["correct"] / totals["decided"] if totals["decided"] else None,
-                                          "lr": scheduler.get_last_lr()[0]})
-            progress.set_postfix(loss=f"{step_loss:.4f}")
-            progress.update(1)
-            if on_step is not None and accelerator.is_main_process:
-                on_step(state["step"], total_steps, step_loss)
-            totals, count = {"loss": 0.0, "correct": 0.0, "decided": 0.0}, 0
-            if config.eval_every_steps and state["step"] % config.eval_every_steps == 0:
-                metrics["eval"].append(run_eval())
-            if config.save_every_steps and state["step"] % config.save_every_steps == 0:
-                checkpoint_now()
-            if state["step"] >= total_steps:
-                done = True
-                break
-        if not done or state["batches_in_epoch"] * config.batch_size >= len(train_set):
-            state["epoch"] += 1
-            state["batches_in_epoch"] = 0
-    progress.close()
-    elapsed = time.perf_counter() - start_time
+    def save_weights(self, folder: Path, run: Run) -> None:
+        save_latent_reward(run.unwrapped, folder, self.config)
 
-    if not metrics["eval"] or metrics["eval"][-1]["step"] != state["step"]:
-        metrics["eval"].append(run_eval())
-    checkpoint_now()
-    metrics["train_pairs_per_second"] = pairs_seen / elapsed if elapsed > 0 and pairs_seen else None
-    final_dir = output_dir / "final"
-    metrics["final"] = str(final_dir)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        temp = output_dir / f".final.{uuid.uuid4().hex}.tmp"
-        save_latent_reward(unwrapped, temp, config)
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        os.rename(temp, final_dir)
-        write_json_atomic(output_dir / "metrics.json", metrics)
+    def summary_fields(self, run: Run) -> dict:
+        return {"final": str(run.output_dir / self.final_dir_name)}
+
+    def report(self, run: Run, elapsed: float) -> None:
+        config, metrics, final_dir = self.config, run.metrics, run.output_dir / self.final_dir_name
         last_loss = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else float("nan")
         last_eval = metrics["eval"][-1]
-        accuracy = f", {last_eval['split']} accuracy {last_eval['accuracy']:.3f}" if last_eval["accuracy"] is not None else ""
-        accelerator.print(f"latent-reward: {state['step']} steps on {len(train_set)} pairs "
-                          f"({'noisy' if config.noisy else 'clean'} latents, {config.num_layers} block{'s' if config.num_layers != 1 else ''}), last loss "
-                          f"{last_loss:.4f}, {last_eval['split']} loss {last_eval['loss']:.4f}{accuracy}; model in {final_dir}")
-        log.info("done: %d steps in %.0f s, last loss %.4f%s; model in %s", state["step"], elapsed,
-                 last_loss, accuracy, final_dir)
-    return metrics
+        accuracy = (f", {last_eval['split']} accuracy {last_eval['accuracy']:.3f}"
+                    if last_eval["accuracy"] is not None else "")
+        blocks = f"{config.num_layers} block{'s' if config.num_layers != 1 else ''}"
+        run.accelerator.print(f"latent-reward: {run.state['step']} steps on {len(self.train_set)} pairs "
+                              f"({'noisy' if config.noisy else 'clean'} latents, {blocks}), last loss "
+                              f"{last_loss:.4f}, {last_eval['split']} loss {last_eval['loss']:.4f}{accuracy}; "
+                              f"model in {final_dir}")
+        self.log.info("done: %d steps in %.0f s, last loss %.4f%s; model in %s", run.state["step"], elapsed,
+                      last_loss, accuracy, final_dir)
+
+
+def train_latent_reward(config: LatentRewardConfig, *, on_step: OnStep | None = None) -> dict:
+    """Train (or resume) a latent reward model; return the final metrics (also ``output_dir/metrics.json``);
+    the model is in ``output_dir/final``. ``on_step(step, total_steps, loss)`` runs after every step."""
+    check_config(config)
+    return run_training(LatentRewardMethod(for_this_machine(config)), on_step=on_step)
