@@ -182,23 +182,34 @@ def flow_dpo_loss(
     return -F.logsigmoid(logits).mean(), logits
 
 
-def flow_rwr_weights(rewards: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Flow-RWR's sample weights: exp(r / τ) normalised over the batch, w_i = exp(r_i/τ) / Σ_j exp(r_j/τ).
+RWR_MAX_EXPONENT = 30.0
+"""r/τ is clamped here (e^30 ≈ 1e13) so a stray reward cannot overflow float32; standardised rewards never reach it
+at τ ≥ 0.2 unless a reward lies 6 standard deviations out."""
 
-    Computed as a softmax (stable for any reward scale); the weights sum to 1 and carry no gradient.
+
+def flow_rwr_weights(rewards: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Flow-RWR's sample weights, w_i = exp(r_i / τ), each from its own reward alone (no gradient).
+
+    Not normalised over the batch: a softmax over each micro-batch made every weight 1 at a micro-batch of one
+    (RWR became plain fine-tuning on every video, losers included) and made the weights depend on how a batch
+    was split. The rewards are standardised over the whole training set before training instead
+    (``alignment.flow.preference.standardised_rewards``), which fixes the scale τ acts on.
     """
     if temperature <= 0:
         raise ValueError(f"RWR temperature must be > 0, got {temperature}")
-    return torch.softmax(rewards.detach().float() / temperature, dim=0)
+    return torch.exp((rewards.detach().float() / temperature).clamp(max=RWR_MAX_EXPONENT))
 
 
 def flow_rwr_loss(velocity_pred: torch.Tensor, velocity_target: torch.Tensor, rewards: torch.Tensor,
                   temperature: float = 1.0) -> torch.Tensor:
-    """Flow-RWR (reward-weighted regression for flow, Liu et al. 2025):
+    """Flow-RWR (reward-weighted regression for flow, Liu et al. 2025), the batch mean of
 
-        L = Σ_i w_i ‖(ε_i − x₀,i) − v_θ(x_σ,i, σ_i, y_i)‖²,   w = softmax(r / τ) over the batch
+        w_i ‖(ε_i − x₀,i) − v_θ(x_σ,i, σ_i, y_i)‖²,   w_i = exp(r_i / τ)
 
-    Equal rewards give plain flow matching (``flow_matching_loss``).
+    with rewards standardised over the training set upstream. A mean of per-sample terms: splitting a batch into
+    equal micro-batches (gradient accumulation, several GPUs) leaves the loss and its gradient unchanged, and two
+    samples with the same error and rewards +1 and −1 weigh e^{2/τ} apart at any batch size. Zero rewards give
+    plain flow matching (``flow_matching_loss``).
     """
     weights = flow_rwr_weights(rewards, temperature).to(velocity_pred.device)
-    return (weights * flow_matching_error(velocity_pred, velocity_target)).sum()
+    return (weights * flow_matching_error(velocity_pred, velocity_target)).mean()

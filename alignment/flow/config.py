@@ -77,7 +77,7 @@ class FlowDPOConfig(FlowTrainConfig):
 
 @dataclass
 class FlowRWRConfig(FlowTrainConfig):
-    """Flow-RWR: flow matching weighted by exp(r / τ), normalised over the batch."""
+    """Flow-RWR: flow matching weighted by exp(r / τ), rewards standardised over the training set."""
 
     method: ClassVar[str] = "flow-rwr"
     temperature: float = 1.0

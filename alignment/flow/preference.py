@@ -83,6 +83,21 @@ def consensus_video_rewards(pairs: Sequence[PairRecord], *, weights: Sequence[fl
             for (prompt, video), values in sorted(scores.items())]
 
 
+def standardised_rewards(videos: Sequence[RewardedVideo], *,
+                         reference: Sequence[RewardedVideo] | None = None) -> list[RewardedVideo]:
+    """``videos`` with rewards standardised, (r − mean) / std, by the mean and standard deviation of
+    ``reference`` (default: ``videos`` themselves) — Flow-RWR's rewards over the whole training set, so that
+    exp(r / τ) weighs a video the same whatever batch it lands in. Equal rewards all become 0 (plain flow
+    matching)."""
+    basis = [v.reward for v in (videos if reference is None else reference)]
+    if not basis:
+        return list(videos)
+    mean = sum(basis) / len(basis)
+    std = (sum((r - mean) ** 2 for r in basis) / len(basis)) ** 0.5
+    scale = 1.0 / std if std > 1e-12 else 0.0
+    return [RewardedVideo(prompt=v.prompt, video=v.video, reward=(v.reward - mean) * scale) for v in videos]
+
+
 def reward_model_scores(reward_model: str | Path, items: Sequence[tuple[str, str]], *, roots: Sequence[str | Path] = (),
                         weights: Sequence[float] = (1.0, 1.0, 1.0), batch_size: int = 8,
                         progress: bool = True) -> dict[tuple[str, str], float]:

@@ -48,6 +48,7 @@ from alignment.flow.preference import (
     preference_pairs,
     relabelled_pairs,
     reward_model_video_rewards,
+    standardised_rewards,
 )
 from alignment.losses import (
     FLOW_DPO_BETA_SCHEDULES,
@@ -300,6 +301,9 @@ class FlowMethod(TrainingMethod):
         with accelerator.main_process_first():
             train_items = training_items(config, snapshot.split(config.train_split), roots)
             val_items = training_items(config, snapshot.split(config.val_split), roots)
+            if config.method == "flow-rwr":  # standardised by the training set's statistics, both splits
+                train_items, val_items = (standardised_rewards(train_items),
+                                          standardised_rewards(val_items, reference=train_items))
             if config.max_eval_items is not None:
                 val_items = val_items[: config.max_eval_items]
             if not train_items:

@@ -133,13 +133,74 @@ def test_flow_matching_and_rwr_losses():
     assert flow_matching_error(pred, target).tolist() == [1.0, 4.0, 9.0]
     assert float(flow_matching_loss(pred, target)) == pytest.approx(14 / 3)
     weights = flow_rwr_weights(torch.tensor([0.0, math.log(2.0), math.log(5.0)]), temperature=1.0)
-    assert weights.tolist() == pytest.approx([1 / 8, 2 / 8, 5 / 8]) and float(weights.sum()) == pytest.approx(1.0)
-    assert flow_rwr_weights(torch.tensor([0.0, 2 * math.log(2.0)]), temperature=2.0).tolist() == pytest.approx([1 / 3, 2 / 3])
+    assert weights.tolist() == pytest.approx([1.0, 2.0, 5.0])  # exp(r / τ), each from its own reward
+    assert flow_rwr_weights(torch.tensor([0.0, 2 * math.log(2.0)]), temperature=2.0).tolist() == pytest.approx([1, 2])
     assert float(flow_rwr_loss(pred, target, torch.zeros(3))) == pytest.approx(float(flow_matching_loss(pred, target)))
     assert float(flow_rwr_loss(pred, target, torch.tensor([0.0, math.log(2.0), math.log(5.0)]))) == pytest.approx(
-        (1 * 1 + 2 * 4 + 5 * 9) / 8)
+        (1 * 1 + 2 * 4 + 5 * 9) / 3)  # the batch mean of w_i · e_i
+    assert torch.isfinite(flow_rwr_weights(torch.tensor([1e6]))).all()  # clamped, never inf
     with pytest.raises(ValueError, match="temperature"):
         flow_rwr_weights(torch.zeros(2), temperature=0.0)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_rwr_weights_do_not_depend_on_how_a_batch_is_split(temperature):
+    """Gradient accumulation or several GPUs split a batch into micro-batches: the loss (a mean over equal
+    micro-batches) and its gradient are those of the whole batch. With the old softmax over each micro-batch, a
+    micro-batch of one gave every sample weight 1."""
+    torch.manual_seed(0)
+    target = torch.randn(8, 3, 2, 4, 4)
+    rewards = torch.randn(8)
+    whole_pred = torch.randn(8, 3, 2, 4, 4, requires_grad=True)
+    whole = flow_rwr_loss(whole_pred, target, rewards, temperature)
+    whole.backward()
+    for micro in (1, 2, 4):
+        pred = whole_pred.detach().clone().requires_grad_(True)
+        parts = [flow_rwr_loss(pred[i:i + micro], target[i:i + micro], rewards[i:i + micro], temperature)
+                 for i in range(0, 8, micro)]
+        total = sum(parts) / len(parts)
+        total.backward()
+        assert float(total) == pytest.approx(float(whole), rel=1e-5), micro
+        assert torch.allclose(pred.grad, whole_pred.grad, rtol=1e-4, atol=1e-7), micro
+
+
+@pytest.mark.parametrize("batch", [1, 2, 8])
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+def test_rwr_winner_and_loser_weigh_e_to_the_two_over_tau_apart_at_any_batch_size(batch, temperature):
+    """Same error, rewards +1 and −1: the loss's gradient on the winner is e^{2/τ} times the loser's, whether they
+    share a micro-batch or each sits in its own."""
+    pred = torch.zeros(2, 1, 1, 2, 2, requires_grad=True)
+    target = torch.ones(2, 1, 1, 2, 2)
+    rewards = torch.tensor([1.0, -1.0])
+    if batch == 1:
+        grads = []
+        for i in range(2):
+            p = pred.detach()[i:i + 1].clone().requires_grad_(True)
+            flow_rwr_loss(p, target[i:i + 1], rewards[i:i + 1], temperature).backward()
+            grads.append(p.grad.abs().sum())
+        ratio = float(grads[0] / grads[1])
+    else:
+        filler = batch - 2  # pad the batch with zero-error samples of other rewards
+        p = torch.cat([pred.detach(), torch.ones(filler, 1, 1, 2, 2)]).requires_grad_(True)
+        t = torch.cat([target, torch.ones(filler, 1, 1, 2, 2)])
+        r = torch.cat([rewards, torch.randn(filler)])
+        flow_rwr_loss(p, t, r, temperature).backward()
+        ratio = float(p.grad[0].abs().sum() / p.grad[1].abs().sum())
+    assert ratio == pytest.approx(math.exp(2 / temperature), rel=1e-4)
+
+
+def test_rwr_rewards_are_standardised_over_the_training_set():
+    from alignment.flow.preference import RewardedVideo, standardised_rewards
+
+    train = [RewardedVideo("p", f"v{i}", r) for i, r in enumerate([1.0, 2.0, 3.0, 6.0])]
+    out = standardised_rewards(train)
+    values = [v.reward for v in out]
+    assert sum(values) == pytest.approx(0.0, abs=1e-9)
+    assert (sum(x * x for x in values) / len(values)) == pytest.approx(1.0)
+    assert [(v.prompt, v.video) for v in out] == [(v.prompt, v.video) for v in train]
+    val = standardised_rewards([RewardedVideo("q", "w", 3.0)], reference=train)  # by the training set's statistics
+    assert val[0].reward == pytest.approx((3.0 - 3.0) / math.sqrt(3.5))
+    assert [v.reward for v in standardised_rewards([RewardedVideo("p", "a", 2.0)] * 3)] == [0.0, 0.0, 0.0]
 
 
 # --------------------------------------------------------------------------------------------------
