@@ -1,9 +1,10 @@
 """Staff API for jobs and pipelines: start an import or any other job, start the pipeline, follow them.
 
 A job started here goes through the same form and service as the admin's "Start a job" page
-(``workers.job_specs``: ``JOB_SPECS`` and ``JobConfigForm``; the admin's ``ExportForm`` and ``PreviewForm``
-for exports and guided previews), so the API accepts exactly what the admin accepts and refuses it with
-the same reasons. The form is filled with the site's defaults first and the request's ``params`` over them.
+(``workers.job_specs``: ``JOB_SPECS`` and ``JobConfigForm``; for exports and guided previews the admin's
+``ExportForm`` and ``PreviewForm`` of ``workers.forms``), so the API accepts exactly what the admin accepts and
+refuses it with the same reasons. The form is filled with the site's defaults first and the request's ``params``
+over them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from workers.forms import ExportForm, PreviewForm
 from workers.job_specs import JOB_SPECS, JobConfigForm, JSONValueField, TupleField
 from workers.models import Job, Pipeline
-from workers.uploads import import_job_create
+from workers.services.imports import import_job_create
+from workers.services.pipelines import PipelineBusy, pipeline_active, pipeline_stages, pipeline_start
+from workers.services.previews import preview_job_create
+from workers.services.snapshots import snapshot_job_create
 
 IMPORTS_URL = "/api/v1/imports/"
 
@@ -59,8 +64,9 @@ class ImportCreateView(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": ImportRequestSerializer},
-                   responses={202: JobSerializer, 400: OpenApiResponse(OpenApiTypes.OBJECT,
-                                                                        description="each wrong field with its reasons")},
+                   responses={202: JobSerializer,
+                              400: OpenApiResponse(OpenApiTypes.OBJECT,
+                                                   description="each wrong field with its reasons")},
                    summary="Import pairs: a manifest and its videos (multipart), processed on the media queue")
     def post(self, request):
         # A form body is a QueryDict, whose .dict() would keep just one of the videos: they come from getlist. An
@@ -97,36 +103,20 @@ class JobParamsError(Exception):
         self.errors = errors
 
 
-def _export_form(data=None):
-    from workers.admin import ExportForm
-
-    return ExportForm(data)
-
-
 def _export_create(form, user) -> Job:
-    from workers.services.snapshots import snapshot_job_create
-
     return snapshot_job_create(params=form.job_params(), created_by=user)
 
 
-def _preview_form(data=None):
-    from workers.admin import PreviewForm
-
-    return PreviewForm(data)
-
-
 def _preview_create(form, user) -> Job:
-    from workers.services.previews import preview_job_create
-
     return preview_job_create(**form.preview_inputs(), created_by=user)
 
 
 def job_form_and_create(kind: str):
     """(make_form(data), create(form, user)) for a job kind started through the API: the admin's forms."""
     if kind == Job.Kind.EXPORT:
-        return _export_form, _export_create
+        return ExportForm, _export_create
     if kind == Job.Kind.PREVIEW:
-        return _preview_form, _preview_create
+        return PreviewForm, _preview_create
     spec = JOB_SPECS[kind]
     return (lambda data=None: JobConfigForm(spec, data)), (lambda form, user: form.create_job(created_by=user))
 
@@ -358,8 +348,6 @@ class PipelineSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(PipelineStageSerializer(many=True))
     def get_stages(self, pipeline: Pipeline) -> list[dict]:
-        from workers.services.pipelines import pipeline_stages
-
         waiting = "pending" if pipeline.is_active else "not run"
         return [{"stage": stage["name"], "kind": stage["kind"], "job": job.pk if job else None,
                  "status": job.status if job else waiting, "progress": job.progress if job else 0.0}
@@ -418,8 +406,6 @@ class PipelineCreateView(APIView):
         summary="Start the pipeline (staff): export → reward model → Flow-DPO/RWR → new pairs",
     )
     def post(self, request):
-        from workers.services.pipelines import PipelineBusy, pipeline_active, pipeline_start
-
         body = PipelineStartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data

@@ -21,10 +21,15 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from django import forms
 
+from alignment.config import config_fields
 from workers.models import DatasetSnapshot, Job, ModelVersion
+from workers.services.alignment import policy_base_config, policy_job_create
+from workers.services.generation import generation_job_create
+from workers.services.reward import reward_base_config, reward_job_create
 
 
 @dataclass(frozen=True)
@@ -45,47 +50,12 @@ class JobSpec:
         return getattr(importlib.import_module(module), name)
 
 
-def _reward_base() -> dict:
-    from workers.services.training import reward_base_config
-
-    return reward_base_config()
-
-
-def _reward_create(**kwargs) -> Job:
-    from workers.services.training import reward_job_create
-
-    return reward_job_create(**kwargs)
-
-
-def _policy_base(kind: str) -> Callable[[], dict]:
-    def base() -> dict:
-        from workers.services.alignment import policy_base_config
-
-        return policy_base_config(kind)
-
-    return base
-
-
-def _policy_create(kind: str) -> Callable[..., Job]:
-    def create(**kwargs) -> Job:
-        from workers.services.alignment import policy_job_create
-
-        return policy_job_create(kind=kind, **kwargs)
-
-    return create
-
-
-def _generate_create(**kwargs) -> Job:
-    from workers.services.generation import generation_job_create
-
-    return generation_job_create(**kwargs)
-
-
 _POLICY_HIDDEN = frozenset({"output_dir", "policy", "snapshot", "media_root", "cache_dir", "progress", "reward_model",
                             "train_split", "val_split"})
 _POLICY_SPECS = [
     JobSpec(kind, title, description, config_class=f"alignment.flow.config:{name}", hidden=_POLICY_HIDDEN,
-            base_config=_policy_base(kind), create=_policy_create(kind), inputs=("snapshot", "reward_version"),
+            base_config=partial(policy_base_config, kind), create=partial(policy_job_create, kind=kind),
+            inputs=("snapshot", "reward_version"),
             primary=("epochs", "max_steps", "batch_size", "learning_rate", *method_fields, "label_source",
                      "finetune", "lora_rank"))
     for kind, title, name, method_fields, description in (
@@ -109,19 +79,21 @@ JOB_SPECS: dict[str, JobSpec] = {
                 config_class="alignment.reward.config:RewardTrainConfig",
                 hidden=frozenset({"output_dir", "snapshot", "train_csv", "val_csv", "media_root", "progress",
                                   "train_split", "val_split"}),
-                base_config=_reward_base, create=_reward_create,
+                base_config=reward_base_config, create=reward_job_create,
                 primary=("epochs", "batch_size", "learning_rate", "model.backbone", "model.backbone_path", "loss",
                          "keep_best", "best_by")),
         *_POLICY_SPECS,
         JobSpec(Job.Kind.LATENT_REWARD, "Train a latent reward model", "Flow-NRG's reward on noisy latents: the "
-                "policy's first blocks and a head per dimension, trained on the snapshot's pairs noised alike; gpu queue.",
+                "policy's first blocks and a head per dimension, trained on the snapshot's pairs noised alike; "
+                "gpu queue.",
                 config_class="alignment.flow.config:LatentRewardConfig", hidden=_POLICY_HIDDEN,
-                base_config=_policy_base(Job.Kind.LATENT_REWARD), create=_policy_create(Job.Kind.LATENT_REWARD),
+                base_config=partial(policy_base_config, Job.Kind.LATENT_REWARD),
+                create=partial(policy_job_create, kind=Job.Kind.LATENT_REWARD),
                 primary=("epochs", "max_steps", "batch_size", "learning_rate", "num_layers", "readout", "noisy")),
         JobSpec(Job.Kind.GENERATE, "Generate pairs", "Two candidates per prompt — an aligned policy vs the base, two "
                 "seeds of one policy, or Flow-NRG-guided vs unguided — ordered for labelling by the reward model, "
                 "least certain first; gpu queue.",
-                config_class="alignment.flow.config:GenerationConfig", create=_generate_create,
+                config_class="alignment.flow.config:GenerationConfig", create=generation_job_create,
                 inputs=("policy_version", "latent_reward_version", "reward_version"),
                 primary=("pairs", "source", "steps", "weights", "guidance_strength")),
         JobSpec(Job.Kind.PREVIEW, "Guided preview (personalisation)", "One prompt and seed sampled without and with "
@@ -131,7 +103,7 @@ JOB_SPECS: dict[str, JobSpec] = {
 }
 
 
-def _choices_from_doc(doc: str) -> list[str] | None:
+def choices_from_doc(doc: str) -> list[str] | None:
     """``"bt_ties | bt | regression"`` at the start of a field's comment: the values it takes."""
     match = re.match(r"^\s*([\w.-]+(?:\s*\|\s*[\w.-]+)+)(?:\s|$|\()", doc)
     return [value.strip() for value in match.group(1).split("|")] if match else None
@@ -205,7 +177,7 @@ def _form_field(config_field, initial) -> forms.Field:
     kind, doc = config_field.kind, config_field.doc
     required = not config_field.optional
     common = {"label": config_field.name, "help_text": doc, "initial": initial}
-    choices = config_field.choices or (_choices_from_doc(doc) if kind is str else None)
+    choices = config_field.choices or (choices_from_doc(doc) if kind is str else None)
     if choices:
         return _choice_field(choices, required=required and initial is not None, **common)
     if kind is bool and config_field.optional:  # None means "auto": decided on the machine that trains
@@ -276,7 +248,8 @@ class JobConfigForm(forms.Form):
 
     INPUTS = {
         "snapshot": lambda: forms.ModelChoiceField(
-            DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING), help_text="the training snapshot to learn from"),
+            DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING),
+            help_text="the training snapshot to learn from"),
         "reward_version": lambda: forms.ModelChoiceField(
             ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD), required=False, label="reward model",
             help_text="relabels pairs (label_source reward_model), scores videos for Flow-RWR, orders generated pairs"),
@@ -292,8 +265,6 @@ class JobConfigForm(forms.Form):
     }
 
     def __init__(self, spec: JobSpec, *args, **kwargs):
-        from alignment.config import config_fields
-
         super().__init__(*args, **kwargs)
         self.spec = spec
         for name in spec.inputs:

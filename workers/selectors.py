@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alignment.labels import DIMENSION_NAMES
 from workers.models import Job, ModelVersion
-
-DIMENSIONS = ("VQ", "MQ", "TA")
+from workers.services.jobs import job_folder_path
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -22,10 +22,11 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 def model_versions_compare(*, ids: list[int]) -> dict:
     """Model versions side by side: their validation accuracies, the config values that differ, and the
     curves to overlay. Versions are in the order of ``ids``; unknown ids are reported, not an error."""
-    found = {version.pk: version for version in ModelVersion.objects.filter(pk__in=ids).select_related("snapshot", "job")}
+    found = {version.pk: version
+             for version in ModelVersion.objects.filter(pk__in=ids).select_related("snapshot", "job")}
     versions = [found[pk] for pk in ids if pk in found]
     rows = []
-    for dim in DIMENSIONS:
+    for dim in DIMENSION_NAMES:
         for key, label in (("accuracy_without_ties", "w/o ties"), ("accuracy_with_ties", "w/ ties")):
             values = [((version.metrics.get("validation") or {}).get(dim) or {}).get(key) for version in versions]
             known = [value for value in values if value is not None]
@@ -43,8 +44,6 @@ def model_versions_compare(*, ids: list[int]) -> dict:
 def job_file_path(*, job: Job, name: str) -> Path | None:
     """The file ``name`` (relative) inside the job's folder; None when it is missing or lies outside the folder
     (``..``, an absolute path, a symlink out)."""
-    from workers.services.jobs import job_folder_path
-
     folder = job_folder_path(job).resolve()
     path = (folder / name).resolve()
     return path if path.is_relative_to(folder) and path.is_file() else None

@@ -81,7 +81,7 @@ def test_a_generation_job_links_the_pairs_it_queued(staff_page, live_server, set
     """A real generation on a tiny random policy (run here, as the worker would run it), then its page."""
     from alignment.flow.tiny import build_tiny_wan_policy
     from annotate.models import Batch
-    from workers.services.generation import generate_work
+    from workers.services.generation import generation_work
     from workers.services.jobs import job_execute
 
     page = staff_page
@@ -92,7 +92,7 @@ def test_a_generation_job_links_the_pairs_it_queued(staff_page, live_server, set
     job = Job.objects.create(kind=Job.Kind.GENERATE, created_by=page.staff, params={
         "pairs": 2, "steps": 3, "source": "two_seeds", "prompt_file": str(prompts), "policy_model_version_id": None,
         "reward_model_version_id": None, "latent_reward_model_version_id": None})
-    job_execute(job_id=job.pk, work=generate_work)
+    job_execute(job_id=job.pk, work=generation_work)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error + job.log
     batch = Batch.objects.get(source=f"generated:job-{job.pk}")
@@ -126,12 +126,12 @@ def test_an_import_job_links_its_batch_and_lists_skipped_rows(staff_page, live_s
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from annotate.models import Batch
+    from workers.services.imports import import_job_create
     from workers.tasks.media import import_pairs
-    from workers.uploads import import_job_create
 
     page = staff_page
     settings.JOB_ROOT = tmp_path / "jobs"
-    monkeypatch.setattr("workers.uploads.job_queue", lambda **kwargs: None)  # no task to the shared broker
+    monkeypatch.setattr("workers.services.imports.job_queue", lambda **kwargs: None)  # no task to the shared broker
     render_clip(tmp_path / "a.mp4")
     render_clip(tmp_path / "b.mp4", source="smptebars")
     manifest = "path_A,path_B,prompt,VQ,MQ,TA\nvideos/a.mp4,videos/b.mp4,an uploaded pair,A,B,same\nvideos/a.mp4,gone.mp4,x,A,A,A\n"

@@ -58,7 +58,7 @@ def test_the_status_page_follows_the_stages_until_the_pipeline_fails(staff_page,
         assert reward_may_go_on.wait(60)
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("workers.services.training.reward_work", reward_work)
+    monkeypatch.setattr("workers.services.reward.reward_work", reward_work)
 
     page.goto(f"{live_server.url}/admin/workers/pipeline/{pipeline.pk}/change/")
     assert page.inner_text(".pipeline-status") == "Queued"

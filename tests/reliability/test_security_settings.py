@@ -137,10 +137,10 @@ def test_storage_refuses_names_that_leave_the_media_root(tmp_path, settings, nam
 
 @pytest.mark.parametrize("name", ["../../../../tmp/evil.mp4", "..\\..\\evil.mp4", "/etc/cron.d/evil", ".."])
 def test_uploaded_file_names_stay_in_the_jobs_folder(name):
-    from workers.uploads import _safe_name
+    from workers.services.imports import upload_file_name
 
     try:
-        safe = _safe_name(name)
+        safe = upload_file_name(name)
     except ValueError:
         return
     assert "/" not in safe and "\\" not in safe and safe not in {".", ".."}

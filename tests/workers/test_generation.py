@@ -8,7 +8,7 @@ import pytest
 
 from annotate.models import Batch, Pair, Prompt
 from workers.models import Job, ModelVersion
-from workers.services.generation import GenerationInputError, generate_work, generation_job_create
+from workers.services.generation import GenerationInputError, generation_job_create, generation_work
 from workers.services.jobs import job_execute, job_folder
 
 PROMPTS = ["a red square moving left quickly", "a blue circle moving up slowly"]
@@ -55,7 +55,7 @@ def site(db, models, settings, tmp_path):
 def run_generation(django_capture_on_commit_callbacks, **kwargs) -> tuple[Job, list[Pair]]:
     with django_capture_on_commit_callbacks():  # the task is not sent: the service runs here
         job = generation_job_create(**kwargs)
-    job_execute(job_id=job.pk, work=generate_work)
+    job_execute(job_id=job.pk, work=generation_work)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error + job.log
     pairs = list(Pair.objects.filter(batch=Batch.objects.get(source=f"generated:job-{job.pk}"))
@@ -154,7 +154,7 @@ def test_a_latent_reward_for_another_policy_is_refused_when_the_job_runs(site, t
         job = generation_job_create(latent_reward_version=mismatched,
                                     overrides={**FAST, "source": "guided_vs_unguided", "prompt_file": site.prompt_file})
     with pytest.raises(GenerationInputError, match="latent-other reads latents with in_channels=12"):
-        job_execute(job_id=job.pk, work=generate_work)
+        job_execute(job_id=job.pk, work=generation_work)
     assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED
 
 

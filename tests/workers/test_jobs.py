@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from workers.job_specs import JOB_SPECS, JobConfigForm, _choices_from_doc
+from workers.job_specs import JOB_SPECS, JobConfigForm, choices_from_doc
 from workers.models import DatasetSnapshot, Job, JobCancelled, ModelVersion
 from workers.services.jobs import job_cancel, job_execute, job_retry, job_run, job_start, jobs_mark_stale
 
@@ -26,8 +26,8 @@ def test_reward_form_lists_every_config_field_with_the_sites_defaults_and_help(d
     assert [value for value, _ in form.fields["loss"].choices] == ["bt_ties", "bt", "regression"]
     assert form.fields["model.tubelet"].prepare_value(form.fields["model.tubelet"].initial) == "2, 8, 8"
     assert "one head for all three tokens" in form.fields["model.shared_head"].help_text  # from the source comment
-    assert _choices_from_doc("constant | cosine (after the warmup)") == ["constant", "cosine"]
-    assert _choices_from_doc("pairs per optimizer step") is None
+    assert choices_from_doc("constant | cosine (after the warmup)") == ["constant", "cosine"]
+    assert choices_from_doc("pairs per optimizer step") is None
 
 
 def test_staff_queues_a_reward_job_and_only_the_changes_are_stored(staff_client, snapshot,

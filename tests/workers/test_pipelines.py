@@ -76,9 +76,9 @@ def test_export_stage_runs_as_a_job_of_the_pipeline_and_feeds_the_next(judged, s
     assert job.status == Job.Status.SUCCEEDED and result["counts"]["pairs"] == 20
     assert pipeline_stage_run(pipeline_id=pipeline.pk, stage="export") == result  # delivered twice: same job, no redo
     assert Job.objects.filter(pipeline=pipeline).count() == 1
-    from workers.services.pipelines import _stage_params
+    from workers.services.pipelines import pipeline_stage_params
 
-    assert _stage_params(Pipeline.objects.get(pk=pipeline.pk), "reward") == (
+    assert pipeline_stage_params(Pipeline.objects.get(pk=pipeline.pk), "reward") == (
         Job.Kind.REWARD, {"snapshot_id": result["snapshot_id"], "config": {}})
 
 

@@ -13,7 +13,7 @@ from tests.alignment.test_reward_train import brightness_snapshot
 from tests.conftest import _wait_for_other_sessions_to_end, start_celery_worker, stop_celery_worker
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_cancel, job_folder
-from workers.services.training import reward_job_create
+from workers.services.reward import reward_job_create
 
 
 def registered(folder: Path, **fields) -> DatasetSnapshot:
@@ -46,7 +46,7 @@ def test_admin_trains_a_reward_model_with_the_default_config_in_a_prefork_worker
                                                                                  tmp_path):
     """The site's default config loads its training pairs with DataLoader worker processes; the prefork pool's
     task process is daemonic, so the job trains in a child process of its own and the worker follows it."""
-    from workers.services.training import reward_base_config
+    from workers.services.reward import reward_base_config
 
     assert reward_base_config()["num_workers"] > 0  # what failed with "daemonic processes are not allowed to have children"
     snapshot = registered(brightness_snapshot(tmp_path / "snap-1"))
@@ -121,7 +121,7 @@ def test_a_failing_trainer_fails_the_job_with_the_end_of_its_output(db, tmp_path
     snapshot = registered(brightness_snapshot(tmp_path / "snap-bad"))
     job = reward_job_create(snapshot=snapshot, overrides={"model": {"backbone": "qwen2vl"}})  # no Qwen2-VL folder
     from workers.services.jobs import job_execute
-    from workers.services.training import reward_work
+    from workers.services.reward import reward_work
 
     with pytest.raises(RuntimeError, match="reward-train exited with code 1"):
         job_execute(job_id=job.pk, work=reward_work)
@@ -202,7 +202,7 @@ def test_training_on_several_processes_goes_through_accelerate_launch(db, tmp_pa
         "epochs": 2, "batch_size": 8, "num_workers": 0,
         "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]}})
     from workers.services.jobs import job_execute
-    from workers.services.training import reward_work
+    from workers.services.reward import reward_work
 
     result = job_execute(job_id=job.pk, work=reward_work)
     job.refresh_from_db()

@@ -26,7 +26,7 @@ from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters
 from annotate.models import Assignment, Batch, Judgment, Prompt
 from tests.conftest import ROOT, child_env
 from workers.models import DatasetSnapshot, Job
-from workers.tasks.default import export_snapshot, export_snapshot_nightly
+from workers.tasks.default import export_snapshot_nightly
 from workers.services.snapshots import SnapshotEmpty, snapshot_create, snapshot_job_create_if_due, snapshot_nightly_due
 
 
@@ -169,8 +169,10 @@ def test_nightly_export_runs_only_when_something_new_was_judged(transactional_db
     assert not snapshot_nightly_due() and snapshot_job_create_if_due() is None
     judge(second, annotators[0], "B", "B", "B")
     assert snapshot_nightly_due()
+    from celery import current_app
+
     queued = []
-    monkeypatch.setattr(export_snapshot, "delay", lambda job_id: queued.append(job_id) or SimpleNamespace(id="t"))
+    monkeypatch.setattr(current_app, "send_task", lambda name, args: queued.append(args[0]) or SimpleNamespace(id="t"))
     job_id = export_snapshot_nightly()  # what beat calls
     assert queued == [job_id] and Job.objects.get(pk=job_id).params == {"nightly": True}
     assert settings.CELERY_BEAT_SCHEDULE["nightly snapshot export"]["task"] == "workers.tasks.default.export_snapshot_nightly"

@@ -1,17 +1,12 @@
-"""Writes of the workers app: job lifecycle (``jobs``), dataset snapshots (``snapshots``), training
-(``training``) and webhooks (``webhooks``)."""
+"""Writes of the workers app.
 
-from workers.services.jobs import (
-    job_cancel,
-    job_create,
-    job_execute,
-    job_fail,
-    job_folder,
-    job_queue,
-    job_retry,
-    job_start,
-    job_succeed,
-)
+- ``jobs``: the job lifecycle (create and queue by kind, start, finish, fail, cancel, retry, resend, watchdog);
+- one module per kind of job, each with both sides of it: ``<name>_job_create`` (the web side: check the inputs,
+  record the job, queue its task by name) and ``<name>_work`` (the worker side, run by ``job_execute``):
+  ``imports`` (import), ``snapshots`` (export), ``reward`` (reward), ``alignment`` (sft, flow_dpo, flow_rwr,
+  latent_reward), ``generation`` (generate), ``previews`` (preview);
+- ``training`` (what the training kinds share) and ``launch`` (the child process a training or sampling job runs in);
+- ``pipelines`` (export → reward → alignment → generate as a chain of stage tasks) and ``webhooks``.
 
-__all__ = ["job_cancel", "job_create", "job_execute", "job_fail", "job_folder", "job_queue", "job_retry", "job_start",
-           "job_succeed"]
+Which task runs each kind, on which queue: ``workers.task_routes``.
+"""

@@ -1,5 +1,8 @@
-"""Aligning the video model on the ``gpu`` queue: SFT, Flow-DPO or Flow-RWR from a snapshot, registered as a
-``ModelVersion(kind=policy)``. The trained policy is a LoRA (or a transformer) over the base policy folder.
+"""Aligning the video model (``sft``, ``flow_dpo``, ``flow_rwr`` jobs) and Flow-NRG's latent reward model
+(``latent_reward``) on the ``gpu`` queue, from a snapshot, registered as a ``ModelVersion`` (``policy`` or
+``latent_reward``). The trained policy is a LoRA (or a transformer) over the base policy folder. The four kinds
+share one trainer runner: ``policy_job_create`` records and queues a job (the web side), ``policy_work`` runs it
+(the worker side, the trainer in a child process).
 
 The base policy is ``VIDPREF_BASE_POLICY`` (a local diffusers-format Wan folder). Without it the workers
 use a tiny Wan built once in ``var/models`` — enough to run the loop on a CPU, not to make good videos.
@@ -12,16 +15,16 @@ from pathlib import Path
 
 from django.conf import settings
 
+from alignment.config import config_from_dict, read_config_file
+from alignment.flow.config import TRAINERS, LatentRewardConfig
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_create, job_folder, json_safe
 from workers.services.launch import run_trainer
-from workers.services.training import _local_snapshot, _merge, trained_config, training_progress
+from workers.services.snapshots import snapshot_local_folder
+from workers.services.training import config_merge, trained_config, training_progress
 
 METHODS = {Job.Kind.SFT: "sft", Job.Kind.FLOW_DPO: "flow-dpo", Job.Kind.FLOW_RWR: "flow-rwr",
            Job.Kind.LATENT_REWARD: "latent-reward-train"}
-TASKS = {Job.Kind.SFT: "workers.tasks.gpu.train_sft", Job.Kind.FLOW_DPO: "workers.tasks.gpu.train_flow_dpo",
-         Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr",
-         Job.Kind.LATENT_REWARD: "workers.tasks.gpu.train_latent_reward"}
 
 # Without VIDPREF_ALIGNMENT_CONFIG: a short LoRA run that a CPU finishes in minutes on the tiny policy.
 SMALL_POLICY_CONFIG = {"lora_rank": 8, "learning_rate": 1e-3, "batch_size": 4, "epochs": 2, "beta": 500.0,
@@ -38,7 +41,7 @@ def base_policy_folder() -> Path:
         return folder
     folder = Path(settings.VAR_DIR) / "models" / "tiny-wan-policy"
     if not (folder / "transformer" / "config.json").is_file():
-        from alignment.flow.tiny import build_tiny_wan_policy
+        from alignment.flow.tiny import build_tiny_wan_policy  # torch: worker side only, never in the web process
 
         build_tiny_wan_policy(folder)
     return folder
@@ -46,11 +49,8 @@ def base_policy_folder() -> Path:
 
 def policy_base_config(kind: str) -> dict:
     """The site's defaults for a method: ``VIDPREF_ALIGNMENT_CONFIG``'s file, else the small CPU run."""
-    from alignment.config import read_config_file
-
-    base = read_config_file(settings.VIDPREF_ALIGNMENT_CONFIG) if settings.VIDPREF_ALIGNMENT_CONFIG else SMALL_POLICY_CONFIG
-    from alignment.flow.config import LatentRewardConfig, TRAINERS
-
+    configured = settings.VIDPREF_ALIGNMENT_CONFIG
+    base = read_config_file(configured) if configured else SMALL_POLICY_CONFIG
     config_class = LatentRewardConfig if kind == Job.Kind.LATENT_REWARD else TRAINERS[METHODS[kind]]
     accepted = {field.name for field in dataclasses.fields(config_class)}
     return {key: value for key, value in base.items() if key in accepted}
@@ -58,9 +58,8 @@ def policy_base_config(kind: str) -> dict:
 
 def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict | None = None,
                       reward_version: ModelVersion | None = None, created_by=None) -> Job:
-    """Queue SFT / Flow-DPO / Flow-RWR on ``snapshot``; ``reward_version`` relabels pairs (or scores RWR videos)."""
-    from workers.services.jobs import _Sender
-
+    """Queue SFT / Flow-DPO / Flow-RWR / a latent reward model on ``snapshot``; ``reward_version`` relabels pairs
+    (or scores RWR videos)."""
     if kind not in METHODS:
         raise ValueError(f"{kind!r} is not an alignment job; choose one of {', '.join(METHODS)}")
     if snapshot.kind != DatasetSnapshot.Kind.TRAINING or not snapshot.counts.get("train"):
@@ -71,20 +70,20 @@ def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict |
         raise ValueError(f"{reward_version.name} is not a reward model")
     params = {"snapshot_id": snapshot.pk, "config": overrides or {},
               "reward_model_version_id": reward_version.pk if reward_version else None}
-    return job_create(kind=kind, params=params, created_by=created_by, task=_Sender(TASKS[kind]))
+    return job_create(kind=kind, params=params, created_by=created_by)
 
 
-def policy_train_run(*, job: Job) -> ModelVersion:
-    from alignment.checkpoints import checkpoints
-    from alignment.config import config_from_dict
-    from alignment.flow.config import TRAINERS, LatentRewardConfig
+def policy_work(job: Job) -> tuple[dict, dict]:
+    """A policy or latent reward job's work (run by ``job_execute``): train with the job's method (resuming from
+    its newest checkpoint), register the ModelVersion, and return (result, metrics)."""
+    from alignment.checkpoints import checkpoints  # worker side only: the web imports this module to create jobs
 
     method = METHODS[job.kind]
     latent = job.kind == Job.Kind.LATENT_REWARD
     snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
     folder = job_folder(job)
-    values = _merge(policy_base_config(job.kind), job.params.get("config") or {})
-    values.update(output_dir=str(folder / "policy"), snapshot=str(_local_snapshot(snapshot, folder)),
+    values = config_merge(policy_base_config(job.kind), job.params.get("config") or {})
+    values.update(output_dir=str(folder / "policy"), snapshot=str(snapshot_local_folder(snapshot, folder)),
                   media_root=str(settings.MEDIA_ROOT), policy=str(base_policy_folder()),
                   cache_dir=str(Path(settings.VAR_DIR) / "cache" / "flow"), progress=False)
     reward_id = job.params.get("reward_model_version_id")
@@ -99,15 +98,11 @@ def policy_train_run(*, job: Job) -> ModelVersion:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
     metrics = run_trainer(job=job, command=method, config=config, on_progress=training_progress(job))
     losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
-    return ModelVersion.objects.create(
+    version = ModelVersion.objects.create(
         kind=ModelVersion.Kind.LATENT_REWARD if latent else ModelVersion.Kind.POLICY,
         name=f"{'latent-reward' if latent else method}-{job.pk}", path=str(Path(config.output_dir) / "final"),
         snapshot=snapshot, config=trained_config(config, Path(config.output_dir)), job=job,
         metrics=json_safe({"method": method, "final_eval": (metrics.get("eval") or [{}])[-1],
                            "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]}}),
     )
-
-
-def policy_work(job: Job) -> tuple[dict, dict]:
-    version = policy_train_run(job=job)
     return {"model_version_id": version.pk, "name": version.name, "path": version.path}, version.metrics

@@ -15,6 +15,9 @@ generator name says what it is: ``flow-dpo-3``, ``base``, ``base+nrg(vq=1,mq=1,t
 
 Prompts come from the job's ``prompt_file`` (CSV with a ``prompt`` column, or one prompt a line), else
 ``VIDPREF_PROMPT_SET``, else the prompts already in the database.
+
+Generation jobs (``generate``): ``generation_job_create`` checks the inputs, records and queues one (the web
+side); ``generation_work`` runs it (the worker side, the sampling in a child process).
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from pathlib import Path
 from django.conf import settings
 
 from alignment.config import config_from_dict
-from alignment.data.records import DIMENSIONS
 from alignment.flow.config import GenerationConfig
+from alignment.labels import DIMENSION_NAMES
 from annotate.models import Pair, Prompt
 from annotate.services.ingest import GeneratedPair, generated_pairs_queue
 from workers.models import Job, ModelVersion
-from workers.services.jobs import job_folder
+from workers.services.alignment import base_policy_folder
+from workers.services.jobs import job_create, job_folder
+from workers.services.launch import SamplingPlanError, run_sampling
+
 
 class GenerationInputError(ValueError):
     """A generation or preview request that cannot run; ``field`` names the form field to fix."""
@@ -83,7 +89,8 @@ def model_version_check(version: ModelVersion | None, kind: str, field: str) -> 
                                           f"{ModelVersion.Kind(kind).label}")
 
 
-def guidance_inputs_check(config: GenerationConfig, latent_reward_version: ModelVersion | None, *, required: bool) -> None:
+def guidance_inputs_check(config: GenerationConfig, latent_reward_version: ModelVersion | None, *,
+                          required: bool) -> None:
     """A guided side needs a latent reward model, a non-zero weight and a non-zero strength."""
     model_version_check(latent_reward_version, ModelVersion.Kind.LATENT_REWARD, "latent_reward_version")
     if latent_reward_version is None:
@@ -118,8 +125,6 @@ def generation_job_create(*, policy_version: ModelVersion | None = None, reward_
 
     ``policy_vs_base`` needs ``policy_version``; the other sources use the base policy without one.
     ``guided_vs_unguided`` needs ``latent_reward_version``; with another source it guides side A."""
-    from workers.services.jobs import _Sender, job_create
-
     config = generation_config(overrides or {})
     model_version_check(policy_version, ModelVersion.Kind.POLICY, "policy_version")
     model_version_check(reward_version, ModelVersion.Kind.REWARD, "reward_version")
@@ -131,8 +136,7 @@ def generation_job_create(*, policy_version: ModelVersion | None = None, reward_
     params = {**(overrides or {}), "policy_model_version_id": policy_version.pk if policy_version else None,
               "reward_model_version_id": reward_version.pk if reward_version else None,
               "latent_reward_model_version_id": latent_reward_version.pk if latent_reward_version else None}
-    return job_create(kind=Job.Kind.GENERATE, params=params, created_by=created_by,
-                      task=_Sender("workers.tasks.gpu.generate_pairs"))
+    return job_create(kind=Job.Kind.GENERATE, params=params, created_by=created_by)
 
 
 def uncertainty_priority(reward_a: float, reward_b: float) -> float:
@@ -164,8 +168,6 @@ def generator_name(policy_name: str, config: GenerationConfig, *, guided: bool) 
 def generation_sides(*, config: GenerationConfig, policy_version: ModelVersion | None,
                      latent_reward_version: ModelVersion | None) -> tuple[Side, Side]:
     """Sides A and B for the config's source (see the module docstring)."""
-    from workers.services.alignment import base_policy_folder
-
     base_folder = str(base_policy_folder())
     folder, name = (policy_version.path, policy_version.name) if policy_version else (base_folder, "base")
     guided = latent_reward_version is not None
@@ -176,11 +178,10 @@ def generation_sides(*, config: GenerationConfig, policy_version: ModelVersion |
     return Side(folder, name, 0, True), Side(folder, name, 0, False)
 
 
-def pairs_generate_run(*, job: Job) -> dict:
-    """Sample both sides' clips and score them in a child process (``alignment.cli_sample``: this task's process
-    is a daemonic child of the worker, which must not hold CUDA), then queue the pairs here."""
-    from workers.services.launch import SamplingPlanError, run_sampling
-
+def generation_work(job: Job) -> dict:
+    """A generation job's work (run by ``job_execute``): sample both sides' clips and score them in a child process
+    (``alignment.cli_sample``: this task's process is a daemonic child of the worker, which must not hold CUDA),
+    then queue the pairs here."""
     params = job.params
     config = generation_config({"pairs": settings.VIDPREF_PIPELINE_GENERATE_PAIRS, **params})
     prompts = prompts_load(config.prompt_file or settings.VIDPREF_PROMPT_SET or None)
@@ -200,7 +201,7 @@ def pairs_generate_run(*, job: Job) -> dict:
     seeds = [rng.randrange(2**31) for _ in range(count)]
     folder = job_folder(job) / "videos"
     sampling = {"steps": config.steps, "guidance_scale": config.guidance_scale}
-    guidance = ({"weights": dict(zip(DIMENSIONS, config.dimension_weights())),
+    guidance = ({"weights": dict(zip(DIMENSION_NAMES, config.dimension_weights())),
                  "strength": config.guidance_strength, "sigma_min": config.guidance_sigma_min,
                  "max_ratio": config.guidance_max_ratio,
                  "latent_reward": latent_version.name} if latent_version else None)
@@ -227,8 +228,8 @@ def pairs_generate_run(*, job: Job) -> dict:
         rewards = list(zip(sampled["reward_scores"]["a"], sampled["reward_scores"]["b"]))
     else:
         rewards = [(0.0, 0.0)] * count
-    pairs = [GeneratedPair(prompt=prompt, video_a=a, video_b=b, generator_a=generators["a"], generator_b=generators["b"],
-                           params_a={**pa, "reward": ra}, params_b={**pb, "reward": rb},
+    pairs = [GeneratedPair(prompt=prompt, video_a=a, video_b=b, generator_a=generators["a"],
+                           generator_b=generators["b"], params_a={**pa, "reward": ra}, params_b={**pb, "reward": rb},
                            priority=uncertainty_priority(ra, rb))
              for prompt, a, b, pa, pb, (ra, rb) in zip(chosen, paths["a"], paths["b"], params_of["a"], params_of["b"],
                                                         rewards)]
@@ -242,7 +243,8 @@ def pairs_generate_run(*, job: Job) -> dict:
                        "policy, which is untrained and makes noise (no VIDPREF_BASE_POLICY is set). They are in the "
                        "batch, retired. Point VIDPREF_BASE_POLICY at a real video model to queue what it generates "
                        "(VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS=true queues them anyway).")
-    return {**report.as_dict(), "pairs_held": held, "source": config.source, "generator_a": generators["a"], "generator_b": generators["b"],
+    return {**report.as_dict(), "pairs_held": held, "source": config.source, "generator_a": generators["a"],
+            "generator_b": generators["b"],
             "policy": policy_version.name if policy_version else "base"}
 
 
@@ -256,6 +258,3 @@ def pairs_hold_if_untrained(*, batch_id: int) -> int:
     return Pair.objects.filter(batch_id=batch_id, status=Pair.Status.OPEN, filled=0).update(
         status=Pair.Status.RETIRED)
 
-
-def generate_work(job: Job) -> dict:
-    return pairs_generate_run(job=job)

@@ -16,12 +16,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from workers.models import Job, JobCancelled
+from workers.services.webhooks import webhook_emit
+from workers.task_routes import JOB_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +54,23 @@ def job_folder(job: Job) -> Path:
     return folder
 
 
-def job_create(*, kind: str, params: dict | None = None, created_by=None, task=None) -> Job:
-    """Record a job and queue ``task`` (a Celery task taking the job id) once the row is committed."""
+def job_create(*, kind: str, params: dict | None = None, created_by=None, send: bool = True) -> Job:
+    """Record a job and, unless ``send`` is false (the caller queues it later with ``job_queue``), queue its
+    kind's task once the row is committed."""
     job = Job.objects.create(kind=kind, params=params or {}, created_by=created_by)
-    if task is not None:
-        job_queue(job=job, task=task)
+    if send:
+        job_queue(job=job)
     return job
 
 
-def job_queue(*, job: Job, task) -> None:
-    """Send ``task(job.pk)`` once the surrounding transaction commits (never a row the worker can't see)."""
+def job_queue(*, job: Job) -> None:
+    """Send the task of the job's kind (``JOB_TASKS``, by name) with the job's id once the surrounding
+    transaction commits (never a row the worker can't see)."""
+    task_name = JOB_TASKS[job.kind].task
 
     def send() -> None:
         try:
-            result = task.delay(job.pk)
+            result = current_app.send_task(task_name, args=(job.pk,))
         except (OperationalError, OSError) as exc:  # the broker is down: the job waits, queued, for jobs_resend
             log.warning("job %s stays queued until the broker is back: %s", job.pk, exc)
             return
@@ -78,8 +84,9 @@ def jobs_resend(*, older_than: timedelta = timedelta(seconds=60)) -> list[int]:
     created): beat runs this every minute. Returns the job ids sent."""
     cutoff = timezone.now() - older_than
     sent = []
-    for job in Job.objects.filter(status=Job.Status.QUEUED, celery_id="", created_at__lt=cutoff, kind__in=list(JOB_TASKS)):
-        job_queue(job=job, task=_Sender(JOB_TASKS[job.kind]))
+    unsent = Job.objects.filter(status=Job.Status.QUEUED, celery_id="", created_at__lt=cutoff, kind__in=list(JOB_TASKS))
+    for job in unsent:
+        job_queue(job=job)
         sent.append(job.pk)
     return sent
 
@@ -142,10 +149,9 @@ def job_run(*, job: Job) -> None:
     created). Harmless when the first message does arrive: the second delivery finds the job running."""
     if job.status != Job.Status.QUEUED:
         raise ValueError(f"job {job.pk} is {job.status}: only a queued job can be run; a failed one can be retried")
-    task_name = JOB_TASKS.get(job.kind)
-    if task_name is None:
+    if job.kind not in JOB_TASKS:
         raise ValueError(f"job {job.pk}: jobs of kind {job.kind!r} cannot be run from here")
-    job_queue(job=job, task=_Sender(task_name))
+    job_queue(job=job)
 
 
 def _close_attempt(job: Job, outcome: str) -> None:
@@ -192,8 +198,6 @@ def job_outcome_text(job: Job) -> str:
 
 
 def job_succeed(*, job: Job, result: dict | None = None, metrics: dict | None = None) -> None:
-    from workers.services.webhooks import webhook_emit
-
     with transaction.atomic():
         job.status = Job.Status.SUCCEEDED
         job.progress = 1.0
@@ -208,8 +212,6 @@ def job_succeed(*, job: Job, result: dict | None = None, metrics: dict | None = 
 
 
 def job_fail(*, job: Job, error: BaseException) -> None:
-    from workers.services.webhooks import webhook_emit
-
     with transaction.atomic():
         job.status = Job.Status.FAILED
         job.finished_at = timezone.now()
@@ -275,9 +277,7 @@ def job_cancel(*, job: Job, by=None) -> bool:
         locked.save(update_fields=["status", "finished_at", "progress_text"])
     job.append_log(f"cancelled{who}")
     if locked.celery_id:
-        from workers.celery import app
-
-        transaction.on_commit(lambda: app.control.revoke(locked.celery_id))
+        transaction.on_commit(lambda: current_app.control.revoke(locked.celery_id))
     job.refresh_from_db()
     return True
 
@@ -294,38 +294,11 @@ def job_retry(*, job: Job, by=None) -> Job:
         locked.error = ""
         locked.progress_text = "queued again: resumes from its newest checkpoint"
         locked.save(update_fields=["status", "finished_at", "error", "progress_text"])
-        task_name = JOB_TASKS.get(locked.kind)
-        if task_name is None:
+        if locked.kind not in JOB_TASKS:
             raise ValueError(f"job {job.pk}: jobs of kind {locked.kind!r} cannot be retried from here")
-        job_queue(job=locked, task=_Sender(task_name))
+        job_queue(job=locked)
     locked.append_log(f"retry queued{f' by {by}' if by else ''}")
     return locked
-
-
-class _Sender:
-    """``task.delay`` by the task's registered name: the web process never imports the task modules' heavy parts."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def delay(self, *args):
-        from celery import current_app
-
-        return current_app.send_task(self.name, args=args)
-
-
-# The task that runs each kind of job, by name (see workers/tasks/).
-JOB_TASKS = {
-    Job.Kind.IMPORT: "workers.tasks.media.import_pairs",
-    Job.Kind.EXPORT: "workers.tasks.default.export_snapshot",
-    Job.Kind.REWARD: "workers.tasks.gpu.train_reward",
-    Job.Kind.SFT: "workers.tasks.gpu.train_sft",
-    Job.Kind.FLOW_DPO: "workers.tasks.gpu.train_flow_dpo",
-    Job.Kind.FLOW_RWR: "workers.tasks.gpu.train_flow_rwr",
-    Job.Kind.LATENT_REWARD: "workers.tasks.gpu.train_latent_reward",
-    Job.Kind.GENERATE: "workers.tasks.gpu.generate_pairs",
-    Job.Kind.PREVIEW: "workers.tasks.gpu.guided_preview",
-}
 
 
 def jobs_mark_stale(*, silent_for: timedelta | None = None) -> list[int]:

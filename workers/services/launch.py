@@ -180,7 +180,7 @@ def _stop_group_leftovers(pgid: int) -> None:
 
 
 def _read_progress(path: Path) -> dict | None:
-    from alignment.progress import progress_file_read
+    from alignment.progress import progress_file_read  # worker side only: the web imports this module too
 
     return progress_file_read(path)
 
@@ -188,7 +188,7 @@ def _read_progress(path: Path) -> dict | None:
 def run_trainer(*, job: Job, command: str, config, on_progress: Callable[[dict], None]) -> dict:
     """Train ``config`` (an ``alignment`` config) for ``job`` with ``python -m alignment <command>`` in a child
     process, under ``accelerate launch`` when there are several processes; returns the trainer's metrics."""
-    from alignment.config import save_config
+    from alignment.config import save_config  # worker side only: the web imports this module too
 
     folder = job_folder(job)
     config_file, progress_file = folder / f"{command}.config.json", folder / f"{command}.progress.json"

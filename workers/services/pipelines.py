@@ -9,6 +9,7 @@ and stops the chain. One pipeline at a time: a partial unique index on ``Pipelin
 
 from __future__ import annotations
 
+from celery import chain, signature
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -17,8 +18,12 @@ from kombu.exceptions import OperationalError
 
 from annotate.models import Judgment
 from workers.models import DatasetSnapshot, Job, Pipeline
+from workers.services import alignment as policy_jobs
+from workers.services import generation, reward, snapshots
+from workers.services.jobs import job_cancel, job_execute
+from workers.task_routes import PIPELINE_FINISH_TASK, PIPELINE_STAGE_TASKS
 
-STAGE_QUEUES = {"export": "default", "reward": "gpu", "align": "gpu", "generate": "gpu"}
+STAGE_QUEUES = {stage: route.queue for stage, route in PIPELINE_STAGE_TASKS.items()}  # the stages, in order
 ALIGNMENT_KINDS = {"dpo": Job.Kind.FLOW_DPO, "rwr": Job.Kind.FLOW_RWR}
 
 
@@ -83,14 +88,11 @@ def pipeline_start(*, params: dict | None = None, created_by=None, trigger: str 
 
 def pipeline_canvas(pipeline_id: int):
     """The chain of stage tasks (immutable signatures, sent by name: the web never imports the tasks)."""
-    from celery import chain, signature
-
-    stages = [signature(f"workers.tasks.{queue}.pipeline_{stage}", args=(pipeline_id,), immutable=True)
-              for stage, queue in STAGE_QUEUES.items()]
-    return chain(*stages, signature("workers.tasks.default.pipeline_finish", args=(pipeline_id,), immutable=True))
+    stages = [signature(route.task, args=(pipeline_id,), immutable=True) for route in PIPELINE_STAGE_TASKS.values()]
+    return chain(*stages, signature(PIPELINE_FINISH_TASK.task, args=(pipeline_id,), immutable=True))
 
 
-def _stage_params(pipeline: Pipeline, stage: str) -> tuple[str, dict]:
+def pipeline_stage_params(pipeline: Pipeline, stage: str) -> tuple[str, dict]:
     """(job kind, job params) of a stage, from the pipeline's params and the earlier stages' results."""
     done = {job.kind: job for job in pipeline.jobs.filter(status=Job.Status.SUCCEEDED)}
     params = pipeline.params
@@ -109,32 +111,18 @@ def _stage_params(pipeline: Pipeline, stage: str) -> tuple[str, dict]:
 
 
 def _stage_work(stage: str):
-    if stage == "export":
-        from workers.services.snapshots import snapshot_work
-
-        return snapshot_work
-    if stage == "reward":
-        from workers.services.training import reward_work
-
-        return reward_work
-    if stage == "align":
-        from workers.services.alignment import policy_work
-
-        return policy_work
-    from workers.services.generation import generate_work
-
-    return generate_work
+    """The work of the stage's job kind, looked up when the stage runs."""
+    return {"export": snapshots.snapshot_work, "reward": reward.reward_work, "align": policy_jobs.policy_work,
+            "generate": generation.generation_work}[stage]
 
 
 def pipeline_stage_run(*, pipeline_id: int, stage: str) -> dict | None:
     """Run one stage as a job of the pipeline (found again when the task is delivered twice)."""
-    from workers.services.jobs import job_execute
-
     with transaction.atomic():
         pipeline = Pipeline.objects.select_for_update().get(pk=pipeline_id)
         if pipeline.status not in (Pipeline.Status.QUEUED, Pipeline.Status.RUNNING):
             return None  # cancelled or failed meanwhile: the rest of the chain does nothing
-        kind, params = _stage_params(pipeline, stage)
+        kind, params = pipeline_stage_params(pipeline, stage)
         job = pipeline.jobs.filter(kind=kind).order_by("-pk").first()
         if job is None:
             job = Job.objects.create(kind=kind, params=params, pipeline=pipeline, created_by=pipeline.created_by)
@@ -149,8 +137,9 @@ def pipeline_stage_run(*, pipeline_id: int, stage: str) -> dict | None:
         raise
     job.refresh_from_db()
     if job.status != Job.Status.SUCCEEDED:
+        cancelled = job.status == Job.Status.CANCELLED
         pipeline_fail(pipeline_id=pipeline_id, reason=f"stage {stage}: job {job.pk} is {job.status}",
-                      status=Pipeline.Status.CANCELLED if job.status == Job.Status.CANCELLED else Pipeline.Status.FAILED)
+                      status=Pipeline.Status.CANCELLED if cancelled else Pipeline.Status.FAILED)
         return None
     return result
 
@@ -167,8 +156,6 @@ def pipeline_finish(*, pipeline_id: int) -> None:
 
 def pipeline_cancel(*, pipeline: Pipeline, by=None) -> bool:
     """Cancel an active pipeline and its running stage; later stages do nothing."""
-    from workers.services.jobs import job_cancel
-
     if not pipeline.is_active:
         return False
     pipeline_fail(pipeline_id=pipeline.pk, reason=f"cancelled{f' by {by}' if by else ''}",

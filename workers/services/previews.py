@@ -1,23 +1,29 @@
 """Guided previews for the admin's personalisation page (``gpu`` queue): one prompt and one seed, sampled
 without and with Flow-NRG reward guidance (the admin's VQ/MQ/TA weights and strength w), written as
 ``unguided.mp4`` and ``guided.mp4`` in the job's folder. The latent reward model's scores of both clean
-results (σ = 0) are recorded, so the page shows what the guidance changed."""
+results (σ = 0) are recorded, so the page shows what the guidance changed.
+
+Preview jobs (``preview``): ``preview_job_create`` checks the inputs, records and queues one (the web side);
+``preview_work`` runs it (the worker side, the sampling in a child process)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from alignment.data.records import DIMENSIONS
 from alignment.flow.config import GenerationConfig
+from alignment.labels import DIMENSION_NAMES
 from workers.models import Job, ModelVersion
+from workers.services.alignment import base_policy_folder
 from workers.services.generation import (
     GenerationInputError,
     generation_config,
     generation_limits_check,
+    generator_name,
     guidance_inputs_check,
     model_version_check,
 )
-from workers.services.jobs import job_folder
+from workers.services.jobs import job_create, job_folder
+from workers.services.launch import SamplingPlanError, run_sampling
 
 PREVIEW_FILES = {"unguided": "unguided.mp4", "guided": "guided.mp4"}
 MAX_SEED = 2**31 - 1
@@ -31,8 +37,6 @@ def preview_job_create(*, prompt: str, seed: int, latent_reward_version: ModelVe
                        steps: int = GenerationConfig.steps, guidance_scale: float = GenerationConfig.guidance_scale,
                        created_by=None) -> Job:
     """Queue a guided preview of ``prompt`` with ``policy_version`` (None: the base policy)."""
-    from workers.services.jobs import _Sender, job_create
-
     prompt = prompt.strip()
     if not prompt:
         raise GenerationInputError("prompt", "choose a prompt or type one")
@@ -50,17 +54,13 @@ def preview_job_create(*, prompt: str, seed: int, latent_reward_version: ModelVe
               "guidance_scale": config.guidance_scale,
               "policy_model_version_id": policy_version.pk if policy_version else None,
               "latent_reward_model_version_id": latent_reward_version.pk}
-    return job_create(kind=Job.Kind.PREVIEW, params=params, created_by=created_by,
-                      task=_Sender("workers.tasks.gpu.guided_preview"))
+    return job_create(kind=Job.Kind.PREVIEW, params=params, created_by=created_by)
 
 
-def preview_run(*, job: Job) -> dict:
-    """Sample the prompt unguided and guided, and score both with the latent reward, in a child process
-    (``alignment.cli_sample``: this task's process is a daemonic child of the worker, which must not hold CUDA)."""
-    from workers.services.alignment import base_policy_folder
-    from workers.services.generation import generator_name
-    from workers.services.launch import SamplingPlanError, run_sampling
-
+def preview_work(job: Job) -> dict:
+    """A preview job's work (run by ``job_execute``): sample the prompt unguided and guided, and score both with the
+    latent reward, in a child process (``alignment.cli_sample``: this task's process is a daemonic child of the
+    worker, which must not hold CUDA)."""
     params = job.params
     config = generation_config(params)
     versions = ModelVersion.objects.in_bulk([pk for pk in (params.get("policy_model_version_id"),
@@ -86,15 +86,13 @@ def preview_run(*, job: Job) -> dict:
     for side in ("unguided", "guided"):
         rewards = sampled["sides"][side]["latent_scores"][0]  # the latent reward's view of the clean result (σ = 0)
         scores[side] = {"weighted": float(sum(w * r for w, r in zip(weights, rewards))),
-                        **{dim: float(value) for dim, value in zip(DIMENSIONS, rewards)}}
+                        **{dim: float(value) for dim, value in zip(DIMENSION_NAMES, rewards)}}
     job.append_log(f"{prompt!r}, seed {seed}: latent reward {scores['unguided']['weighted']:+.3f} unguided, "
-                   f"{scores['guided']['weighted']:+.3f} guided ({config.weights_label()}, w={config.guidance_strength:g})")
+                   f"{scores['guided']['weighted']:+.3f} guided "
+                   f"({config.weights_label()}, w={config.guidance_strength:g})")
     return {"videos": PREVIEW_FILES, "latent_reward_scores": scores, "prompt": prompt, "seed": seed,
-            "weights": dict(zip(DIMENSIONS, weights)), "guidance_strength": config.guidance_strength,
+            "weights": dict(zip(DIMENSION_NAMES, weights)), "guidance_strength": config.guidance_strength,
             "guidance_sigma_min": config.guidance_sigma_min, "guidance_max_ratio": config.guidance_max_ratio,
             "policy": policy_name, "latent_reward": latent_version.name, "fps": sampled["fps"],
             "generators": generators}
 
-
-def preview_work(job: Job) -> dict:
-    return preview_run(job=job)

@@ -6,6 +6,9 @@ into a temporary table in one SQL statement; pairs, judgments and their columns 
 PostgreSQL with ``COPY … TO STDOUT`` straight into pyarrow's CSV reader and the Parquet writer, a few
 megabytes at a time — no Python object per row, and memory that does not grow with the data.
 Files are written by ``alignment.data.snapshot.SnapshotWriter``: hidden until complete, then renamed.
+
+Export jobs (``export``, ``default`` queue): ``snapshot_job_create`` records and queues one (the web side),
+``snapshot_work`` runs it (the worker side).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -33,9 +37,11 @@ from alignment.data.snapshot import (
     sweep_partial_snapshots,
     write_snapshot,
 )
+from alignment.labels import DIMENSIONS
 from annotate.consensus import ConsensusFilters, consensus_sql, counted_judgments_sql
-from annotate.models import DIMENSIONS, Judgment
+from annotate.models import Judgment
 from workers.models import DatasetSnapshot, Job
+from workers.services.jobs import job_create
 from workers.services.webhooks import webhook_emit
 
 Progress = Callable[[int, int, str], None]
@@ -161,10 +167,28 @@ def snapshot_payload(snapshot: DatasetSnapshot) -> dict:
             "created_at": snapshot.created_at.isoformat()}
 
 
+def snapshot_local_folder(snapshot: DatasetSnapshot, folder: Path) -> Path:
+    """The snapshot as a local folder, for a trainer: where it is, or downloaded from its ``s3://`` prefix into
+    ``folder`` (the job's)."""
+    if not snapshot.uri.startswith("s3://"):
+        return Path(snapshot.uri)
+    import boto3  # only where snapshots live in S3
+
+    bucket, _, prefix = snapshot.uri[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL, region_name=settings.AWS_S3_REGION_NAME)
+    target = folder / snapshot.name
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            destination = target / item["Key"][len(prefix) + 1:]
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, item["Key"], str(destination))
+    return target
+
+
 def _publish(path: Path, report: Progress) -> str:
     """Upload a committed local snapshot to ``SNAPSHOT_STORAGE_URL`` (``s3://bucket/prefix``), manifest last,
     then remove the local copy. Returns the snapshot's URI there."""
-    import boto3
+    import boto3  # only where snapshots live in S3
 
     url = settings.SNAPSHOT_STORAGE_URL
     if not url.startswith("s3://"):
@@ -261,8 +285,6 @@ def snapshot_nightly_due() -> bool:
 
 def snapshot_params_parse(params: dict) -> dict:
     """A job's JSON params → ``snapshot_create`` keyword arguments (dates as ISO strings, as ``as_dict`` wrote them)."""
-    from datetime import datetime
-
     known = {"judged_from", "judged_until", "batch_ids", "min_judgments", "min_agreement", "include_flagged",
              "include_excluded_annotators", "include_gold", "no_majority"}
     values = {key: params[key] for key in known if params.get(key) is not None}
@@ -288,11 +310,8 @@ def snapshot_work(job: Job) -> dict:
 
 def snapshot_job_create(*, params: dict, created_by=None) -> Job:
     """Record an export job and queue it on the ``default`` queue once committed (params checked first)."""
-    from workers.services.jobs import job_create
-    from workers.tasks.default import export_snapshot
-
     snapshot_params_parse(params)  # a bad filter fails here, in front of the admin, not later in a worker
-    return job_create(kind=Job.Kind.EXPORT, params=params, created_by=created_by, task=export_snapshot)
+    return job_create(kind=Job.Kind.EXPORT, params=params, created_by=created_by)
 
 
 def snapshot_job_create_if_due() -> Job | None:
@@ -320,7 +339,8 @@ def snapshot_from_rewardbench(
     for record in records:
         missing = [uri for uri in (record.video_a, record.video_b) if not Path(uri).is_file()]
         if missing:
-            problems.append(f"{csv_path}:{record.pair_id + 2}: video not found: {', '.join(missing)}; the row was skipped")
+            problems.append(f"{csv_path}:{record.pair_id + 2}: video not found: {', '.join(missing)}; "
+                            "the row was skipped")
             continue
         if bundle_videos:
             for side in ("video_a", "video_b"):
@@ -332,8 +352,8 @@ def snapshot_from_rewardbench(
     if not usable:
         raise SnapshotEmpty(f"{csv_path}: no usable row ({len(problems)} skipped: {problems[:3]})")
     sweep_partial_snapshots(root)
-    path = write_snapshot(usable, root / name, videos=videos,
-                          filters={"source": str(csv_path), "format": "VideoGen-RewardBench", "skipped_rows": len(problems)})
+    path = write_snapshot(usable, root / name, videos=videos, filters={
+        "source": str(csv_path), "format": "VideoGen-RewardBench", "skipped_rows": len(problems)})
     manifest = read_snapshot(path, verify=False).manifest
     snapshot = DatasetSnapshot.objects.create(
         name=name, uri=str(path), kind=DatasetSnapshot.Kind.EVALUATION, filters=manifest["filters"],

@@ -20,12 +20,15 @@ import logging
 import time
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from workers.models import Webhook, WebhookDelivery
+from workers.task_routes import WEBHOOK_DELIVERY_TASK
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +66,9 @@ def webhook_emit(*, event: str, data: dict) -> list[WebhookDelivery]:
 
 
 def _send(delivery_ids: list[int]) -> None:
-    from celery import current_app
-    from kombu.exceptions import OperationalError
-
     try:
         for pk in delivery_ids:
-            current_app.send_task("workers.tasks.default.deliver_webhook", args=(pk,))
+            current_app.send_task(WEBHOOK_DELIVERY_TASK.task, args=(pk,))
     except (OperationalError, OSError) as exc:  # the broker is down: webhooks_resend sends them later
         log.warning("webhook deliveries %s wait for the broker: %s", delivery_ids, exc)
 
