@@ -271,12 +271,12 @@ def _recompute_task_result(filters: dict, *, since):
     candidates = (TaskResult.objects.filter(task_name=RECOMPUTE_TASK, date_done__gte=since)
                   .exclude(status="PENDING").order_by("-date_done")[:20])
     for task in candidates:
-        if _task_filters(task) in (filters, None):  # None: arguments not readable, so possibly these
+        if recompute_task_filters(task) in (filters, None):  # None: arguments not readable, so possibly these
             return task
     return None
 
 
-def _task_filters(task) -> dict | None:
+def recompute_task_filters(task) -> dict | None:
     """The canonical filters a recompute task was sent with (``None`` when its stored arguments cannot be read).
     The result store keeps Celery's ``kwargsrepr``, a Python repr, JSON-encoded."""
     import ast

@@ -513,14 +513,14 @@ def _annotator_table(groups: dict, details: list[tuple]) -> list[dict]:
             "outlier": [],
         })
     reference = [entry["is_active"] and not entry["excluded"] for entry in table]
-    for i in _low_agreement(means, loo_judgments, reference):
+    for i in low_agreement_annotators(means, loo_judgments, reference):
         table[i]["outlier"].append("low agreement")
     for i in _position_bias(rates, p_values, judgments):
         table[i]["outlier"].append("position bias")
     return table
 
 
-def _low_agreement(means: list[float | None], loo_judgments: np.ndarray, reference: list[bool]) -> list[int]:
+def low_agreement_annotators(means: list[float | None], loo_judgments: np.ndarray, reference: list[bool]) -> list[int]:
     """Indices of annotators with low agreement, by a robust rule that also works on small data.
 
     An annotator is marked when their mean leave-one-out agreement (over the dimensions), from at least

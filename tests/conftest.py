@@ -25,6 +25,9 @@ def database_url_for_children(settings_dict: dict) -> str:
     return f"postgres://{user}{password}@{host_part}{port}/{settings_dict['NAME']}"
 
 
+CHILD_APPLICATION_NAME = "vidpref-test-child"
+
+
 def child_env(**extra) -> dict:
     """Environment for a subprocess that must see this session's test database and broker."""
     from django.conf import settings
@@ -34,6 +37,7 @@ def child_env(**extra) -> dict:
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
     env["DATABASE_URL"] = database_url_for_children(connection.settings_dict)
     env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env["PGAPPNAME"] = CHILD_APPLICATION_NAME  # libpq names the child's sessions, so a test can wait for them alone
     env.update(extra)
     return env
 
@@ -131,19 +135,22 @@ def celery_worker_process(transactional_db, tmp_path):
     process = start_celery_worker(tmp_path / "worker.log")
     yield process
     stop_celery_worker(process)
-    _wait_for_other_sessions_to_end()
+    wait_for_child_sessions_to_end()
 
 
-def _wait_for_other_sessions_to_end(timeout: float = 10.0) -> None:
-    """PostgreSQL notices a dead client's socket a moment later; the test database can only be dropped then."""
+def wait_for_child_sessions_to_end(timeout: float = 10.0, *, children_only: bool = True) -> None:
+    """PostgreSQL notices a dead client's socket a moment later: wait until the sessions of the child processes
+    this session started (workers, servers: ``child_env`` names them) are gone, so the test's flush or the
+    database's drop does not meet them. ``children_only=False`` waits for every other session, this process's
+    live-server threads included (they close only as the process ends)."""
     from django.db import connection
 
+    query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+             + (" AND application_name = %s" if children_only else ""))
     deadline = time.monotonic() + timeout
     with connection.cursor() as cursor:
         while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            cursor.execute(query, [CHILD_APPLICATION_NAME] if children_only else [])
             if cursor.fetchone()[0] == 0:
                 return
             time.sleep(0.1)
@@ -160,11 +167,11 @@ def django_db_setup(django_db_setup, django_db_blocker):
     from django.db import connection
 
     with django_db_blocker.unblock():
-        _wait_for_other_sessions_to_end(timeout=2.0)
+        wait_for_child_sessions_to_end(timeout=2.0, children_only=False)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        _wait_for_other_sessions_to_end()
+        wait_for_child_sessions_to_end(children_only=False)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from alignment.toyworld.annotators import ANNOTATOR_PROFILES, SimulatedAnnotator
 from annotate.consensus import EXCLUDED_GROUP
 from annotate.models import Assignment, Batch, Judgment, Pair, Video
 from annotate.stats import (
-    _low_agreement,
+    low_agreement_annotators,
     agreement_report,
     alpha_from_coincidences,
     coincidence_contributions,
@@ -356,7 +356,7 @@ SPAMMER = (0.14, 0.29, 0.29)  # 1/7, 2/7, 2/7 of the others' majorities met, per
 
 def low_agreement_of(per_dimension: list[tuple[float, float, float]], judgments: list[int]) -> list[int]:
     means = [float(np.mean(values)) for values in per_dimension]
-    return _low_agreement(means, np.array(judgments), [True] * len(means))
+    return low_agreement_annotators(means, np.array(judgments), [True] * len(means))
 
 
 @pytest.mark.parametrize("careful", [

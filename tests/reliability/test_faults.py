@@ -11,7 +11,7 @@ import pytest
 import requests
 from django.db import connection
 
-from tests.conftest import _wait_for_other_sessions_to_end
+from tests.conftest import wait_for_child_sessions_to_end
 
 JUDGMENT = {"vq": "left", "mq": "tie", "ta": "right"}
 
@@ -69,7 +69,7 @@ def annotator_api(transactional_db, live_server, make_pairs):
     yield session
     session.close()
     gc.collect()  # the server's request threads are gone; their connections close with them
-    _wait_for_other_sessions_to_end()
+    wait_for_child_sessions_to_end()
 
 
 def test_connection_killed_mid_judgment_is_503_then_the_retry_succeeds(annotator_api, kill_connection_before):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, _wait_for_other_sessions_to_end, child_env, database_url_for_children
+from tests.conftest import ROOT, wait_for_child_sessions_to_end, child_env, database_url_for_children
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_soak_smoke(transactional_db, tmp_path):
          "--workers", "2", "--threads", "4", "--port", "8767",
          "--database-url", database_url_for_children(connection.settings_dict), "--output", str(output)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    _wait_for_other_sessions_to_end()
+    wait_for_child_sessions_to_end()
     assert output.exists(), result.stdout + result.stderr
     summary = json.loads(output.read_text())
     assert summary["errors"] == 0, summary["error_kinds"]

@@ -14,7 +14,7 @@ from annotate.services.ingest import pairs_import
 from workers.models import Job, ModelVersion, Pipeline
 from workers.services.pipelines import pipeline_start
 from workers.simulation import simulate_annotators
-from tests.conftest import _wait_for_other_sessions_to_end, start_celery_worker, stop_celery_worker
+from tests.conftest import wait_for_child_sessions_to_end, start_celery_worker, stop_celery_worker
 
 TINY_REWARD = {"epochs": 1, "batch_size": 8, "num_workers": 0, "cache_videos": 64,
                "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]}}
@@ -28,7 +28,7 @@ def celery_worker_process(transactional_db, tmp_path):
     process = start_celery_worker(tmp_path / "worker.log", VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS="true")
     yield process
     stop_celery_worker(process)
-    _wait_for_other_sessions_to_end()
+    wait_for_child_sessions_to_end()
 
 
 def test_the_loop_closes_in_a_real_worker(live_server, celery_worker_process, tmp_path, settings):

@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.alignment.test_reward_train import brightness_snapshot
-from tests.conftest import _wait_for_other_sessions_to_end, start_celery_worker, stop_celery_worker
+from tests.conftest import wait_for_child_sessions_to_end, start_celery_worker, stop_celery_worker
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_cancel, job_folder
 from workers.services.reward import reward_job_create
@@ -30,7 +30,7 @@ def prefork_worker(transactional_db, tmp_path):
     process = start_celery_worker(tmp_path / "worker.log", queues="default,media,gpu", pool="prefork")
     yield process
     stop_celery_worker(process)
-    _wait_for_other_sessions_to_end()
+    wait_for_child_sessions_to_end()
 
 
 def wait_until_finished(job: Job, worker, seconds: float) -> Job:
@@ -178,7 +178,7 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_c
             stop_celery_worker(second)
     finally:
         stop_celery_worker(first)
-        _wait_for_other_sessions_to_end()
+        wait_for_child_sessions_to_end()
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error + job.log
     assert [attempt["outcome"] for attempt in job.attempts] == ["lost (worker died or was killed)", "succeeded"]

@@ -6,7 +6,7 @@ import time
 
 from django_celery_results.models import TaskResult
 
-from annotate.admin import _task_filters
+from annotate.admin import recompute_task_filters
 from annotate.models import AgreementReport
 from annotate.services.stats import RECOMPUTE_TASK
 from tests.workers.test_snapshots import judge
@@ -56,7 +56,7 @@ def test_recompute_from_the_dashboard_runs_in_the_worker(celery_worker_process, 
         assert time.monotonic() < deadline
         time.sleep(0.2)
     stored = TaskResult.objects.get(task_name=RECOMPUTE_TASK)
-    assert _task_filters(stored) == {"batch_ids": [], "judged_from": None, "judged_until": None}
+    assert recompute_task_filters(stored) == {"batch_ids": [], "judged_from": None, "judged_until": None}
     report = AgreementReport.objects.get().report
     marked = {row["username"]: row["outlier"] for row in report["annotators"]}
     assert "low agreement" in marked["spammer"] and "position bias" in marked["left-biased"]
