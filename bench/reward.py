@@ -36,7 +36,7 @@ from alignment.data.video import read_video_frames  # noqa: E402
 from alignment.toyworld import write_mp4  # noqa: E402
 from alignment.losses import reward_loss  # noqa: E402
 from alignment.reward import RewardBatchCollator, RewardModel, RewardModelConfig  # noqa: E402
-from alignment.reward.toy_study import MAIN_VARIANT, VARIANTS, ToyStudyConfig, train_config_for  # noqa: E402
+from studies.reward_toy import MAIN_VARIANT, VARIANTS, ToyStudyConfig, train_config_for  # noqa: E402
 from alignment.reward.tiny import build_tiny_qwen2vl  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "videoalign-samples"

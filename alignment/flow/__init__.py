@@ -9,9 +9,9 @@
 Modules: ``config`` (the trainers' config dataclasses, torch-free), ``model`` (the velocity-model adapter,
 codecs, ``load_policy``), ``tiny`` (a tiny random Wan policy folder), ``cache`` (precomputed text
 embeddings and latents), ``preference`` (pairs and rewards from a snapshot), ``train`` (the trainers),
-``sample`` (Euler sampling with guidance), ``latent_reward`` and ``guidance`` (Flow-NRG), ``toy_policy`` and
-``toy_study`` (the toy world's base policy and win-rate study). Names load lazily (PEP 562), so ``alignment.flow.config``
-imports without torch.
+``sample`` (Euler sampling with guidance), ``latent_reward`` and ``guidance`` (Flow-NRG). Names load lazily
+(PEP 562), so ``alignment.flow.config`` imports without torch. The toy world's base policy and the flow studies
+are research code, in the top-level ``studies`` package.
 """
 
 from importlib import import_module

@@ -91,7 +91,7 @@ def sample_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[in
 
 def write_clips(clips: np.ndarray, folder: str | Path, names: Sequence[str], *, fps: float) -> list[Path]:
     """Write uint8 clips (N, T, H, W, 3) as browser-safe MP4s ``folder/<name>.mp4``."""
-    from alignment.toyworld.video_io import write_mp4
+    from alignment.data.video import write_mp4
 
     if len(names) != len(clips):
         raise ValueError(f"{len(clips)} clips but {len(names)} names")

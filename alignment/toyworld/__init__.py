@@ -8,9 +8,12 @@ measure those dimensions from the pixels and the prompt alone, so they also scor
 simulated annotators turn oracle scores into left / right / tie judgments with configurable
 reliability. Pure numpy (plus PyAV for MP4s); no torch, no Django.
 
-Run ``python -m alignment.toyworld --help`` for the command line.
+Run ``python -m alignment.toyworld --help`` for the command line (render pairs, score files). The
+validation studies of the world (the oracle's correlation table, the annotators' agreement) live in
+``studies.toyworld_tables`` (``python -m studies oracle-table``, ``python -m studies annotator-agreement``).
 """
 
+from alignment.data.video import read_mp4, write_mp4
 from alignment.toyworld.annotators import (
     ANNOTATOR_PROFILES,
     DEFAULT_MIX,
@@ -24,8 +27,6 @@ from alignment.toyworld.oracle import DIMENSIONS, OracleScores, oracle_scores, s
 from alignment.toyworld.pairs import ToyClip, ToyPair, export_pairs, make_pairs
 from alignment.toyworld.prompts import COLOURS, DIRECTIONS, SHAPES, SPEEDS, ToyPrompt, all_prompts
 from alignment.toyworld.render import DEFECTS_BY_DIMENSION, DefectSpec, render_clip
-from alignment.toyworld.study import AgreementRow, CorrelationTable, agreement_table, correlation_table
-from alignment.toyworld.video_io import read_mp4, write_mp4
 
 __all__ = [
     "ANNOTATOR_PROFILES",
@@ -37,18 +38,14 @@ __all__ = [
     "LABELS",
     "SHAPES",
     "SPEEDS",
-    "AgreementRow",
     "AnnotatorProfile",
-    "CorrelationTable",
     "DefectSpec",
     "OracleScores",
     "SimulatedAnnotator",
     "ToyClip",
     "ToyPair",
     "ToyPrompt",
-    "agreement_table",
     "all_prompts",
-    "correlation_table",
     "export_pairs",
     "make_annotator_pool",
     "make_pairs",

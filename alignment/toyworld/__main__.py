@@ -1,4 +1,7 @@
-"""Command line of the toy world: ``python -m alignment.toyworld {render,oracle-table,annotator-table,score}``."""
+"""Command line of the toy world: ``python -m alignment.toyworld {render,score}``.
+
+The world's validation tables (oracle against defects, annotators against the oracle) are studies:
+``python -m studies oracle-table`` and ``python -m studies annotator-agreement``."""
 
 from __future__ import annotations
 
@@ -11,11 +14,10 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from alignment.data.video import read_mp4
 from alignment.toyworld.oracle import DIMENSIONS, oracle_scores
 from alignment.toyworld.pairs import export_pairs, make_pairs
 from alignment.toyworld.prompts import ToyPrompt
-from alignment.toyworld.study import agreement_table, correlation_table, format_agreement
-from alignment.toyworld.video_io import read_mp4
 
 
 def _progress() -> Progress:
@@ -44,24 +46,6 @@ def _render(args: argparse.Namespace) -> int:
         f"wrote {len(pairs)} pairs ({2 * len(pairs)} videos, {size / 1e6:.1f} MB) for {args.prompts} prompts "
         f"to {manifest} in {time.perf_counter() - started:.1f} s"
     )
-    return 0
-
-
-def _oracle_table(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    table = correlation_table(args.clips, args.seed, size=args.size, frames=args.frames)
-    print(table.format())
-    print(f"\n{args.clips} clips rendered and scored in {time.perf_counter() - started:.1f} s")
-    return 0
-
-
-def _annotator_table(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    pairs = make_pairs(min(args.prompts, 144), args.pairs_per_prompt, args.seed, size=args.size)
-    differences = np.array([[pair.a.scores[d] - pair.b.scores[d] for d in DIMENSIONS] for pair in pairs])
-    print(f"one annotator of each kind judges VQ, MQ and TA of {len(pairs)} toy pairs\n")
-    print(format_agreement(agreement_table(differences, args.seed)))
-    print(f"\n{3 * len(pairs)} judgments per kind in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -99,22 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--min-side", type=int, default=64, help="enlarge clips to at least this short side in the MP4")
     render.add_argument("--workers", type=int, default=None, help="clips encoded at once (default: CPUs, ≤ 8)")
     render.set_defaults(run=_render)
-
-    table = commands.add_parser("oracle-table", help="correlate each oracle score with each defect strength")
-    table.add_argument("--clips", type=int, default=1500, help="random clips (default 1500)")
-    table.add_argument("--seed", type=int, default=0)
-    table.add_argument("--size", type=int, default=32)
-    table.add_argument("--frames", type=int, default=9)
-    table.set_defaults(run=_oracle_table)
-
-    agreement = commands.add_parser(
-        "annotator-table", help="agreement of each simulated annotator kind with the oracle"
-    )
-    agreement.add_argument("--prompts", type=int, default=144)
-    agreement.add_argument("--pairs-per-prompt", type=int, default=14)
-    agreement.add_argument("--seed", type=int, default=0)
-    agreement.add_argument("--size", type=int, default=32)
-    agreement.set_defaults(run=_annotator_table)
 
     score = commands.add_parser("score", help="oracle scores of video files against one prompt")
     score.add_argument("videos", nargs="+", type=Path)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from alignment.data.video import write_mp4
 from alignment.toyworld.oracle import oracle_scores
 from alignment.toyworld.prompts import ToyPrompt, all_prompts
 from alignment.toyworld.render import DefectSpec, render_clip
-from alignment.toyworld.video_io import write_mp4
 
 MANIFEST_NAME = "manifest.jsonl"
 ORACLE_NAME = "oracle.jsonl"

@@ -76,7 +76,7 @@ def test_config_loading_yaml_overrides_and_unknown_keys(tmp_path):
 
 
 def test_start_study_saves_the_config_and_refuses_a_folder_that_holds_a_study(tmp_path):
-    from alignment.reward.toy_study import ToyStudyConfig
+    from studies.reward_toy import ToyStudyConfig
 
     config = ToyStudyConfig(output_dir=str(tmp_path / "study" / "nested"), epochs=3)
     folder = start_study(config, "study_config.json", taken_by="snapshot")

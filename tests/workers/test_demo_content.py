@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alignment.toyworld import ToyPrompt
-from alignment.toyworld.video_io import write_mp4
+from alignment.data.video import write_mp4
 from annotate.models import Pair
 from annotate.services.assignment import ScreenLabels, assignment_next, judgment_submit
 from annotate.services.ingest import GeneratedPair, generated_pairs_queue

@@ -1,4 +1,4 @@
-"""The flow toy-world study end to end (``python -m alignment flow-toy-study --quick``): a quick base policy
+"""The flow toy-world study end to end (``python -m studies flow-toy --quick``): a quick base policy
 pretrained on toy clips, base-policy pairs judged by simulated annotators, a snapshot, a Flow-DPO LoRA,
 and the oracle's verdict on held-out prompts. About three to four minutes on one CPU thread."""
 
@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from alignment.cli import main
 from alignment.data import read_snapshot
-from alignment.flow.toy_policy import TOY_POLICY_FILE, ToyPolicyConfig, ensure_toy_base_policy
-from alignment.flow.toy_study import win_rates
+from studies.cli import main
+from studies.flow_toy import win_rates
+from studies.toy_policy import TOY_POLICY_FILE, ToyPolicyConfig, ensure_toy_base_policy
 
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
+pytestmark = [pytest.mark.study, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/studies/conftest.py
 
 
 def test_win_rates_count_ties_half_and_bootstrap_over_prompts():
@@ -35,7 +34,7 @@ def test_toy_policy_refuses_a_foreign_folder_and_too_narrow_a_network(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(FileExistsError, match="no toy_policy.json"):
         ensure_toy_base_policy(tmp_path / "taken", quick=True)
-    from alignment.flow.toy_policy import pretrain_toy_policy
+    from studies.toy_policy import pretrain_toy_policy
 
     with pytest.raises(ValueError, match="below the 32 values of a token \\(conv codec\\)"):
         pretrain_toy_policy(tmp_path / "narrow", ToyPolicyConfig.quick(num_heads=2, head_dim=8))
@@ -48,9 +47,9 @@ def test_toy_policy_refuses_a_foreign_folder_and_too_narrow_a_network(tmp_path):
 @pytest.mark.slow
 def test_quick_flow_toy_study(tmp_path, capsys):
     output_dir = tmp_path / "study"
-    assert main(["flow-toy-study", "--output-dir", str(output_dir), "--quick", "--quiet"]) == 0
+    assert main(["flow-toy", "--output-dir", str(output_dir), "--quick", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "Flow-DPO, constant β |" in printed and "flow-toy-study: flow-dpo wins" in printed
+    assert "Flow-DPO, constant β |" in printed and "flow-toy: flow-dpo wins" in printed
 
     result = json.loads((output_dir / "result.json").read_text())
     policy_record = json.loads((output_dir / "base-policy" / TOY_POLICY_FILE).read_text())

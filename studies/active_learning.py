@@ -23,7 +23,7 @@ with fewer judgments than labelling in random order, with the same model and the
 3. repeated ``repeats`` times (another initial set and training seed each), averaged; each order's gain over
    random order is the paired difference in test accuracy, with a 95 % interval across the repeats.
 
-    python -m alignment active-learning-study --output-dir runs/active-learning [--quick]
+    python -m studies active-learning --output-dir runs/active-learning [--quick]
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ import json
 import math
 import shutil
 import time
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,53 +45,55 @@ from alignment.data.records import DIMENSIONS
 RESULT_FILE = "result.json"
 CONFIG_FILE = "active_learning_config.json"
 EXTENDABLE = ("repeats", "rounds", "strategies")  # the runs a study has stay valid with more (or fewer) of these
-STRATEGIES = ("random", "uncertainty", "entropy", "committee")  # random order is the baseline every study runs first
+StrategyName = Literal["random", "uncertainty", "entropy", "committee"]
+STRATEGIES: tuple[StrategyName, ...] = typing.get_args(StrategyName)  # random, the baseline every study runs first
 
 
 @dataclass
 class ActiveLearningConfig:
-    output_dir: str
+    output_dir: str  # the study's folder: rendered pairs, one snapshot and reward run per round, result.json
     # the world: n_prompts − test_prompts − val_prompts pool prompts × pairs_per_prompt pool pairs
-    n_prompts: int = 144
-    pairs_per_prompt: int = 32
+    n_prompts: int = 144  # distinct prompts to render, at most 144
+    pairs_per_prompt: int = 32  # pool pairs per prompt (the pool's size)
     test_prompts: int = 24  # the test pairs: the first test_pairs_per_prompt of each
-    test_pairs_per_prompt: int = 16
-    val_prompts: int = 8
-    val_pairs_per_prompt: int = 12
-    frame_size: int = 32
-    frames: int = 9
-    p_clean: float = 0.25
+    test_pairs_per_prompt: int = 16  # test pairs per test prompt, labelled by the oracle
+    val_prompts: int = 8  # validation prompts: each round keeps its best epoch on their pairs
+    val_pairs_per_prompt: int = 12  # validation pairs per validation prompt, judged by the annotators
+    frame_size: int = 32  # frame side in pixels
+    frames: int = 9  # frames per clip
+    p_clean: float = 0.25  # chance that a dimension of a clip has no defect (the base generator)
     policy_p_clean: float | None = None  # set: policy-vs-base pairs, one clip from a generator this often clean
     annotators_per_pair: int = 3  # judgments per labelled pair
-    pool_size: int = 20
-    annotator_mix: dict[str, float] | None = None
+    pool_size: int = 20  # simulated annotators in the pool
+    annotator_mix: dict[str, float] | None = None  # kinds' shares, e.g. {"careful": 1}; None: toyworld.DEFAULT_MIX
     # the rounds
-    initial: int = 256  # labelled pool pairs before the first round, the same for both strategies
+    initial: int = 256  # labelled pool pairs before the first round, the same for every strategy
     batch: int = 256  # pool pairs labelled per round
-    rounds: int = 6
-    repeats: int = 1
-    strategies: tuple[str, ...] = STRATEGIES
-    # VideoReward (the small backbone of reward-toy-study), retrained from scratch every round
-    hidden_size: int = 64
-    num_layers: int = 1
-    num_heads: int = 4
-    tubelet: tuple[int, int, int] = (1, 8, 8)
-    frame_cnn_channels: int = 32
-    ta_time_basis: int = 3
-    epochs: int = 6
+    rounds: int = 6  # labelling rounds (the first trains on the initial pairs)
+    repeats: int = 1  # repeats with other initial pairs; the curve is their mean
+    strategies: tuple[StrategyName, ...] = STRATEGIES  # labelling orders, random (the baseline) first; add one later
+    # VideoReward (the small backbone of the reward-toy study), retrained from scratch every round
+    hidden_size: int = 64  # width of the small backbone
+    num_layers: int = 1  # per stage of the small backbone: spatial, temporal, reward queries
+    num_heads: int = 4  # attention heads of the small backbone
+    tubelet: tuple[int, int, int] = (1, 8, 8)  # frames, height and width of a video token
+    frame_cnn_channels: int = 32  # TA also reads each frame through a small CNN (shapes); 0: tubelets only
+    ta_time_basis: int = 3  # TA reads time through the mean, trend and curvature of the frames (0: a weight per frame)
+    epochs: int = 6  # training epochs a round, at least
     min_steps: int = 480  # small labelled sets get more epochs, so that every round trains at least this long
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    theta: float = 5.0
+    batch_size: int = 16  # pairs per step
+    learning_rate: float = 1e-3  # peak learning rate (cosine schedule)
+    weight_decay: float = 0.01  # AdamW's
+    warmup_steps: int = 30  # linear warm-up steps
+    theta: float = 5.0  # the tie parameter of BT with ties
     committee_size: int = 3  # models the committee order trains each round: the evaluated one and this − 1 more
-    seed: int = 0
-    progress: bool = True
+    seed: int = 0  # seed of the pool, the annotators and training
+    progress: bool = True  # progress bars
 
     @classmethod
-    def quick(cls, output_dir: str, **overrides) -> "ActiveLearningConfig":
+    def quick(cls, output_dir: str, **overrides) -> ActiveLearningConfig:
         """A small study for tests: a small pool, two rounds, short training."""
+        values: dict[str, Any]  # the fields' own types
         values = dict(n_prompts=24, pairs_per_prompt=4, test_prompts=4, test_pairs_per_prompt=4, val_prompts=2,
                       val_pairs_per_prompt=4, initial=16, batch=16, rounds=2, epochs=2, min_steps=4, warmup_steps=2,
                       frame_cnn_channels=8)
@@ -157,7 +161,7 @@ def rendered_pairs(config: ActiveLearningConfig, media_root: Path) -> list[dict]
 
 def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
     """Render the pairs once (``output_dir/toy``), judge the pool and validation pairs, split by prompt."""
-    from alignment.reward.toy_study import assign_splits, judge_pairs, majority_labels
+    from studies.reward_toy import assign_splits, judge_pairs, majority_labels
 
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
@@ -199,8 +203,8 @@ def round_snapshot(data: Pool, labelled: np.ndarray, folder: Path) -> Path:
 
 def train_config_for(config: ActiveLearningConfig, snapshot: Path, media_root: Path, run_dir: Path, labelled: int,
                      seed: int):
-    from alignment.reward.toy_study import toy_model_config
     from alignment.reward.train import RewardTrainConfig
+    from studies.reward_toy import toy_model_config
 
     steps_per_epoch = math.ceil(labelled / config.batch_size)
     model = toy_model_config(config)
@@ -325,8 +329,9 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
     members = config.committee_size - 1 if "committee" in strategies else 0  # the committee's extra models a round
     trainings = config.repeats * (1 + (len(strategies) + members) * (config.rounds - 1))
     progress = tqdm(total=trainings, desc="reward trainings", disable=not config.progress)
-    curves = {strategy: [] for strategy in strategies}  # per repeat: [{pairs, judgments, accuracy, by_dimension}]
-    added = {strategy: [] for strategy in strategies}  # per repeat: the pool positions the order labelled
+    # per repeat: [{pairs, judgments, accuracy, by_dimension}]
+    curves: dict[str, list] = {strategy: [] for strategy in strategies}
+    added: dict[str, list] = {strategy: [] for strategy in strategies}  # per repeat: the pool positions labelled
     for repeat in range(config.repeats):
         rng = np.random.default_rng(config.seed + 100 + repeat)
         initial = rng.choice(len(data.pool), size=config.initial, replace=False)
@@ -363,7 +368,7 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                                                             scored[len(data.test):]))
                     order = labelling_order(strategy, committee, config.theta) if needs_pool else None
                     outcome = {"accuracy": test_accuracy(data, margins[: len(data.test)]),
-                               "chosen": unlabelled[order[: config.batch]].tolist() if needs_pool else None}
+                               "chosen": unlabelled[order[: config.batch]].tolist() if order is not None else None}
                     outcome_file.write_text(json.dumps(outcome) + "\n")
                 if needs_pool and strategy == "committee":
                     progress.update(config.committee_size - 1)  # its extra models: trained above, or before
@@ -385,7 +390,7 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
             curves[strategy].append(curve)
             added[strategy].append(labelled[config.initial:])
     progress.close()
-    result = {"config": asdict(config), "pool_pairs": len(data.pool), "val_pairs": len(data.val),
+    result: dict[str, Any] = {"config": asdict(config), "pool_pairs": len(data.pool), "val_pairs": len(data.val),
               "test_pairs": len(data.test), "curves": curves, "mean": mean_curves(curves),
               "seconds": time.perf_counter() - started}
     result["judgments_saved"] = judgments_saved(result["mean"])
@@ -414,7 +419,8 @@ def resume_check(config: ActiveLearningConfig) -> None:
 def mean_curves(curves: dict) -> dict:
     """Per strategy: judgments and the accuracy averaged over the repeats, round by round."""
     def mean_of(runs, k, key):
-        return float(np.mean([run[k]["by_dimension"][key] if key != "accuracy" else run[k]["accuracy"] for run in runs]))
+        return float(np.mean([run[k]["by_dimension"][key] if key != "accuracy" else run[k]["accuracy"]
+                              for run in runs]))
 
     return {strategy: [{"judgments": runs[0][k]["judgments"], "accuracy": mean_of(runs, k, "accuracy"),
                         **({dim: mean_of(runs, k, dim) for dim in DIMENSIONS}
@@ -480,7 +486,7 @@ def accuracy_gain(curves: dict) -> dict:
             gains[strategy].update(summary(differences[:, 1:].mean(axis=1)))
             if all("by_dimension" in point for run in runs for point in run):
                 gains[strategy]["by_dimension"] = {
-                    dim: summary(paired(runs, lambda point: point["by_dimension"][dim])[:, 1:].mean(axis=1))
+                    dim: summary(paired(runs, lambda point, dim=dim: point["by_dimension"][dim])[:, 1:].mean(axis=1))
                     for dim in DIMENSIONS}
     return gains
 
@@ -521,7 +527,8 @@ def format_table(result: dict) -> str:
         interval = (f" (95 % interval over {gain['repeats']} repeats: {gain['low']:+.1f} to {gain['high']:+.1f})"
                     if gain["low"] is not None else f" ({gain['repeats']} repeat: no interval)")
         lines += ["", f"{strategy} − random, test accuracy after the first round: {gain['gain']:+.1f} points"
-                  f"{interval}; by round: " + ", ".join(f"{p['judgments']} {p['gain']:+.1f}" for p in gain["per_round"])]
+                  f"{interval}; by round: "
+                  + ", ".join(f"{p['judgments']} {p['gain']:+.1f}" for p in gain["per_round"])]
         if "by_dimension" in gain:
             lines.append("  by dimension: " + ", ".join(
                 f"{dim} {g['gain']:+.1f}" + (f" [{g['low']:+.1f}, {g['high']:+.1f}]" if g["low"] is not None else "")

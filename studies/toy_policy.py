@@ -18,7 +18,7 @@ six minutes on this 2-core machine. The result is an ordinary policy folder (``a
 ``toy_policy.json`` (this config, the codec's final loss, the transformer's loss curve, the time taken)::
 
     folder = ensure_toy_base_policy("runs/toy-base")        # built once, reused afterwards
-    python -m alignment toy-policy --output-dir runs/toy-base [--quick]
+    python -m studies toy-policy --output-dir runs/toy-base [--quick]
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 TOY_POLICY_FILE = "toy_policy.json"
 
@@ -42,40 +41,41 @@ TOY_POLICY_FILE = "toy_policy.json"
 @dataclass
 class ToyPolicyConfig:
     # the world
-    frame_size: int = 32
-    frames: int = 9
-    fps: float = 8
-    n_clips: int = 4096  # rendered once, drawn from at random every step
-    p_clean: float = 0.3  # per dimension
+    frame_size: int = 32  # frame side in pixels
+    frames: int = 9  # frames per clip
+    fps: float = 8  # frame rate the policy folder records
+    n_clips: int = 4096  # pretraining clips, rendered once, drawn from at random every step
+    p_clean: float = 0.3  # per dimension: the chance that a pretraining clip has no defect there
     # the codec: conv (a small autoencoder fitted to the clips first; 8×8 latents per frame) | pixel
     # (PixelCodec folding pixel_patch² pixels into channels: exact, but a tiny transformer renders its
     # 8×8-pixel tokens as a patchwork of blocks)
-    codec: str = "conv"
-    codec_channels: int = 8
-    codec_width: int = 32
-    codec_steps: int = 600
-    codec_batch_size: int = 128  # frames
-    codec_learning_rate: float = 2e-3
-    pixel_patch: int = 4
+    codec: Literal["conv", "pixel"] = "conv"  # conv: an autoencoder fitted to the clips first | pixel: exact
+    codec_channels: int = 8  # latent channels of the conv codec
+    codec_width: int = 32  # channels of the conv codec's hidden layers
+    codec_steps: int = 600  # steps fitting the conv codec
+    codec_batch_size: int = 128  # frames per step fitting the conv codec
+    codec_learning_rate: float = 2e-3  # the conv codec's learning rate
+    pixel_patch: int = 4  # pixels folded into channels by the pixel codec
     # the network. The codec's 8×8 latents (or PixelCodec patch 4's) and the transformer's 2×2 patch make
     # 144 tokens per clip; the attention width (num_heads × head_dim) must be at least a token's values
     # (4 × latent channels), or the tokens cannot carry the noise through and samples stay noise.
-    num_layers: int = 2
-    num_heads: int = 4
-    head_dim: int = 32
+    num_layers: int = 2  # transformer blocks
+    num_heads: int = 4  # attention heads
+    head_dim: int = 32  # width of an attention head
     # pretraining
-    steps: int = 1200
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    warmup_steps: int = 30
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    p_uncond: float = 0.1
-    seed: int = 0
+    steps: int = 1200  # flow-matching steps
+    batch_size: int = 32  # clips per step
+    learning_rate: float = 2e-3  # peak learning rate (linear warm-up, then cosine decay to 10 %)
+    warmup_steps: int = 30  # linear warm-up steps
+    weight_decay: float = 0.0  # AdamW's
+    max_grad_norm: float = 1.0  # gradient clipping
+    p_uncond: float = 0.1  # share of steps on the empty prompt (classifier-free guidance)
+    seed: int = 0  # seed of the clips, the codec and the pretraining
 
     @classmethod
-    def quick(cls, **overrides) -> "ToyPolicyConfig":
+    def quick(cls, **overrides) -> ToyPolicyConfig:
         """A policy in a minute or two on one CPU thread (tests): fewer clips and steps; its samples are rougher."""
+        values: dict[str, Any]  # the fields' own types
         values = dict(n_clips=1024, codec_steps=150, steps=100)
         values.update(overrides)
         return cls(**values)
@@ -83,6 +83,8 @@ class ToyPolicyConfig:
 
 def render_pretraining_clips(config: ToyPolicyConfig, *, progress: bool = True) -> tuple[np.ndarray, list[str]]:
     """``n_clips`` toy clips uint8 (N, T, H, W, 3) with random defects, and their prompts."""
+    from tqdm.auto import tqdm
+
     from alignment.toyworld import DefectSpec, all_prompts, render_clip
 
     rng = np.random.default_rng(config.seed)
@@ -106,6 +108,9 @@ def _learning_rate_factor(step: int, config: ToyPolicyConfig) -> float:
 def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = None, *, progress: bool = True) -> Path:
     """Build a random tiny Wan policy and pretrain it on toy clips; written to a temporary name, then
     renamed to ``folder`` (which must not exist)."""
+    import torch
+    from tqdm.auto import tqdm
+
     from alignment.flow.model import ConvCodec, fit_conv_codec, load_policy, pixels_from_uint8_clips
     from alignment.flow.tiny import build_tiny_wan_policy
     from alignment.flow.train import noised, sample_sigmas
@@ -188,18 +193,22 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
     return folder
 
 
-def ensure_toy_base_policy(folder: str | Path, *, quick: bool = False, progress: bool = True) -> Path:
+def ensure_toy_base_policy(folder: str | Path, *, quick: bool = False, progress: bool = True,
+                           config: ToyPolicyConfig | None = None) -> Path:
     """The toy base policy in ``folder``: pretrained there on the first call, reused afterwards.
 
-    A folder that exists without ``toy_policy.json`` is refused rather than overwritten; a reused folder
-    built with the other ``quick`` setting is refused too, so a study never silently mixes the two."""
+    ``config`` (default ``ToyPolicyConfig.quick()`` with ``quick``, else ``ToyPolicyConfig()``) is what the
+    policy is built with. A folder that exists without ``toy_policy.json`` is refused rather than overwritten;
+    a reused folder built with another config (the other ``quick`` setting) is refused too, so a study never
+    silently mixes the two."""
     folder = Path(folder)
-    config = ToyPolicyConfig.quick() if quick else ToyPolicyConfig()
+    if config is None:
+        config = ToyPolicyConfig.quick() if quick else ToyPolicyConfig()
     record_path = folder / TOY_POLICY_FILE
     if record_path.is_file():
         built = json.loads(record_path.read_text())["config"]
         if built != asdict(config):
-            kind = "quick" if quick else "full"
+            kind = "quick" if config == ToyPolicyConfig.quick() else "full" if config == ToyPolicyConfig() else "asked"
             raise ValueError(f"{folder}: holds a toy policy built with a different config than the {kind} one "
                              f"(steps {built['steps']}, clips {built['n_clips']}); pick another folder or delete it")
         return folder

@@ -6,14 +6,14 @@ import json
 import pytest
 import torch
 
-from alignment.cli import main
-from alignment.flow.guidance_study import GuidanceStudyConfig, goals
-from alignment.flow.toy_policy import ensure_toy_base_policy
+from studies.cli import main
+from studies.guidance_toy import GuidanceStudyConfig, goals
+from studies.toy_policy import ensure_toy_base_policy
 
 SETTINGS = GuidanceStudyConfig("unused").weight_settings
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
+pytestmark = [pytest.mark.study, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/studies/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,10 @@ def test_goals_read_the_noisy_rows_only():
 @pytest.mark.slow
 def test_quick_guidance_study(quick_policy, tmp_path, capsys):
     output_dir = tmp_path / "guidance"
-    assert main(["guidance-toy-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--base-policy",
+    assert main(["guidance-toy", "--output-dir", str(output_dir), "--quick", "--quiet", "--base-policy",
                  str(quick_policy), "--reward-steps", "30", "--scales", "10", "30"]) == 0
     printed = capsys.readouterr().out
-    assert "noisy | 0:0:1 | " in printed and "clean | 1:1:1 |" in printed and "guidance-toy-study:" in printed
+    assert "noisy | 0:0:1 | " in printed and "clean | 1:1:1 |" in printed and "guidance-toy:" in printed
 
     result = json.loads((output_dir / "result.json").read_text())
     assert {(row["reward"], row["weights"]) for row in result["rows"]} == {
@@ -58,9 +58,10 @@ def test_quick_guidance_study(quick_policy, tmp_path, capsys):
             assert 0.0 <= rate["ci_low"] <= rate["win_rate"] <= rate["ci_high"] <= 1.0
     assert set(result["validation_gains"]["noisy"]) == {"w=10,cap=10,sigma_min=0", "w=30,cap=10,sigma_min=0"}
     assert set(result["goals"]) == {"ta_only_raises_ta", "vq_mq_raises_vq_and_mq"}
-    noisy, clean = (json.loads((output_dir / "rewards" / kind / "metrics.json").read_text()) for kind in ("noisy", "clean"))
+    noisy, clean = (json.loads((output_dir / "rewards" / kind / "metrics.json").read_text())
+                    for kind in ("noisy", "clean"))
     assert noisy["noisy"] is True and clean["noisy"] is False
     assert set(result["latent_rewards"]["noisy"]["val_accuracy_by_sigma"]) == {"0", "0.25", "0.5", "0.75"}
 
     with pytest.raises(FileExistsError, match="already holds a finished study"):
-        main(["guidance-toy-study", "--output-dir", str(output_dir), "--quick", "--quiet"])
+        main(["guidance-toy", "--output-dir", str(output_dir), "--quick", "--quiet"])

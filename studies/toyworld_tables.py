@@ -1,8 +1,13 @@
 """Validation studies of the toy world: how each oracle score tracks each defect, and how often
-each kind of simulated annotator agrees with the oracle."""
+each kind of simulated annotator agrees with the oracle.
+
+    python -m studies oracle-table [--clips 1500]
+    python -m studies annotator-agreement [--prompts 144 --pairs-per-prompt 14]
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +16,22 @@ from alignment.toyworld.annotators import ANNOTATOR_PROFILES, LEFT, TIE, Simulat
 from alignment.toyworld.oracle import DIMENSIONS, oracle_scores
 from alignment.toyworld.prompts import all_prompts
 from alignment.toyworld.render import DEFECT_DIMENSION, DEFECTS_BY_DIMENSION, DefectSpec, render_clip
+
+
+@dataclass
+class OracleTableConfig:
+    clips: int = 1500  # random clips, every dimension with a defect of random kind and strength
+    seed: int = 0  # seed of the prompts, the defects and the rendering
+    size: int = 32  # frame side in pixels
+    frames: int = 9  # frames per clip
+
+
+@dataclass
+class AnnotatorAgreementConfig:
+    prompts: int = 144  # distinct prompts of the toy pairs, at most 144
+    pairs_per_prompt: int = 14  # toy pairs per prompt
+    seed: int = 0  # seed of the pairs and the annotators
+    size: int = 32  # frame side in pixels
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -146,3 +167,26 @@ def format_agreement(rows: list[AgreementRow]) -> str:
         "whose configured agreement it shows.)"
     )
     return "\n".join(lines)
+
+
+def run_oracle_table(config: OracleTableConfig, *, log=print) -> CorrelationTable:
+    """Render and score ``config.clips`` clips and print the correlation table; returns it."""
+    started = time.perf_counter()
+    table = correlation_table(config.clips, config.seed, size=config.size, frames=config.frames)
+    log(table.format())
+    log(f"\n{config.clips} clips rendered and scored in {time.perf_counter() - started:.1f} s")
+    return table
+
+
+def run_annotator_agreement(config: AnnotatorAgreementConfig, *, log=print) -> list[AgreementRow]:
+    """Let one annotator of every kind judge VQ, MQ and TA of toy pairs and print their agreement with the oracle."""
+    from alignment.toyworld.pairs import make_pairs
+
+    started = time.perf_counter()
+    pairs = make_pairs(min(config.prompts, 144), config.pairs_per_prompt, config.seed, size=config.size)
+    differences = np.array([[pair.a.scores[d] - pair.b.scores[d] for d in DIMENSIONS] for pair in pairs])
+    rows = agreement_table(differences, config.seed)
+    log(f"one annotator of each kind judges VQ, MQ and TA of {len(pairs)} toy pairs\n")
+    log(format_agreement(rows))
+    log(f"\n{3 * len(pairs)} judgments per kind in {time.perf_counter() - started:.1f} s")
+    return rows

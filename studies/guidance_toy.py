@@ -3,7 +3,7 @@
 The study, readable top to bottom in ``run_guidance_study``:
 
 1. the toy base policy and a snapshot of its pairs judged by simulated annotators, as the flow toy study
-   makes them (``alignment.flow.toy_study``: same prompt split), ``pairs_per_prompt`` per prompt, the
+   makes them (``studies.flow_toy``: same prompt split), ``pairs_per_prompt`` per prompt, the
    validation pairs labelled by the oracle itself (so the rewards' validation accuracy is against the truth),
    or an existing snapshot (``snapshot``);
 2. two latent reward models train on that snapshot, identical but for the latents they see: **noisy**
@@ -17,9 +17,9 @@ The study, readable top to bottom in ``run_guidance_study``:
    per weight setting (VQ:MQ:TA = 0:0:1, 1:1:0, 1:1:1), every clip from the same initial noise as its
    unguided twin; the **oracle** scores every clip, and a guided clip *wins* when its score is higher.
    Win rates count ties half; the 95 % interval is a percentile bootstrap over prompts
-   (``toy_study.win_rates``).
+   (``studies.flow_toy.win_rates``).
 
-    python -m alignment guidance-toy-study --output-dir runs/guidance-study [--quick] [--base-policy DIR]
+    python -m studies guidance-toy --output-dir runs/guidance-study [--quick] [--base-policy DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,44 +42,47 @@ GUIDED_DIMENSIONS = {"vq=0,mq=0,ta=1": ("ta",), "vq=1,mq=1,ta=0": ("vq", "mq"), 
 
 @dataclass
 class GuidanceStudyConfig:
-    output_dir: str
-    base_policy: str | None = None  # a toy base policy folder; default output_dir/base-policy
+    output_dir: str  # the study's folder: base policy, snapshot, reward runs, result.json (a cut-off study resumes)
+    base_policy: str | None = None  # a toy base policy folder (built there if missing); default output_dir/base-policy
     quick_policy: bool = False  # build the base policy with ToyPolicyConfig.quick()
     snapshot: str | None = None  # reuse this snapshot of base-policy pairs (a flow toy study's); default: make one
     # prompts and pairs (the flow toy study's fields and defaults)
-    test_prompts: int = 32
-    val_prompts: int = 8
-    train_prompts: int | None = None
-    pairs_per_prompt: int = 64  # 6,656 training pairs: a latent reward needs far more than a DPO run does
-    annotators_per_pair: int = 3
-    pool_size: int = 20
-    annotator_mix: dict[str, float] | None = None
-    sample_steps: int = 12
+    test_prompts: int = 32  # held out: evaluation only
+    val_prompts: int = 8  # for choosing the guidance strength, labelled by the oracle
+    train_prompts: int | None = None  # training prompts; None: every prompt not held out (144 − test − val)
+    pairs_per_prompt: int = 64  # 6,656 training pairs: a latent reward needs far more pairs than a DPO run
+    annotators_per_pair: int = 3  # simulated annotators judging each pair; the label is their strict majority
+    pool_size: int = 20  # simulated annotators in the pool
+    annotator_mix: dict[str, float] | None = None  # kinds' shares, e.g. {"careful": 1}; None: toyworld.DEFAULT_MIX
+    sample_steps: int = 12  # Euler steps of every sample
     guidance_scale: float = 1.0  # classifier-free guidance of every sample (1: off)
-    sample_batch_size: int = 64
+    sample_batch_size: int = 64  # clips sampled together
     # the latent reward models
     num_layers: int = 1  # K: policy blocks in the reward's body
-    reward_steps: int = 1600
-    readout: str = "frames"  # the latent rewards' readout (alignment.flow.latent_reward.READOUTS)
-    reward_batch_size: int = 32
-    reward_learning_rate: float = 3e-4
+    reward_steps: int = 1600  # training steps of each latent reward
+    # the latent rewards' readout (alignment.flow.latent_reward.READOUTS): frames (per-frame attention pools
+    # keeping position, read over time, prompt-conditioned head) or mean (mean-pooled tokens)
+    readout: Literal["frames", "mean"] = "frames"  # frames: per-frame pools read over time | mean: mean-pooled tokens
+    reward_batch_size: int = 32  # pairs per step of each latent reward
+    reward_learning_rate: float = 3e-4  # the latent rewards' learning rate
     # guidance
     eval_seeds: int = 8  # per held-out prompt
     val_seeds: int = 4  # per validation prompt, for choosing the strength
-    weight_settings: tuple[str, ...] = ("vq=0,mq=0,ta=1", "vq=1,mq=1,ta=0", "vq=1,mq=1,ta=1")
+    weight_settings: tuple[str, ...] = ("vq=0,mq=0,ta=1", "vq=1,mq=1,ta=0", "vq=1,mq=1,ta=1")  # VQ:MQ:TA weights tested
     # guidance strengths w tried on the validation prompts: the rewards are normalised to unit std on clean
     # latents, and on the conv codec's unit-variance latents w ≥ 10 pushes samples off the data (the paper's
     # w = 100 is for Wan's own latents and rewards)
-    scales: tuple[float, ...] = (1.0, 3.0, 10.0)
+    scales: tuple[float, ...] = (1.0, 3.0, 10.0)  # guidance strengths to choose from on the validation prompts
     max_ratios: tuple[float, ...] = (1.0, DEFAULT_MAX_RATIO)  # and caps on σ/(1 − σ) (10: the library's default)
     sigma_mins: tuple[float, ...] = (0.0, 0.3)  # and guidance stopped below these noise levels (0: every step)
-    bootstrap: int = 2000
-    seed: int = 0
-    progress: bool = True
+    bootstrap: int = 2000  # bootstrap resamples of the win rates' intervals
+    seed: int = 0  # seed of the split, the samples, the annotators and training
+    progress: bool = True  # progress bars
 
     @classmethod
-    def quick(cls, output_dir: str, **overrides) -> "GuidanceStudyConfig":
+    def quick(cls, output_dir: str, **overrides) -> GuidanceStudyConfig:
         """A small study for tests: the quick base policy, fewer prompts, pairs, steps and strengths."""
+        values: dict[str, Any]  # the fields' own types
         values = dict(quick_policy=True, test_prompts=8, val_prompts=4, train_prompts=48, pairs_per_prompt=2,
                       reward_steps=60, eval_seeds=4, val_seeds=2, scales=(3.0, 10.0), max_ratios=(DEFAULT_MAX_RATIO,),
                       sigma_mins=(0.0,),
@@ -89,7 +93,7 @@ class GuidanceStudyConfig:
 
 def _data_config(config: GuidanceStudyConfig):
     """The flow toy study's config carrying this study's data fields, so both make the same splits and pairs."""
-    from alignment.flow.toy_study import FlowToyStudyConfig
+    from studies.flow_toy import FlowToyStudyConfig
 
     shared = {f.name for f in fields(FlowToyStudyConfig)} & {f.name for f in fields(GuidanceStudyConfig)}
     return FlowToyStudyConfig(**{name: getattr(config, name) for name in shared})
@@ -118,7 +122,8 @@ class GuidedSampler:
         self.policy, self.config = load_policy(policy_folder), config
 
     def sample(self, prompts: list[str], seeds: list[int], *, latent_reward=None, weights=(0.0, 0.0, 0.0),
-               scale: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO, sigma_min: float = 0.0, desc: str = "sample") -> np.ndarray:
+               scale: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO, sigma_min: float = 0.0,
+               desc: str = "sample") -> np.ndarray:
         from tqdm.auto import tqdm
 
         from alignment.flow.guidance import reward_guidance
@@ -142,7 +147,7 @@ def choose_setting(sampler: GuidedSampler, latent_reward, prompts: list[str], se
                    unguided: np.ndarray, config: GuidanceStudyConfig, *, label: str, log=print) -> tuple[dict, dict]:
     """The strength and stopping level whose 1:1:1-guided samples gain the most mean oracle score (VQ, MQ, TA)
     on these prompts: ``({"scale": w, "max_ratio": c, "sigma_min": s}, {"w=…,cap=…,sigma_min=…": gain, …})``."""
-    from alignment.flow.toy_study import scores_with_overall
+    from studies.flow_toy import scores_with_overall
 
     base = scores_with_overall(unguided, prompts)
     gains, settings = {}, {}
@@ -153,15 +158,15 @@ def choose_setting(sampler: GuidedSampler, latent_reward, prompts: list[str], se
         gains[key] = float((scores_with_overall(guided, prompts) - base)[:, 3].mean())
         settings[key] = {"scale": scale, "max_ratio": max_ratio, "sigma_min": sigma_min}
         log(f"  {label} reward, {key}: validation overall score gain {gains[key]:+.4f}")
-    return settings[max(gains, key=gains.get)], gains
+    return settings[max(gains, key=lambda key: gains[key])], gains
 
 
 def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
     """Run the whole study; returns the result (also written to ``output_dir/result.json``)."""
     from alignment.flow.guidance import parse_weights
     from alignment.flow.latent_reward import load_latent_reward, train_latent_reward
-    from alignment.flow.toy_policy import ensure_toy_base_policy
-    from alignment.flow.toy_study import build_preference_snapshot, scores_with_overall, split_prompts, win_rates
+    from studies.flow_toy import build_preference_snapshot, scores_with_overall, split_prompts, win_rates
+    from studies.toy_policy import ensure_toy_base_policy
 
     for setting in config.weight_settings:
         parse_weights(setting)  # refuse a bad setting before hours of work
@@ -243,15 +248,17 @@ def format_table(result: dict) -> str:
     """The paper's table: guided against unguided, per dimension and overall, for each reward and weighting."""
     lines = [
         f"Oracle win rate (%) of reward-guided against unguided samples, {result['eval_clips']} held-out prompt × seed "
-        f"clips ({result['prompts']['test']} prompts), same initial noise; ties count half; [95 % bootstrap over prompts]",
+        f"clips ({result['prompts']['test']} prompts), same initial noise; ties count half; "
+        "[95 % bootstrap over prompts]",
         "",
         "latent reward | weights VQ:MQ:TA | w | cap | stop at σ | VQ | MQ | TA | Overall",
         "--- | --- | --- | --- | --- | --- | --- | --- | ---",
     ]
     for row in result["rows"]:
         weights = ":".join(part.split("=")[1] for part in row["weights"].split(","))
-        cells = " | ".join(f"{100 * row['vs_unguided'][n]['win_rate']:.1f} [{100 * row['vs_unguided'][n]['ci_low']:.1f}, "
-                           f"{100 * row['vs_unguided'][n]['ci_high']:.1f}]" for n in ("vq", "mq", "ta", "overall"))
+        rates = row["vs_unguided"]
+        cells = " | ".join(f"{100 * rates[n]['win_rate']:.1f} [{100 * rates[n]['ci_low']:.1f}, "
+                           f"{100 * rates[n]['ci_high']:.1f}]" for n in ("vq", "mq", "ta", "overall"))
         lines.append(f"{row['reward']} | {weights} | {row['scale']:g} | {row.get('max_ratio', DEFAULT_MAX_RATIO):g} | "
                      f"{row['sigma_min']:g} | {cells}")
     lines += ["", "latent reward validation accuracy (decided labels) by noise level σ:"]
@@ -265,4 +272,4 @@ def format_table(result: dict) -> str:
 def summary_line(result: dict) -> str:
     met = result["goals"]
     verdict = "; ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in met.items())
-    return f"guidance-toy-study: {len(result['rows'])} guided settings in {result['seconds']:.0f} s; {verdict}"
+    return f"guidance-toy: {len(result['rows'])} guided settings in {result['seconds']:.0f} s; {verdict}"

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from alignment.cli import main
 from alignment.data import read_snapshot
-from alignment.reward.toy_study import assign_splits, judge_pairs, majority_labels
 from alignment.reward.train import learning_rate_factor
+from studies.cli import main
+from studies.reward_toy import assign_splits, judge_pairs, majority_labels
 
 torch.set_num_threads(2)
 
 # The quick study (512 training pairs, 12 epochs, the model and its control) is the setup of the first test
 # that reads it: 707 s on a 2-core machine busy with another study, past the suite's 600 s limit.
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.study, pytest.mark.timeout(1800)]
 
 
 def test_majority_labels_strict_majority_else_tie():
@@ -54,7 +54,7 @@ def test_splits_hold_out_whole_prompts():
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy") / "study"
-    assert main(["reward-toy-study", "--quick", "--quiet", "--output-dir", str(out)]) == 0
+    assert main(["reward-toy", "--quick", "--quiet", "--output-dir", str(out)]) == 0
     return out
 
 

@@ -3,7 +3,7 @@ the oracle judge.
 
 The study, readable top to bottom in ``run_flow_toy_study``:
 
-1. the base policy (``alignment.flow.toy_policy``: a tiny Wan pretrained on toy clips with defects of
+1. the base policy (``studies.toy_policy``: a tiny Wan pretrained on toy clips with defects of
    random strength, so its samples vary in quality) — built once in ``base_policy`` and reused;
 2. the 144 toy prompts are split, seeded: ``test_prompts`` held out for evaluation, ``val_prompts`` for
    the trainers' validation, the rest for training;
@@ -20,7 +20,7 @@ The study, readable top to bottom in ``run_flow_toy_study``:
    reported. The 95 % interval is a percentile bootstrap over held-out *prompts* (the seeds of one prompt
    are not independent draws).
 
-    python -m alignment flow-toy-study --output-dir runs/flow-toy-study [--quick]
+    python -m studies flow-toy --output-dir runs/flow-toy-study [--quick]
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from __future__ import annotations
 import json
 import os
 import time
+import typing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,40 +61,45 @@ METHODS = {
 MAIN_METHOD = "flow-dpo"
 
 
+MethodName = Literal["sft", "flow-rwr", "flow-dpo", "flow-dpo-time"]  # the keys of METHODS
+assert typing.get_args(MethodName) == tuple(METHODS)
+
+
 @dataclass
 class FlowToyStudyConfig:
-    output_dir: str
-    base_policy: str | None = None  # a toy base policy folder; default output_dir/base-policy
+    output_dir: str  # a new folder: base policy, snapshot, runs, result.json
+    base_policy: str | None = None  # a toy base policy folder (built there if missing); default output_dir/base-policy
     quick_policy: bool = False  # build the base policy with ToyPolicyConfig.quick()
     # prompts and pairs
     test_prompts: int = 32  # held out: evaluation only
-    val_prompts: int = 8
-    train_prompts: int | None = None  # None: every prompt not held out (144 − test − val)
+    val_prompts: int = 8  # the trainers' validation prompts
+    train_prompts: int | None = None  # training prompts; None: every prompt not held out (144 − test − val)
     pairs_per_prompt: int = 8  # each pair: two seeds of one prompt
-    annotators_per_pair: int = 3
-    pool_size: int = 20
-    annotator_mix: dict[str, float] | None = None  # None: alignment.toyworld.DEFAULT_MIX
+    annotators_per_pair: int = 3  # simulated annotators judging each pair; the label is their strict majority
+    pool_size: int = 20  # simulated annotators in the pool
+    annotator_mix: dict[str, float] | None = None  # kinds' shares, e.g. {"careful": 1}; None: toyworld.DEFAULT_MIX
     # sampling
-    sample_steps: int = 12
+    sample_steps: int = 12  # Euler steps of every sample
     guidance_scale: float = 1.0  # no guidance: half the cost, and guidance 3 barely changed the base's scores
-    sample_batch_size: int = 64
+    sample_batch_size: int = 64  # clips sampled together
     eval_seeds: int = 8  # per held-out prompt: test_prompts × eval_seeds clips per policy
     # training (LoRA from the base policy, the same budget for every method)
-    methods: tuple[str, ...] = ("sft", "flow-rwr", "flow-dpo", "flow-dpo-time")
-    lora_rank: int = 16
-    learning_rate: float = 5e-4
-    steps: int = 200
+    methods: tuple[MethodName, ...] = typing.get_args(MethodName)  # the methods to train and judge
+    lora_rank: int = 16  # rank of every method's LoRA
+    learning_rate: float = 5e-4  # every method's learning rate
+    steps: int = 200  # training steps of every method
     batch_size: int = 16  # videos (SFT, RWR) or pairs (DPO) per step
-    warmup_steps: int = 10
-    beta: float = 500.0
-    rwr_temperature: float = 0.5
-    bootstrap: int = 2000
-    seed: int = 0
-    progress: bool = True
+    warmup_steps: int = 10  # linear warm-up steps
+    beta: float = 500.0  # Flow-DPO's beta (both schedules)
+    rwr_temperature: float = 0.5  # Flow-RWR's temperature τ: weights exp(reward / τ)
+    bootstrap: int = 2000  # bootstrap resamples of the win rates' intervals
+    seed: int = 0  # seed of the split, the samples, the annotators and training
+    progress: bool = True  # progress bars
 
     @classmethod
-    def quick(cls, output_dir: str, **overrides) -> "FlowToyStudyConfig":
+    def quick(cls, output_dir: str, **overrides) -> FlowToyStudyConfig:
         """A small study for tests, Flow-DPO only: about three minutes on one CPU thread with the quick base policy."""
+        values: dict[str, Any]  # the fields' own types
         values = dict(quick_policy=True, test_prompts=16, val_prompts=4, train_prompts=64, pairs_per_prompt=2,
                       eval_seeds=4, methods=("flow-dpo",), steps=40)
         values.update(overrides)
@@ -149,8 +156,8 @@ def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, spl
     reward model's accuracy against."""
     from alignment.data import write_snapshot
     from alignment.data.records import DIMENSIONS
-    from alignment.reward.toy_study import judge_pairs, majority_labels
     from alignment.toyworld import oracle_scores, write_mp4
+    from studies.reward_toy import judge_pairs, majority_labels
 
     output_dir = Path(config.output_dir)
     rng = np.random.default_rng(config.seed)
@@ -209,7 +216,8 @@ def train_config_for(config: FlowToyStudyConfig, method: FlowToyMethod, base_pol
     from alignment.flow.config import TRAINERS
 
     output_dir = Path(config.output_dir)
-    specific = {"flow-dpo": {"beta": config.beta}, "flow-rwr": {"temperature": config.rwr_temperature}}
+    specific: dict[str, dict[str, Any]] = {"flow-dpo": {"beta": config.beta},
+                                            "flow-rwr": {"temperature": config.rwr_temperature}}
     return TRAINERS[method.trainer](
         output_dir=str(output_dir / "runs" / method.name), policy=str(base_policy), snapshot=str(snapshot),
         cache_dir=str(output_dir / "cache"), lora_rank=config.lora_rank, learning_rate=config.learning_rate,
@@ -246,8 +254,8 @@ def win_rates(aligned: np.ndarray, base: np.ndarray, groups: np.ndarray, *, boot
 
 def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
     """Run the whole study; returns the result (also written to ``output_dir/result.json``)."""
-    from alignment.flow.toy_policy import ensure_toy_base_policy
     from alignment.flow.train import train_flow
+    from studies.toy_policy import ensure_toy_base_policy
 
     unknown = [name for name in config.methods if name not in METHODS]
     if unknown:
@@ -266,7 +274,7 @@ def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
     groups = np.array([index // config.eval_seeds for index in range(len(eval_prompts))])
     base_scores = scores_with_overall(sample_policy(base_policy, eval_prompts, eval_seeds, config, desc="sample base"),
                                       eval_prompts)
-    result = {"config": asdict(config), "base_policy": str(base_policy),
+    result: dict[str, Any] = {"config": asdict(config), "base_policy": str(base_policy),
               "prompts": {split: len(prompts) for split, prompts in splits.items()}, "data": data_stats,
               "eval_clips": len(eval_prompts),
               "base_scores_mean": dict(zip(SCORE_NAMES, base_scores.mean(axis=0).round(4).tolist())),
@@ -310,7 +318,8 @@ def format_table(result: dict) -> str:
     ]
     for entry in result["methods"].values():
         cells = " | ".join(f"{100 * entry['vs_base'][name]['win_rate']:.1f} "
-                           f"[{100 * entry['vs_base'][name]['ci_low']:.1f}, {100 * entry['vs_base'][name]['ci_high']:.1f}]"
+                           f"[{100 * entry['vs_base'][name]['ci_low']:.1f}, "
+                           f"{100 * entry['vs_base'][name]['ci_high']:.1f}]"
                            for name in SCORE_NAMES)
         lines.append(f"{entry['description']} | {cells} | {100 * entry['vs_base']['overall']['tie_rate']:.1f} | "
                      f"{entry['n_train']}")
@@ -319,9 +328,9 @@ def format_table(result: dict) -> str:
 
 def summary_line(result: dict, method: str = MAIN_METHOD) -> str:
     if method not in result["methods"]:
-        return f"flow-toy-study: {len(result['methods'])} methods in {result['seconds']:.0f} s"
+        return f"flow-toy: {len(result['methods'])} methods in {result['seconds']:.0f} s"
     overall = result["methods"][method]["vs_base"]["overall"]
     verdict = "meets" if overall["win_rate"] >= 0.65 and overall["ci_low"] > 0.55 else "does NOT meet"
-    return (f"flow-toy-study: {method} wins {100 * overall['win_rate']:.1f} % overall against the base "
+    return (f"flow-toy: {method} wins {100 * overall['win_rate']:.1f} % overall against the base "
             f"[{100 * overall['ci_low']:.1f}, {100 * overall['ci_high']:.1f}] on {result['eval_clips']} clips, "
             f"{verdict} the ≥ 65 % / CI > 55 % goal; {len(result['methods'])} methods in {result['seconds']:.0f} s")

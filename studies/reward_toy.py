@@ -17,15 +17,17 @@ The study, readable top to bottom in ``run_toy_study``:
 A control variant trains on the train labels shuffled across pairs (per dimension): whatever it
 scores above chance comes from the evaluation, not from learning.
 
-    python -m alignment reward-toy-study --output-dir runs/toy-study [--quick]
+    python -m studies reward-toy --output-dir runs/toy-study [--quick]
 """
 
 from __future__ import annotations
 
 import json
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,7 +43,7 @@ class ToyVariant:
     """One row of the ablation: which loss, separate heads or one shared head, real or shuffled labels."""
 
     name: str
-    loss: str = "bt_ties"
+    loss: Literal["bt_ties", "bt", "regression"] = "bt_ties"
     shared_head: bool = False
     shuffled_labels: bool = False
 
@@ -63,43 +65,48 @@ VARIANTS = {
 MAIN_VARIANT = "bt_ties"
 
 
+VariantName = Literal["bt_ties", "bt", "regression", "shared_head", "shuffled"]  # the keys of VARIANTS
+VARIANT_NAMES: tuple[VariantName, ...] = typing.get_args(VariantName)
+assert VARIANT_NAMES == tuple(VARIANTS)
+
+
 @dataclass
 class ToyStudyConfig:
-    output_dir: str
+    output_dir: str  # a new folder: rendered clips, snapshot, runs, result.json
     # the world
-    n_prompts: int = 96
-    pairs_per_prompt: int = 12
+    n_prompts: int = 96  # distinct prompts to render, at most 144
+    pairs_per_prompt: int = 12  # toy pairs rendered per prompt
     test_prompts: int = 24  # held out: no clip of these prompts is trained on
     val_prompts: int = 8  # held out as well; sets the reward normalisation and the per-epoch eval
-    frame_size: int = 32
-    frames: int = 9
-    p_clean: float = 0.25
+    frame_size: int = 32  # frame side in pixels
+    frames: int = 9  # frames per clip
+    p_clean: float = 0.25  # chance that a dimension of a clip has no defect
     # the annotators
-    annotators_per_pair: int = 3
-    pool_size: int = 20
-    annotator_mix: dict[str, float] | None = None  # None: alignment.toyworld.DEFAULT_MIX
+    annotators_per_pair: int = 3  # simulated annotators judging each pair; the label is their strict majority
+    pool_size: int = 20  # simulated annotators in the pool
+    annotator_mix: dict[str, float] | None = None  # kinds' shares, e.g. {"careful": 1}; None: toyworld.DEFAULT_MIX
     # the model and its training
-    variants: tuple[str, ...] = ("bt_ties", "bt", "regression", "shared_head", "shuffled")
-    hidden_size: int = 64
+    variants: tuple[VariantName, ...] = VARIANT_NAMES  # ablation rows: bt_ties is the model, shuffled the control
+    hidden_size: int = 64  # width of the small backbone
     num_layers: int = 1  # per stage of the small backbone: spatial, temporal, reward queries
-    num_heads: int = 4
-    tubelet: tuple[int, int, int] = (1, 8, 8)
+    num_heads: int = 4  # attention heads of the small backbone
+    tubelet: tuple[int, int, int] = (1, 8, 8)  # frames, height and width of a video token
     frame_cnn_channels: int = 32  # TA also reads each frame through a small CNN (shapes); 0: tubelets only
     ta_time_basis: int = 3  # TA reads time through the mean, trend and curvature of the frames (0: a weight per frame)
-    epochs: int = 10
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    theta: float = 5.0
+    epochs: int = 10  # training epochs of every variant
+    batch_size: int = 16  # pairs per step
+    learning_rate: float = 1e-3  # peak learning rate
+    lr_schedule: Literal["cosine", "constant"] = "cosine"  # after the warm-up
+    weight_decay: float = 0.01  # AdamW's
+    warmup_steps: int = 50  # linear warm-up steps
+    theta: float = 5.0  # the tie parameter of BT with ties
     keep_best: bool = True  # keep the best epoch on the val prompts (never for the control); False: the last epoch
-    best_by: str = "accuracy"  # what is best: val accuracy without ties (mean of VQ, MQ, TA), or loss
-    seed: int = 0
-    progress: bool = True
+    best_by: Literal["accuracy", "loss"] = "accuracy"  # the epoch kept: best mean val accuracy w/o ties, or val loss
+    seed: int = 0  # seed of the world, the annotators, the split and training
+    progress: bool = True  # progress bars
 
     @classmethod
-    def quick(cls, output_dir: str, **overrides) -> "ToyStudyConfig":
+    def quick(cls, output_dir: str, **overrides) -> ToyStudyConfig:
         """A study of a few minutes for tests (its test setup: 707 s on a busy 2-core machine): fewer prompts, the
         main variant and the control."""
         # Per-step TA weights (ta_time_basis=0): its smooth-time readout pays off with many training prompts.
@@ -107,6 +114,7 @@ class ToyStudyConfig:
         # (55 % on CI, seed 0; 51 % with seed 1). The last of 12 epochs: MQ is learned late (in epochs 6–8 for
         # seed 3, so 8 epochs left it at 65 %), and 4 val prompts are too few to choose an epoch by (seed 4 kept
         # epoch 2 by accuracy, its val TA falling later; by loss, seed 0 kept epoch 1).
+        values: dict[str, Any]  # the fields' own types
         values = dict(n_prompts=48, pairs_per_prompt=16, test_prompts=12, val_prompts=4, epochs=12, warmup_steps=20,
                       keep_best=False, variants=("bt_ties", "shuffled"), ta_time_basis=0)
         values.update(overrides)
@@ -155,7 +163,8 @@ def judge_pairs(score_differences: np.ndarray, *, annotators_per_pair: int, pool
     return votes, judgments
 
 
-def assign_splits(prompts: list[str], *, test_prompts: int, val_prompts: int, rng: np.random.Generator) -> dict[str, str]:
+def assign_splits(prompts: list[str], *, test_prompts: int, val_prompts: int,
+                  rng: np.random.Generator) -> dict[str, str]:
     """prompt → split, a seeded draw of exactly ``test_prompts`` test and ``val_prompts`` val prompts."""
     distinct = sorted(set(prompts))
     if test_prompts + val_prompts >= len(distinct):
@@ -198,7 +207,8 @@ def build_toy_data(config: ToyStudyConfig, *, log=print) -> ToyData:
     log(f"rendered {len(pairs)} pairs ({2 * len(pairs)} MP4s) for {config.n_prompts} prompts "
         f"in {time.perf_counter() - started:.1f} s")
 
-    differences = np.array([[pair.a.scores[d.lower()] - pair.b.scores[d.lower()] for d in DIMENSIONS] for pair in pairs])
+    differences = np.array([[pair.a.scores[d.lower()] - pair.b.scores[d.lower()] for d in DIMENSIONS]
+                            for pair in pairs])
     votes, judgments = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair,
                                    pool_size=config.pool_size, mix=config.annotator_mix, rng=rng)
     labels = majority_labels(votes)
@@ -303,7 +313,7 @@ def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
     output_dir = start_study(config, "toy_study_config.json", taken_by="snapshot")
     started = time.perf_counter()
     data = build_toy_data(config, log=log)
-    result = {
+    result: dict[str, Any] = {
         "config": asdict(config),
         "counts": {split: int((data.splits == split).sum()) for split in ("train", "val", "test")},
         "label_agreement": data.label_agreement,
@@ -313,6 +323,7 @@ def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
     for name in config.variants:
         variant = VARIANTS[name]
         snapshot = data.shuffled_snapshot if variant.shuffled_labels else data.snapshot
+        assert snapshot is not None  # build_toy_data writes the shuffled copy when a variant needs it
         train_config = train_config_for(config, variant, snapshot)
         log(f"training {name} ({variant.describe()})")
         variant_started = time.perf_counter()
@@ -320,7 +331,8 @@ def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
         # Always the real labels: the control's fit to them is its chance level.
         tables = evaluate_on_splits(Path(train_config.output_dir) / "model", data.snapshot)
         result["variants"][name] = {
-            "description": variant.describe(), "test": tables["test"], "train": tables["train"], "best_epoch": metrics.get("best", {}).get("epoch"),
+            "description": variant.describe(), "test": tables["test"], "train": tables["train"],
+            "best_epoch": metrics.get("best", {}).get("epoch"),
             "val": next((e for e in metrics["eval"] if e["step"] == metrics.get("best", {}).get("step")),
                         metrics["eval"][-1]),
             "final_train_loss": metrics["train_loss"][-1]["loss"], "seconds": time.perf_counter() - variant_started,
@@ -347,7 +359,8 @@ def format_main_table(result: dict, variant: str = MAIN_VARIANT) -> str:
         f"Held-out test prompts ({result['counts']['test']} pairs), {result['variants'][variant]['description']}; "
         "accuracy in %",
         "",
-        "dimension | model w/ ties | ceiling w/ ties | model w/o ties | ceiling w/o ties | gap w/o ties | pairs | human ties",
+        "dimension | model w/ ties | ceiling w/ ties | model w/o ties | ceiling w/o ties | gap w/o ties | pairs | "
+        "human ties",
         "--- | --- | --- | --- | --- | --- | --- | ---",
     ]
     for dim in DIMENSIONS:
@@ -386,6 +399,6 @@ def summary_line(result: dict, variant: str = MAIN_VARIANT) -> str:
     gaps = {dim: ceiling[dim]["accuracy_without_ties"] - model[dim]["accuracy_without_ties"] for dim in DIMENSIONS}
     worst = max(gaps.values())
     verdict = "within" if worst <= 0.05 else "NOT within"
-    return (f"reward-toy-study: {variant} is {verdict} 5 points of the ceiling without ties (largest gap "
-            f"{100 * worst:.1f} points, {max(gaps, key=gaps.get)}); {len(result['variants'])} variants in "
+    return (f"reward-toy: {variant} is {verdict} 5 points of the ceiling without ties (largest gap "
+            f"{100 * worst:.1f} points, {max(gaps, key=lambda dim: gaps[dim])}); {len(result['variants'])} variants in "
             f"{result['seconds']:.0f} s")

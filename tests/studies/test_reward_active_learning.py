@@ -7,15 +7,26 @@ import shutil
 import numpy as np
 import pytest
 
-from alignment.cli import main
 from alignment.data import read_snapshot
-from alignment.reward import active_learning
-from alignment.reward.active_learning import (ActiveLearningConfig, Pool, accuracy_gain, added_pairs, build_pool,
-                                              committee_disagreement, format_table, judgments_saved, labelling_order,
-                                              mean_curves, pair_rewards, tie_entropy, uncertainty)
+from studies import active_learning
+from studies.active_learning import (
+    ActiveLearningConfig,
+    Pool,
+    accuracy_gain,
+    added_pairs,
+    build_pool,
+    committee_disagreement,
+    format_table,
+    judgments_saved,
+    labelling_order,
+    mean_curves,
+    pair_rewards,
+    tie_entropy,
+    uncertainty,
+)
+from studies.cli import main
 
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/alignment/conftest.py
+pytestmark = [pytest.mark.study, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/studies/conftest.py
 
 
 def test_judgments_saved_reads_where_each_strategy_first_reaches_each_random_accuracy():
@@ -47,13 +58,15 @@ def test_accuracy_gain_pairs_each_repeat_with_its_random_run_and_gives_a_t_inter
     assert gain["repeats"] == 2 and gain["gain"] == pytest.approx(1.75)
     half = 12.7062 * np.std([3.0, 0.5], ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
     assert (gain["low"], gain["high"]) == (pytest.approx(1.75 - half, abs=1e-3), pytest.approx(1.75 + half, abs=1e-3))
-    assert [(p["judgments"], p["gain"]) for p in gain["per_round"]] == [(60, pytest.approx(1.5)), (90, pytest.approx(2.0))]
+    assert [(p["judgments"], p["gain"]) for p in gain["per_round"]] == [(60, pytest.approx(1.5)),
+                                                                         (90, pytest.approx(2.0))]
 
     single = accuracy_gain({"random": curves["random"][:1], "uncertainty": curves["uncertainty"][:1]})["uncertainty"]
     assert single["gain"] == pytest.approx(3.0) and single["low"] is None and "by_dimension" not in single
 
     # Per dimension, the same paired rule: here uncertainty gains TA points and loses MQ points in both repeats.
-    for name, shift in (("random", {"VQ": 0.0, "MQ": 0.0, "TA": 0.0}), ("uncertainty", {"VQ": 0.0, "MQ": -0.02, "TA": 0.04})):
+    for name, shift in (("random", {"VQ": 0.0, "MQ": 0.0, "TA": 0.0}),
+                        ("uncertainty", {"VQ": 0.0, "MQ": -0.02, "TA": 0.04})):
         for run in curves[name]:
             for k, point in enumerate(run):
                 point["by_dimension"] = {dim: 0.6 + (shift[dim] if k else 0.0) for dim in shift}
@@ -134,7 +147,7 @@ def test_the_committee_ranks_first_the_pairs_its_models_disagree_on_not_the_clos
 
 def test_a_pool_too_small_for_the_rounds_is_refused_before_anything_is_rendered(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"initial 16 \+ 5 rounds × batch 16 = 96 labelled pairs, but the pool has 72"):
-        main(["active-learning-study", "--output-dir", str(tmp_path / "small"), "--quick", "--quiet", "--rounds", "6"])
+        main(["active-learning", "--output-dir", str(tmp_path / "small"), "--quick", "--quiet", "--rounds", "6"])
     assert not (tmp_path / "small").exists()
     with pytest.raises(ValueError, match="test_pairs_per_prompt=4 exceeds pairs_per_prompt=2"):
         ActiveLearningConfig.quick(str(tmp_path), pairs_per_prompt=2).check()
@@ -188,9 +201,9 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
                                                                                       monkeypatch):
     output_dir = tmp_path / "active"
     two = ["--strategies", "random", "uncertainty"]
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two]) == 0
+    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", *two]) == 0
     printed = capsys.readouterr().out
-    assert "judgments | random | uncertainty" in printed and "active-learning-study:" in printed
+    assert "judgments | random | uncertainty" in printed and "active-learning:" in printed
     assert "uncertainty − random, test accuracy after the first round:" in printed
     result = json.loads((output_dir / "result.json").read_text())
     for strategy in ("random", "uncertainty"):
@@ -221,13 +234,13 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
 
     # Finished: refused, unless extended; the rounds it has are neither trained nor scored again.
     with pytest.raises(FileExistsError, match="already holds a finished study"):
-        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two])
+        main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", *two])
     with pytest.raises(ValueError, match="was started with batch=16, not 8; resume it with the same settings"):
-        main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two, "--batch", "8"])
+        main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", *two, "--batch", "8"])
     ranks_next = runs / "r0-uncertainty-01" / "outcome-uncertainty.json"  # was the last round; now ranks the pool
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/outcome-*.json") if path != ranks_next}
     finished.update({path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")})
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", *two,
+    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", *two,
                  "--rounds", "3"]) == 0
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
     longer = json.loads((output_dir / "result.json").read_text())
@@ -244,9 +257,10 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")}
     scored = []
     monkeypatch.setattr(active_learning, "pair_rewards",
-                        lambda model_dir, *args: scored.append(model_dir.parent.parent.name) or pair_rewards(model_dir, *args))
+                        lambda model_dir, *args: scored.append(model_dir.parent.parent.name)
+                        or pair_rewards(model_dir, *args))
     three = ["--strategies", "random", "uncertainty", "entropy"]
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
+    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
                  *three]) == 0
     assert scored == ["r0-entropy-01", "r0-entropy-02"]
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
@@ -263,7 +277,7 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     # Cut off in a round: it starts again there, and comes to the same pairs and curve.
     (output_dir / "result.json").unlink()
     shutil.rmtree(runs / "r0-uncertainty-02" / "reward")
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
+    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
                  *three]) == 0
     assert labelled("r0-uncertainty-02") == third
     assert json.loads((output_dir / "result.json").read_text())["curves"] == with_entropy["curves"]
@@ -272,7 +286,7 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     # first model's margins are read from margins.npz), and it labels the pairs they disagree on most.
     scored.clear()
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("**/reward/metrics.json")}
-    assert main(["active-learning-study", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "2",
+    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "2",
                  "--strategies", "random", "committee"]) == 0
     assert scored == ["member-1", "member-2", "r0-committee-01"]
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
