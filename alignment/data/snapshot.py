@@ -1,8 +1,12 @@
 """Snapshots (docs/architecture.md §5): the files the web app exports and training reads.
 
-``snapshots/<id>/`` holds ``pairs.parquet`` (one row per pair), optionally ``judgments.parquet``,
-``videoalign.csv`` (the same pairs for the public VideoAlign trainer), any bundled videos, and
-``manifest.json`` with the sha256 of every other file. A snapshot is written by ``SnapshotWriter``
+``snapshots/<id>/`` holds ``pairs.parquet`` (one row per pair), optionally ``judgments.parquet``, any bundled
+videos, ``manifest.json`` with the sha256 of every other file and — when the videos are bundled — the same pairs
+for KwaiVGI/VideoAlign's trainer: ``videoalign.csv`` (the train split only), ``videoalign-val.csv`` and
+``videoalign-test.csv``, with paths relative to the snapshot folder (VideoAlign opens
+``file://{data_dir}/{path}``, so ``--data_dir`` is the snapshot folder) and ``fps``/``num_frames`` always
+filled. Without bundled videos the paths are absolute or ``s3://`` URIs VideoAlign cannot open: those CSVs are
+not written and ``manifest["videoalign"]["reason"]`` says why. A snapshot is written by ``SnapshotWriter``
 into a hidden temporary folder next to its final name and renamed when complete, so readers never see
 a partial one; a writer that was killed leaves only its hidden folder, which ``sweep_partial_snapshots``
 removes once its process is gone.
@@ -44,6 +48,9 @@ SCHEMA_VERSION = 1
 PAIRS_FILE = "pairs.parquet"
 JUDGMENTS_FILE = "judgments.parquet"
 VIDEOALIGN_FILE = "videoalign.csv"
+VIDEOALIGN_FILES = {"train": VIDEOALIGN_FILE, "val": "videoalign-val.csv", "test": "videoalign-test.csv"}
+"""VideoAlign's trainer reads one CSV and trains on every row: each split has its own file, the train split the
+plain name, so a held-out pair never reaches VideoAlign's training."""
 MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "val", "test")
 PARTIAL_MARK = ".partial-"
@@ -170,6 +177,95 @@ def _videoalign_batch(pairs: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, names=list(VIDEOALIGN_COLUMNS))
 
 
+def videoalign_path_problem(path: str | None, root: Path) -> str | None:
+    """Why VideoAlign's loader could not open ``path`` from ``--data_dir root`` (None: it can): it must be
+    relative, stay inside ``root`` and name a file there."""
+    if not path:
+        return "no path"
+    if "://" in path or path.startswith("file:"):
+        return f"{path} is a URI"
+    if Path(path).is_absolute():
+        return f"{path} is absolute"
+    if ".." in Path(path).parts:
+        return f"{path} leaves the snapshot folder"
+    if not (root / path).is_file():
+        return f"{path} is not in the snapshot (videos not bundled)"
+    return None
+
+
+def probe_fps_and_frames(path: str | Path) -> tuple[float, int]:
+    """A video file's frame rate and frame count, read by PyAV from the container (decoding only where the
+    container does not say). Raises ``ValueError`` naming the file when it has no readable video stream."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            frames = stream.frames or sum(1 for _ in container.decode(stream))
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{path}: not a readable video ({error})") from error
+    if not rate or not frames:
+        raise ValueError(f"{path}: the container gives no frame rate or no frames")
+    return float(rate), int(frames)
+
+
+def write_videoalign_files(root: Path, *, batch_rows: int = 65_536) -> dict:
+    """Write VideoAlign's CSVs (``VIDEOALIGN_FILES``, one per split) from ``root/pairs.parquet``, every path
+    relative to ``root`` and ``fps``/``num_frames`` filled (read from the video where the pair lacks them).
+    Returns what the manifest records: ``{"files": [...], "data_dir": ".", "splits": {...}}`` or, when a path
+    cannot be opened the way VideoAlign joins it (``file://{data_dir}/{path}``) or a video cannot be read,
+    ``{"files": [], "reason": ...}`` with nothing written."""
+    handles = {split: open(root / name, "wb") for split, name in VIDEOALIGN_FILES.items()}
+    try:
+        for handle in handles.values():
+            handle.write((",".join(VIDEOALIGN_COLUMNS) + "\n").encode())  # pyarrow would quote each header name
+        reason = _write_videoalign_rows(root, handles, batch_rows)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    if reason is not None:
+        for name in VIDEOALIGN_FILES.values():
+            (root / name).unlink(missing_ok=True)
+        return {"files": [], "reason": reason}
+    return {"files": list(VIDEOALIGN_FILES.values()), "data_dir": ".", "splits": dict(VIDEOALIGN_FILES)}
+
+
+def _write_videoalign_rows(root: Path, handles: dict, batch_rows: int) -> str | None:
+    """Stream ``root/pairs.parquet`` into the split's open CSV ``handles``; the reason it cannot, or None."""
+    probed: dict[str, tuple[float, int]] = {}
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    for batch in pq.ParquetFile(root / PAIRS_FILE).iter_batches(batch_size=batch_rows):
+        columns = dict(zip(batch.schema.names, batch.columns))
+        pair_ids = columns["pair_id"].to_pylist()
+        filled = {}
+        for side in ("a", "b"):
+            paths = columns[f"video_{side}"].to_pylist()
+            fps, frames = columns[f"fps_{side}"].to_pylist(), columns[f"num_frames_{side}"].to_pylist()
+            for i, path in enumerate(paths):
+                problem = videoalign_path_problem(path, root)
+                if problem is not None:
+                    return f"pair {pair_ids[i]}: {problem}; export with the videos bundled to get VideoAlign's CSVs"
+                if not fps[i] or not frames[i] or fps[i] <= 0 or frames[i] <= 0:
+                    if path not in probed:
+                        try:
+                            probed[path] = probe_fps_and_frames(root / path)
+                        except ValueError as error:
+                            return f"pair {pair_ids[i]}: {error}"
+                    fps[i], frames[i] = probed[path]
+            filled[f"fps_{side}"] = pa.array(fps, columns[f"fps_{side}"].type)
+            filled[f"num_frames_{side}"] = pa.array(frames, columns[f"num_frames_{side}"].type)
+        batch = pa.RecordBatch.from_arrays([filled.get(name, column) for name, column in columns.items()],
+                                           names=batch.schema.names)
+        for split, handle in handles.items():
+            part = batch.filter(pc.equal(batch.column("split"), split))
+            if part.num_rows:
+                pacsv.write_csv(_videoalign_batch(part), handle, write_options=options)
+    return None
+
+
 def csv_record_batches(chunks: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = 4 << 20) -> Iterator[pa.RecordBatch]:
     """Stream a headered CSV (e.g. PostgreSQL's ``COPY … TO STDOUT (FORMAT csv, HEADER)``) as record batches
     of ``schema`` without holding it whole. An unquoted empty field is null, a quoted one an empty string;
@@ -280,14 +376,11 @@ class SnapshotWriter:
         try:
             (self.temp_dir / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
             self._pairs_writer = pq.ParquetWriter(self.temp_dir / PAIRS_FILE, PAIRS_SCHEMA)
-            self._csv_handle = open(self.temp_dir / VIDEOALIGN_FILE, "wb")
-            self._csv_handle.write((",".join(VIDEOALIGN_COLUMNS) + "\n").encode())
         except BaseException:
             # Nobody would own the half-made folder (the owner file may be missing): remove it now
             # instead of leaving it to the sweeper's 24-hour rule.
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             raise
-        self._csv_writer: pacsv.CSVWriter | None = None
         self._n_pairs = 0
         self._split_counts = dict.fromkeys(SPLITS, 0)
         self._n_judgments: int | None = None
@@ -308,11 +401,6 @@ class SnapshotWriter:
         for batch in pairs.to_batches():
             self._check_pairs(batch)
             self._pairs_writer.write_batch(batch)
-            videoalign = _videoalign_batch(batch)
-            if self._csv_writer is None:  # pyarrow would quote every header name: VideoAlign's header is written as is
-                self._csv_writer = pacsv.CSVWriter(self._csv_handle, videoalign.schema, write_options=pacsv.WriteOptions(
-                    include_header=False, quoting_style="needed"))
-            self._csv_writer.write_batch(videoalign)
         return pairs.num_rows
 
     def _check_pairs(self, batch: pa.RecordBatch) -> None:
@@ -363,10 +451,8 @@ class SnapshotWriter:
         pair_ids = pq.read_table(self.temp_dir / PAIRS_FILE, columns=["pair_id"]).column("pair_id")
         if pc.count_distinct(pair_ids).as_py() != self._n_pairs:  # 8 bytes a pair, once, not a set held throughout
             raise ValueError("pair_id values repeat; every pair must appear once")
-        if self._csv_writer is not None:
-            self._csv_writer.close()
-        self._csv_handle.close()
-        written = [PAIRS_FILE, VIDEOALIGN_FILE] + ([JUDGMENTS_FILE] if self._n_judgments is not None else [])
+        videoalign = write_videoalign_files(self.temp_dir)
+        written = [PAIRS_FILE, *videoalign["files"]] + ([JUDGMENTS_FILE] if self._n_judgments is not None else [])
         files = {}
         for name in written + self._bundled:
             path = self.temp_dir / name
@@ -381,6 +467,7 @@ class SnapshotWriter:
             "filters": dict(filters or {}),
             "counts": counts,
             "agreement": dict(agreement or {}),
+            "videoalign": videoalign,
             "files": files,
             **dict(extra or {}),
         }
@@ -395,12 +482,10 @@ class SnapshotWriter:
         return self.out_dir
 
     def abort(self) -> None:
-        for closable in (self._pairs_writer, self._csv_writer, self._csv_handle):
-            try:
-                if closable is not None:
-                    closable.close()
-            except Exception:  # already closed, or failed mid-write: the folder goes anyway
-                pass
+        try:
+            self._pairs_writer.close()
+        except Exception:  # already closed, or failed mid-write: the folder goes anyway
+            pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

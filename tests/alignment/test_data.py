@@ -154,21 +154,86 @@ def test_snapshot_round_trip(snapshot_dir):
     assert sum(len(snapshot.split(s)) for s in ("train", "val", "test")) == 20
     manifest = snapshot.manifest
     assert manifest["counts"]["pairs"] == 20 and manifest["counts"]["judgments"] == 1
-    assert set(manifest["files"]) == {"pairs.parquet", "judgments.parquet", "videoalign.csv",
-                                      "videos/ramp.mp4", "videos/short.mp4"}
+    assert set(manifest["files"]) == {"pairs.parquet", "judgments.parquet", "videoalign.csv", "videoalign-val.csv",
+                                      "videoalign-test.csv", "videos/ramp.mp4", "videos/short.mp4"}
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(snapshot_dir / "pairs.parquet")
     assert str(schema.field("vq").type) == "int8"
-    csv_pairs = read_videoalign_csv(snapshot_dir / "videoalign.csv")
-    assert [p.labels for p in csv_pairs] == [p.labels for p in snapshot.pairs]  # missing TA stays missing
+    for split, name in (("train", "videoalign.csv"), ("val", "videoalign-val.csv"), ("test", "videoalign-test.csv")):
+        csv_pairs = read_videoalign_csv(snapshot_dir / name)
+        # missing TA stays missing
+        assert [p.labels for p in csv_pairs] == [p.labels for p in snapshot.split(split)], split
+
+
+def test_videoalign_csv_holds_the_train_split_only_and_every_path_opens_the_way_videoalign_joins_it(tmp_path, videos):
+    """VideoAlign's trainer trains on every row of its CSV and opens ``file://{data_dir}/{path}``: the train CSV
+    holds no held-out pair, the three files hold each pair once, and each path opens from the snapshot folder."""
+    import csv
+
+    rows = pair_rows(n=60)
+    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"],
+                                                          "videos/short.mp4": videos["short"]})
+    snapshot = read_snapshot(out)
+    seen = {}
+    for split, name in (("train", "videoalign.csv"), ("val", "videoalign-val.csv"), ("test", "videoalign-test.csv")):
+        with open(out / name, newline="") as handle:
+            lines = list(csv.DictReader(handle))
+        assert {(r["prompt"]) for r in lines} == {p.prompt for p in snapshot.split(split)}, split
+        for line in lines:
+            seen[line["prompt"]] = seen.get(line["prompt"], 0) + 1
+            for side in ("A", "B"):
+                assert Path(f"{out}/{line[f'path_{side}']}").is_file()  # VideoAlign: f"file://{data_dir}/{path}"
+                assert float(line[f"fps_{side}"]) > 0 and int(line[f"num_frames_{side}"]) > 0
+    assert sum(seen.values()) == 60 and {len(snapshot.split(s)) > 0 for s in ("train", "val", "test")} == {True}
+    assert snapshot.manifest["videoalign"]["data_dir"] == "."
+
+
+def test_videoalign_csv_fills_missing_frame_counts_from_the_bundled_video(tmp_path, videos):
+    rows = pair_rows(n=6)
+    for row in rows:
+        row.update(fps_a=None, num_frames_a=None, fps_b=None, num_frames_b=None)
+    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"],
+                                                          "videos/short.mp4": videos["short"]})
+    pairs = [p for name in ("videoalign.csv", "videoalign-val.csv", "videoalign-test.csv")
+             for p in read_videoalign_csv(out / name)]
+    assert len(pairs) == 6
+    assert {(p.fps_a, p.num_frames_a, p.fps_b, p.num_frames_b) for p in pairs} == {(10.0, 30, 8.0, 6)}
+
+
+def test_videoalign_csvs_are_refused_with_the_reason_when_videos_are_not_bundled(tmp_path, videos):
+    """Absolute paths or s3:// URIs cannot be opened by VideoAlign's loader: no CSV rather than a broken one;
+    the snapshot itself (our trainer resolves absolute paths and URIs) is written whole."""
+    for video_a, why in ((str(videos["ramp"]), "is absolute"), ("s3://bucket/videos/1.mp4", "is a URI"),
+                         ("videos/missing.mp4", "not in the snapshot")):
+        out = write_snapshot(pair_rows(n=4, video_a=video_a), tmp_path / f"snap-{why.split()[-1]}")
+        manifest = read_snapshot(out).manifest
+        assert manifest["videoalign"]["files"] == [] and not any(n.startswith("videoalign") for n in manifest["files"])
+        reason = manifest["videoalign"]["reason"]
+        assert "pair 100" in reason and why in reason and "bundled" in reason, reason
+        assert not list(out.glob("videoalign*.csv"))
+        assert len(read_snapshot(out).pairs) == 4
+
+
+def test_videoalign_csvs_name_an_unreadable_bundled_video(tmp_path, videos):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    rows = pair_rows(n=2)
+    for row in rows:
+        row.update(fps_a=None, num_frames_a=None)
+    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": broken, "videos/short.mp4": videos["short"]})
+    reason = read_snapshot(out).manifest["videoalign"]["reason"]
+    assert "videos/ramp.mp4" in reason and "not a readable video" in reason, reason
 
 
 def test_videoalign_csv_round_trip_with_full_labels(tmp_path, videos):
     rows = [r for r in pair_rows() if r["ta"] is not None]
     out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"], "videos/short.mp4": videos["short"]})
+    snapshot = read_snapshot(out)
     csv_pairs = read_videoalign_csv(out / "videoalign.csv")
-    assert [p.labels for p in csv_pairs] == [(r["vq"], r["mq"], r["ta"]) for r in rows]
+    train = {r["pair_id"] for r in rows if split_for_prompt(r["prompt"]) == "train"}
+    assert [p.labels for p in csv_pairs] == [(r["vq"], r["mq"], r["ta"]) for r in rows if r["pair_id"] in train]
+    assert len(snapshot.split("train")) == len(csv_pairs)
     assert csv_pairs[0].video_a == str((out / "videos" / "ramp.mp4").resolve())
     assert csv_pairs[0].num_frames_a == 30 and csv_pairs[0].fps_b == 8.0
 

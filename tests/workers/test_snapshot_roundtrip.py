@@ -2,6 +2,7 @@
 with ``alignment.data`` (labels and frames); and RewardBench CSVs as evaluation snapshots and gold pairs."""
 
 import csv
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -64,9 +65,18 @@ def test_videoalign_round_trip_through_the_api(db, samples, settings, tmp_path, 
     exported = read_snapshot(snapshot.uri)  # checksums verified
     assert {pair.pair_id: pair.labels for pair in exported.pairs} == expected
     assert all(pair.n_judgments == 3 and pair.agreement_vq == 1.0 for pair in exported.pairs)
-    from_csv = read_videoalign_csv(f"{snapshot.uri}/videoalign.csv")
-    by_videos = {(pair.video_a, pair.video_b): pair.labels for pair in exported.pairs}
+    assert "bundled" in exported.manifest["videoalign"]["reason"]  # storage paths: no VideoAlign CSV
+
+    bundled = snapshot_create(root=tmp_path / "snapshots", bundle_videos=True)
+    in_bundle = read_snapshot(bundled.uri)
+    from_csv = [row for name in ("videoalign.csv", "videoalign-val.csv", "videoalign-test.csv")
+                for row in read_videoalign_csv(f"{bundled.uri}/{name}")]
+    inside = lambda path: str((Path(bundled.uri) / path).resolve())  # noqa: E731 (the CSV reader resolves paths)
+    by_videos = {(inside(pair.video_a), inside(pair.video_b)): pair.labels for pair in in_bundle.pairs}
     assert {(row.video_a, row.video_b): row.labels for row in from_csv} == by_videos
+    assert all(row.fps_a and row.num_frames_a and row.fps_b and row.num_frames_b for row in from_csv)
+    train = {(inside(p.video_a), inside(p.video_b)) for p in in_bundle.split("train")}
+    assert {(row.video_a, row.video_b) for row in read_videoalign_csv(f"{bundled.uri}/videoalign.csv")} == train
 
     spec = FrameSpec(fps=2.0, max_frames=64)
     item = PairVideoDataset(exported.pairs, spec)[0]

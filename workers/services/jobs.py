@@ -188,6 +188,9 @@ def job_outcome_text(job: Job) -> str:
         pairs = (result.get("counts") or {}).get("pairs")
         text = f"snapshot {result.get('name', result['snapshot_id'])}" + (f" ({_count(pairs, 'pair')})"
                                                                           if pairs is not None else "")
+        if (result.get("videoalign") or {}).get("reason"):
+            text += "; no VideoAlign CSVs: videos not bundled" if "bundled" in result["videoalign"]["reason"] \
+                else "; no VideoAlign CSVs (see the log)"
     elif "model_version_id" in result:
         text = f"model {result.get('name', result['model_version_id'])}"
     elif job.kind == Job.Kind.PREVIEW and result.get("videos"):

@@ -156,6 +156,7 @@ def snapshot_create(
             bytes=sum(entry["bytes"] for entry in writer.manifest["files"].values()),
             judgment_watermark=watermark, job=job, created_by=created_by,
         )
+        snapshot.videoalign = writer.manifest["videoalign"]  # not a column: the manifest keeps it
         cursor.execute("DROP TABLE snapshot_pairs")  # also when the caller's transaction goes on
         webhook_emit(event="snapshot.created", data=snapshot_payload(snapshot))
         return snapshot
@@ -305,7 +306,11 @@ def snapshot_work(job: Job) -> dict:
     options = snapshot_params_parse(job.params)
     snapshot = snapshot_create(**options, job=job, created_by=job.created_by, progress=job.report_progress)
     job.append_log(f"snapshot {snapshot.name}: {snapshot.counts} at {snapshot.uri}")
-    return {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts}
+    videoalign = getattr(snapshot, "videoalign", {})
+    if videoalign.get("reason"):
+        job.append_log(f"VideoAlign CSVs not written: {videoalign['reason']}")
+    return {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts,
+            "videoalign": videoalign}
 
 
 def snapshot_job_create(*, params: dict, created_by=None) -> Job:
