@@ -21,7 +21,7 @@ def checkpoints(output_dir: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -48,8 +48,9 @@ def write_folder_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-def write_checkpoint(output_dir: Path, *, state: dict, optimizer, scheduler, keep: int,
-                     save_weights: Callable[[Path], object]) -> Path:
+def write_checkpoint(
+    output_dir: Path, *, state: dict, optimizer, scheduler, keep: int, save_weights: Callable[[Path], object]
+) -> Path:
     """``save_weights(folder)`` writes the model part; the optimizer, scheduler and ``state`` (the step and
     whatever the trainer needs to go on) are added, the folder renamed into place, old ones pruned."""
     import torch

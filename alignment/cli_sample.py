@@ -50,16 +50,30 @@ def clip_batches(policy, prompts: list[str], seeds: list[int], *, config: Genera
     latent_shape = policy.latent_shape()
     negative = policy.pad_text(policy.encode_prompts([""])) if config.guidance_scale != 1.0 else None  # (1, L, D)
     for start in range(0, len(prompts), SAMPLING_BATCH):
-        chunk = prompts[start:start + SAMPLING_BATCH]
+        chunk = prompts[start : start + SAMPLING_BATCH]
         text = policy.pad_text(policy.encode_prompts(chunk))  # (b, L, D): guidance reads one row per clip
-        transform = (reward_guidance(latent_reward, text, weights=config.dimension_weights(),
-                                     scale=config.guidance_strength, sigma_min=config.guidance_sigma_min,
-                                     max_ratio=config.guidance_max_ratio)
-                     if latent_reward is not None else None)
-        noise = initial_noise(seeds[start:start + SAMPLING_BATCH], latent_shape)
-        latents = sample_latents(policy, text, None if negative is None else negative.expand(len(chunk), -1, -1),
-                                 noise, steps=config.steps, guidance_scale=config.guidance_scale,
-                                 velocity_transform=transform)
+        transform = (
+            reward_guidance(
+                latent_reward,
+                text,
+                weights=config.dimension_weights(),
+                scale=config.guidance_strength,
+                sigma_min=config.guidance_sigma_min,
+                max_ratio=config.guidance_max_ratio,
+            )
+            if latent_reward is not None
+            else None
+        )
+        noise = initial_noise(seeds[start : start + SAMPLING_BATCH], latent_shape)
+        latents = sample_latents(
+            policy,
+            text,
+            None if negative is None else negative.expand(len(chunk), -1, -1),
+            noise,
+            steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            velocity_transform=transform,
+        )
         yield policy.decode_latents(latents), latents, text
 
 
@@ -68,9 +82,12 @@ def latent_reward_check(latent_reward, policy, name: str) -> None:
     mine, theirs = latent_reward.transformer_config, policy.transformer.config
     for key in ("in_channels", "text_dim"):
         if mine.get(key) != theirs.get(key):
-            raise PlanError("latent_reward_version", f"{name} reads latents with {key}={mine.get(key)} but the policy "
-                                                     f"makes {theirs.get(key)}; train a latent reward model on this "
-                                                     "policy's base")
+            raise PlanError(
+                "latent_reward_version",
+                f"{name} reads latents with {key}={mine.get(key)} but the policy "
+                f"makes {theirs.get(key)}; train a latent reward model on this "
+                "policy's base",
+            )
 
 
 def run_plan(plan: dict, *, report: Callable[[int, int, str], None] = lambda done, total, text: None) -> dict:
@@ -84,7 +101,9 @@ def run_plan(plan: dict, *, report: Callable[[int, int, str], None] = lambda don
 
     config = GenerationConfig(**plan.get("config", {}))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    latent_reward = load_latent_reward(plan["latent_reward"], map_location=device) if plan.get("latent_reward") else None
+    latent_reward = (
+        load_latent_reward(plan["latent_reward"], map_location=device) if plan.get("latent_reward") else None
+    )
     sides = plan["sides"]
     clips_total = sum(len(side["seeds"]) for side in sides)
     total = plan.get("total") or clips_total + (1 if plan.get("reward_model") else 0)
@@ -102,14 +121,19 @@ def run_plan(plan: dict, *, report: Callable[[int, int, str], None] = lambda don
         assert policy is not None  # loaded for this side or an earlier one
         clips: list = []
         scores: list[float] = []
-        for batch, latents, text in clip_batches(policy, side["prompts"], side["seeds"], config=config,
-                                                 latent_reward=latent_reward if side.get("guided") else None):
+        for batch, latents, text in clip_batches(
+            policy,
+            side["prompts"],
+            side["seeds"],
+            config=config,
+            latent_reward=latent_reward if side.get("guided") else None,
+        ):
             clips.extend(batch)
             if plan.get("score_latents") and latent_reward is not None:
                 with torch.no_grad():  # the latent reward's view of the clean result (σ = 0)
-                    rewards = latent_reward.normalize(latent_reward(latents.to(device),
-                                                                    torch.zeros(len(batch), device=device),
-                                                                    text.to(device)))
+                    rewards = latent_reward.normalize(
+                        latent_reward(latents.to(device), torch.zeros(len(batch), device=device), text.to(device))
+                    )
                 scores.extend(rewards.float().cpu().tolist())
             done += len(batch)
             report(done, total, f"sampled {len(clips)} of {count}: {label}")
@@ -121,12 +145,19 @@ def run_plan(plan: dict, *, report: Callable[[int, int, str], None] = lambda don
         from alignment.flow.preference import reward_model_scores
 
         report(done, total, f"scoring with {plan.get('reward_model_name') or plan['reward_model']}")
-        items = [(path, prompt) for side in sides
-                 for path, prompt in zip(result["sides"][side["name"]]["paths"], side["prompts"])]
+        items = [
+            (path, prompt)
+            for side in sides
+            for path, prompt in zip(result["sides"][side["name"]]["paths"], side["prompts"])
+        ]
         model_scores = reward_model_scores(plan["reward_model"], items, progress=False)
-        result["reward_scores"] = {side["name"]: [model_scores[(path, prompt)] for path, prompt in
-                                                  zip(result["sides"][side["name"]]["paths"], side["prompts"])]
-                                   for side in sides}
+        result["reward_scores"] = {
+            side["name"]: [
+                model_scores[(path, prompt)]
+                for path, prompt in zip(result["sides"][side["name"]]["paths"], side["prompts"])
+            ]
+            for side in sides
+        }
         done += 1
     report(done, total, "sampled")
     return result

@@ -204,6 +204,15 @@ def config_fields(cls, prefix: str = "") -> list[ConfigField]:
             default = field.default_factory()
         else:
             default = dataclasses.MISSING
-        fields.append(ConfigField(f"{prefix}{field.name}", kind, optional, default, comments.get(field.name, ""),
-                                  _choices(kind, field), sections.get(field.name, "")))
+        fields.append(
+            ConfigField(
+                f"{prefix}{field.name}",
+                kind,
+                optional,
+                default,
+                comments.get(field.name, ""),
+                _choices(kind, field),
+                sections.get(field.name, ""),
+            )
+        )
     return fields

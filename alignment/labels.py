@@ -28,8 +28,16 @@ LABEL_TIE = 0
 LABEL_B_BETTER = -1
 LABEL_MISSING = -100
 
-VIDEOALIGN_COLUMNS: tuple[str, ...] = ("path_A", "path_B", "prompt", *DIMENSION_NAMES,
-                                       "fps_A", "num_frames_A", "fps_B", "num_frames_B")
+VIDEOALIGN_COLUMNS: tuple[str, ...] = (
+    "path_A",
+    "path_B",
+    "prompt",
+    *DIMENSION_NAMES,
+    "fps_A",
+    "num_frames_A",
+    "fps_B",
+    "num_frames_B",
+)
 """The columns of KwaiVGI/VideoAlign's training CSV, in its order."""
 VIDEOALIGN_LABELS = {"A": LABEL_A_BETTER, "B": LABEL_B_BETTER, "same": LABEL_TIE}
 """VideoAlign's label strings → our int labels."""

@@ -104,9 +104,7 @@ REWARD_LOSSES: dict[str, tuple[Callable[..., torch.Tensor], bool]] = {
 """name → (per-pair loss function, whether it trains on ties)."""
 
 
-def reward_loss(
-    delta: torch.Tensor, label: torch.Tensor, *, kind: str = "bt_ties", theta: float = 5.0
-) -> torch.Tensor:
+def reward_loss(delta: torch.Tensor, label: torch.Tensor, *, kind: str = "bt_ties", theta: float = 5.0) -> torch.Tensor:
     """Mean reward loss over the pairs the loss can use (see ``REWARD_LOSSES``)."""
     if kind not in REWARD_LOSSES:
         raise ValueError(f"unknown reward loss {kind!r}; choose one of {sorted(REWARD_LOSSES)}")
@@ -200,8 +198,9 @@ def flow_rwr_weights(rewards: torch.Tensor, temperature: float = 1.0) -> torch.T
     return torch.exp((rewards.detach().float() / temperature).clamp(max=RWR_MAX_EXPONENT))
 
 
-def flow_rwr_loss(velocity_pred: torch.Tensor, velocity_target: torch.Tensor, rewards: torch.Tensor,
-                  temperature: float = 1.0) -> torch.Tensor:
+def flow_rwr_loss(
+    velocity_pred: torch.Tensor, velocity_target: torch.Tensor, rewards: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Flow-RWR (reward-weighted regression for flow, Liu et al. 2025), the batch mean of
 
         w_i ‖(ε_i − x₀,i) − v_θ(x_σ,i, σ_i, y_i)‖²,   w_i = exp(r_i / τ)

@@ -87,8 +87,9 @@ def accuracy_table(labels_by_dim: dict[str, object], margins_by_dim: dict[str, o
     for dim, labels in labels_by_dim.items():
         label_array = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(np.int64).reshape(-1)
         margins = margins_by_dim[dim]
-        margin_array = np.asarray(margins.detach().float().cpu() if hasattr(margins, "detach") else margins,
-                                  dtype=np.float64).reshape(-1)
+        margin_array = np.asarray(
+            margins.detach().float().cpu() if hasattr(margins, "detach") else margins, dtype=np.float64
+        ).reshape(-1)
         keep = np.isin(label_array, (-1, 0, 1))
         with_ties = accuracy_with_ties(label_array[keep], margin_array[keep])
         table[dim] = {

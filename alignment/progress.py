@@ -29,8 +29,15 @@ class ProgressFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.pid = os.getpid()
-        self.state: dict = {"step": 0, "total": 0, "loss": None, "text": "", "time": time.time(), "train_loss": [],
-                            "events": []}
+        self.state: dict = {
+            "step": 0,
+            "total": 0,
+            "loss": None,
+            "text": "",
+            "time": time.time(),
+            "train_loss": [],
+            "events": [],
+        }
 
     def on_step(self, step: int, total: int, loss: float) -> None:
         """After an optimizer step: the step, the total and the step's loss (added to the curve)."""

@@ -24,7 +24,18 @@ class PromptAdmin(admin.ModelAdmin):
 
 @admin.register(Video)
 class VideoAdmin(admin.ModelAdmin):
-    list_display = ["id", "generator", "origin", "status", "width", "height", "fps", "num_frames", "duration_s", "preview"]
+    list_display = [
+        "id",
+        "generator",
+        "origin",
+        "status",
+        "width",
+        "height",
+        "fps",
+        "num_frames",
+        "duration_s",
+        "preview",
+    ]
     list_filter = ["origin", "status", "generator"]
     search_fields = ["sha256", "generator", "prompt__text"]
     raw_id_fields = ["prompt"]
@@ -61,8 +72,8 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "pair", "annotator", "vq", "mq", "ta", "left_is_a", "flag", "duration_ms", "created_at"]
-    list_filter = ["flag", "vq", "mq", "ta"]
+    list_display = ["id", "pair", "annotator", *DIMENSIONS, "left_is_a", "flag", "duration_ms", "created_at"]
+    list_filter = ["flag", *DIMENSIONS]
     raw_id_fields = ["pair", "annotator", "assignment"]
 
 
@@ -75,8 +86,11 @@ class StatsFilterForm(forms.Form):
         from annotate.services.stats import report_filters
 
         data = self.cleaned_data if self.is_valid() else {"batch": [], "judged_from": None, "judged_until": None}
-        return report_filters(batch_ids=[batch.pk for batch in data["batch"]], judged_from=data["judged_from"],
-                              judged_until=data["judged_until"])
+        return report_filters(
+            batch_ids=[batch.pk for batch in data["batch"]],
+            judged_from=data["judged_from"],
+            judged_until=data["judged_until"],
+        )
 
 
 @admin.register(AgreementReport)
@@ -96,7 +110,9 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
             path("status/", view(self.status_view), name="annotate_agreement_status"),
             path("more-judgments/", view(self.more_judgments_view), name="annotate_agreement_more_judgments"),
             path("annotator/<int:user_id>/", view(self.annotator_view), name="annotate_agreement_annotator"),
-            path("annotator/<int:user_id>/set/", view(self.annotator_set_view), name="annotate_agreement_annotator_set"),
+            path(
+                "annotator/<int:user_id>/set/", view(self.annotator_set_view), name="annotate_agreement_annotator_set"
+            ),
         ]
         return custom + super().get_urls()
 
@@ -108,17 +124,27 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
         stored = agreement_report_latest(filters=filters)
         report = stored.report if stored else None
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Agreement and progress",
-            "form": form, "stored": stored, "report": report, "query": request.GET.urlencode(),
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Agreement and progress",
+            "form": form,
+            "stored": stored,
+            "report": report,
+            "query": request.GET.urlencode(),
             "dimension_rows": _dimension_rows(report) if report else [],
             "kappa_tables": _kappa_tables(report) if report else [],
             "chart_data": _chart_data(report) if report else None,
-            "generator_charts": [{"dim": dim, "ranked": bool(ranking)}
-                                 for dim, ranking in _ordered(report.get("generators", {}))] if report else [],
+            "generator_charts": [
+                {"dim": dim, "ranked": bool(ranking)} for dim, ranking in _ordered(report.get("generators", {}))
+            ]
+            if report
+            else [],
             "progress": _recompute_progress(request.GET, filters, stored) if request.GET.get("requested") else None,
             "rules": _outlier_rules(),
-            "alpha_why": ("Krippendorff's α is undefined for these judgments: it needs pairs with two or more counted "
-                          "judgments, and more than one label in use among them."),
+            "alpha_why": (
+                "Krippendorff's α is undefined for these judgments: it needs pairs with two or more counted "
+                "judgments, and more than one label in use among them."
+            ),
         }
         return render(request, "admin/annotate/agreement/dashboard.html", context)
 
@@ -136,8 +162,12 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
             agreement_report_request(filters=filters)
         except BrokerUnavailable as exc:
             if request.htmx:
-                return HttpResponse(format_html('<span id="recompute-status" class="recompute-failed" role="alert">'
-                                                "Not recomputed: {}.</span>", exc))
+                return HttpResponse(
+                    format_html(
+                        '<span id="recompute-status" class="recompute-failed" role="alert">Not recomputed: {}.</span>',
+                        exc,
+                    )
+                )
             messages.warning(request, f"Not recomputed: {exc}.")
             return redirect("admin:annotate_agreementreport_changelist")
         query = request.POST.copy()
@@ -179,8 +209,10 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
 
         if request.method == "POST":
             try:
-                count = pairs_request_more_judgments(below_agreement=float(request.POST.get("below_agreement", "")),
-                                                     extra=int(request.POST.get("extra", "")))
+                count = pairs_request_more_judgments(
+                    below_agreement=float(request.POST.get("below_agreement", "")),
+                    extra=int(request.POST.get("extra", "")),
+                )
             except ValueError as exc:
                 messages.error(request, f"Nothing changed: {exc}")
             else:
@@ -194,7 +226,10 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
         rows = annotator_judgments_vs_consensus(annotator=annotator)
         agreed = [dim["agrees"] for row in rows for dim in row["dimensions"] if dim["consensus"] is not None]
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "annotator": annotator, "rows": rows,
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "annotator": annotator,
+            "rows": rows,
             "title": f"{annotator.username}: judgments next to the consensus",
             "agreement": sum(agreed) / len(agreed) if agreed else None,
             "excluded": annotator.groups.filter(name=_excluded_group()).exists(),
@@ -218,7 +253,9 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
             else:
                 messages.success(request, f"Done: {change}. The statistics change at the next recompute.")
         back = request.POST.get("next", "")
-        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
             back = reverse("admin:annotate_agreementreport_changelist")  # never off-site (an open redirect)
         return redirect(back)
 
@@ -239,8 +276,13 @@ def _recompute_progress(query_in, filters: dict, latest) -> dict:
     for key in ("requested", "after"):
         query.pop(key, None)
     page_url = reverse("admin:annotate_agreementreport_changelist") + (f"?{query.urlencode()}" if query else "")
-    progress = {"state": "queued", "detail": "", "page_url": page_url, "has_report": latest is not None,
-                "poll_url": f"{reverse('admin:annotate_agreement_status')}?{query_in.urlencode()}"}
+    progress = {
+        "state": "queued",
+        "detail": "",
+        "page_url": page_url,
+        "has_report": latest is not None,
+        "poll_url": f"{reverse('admin:annotate_agreement_status')}?{query_in.urlencode()}",
+    }
     requested = parse_datetime(query_in.get("requested") or "")
     try:
         after = int(query_in.get("after", ""))
@@ -255,8 +297,11 @@ def _recompute_progress(query_in, filters: dict, latest) -> dict:
         return {**progress, "state": "failed", "detail": _task_error(task)}
     waited = timezone.now() - requested
     if waited > RECOMPUTE_PATIENCE:
-        return {**progress, "state": "gave up",
-                "detail": f"no new numbers {int(waited.total_seconds() // 60)} minutes after the request"}
+        return {
+            **progress,
+            "state": "gave up",
+            "detail": f"no new numbers {int(waited.total_seconds() // 60)} minutes after the request",
+        }
     if task is not None and task.status == "STARTED":
         return {**progress, "state": "running", "detail": f"running on {task.worker or 'a worker'}"}
     return {**progress, "detail": "queued"}
@@ -268,8 +313,11 @@ def _recompute_task_result(filters: dict, *, since):
 
     from annotate.services.stats import RECOMPUTE_TASK
 
-    candidates = (TaskResult.objects.filter(task_name=RECOMPUTE_TASK, date_done__gte=since)
-                  .exclude(status="PENDING").order_by("-date_done")[:20])
+    candidates = (
+        TaskResult.objects.filter(task_name=RECOMPUTE_TASK, date_done__gte=since)
+        .exclude(status="PENDING")
+        .order_by("-date_done")[:20]
+    )
     for task in candidates:
         if recompute_task_filters(task) in (filters, None):  # None: arguments not readable, so possibly these
             return task
@@ -287,8 +335,11 @@ def recompute_task_filters(task) -> dict | None:
         kwargs = json.loads(kwargs) if isinstance(kwargs, str) else kwargs
         kwargs = ast.literal_eval(kwargs) if isinstance(kwargs, str) else kwargs
         sent = kwargs.get("filters") or {}
-        return {"batch_ids": sorted(int(batch) for batch in sent.get("batch_ids") or []),
-                "judged_from": sent.get("judged_from"), "judged_until": sent.get("judged_until")}
+        return {
+            "batch_ids": sorted(int(batch) for batch in sent.get("batch_ids") or []),
+            "judged_from": sent.get("judged_from"),
+            "judged_until": sent.get("judged_until"),
+        }
     except (ValueError, SyntaxError, TypeError, AttributeError):
         return None
 
@@ -309,18 +360,22 @@ def _outlier_rules() -> dict:
     """The thresholds of the outlier marks (``annotate.stats``), for the explanation on the page."""
     from annotate import stats
 
-    return {"low_min": stats.LOW_AGREEMENT_MIN_JUDGMENTS, "low_ceiling": stats.LOW_AGREEMENT_CEILING,
-            "low_mad": stats.LOW_AGREEMENT_MAD, "low_margin_min": stats.LOW_AGREEMENT_MARGIN_MIN,
-            "low_margin_max": stats.LOW_AGREEMENT_MARGIN_MAX, "bias_min": stats.OUTLIER_MIN_JUDGMENTS,
-            "bias_p": stats.POSITION_BIAS_P, "bias_effect": stats.POSITION_BIAS_EFFECT}
+    return {
+        "low_min": stats.LOW_AGREEMENT_MIN_JUDGMENTS,
+        "low_ceiling": stats.LOW_AGREEMENT_CEILING,
+        "low_mad": stats.LOW_AGREEMENT_MAD,
+        "low_margin_min": stats.LOW_AGREEMENT_MARGIN_MIN,
+        "low_margin_max": stats.LOW_AGREEMENT_MARGIN_MAX,
+        "bias_min": stats.OUTLIER_MIN_JUDGMENTS,
+        "bias_p": stats.POSITION_BIAS_P,
+        "bias_effect": stats.POSITION_BIAS_EFFECT,
+    }
 
 
 def _excluded_group() -> str:
     from annotate.consensus import EXCLUDED_GROUP
 
     return EXCLUDED_GROUP
-
-
 
 
 def _ordered(mapping: dict) -> list[tuple[str, object]]:
@@ -333,8 +388,14 @@ def _dimension_rows(report: dict) -> list[dict]:
     for dim, stats in _ordered(report.get("dimensions", {})):
         distribution = stats.get("label_distribution") or {}
         total = sum(distribution.values()) or 1
-        rows.append({"dim": dim, "name": names.get(dim, dim), **stats,
-                     "shares": {label: count / total for label, count in distribution.items()}})
+        rows.append(
+            {
+                "dim": dim,
+                "name": names.get(dim, dim),
+                **stats,
+                "shares": {label: count / total for label, count in distribution.items()},
+            }
+        )
     return rows
 
 
@@ -353,11 +414,20 @@ def _kappa_tables(report: dict) -> list[dict]:
         ids = kappa.get("annotators") or []
         keep = [index for index, user_id in enumerate(ids) if user_id in shown]
         matrix = kappa.get("matrix") or []
-        tables.append({"dim": dim, "names": [names.get(ids[i], str(ids[i])) for i in keep],
-                       "rows": [{"name": names.get(ids[i], str(ids[i])),
-                                 "cells": [{"value": matrix[i][j], "diagonal": i == j} for j in keep]}
-                                for i in keep],
-                       "hidden": len(ids) - len(keep)})
+        tables.append(
+            {
+                "dim": dim,
+                "names": [names.get(ids[i], str(ids[i])) for i in keep],
+                "rows": [
+                    {
+                        "name": names.get(ids[i], str(ids[i])),
+                        "cells": [{"value": matrix[i][j], "diagonal": i == j} for j in keep],
+                    }
+                    for i in keep
+                ],
+                "hidden": len(ids) - len(keep),
+            }
+        )
     return tables
 
 

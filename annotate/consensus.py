@@ -82,7 +82,8 @@ def consensus_sql(filters: ConsensusFilters) -> tuple[str, dict]:
     where_judgments, params = counted_judgments_sql(filters)
     counts = ",\n".join(
         f"count(*) FILTER (WHERE j.{dim} = '{value}') AS {dim}_{value.lower()}"
-        for dim in DIMENSIONS for value in _CODES
+        for dim in DIMENSIONS
+        for value in _CODES
     )
     no_majority = "0" if filters.no_majority == "tie" else "NULL"
     labels = ",\n".join(

@@ -47,8 +47,9 @@ def ranged_response(request, *, name: str, size: int, open_binary) -> HttpRespon
             response = HttpResponse(status=416)
             response["Content-Range"] = f"bytes */{size}"
             return response
-        response = StreamingHttpResponse(_read_range(open_binary(), start, end - start + 1), status=206,
-                                         content_type=content_type)
+        response = StreamingHttpResponse(
+            _read_range(open_binary(), start, end - start + 1), status=206, content_type=content_type
+        )
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
         response["Content-Length"] = str(end - start + 1)
     response["Accept-Ranges"] = "bytes"

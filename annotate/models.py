@@ -147,7 +147,9 @@ class Assignment(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["pair", "annotator"], name="assignment_once_per_annotator"),
-            models.CheckConstraint(condition=Q(state__in=["active", "submitted", "skipped", "expired"]), name="assignment_state_valid"),
+            models.CheckConstraint(
+                condition=Q(state__in=["active", "submitted", "skipped", "expired"]), name="assignment_state_valid"
+            ),
         ]
         indexes = [
             models.Index(fields=["annotator"], name="assignment_active_by_user", condition=Q(state="active")),
@@ -190,7 +192,9 @@ class Judgment(models.Model):
                 models.CheckConstraint(condition=Q(**{f"{dim}__in": Label.values}), name=f"judgment_{dim}_valid")
                 for dim in DIMENSIONS
             ],
-            models.CheckConstraint(condition=Q(flag__in=["", "broken", "unsafe", "unclear"]), name="judgment_flag_valid"),
+            models.CheckConstraint(
+                condition=Q(flag__in=["", "broken", "unsafe", "unclear"]), name="judgment_flag_valid"
+            ),
         ]
 
 

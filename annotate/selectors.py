@@ -17,11 +17,7 @@ def annotator_progress(*, annotator) -> dict:
 
 
 def annotator_history(*, annotator, limit: int = 200):
-    return (
-        Judgment.objects.filter(annotator=annotator)
-        .select_related("pair__prompt")
-        .order_by("-created_at")[:limit]
-    )
+    return Judgment.objects.filter(annotator=annotator).select_related("pair__prompt").order_by("-created_at")[:limit]
 
 
 def video_visible_to(*, video_id: int, user) -> Video | None:
@@ -73,14 +69,43 @@ def annotator_judgments_vs_consensus(*, annotator, limit: int = 300) -> list[dic
         cursor.execute(sql, {**params, "annotator": annotator.pk, "limit": limit})
         rows = cursor.fetchall()
     result = []
-    for (judgment_id, pair_id, prompt, created_at, vq, mq, ta, left_is_a, flag, duration_ms,
-         c_vq, c_mq, c_ta, n_judgments) in rows:
+    for (
+        judgment_id,
+        pair_id,
+        prompt,
+        created_at,
+        vq,
+        mq,
+        ta,
+        left_is_a,
+        flag,
+        duration_ms,
+        c_vq,
+        c_mq,
+        c_ta,
+        n_judgments,
+    ) in rows:
         own = {"vq": vq, "mq": mq, "ta": ta}
         agreed = {"vq": text[c_vq], "mq": text[c_mq], "ta": text[c_ta]}
-        result.append({
-            "judgment_id": judgment_id, "pair_id": pair_id, "prompt": prompt, "created_at": created_at,
-            "left_is_a": left_is_a, "flag": flag, "duration_ms": duration_ms, "n_judgments": n_judgments or 0,
-            "dimensions": [{"name": dim.upper(), "own": own[dim], "consensus": agreed[dim],
-                            "agrees": agreed[dim] is not None and own[dim] == agreed[dim]} for dim in own],
-        })
+        result.append(
+            {
+                "judgment_id": judgment_id,
+                "pair_id": pair_id,
+                "prompt": prompt,
+                "created_at": created_at,
+                "left_is_a": left_is_a,
+                "flag": flag,
+                "duration_ms": duration_ms,
+                "n_judgments": n_judgments or 0,
+                "dimensions": [
+                    {
+                        "name": dim.upper(),
+                        "own": own[dim],
+                        "consensus": agreed[dim],
+                        "agrees": agreed[dim] is not None and own[dim] == agreed[dim],
+                    }
+                    for dim in own
+                ],
+            }
+        )
     return result

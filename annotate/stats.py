@@ -45,8 +45,8 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters, consensus_sql, counted_judgments_sql
 from alignment.labels import DIMENSIONS
+from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters, consensus_sql, counted_judgments_sql
 
 ORDINAL_LABELS = ("B", "TIE", "A")
 """Column order of every label table here: the ordinal order B < TIE < A."""
@@ -63,8 +63,14 @@ POSITION_BIAS_EFFECT = 0.15
 PRIOR_PRECISION = 0.1  # Davidson fit: Gaussian prior N(0, 1/0.1) on log-strengths and on log ν
 
 
-def agreement_report(*, batch_ids: tuple[int, ...] = (), judged_from: datetime | None = None,
-                     judged_until: datetime | None = None, bootstrap: int = 1000, seed: int = 0) -> dict:
+def agreement_report(
+    *,
+    batch_ids: tuple[int, ...] = (),
+    judged_from: datetime | None = None,
+    judged_until: datetime | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Agreement per dimension, quality per annotator and a ranking of generators, as a JSON-ready dict.
 
     ``batch_ids`` narrows to pairs of those batches (empty: all); ``judged_from`` / ``judged_until``
@@ -75,8 +81,9 @@ def agreement_report(*, batch_ids: tuple[int, ...] = (), judged_from: datetime |
     started = time.perf_counter()
     if bootstrap < 0:
         raise ValueError(f"bootstrap={bootstrap}: the number of resamples, 0 or more")
-    filters = ConsensusFilters(batch_ids=tuple(sorted(int(batch) for batch in batch_ids)),
-                               judged_from=judged_from, judged_until=judged_until)
+    filters = ConsensusFilters(
+        batch_ids=tuple(sorted(int(batch) for batch in batch_ids)), judged_from=judged_from, judged_until=judged_until
+    )
     scope = _Scope.of(filters)
     reliability_rng, generators_rng = (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(2))
     # The numpy bootstraps run in a worker thread while PostgreSQL (a process of its own) answers the
@@ -88,12 +95,18 @@ def agreement_report(*, batch_ids: tuple[int, ...] = (), judged_from: datetime |
         _pairs_create(cursor, scope)
         matchups = _matchups(cursor, filters)
         generators = numpy_work.submit(
-            lambda: {dim.upper(): _generator_ranking(matchups[dim], bootstrap=bootstrap, rng=generators_rng)
-                     for dim in DIMENSIONS})
+            lambda: {
+                dim.upper(): _generator_ranking(matchups[dim], bootstrap=bootstrap, rng=generators_rng)
+                for dim in DIMENSIONS
+            }
+        )
         patterns = _label_patterns(cursor)
         reliability = numpy_work.submit(
-            lambda: {dim.upper(): _reliability(*patterns[dim], bootstrap=bootstrap, rng=reliability_rng)
-                     for dim in DIMENSIONS})
+            lambda: {
+                dim.upper(): _reliability(*patterns[dim], bootstrap=bootstrap, rng=reliability_rng)
+                for dim in DIMENSIONS
+            }
+        )
         progress = _progress(cursor, scope)
         annotator_groups = _annotator_groups(cursor, scope)
         annotator_details = _annotator_details(cursor, scope)
@@ -108,9 +121,11 @@ def agreement_report(*, batch_ids: tuple[int, ...] = (), judged_from: datetime |
         for index, dim in enumerate(DIMENSIONS)
     }
     return {
-        "filters": {"batch_ids": list(filters.batch_ids),
-                    "judged_from": judged_from.isoformat() if judged_from else None,
-                    "judged_until": judged_until.isoformat() if judged_until else None},
+        "filters": {
+            "batch_ids": list(filters.batch_ids),
+            "judged_from": judged_from.isoformat() if judged_from else None,
+            "judged_until": judged_until.isoformat() if judged_until else None,
+        },
         "seconds": round(time.perf_counter() - started, 4),
         "progress": progress,
         "dimensions": dimensions,
@@ -158,12 +173,14 @@ class _Scope:
 def _pairs_create(cursor, scope: _Scope) -> None:
     counted = "k.counts AND NOT p.is_gold"
     packed = ", ".join(
-        f"sum(CASE j.{dim} WHEN 'B' THEN 1 WHEN 'TIE' THEN {PACK} ELSE {PACK ** 2} END) FILTER (WHERE {counted}) "
+        f"sum(CASE j.{dim} WHEN 'B' THEN 1 WHEN 'TIE' THEN {PACK} ELSE {PACK**2} END) FILTER (WHERE {counted}) "
         f"AS {dim}_counts"
         for dim in DIMENSIONS
     )
-    code = " + ".join(f"{3 ** index} * CASE j.{dim} WHEN 'B' THEN 0 WHEN 'TIE' THEN 1 ELSE 2 END"
-                      for index, dim in enumerate(DIMENSIONS))
+    code = " + ".join(
+        f"{3**index} * CASE j.{dim} WHEN 'B' THEN 0 WHEN 'TIE' THEN 1 ELSE 2 END"
+        for index, dim in enumerate(DIMENSIONS)
+    )
     gold = ", ".join(f"p.gold_labels ->> '{dim}' AS gold_{dim}" for dim in DIMENSIONS)
     batch = "AND p.batch_id = ANY(%(batch_ids)s)" if scope.filters.batch_ids else ""
     cursor.execute(
@@ -205,11 +222,16 @@ def _progress(cursor, scope: _Scope) -> dict:
         {**scope.params, "tz": timezone.get_current_timezone_name()},
     )
     rows = cursor.fetchall()
-    (_, total, complete, open_, retired), = [row for row in rows if row[0] is None]
+    ((_, total, complete, open_, retired),) = [row for row in rows if row[0] is None]
     days = sorted(row for row in rows if row[0] is not None)
-    return {"pairs_total": total, "pairs_complete": complete, "pairs_open": open_, "pairs_retired": retired,
-            "judgments_total": sum(row[1] for row in days),
-            "judgments_per_day": [{"day": row[0].isoformat(), "judgments": row[1]} for row in days]}
+    return {
+        "pairs_total": total,
+        "pairs_complete": complete,
+        "pairs_open": open_,
+        "pairs_retired": retired,
+        "judgments_total": sum(row[1] for row in days),
+        "judgments_per_day": [{"day": row[0].isoformat(), "judgments": row[1]} for row in days],
+    }
 
 
 def _label_patterns(cursor) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -260,16 +282,18 @@ def _annotator_groups(cursor, scope: _Scope) -> dict:
     rows = cursor.fetchall()
     code = {label: index for index, label in enumerate(ORDINAL_LABELS)}
     loo = []
-    for dimension, dim in enumerate(DIMENSIONS):
+    for dimension in range(len(DIMENSIONS)):
         mine = [row for row in rows if _LOO_SETS.get(row[0]) == dimension]
-        loo.append({
-            "annotator": np.array([row[1] for row in mine], dtype=np.int64),
-            "own": np.array([row[2] for row in mine], dtype=np.int64),
-            "label": np.array([code[row[3 + dimension]] for row in mine], dtype=np.int64),
-            "voters": np.array([row[10] for row in mine], dtype=np.int64),
-            "counts": _unpack(np.array([row[11 + dimension] or 0 for row in mine], dtype=np.int64)).reshape(-1, 3),
-            "judgments": np.array([row[14] for row in mine], dtype=np.int64),
-        })
+        loo.append(
+            {
+                "annotator": np.array([row[1] for row in mine], dtype=np.int64),
+                "own": np.array([row[2] for row in mine], dtype=np.int64),
+                "label": np.array([code[row[3 + dimension]] for row in mine], dtype=np.int64),
+                "voters": np.array([row[10] for row in mine], dtype=np.int64),
+                "counts": _unpack(np.array([row[11 + dimension] or 0 for row in mine], dtype=np.int64)).reshape(-1, 3),
+                "judgments": np.array([row[14] for row in mine], dtype=np.int64),
+            }
+        )
     answers = [row for row in rows if row[0] == _ANSWERS_SET]
     return {
         "loo": loo,
@@ -311,8 +335,10 @@ def _confusions(cursor) -> dict[tuple[int, int], np.ndarray]:
     from its ``judges`` / ``codes`` arrays (sorted by annotator), grouped by both annotators and codes,
     then folded into one row of 27 counts per two annotators."""
     cells = ", ".join(
-        f"sum(shared) FILTER (WHERE x_code / {3 ** index} % 3 = {first} AND y_code / {3 ** index} % 3 = {second})"
-        for index in range(len(DIMENSIONS)) for first in range(3) for second in range(3)
+        f"sum(shared) FILTER (WHERE x_code / {3**index} % 3 = {first} AND y_code / {3**index} % 3 = {second})"
+        for index in range(len(DIMENSIONS))
+        for first in range(3)
+        for second in range(3)
     )
     # (size, i, m) for every two positions i < m in an array of each size: joined on a pair's size, it lists
     # the pair's two-judge combinations (a hash join, much cheaper than generate_series per pair).
@@ -330,8 +356,10 @@ def _confusions(cursor) -> dict[tuple[int, int], np.ndarray]:
         GROUP BY first, second
         """
     )
-    return {(row[0], row[1]): np.array([count or 0 for count in row[2:]], dtype=np.int64).reshape(3, 3, 3)
-            for row in cursor.fetchall()}
+    return {
+        (row[0], row[1]): np.array([count or 0 for count in row[2:]], dtype=np.int64).reshape(3, 3, 3)
+        for row in cursor.fetchall()
+    }
 
 
 def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, str, int, int, int]]]:
@@ -349,8 +377,10 @@ def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, st
         params,
     )
     rows = cursor.fetchall()
-    return {dim: [(row[0], row[1], *row[2 + 3 * index: 5 + 3 * index]) for row in rows]
-            for index, dim in enumerate(DIMENSIONS)}
+    return {
+        dim: [(row[0], row[1], *row[2 + 3 * index : 5 + 3 * index]) for row in rows]
+        for index, dim in enumerate(DIMENSIONS)
+    }
 
 
 def _unpack(packed: np.ndarray) -> np.ndarray:
@@ -359,6 +389,7 @@ def _unpack(packed: np.ndarray) -> np.ndarray:
 
 
 # --- reliability ---------------------------------------------------------------------------------------
+
 
 def coincidence_contributions(patterns: np.ndarray) -> np.ndarray:
     """Each unit's contribution to Krippendorff's coincidence matrix: ``(K, V, V)`` from counts ``(K, V)``,
@@ -447,8 +478,11 @@ def _cohen_matrix(judges: list[int], confusions: dict[tuple[int, int], np.ndarra
     position = {judge: index for index, judge in enumerate(judges)}
     size = len(judges)
     matrix: list[list[float | None]] = [[1.0 if i == j else None for j in range(size)] for i in range(size)]
-    shared = [(first, second) for (first, second), counts in confusions.items()
-              if counts[dimension].sum() >= MIN_SHARED_PAIRS and first in position and second in position]
+    shared = [
+        (first, second)
+        for (first, second), counts in confusions.items()
+        if counts[dimension].sum() >= MIN_SHARED_PAIRS and first in position and second in position
+    ]
     if shared:
         kappas = cohen_kappa_from_confusions(np.stack([confusions[key][dimension] for key in shared]))
         for (first, second), kappa in zip(shared, kappas, strict=True):
@@ -458,6 +492,7 @@ def _cohen_matrix(judges: list[int], confusions: dict[tuple[int, int], np.ndarra
 
 
 # --- annotators ----------------------------------------------------------------------------------------
+
 
 def _annotator_table(groups: dict, details: list[tuple]) -> list[dict]:
     """Per-annotator figures from the grouped judgments (see ``_annotator_groups``); vectorised over groups."""
@@ -499,19 +534,28 @@ def _annotator_table(groups: dict, details: list[tuple]) -> list[dict]:
         means.append(float(np.mean(known)) if known else None)
         rates.append(_share(left_total[i], decided_total[i]))
         p_values.append(
-            float(binomtest(int(left_total[i]), int(decided_total[i]), 0.5).pvalue) if decided_total[i] else None)
-        table.append({
-            "id": annotator_id, "username": username, "is_active": is_active, "excluded": excluded,
-            "judgments": int(judgments[i]),
-            "loo_agreement": {**{dim: _round(value) for dim, value in per_dimension.items()}, "mean": _round(means[i])},
-            "gold_judgments": int(gold_judgments[i]),
-            "gold_accuracy": _round(_share(gold_correct[i], gold_answered[i])),
-            "median_seconds": _round(median_ms / 1000 if median_ms is not None else None),
-            "left_pick_rate": _round(rates[i]),
-            "left_pick_p_value": _round_p(p_values[i]),
-            "flags": int(flags[i]),
-            "outlier": [],
-        })
+            float(binomtest(int(left_total[i]), int(decided_total[i]), 0.5).pvalue) if decided_total[i] else None
+        )
+        table.append(
+            {
+                "id": annotator_id,
+                "username": username,
+                "is_active": is_active,
+                "excluded": excluded,
+                "judgments": int(judgments[i]),
+                "loo_agreement": {
+                    **{dim: _round(value) for dim, value in per_dimension.items()},
+                    "mean": _round(means[i]),
+                },
+                "gold_judgments": int(gold_judgments[i]),
+                "gold_accuracy": _round(_share(gold_correct[i], gold_answered[i])),
+                "median_seconds": _round(median_ms / 1000 if median_ms is not None else None),
+                "left_pick_rate": _round(rates[i]),
+                "left_pick_p_value": _round_p(p_values[i]),
+                "flags": int(flags[i]),
+                "outlier": [],
+            }
+        )
     reference = [entry["is_active"] and not entry["excluded"] for entry in table]
     for i in low_agreement_annotators(means, loo_judgments, reference):
         table[i]["outlier"].append("low agreement")
@@ -537,8 +581,9 @@ def low_agreement_annotators(means: list[float | None], loo_judgments: np.ndarra
     careful annotators spread over 0.6–1.0, so 3 MADs can span most of the scale and hide a spammer at
     0.14–0.29; below 0.5 *and* 0.3 under the typical annotator is low however spread the others are.
     """
-    eligible = [i for i, mean in enumerate(means)
-                if mean is not None and loo_judgments[i] >= LOW_AGREEMENT_MIN_JUDGMENTS]
+    eligible = [
+        i for i, mean in enumerate(means) if mean is not None and loo_judgments[i] >= LOW_AGREEMENT_MIN_JUDGMENTS
+    ]
     flagged = []
     for i in eligible:
         others = np.array([means[j] for j in eligible if j != i and reference[j]])
@@ -556,16 +601,32 @@ def _position_bias(rates: list[float | None], p_values: list[float | None], judg
     """Indices of annotators with a position bias: at least 20 judgments, a two-sided binomial test of left
     picks among their non-tie answers gives p < 0.001 *and* the left-pick rate is more than 0.15 from 0.5
     (significant and large: a busy careful annotator at 0.52 over thousands of answers is not flagged)."""
-    return [i for i, (rate, p_value) in enumerate(zip(rates, p_values, strict=True))
-            if judgments[i] >= OUTLIER_MIN_JUDGMENTS and p_value is not None and p_value < POSITION_BIAS_P
-            and abs(rate - 0.5) > POSITION_BIAS_EFFECT]
+    return [
+        i
+        for i, (rate, p_value) in enumerate(zip(rates, p_values, strict=True))
+        if judgments[i] >= OUTLIER_MIN_JUDGMENTS
+        and p_value is not None
+        and p_value < POSITION_BIAS_P
+        and abs(rate - 0.5) > POSITION_BIAS_EFFECT
+    ]
 
 
 # --- generators ----------------------------------------------------------------------------------------
 
-def davidson_fit(wins: np.ndarray, ties: np.ndarray, losses: np.ndarray, first: np.ndarray, second: np.ndarray,
-                 items: int, *, initial: np.ndarray | None = None, prior_precision: float = PRIOR_PRECISION,
-                 tolerance: float = 1e-7, max_iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
+
+def davidson_fit(
+    wins: np.ndarray,
+    ties: np.ndarray,
+    losses: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    items: int,
+    *,
+    initial: np.ndarray | None = None,
+    prior_precision: float = PRIOR_PRECISION,
+    tolerance: float = 1e-7,
+    max_iterations: int = 100,
+) -> tuple[np.ndarray, np.ndarray]:
     """Davidson's Bradley–Terry model with ties, fitted by Newton's method for ``R`` data sets at once.
 
     For items ``i, j`` with log-strengths ``s_i, s_j`` and tie parameter ``ν = e^η``:
@@ -610,8 +671,10 @@ def davidson_fit(wins: np.ndarray, ties: np.ndarray, losses: np.ndarray, first: 
     for _ in range(max_iterations):
         p_win, p_loss, p_tie = probabilities
         gradient_delta = ((wins - played * p_win) - (losses - played * p_loss)) / 2  # ∂/∂(s_first − s_second)
-        gradient = np.concatenate([gradient_delta @ incidence, (ties - played * p_tie).sum(axis=1, keepdims=True)],
-                                  axis=1) - prior_precision * params
+        gradient = (
+            np.concatenate([gradient_delta @ incidence, (ties - played * p_tie).sum(axis=1, keepdims=True)], axis=1)
+            - prior_precision * params
+        )
         # Negative Hessian: the covariance of the log-sum-exp features (±1/2 for s, 1 for η), times the counts.
         curvature_dd = played * ((p_win + p_loss) - (p_win - p_loss) ** 2) / 4
         curvature_de = -played * (p_win - p_loss) / 2 * p_tie
@@ -641,8 +704,9 @@ def davidson_fit(wins: np.ndarray, ties: np.ndarray, losses: np.ndarray, first: 
     return params[:, :items], params[:, items]
 
 
-def _generator_ranking(matchups: list[tuple[str, str, int, int, int]], *, bootstrap: int,
-                       rng: np.random.Generator) -> list[dict]:
+def _generator_ranking(
+    matchups: list[tuple[str, str, int, int, int]], *, bootstrap: int, rng: np.random.Generator
+) -> list[dict]:
     names = sorted({name for row in matchups for name in row[:2]})
     if not names:
         return []
@@ -666,16 +730,32 @@ def _generator_ranking(matchups: list[tuple[str, str, int, int, int]], *, bootst
         # Resampling pairs with replacement redraws the (matchup, outcome) counts from one multinomial.
         flat = counts.reshape(-1)
         resampled = rng.multinomial(int(flat.sum()), flat / flat.sum(), size=bootstrap).reshape(bootstrap, -1, 3)
-        replicate_strengths, _ = davidson_fit(resampled[:, :, 0], resampled[:, :, 1], resampled[:, :, 2], first,
-                                              second, len(names), initial=np.append(strengths[0], eta[0]))
+        replicate_strengths, _ = davidson_fit(
+            resampled[:, :, 0],
+            resampled[:, :, 1],
+            resampled[:, :, 2],
+            first,
+            second,
+            len(names),
+            initial=np.append(strengths[0], eta[0]),
+        )
         low, high = ([_round(value) for value in np.percentile(replicate_strengths, q, axis=0)] for q in (2.5, 97.5))
-    ranking = [{"generator": name, "score": _round(strengths[0, position]), "ci_low": low[position],
-                "ci_high": high[position], "comparisons": int(comparisons[position])}
-               for position, name in enumerate(names) if comparisons[position]]
+    ranking = [
+        {
+            "generator": name,
+            "score": _round(strengths[0, position]),
+            "ci_low": low[position],
+            "ci_high": high[position],
+            "comparisons": int(comparisons[position]),
+        }
+        for position, name in enumerate(names)
+        if comparisons[position]
+    ]
     return sorted(ranking, key=lambda entry: -entry["score"])
 
 
 # --- small helpers -------------------------------------------------------------------------------------
+
 
 def _percentile_interval(samples: np.ndarray) -> tuple[float | None, float | None]:
     samples = samples[~np.isnan(samples)]

@@ -14,8 +14,18 @@ from annotate.services import assignment as assignments
 
 ROWS = [
     ("vq", DIMENSION_TITLES["vq"], "Sharpness, detail, no noise, blur, artefacts or distortion in each frame.", "qwe"),
-    ("mq", DIMENSION_TITLES["mq"], "Smooth, physically plausible motion: no jitter, jumps, frozen or melting parts.", "asd"),
-    ("ta", DIMENSION_TITLES["ta"], "How well the video shows what the prompt asks for: objects, attributes, actions.", "zxc"),
+    (
+        "mq",
+        DIMENSION_TITLES["mq"],
+        "Smooth, physically plausible motion: no jitter, jumps, frozen or melting parts.",
+        "asd",
+    ),
+    (
+        "ta",
+        DIMENSION_TITLES["ta"],
+        "How well the video shows what the prompt asks for: objects, attributes, actions.",
+        "zxc",
+    ),
 ]
 
 

@@ -47,7 +47,14 @@ def seed_pairs(env: dict, count: int, start: int) -> None:
     SELECT setval(pg_get_serial_sequence('annotate_pair', 'id'), {start + count});
     ANALYZE;
     """
-    run([sys.executable, "-c", f"import django;django.setup();from django.db import connection;connection.cursor().execute({sql!r})"], env)
+    run(
+        [
+            sys.executable,
+            "-c",
+            f"import django;django.setup();from django.db import connection;connection.cursor().execute({sql!r})",
+        ],
+        env,
+    )
 
 
 def make_tokens(env: dict, n: int) -> list[str]:
@@ -146,8 +153,14 @@ def main() -> None:
     args = parser.parse_args()
 
     url = setup_database("vidpref_bench")
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings.base", "DEBUG": "false",
-           "VIDPREF_GOLD_RATE": "0", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DEBUG": "false",
+        "VIDPREF_GOLD_RATE": "0",
+        "LOG_LEVEL": "WARNING",
+    }
     run([sys.executable, "manage.py", "migrate", "-v0"], env)
     print(f"seeding {args.small:,} pairs …", flush=True)
     seed_pairs(env, args.small, start=1)
@@ -156,9 +169,24 @@ def main() -> None:
 
     tokens = make_tokens(env, args.clients)
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{args.port}", "--workers", str(args.workers),
-         "--threads", "1", "--log-level", "warning", "--backlog", "2048"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "-b",
+            f"127.0.0.1:{args.port}",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            "1",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "2048",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         import requests
@@ -169,26 +197,41 @@ def main() -> None:
                     break
             except requests.RequestException:
                 time.sleep(0.2)
-        print(f"load: {args.clients} clients for {args.seconds:.0f} s against gunicorn ({args.workers} workers) …", flush=True)
+        print(
+            f"load: {args.clients} clients for {args.seconds:.0f} s against gunicorn ({args.workers} workers) …",
+            flush=True,
+        )
         result = load(f"http://127.0.0.1:{args.port}", tokens, args.seconds)
     finally:
         server.terminate()
         server.wait()
-    print(f"  {result['judgments_per_s']:.0f} judgments/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-          f"{result['errors']} errors", flush=True)
+    print(
+        f"  {result['judgments_per_s']:.0f} judgments/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+        f"{result['errors']} errors",
+        flush=True,
+    )
 
     print(f"seeding up to {args.big:,} pairs …", flush=True)
     seed_pairs(env, args.big - args.small, start=args.small + 1)
     big_p50 = next_pair_p50(env, args.samples)
     ratio = big_p50 / small_p50
-    print(f"next-pair p50 with {args.big:,} pairs: {big_p50:.2f} ms; ratio {args.big // 1000}k/{args.small // 1000}k = {ratio:.2f}")
+    print(
+        f"next-pair p50 with {args.big:,} pairs: {big_p50:.2f} ms; ratio {args.big // 1000}k/{args.small // 1000}k = {ratio:.2f}"
+    )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"load": result, "next_pair_p50_ms": {str(args.small): small_p50, str(args.big): big_p50}, "ratio": ratio,
-               "clients": args.clients, "workers": args.workers}
+    summary = {
+        "load": result,
+        "next_pair_p50_ms": {str(args.small): small_p50, str(args.big): big_p50},
+        "ratio": ratio,
+        "clients": args.clients,
+        "workers": args.workers,
+    }
     (out / "annotate_load.json").write_text(json.dumps(summary, indent=2))
-    print(f"annotate_load: {result['judgments_per_s']:.0f} judgments/s, p99 {result['p99_ms']:.0f} ms, "
-          f"next-pair 1M/10k ratio {ratio:.2f}")
+    print(
+        f"annotate_load: {result['judgments_per_s']:.0f} judgments/s, p99 {result['p99_ms']:.0f} ms, "
+        f"next-pair 1M/10k ratio {ratio:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from scale import bench_database_env, run_child  # noqa: E402
+
 SAMPLES = ROOT.parent / "shared" / "data" / "videoalign-samples"
 DATABASE = "vidpref_bench_export"
 
@@ -50,8 +51,10 @@ def seed(pairs: int) -> dict:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3)
-        cursor.execute("INSERT INTO annotate_batch (name, source, created_at, report) "
-                       "VALUES ('bench half', 'bench', now(), '{}') RETURNING id")
+        cursor.execute(
+            "INSERT INTO annotate_batch (name, source, created_at, report) "
+            "VALUES ('bench half', 'bench', now(), '{}') RETURNING id"
+        )
         batch_id = cursor.fetchone()[0]
         cursor.execute("UPDATE annotate_pair SET batch_id = %s WHERE id <= %s", [batch_id, pairs // 2])
         cursor.execute("VACUUM ANALYZE")  # both sides then read all-visible pages
@@ -94,9 +97,14 @@ def export_once(out_dir: str, batch_id: int | None) -> dict:
     started = time.perf_counter()
     snapshot = snapshot_create(filters=filters, root=out_dir)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "pairs": snapshot.counts["pairs"], "judgments": snapshot.counts["judgments"],
-            "bytes": snapshot.bytes, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_mb": before / 1024}
+    return {
+        "seconds": seconds,
+        "pairs": snapshot.counts["pairs"],
+        "judgments": snapshot.counts["judgments"],
+        "bytes": snapshot.bytes,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": before / 1024,
+    }
 
 
 def bench_export(pairs: int) -> dict:
@@ -108,18 +116,28 @@ def bench_export(pairs: int) -> dict:
         half = child(env, "--export-once", out_dir, "--batch", str(seeded["half_batch"]))
         full = min((child(env, "--export-once", out_dir) for _ in range(2)), key=lambda r: r["seconds"])
     result = {
-        "pairs": full["pairs"], "judgments": full["judgments"], "snapshot_mb": full["bytes"] / 1e6,
-        "export_s": full["seconds"], "copy_baseline_s": baseline["seconds"],
+        "pairs": full["pairs"],
+        "judgments": full["judgments"],
+        "snapshot_mb": full["bytes"] / 1e6,
+        "export_s": full["seconds"],
+        "copy_baseline_s": baseline["seconds"],
         "export_over_copy": full["seconds"] / baseline["seconds"],
-        "peak_rss_mb_full": full["peak_rss_mb"], "peak_rss_mb_half": half["peak_rss_mb"],
+        "peak_rss_mb_full": full["peak_rss_mb"],
+        "peak_rss_mb_half": half["peak_rss_mb"],
         "peak_rss_full_over_half": full["peak_rss_mb"] / half["peak_rss_mb"],
     }
-    print(f"export: {full['pairs']:,} pairs, {full['judgments']:,} judgments, {result['snapshot_mb']:.1f} MB "
-          f"in {full['seconds']:.2f} s (goal ≤ 15 s)")
-    print(f"PostgreSQL COPY TO of the same rows: {baseline['seconds']:.2f} s → export / COPY = "
-          f"{result['export_over_copy']:.2f}")
-    print(f"peak memory: {full['peak_rss_mb']:.0f} MB at {full['pairs']:,} pairs, {half['peak_rss_mb']:.0f} MB at "
-          f"{half['pairs']:,} → ratio {result['peak_rss_full_over_half']:.2f} for 2× the rows (bounded: ≈ 1)")
+    print(
+        f"export: {full['pairs']:,} pairs, {full['judgments']:,} judgments, {result['snapshot_mb']:.1f} MB "
+        f"in {full['seconds']:.2f} s (goal ≤ 15 s)"
+    )
+    print(
+        f"PostgreSQL COPY TO of the same rows: {baseline['seconds']:.2f} s → export / COPY = "
+        f"{result['export_over_copy']:.2f}"
+    )
+    print(
+        f"peak memory: {full['peak_rss_mb']:.0f} MB at {full['pairs']:,} pairs, {half['peak_rss_mb']:.0f} MB at "
+        f"{half['pairs']:,} → ratio {result['peak_rss_full_over_half']:.2f} for 2× the rows (bounded: ≈ 1)"
+    )
     return result
 
 
@@ -127,12 +145,30 @@ def ffmpeg_decode_seconds(files: list[Path], ffmpeg: str) -> float:
     """Wall time for ffmpeg to decode every file to raw RGB frames (two at a time, like two loader workers)."""
     started = time.perf_counter()
     for first in range(0, len(files), 2):
-        running = [subprocess.Popen([ffmpeg, "-nostdin", "-v", "error", "-threads", "1", "-i", str(path),
-                                     "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], stdout=subprocess.DEVNULL)
-                   for path in files[first: first + 2]]
+        running = [
+            subprocess.Popen(
+                [
+                    ffmpeg,
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-threads",
+                    "1",
+                    "-i",
+                    str(path),
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "-",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            for path in files[first : first + 2]
+        ]
         for process in running:
             if process.wait() != 0:
-                raise RuntimeError(f"ffmpeg failed on {files[first: first + 2]}")
+                raise RuntimeError(f"ffmpeg failed on {files[first : first + 2]}")
     return time.perf_counter() - started
 
 
@@ -148,33 +184,46 @@ def bench_loader(videos: int, workers: int) -> dict:
     if not sources:
         raise SystemExit(f"the VideoAlign sample videos are not in {SAMPLES / 'videos'}")
     files = [sources[i % len(sources)] for i in range(videos)]
-    pairs = [PairRecord(pair_id=i, prompt="p", video_a=str(files[2 * i]), video_b=str(files[2 * i + 1]))
-             for i in range(videos // 2)]
+    pairs = [
+        PairRecord(pair_id=i, prompt="p", video_a=str(files[2 * i]), video_b=str(files[2 * i + 1]))
+        for i in range(videos // 2)
+    ]
 
     def run_loader(spec: FrameSpec) -> tuple[float, int]:
-        loader = DataLoader(PairVideoDataset(pairs, spec, decode_threads=1), batch_size=2, num_workers=workers,
-                            collate_fn=collate_pairs)
+        loader = DataLoader(
+            PairVideoDataset(pairs, spec, decode_threads=1), batch_size=2, num_workers=workers, collate_fn=collate_pairs
+        )
         started = time.perf_counter()
         frames = sum(video.shape[0] for batch in loader for video in batch["video_a"] + batch["video_b"])
         return time.perf_counter() - started, frames
 
     ffmpeg, _ = find_ffmpeg()
     ffmpeg_s = ffmpeg_decode_seconds(files, ffmpeg)
-    every_s, every_frames = run_loader(FrameSpec(fps=None, max_frames=100_000, frame_multiple=1, max_pixels=10**9,
-                                                 size_factor=2))
+    every_s, every_frames = run_loader(
+        FrameSpec(fps=None, max_frames=100_000, frame_multiple=1, max_pixels=10**9, size_factor=2)
+    )
     train_s, train_frames = run_loader(FrameSpec())
     result = {
-        "videos": len(files), "workers": workers, "ffmpeg_s": ffmpeg_s, "ffmpeg_frames_per_s": every_frames / ffmpeg_s,
+        "videos": len(files),
+        "workers": workers,
+        "ffmpeg_s": ffmpeg_s,
+        "ffmpeg_frames_per_s": every_frames / ffmpeg_s,
         "loader_every_frame_per_s": every_frames / every_s,
         "loader_over_ffmpeg_frames": (every_frames / every_s) / (every_frames / ffmpeg_s),
-        "loader_train_spec_videos_per_s": len(files) / train_s, "ffmpeg_videos_per_s": len(files) / ffmpeg_s,
-        "loader_train_spec_over_ffmpeg_videos": ffmpeg_s / train_s, "train_spec_frames": train_frames,
+        "loader_train_spec_videos_per_s": len(files) / train_s,
+        "ffmpeg_videos_per_s": len(files) / ffmpeg_s,
+        "loader_train_spec_over_ffmpeg_videos": ffmpeg_s / train_s,
+        "train_spec_frames": train_frames,
     }
-    print(f"loader, every frame at full size: {result['loader_every_frame_per_s']:.0f} frames/s vs ffmpeg → RGB "
-          f"{result['ffmpeg_frames_per_s']:.0f} frames/s → ratio {result['loader_over_ffmpeg_frames']:.2f}")
-    print(f"loader at the training spec (2 fps, ≤ 448²): {result['loader_train_spec_videos_per_s']:.1f} videos/s vs "
-          f"ffmpeg's full decode {result['ffmpeg_videos_per_s']:.1f} videos/s → ratio "
-          f"{result['loader_train_spec_over_ffmpeg_videos']:.2f}")
+    print(
+        f"loader, every frame at full size: {result['loader_every_frame_per_s']:.0f} frames/s vs ffmpeg → RGB "
+        f"{result['ffmpeg_frames_per_s']:.0f} frames/s → ratio {result['loader_over_ffmpeg_frames']:.2f}"
+    )
+    print(
+        f"loader at the training spec (2 fps, ≤ 448²): {result['loader_train_spec_videos_per_s']:.1f} videos/s vs "
+        f"ffmpeg's full decode {result['ffmpeg_videos_per_s']:.1f} videos/s → ratio "
+        f"{result['loader_train_spec_over_ffmpeg_videos']:.2f}"
+    )
     return result
 
 

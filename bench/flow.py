@@ -56,8 +56,9 @@ def setup(policy_folder: str, finetune: str, pairs: int, threads: int, *, method
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.type == "cuda"
-    policy = load_policy(policy_folder, device=device,
-                         dtype=torch.bfloat16 if on_gpu and finetune == "lora" else torch.float32)
+    policy = load_policy(
+        policy_folder, device=device, dtype=torch.bfloat16 if on_gpu and finetune == "lora" else torch.float32
+    )
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     loaded_bytes = torch.cuda.memory_allocated() if on_gpu else rss_bytes()
@@ -83,8 +84,11 @@ def setup(policy_folder: str, finetune: str, pairs: int, threads: int, *, method
     latent_shape = policy.latent_shape()
     text = torch.randn(pairs, policy.max_sequence_length, model.config.text_dim, generator=generator)
     batches = {  # the same number of videos: B pairs, 2B videos
-        "flow-dpo": {"latents_w": torch.randn(pairs, *latent_shape, generator=generator),
-                     "latents_l": torch.randn(pairs, *latent_shape, generator=generator), "text": text},
+        "flow-dpo": {
+            "latents_w": torch.randn(pairs, *latent_shape, generator=generator),
+            "latents_l": torch.randn(pairs, *latent_shape, generator=generator),
+            "text": text,
+        },
         "sft": {"latents": torch.randn(2 * pairs, *latent_shape, generator=generator), "text": torch.cat([text, text])},
     }
     batches = {method: {k: v.to(device) for k, v in batches[method].items()} for method in methods}
@@ -92,16 +96,26 @@ def setup(policy_folder: str, finetune: str, pairs: int, threads: int, *, method
     def step(method: str) -> None:
         config = TRAINERS[method](output_dir="unused", policy=policy_folder, snapshot="unused", finetune=finetune)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-            loss, _ = step_loss(config, policy, model, batches[method], torch.Generator().manual_seed(1),
-                                reference=reference, lora_model=model if finetune == "lora" else None)
+            loss, _ = step_loss(
+                config,
+                policy,
+                model,
+                batches[method],
+                torch.Generator().manual_seed(1),
+                reference=reference,
+                lora_model=model if finetune == "lora" else None,
+            )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if on_gpu:
             torch.cuda.synchronize()
 
-    info = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "latent_shape": list(latent_shape),
-            "videos_per_step": 2 * pairs}
+    info = {
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "latent_shape": list(latent_shape),
+        "videos_per_step": 2 * pairs,
+    }
     return step, on_gpu, info, loaded_bytes
 
 
@@ -123,10 +137,13 @@ def time_worker(policy_folder: str, finetune: str, pairs: int, steps: int, threa
             wall[method].append(time.perf_counter() - start_wall)
             cpu[method].append(time.process_time() - start_cpu)
     timed = wall if on_gpu else cpu
-    return {**info, "measure": "wall" if on_gpu else "process_cpu",
-            **{f"{m}_step_seconds": statistics.median(v) for m, v in timed.items()},
-            **{f"{m}_wall_seconds_all": v for m, v in wall.items()},
-            **{f"{m}_cpu_seconds_all": v for m, v in cpu.items()}}
+    return {
+        **info,
+        "measure": "wall" if on_gpu else "process_cpu",
+        **{f"{m}_step_seconds": statistics.median(v) for m, v in timed.items()},
+        **{f"{m}_wall_seconds_all": v for m, v in wall.items()},
+        **{f"{m}_cpu_seconds_all": v for m, v in cpu.items()},
+    }
 
 
 def memory_worker(policy_folder: str, method: str, finetune: str, pairs: int, threads: int) -> dict:
@@ -142,8 +159,19 @@ def memory_worker(policy_folder: str, method: str, finetune: str, pairs: int, th
 
 
 def run_worker(policy_folder: Path, args, *extra: str) -> dict:
-    command = [sys.executable, __file__, "--policy", str(policy_folder), "--pairs", str(args.pairs), "--steps",
-               str(args.steps), "--threads", str(args.threads), *extra]
+    command = [
+        sys.executable,
+        __file__,
+        "--policy",
+        str(policy_folder),
+        "--pairs",
+        str(args.pairs),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        *extra,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"bench/flow.py worker {' '.join(extra)} failed:\n{result.stderr[-2000:]}")
@@ -155,8 +183,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "flow.json"))
     parser.add_argument("--pairs", type=int, default=2, help="pairs per Flow-DPO step (SFT: twice as many videos)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps of each method after a warm-up")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads on the CPU (1: CPU time then measures the work without thread spinning)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on the CPU (1: CPU time then measures the work without thread spinning)",
+    )
     parser.add_argument("--worker", choices=("time", "memory"), help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=("sft", "flow-dpo"), help=argparse.SUPPRESS)
     parser.add_argument("--finetune", default="lora", help=argparse.SUPPRESS)
@@ -171,28 +203,47 @@ def main() -> None:
 
     from alignment.flow.tiny import build_tiny_wan_policy
 
-    results = {"cpu_count": os.cpu_count(), "torch_threads": args.threads, "pairs_per_step": args.pairs,
-               "timed_steps": args.steps, "model": MODEL, "goal_time_ratio": 1.4}
+    results = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads,
+        "pairs_per_step": args.pairs,
+        "timed_steps": args.steps,
+        "model": MODEL,
+        "goal_time_ratio": 1.4,
+    }
     with tempfile.TemporaryDirectory() as temp:
         folder = build_tiny_wan_policy(Path(temp) / "policy", **MODEL)
         for finetune in ("lora", "full"):
             timing = run_worker(folder, args, "--worker", "time", "--finetune", finetune)
-            memory = {method: run_worker(folder, args, "--worker", "memory", "--method", method, "--finetune", finetune)
-                      ["peak_added_bytes"] for method in ("sft", "flow-dpo")}
+            memory = {
+                method: run_worker(folder, args, "--worker", "memory", "--method", method, "--finetune", finetune)[
+                    "peak_added_bytes"
+                ]
+                for method in ("sft", "flow-dpo")
+            }
             time_ratio = timing["flow-dpo_step_seconds"] / timing["sft_step_seconds"]
             memory_ratio = memory["flow-dpo"] / max(1, memory["sft"])
-            results[finetune] = {**timing, "sft_peak_added_bytes": memory["sft"],
-                                 "flow-dpo_peak_added_bytes": memory["flow-dpo"], "time_ratio": time_ratio,
-                                 "peak_memory_ratio": memory_ratio}
-            print(f"{finetune:<5} ({timing['device']} {timing['measure']}, {timing['videos_per_step']} videos/step)  "
-                  f"SFT {timing['sft_step_seconds'] * 1e3:7.1f} ms {memory['sft'] / 2**20:7.1f} MiB   "
-                  f"Flow-DPO {timing['flow-dpo_step_seconds'] * 1e3:7.1f} ms {memory['flow-dpo'] / 2**20:7.1f} MiB   "
-                  f"time ratio {time_ratio:.2f} (goal ≤ 1.4)   peak memory ratio {memory_ratio:.2f}")
+            results[finetune] = {
+                **timing,
+                "sft_peak_added_bytes": memory["sft"],
+                "flow-dpo_peak_added_bytes": memory["flow-dpo"],
+                "time_ratio": time_ratio,
+                "peak_memory_ratio": memory_ratio,
+            }
+            print(
+                f"{finetune:<5} ({timing['device']} {timing['measure']}, {timing['videos_per_step']} videos/step)  "
+                f"SFT {timing['sft_step_seconds'] * 1e3:7.1f} ms {memory['sft'] / 2**20:7.1f} MiB   "
+                f"Flow-DPO {timing['flow-dpo_step_seconds'] * 1e3:7.1f} ms {memory['flow-dpo'] / 2**20:7.1f} MiB   "
+                f"time ratio {time_ratio:.2f} (goal ≤ 1.4)   peak memory ratio {memory_ratio:.2f}"
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"bench/flow.py: LoRA time ratio {results['lora']['time_ratio']:.2f}, peak memory ratio "
-          f"{results['lora']['peak_memory_ratio']:.2f}; results in {out}")
+    print(
+        f"bench/flow.py: LoRA time ratio {results['lora']['time_ratio']:.2f}, peak memory ratio "
+        f"{results['lora']['peak_memory_ratio']:.2f}; results in {out}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -64,8 +64,9 @@ def main() -> None:
 
     def run(kind: str) -> tuple[float, float]:
         start_wall, start_cpu = time.perf_counter(), time.process_time()
-        sample_latents(policy, text, negative, noise, steps=args.steps, guidance_scale=5.0,
-                       velocity_transform=transforms[kind])
+        sample_latents(
+            policy, text, negative, noise, steps=args.steps, guidance_scale=5.0, velocity_transform=transforms[kind]
+        )
         if on_gpu:
             torch.cuda.synchronize()
         return time.perf_counter() - start_wall, time.process_time() - start_cpu
@@ -81,19 +82,32 @@ def main() -> None:
     timed = wall if on_gpu else cpu
     medians = {kind: statistics.median(values) for kind, values in timed.items()}
     ratio = medians["guided"] / medians["unguided"]
-    results = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "cpu_count": os.cpu_count(),
-               "torch_threads": args.threads, "measure": "wall" if on_gpu else "process_cpu",
-               "model": {**MODEL, "num_layers": args.layers}, "reward_layers": args.reward_layers,
-               "latent_shape": list(latent_shape), "clips": args.clips, "steps": args.steps,
-               "unguided_seconds": medians["unguided"], "guided_seconds": medians["guided"], "time_ratio": ratio,
-               "goal_time_ratio": 1.5, "wall_seconds_all": wall, "cpu_seconds_all": cpu}
+    results = {
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads,
+        "measure": "wall" if on_gpu else "process_cpu",
+        "model": {**MODEL, "num_layers": args.layers},
+        "reward_layers": args.reward_layers,
+        "latent_shape": list(latent_shape),
+        "clips": args.clips,
+        "steps": args.steps,
+        "unguided_seconds": medians["unguided"],
+        "guided_seconds": medians["guided"],
+        "time_ratio": ratio,
+        "goal_time_ratio": 1.5,
+        "wall_seconds_all": wall,
+        "cpu_seconds_all": cpu,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"bench/guidance.py: {results['device']} {results['measure']}, {args.clips} clips × {args.steps} steps, "
-          f"L={args.layers} policy blocks, K={args.reward_layers} reward blocks: unguided "
-          f"{medians['unguided']:.2f} s, guided {medians['guided']:.2f} s, time ratio {ratio:.2f} (goal ≤ 1.5); "
-          f"results in {out}")
+    print(
+        f"bench/guidance.py: {results['device']} {results['measure']}, {args.clips} clips × {args.steps} steps, "
+        f"L={args.layers} policy blocks, K={args.reward_layers} reward blocks: unguided "
+        f"{medians['unguided']:.2f} s, guided {medians['guided']:.2f} s, time ratio {ratio:.2f} (goal ≤ 1.5); "
+        f"results in {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,12 @@ def setup_database(name: str) -> str:
 
 def bench_database_env(name: str) -> dict:
     """Create (or empty) database ``name`` on the configured server, migrate it; the environment that uses it."""
-    env = {**os.environ, "DATABASE_URL": setup_database(name), "DJANGO_SETTINGS_MODULE": "config.settings.base",
-           "DEBUG": "false"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": setup_database(name),
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DEBUG": "false",
+    }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     return env
 

@@ -38,8 +38,14 @@ CHOICES = ("left", "right", "tie")
 
 def django_code(env: dict, code: str) -> str:
     """Run ``code`` after django.setup() in a child with ``env``; return its last line of output."""
-    out = subprocess.run([sys.executable, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=env,
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()\n" + code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -51,10 +57,42 @@ def seed(env: dict, *, pairs: int, clients: int, tag: str, media_root: Path) -> 
     clip.parent.mkdir(parents=True, exist_ok=True)
     (media_root / "posters").mkdir(parents=True, exist_ok=True)
     if not clip.exists():
-        subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=24",
-                        "-t", "4", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(clip)], check=True)
-        subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-y", "-i", str(clip), "-frames:v", "1",
-                        str(media_root / "posters" / "soak.jpg")], check=True)
+        subprocess.run(
+            [
+                ffmpeg,
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=24",
+                "-t",
+                "4",
+                "-pix_fmt",
+                "yuv420p",
+                "-movflags",
+                "+faststart",
+                str(clip),
+            ],
+            check=True,
+        )
+        subprocess.run(
+            [
+                ffmpeg,
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(clip),
+                "-frames:v",
+                "1",
+                str(media_root / "posters" / "soak.jpg"),
+            ],
+            check=True,
+        )
     sql = f"""
     CREATE TEMP TABLE soak_base AS SELECT
       (SELECT coalesce(max(id), 0) FROM annotate_prompt) AS prompts,
@@ -217,15 +255,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64, help="concurrent annotators (default 64)")
     parser.add_argument("--duration", type=float, default=300, help="seconds of load (default 300)")
-    parser.add_argument("--warmup", type=float, default=None,
-                        help="seconds before the memory baseline is taken (default: a tenth of the duration, ≤ 30)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds before the memory baseline is taken (default: a tenth of the duration, ≤ 30)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes (default 4)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
     parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--pairs", type=int, default=None,
-                        help="open pairs to seed (default: enough that nobody runs out)")
-    parser.add_argument("--database-url", default="",
-                        help="use this (migrated) database as it is instead of creating vidpref_soak")
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="open pairs to seed (default: enough that nobody runs out)"
+    )
+    parser.add_argument(
+        "--database-url", default="", help="use this (migrated) database as it is instead of creating vidpref_soak"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     args = parser.parse_args(argv)
 
@@ -233,8 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     warmup = args.warmup if args.warmup is not None else min(30.0, args.duration / 10)
     url = args.database_url or setup_database("vidpref_soak")
     media_root = Path(os.environ.get("VIDPREF_VAR_DIR", ROOT / "var")) / "soak" / "media"
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings.base", "DEBUG": "false",
-           "VIDPREF_GOLD_RATE": "0", "LOG_LEVEL": "WARNING", "MEDIA_ROOT": str(media_root)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DEBUG": "false",
+        "VIDPREF_GOLD_RATE": "0",
+        "LOG_LEVEL": "WARNING",
+        "MEDIA_ROOT": str(media_root),
+    }
     if not args.database_url:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     pairs = args.pairs or max(2000, int(args.clients * args.duration))
@@ -242,10 +293,28 @@ def main(argv: list[str] | None = None) -> int:
     tokens = seed(env, pairs=pairs, clients=args.clients, tag=tag, media_root=media_root)
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{args.port}", "--workers",
-         str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread", "--log-level", "warning",
-         "--backlog", "2048", "--timeout", "120"],
-        cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "-b",
+            f"127.0.0.1:{args.port}",
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--worker-class",
+            "gthread",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "2048",
+            "--timeout",
+            "120",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     base = f"http://127.0.0.1:{args.port}"
     results = Results()
@@ -258,12 +327,17 @@ def main(argv: list[str] | None = None) -> int:
                     break
             except requests.RequestException:
                 time.sleep(0.2)
-        print(f"soak: {args.clients} clients for {args.duration:.0f} s against gunicorn "
-              f"({args.workers} workers × {args.threads} threads) …", flush=True)
+        print(
+            f"soak: {args.clients} clients for {args.duration:.0f} s against gunicorn "
+            f"({args.workers} workers × {args.threads} threads) …",
+            flush=True,
+        )
         started = time.monotonic()
         stop_at = started + args.duration
-        threads = [threading.Thread(target=client_loop, args=(base, token, stop_at, results, index), daemon=True)
-                   for index, token in enumerate(tokens)]
+        threads = [
+            threading.Thread(target=client_loop, args=(base, token, stop_at, results, index), daemon=True)
+            for index, token in enumerate(tokens)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(min(warmup, args.duration))
@@ -298,20 +372,30 @@ def main(argv: list[str] | None = None) -> int:
         "skips": results.skips,
         "clients_that_ran_out_of_pairs": results.exhausted,
         **integrity,
-        "server_rss_mb": {"after_warmup": round(rss_start / 2**20, 1), "end": round(rss_end / 2**20, 1),
-                          "peak": round(rss_peak / 2**20, 1)},
+        "server_rss_mb": {
+            "after_warmup": round(rss_start / 2**20, 1),
+            "end": round(rss_end / 2**20, 1),
+            "peak": round(rss_peak / 2**20, 1),
+        },
         "memory_growth_pct": round((rss_end - rss_start) / rss_start * 100, 2),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(summary, indent=2))
-    ok = (errors == 0 and integrity["lost"] == 0 and integrity["duplicated"] == 0
-          and integrity["pairs_with_inconsistent_counters"] == 0 and summary["memory_growth_pct"] < 10)
-    print(f"soak: {summary['requests']:,} requests ({summary['requests_per_s']}/s), "
-          f"{integrity['judgments_acknowledged']:,} judgments ({summary['judgments_per_s']}/s); "
-          f"p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, p99 {summary['p99_ms']} ms; "
-          f"{errors} errors; {integrity['lost']} lost, {integrity['duplicated']} duplicated; "
-          f"server memory {summary['server_rss_mb']['after_warmup']} → {summary['server_rss_mb']['end']} MB "
-          f"({summary['memory_growth_pct']:+.1f} %) — {'OK' if ok else 'FAILED'}; written to {args.output}")
+    ok = (
+        errors == 0
+        and integrity["lost"] == 0
+        and integrity["duplicated"] == 0
+        and integrity["pairs_with_inconsistent_counters"] == 0
+        and summary["memory_growth_pct"] < 10
+    )
+    print(
+        f"soak: {summary['requests']:,} requests ({summary['requests_per_s']}/s), "
+        f"{integrity['judgments_acknowledged']:,} judgments ({summary['judgments_per_s']}/s); "
+        f"p50 {summary['p50_ms']} ms, p95 {summary['p95_ms']} ms, p99 {summary['p99_ms']} ms; "
+        f"{errors} errors; {integrity['lost']} lost, {integrity['duplicated']} duplicated; "
+        f"server memory {summary['server_rss_mb']['after_warmup']} → {summary['server_rss_mb']['end']} MB "
+        f"({summary['memory_growth_pct']:+.1f} %) — {'OK' if ok else 'FAILED'}; written to {args.output}"
+    )
     return 0 if ok else 1
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from scale import bench_database_env, run_child  # noqa: E402
+
 DATABASE = "vidpref_bench_stats"
 GENERATORS = 12
 
@@ -45,8 +46,10 @@ def seed(pairs: int) -> dict:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3)
-        cursor.execute("UPDATE annotate_video "
-                       "SET generator = 'gen-' || lpad((abs(hashtext(id::text)) %% %s)::text, 2, '0')", [GENERATORS])
+        cursor.execute(
+            "UPDATE annotate_video SET generator = 'gen-' || lpad((abs(hashtext(id::text)) %% %s)::text, 2, '0')",
+            [GENERATORS],
+        )
         cursor.execute("VACUUM ANALYZE")
     return {"seconds": time.perf_counter() - started}
 
@@ -78,12 +81,20 @@ def measure(repeats: int, bootstrap: int) -> dict:
             report = agreement_report(bootstrap=bootstrap)
             reports.append(time.perf_counter() - started)
         sql.append(sum(float(query["time"]) for query in queries.captured_queries))
-    return {"baseline_s": baseline, "baseline_rows": rows, "cold_s": cold, "report_s": reports, "report_sql_s": sql,
-            "queries": len(queries.captured_queries),
-            "report_json_bytes": len(json.dumps(report)),
-            "pairs_total": report["progress"]["pairs_total"], "judgments_total": report["progress"]["judgments_total"],
-            "alpha_nominal_vq": report["dimensions"]["VQ"]["alpha_nominal"]["value"],
-            "generators_vq": len(report["generators"]["VQ"]), "annotators": len(report["annotators"])}
+    return {
+        "baseline_s": baseline,
+        "baseline_rows": rows,
+        "cold_s": cold,
+        "report_s": reports,
+        "report_sql_s": sql,
+        "queries": len(queries.captured_queries),
+        "report_json_bytes": len(json.dumps(report)),
+        "pairs_total": report["progress"]["pairs_total"],
+        "judgments_total": report["progress"]["judgments_total"],
+        "alpha_nominal_vq": report["dimensions"]["VQ"]["alpha_nominal"]["value"],
+        "generators_vq": len(report["generators"]["VQ"]),
+        "annotators": len(report["annotators"]),
+    }
 
 
 def bench_recompute(env: dict, *, repeats: int = 3, bootstrap: int = 1000) -> dict:
@@ -93,19 +104,30 @@ def bench_recompute(env: dict, *, repeats: int = 3, bootstrap: int = 1000) -> di
     best, baseline = min(measured["report_s"]), min(measured["baseline_s"])
     best_run = measured["report_s"].index(best)
     result = {
-        "pairs": measured["pairs_total"], "judgments": measured["judgments_total"], "bootstrap": bootstrap,
-        "recompute_s": best, "recompute_sql_s": measured["report_sql_s"][best_run], "queries": measured["queries"],
-        "recompute_cold_s": measured["cold_s"], "recompute_runs_s": measured["report_s"],
-        "group_by_baseline_s": baseline, "recompute_over_baseline": best / baseline,
-        "report_json_bytes": measured["report_json_bytes"], "annotators": measured["annotators"],
+        "pairs": measured["pairs_total"],
+        "judgments": measured["judgments_total"],
+        "bootstrap": bootstrap,
+        "recompute_s": best,
+        "recompute_sql_s": measured["report_sql_s"][best_run],
+        "queries": measured["queries"],
+        "recompute_cold_s": measured["cold_s"],
+        "recompute_runs_s": measured["report_s"],
+        "group_by_baseline_s": baseline,
+        "recompute_over_baseline": best / baseline,
+        "report_json_bytes": measured["report_json_bytes"],
+        "annotators": measured["annotators"],
         "generators": measured["generators_vq"],
     }
-    print(f"agreement report: {result['pairs']:,} pairs, {result['judgments']:,} judgments, {bootstrap} bootstrap "
-          f"resamples in {best:.2f} s best of {repeats} (goal ≤ 5 s); first call in a fresh process "
-          f"{result['recompute_cold_s']:.2f} s (imports scipy, statsmodels); {result['queries']} queries took "
-          f"{result['recompute_sql_s']:.2f} s of the best run")
-    print(f"SELECT pair_id, count(*) … GROUP BY pair_id ({measured['baseline_rows']:,} rows): {baseline:.3f} s → "
-          f"report / GROUP BY = {result['recompute_over_baseline']:.1f}")
+    print(
+        f"agreement report: {result['pairs']:,} pairs, {result['judgments']:,} judgments, {bootstrap} bootstrap "
+        f"resamples in {best:.2f} s best of {repeats} (goal ≤ 5 s); first call in a fresh process "
+        f"{result['recompute_cold_s']:.2f} s (imports scipy, statsmodels); {result['queries']} queries took "
+        f"{result['recompute_sql_s']:.2f} s of the best run"
+    )
+    print(
+        f"SELECT pair_id, count(*) … GROUP BY pair_id ({measured['baseline_rows']:,} rows): {baseline:.3f} s → "
+        f"report / GROUP BY = {result['recompute_over_baseline']:.1f}"
+    )
     return result
 
 
@@ -123,8 +145,9 @@ def measure_render(requests: int) -> dict:
     from annotate.services.stats import agreement_report_refresh
 
     agreement_report_refresh()
-    admin, _ = get_user_model().objects.get_or_create(username="bench-admin", defaults={"is_staff": True,
-                                                                                      "is_superuser": True})
+    admin, _ = get_user_model().objects.get_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
     client = Client()
     client.force_login(admin)
 
@@ -144,11 +167,16 @@ def measure_render(requests: int) -> dict:
 
 def bench_render(env: dict, *, requests: int = 50) -> dict:
     measured = child(env, "--render", str(requests))
-    result = {**measured, "requests": requests,
-              "dashboard_over_admin_index": measured["dashboard_p50_s"] / measured["admin_index_p50_s"]}
-    print(f"dashboard render from the stored report: p50 {measured['dashboard_p50_s'] * 1000:.0f} ms over {requests} "
-          f"requests (goal ≤ 300 ms); the admin index {measured['admin_index_p50_s'] * 1000:.0f} ms → ratio "
-          f"{result['dashboard_over_admin_index']:.2f}")
+    result = {
+        **measured,
+        "requests": requests,
+        "dashboard_over_admin_index": measured["dashboard_p50_s"] / measured["admin_index_p50_s"],
+    }
+    print(
+        f"dashboard render from the stored report: p50 {measured['dashboard_p50_s'] * 1000:.0f} ms over {requests} "
+        f"requests (goal ≤ 300 ms); the admin index {measured['admin_index_p50_s'] * 1000:.0f} ms → ratio "
+        f"{result['dashboard_over_admin_index']:.2f}"
+    )
     return result
 
 
@@ -175,8 +203,10 @@ def main() -> None:
     env = bench_database_env(DATABASE)
     seeded = child(env, "--seed", str(args.pairs))
     print(f"seeded {args.pairs:,} pairs × 3 judgments in {seeded['seconds']:.1f} s")
-    results = {"recompute": bench_recompute(env, repeats=args.repeats, bootstrap=args.bootstrap),
-               "render": bench_render(env)}
+    results = {
+        "recompute": bench_recompute(env, repeats=args.repeats, bootstrap=args.bootstrap),
+        "render": bench_render(env),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"results → {args.out}")

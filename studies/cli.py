@@ -23,9 +23,11 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-DESCRIPTION = ("Research studies: evidence, measured in the toy world, that the product's methods work. Each "
-               "study's options are generated from its config dataclass: its fields, their types, defaults and "
-               "comments.")
+DESCRIPTION = (
+    "Research studies: evidence, measured in the toy world, that the product's methods work. Each "
+    "study's options are generated from its config dataclass: its fields, their types, defaults and "
+    "comments."
+)
 SPECIAL_FIELDS = ("progress",)  # set by --quiet, not by an option of their own
 
 
@@ -81,8 +83,9 @@ def _show(value) -> str:
     return str(value)
 
 
-def config_options(cls, *, quick=None, aliases: dict[str, tuple[str, ...]] | None = None,
-                   skip: tuple[str, ...] = SPECIAL_FIELDS) -> list[ConfigOption]:
+def config_options(
+    cls, *, quick=None, aliases: dict[str, tuple[str, ...]] | None = None, skip: tuple[str, ...] = SPECIAL_FIELDS
+) -> list[ConfigOption]:
     """One option per init field of the dataclass ``cls`` (but ``skip``), in declaration order. ``quick``: the
     study's quick config, whose values the help shows next to the defaults where they differ."""
     from alignment.config import config_fields
@@ -99,8 +102,10 @@ def config_options(cls, *, quick=None, aliases: dict[str, tuple[str, ...]] | Non
         convert = None
         origin, args = typing.get_origin(kind), typing.get_args(kind)
         if config_field.choices:
-            kwargs.update(type=_typed(type(config_field.choices[0]), optional=config_field.optional),
-                          choices=[*config_field.choices, *([None] if config_field.optional else [])])
+            kwargs.update(
+                type=_typed(type(config_field.choices[0]), optional=config_field.optional),
+                choices=[*config_field.choices, *([None] if config_field.optional else [])],
+            )
         elif kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind in (int, float, str):
@@ -151,8 +156,12 @@ def add_config_options(parser: argparse.ArgumentParser, options: list[ConfigOpti
 def config_values(options: list[ConfigOption], args: argparse.Namespace) -> dict:
     """The fields set on the command line: {name: value}; the options left out are absent."""
     values = {option.name: getattr(args, option.name) for option in options if hasattr(args, option.name)}
-    return {name: option.convert(values[name]) if option.convert else values[name]
-            for option in options for name in [option.name] if name in values}
+    return {
+        name: option.convert(values[name]) if option.convert else values[name]
+        for option in options
+        for name in [option.name]
+        if name in values
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,8 +197,9 @@ class Study:
         return cls.quick(**values)
 
     def options(self) -> list[ConfigOption]:
-        return config_options(self.config_class(), quick=self.quick_config() if self.has_quick() else None,
-                              aliases=self.aliases)
+        return config_options(
+            self.config_class(), quick=self.quick_config() if self.has_quick() else None, aliases=self.aliases
+        )
 
     def build_config(self, args: argparse.Namespace):
         """The config the command line asks for: the defaults (or with ``--quick`` the quick size), the options
@@ -226,8 +236,10 @@ def _toy_policy(config, args) -> int:
 
     folder = ensure_toy_base_policy(args.output_dir, config=config, progress=not args.quiet)
     record = json.loads((Path(folder) / TOY_POLICY_FILE).read_text())
-    print(f"toy-policy: {record['config']['steps']} flow-matching steps on {record['config']['n_clips']} toy clips "
-          f"in {record['seconds']:.0f} s, final loss {record['final_loss']:.4f}; policy in {folder}")
+    print(
+        f"toy-policy: {record['config']['steps']} flow-matching steps on {record['config']['n_clips']} toy clips "
+        f"in {record['seconds']:.0f} s, final loss {record['final_loss']:.4f}; policy in {folder}"
+    )
     return 0
 
 
@@ -275,56 +287,81 @@ def _annotator_agreement(config, args) -> int:
 
 STUDIES = (
     Study(
-        "reward-toy", "studies.reward_toy:ToyStudyConfig", _reward_toy, aliases={"n_prompts": ("--prompts",)},
+        "reward-toy",
+        "studies.reward_toy:ToyStudyConfig",
+        _reward_toy,
+        aliases={"n_prompts": ("--prompts",)},
         help="train VideoReward on simulated toy-world judgments; compare with the oracle ceiling",
         description="Render toy pairs, let simulated annotators judge them (majority of 3 per dimension), train the "
-                    "small-backbone VideoReward on training prompts and report accuracy with and without ties on "
-                    "held-out prompts next to the oracle's own accuracy on the same labels (the ceiling), plus the "
-                    "ablation (BT with ties, BT, regression, shared head) and a shuffled-label control."),
+        "small-backbone VideoReward on training prompts and report accuracy with and without ties on "
+        "held-out prompts next to the oracle's own accuracy on the same labels (the ceiling), plus the "
+        "ablation (BT with ties, BT, regression, shared head) and a shuffled-label control.",
+    ),
     Study(
-        "toy-policy", "studies.toy_policy:ToyPolicyConfig", _toy_policy, extra=_toy_policy_options,
+        "toy-policy",
+        "studies.toy_policy:ToyPolicyConfig",
+        _toy_policy,
+        extra=_toy_policy_options,
         help="pretrain the toy world's base flow policy (a tiny Wan) on toy clips with defects",
         description="Pretrain a tiny Wan (a small learned conv codec, 32x32, 9 frames) with plain flow matching on "
-                    "toy clips rendered with defects of random strength, so its samples vary in quality; a "
-                    "diffusers-format policy folder. An existing toy policy folder is reused if it was built with "
-                    "the same config, and refused otherwise."),
+        "toy clips rendered with defects of random strength, so its samples vary in quality; a "
+        "diffusers-format policy folder. An existing toy policy folder is reused if it was built with "
+        "the same config, and refused otherwise.",
+    ),
     Study(
-        "flow-toy", "studies.flow_toy:FlowToyStudyConfig", _flow_toy,
+        "flow-toy",
+        "studies.flow_toy:FlowToyStudyConfig",
+        _flow_toy,
         help="align the toy base policy with SFT / Flow-RWR / Flow-DPO; oracle win rates",
         description="Sample pairs from the toy base policy, judge them with simulated annotators (majority of 3), "
-                    "write a snapshot, train SFT, Flow-RWR, Flow-DPO (constant beta) and Flow-DPO (beta_t) LoRAs "
-                    "and report each aligned policy's oracle win rate against the base on held-out prompts x "
-                    "seeds, per dimension and overall, with 95% bootstrap intervals."),
+        "write a snapshot, train SFT, Flow-RWR, Flow-DPO (constant beta) and Flow-DPO (beta_t) LoRAs "
+        "and report each aligned policy's oracle win rate against the base on held-out prompts x "
+        "seeds, per dimension and overall, with 95% bootstrap intervals.",
+    ),
     Study(
-        "guidance-toy", "studies.guidance_toy:GuidanceStudyConfig", _guidance_toy,
+        "guidance-toy",
+        "studies.guidance_toy:GuidanceStudyConfig",
+        _guidance_toy,
         help="Flow-NRG on the toy base policy: guided vs unguided oracle win rates",
         description="Train a latent reward on noisy latents and one on clean latents (the ablation) from a snapshot "
-                    "of toy base-policy pairs judged by simulated annotators, choose each one's guidance strength on "
-                    "the validation prompts, and report the oracle win rates of guided against unguided samples "
-                    "(same initial noise) on held-out prompts x seeds for weights VQ:MQ:TA = 0:0:1, 1:1:0, 1:1:1, "
-                    "with 95% bootstrap intervals. An interrupted study in --output-dir resumes."),
+        "of toy base-policy pairs judged by simulated annotators, choose each one's guidance strength on "
+        "the validation prompts, and report the oracle win rates of guided against unguided samples "
+        "(same initial noise) on held-out prompts x seeds for weights VQ:MQ:TA = 0:0:1, 1:1:0, 1:1:1, "
+        "with 95% bootstrap intervals. An interrupted study in --output-dir resumes.",
+    ),
     Study(
-        "active-learning", "studies.active_learning:ActiveLearningConfig", _active_learning,
+        "active-learning",
+        "studies.active_learning:ActiveLearningConfig",
+        _active_learning,
         help="does labelling by reward uncertainty beat random order? a toy-world curve",
         description="Render a pool of toy pairs judged by simulated annotators and test pairs on held-out prompts "
-                    "labelled by the oracle; label the pool round by round in random order (the baseline), by the "
-                    "smallest |reward margin| of VideoReward retrained each round (uncertainty: the labelling "
-                    "queue's priority), by the entropy of its BT-with-ties predictions (entropy) or by the "
-                    "disagreement of a committee of models trained from other seeds (committee), and report the "
-                    "test accuracy against the judgments collected. An interrupted study in --output-dir resumes; "
-                    "a finished one is extended by more --repeats, --rounds or --strategies."),
+        "labelled by the oracle; label the pool round by round in random order (the baseline), by the "
+        "smallest |reward margin| of VideoReward retrained each round (uncertainty: the labelling "
+        "queue's priority), by the entropy of its BT-with-ties predictions (entropy) or by the "
+        "disagreement of a committee of models trained from other seeds (committee), and report the "
+        "test accuracy against the judgments collected. An interrupted study in --output-dir resumes; "
+        "a finished one is extended by more --repeats, --rounds or --strategies.",
+    ),
     Study(
-        "oracle-table", "studies.toyworld_tables:OracleTableConfig", _oracle_table, progress=False,
+        "oracle-table",
+        "studies.toyworld_tables:OracleTableConfig",
+        _oracle_table,
+        progress=False,
         help="correlate each toy-world oracle score with each defect strength",
         description="Render random toy clips with a defect of random kind and strength in every dimension and print "
-                    "the Spearman correlation of each oracle score (VQ, MQ, TA) with each defect's strength and "
-                    "with each dimension's severity: each score should fall with its own defects only."),
+        "the Spearman correlation of each oracle score (VQ, MQ, TA) with each defect's strength and "
+        "with each dimension's severity: each score should fall with its own defects only.",
+    ),
     Study(
-        "annotator-agreement", "studies.toyworld_tables:AnnotatorAgreementConfig", _annotator_agreement, progress=False,
+        "annotator-agreement",
+        "studies.toyworld_tables:AnnotatorAgreementConfig",
+        _annotator_agreement,
+        progress=False,
         help="agreement of each simulated annotator kind with the toy-world oracle",
         description="Let one simulated annotator of every kind (careful, noisy, spammer, left_biased) judge VQ, MQ "
-                    "and TA of toy pairs and print its agreement with the oracle: on clear judgments (against its "
-                    "configured rate), without ties, and its tie and left rates."),
+        "and TA of toy pairs and print its agreement with the oracle: on clear judgments (against its "
+        "configured rate), without ties, and its tie and left rates.",
+    ),
 )
 
 
@@ -335,8 +372,11 @@ def _add_study(commands, study: Study) -> None:
         study.extra(run)
     if study.has_quick():
         quick_doc = " ".join((study.config_class().quick.__doc__ or "").split())
-        run.add_argument("--quick", action="store_true",
-                         help=f"the study's quick size: {quick_doc} Options given override it.".replace("%", "%%"))
+        run.add_argument(
+            "--quick",
+            action="store_true",
+            help=f"the study's quick size: {quick_doc} Options given override it.".replace("%", "%%"),
+        )
     if study.progress:
         run.add_argument("--quiet", action="store_true", help="no progress bars")
     cls = study.config_class()
@@ -345,8 +385,11 @@ def _add_study(commands, study: Study) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m studies", description=DESCRIPTION,
-                                     epilog="python -m studies STUDY --help lists a study's options.")
+    parser = argparse.ArgumentParser(
+        prog="python -m studies",
+        description=DESCRIPTION,
+        epilog="python -m studies STUDY --help lists a study's options.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True, metavar="STUDY")
     for study in STUDIES:
@@ -356,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     study: Study = args.study
     return study.run(study.build_config(args), args)

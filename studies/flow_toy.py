@@ -37,9 +37,10 @@ from typing import Any, Literal
 import numpy as np
 
 from alignment.config import start_study
+from alignment.labels import DIMENSIONS, SCORE_KEYS
 
 RESULT_FILE = "result.json"
-SCORE_NAMES = ("vq", "mq", "ta", "overall")
+SCORE_NAMES = SCORE_KEYS
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,16 @@ class FlowToyStudyConfig:
     def quick(cls, output_dir: str, **overrides) -> FlowToyStudyConfig:
         """A small study for tests, Flow-DPO only: about three minutes on one CPU thread with the quick base policy."""
         values: dict[str, Any]  # the fields' own types
-        values = dict(quick_policy=True, test_prompts=16, val_prompts=4, train_prompts=64, pairs_per_prompt=2,
-                      eval_seeds=4, methods=("flow-dpo",), steps=40)
+        values = dict(
+            quick_policy=True,
+            test_prompts=16,
+            val_prompts=4,
+            train_prompts=64,
+            pairs_per_prompt=2,
+            eval_seeds=4,
+            methods=("flow-dpo",),
+            steps=40,
+        )
         values.update(overrides)
         return cls(output_dir=output_dir, **values)
 
@@ -119,18 +128,23 @@ def split_prompts(config: FlowToyStudyConfig) -> dict[str, list[str]]:
     available = len(prompts) - config.test_prompts - config.val_prompts
     train = available if config.train_prompts is None else config.train_prompts
     if config.test_prompts < 1 or config.val_prompts < 1 or not 1 <= train <= available:
-        raise ValueError(f"test_prompts={config.test_prompts}, val_prompts={config.val_prompts}, "
-                         f"train_prompts={config.train_prompts}: each needs ≥ 1 prompt and together at most "
-                         f"{len(prompts)}")
+        raise ValueError(
+            f"test_prompts={config.test_prompts}, val_prompts={config.val_prompts}, "
+            f"train_prompts={config.train_prompts}: each needs ≥ 1 prompt and together at most "
+            f"{len(prompts)}"
+        )
     order = np.random.default_rng(config.seed).permutation(len(prompts))
     chosen = [prompts[i] for i in order]
-    return {"test": chosen[: config.test_prompts],
-            "val": chosen[config.test_prompts: config.test_prompts + config.val_prompts],
-            "train": chosen[config.test_prompts + config.val_prompts: config.test_prompts + config.val_prompts + train]}
+    return {
+        "test": chosen[: config.test_prompts],
+        "val": chosen[config.test_prompts : config.test_prompts + config.val_prompts],
+        "train": chosen[config.test_prompts + config.val_prompts : config.test_prompts + config.val_prompts + train],
+    }
 
 
-def sample_policy(policy_folder: str | Path, prompts: list[str], seeds: list[int], config: FlowToyStudyConfig,
-                  *, desc: str) -> np.ndarray:
+def sample_policy(
+    policy_folder: str | Path, prompts: list[str], seeds: list[int], config: FlowToyStudyConfig, *, desc: str
+) -> np.ndarray:
     """uint8 clips (N, T, H, W, 3) of a (base or trained) policy folder, one per (prompt, seed)."""
     from tqdm.auto import tqdm
 
@@ -141,37 +155,57 @@ def sample_policy(policy_folder: str | Path, prompts: list[str], seeds: list[int
     clips = []
     for start in tqdm(range(0, len(prompts), config.sample_batch_size), desc=desc, disable=not config.progress):
         stop = start + config.sample_batch_size
-        clips.append(sample_videos(policy, prompts[start:stop], seeds[start:stop], steps=config.sample_steps,
-                                   guidance_scale=config.guidance_scale, batch_size=config.sample_batch_size,
-                                   progress=False))
+        clips.append(
+            sample_videos(
+                policy,
+                prompts[start:stop],
+                seeds[start:stop],
+                steps=config.sample_steps,
+                guidance_scale=config.guidance_scale,
+                batch_size=config.sample_batch_size,
+                progress=False,
+            )
+        )
     return np.concatenate(clips)
 
 
-def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, splits: dict[str, list[str]], *,
-                              folder: str | Path | None = None, oracle_label_splits: tuple[str, ...] = (),
-                              log=print) -> tuple[Path, dict]:
+def build_preference_snapshot(
+    config: FlowToyStudyConfig,
+    base_policy: Path,
+    splits: dict[str, list[str]],
+    *,
+    folder: str | Path | None = None,
+    oracle_label_splits: tuple[str, ...] = (),
+    log=print,
+) -> tuple[Path, dict]:
     """Sample pairs of the base policy on the train and val prompts, judge them, write the snapshot
     (``folder``, default ``output_dir/snapshot``). Pairs of ``oracle_label_splits`` are labelled with the
     sign of the oracle's score difference instead of the annotators' majority: ground truth to measure a
     reward model's accuracy against."""
     from alignment.data import write_snapshot
-    from alignment.data.records import DIMENSIONS
+    from alignment.labels import DIMENSION_NAMES
     from alignment.toyworld import oracle_scores, write_mp4
     from studies.reward_toy import judge_pairs, majority_labels
 
     output_dir = Path(config.output_dir)
     rng = np.random.default_rng(config.seed)
     sampled = ["train", "val", *(split for split in splits if split not in ("train", "val", "test"))]
-    pair_prompts = [(prompt, split) for split in sampled for prompt in splits.get(split, [])
-                    for _ in range(config.pairs_per_prompt)]
+    pair_prompts = [
+        (prompt, split) for split in sampled for prompt in splits.get(split, []) for _ in range(config.pairs_per_prompt)
+    ]
     prompts = [prompt for prompt, _ in pair_prompts for _ in range(2)]  # A, B of each pair
     seeds = list(range(len(prompts)))  # distinct seeds; evaluation uses seeds beyond these
     started = time.perf_counter()
     clips = sample_policy(base_policy, prompts, seeds, config, desc="sample pairs")
     scores = oracle_scores(clips, prompts).as_array()  # (2N, 3)
     differences = scores[0::2] - scores[1::2]  # (N, 3) A − B
-    votes, judgments = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair,
-                                   pool_size=config.pool_size, mix=config.annotator_mix, rng=rng)
+    votes, judgments = judge_pairs(
+        differences,
+        annotators_per_pair=config.annotators_per_pair,
+        pool_size=config.pool_size,
+        mix=config.annotator_mix,
+        rng=rng,
+    )
     labels = majority_labels(votes)  # (N, 3)
     truth = np.array([split in oracle_label_splits for _, split in pair_prompts])
     labels[truth] = np.sign(differences[truth]).astype(labels.dtype)
@@ -180,30 +214,54 @@ def build_preference_snapshot(config: FlowToyStudyConfig, base_policy: Path, spl
     render_dir = snapshot_dir.with_name(snapshot_dir.name + "-pairs")
     names = [f"{index // 2:05d}_{'ab'[index % 2]}" for index in range(len(prompts))]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        paths = list(pool.map(lambda index: write_mp4(clips[index], render_dir / f"{names[index]}.mp4", fps=8),
-                              range(len(clips))))
+        paths = list(
+            pool.map(
+                lambda index: write_mp4(clips[index], render_dir / f"{names[index]}.mp4", fps=8), range(len(clips))
+            )
+        )
     rows = [
-        {"pair_id": index, "prompt": prompt, "video_a": f"videos/{index:05d}_a.mp4",
-         "video_b": f"videos/{index:05d}_b.mp4", "generator_a": "toy-base", "generator_b": "toy-base",
-         "fps_a": 8.0, "num_frames_a": clips.shape[1], "fps_b": 8.0, "num_frames_b": clips.shape[1],
-         **{dim.lower(): int(labels[index, d]) for d, dim in enumerate(DIMENSIONS)},
-         "n_judgments": config.annotators_per_pair,
-         **{f"agreement_{dim.lower()}": float(agreement[index, d]) for d, dim in enumerate(DIMENSIONS)},
-         "split": split}
+        {
+            "pair_id": index,
+            "prompt": prompt,
+            "video_a": f"videos/{index:05d}_a.mp4",
+            "video_b": f"videos/{index:05d}_b.mp4",
+            "generator_a": "toy-base",
+            "generator_b": "toy-base",
+            "fps_a": 8.0,
+            "num_frames_a": clips.shape[1],
+            "fps_b": 8.0,
+            "num_frames_b": clips.shape[1],
+            **{dim.lower(): int(labels[index, d]) for d, dim in enumerate(DIMENSION_NAMES)},
+            "n_judgments": config.annotators_per_pair,
+            **{f"agreement_{dim.lower()}": float(agreement[index, d]) for d, dim in enumerate(DIMENSION_NAMES)},
+            "split": split,
+        }
         for index, (prompt, split) in enumerate(pair_prompts)
     ]
     videos = {f"videos/{path.name}": path for path in paths}
-    filters = {"flow_toy_study": {"base_policy": str(base_policy), "pairs_per_prompt": config.pairs_per_prompt,
-                                  "seed": config.seed, "annotators_per_pair": config.annotators_per_pair}}
+    filters = {
+        "flow_toy_study": {
+            "base_policy": str(base_policy),
+            "pairs_per_prompt": config.pairs_per_prompt,
+            "seed": config.seed,
+            "annotators_per_pair": config.annotators_per_pair,
+        }
+    }
     snapshot = write_snapshot(rows, snapshot_dir, judgments_rows=judgments, videos=videos, filters=filters)
     decided = int((labels.mean(axis=1) != 0).sum())
-    stats = {"pairs": len(rows), "decided_pairs": decided, "sample_seconds": time.perf_counter() - started,
-             "base_pair_scores_mean": dict(zip(("vq", "mq", "ta"), scores.mean(axis=0).round(4).tolist())),
-             "base_pair_scores_std": dict(zip(("vq", "mq", "ta"), scores.std(axis=0).round(4).tolist())),
-             "label_agreement": {dim: float(agreement[:, d].mean()) for d, dim in enumerate(DIMENSIONS)}}
-    log(f"snapshot {snapshot}: {len(rows)} base-policy pairs ({decided} decided overall) on "
+    stats = {
+        "pairs": len(rows),
+        "decided_pairs": decided,
+        "sample_seconds": time.perf_counter() - started,
+        "base_pair_scores_mean": dict(zip(DIMENSIONS, scores.mean(axis=0).round(4).tolist())),
+        "base_pair_scores_std": dict(zip(DIMENSIONS, scores.std(axis=0).round(4).tolist())),
+        "label_agreement": {dim: float(agreement[:, d].mean()) for d, dim in enumerate(DIMENSION_NAMES)},
+    }
+    log(
+        f"snapshot {snapshot}: {len(rows)} base-policy pairs ({decided} decided overall) on "
         f"{len(splits['train'])} train / {len(splits['val'])} val prompts, {config.annotators_per_pair} simulated "
-        f"annotators per pair")
+        f"annotators per pair"
+    )
     return snapshot, stats
 
 
@@ -216,14 +274,29 @@ def train_config_for(config: FlowToyStudyConfig, method: FlowToyMethod, base_pol
     from alignment.flow.config import TRAINERS
 
     output_dir = Path(config.output_dir)
-    specific: dict[str, dict[str, Any]] = {"flow-dpo": {"beta": config.beta},
-                                            "flow-rwr": {"temperature": config.rwr_temperature}}
+    specific: dict[str, dict[str, Any]] = {
+        "flow-dpo": {"beta": config.beta},
+        "flow-rwr": {"temperature": config.rwr_temperature},
+    }
     return TRAINERS[method.trainer](
-        output_dir=str(output_dir / "runs" / method.name), policy=str(base_policy), snapshot=str(snapshot),
-        cache_dir=str(output_dir / "cache"), lora_rank=config.lora_rank, learning_rate=config.learning_rate,
-        batch_size=config.batch_size, epochs=10_000, max_steps=config.steps, warmup_steps=config.warmup_steps,
-        mixed_precision="no", max_eval_items=32, keep_checkpoints=1, seed=config.seed, progress=config.progress,
-        **specific.get(method.trainer, {}), **method.settings)
+        output_dir=str(output_dir / "runs" / method.name),
+        policy=str(base_policy),
+        snapshot=str(snapshot),
+        cache_dir=str(output_dir / "cache"),
+        lora_rank=config.lora_rank,
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+        epochs=10_000,
+        max_steps=config.steps,
+        warmup_steps=config.warmup_steps,
+        mixed_precision="no",
+        max_eval_items=32,
+        keep_checkpoints=1,
+        seed=config.seed,
+        progress=config.progress,
+        **specific.get(method.trainer, {}),
+        **method.settings,
+    )
 
 
 def scores_with_overall(clips: np.ndarray, prompts: list[str]) -> np.ndarray:
@@ -234,8 +307,9 @@ def scores_with_overall(clips: np.ndarray, prompts: list[str]) -> np.ndarray:
     return np.concatenate([scores, scores.mean(axis=1, keepdims=True)], axis=1)
 
 
-def win_rates(aligned: np.ndarray, base: np.ndarray, groups: np.ndarray, *, bootstrap: int,
-              rng: np.random.Generator) -> dict:
+def win_rates(
+    aligned: np.ndarray, base: np.ndarray, groups: np.ndarray, *, bootstrap: int, rng: np.random.Generator
+) -> dict:
     """Per score (columns of ``aligned`` / ``base`` (N, 4)): win rate with ties counted half, tie rate and a
     95 % percentile-bootstrap interval resampling whole groups (prompts)."""
     outcome = np.where(aligned > base, 1.0, np.where(aligned == base, 0.5, 0.0))  # (N, 4)
@@ -246,10 +320,16 @@ def win_rates(aligned: np.ndarray, base: np.ndarray, groups: np.ndarray, *, boot
     draws = rng.integers(len(distinct), size=(bootstrap, len(distinct)))  # (R, G)
     resampled = per_group_sum[draws].sum(axis=1) / per_group_count[draws].sum(axis=1)[:, None]  # (R, 4)
     low, high = np.percentile(resampled, [2.5, 97.5], axis=0)
-    return {name: {"win_rate": float(outcome[:, k].mean()), "ci_low": float(low[k]), "ci_high": float(high[k]),
-                   "tie_rate": float((outcome[:, k] == 0.5).mean()),
-                   "mean_score_gain": float((aligned[:, k] - base[:, k]).mean())}
-            for k, name in enumerate(SCORE_NAMES)}
+    return {
+        name: {
+            "win_rate": float(outcome[:, k].mean()),
+            "ci_low": float(low[k]),
+            "ci_high": float(high[k]),
+            "tie_rate": float((outcome[:, k] == 0.5).mean()),
+            "mean_score_gain": float((aligned[:, k] - base[:, k]).mean()),
+        }
+        for k, name in enumerate(SCORE_NAMES)
+    }
 
 
 def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
@@ -263,8 +343,9 @@ def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
     output_dir = start_study(config, "flow_toy_study_config.json", taken_by="snapshot")
     started = time.perf_counter()
 
-    base_policy = ensure_toy_base_policy(config.base_policy or output_dir / "base-policy", quick=config.quick_policy,
-                                         progress=config.progress).resolve()
+    base_policy = ensure_toy_base_policy(
+        config.base_policy or output_dir / "base-policy", quick=config.quick_policy, progress=config.progress
+    ).resolve()
     log(f"base policy {base_policy} ({time.perf_counter() - started:.0f} s so far)")
     splits = split_prompts(config)
     snapshot, data_stats = build_preference_snapshot(config, base_policy, splits, log=log)
@@ -272,13 +353,18 @@ def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
     eval_prompts = [prompt for prompt in splits["test"] for _ in range(config.eval_seeds)]
     eval_seeds = [1_000_000 + index for index in range(len(eval_prompts))]  # shared by every policy
     groups = np.array([index // config.eval_seeds for index in range(len(eval_prompts))])
-    base_scores = scores_with_overall(sample_policy(base_policy, eval_prompts, eval_seeds, config, desc="sample base"),
-                                      eval_prompts)
-    result: dict[str, Any] = {"config": asdict(config), "base_policy": str(base_policy),
-              "prompts": {split: len(prompts) for split, prompts in splits.items()}, "data": data_stats,
-              "eval_clips": len(eval_prompts),
-              "base_scores_mean": dict(zip(SCORE_NAMES, base_scores.mean(axis=0).round(4).tolist())),
-              "methods": {}}
+    base_scores = scores_with_overall(
+        sample_policy(base_policy, eval_prompts, eval_seeds, config, desc="sample base"), eval_prompts
+    )
+    result: dict[str, Any] = {
+        "config": asdict(config),
+        "base_policy": str(base_policy),
+        "prompts": {split: len(prompts) for split, prompts in splits.items()},
+        "data": data_stats,
+        "eval_clips": len(eval_prompts),
+        "base_scores_mean": dict(zip(SCORE_NAMES, base_scores.mean(axis=0).round(4).tolist())),
+        "methods": {},
+    }
     rng = np.random.default_rng(config.seed + 1)
     for name in config.methods:
         method = METHODS[name]
@@ -286,15 +372,20 @@ def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
         method_started = time.perf_counter()
         metrics = train_flow(train_config_for(config, method, base_policy, snapshot))
         train_seconds = time.perf_counter() - method_started
-        scores = scores_with_overall(sample_policy(metrics["final"], eval_prompts, eval_seeds, config,
-                                                   desc=f"sample {name}"), eval_prompts)
+        scores = scores_with_overall(
+            sample_policy(metrics["final"], eval_prompts, eval_seeds, config, desc=f"sample {name}"), eval_prompts
+        )
         last = metrics["train_loss"][-1]
         result["methods"][name] = {
-            "description": method.description, "n_train": metrics["n_train"],
-            "final_train_loss": last["loss"], "final_train_stats": last, "val": metrics["eval"][-1],
+            "description": method.description,
+            "n_train": metrics["n_train"],
+            "final_train_loss": last["loss"],
+            "final_train_stats": last,
+            "val": metrics["eval"][-1],
             "scores_mean": dict(zip(SCORE_NAMES, scores.mean(axis=0).round(4).tolist())),
             "vs_base": win_rates(scores, base_scores, groups, bootstrap=config.bootstrap, rng=rng),
-            "train_seconds": train_seconds, "seconds": time.perf_counter() - method_started,
+            "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - method_started,
         }
     result["seconds"] = time.perf_counter() - started
     (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
@@ -317,12 +408,16 @@ def format_table(result: dict) -> str:
         "--- | --- | --- | --- | --- | --- | ---",
     ]
     for entry in result["methods"].values():
-        cells = " | ".join(f"{100 * entry['vs_base'][name]['win_rate']:.1f} "
-                           f"[{100 * entry['vs_base'][name]['ci_low']:.1f}, "
-                           f"{100 * entry['vs_base'][name]['ci_high']:.1f}]"
-                           for name in SCORE_NAMES)
-        lines.append(f"{entry['description']} | {cells} | {100 * entry['vs_base']['overall']['tie_rate']:.1f} | "
-                     f"{entry['n_train']}")
+        cells = " | ".join(
+            f"{100 * entry['vs_base'][name]['win_rate']:.1f} "
+            f"[{100 * entry['vs_base'][name]['ci_low']:.1f}, "
+            f"{100 * entry['vs_base'][name]['ci_high']:.1f}]"
+            for name in SCORE_NAMES
+        )
+        lines.append(
+            f"{entry['description']} | {cells} | {100 * entry['vs_base']['overall']['tie_rate']:.1f} | "
+            f"{entry['n_train']}"
+        )
     return "\n".join(lines)
 
 
@@ -331,6 +426,8 @@ def summary_line(result: dict, method: str = MAIN_METHOD) -> str:
         return f"flow-toy: {len(result['methods'])} methods in {result['seconds']:.0f} s"
     overall = result["methods"][method]["vs_base"]["overall"]
     verdict = "meets" if overall["win_rate"] >= 0.65 and overall["ci_low"] > 0.55 else "does NOT meet"
-    return (f"flow-toy: {method} wins {100 * overall['win_rate']:.1f} % overall against the base "
-            f"[{100 * overall['ci_low']:.1f}, {100 * overall['ci_high']:.1f}] on {result['eval_clips']} clips, "
-            f"{verdict} the ≥ 65 % / CI > 55 % goal; {len(result['methods'])} methods in {result['seconds']:.0f} s")
+    return (
+        f"flow-toy: {method} wins {100 * overall['win_rate']:.1f} % overall against the base "
+        f"[{100 * overall['ci_low']:.1f}, {100 * overall['ci_high']:.1f}] on {result['eval_clips']} clips, "
+        f"{verdict} the ≥ 65 % / CI > 55 % goal; {len(result['methods'])} methods in {result['seconds']:.0f} s"
+    )

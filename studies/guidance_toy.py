@@ -35,6 +35,7 @@ import numpy as np
 
 from alignment.config import start_study
 from alignment.flow.config import DEFAULT_MAX_RATIO
+from alignment.labels import SCORE_KEYS
 
 RESULT_FILE = "result.json"
 GUIDED_DIMENSIONS = {"vq=0,mq=0,ta=1": ("ta",), "vq=1,mq=1,ta=0": ("vq", "mq"), "vq=1,mq=1,ta=1": ("vq", "mq", "ta")}
@@ -83,10 +84,20 @@ class GuidanceStudyConfig:
     def quick(cls, output_dir: str, **overrides) -> GuidanceStudyConfig:
         """A small study for tests: the quick base policy, fewer prompts, pairs, steps and strengths."""
         values: dict[str, Any]  # the fields' own types
-        values = dict(quick_policy=True, test_prompts=8, val_prompts=4, train_prompts=48, pairs_per_prompt=2,
-                      reward_steps=60, eval_seeds=4, val_seeds=2, scales=(3.0, 10.0), max_ratios=(DEFAULT_MAX_RATIO,),
-                      sigma_mins=(0.0,),
-                      bootstrap=500)
+        values = dict(
+            quick_policy=True,
+            test_prompts=8,
+            val_prompts=4,
+            train_prompts=48,
+            pairs_per_prompt=2,
+            reward_steps=60,
+            eval_seeds=4,
+            val_seeds=2,
+            scales=(3.0, 10.0),
+            max_ratios=(DEFAULT_MAX_RATIO,),
+            sigma_mins=(0.0,),
+            bootstrap=500,
+        )
         values.update(overrides)
         return cls(output_dir=output_dir, **values)
 
@@ -104,12 +115,25 @@ def latent_reward_config(config: GuidanceStudyConfig, base_policy: Path, snapsho
 
     output_dir = Path(config.output_dir)
     return LatentRewardConfig(
-        output_dir=str(output_dir / "rewards" / ("noisy" if noisy else "clean")), policy=str(base_policy),
-        snapshot=str(snapshot), cache_dir=str(output_dir / "cache"), num_layers=config.num_layers,
-        readout=config.readout, noisy=noisy,
-        batch_size=config.reward_batch_size, epochs=10_000, max_steps=config.reward_steps,
-        learning_rate=config.reward_learning_rate, warmup_steps=max(1, config.reward_steps // 20), lr_schedule="cosine",
-        mixed_precision="no", max_eval_items=512, keep_checkpoints=1, seed=config.seed, progress=config.progress)
+        output_dir=str(output_dir / "rewards" / ("noisy" if noisy else "clean")),
+        policy=str(base_policy),
+        snapshot=str(snapshot),
+        cache_dir=str(output_dir / "cache"),
+        num_layers=config.num_layers,
+        readout=config.readout,
+        noisy=noisy,
+        batch_size=config.reward_batch_size,
+        epochs=10_000,
+        max_steps=config.reward_steps,
+        learning_rate=config.reward_learning_rate,
+        warmup_steps=max(1, config.reward_steps // 20),
+        lr_schedule="cosine",
+        mixed_precision="no",
+        max_eval_items=512,
+        keep_checkpoints=1,
+        seed=config.seed,
+        progress=config.progress,
+    )
 
 
 class GuidedSampler:
@@ -121,9 +145,18 @@ class GuidedSampler:
 
         self.policy, self.config = load_policy(policy_folder), config
 
-    def sample(self, prompts: list[str], seeds: list[int], *, latent_reward=None, weights=(0.0, 0.0, 0.0),
-               scale: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO, sigma_min: float = 0.0,
-               desc: str = "sample") -> np.ndarray:
+    def sample(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        *,
+        latent_reward=None,
+        weights=(0.0, 0.0, 0.0),
+        scale: float = 0.0,
+        max_ratio: float = DEFAULT_MAX_RATIO,
+        sigma_min: float = 0.0,
+        desc: str = "sample",
+    ) -> np.ndarray:
         from tqdm.auto import tqdm
 
         from alignment.flow.guidance import reward_guidance
@@ -131,20 +164,39 @@ class GuidedSampler:
 
         size, clips = self.config.sample_batch_size, []
         for start in tqdm(range(0, len(prompts), size), desc=desc, disable=not self.config.progress, leave=False):
-            chunk_prompts, chunk_seeds = prompts[start:start + size], seeds[start:start + size]
+            chunk_prompts, chunk_seeds = prompts[start : start + size], seeds[start : start + size]
             transform = None
             if latent_reward is not None:
                 text = self.policy.pad_text(self.policy.encode_prompts(chunk_prompts))  # one row per clip
-                transform = reward_guidance(latent_reward, text, weights=weights, scale=scale, max_ratio=max_ratio,
-                                            sigma_min=sigma_min)
-            clips.append(sample_videos(self.policy, chunk_prompts, chunk_seeds, steps=self.config.sample_steps,
-                                       guidance_scale=self.config.guidance_scale, batch_size=len(chunk_prompts),
-                                       velocity_transform=transform, progress=False))
+                transform = reward_guidance(
+                    latent_reward, text, weights=weights, scale=scale, max_ratio=max_ratio, sigma_min=sigma_min
+                )
+            clips.append(
+                sample_videos(
+                    self.policy,
+                    chunk_prompts,
+                    chunk_seeds,
+                    steps=self.config.sample_steps,
+                    guidance_scale=self.config.guidance_scale,
+                    batch_size=len(chunk_prompts),
+                    velocity_transform=transform,
+                    progress=False,
+                )
+            )
         return np.concatenate(clips)
 
 
-def choose_setting(sampler: GuidedSampler, latent_reward, prompts: list[str], seeds: list[int],
-                   unguided: np.ndarray, config: GuidanceStudyConfig, *, label: str, log=print) -> tuple[dict, dict]:
+def choose_setting(
+    sampler: GuidedSampler,
+    latent_reward,
+    prompts: list[str],
+    seeds: list[int],
+    unguided: np.ndarray,
+    config: GuidanceStudyConfig,
+    *,
+    label: str,
+    log=print,
+) -> tuple[dict, dict]:
     """The strength and stopping level whose 1:1:1-guided samples gain the most mean oracle score (VQ, MQ, TA)
     on these prompts: ``({"scale": w, "max_ratio": c, "sigma_min": s}, {"w=…,cap=…,sigma_min=…": gain, …})``."""
     from studies.flow_toy import scores_with_overall
@@ -153,8 +205,16 @@ def choose_setting(sampler: GuidedSampler, latent_reward, prompts: list[str], se
     gains, settings = {}, {}
     for scale, max_ratio, sigma_min in itertools.product(config.scales, config.max_ratios, config.sigma_mins):
         key = f"w={scale:g},cap={max_ratio:g},sigma_min={sigma_min:g}"
-        guided = sampler.sample(prompts, seeds, latent_reward=latent_reward, weights=(1.0, 1.0, 1.0), scale=scale,
-                                max_ratio=max_ratio, sigma_min=sigma_min, desc=f"val {label} {key}")
+        guided = sampler.sample(
+            prompts,
+            seeds,
+            latent_reward=latent_reward,
+            weights=(1.0, 1.0, 1.0),
+            scale=scale,
+            max_ratio=max_ratio,
+            sigma_min=sigma_min,
+            desc=f"val {label} {key}",
+        )
         gains[key] = float((scores_with_overall(guided, prompts) - base)[:, 3].mean())
         settings[key] = {"scale": scale, "max_ratio": max_ratio, "sigma_min": sigma_min}
         log(f"  {label} reward, {key}: validation overall score gain {gains[key]:+.4f}")
@@ -173,8 +233,9 @@ def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
     output_dir = start_study(config, "guidance_study_config.json", taken_by=RESULT_FILE, what="a finished study")
     started = time.perf_counter()
 
-    base_policy = ensure_toy_base_policy(config.base_policy or output_dir / "base-policy", quick=config.quick_policy,
-                                         progress=config.progress).resolve()
+    base_policy = ensure_toy_base_policy(
+        config.base_policy or output_dir / "base-policy", quick=config.quick_policy, progress=config.progress
+    ).resolve()
     data_config = _data_config(config)
     splits = split_prompts(data_config)
     if config.snapshot:
@@ -183,8 +244,9 @@ def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
         snapshot, data_stats = output_dir / "snapshot", {"reused": str(output_dir / "snapshot")}
     else:
         # the validation pairs carry the oracle's verdict: the rewards' validation accuracy is against the truth
-        snapshot, data_stats = build_preference_snapshot(data_config, base_policy, splits, oracle_label_splits=("val",),
-                                                         log=log)
+        snapshot, data_stats = build_preference_snapshot(
+            data_config, base_policy, splits, oracle_label_splits=("val",), log=log
+        )
     log(f"base policy {base_policy}; snapshot {snapshot} ({time.perf_counter() - started:.0f} s so far)")
 
     rewards, reward_stats = {}, {}
@@ -193,8 +255,11 @@ def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
         metrics = train_latent_reward(latent_reward_config(config, base_policy, snapshot, noisy=kind == "noisy"))
         rewards[kind] = load_latent_reward(metrics["final"])
         last = metrics["eval"][-1]
-        reward_stats[kind] = {"val_accuracy_by_sigma": {s: v["accuracy"] for s, v in last["by_sigma"].items()},
-                              "n_train": metrics["n_train"], "seconds": time.perf_counter() - reward_started}
+        reward_stats[kind] = {
+            "val_accuracy_by_sigma": {s: v["accuracy"] for s, v in last["by_sigma"].items()},
+            "n_train": metrics["n_train"],
+            "seconds": time.perf_counter() - reward_started,
+        }
         log(f"{kind} latent reward: validation accuracy by σ {reward_stats[kind]['val_accuracy_by_sigma']}")
 
     sampler = GuidedSampler(base_policy, config)
@@ -203,8 +268,9 @@ def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
     val_unguided = sampler.sample(val_prompts, val_seeds, desc="val unguided")
     chosen, setting_gains = {}, {}
     for kind, model in rewards.items():
-        chosen[kind], setting_gains[kind] = choose_setting(sampler, model, val_prompts, val_seeds, val_unguided, config,
-                                                           label=kind, log=log)
+        chosen[kind], setting_gains[kind] = choose_setting(
+            sampler, model, val_prompts, val_seeds, val_unguided, config, label=kind, log=log
+        )
 
     test_prompts = [p for p in splits["test"] for _ in range(config.eval_seeds)]
     test_seeds = [1_000_000 + i for i in range(len(test_prompts))]
@@ -215,18 +281,43 @@ def run_guidance_study(config: GuidanceStudyConfig, *, log=print) -> dict:
     for kind, model in rewards.items():
         for setting in config.weight_settings:
             guided = scores_with_overall(
-                sampler.sample(test_prompts, test_seeds, latent_reward=model, weights=parse_weights(setting),
-                               **chosen[kind], desc=f"test {kind} {setting}"), test_prompts)
-            rows.append({"reward": kind, "weights": setting, **chosen[kind],
-                         "scores_mean": dict(zip(("vq", "mq", "ta", "overall"), guided.mean(axis=0).round(4).tolist())),
-                         "vs_unguided": win_rates(guided, unguided, groups, bootstrap=config.bootstrap, rng=rng)})
-            log(f"  {kind} {setting}: " + ", ".join(f"{name} {100 * v['win_rate']:.1f} %"
-                                                     for name, v in rows[-1]["vs_unguided"].items()))
-    result = {"config": asdict(config), "base_policy": str(base_policy), "snapshot": str(snapshot), "data": data_stats,
-              "prompts": {split: len(prompts) for split, prompts in splits.items()}, "eval_clips": len(test_prompts),
-              "latent_rewards": reward_stats, "chosen": chosen, "validation_gains": setting_gains,
-              "unguided_scores_mean": dict(zip(("vq", "mq", "ta", "overall"), unguided.mean(axis=0).round(4).tolist())),
-              "rows": rows, "seconds": time.perf_counter() - started}
+                sampler.sample(
+                    test_prompts,
+                    test_seeds,
+                    latent_reward=model,
+                    weights=parse_weights(setting),
+                    **chosen[kind],
+                    desc=f"test {kind} {setting}",
+                ),
+                test_prompts,
+            )
+            rows.append(
+                {
+                    "reward": kind,
+                    "weights": setting,
+                    **chosen[kind],
+                    "scores_mean": dict(zip(SCORE_KEYS, guided.mean(axis=0).round(4).tolist())),
+                    "vs_unguided": win_rates(guided, unguided, groups, bootstrap=config.bootstrap, rng=rng),
+                }
+            )
+            log(
+                f"  {kind} {setting}: "
+                + ", ".join(f"{name} {100 * v['win_rate']:.1f} %" for name, v in rows[-1]["vs_unguided"].items())
+            )
+    result = {
+        "config": asdict(config),
+        "base_policy": str(base_policy),
+        "snapshot": str(snapshot),
+        "data": data_stats,
+        "prompts": {split: len(prompts) for split, prompts in splits.items()},
+        "eval_clips": len(test_prompts),
+        "latent_rewards": reward_stats,
+        "chosen": chosen,
+        "validation_gains": setting_gains,
+        "unguided_scores_mean": dict(zip(SCORE_KEYS, unguided.mean(axis=0).round(4).tolist())),
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+    }
     result["goals"] = goals(result)
     (output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -257,14 +348,20 @@ def format_table(result: dict) -> str:
     for row in result["rows"]:
         weights = ":".join(part.split("=")[1] for part in row["weights"].split(","))
         rates = row["vs_unguided"]
-        cells = " | ".join(f"{100 * rates[n]['win_rate']:.1f} [{100 * rates[n]['ci_low']:.1f}, "
-                           f"{100 * rates[n]['ci_high']:.1f}]" for n in ("vq", "mq", "ta", "overall"))
-        lines.append(f"{row['reward']} | {weights} | {row['scale']:g} | {row.get('max_ratio', DEFAULT_MAX_RATIO):g} | "
-                     f"{row['sigma_min']:g} | {cells}")
+        cells = " | ".join(
+            f"{100 * rates[n]['win_rate']:.1f} [{100 * rates[n]['ci_low']:.1f}, {100 * rates[n]['ci_high']:.1f}]"
+            for n in SCORE_KEYS
+        )
+        lines.append(
+            f"{row['reward']} | {weights} | {row['scale']:g} | {row.get('max_ratio', DEFAULT_MAX_RATIO):g} | "
+            f"{row['sigma_min']:g} | {cells}"
+        )
     lines += ["", "latent reward validation accuracy (decided labels) by noise level σ:"]
     for kind, stats in result["latent_rewards"].items():
-        accuracies = ", ".join(f"σ={s}: {100 * a:.1f} %" if a is not None else f"σ={s}: –"
-                               for s, a in stats["val_accuracy_by_sigma"].items())
+        accuracies = ", ".join(
+            f"σ={s}: {100 * a:.1f} %" if a is not None else f"σ={s}: –"
+            for s, a in stats["val_accuracy_by_sigma"].items()
+        )
         lines.append(f"  {kind}: {accuracies}")
     return "\n".join(lines)
 

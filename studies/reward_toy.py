@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from alignment.config import start_study
-from alignment.data.records import DIMENSIONS
+from alignment.labels import DIMENSION_NAMES
 from alignment.metrics import accuracy_table
 
 RESULT_FILE = "result.json"
@@ -115,8 +115,17 @@ class ToyStudyConfig:
         # seed 3, so 8 epochs left it at 65 %), and 4 val prompts are too few to choose an epoch by (seed 4 kept
         # epoch 2 by accuracy, its val TA falling later; by loss, seed 0 kept epoch 1).
         values: dict[str, Any]  # the fields' own types
-        values = dict(n_prompts=48, pairs_per_prompt=16, test_prompts=12, val_prompts=4, epochs=12, warmup_steps=20,
-                      keep_best=False, variants=("bt_ties", "shuffled"), ta_time_basis=0)
+        values = dict(
+            n_prompts=48,
+            pairs_per_prompt=16,
+            test_prompts=12,
+            val_prompts=4,
+            epochs=12,
+            warmup_steps=20,
+            keep_best=False,
+            variants=("bt_ties", "shuffled"),
+            ta_time_basis=0,
+        )
         values.update(overrides)
         return cls(output_dir=output_dir, **values)
 
@@ -133,8 +142,14 @@ def majority_labels(votes: np.ndarray) -> np.ndarray:
     return np.where(counts.max(axis=0) * 2 > votes.shape[1], winner, 0).astype(np.int8)
 
 
-def judge_pairs(score_differences: np.ndarray, *, annotators_per_pair: int, pool_size: int,
-                mix: dict[str, float] | None, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+def judge_pairs(
+    score_differences: np.ndarray,
+    *,
+    annotators_per_pair: int,
+    pool_size: int,
+    mix: dict[str, float] | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, list[dict]]:
     """Simulated annotation of pairs whose oracle scores differ by ``score_differences`` ``(N, 3)`` (A − B).
 
     Each pair goes to ``annotators_per_pair`` distinct annotators of the pool; each sees A on the
@@ -147,7 +162,7 @@ def judge_pairs(score_differences: np.ndarray, *, annotators_per_pair: int, pool
     if annotators_per_pair > len(pool):
         raise ValueError(f"annotators_per_pair={annotators_per_pair} exceeds the pool of {len(pool)} annotators")
     n_pairs = score_differences.shape[0]
-    votes = np.zeros((n_pairs, annotators_per_pair, len(DIMENSIONS)), dtype=np.int8)
+    votes = np.zeros((n_pairs, annotators_per_pair, len(DIMENSION_NAMES)), dtype=np.int8)
     judgments = []
     for pair_index in range(n_pairs):
         chosen = rng.choice(len(pool), size=annotators_per_pair, replace=False)
@@ -157,19 +172,27 @@ def judge_pairs(score_differences: np.ndarray, *, annotators_per_pair: int, pool
             screen_sign = 1 if a_on_left else -1  # left − right = ± (A − B)
             codes = annotator.judge_codes(screen_sign * score_differences[pair_index], rng)  # +1 left, −1 right
             votes[pair_index, slot] = screen_sign * codes
-            judgments.append({"pair_id": pair_index, "annotator": annotator.name, "kind": annotator.kind,
-                              "a_on_left": a_on_left,
-                              **{dim.lower(): int(v) for dim, v in zip(DIMENSIONS, votes[pair_index, slot])}})
+            judgments.append(
+                {
+                    "pair_id": pair_index,
+                    "annotator": annotator.name,
+                    "kind": annotator.kind,
+                    "a_on_left": a_on_left,
+                    **{dim.lower(): int(v) for dim, v in zip(DIMENSION_NAMES, votes[pair_index, slot])},
+                }
+            )
     return votes, judgments
 
 
-def assign_splits(prompts: list[str], *, test_prompts: int, val_prompts: int,
-                  rng: np.random.Generator) -> dict[str, str]:
+def assign_splits(
+    prompts: list[str], *, test_prompts: int, val_prompts: int, rng: np.random.Generator
+) -> dict[str, str]:
     """prompt → split, a seeded draw of exactly ``test_prompts`` test and ``val_prompts`` val prompts."""
     distinct = sorted(set(prompts))
     if test_prompts + val_prompts >= len(distinct):
-        raise ValueError(f"test_prompts={test_prompts} + val_prompts={val_prompts} leave no training prompt "
-                         f"out of {len(distinct)}")
+        raise ValueError(
+            f"test_prompts={test_prompts} + val_prompts={val_prompts} leave no training prompt out of {len(distinct)}"
+        )
     order = rng.permutation(len(distinct))
     split = {prompt: "train" for prompt in distinct}
     for rank, index in enumerate(order[: test_prompts + val_prompts]):
@@ -200,17 +223,31 @@ def build_toy_data(config: ToyStudyConfig, *, log=print) -> ToyData:
     output_dir = Path(config.output_dir)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
-    pairs = make_pairs(config.n_prompts, config.pairs_per_prompt, config.seed, size=config.frame_size,
-                       frames=config.frames, p_clean=config.p_clean)
+    pairs = make_pairs(
+        config.n_prompts,
+        config.pairs_per_prompt,
+        config.seed,
+        size=config.frame_size,
+        frames=config.frames,
+        p_clean=config.p_clean,
+    )
     render_dir = output_dir / "toy"
     export_pairs(pairs, render_dir)
-    log(f"rendered {len(pairs)} pairs ({2 * len(pairs)} MP4s) for {config.n_prompts} prompts "
-        f"in {time.perf_counter() - started:.1f} s")
+    log(
+        f"rendered {len(pairs)} pairs ({2 * len(pairs)} MP4s) for {config.n_prompts} prompts "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
-    differences = np.array([[pair.a.scores[d.lower()] - pair.b.scores[d.lower()] for d in DIMENSIONS]
-                            for pair in pairs])
-    votes, judgments = judge_pairs(differences, annotators_per_pair=config.annotators_per_pair,
-                                   pool_size=config.pool_size, mix=config.annotator_mix, rng=rng)
+    differences = np.array(
+        [[pair.a.scores[d.lower()] - pair.b.scores[d.lower()] for d in DIMENSION_NAMES] for pair in pairs]
+    )
+    votes, judgments = judge_pairs(
+        differences,
+        annotators_per_pair=config.annotators_per_pair,
+        pool_size=config.pool_size,
+        mix=config.annotator_mix,
+        rng=rng,
+    )
     labels = majority_labels(votes)
     prompts = [str(pair.prompt) for pair in pairs]
     split_of = assign_splits(prompts, test_prompts=config.test_prompts, val_prompts=config.val_prompts, rng=rng)
@@ -219,34 +256,59 @@ def build_toy_data(config: ToyStudyConfig, *, log=print) -> ToyData:
 
     def rows(pair_labels: np.ndarray) -> list[dict]:
         return [
-            {"pair_id": index, "prompt": prompts[index], "video_a": f"videos/{index:05d}_a.mp4",
-             "video_b": f"videos/{index:05d}_b.mp4", "generator_a": pair.a.generator, "generator_b": pair.b.generator,
-             "fps_a": 8.0, "num_frames_a": config.frames, "fps_b": 8.0, "num_frames_b": config.frames,
-             **{dim.lower(): int(pair_labels[index, d]) for d, dim in enumerate(DIMENSIONS)},
-             "n_judgments": config.annotators_per_pair,
-             **{f"agreement_{dim.lower()}": float(agreement[index, d]) for d, dim in enumerate(DIMENSIONS)},
-             "split": splits[index]}
+            {
+                "pair_id": index,
+                "prompt": prompts[index],
+                "video_a": f"videos/{index:05d}_a.mp4",
+                "video_b": f"videos/{index:05d}_b.mp4",
+                "generator_a": pair.a.generator,
+                "generator_b": pair.b.generator,
+                "fps_a": 8.0,
+                "num_frames_a": config.frames,
+                "fps_b": 8.0,
+                "num_frames_b": config.frames,
+                **{dim.lower(): int(pair_labels[index, d]) for d, dim in enumerate(DIMENSION_NAMES)},
+                "n_judgments": config.annotators_per_pair,
+                **{f"agreement_{dim.lower()}": float(agreement[index, d]) for d, dim in enumerate(DIMENSION_NAMES)},
+                "split": splits[index],
+            }
             for index, pair in enumerate(pairs)
         ]
 
-    videos = {f"videos/{index:05d}_{side}.mp4": render_dir / "videos" / f"{index:05d}_{side}.mp4"
-              for index in range(len(pairs)) for side in "ab"}
-    filters = {"toy_world": {"n_prompts": config.n_prompts, "pairs_per_prompt": config.pairs_per_prompt,
-                             "seed": config.seed, "annotators_per_pair": config.annotators_per_pair}}
-    snapshot = write_snapshot(rows(labels), output_dir / "snapshot", judgments_rows=judgments, videos=videos,
-                              filters=filters)
+    videos = {
+        f"videos/{index:05d}_{side}.mp4": render_dir / "videos" / f"{index:05d}_{side}.mp4"
+        for index in range(len(pairs))
+        for side in "ab"
+    }
+    filters = {
+        "toy_world": {
+            "n_prompts": config.n_prompts,
+            "pairs_per_prompt": config.pairs_per_prompt,
+            "seed": config.seed,
+            "annotators_per_pair": config.annotators_per_pair,
+        }
+    }
+    snapshot = write_snapshot(
+        rows(labels), output_dir / "snapshot", judgments_rows=judgments, videos=videos, filters=filters
+    )
     shuffled_snapshot = None
     if any(VARIANTS[name].shuffled_labels for name in config.variants):
         shuffled = labels.copy()
         train = np.flatnonzero(splits == "train")
-        for d in range(len(DIMENSIONS)):  # each dimension permuted on its own: no label survives by position
+        for d in range(len(DIMENSION_NAMES)):  # each dimension permuted on its own: no label survives by position
             shuffled[train, d] = labels[rng.permutation(train), d]
-        shuffled_snapshot = write_snapshot(rows(shuffled), output_dir / "snapshot-shuffled", videos=videos,
-                                           filters={**filters, "train_labels": "shuffled across pairs"})
+        shuffled_snapshot = write_snapshot(
+            rows(shuffled),
+            output_dir / "snapshot-shuffled",
+            videos=videos,
+            filters={**filters, "train_labels": "shuffled across pairs"},
+        )
     counts = {split: int((splits == split).sum()) for split in ("train", "val", "test")}
-    log(f"snapshot {snapshot}: {counts['train']} train / {counts['val']} val / {counts['test']} test pairs, "
-        f"{config.annotators_per_pair} simulated annotators per pair")
-    label_agreement = {dim: float(agreement[:, d].mean()) for d, dim in enumerate(DIMENSIONS)}
+    log(
+        f"snapshot {snapshot}: {counts['train']} train / {counts['val']} val / {counts['test']} test pairs, "
+        f"{config.annotators_per_pair} simulated annotators per pair"
+    )
+    label_agreement = {dim: float(agreement[:, d].mean()) for d, dim in enumerate(DIMENSION_NAMES)}
     return ToyData(snapshot, shuffled_snapshot, labels, differences, splits, label_agreement)
 
 
@@ -261,10 +323,19 @@ def toy_model_config(study, *, shared_head: bool = False):
     from alignment.reward.model import RewardModelConfig
 
     return RewardModelConfig(
-        backbone="small", shared_head=shared_head, fps=None, hidden_size=study.hidden_size,
-        num_layers=study.num_layers, num_heads=study.num_heads, frame_size=study.frame_size,
-        num_frames=study.frames, tubelet=tuple(study.tubelet), vocab_size=512, max_prompt_tokens=8,
-        frame_cnn_channels=study.frame_cnn_channels, ta_time_basis=study.ta_time_basis,
+        backbone="small",
+        shared_head=shared_head,
+        fps=None,
+        hidden_size=study.hidden_size,
+        num_layers=study.num_layers,
+        num_heads=study.num_heads,
+        frame_size=study.frame_size,
+        num_frames=study.frames,
+        tubelet=tuple(study.tubelet),
+        vocab_size=512,
+        max_prompt_tokens=8,
+        frame_cnn_channels=study.frame_cnn_channels,
+        ta_time_basis=study.ta_time_basis,
     )
 
 
@@ -273,14 +344,26 @@ def train_config_for(config: ToyStudyConfig, variant: ToyVariant, snapshot: Path
 
     model = toy_model_config(config, shared_head=variant.shared_head)
     return RewardTrainConfig(
-        output_dir=str(Path(config.output_dir) / "runs" / variant.name), snapshot=str(snapshot), model=model,
-        loss=variant.loss, theta=config.theta, learning_rate=config.learning_rate, lr_schedule=config.lr_schedule,
-        weight_decay=config.weight_decay, batch_size=config.batch_size, epochs=config.epochs,
-        warmup_steps=config.warmup_steps, num_workers=0,
-        cache_videos=100_000, seed=config.seed, progress=config.progress, keep_checkpoints=1,
+        output_dir=str(Path(config.output_dir) / "runs" / variant.name),
+        snapshot=str(snapshot),
+        model=model,
+        loss=variant.loss,
+        theta=config.theta,
+        learning_rate=config.learning_rate,
+        lr_schedule=config.lr_schedule,
+        weight_decay=config.weight_decay,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        warmup_steps=config.warmup_steps,
+        num_workers=0,
+        cache_videos=100_000,
+        seed=config.seed,
+        progress=config.progress,
+        keep_checkpoints=1,
         # The best epoch on the val prompts (test prompts stay unseen). Not for the control:
         # choosing its epoch by the real val labels would be learning from them.
-        keep_best=config.keep_best and not variant.shuffled_labels, best_by=config.best_by,
+        keep_best=config.keep_best and not variant.shuffled_labels,
+        best_by=config.best_by,
     )
 
 
@@ -292,15 +375,19 @@ def evaluate_on_splits(model_dir: Path, snapshot: Path, splits: tuple[str, ...] 
     from alignment.reward.evaluate import evaluate_pairs
 
     loaded, model = read_snapshot(snapshot), load_reward_model(model_dir)
-    return {split: evaluate_pairs(model, loaded.split(split), roots=[loaded.root], batch_size=64, progress=False)
-            for split in splits}
+    return {
+        split: evaluate_pairs(model, loaded.split(split), roots=[loaded.root], batch_size=64, progress=False)
+        for split in splits
+    }
 
 
 def ceiling_table(data: ToyData) -> dict:
     """The oracle's accuracy on the test labels, its score difference as the margin."""
     test = data.splits == "test"
-    return accuracy_table({dim: data.labels[test, d] for d, dim in enumerate(DIMENSIONS)},
-                          {dim: data.oracle_differences[test, d] for d, dim in enumerate(DIMENSIONS)})
+    return accuracy_table(
+        {dim: data.labels[test, d] for d, dim in enumerate(DIMENSION_NAMES)},
+        {dim: data.oracle_differences[test, d] for d, dim in enumerate(DIMENSION_NAMES)},
+    )
 
 
 def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
@@ -331,11 +418,15 @@ def run_toy_study(config: ToyStudyConfig, *, log=print) -> dict:
         # Always the real labels: the control's fit to them is its chance level.
         tables = evaluate_on_splits(Path(train_config.output_dir) / "model", data.snapshot)
         result["variants"][name] = {
-            "description": variant.describe(), "test": tables["test"], "train": tables["train"],
+            "description": variant.describe(),
+            "test": tables["test"],
+            "train": tables["train"],
             "best_epoch": metrics.get("best", {}).get("epoch"),
-            "val": next((e for e in metrics["eval"] if e["step"] == metrics.get("best", {}).get("step")),
-                        metrics["eval"][-1]),
-            "final_train_loss": metrics["train_loss"][-1]["loss"], "seconds": time.perf_counter() - variant_started,
+            "val": next(
+                (e for e in metrics["eval"] if e["step"] == metrics.get("best", {}).get("step")), metrics["eval"][-1]
+            ),
+            "final_train_loss": metrics["train_loss"][-1]["loss"],
+            "seconds": time.perf_counter() - variant_started,
             "train_samples_per_second": metrics["train_samples_per_second"],
         }
     result["seconds"] = time.perf_counter() - started
@@ -363,32 +454,37 @@ def format_main_table(result: dict, variant: str = MAIN_VARIANT) -> str:
         "human ties",
         "--- | --- | --- | --- | --- | --- | --- | ---",
     ]
-    for dim in DIMENSIONS:
+    for dim in DIMENSION_NAMES:
         gap = ceiling[dim]["accuracy_without_ties"] - model[dim]["accuracy_without_ties"]
-        lines.append(f"{dim} | {_pct(model[dim]['accuracy_with_ties'])} | {_pct(ceiling[dim]['accuracy_with_ties'])} | "
-                     f"{_pct(model[dim]['accuracy_without_ties'])} | {_pct(ceiling[dim]['accuracy_without_ties'])} | "
-                     f"{_pct(gap)} | {model[dim]['n_pairs']} | {model[dim]['n_ties']}")
+        lines.append(
+            f"{dim} | {_pct(model[dim]['accuracy_with_ties'])} | {_pct(ceiling[dim]['accuracy_with_ties'])} | "
+            f"{_pct(model[dim]['accuracy_without_ties'])} | {_pct(ceiling[dim]['accuracy_without_ties'])} | "
+            f"{_pct(gap)} | {model[dim]['n_pairs']} | {model[dim]['n_ties']}"
+        )
     fit = result["variants"][variant].get("train")
     if fit:
-        lines += ["", f"Fit to the {result['counts']['train']} training pairs, without ties: " + ", ".join(
-            f"{dim} {_pct(fit[dim]['accuracy_without_ties'])}" for dim in DIMENSIONS)]
+        lines += [
+            "",
+            f"Fit to the {result['counts']['train']} training pairs, without ties: "
+            + ", ".join(f"{dim} {_pct(fit[dim]['accuracy_without_ties'])}" for dim in DIMENSION_NAMES),
+        ]
     return "\n".join(lines)
 
 
 def format_ablation_table(result: dict) -> str:
     """Every variant (and the ceiling): with / without ties per dimension and their mean."""
-    header = " | ".join(f"{dim} w/ | {dim} w/o" for dim in DIMENSIONS)
+    header = " | ".join(f"{dim} w/ | {dim} w/o" for dim in DIMENSION_NAMES)
     lines = [
         "Ablation on the held-out test prompts; accuracy in % (w/ = with ties, w/o = without ties)",
         "",
         f"variant | {header} | mean w/ | mean w/o",
-        "--- | " + " | ".join("---" for _ in range(2 * len(DIMENSIONS) + 2)),
+        "--- | " + " | ".join("---" for _ in range(2 * len(DIMENSION_NAMES) + 2)),
     ]
     rows = [(entry["description"], entry["test"]) for entry in result["variants"].values()]
     rows.append(("ceiling: oracle score difference", result["ceiling"]))
     for name, table in rows:
-        with_ties = [table[dim]["accuracy_with_ties"] for dim in DIMENSIONS]
-        without = [table[dim]["accuracy_without_ties"] for dim in DIMENSIONS]
+        with_ties = [table[dim]["accuracy_with_ties"] for dim in DIMENSION_NAMES]
+        without = [table[dim]["accuracy_without_ties"] for dim in DIMENSION_NAMES]
         cells = " | ".join(f"{_pct(w)} | {_pct(wo)}" for w, wo in zip(with_ties, without))
         lines.append(f"{name} | {cells} | {_pct(float(np.mean(with_ties)))} | {_pct(float(np.mean(without)))}")
     return "\n".join(lines)
@@ -396,9 +492,11 @@ def format_ablation_table(result: dict) -> str:
 
 def summary_line(result: dict, variant: str = MAIN_VARIANT) -> str:
     model, ceiling = result["variants"][variant]["test"], result["ceiling"]
-    gaps = {dim: ceiling[dim]["accuracy_without_ties"] - model[dim]["accuracy_without_ties"] for dim in DIMENSIONS}
+    gaps = {dim: ceiling[dim]["accuracy_without_ties"] - model[dim]["accuracy_without_ties"] for dim in DIMENSION_NAMES}
     worst = max(gaps.values())
     verdict = "within" if worst <= 0.05 else "NOT within"
-    return (f"reward-toy: {variant} is {verdict} 5 points of the ceiling without ties (largest gap "
-            f"{100 * worst:.1f} points, {max(gaps, key=lambda dim: gaps[dim])}); {len(result['variants'])} variants in "
-            f"{result['seconds']:.0f} s")
+    return (
+        f"reward-toy: {variant} is {verdict} 5 points of the ceiling without ties (largest gap "
+        f"{100 * worst:.1f} points, {max(gaps, key=lambda dim: gaps[dim])}); {len(result['variants'])} variants in "
+        f"{result['seconds']:.0f} s"
+    )

@@ -92,8 +92,13 @@ def render_pretraining_clips(config: ToyPolicyConfig, *, progress: bool = True) 
     chosen = rng.integers(len(prompts), size=config.n_clips)
     clips = np.empty((config.n_clips, config.frames, config.frame_size, config.frame_size, 3), np.uint8)
     for index in tqdm(range(config.n_clips), desc="render", disable=not progress, leave=False):
-        clips[index] = render_clip(prompts[chosen[index]], DefectSpec.random(rng, p_clean=config.p_clean),
-                                   seed=int(rng.integers(2**31)), size=config.frame_size, frames=config.frames)
+        clips[index] = render_clip(
+            prompts[chosen[index]],
+            DefectSpec.random(rng, p_clean=config.p_clean),
+            seed=int(rng.integers(2**31)),
+            size=config.frame_size,
+            frames=config.frames,
+        )
     return clips, [str(prompts[i]) for i in chosen]
 
 
@@ -119,11 +124,13 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
     config = config or ToyPolicyConfig()
     if config.codec not in ("conv", "pixel"):
         raise ValueError(f"codec {config.codec!r}: choose 'conv' or 'pixel'")
-    latent_channels = config.codec_channels if config.codec == "conv" else 3 * config.pixel_patch ** 2
+    latent_channels = config.codec_channels if config.codec == "conv" else 3 * config.pixel_patch**2
     token_values = latent_channels * 4  # the transformer's 2×2 patch
     if config.num_heads * config.head_dim < token_values:
-        raise ValueError(f"num_heads × head_dim = {config.num_heads * config.head_dim} is below the {token_values} "
-                         f"values of a token ({config.codec} codec); widen the attention")
+        raise ValueError(
+            f"num_heads × head_dim = {config.num_heads * config.head_dim} is below the {token_values} "
+            f"values of a token ({config.codec} codec); widen the attention"
+        )
     folder = Path(folder)
     if folder.exists():
         raise FileExistsError(f"{folder}: already exists; pick a new folder for the toy policy")
@@ -136,18 +143,40 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
         if config.codec == "conv":
             torch.manual_seed(config.seed)
             conv_codec = ConvCodec(config.codec_channels, config.codec_width)
-            codec_losses = fit_conv_codec(conv_codec, clips, steps=config.codec_steps,
-                                          batch_size=config.codec_batch_size, learning_rate=config.codec_learning_rate,
-                                          seed=config.seed, progress=progress)
-            codec_record.update(codec_final_loss=float(np.mean(codec_losses[-20:])),
-                                codec_seconds=time.perf_counter() - started - codec_record["render_seconds"])
-        build_tiny_wan_policy(temp, num_frames=config.frames, height=config.frame_size, width=config.frame_size,
-                              fps=config.fps, codec=config.codec, conv_codec=conv_codec, pixel_patch=config.pixel_patch,
-                              num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim,
-                              seed=config.seed)
+            codec_losses = fit_conv_codec(
+                conv_codec,
+                clips,
+                steps=config.codec_steps,
+                batch_size=config.codec_batch_size,
+                learning_rate=config.codec_learning_rate,
+                seed=config.seed,
+                progress=progress,
+            )
+            codec_record.update(
+                codec_final_loss=float(np.mean(codec_losses[-20:])),
+                codec_seconds=time.perf_counter() - started - codec_record["render_seconds"],
+            )
+        build_tiny_wan_policy(
+            temp,
+            num_frames=config.frames,
+            height=config.frame_size,
+            width=config.frame_size,
+            fps=config.fps,
+            codec=config.codec,
+            conv_codec=conv_codec,
+            pixel_patch=config.pixel_patch,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            head_dim=config.head_dim,
+            seed=config.seed,
+        )
         policy = load_policy(temp)
-        all_latents = torch.cat([policy.encode_videos(pixels_from_uint8_clips(clips[start:start + 256]))
-                                 for start in range(0, len(clips), 256)])  # every clip's latents, encoded once
+        all_latents = torch.cat(
+            [
+                policy.encode_videos(pixels_from_uint8_clips(clips[start : start + 256]))
+                for start in range(0, len(clips), 256)
+            ]
+        )  # every clip's latents, encoded once
         distinct = sorted(set(clip_prompts))
         text_table = policy.pad_text(policy.encode_prompts(distinct))  # (P, L, D)
         empty_text = policy.pad_text(policy.encode_prompts([""]))  # (1, L, D)
@@ -182,9 +211,13 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
 
         model.eval().save_pretrained(temp / "transformer")
         seconds = time.perf_counter() - started
-        record = {"config": asdict(config), "seconds": seconds, **codec_record,
-                  "final_loss": float(np.mean(losses[-20:])),
-                  "loss_every_10_steps": [float(np.mean(losses[i:i + 10])) for i in range(0, len(losses), 10)]}
+        record = {
+            "config": asdict(config),
+            "seconds": seconds,
+            **codec_record,
+            "final_loss": float(np.mean(losses[-20:])),
+            "loss_every_10_steps": [float(np.mean(losses[i : i + 10])) for i in range(0, len(losses), 10)],
+        }
         (temp / TOY_POLICY_FILE).write_text(json.dumps(record, indent=2) + "\n")
         folder.parent.mkdir(parents=True, exist_ok=True)
         os.rename(temp, folder)
@@ -193,8 +226,9 @@ def pretrain_toy_policy(folder: str | Path, config: ToyPolicyConfig | None = Non
     return folder
 
 
-def ensure_toy_base_policy(folder: str | Path, *, quick: bool = False, progress: bool = True,
-                           config: ToyPolicyConfig | None = None) -> Path:
+def ensure_toy_base_policy(
+    folder: str | Path, *, quick: bool = False, progress: bool = True, config: ToyPolicyConfig | None = None
+) -> Path:
     """The toy base policy in ``folder``: pretrained there on the first call, reused afterwards.
 
     ``config`` (default ``ToyPolicyConfig.quick()`` with ``quick``, else ``ToyPolicyConfig()``) is what the
@@ -209,10 +243,13 @@ def ensure_toy_base_policy(folder: str | Path, *, quick: bool = False, progress:
         built = json.loads(record_path.read_text())["config"]
         if built != asdict(config):
             kind = "quick" if config == ToyPolicyConfig.quick() else "full" if config == ToyPolicyConfig() else "asked"
-            raise ValueError(f"{folder}: holds a toy policy built with a different config than the {kind} one "
-                             f"(steps {built['steps']}, clips {built['n_clips']}); pick another folder or delete it")
+            raise ValueError(
+                f"{folder}: holds a toy policy built with a different config than the {kind} one "
+                f"(steps {built['steps']}, clips {built['n_clips']}); pick another folder or delete it"
+            )
         return folder
     if folder.exists():
-        raise FileExistsError(f"{folder}: exists but holds no {TOY_POLICY_FILE}; it is not a toy base policy "
-                              "folder — pick another folder")
+        raise FileExistsError(
+            f"{folder}: exists but holds no {TOY_POLICY_FILE}; it is not a toy base policy folder — pick another folder"
+        )
     return pretrain_toy_policy(folder, config, progress=progress)

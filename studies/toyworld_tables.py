@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alignment.labels import DIMENSIONS
 from alignment.toyworld.annotators import ANNOTATOR_PROFILES, LEFT, TIE, SimulatedAnnotator, oracle_labels
-from alignment.toyworld.oracle import DIMENSIONS, oracle_scores
+from alignment.toyworld.oracle import oracle_scores
 from alignment.toyworld.prompts import all_prompts
 from alignment.toyworld.render import DEFECT_DIMENSION, DEFECTS_BY_DIMENSION, DefectSpec, render_clip
 

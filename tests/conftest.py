@@ -84,8 +84,15 @@ def make_pairs(db):
         )
         return Pair.objects.bulk_create(
             [
-                Pair(prompt=prompts[i], video_a=videos[2 * i], video_b=videos[2 * i + 1], overlap=overlap,
-                     priority=priority, is_gold=is_gold, gold_labels=gold_labels)
+                Pair(
+                    prompt=prompts[i],
+                    video_a=videos[2 * i],
+                    video_b=videos[2 * i + 1],
+                    overlap=overlap,
+                    priority=priority,
+                    is_gold=is_gold,
+                    gold_labels=gold_labels,
+                )
                 for i in range(count)
             ]
         )
@@ -93,8 +100,9 @@ def make_pairs(db):
     return make
 
 
-def start_celery_worker(log: Path, *, queues: str = "default,media,gpu", pool: str | None = None,
-                        **env) -> subprocess.Popen:
+def start_celery_worker(
+    log: Path, *, queues: str = "default,media,gpu", pool: str | None = None, **env
+) -> subprocess.Popen:
     """A real `celery worker` as the demo and docker-compose.yml run it (config/processes.py: the prefork pool,
     one child, prefetch 1), in its own process group, on this session's broker and test database; returns once
     it is ready. ``pool`` names a pool explicitly (``--pool prefork``, ``--pool solo``); None: the demo's.
@@ -107,8 +115,9 @@ def start_celery_worker(log: Path, *, queues: str = "default,media,gpu", pool: s
         command += ["--pool", pool]
     start = log.stat().st_size if log.exists() else 0  # a log shared by successive workers: read only ours
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=child_env(**env), stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=child_env(**env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + 60
     while b"ready." not in log.read_bytes()[start:]:
         if process.poll() is not None or time.monotonic() > deadline:
@@ -145,8 +154,9 @@ def wait_for_child_sessions_to_end(timeout: float = 10.0, *, children_only: bool
     live-server threads included (they close only as the process ends)."""
     from django.db import connection
 
-    query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-             + (" AND application_name = %s" if children_only else ""))
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" + (
+        " AND application_name = %s" if children_only else ""
+    )
     deadline = time.monotonic() + timeout
     with connection.cursor() as cursor:
         while time.monotonic() < deadline:
@@ -169,8 +179,10 @@ def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         wait_for_child_sessions_to_end(timeout=2.0, children_only=False)
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         wait_for_child_sessions_to_end(children_only=False)
 
 
@@ -186,8 +198,23 @@ def render_clip(path: Path, *, seconds=1.0, size="64x48", rate=12, source="tests
     from django.conf import settings
 
     subprocess.run(
-        [settings.FFMPEG_BINARY, "-nostdin", "-v", "error", "-y", "-f", "lavfi",
-         "-i", f"{source}=size={size}:rate={rate}", "-t", str(seconds), *extra, "-pix_fmt", "yuv420p", str(path)],
+        [
+            settings.FFMPEG_BINARY,
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"{source}=size={size}:rate={rate}",
+            "-t",
+            str(seconds),
+            *extra,
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
         check=True,
     )
     return path
@@ -234,8 +261,14 @@ def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_
     DROP TABLE seed_base;
     """
     cursor.execute(sql)
-    for table in ("auth_user", "annotate_prompt", "annotate_video", "annotate_pair", "annotate_assignment",
-                  "annotate_judgment"):
+    for table in (
+        "auth_user",
+        "annotate_prompt",
+        "annotate_video",
+        "annotate_pair",
+        "annotate_assignment",
+        "annotate_judgment",
+    ):
         cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
     cursor.execute("ANALYZE")
 
@@ -256,8 +289,11 @@ def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and (stopped or (users and embedded.started_here)):
         reporter.ensure_newline()
-        reporter.write_line(f"embedded servers: stopped {', '.join(stopped)}" if stopped else
-                            f"embedded servers left running: still used by pid {', '.join(map(str, sorted(users)))}")
+        reporter.write_line(
+            f"embedded servers: stopped {', '.join(stopped)}"
+            if stopped
+            else f"embedded servers left running: still used by pid {', '.join(map(str, sorted(users)))}"
+        )
 
 
 LANE_MARKS = {"browser": ("browser",), "e2e": ("e2e", "browser"), "studies": ("study",)}

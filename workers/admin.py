@@ -49,8 +49,11 @@ class JobAdmin(admin.ModelAdmin):
     def created(self, job):
         when = f"{timezone.localtime(job.created_at):%Y-%m-%d %H:%M:%S}"
         pipeline = f", stage of pipeline #{job.pipeline_id}" if job.pipeline_id else ""
-        return format_html('<span title="{}">{}</span>', f"{when}{f' by {job.created_by}' if job.created_by else ''}"
-                           f"{pipeline}", f"{timezone.localtime(job.created_at):%m-%d %H:%M}")
+        return format_html(
+            '<span title="{}">{}</span>',
+            f"{when}{f' by {job.created_by}' if job.created_by else ''}{pipeline}",
+            f"{timezone.localtime(job.created_at):%m-%d %H:%M}",
+        )
 
     @admin.display(description="ran for")
     def duration(self, job):
@@ -83,8 +86,19 @@ class JobAdmin(admin.ModelAdmin):
 class DatasetSnapshotAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "pairs", "judgments", "splits", "size_mb", "created_at", "job"]
     list_filter = ["kind"]
-    readonly_fields = ["name", "uri", "kind", "filters", "counts", "agreement", "bytes", "judgment_watermark", "job",
-                       "created_by", "created_at"]
+    readonly_fields = [
+        "name",
+        "uri",
+        "kind",
+        "filters",
+        "counts",
+        "agreement",
+        "bytes",
+        "judgment_watermark",
+        "job",
+        "created_by",
+        "created_at",
+    ]
     change_list_template = "admin/workers/datasetsnapshot/change_list.html"
     actions = ["export_again", "train_reward_model"]
 
@@ -144,8 +158,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="validation accuracy w/o ties (VQ / MQ / TA)")
     def validation_accuracy(self, version):
         validation = version.metrics.get("validation") or {}
-        return " / ".join(f"{validation[dim]['accuracy_without_ties']:.3f}" if dim in validation else "–"
-                          for dim in DIMENSION_NAMES)
+        return " / ".join(
+            f"{validation[dim]['accuracy_without_ties']:.3f}" if dim in validation else "–" for dim in DIMENSION_NAMES
+        )
 
     def has_add_permission(self, request):
         return False
@@ -154,10 +169,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        custom = [path("compare/", admin_page(self, views.model_version_compare_view),
-                       name="workers_modelversion_compare"),
-                  path("generate/", admin_page(self, views.model_version_generate_view),
-                       name="workers_modelversion_generate")]
+        custom = [
+            path("compare/", admin_page(self, views.model_version_compare_view), name="workers_modelversion_compare"),
+            path(
+                "generate/", admin_page(self, views.model_version_generate_view), name="workers_modelversion_generate"
+            ),
+        ]
         return custom + super().get_urls()
 
     @admin.action(description="Compare the selected model versions")
@@ -170,8 +187,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
         chosen = {}
         for version in queryset:
             if version.kind in chosen:
-                messages.error(request, f"Select at most one {version.get_kind_display()} version "
-                                        f"({chosen[version.kind].name} and {version.name} are both selected).")
+                messages.error(
+                    request,
+                    f"Select at most one {version.get_kind_display()} version "
+                    f"({chosen[version.kind].name} and {version.name} are both selected).",
+                )
                 return None
             chosen[version.kind] = version
         if not chosen.keys() & {ModelVersion.Kind.POLICY, ModelVersion.Kind.LATENT_REWARD}:
@@ -201,9 +221,14 @@ class GuidedPreviewAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        return [path("", admin_page(self, views.guided_preview_page_view), name="workers_guidedpreview_changelist"),
-                path("<int:job_id>/live/", admin_page(self, views.guided_preview_live_view),
-                     name="workers_guidedpreview_live")]
+        return [
+            path("", admin_page(self, views.guided_preview_page_view), name="workers_guidedpreview_changelist"),
+            path(
+                "<int:job_id>/live/",
+                admin_page(self, views.guided_preview_live_view),
+                name="workers_guidedpreview_live",
+            ),
+        ]
 
     def changelist_view(self, request, extra_context=None):
         return views.guided_preview_page_view(request, model_admin=self)
@@ -226,9 +251,13 @@ class WebhookAdmin(admin.ModelAdmin):
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "events":
-            return forms.MultipleChoiceField(choices=Webhook.Event.choices, required=False,
-                                             widget=forms.CheckboxSelectMultiple,
-                                             help_text="none ticked: every event", label="events")
+            return forms.MultipleChoiceField(
+                choices=Webhook.Event.choices,
+                required=False,
+                widget=forms.CheckboxSelectMultiple,
+                help_text="none ticked: every event",
+                label="events",
+            )
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
@@ -236,8 +265,19 @@ class WebhookAdmin(admin.ModelAdmin):
 class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_display = ["id", "event", "webhook", "status", "attempts", "response_status", "created_at", "delivered_at"]
     list_filter = ["status", "event", "webhook"]
-    readonly_fields = ["webhook", "event", "payload", "status", "attempts", "response_status", "response_body",
-                       "error", "created_at", "last_attempt_at", "delivered_at"]
+    readonly_fields = [
+        "webhook",
+        "event",
+        "payload",
+        "status",
+        "attempts",
+        "response_status",
+        "response_body",
+        "error",
+        "created_at",
+        "last_attempt_at",
+        "delivered_at",
+    ]
     actions = ["send_again"]
 
     def has_add_permission(self, request):
@@ -278,15 +318,19 @@ class PipelineAdmin(admin.ModelAdmin):
             state = job.status if job else ("waiting" if pipeline.is_active else "not-run")
             extra = f" {job.progress * 100:.0f} %" if job and job.status == Job.Status.RUNNING else ""
             chips.append((state, f"{stage['kind_label']}: {state.replace('-', ' ')}", stage["name"], extra))
-        return format_html('<span class="stage-chips">{}</span>', format_html_join(
-            "", '<span class="stage-chip status-{}" title="{}">{}{}</span>', chips))
+        return format_html(
+            '<span class="stage-chips">{}</span>',
+            format_html_join("", '<span class="stage-chip status-{}" title="{}">{}{}</span>', chips),
+        )
 
     @admin.display(description="created", ordering="created_at")
     def created(self, pipeline):
         how = pipeline_started_how(pipeline)
-        return format_html('<span title="{}">{}</span>',
-                           f"{timezone.localtime(pipeline.created_at):%Y-%m-%d %H:%M:%S}, {how}",
-                           f"{timezone.localtime(pipeline.created_at):%m-%d %H:%M}")
+        return format_html(
+            '<span title="{}">{}</span>',
+            f"{timezone.localtime(pipeline.created_at):%Y-%m-%d %H:%M:%S}, {how}",
+            f"{timezone.localtime(pipeline.created_at):%m-%d %H:%M}",
+        )
 
     @admin.display(description="took")
     def duration(self, pipeline):
@@ -294,8 +338,11 @@ class PipelineAdmin(admin.ModelAdmin):
 
     @admin.display(description="reason")
     def reason_short(self, pipeline):
-        return format_html('<span class="cell-truncate" title="{}">{}</span>', pipeline.reason, pipeline.reason) \
-            if pipeline.reason else ""
+        return (
+            format_html('<span class="cell-truncate" title="{}">{}</span>', pipeline.reason, pipeline.reason)
+            if pipeline.reason
+            else ""
+        )
 
     def has_add_permission(self, request):
         return False
@@ -304,12 +351,16 @@ class PipelineAdmin(admin.ModelAdmin):
         return False  # the record of what ran; a running one is cancelled, not deleted
 
     def get_urls(self):
-        return [path("start/", admin_page(self, views.pipeline_start_view), name="workers_pipeline_start"),
-                path("<int:pipeline_id>/live/", admin_page(self, views.pipeline_live_view),
-                     name="workers_pipeline_live"),
-                path("<int:pipeline_id>/cancel/", admin_page(self, views.pipeline_cancel_view),
-                     name="workers_pipeline_cancel"),
-                *super().get_urls()]
+        return [
+            path("start/", admin_page(self, views.pipeline_start_view), name="workers_pipeline_start"),
+            path("<int:pipeline_id>/live/", admin_page(self, views.pipeline_live_view), name="workers_pipeline_live"),
+            path(
+                "<int:pipeline_id>/cancel/",
+                admin_page(self, views.pipeline_cancel_view),
+                name="workers_pipeline_cancel",
+            ),
+            *super().get_urls(),
+        ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         return views.pipeline_detail_view(request, object_id, model_admin=self)

@@ -71,8 +71,11 @@ def value_text(value) -> str:
 
 
 # Params that name a row of another admin page: link them there.
-PARAM_LINKS = {"snapshot_id": "admin:workers_datasetsnapshot_change", "batch_id": "admin:annotate_batch_change",
-               "model_version_id": "admin:workers_modelversion_change"}
+PARAM_LINKS = {
+    "snapshot_id": "admin:workers_datasetsnapshot_change",
+    "batch_id": "admin:annotate_batch_change",
+    "model_version_id": "admin:workers_modelversion_change",
+}
 
 
 def flat_rows(data: dict, prefix: str = "", *, links: bool = True) -> list[dict]:
@@ -134,18 +137,31 @@ def metrics_tables(metrics: dict) -> dict:
     (dotted keys); the curves (``charts``, ``live``) are drawn, not listed."""
     metrics = metrics or {}
     validation = metrics.get("validation") or {}
-    validation = {dim: validation[dim] for dim in sorted(validation, key=lambda dim: (  # VQ, MQ, TA: jsonb sorts keys
-        DIMENSION_NAMES.index(dim) if dim in DIMENSION_NAMES else len(DIMENSION_NAMES), dim))}
+    validation = {
+        dim: validation[dim]
+        for dim in sorted(
+            validation,
+            key=lambda dim: (  # VQ, MQ, TA: jsonb sorts keys
+                DIMENSION_NAMES.index(dim) if dim in DIMENSION_NAMES else len(DIMENSION_NAMES),
+                dim,
+            ),
+        )
+    }
     columns = list(dict.fromkeys(key for scores in validation.values() if isinstance(scores, dict) for key in scores))
 
     def score(value):  # accuracies with the same three decimals, so a column lines up
         return f"{value:.3f}" if isinstance(value, float) else value_text(value)
 
-    rows = [{"dimension": dim, "values": [score((scores or {}).get(key)) for key in columns]}
-            for dim, scores in validation.items()]
+    rows = [
+        {"dimension": dim, "values": [score((scores or {}).get(key)) for key in columns]}
+        for dim, scores in validation.items()
+    ]
     others = {key: value for key, value in metrics.items() if key not in ("validation", "charts", "live")}
-    return {"validation_columns": [column.replace("_", " ") for column in columns], "validation_rows": rows,
-            "other": flat_rows(others, links=False)}
+    return {
+        "validation_columns": [column.replace("_", " ") for column in columns],
+        "validation_rows": rows,
+        "other": flat_rows(others, links=False),
+    }
 
 
 def job_outputs(job: Job) -> dict:
@@ -156,10 +172,15 @@ def job_outputs(job: Job) -> dict:
     if job.status != Job.Status.SUCCEEDED or not batch_id:
         return {}
     batch = Batch.objects.filter(pk=batch_id).first()
-    return {"batch": batch, "batch_id": batch_id, "pairs_url": f"{reverse('admin:annotate_pair_changelist')}?"
-                                                               f"{urlencode({'batch__id__exact': batch_id})}",
-            "pairs_created": result.get("pairs_created", 0), "pairs_existing": result.get("pairs_existing", 0),
-            "skipped": result.get("skipped") or [], "videos_created": result.get("videos_created", 0)}
+    return {
+        "batch": batch,
+        "batch_id": batch_id,
+        "pairs_url": f"{reverse('admin:annotate_pair_changelist')}?{urlencode({'batch__id__exact': batch_id})}",
+        "pairs_created": result.get("pairs_created", 0),
+        "pairs_existing": result.get("pairs_existing", 0),
+        "skipped": result.get("skipped") or [],
+        "videos_created": result.get("videos_created", 0),
+    }
 
 
 def job_charts(job: Job) -> dict:
@@ -174,8 +195,11 @@ def job_charts(job: Job) -> dict:
 def pipeline_started_how(pipeline: Pipeline) -> str:
     if pipeline.trigger == "schedule":
         return "started by the schedule"
-    return f"started by {pipeline.created_by} from the {pipeline.trigger}" if pipeline.created_by else \
-        f"started from the {pipeline.trigger}"
+    return (
+        f"started by {pipeline.created_by} from the {pipeline.trigger}"
+        if pipeline.created_by
+        else f"started from the {pipeline.trigger}"
+    )
 
 
 def admin_context(model_admin, request, **extra) -> dict:
@@ -200,8 +224,11 @@ LOG_TAIL_LINES = 200  # the job page shows the end of the log
 
 
 def job_new_view(request, *, model_admin):
-    return render(request, "admin/workers/job/new.html",
-                  admin_context(model_admin, request, title="Start a job", specs=JOB_SPECS.values()))
+    return render(
+        request,
+        "admin/workers/job/new.html",
+        admin_context(model_admin, request, title="Start a job", specs=JOB_SPECS.values()),
+    )
 
 
 def job_new_kind_view(request, kind, *, model_admin):
@@ -214,28 +241,51 @@ def job_new_kind_view(request, kind, *, model_admin):
     if request.method == "POST" and form.is_valid() and (job := job_from_form(request, form)):
         messages.success(request, f"{spec.title}: queued as job {job.pk}.")
         return redirect(reverse("admin:workers_job_change", args=[job.pk]))
-    return render(request, "admin/workers/job/new_kind.html",
-                  admin_context(model_admin, request, title=spec.title, spec=spec, form=form))
+    return render(
+        request,
+        "admin/workers/job/new_kind.html",
+        admin_context(model_admin, request, title=spec.title, spec=spec, form=form),
+    )
 
 
 def _job_live_context(job: Job) -> dict:
     lines = job.log.splitlines()
     stage = None
     if job.pipeline_id:
-        stage = next((stage for stage in pipeline_stages(job.pipeline)
-                      if stage["job"] is not None and stage["job"].pk == job.pk), None)
-    return {"job": job, "attempts": attempt_rows(job.attempts),
-            "log_entries": log_entries(lines[-LOG_TAIL_LINES:]), "log_lines": len(lines),
-            "log_tail_lines": LOG_TAIL_LINES, "charts": job_charts(job), "snapshots": job.snapshots.all(),
-            "model_versions": job.model_versions.select_related("snapshot"), "outputs": job_outputs(job),
-            "metrics": metrics_tables(job.metrics), "stage": stage,
-            "duration": duration_text(job.started_at, job.finished_at)}
+        stage = next(
+            (
+                stage
+                for stage in pipeline_stages(job.pipeline)
+                if stage["job"] is not None and stage["job"].pk == job.pk
+            ),
+            None,
+        )
+    return {
+        "job": job,
+        "attempts": attempt_rows(job.attempts),
+        "log_entries": log_entries(lines[-LOG_TAIL_LINES:]),
+        "log_lines": len(lines),
+        "log_tail_lines": LOG_TAIL_LINES,
+        "charts": job_charts(job),
+        "snapshots": job.snapshots.all(),
+        "model_versions": job.model_versions.select_related("snapshot"),
+        "outputs": job_outputs(job),
+        "metrics": metrics_tables(job.metrics),
+        "stage": stage,
+        "duration": duration_text(job.started_at, job.finished_at),
+    }
 
 
 def job_detail_view(request, object_id, *, model_admin):
     job = get_object_or_404(Job.objects.select_related("pipeline", "created_by"), pk=object_id)
-    context = admin_context(model_admin, request, title=f"Job {job.pk}: {job.get_kind_display()}", original=job,
-                            params=flat_rows(job.params), **_job_live_context(job))
+    context = admin_context(
+        model_admin,
+        request,
+        title=f"Job {job.pk}: {job.get_kind_display()}",
+        original=job,
+        params=flat_rows(job.params),
+        **_job_live_context(job),
+    )
     return render(request, "admin/workers/job/detail.html", context)
 
 
@@ -262,13 +312,21 @@ def _job_action(request, job_id, action, done: str):
 
 
 def job_cancel_view(request, job_id, *, model_admin):
-    return _job_action(request, job_id, lambda job: job_cancel(job=job, by=request.user),
-                       "Job {job.pk} cancelled; a running task stops at its next step.")
+    return _job_action(
+        request,
+        job_id,
+        lambda job: job_cancel(job=job, by=request.user),
+        "Job {job.pk} cancelled; a running task stops at its next step.",
+    )
 
 
 def job_retry_view(request, job_id, *, model_admin):
-    return _job_action(request, job_id, lambda job: job_retry(job=job, by=request.user),
-                       "Job {job.pk} queued again; it resumes from its newest checkpoint.")
+    return _job_action(
+        request,
+        job_id,
+        lambda job: job_retry(job=job, by=request.user),
+        "Job {job.pk} queued again; it resumes from its newest checkpoint.",
+    )
 
 
 def job_run_view(request, job_id, *, model_admin):
@@ -281,8 +339,9 @@ def job_file_view(request, job_id, name, *, model_admin):
     file_path = job_file_path(job=get_object_or_404(Job, pk=job_id), name=name)
     if file_path is None:
         raise Http404(f"job {job_id} has no file {name!r}")
-    return ranged_response(request, name=file_path.name, size=file_path.stat().st_size,
-                           open_binary=lambda: open(file_path, "rb"))
+    return ranged_response(
+        request, name=file_path.name, size=file_path.stat().st_size, open_binary=lambda: open(file_path, "rb")
+    )
 
 
 def job_import_view(request, *, model_admin):
@@ -291,7 +350,10 @@ def job_import_view(request, *, model_admin):
         data = form.cleaned_data
         try:
             job = import_job_create(
-                manifest=data["manifest"], videos=data["videos"], gold=data["gold"], overlap=data["overlap"],
+                manifest=data["manifest"],
+                videos=data["videos"],
+                gold=data["gold"],
+                overlap=data["overlap"],
                 created_by=request.user,
             )
         except ValueError as exc:
@@ -299,8 +361,9 @@ def job_import_view(request, *, model_admin):
         else:
             messages.success(request, f"Import queued as job {job.pk}; its progress shows below.")
             return redirect(reverse("admin:workers_job_change", args=[job.pk]))
-    return render(request, "admin/workers/job/import.html",
-                  admin_context(model_admin, request, form=form, title="Import pairs"))
+    return render(
+        request, "admin/workers/job/import.html", admin_context(model_admin, request, form=form, title="Import pairs")
+    )
 
 
 # --- snapshots and model versions -----------------------------------------------------------------------
@@ -316,14 +379,19 @@ def snapshot_export_view(request, *, model_admin):
         else:
             messages.success(request, f"Export queued as job {job.pk}; its progress shows below.")
             return redirect(reverse("admin:workers_job_change", args=[job.pk]))
-    return render(request, "admin/workers/datasetsnapshot/export.html",
-                  admin_context(model_admin, request, form=form, title="Export a snapshot"))
+    return render(
+        request,
+        "admin/workers/datasetsnapshot/export.html",
+        admin_context(model_admin, request, form=form, title="Export a snapshot"),
+    )
 
 
 # The generation form's input that takes a version of each kind.
-GENERATION_INPUTS = {ModelVersion.Kind.POLICY: "policy_version",
-                     ModelVersion.Kind.LATENT_REWARD: "latent_reward_version",
-                     ModelVersion.Kind.REWARD: "reward_version"}
+GENERATION_INPUTS = {
+    ModelVersion.Kind.POLICY: "policy_version",
+    ModelVersion.Kind.LATENT_REWARD: "latent_reward_version",
+    ModelVersion.Kind.REWARD: "reward_version",
+}
 
 
 def model_version_generate_view(request, *, model_admin):
@@ -337,11 +405,16 @@ def model_version_generate_view(request, *, model_admin):
         initial["reward_version"] = newest.pk if newest else None
     form = JobConfigForm(spec, request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid() and (job := job_from_form(request, form)):
-        messages.success(request, f"Generating {job.params.get('pairs', form.config_initial['pairs'])} pairs: "
-                                  f"queued as job {job.pk}.")
+        messages.success(
+            request,
+            f"Generating {job.params.get('pairs', form.config_initial['pairs'])} pairs: queued as job {job.pk}.",
+        )
         return redirect(reverse("admin:workers_job_change", args=[job.pk]))
-    return render(request, "admin/workers/modelversion/generate.html",
-                  admin_context(model_admin, request, title="Generate pairs", form=form, spec=spec))
+    return render(
+        request,
+        "admin/workers/modelversion/generate.html",
+        admin_context(model_admin, request, title="Generate pairs", form=form, spec=spec),
+    )
 
 
 def model_version_compare_view(request, *, model_admin):
@@ -350,8 +423,11 @@ def model_version_compare_view(request, *, model_admin):
     except ValueError:
         raise Http404("ids: comma-separated model version ids, e.g. ?ids=3,4") from None
     comparison = model_versions_compare(ids=ids)
-    return render(request, "admin/workers/modelversion/compare.html",
-                  admin_context(model_admin, request, title="Compare model versions", **comparison))
+    return render(
+        request,
+        "admin/workers/modelversion/compare.html",
+        admin_context(model_admin, request, title="Compare model versions", **comparison),
+    )
 
 
 # --- the personalisation page ---------------------------------------------------------------------------
@@ -364,10 +440,18 @@ def _preview_context(job: Job | None) -> dict:
     if job is None or job.status != Job.Status.SUCCEEDED:
         return {}
     result = job.result
-    return {"weights": [(dim, f"{result['weights'][dim]:g}") for dim in DIMENSION_NAMES],
-            "videos": [{"side": side, "url": reverse("admin:workers_job_file", args=[job.pk, result["videos"][side]]),
-                        "generator": result["generators"][side], "scores": result["latent_reward_scores"][side]}
-                       for side in ("unguided", "guided")]}
+    return {
+        "weights": [(dim, f"{result['weights'][dim]:g}") for dim in DIMENSION_NAMES],
+        "videos": [
+            {
+                "side": side,
+                "url": reverse("admin:workers_job_file", args=[job.pk, result["videos"][side]]),
+                "generator": result["generators"][side],
+                "scores": result["latent_reward_scores"][side],
+            }
+            for side in ("unguided", "guided")
+        ],
+    }
 
 
 def guided_preview_page_view(request, *, model_admin):
@@ -392,8 +476,15 @@ def guided_preview_page_view(request, *, model_admin):
     else:
         shown = shown or (previews.filter(pk=history[0]).first() if history else None)
         form = PreviewForm(initial=PreviewForm.initial_from(shown) if shown else None)
-    context = admin_context(model_admin, request, title="Personalisation", form=form, job=shown,
-                            history=guided_previews(ids=history), **_preview_context(shown))
+    context = admin_context(
+        model_admin,
+        request,
+        title="Personalisation",
+        form=form,
+        job=shown,
+        history=guided_previews(ids=history),
+        **_preview_context(shown),
+    )
     template = "_page.html" if request.htmx else "page.html"
     return render(request, f"admin/workers/guidedpreview/{template}", context)
 
@@ -401,9 +492,11 @@ def guided_preview_page_view(request, *, model_admin):
 def guided_preview_live_view(request, job_id, *, model_admin):
     """The preview panel, polled by htmx every 2 s while the job runs (without the trigger once it ended)."""
     job = get_object_or_404(Job, pk=job_id, kind=Job.Kind.PREVIEW)
-    return render(request, "admin/workers/guidedpreview/_preview.html",
-                  {"job": job, "update_history": job.pk in request.session.get(PREVIEW_SESSION_KEY, []),
-                   **_preview_context(job)})
+    return render(
+        request,
+        "admin/workers/guidedpreview/_preview.html",
+        {"job": job, "update_history": job.pk in request.session.get(PREVIEW_SESSION_KEY, []), **_preview_context(job)},
+    )
 
 
 # --- pipelines ------------------------------------------------------------------------------------------
@@ -423,9 +516,14 @@ def _pipeline_live_context(request, pipeline: Pipeline, model_admin) -> dict:
         stage["state_label"] = job.get_status_display() if job else ("waiting" if pipeline.is_active else "not run")
         stage["duration"] = duration_text(job.started_at, job.finished_at) if job and job.started_at else ""
     current = next((stage for stage in stages if stage["name"] == pipeline.stage), None)
-    return {"pipeline": pipeline, "stages": stages, "current": current, "started_how": pipeline_started_how(pipeline),
-            "duration": duration_text(pipeline.created_at, pipeline.finished_at),
-            "can_cancel": pipeline.is_active and model_admin.has_change_permission(request, pipeline)}
+    return {
+        "pipeline": pipeline,
+        "stages": stages,
+        "current": current,
+        "started_how": pipeline_started_how(pipeline),
+        "duration": duration_text(pipeline.created_at, pipeline.finished_at),
+        "can_cancel": pipeline.is_active and model_admin.has_change_permission(request, pipeline),
+    }
 
 
 def pipeline_detail_view(request, object_id, *, model_admin):
@@ -434,8 +532,14 @@ def pipeline_detail_view(request, object_id, *, model_admin):
         pipeline = _pipeline(request, int(object_id), model_admin)
     except ValueError:
         raise Http404(f"no pipeline {object_id!r}") from None
-    context = admin_context(model_admin, request, original=pipeline, title=f"Pipeline #{pipeline.pk}",
-                            params=flat_rows(pipeline.params), **_pipeline_live_context(request, pipeline, model_admin))
+    context = admin_context(
+        model_admin,
+        request,
+        original=pipeline,
+        title=f"Pipeline #{pipeline.pk}",
+        params=flat_rows(pipeline.params),
+        **_pipeline_live_context(request, pipeline, model_admin),
+    )
     return render(request, "admin/workers/pipeline/detail.html", context)
 
 
@@ -464,9 +568,11 @@ def pipeline_start_view(request, *, model_admin):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            pipeline = pipeline_start(params={"alignment_method": data["alignment_method"],
-                                              "generate_pairs": data["generate_pairs"]},
-                                      created_by=request.user, force=data["force"])
+            pipeline = pipeline_start(
+                params={"alignment_method": data["alignment_method"], "generate_pairs": data["generate_pairs"]},
+                created_by=request.user,
+                force=data["force"],
+            )
         except (PipelineBusy, ValueError) as exc:
             form.add_error(None, str(exc))
         else:
@@ -475,5 +581,8 @@ def pipeline_start_view(request, *, model_admin):
             else:
                 messages.success(request, f"{pipeline} queued: export → reward → alignment → new pairs.")
             return redirect(reverse("admin:workers_pipeline_change", args=[pipeline.pk]))
-    return render(request, "admin/workers/pipeline/start.html",
-                  admin_context(model_admin, request, form=form, title="Run the pipeline"))
+    return render(
+        request,
+        "admin/workers/pipeline/start.html",
+        admin_context(model_admin, request, form=form, title="Run the pipeline"),
+    )

@@ -37,8 +37,20 @@ IMPORTS_URL = "/api/v1/imports/"
 class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
-        fields = ["id", "kind", "status", "progress", "progress_text", "params", "metrics", "result", "error",
-                  "created_at", "started_at", "finished_at"]
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "progress",
+            "progress_text",
+            "params",
+            "metrics",
+            "result",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -53,8 +65,13 @@ class UploadField(serializers.FileField):
 
 class ImportRequestSerializer(serializers.Serializer):
     manifest = UploadField(help_text="VideoAlign CSV or JSONL manifest")
-    videos = serializers.ListField(child=UploadField(), allow_empty=True, required=False, default=list,
-                                   help_text="the video files the manifest names (repeat the part)")
+    videos = serializers.ListField(
+        child=UploadField(),
+        allow_empty=True,
+        required=False,
+        default=list,
+        help_text="the video files the manifest names (repeat the part)",
+    )
     gold = serializers.BooleanField(required=False, default=False)
     overlap = serializers.IntegerField(required=False, min_value=1, max_value=50, allow_null=True, default=None)
 
@@ -63,11 +80,14 @@ class ImportCreateView(APIView):
     permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(request={"multipart/form-data": ImportRequestSerializer},
-                   responses={202: JobSerializer,
-                              400: OpenApiResponse(OpenApiTypes.OBJECT,
-                                                   description="each wrong field with its reasons")},
-                   summary="Import pairs: a manifest and its videos (multipart), processed on the media queue")
+    @extend_schema(
+        request={"multipart/form-data": ImportRequestSerializer},
+        responses={
+            202: JobSerializer,
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="each wrong field with its reasons"),
+        },
+        summary="Import pairs: a manifest and its videos (multipart), processed on the media queue",
+    )
     def post(self, request):
         # A form body is a QueryDict, whose .dict() would keep just one of the videos: they come from getlist. An
         # empty body (no content type) parses to a plain dict.
@@ -78,7 +98,10 @@ class ImportCreateView(APIView):
         try:
             with transaction.atomic():  # a refused upload leaves no job row behind
                 job = import_job_create(
-                    manifest=data["manifest"], videos=data["videos"], gold=data["gold"], overlap=data["overlap"],
+                    manifest=data["manifest"],
+                    videos=data["videos"],
+                    gold=data["gold"],
+                    overlap=data["overlap"],
                     created_by=request.user,
                 )
         except (ValueError, SuspiciousOperation) as exc:  # a file name that cannot be stored ("!!!", "..")
@@ -170,8 +193,9 @@ def _model_reference(field: forms.ModelChoiceField, value, name: str):
     found = field.queryset.filter(name=value).values_list("pk", flat=True).first()
     if found is None:
         label = field.queryset.model._meta.verbose_name
-        raise JobParamsError({name: [f"no {label} named {value!r} (among those this input takes); give its id "
-                                     "or its exact name"]})
+        raise JobParamsError(
+            {name: [f"no {label} named {value!r} (among those this input takes); give its id or its exact name"]}
+        )
     return found
 
 
@@ -195,8 +219,9 @@ def _type_error(field: forms.Field, value) -> str | None:
     if isinstance(field, forms.BooleanField):
         return None if isinstance(value, bool) else f"{value!r}: give true or false"
     if isinstance(field, forms.ModelMultipleChoiceField):
-        if not isinstance(value, list) or not all(isinstance(item, (int, str)) and not isinstance(item, bool)
-                                                  for item in value):
+        if not isinstance(value, list) or not all(
+            isinstance(item, (int, str)) and not isinstance(item, bool) for item in value
+        ):
             return f"{value!r}: give a list of ids, e.g. [1, 2]"
         return None
     if isinstance(field, TupleField):
@@ -217,8 +242,9 @@ def job_form_bound(kind: str, params: dict):
     for name, value in flat.items():
         if problem := _type_error(form.fields[name], value):
             errors[name] = [problem]
-    data.update({name: _form_value(field, form.get_initial_for_field(field, name))
-                 for name, field in form.fields.items()})
+    data.update(
+        {name: _form_value(field, form.get_initial_for_field(field, name)) for name, field in form.fields.items()}
+    )
     for name, value in flat.items():
         if name in errors:
             continue  # the form checks the rest, so one answer names every wrong parameter
@@ -231,8 +257,13 @@ def job_form_bound(kind: str, params: dict):
                 continue
         data[name] = _form_value(field, value)
     if not form.is_valid():
-        errors.update({("non_field_errors" if name == "__all__" else name): list(messages)
-                       for name, messages in form.errors.items() if name not in errors})
+        errors.update(
+            {
+                ("non_field_errors" if name == "__all__" else name): list(messages)
+                for name, messages in form.errors.items()
+                if name not in errors
+            }
+        )
     if errors:
         raise JobParamsError(errors)
     return form
@@ -254,52 +285,109 @@ def job_start(*, kind: str, params: dict, user) -> Job:
 class JobCreateRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(
         choices=Job.Kind.choices,
-        error_messages={"invalid_choice": f'"{{input}}" is not a job kind; choose one of '
-                                          f'{", ".join(Job.Kind.values)}'},
+        error_messages={"invalid_choice": f'"{{input}}" is not a job kind; choose one of {", ".join(Job.Kind.values)}'},
         help_text=f"the job to start: {', '.join(kind for kind in Job.Kind.values if kind != Job.Kind.IMPORT)} "
-                  f"(imports upload files: POST them to {IMPORTS_URL})")
+        f"(imports upload files: POST them to {IMPORTS_URL})",
+    )
     params = serializers.DictField(
-        required=False, default=dict,
+        required=False,
+        default=dict,
         help_text="what the admin's form for this kind asks: the rows it reads by id or name (snapshot, "
-                  "reward_version, policy_version, latent_reward_version; batches for an export) and any config "
-                  "value to change from the site's defaults, nested as in the config dataclass "
-                  '({"model": {"lora_rank": 16}}) or dotted ("model.lora_rank"). Export: name, judged_from, '
-                  "judged_until, batches, min_judgments, min_agreement, no_majority, include_flagged, "
-                  "include_excluded_annotators, include_gold, bundle_videos. A parameter the kind does not take "
-                  "is refused, naming it and listing those it takes.")
+        "reward_version, policy_version, latent_reward_version; batches for an export) and any config "
+        "value to change from the site's defaults, nested as in the config dataclass "
+        '({"model": {"lora_rank": 16}}) or dotted ("model.lora_rank"). Export: name, judged_from, '
+        "judged_until, batches, min_judgments, min_agreement, no_majority, include_flagged, "
+        "include_excluded_annotators, include_gold, bundle_videos. A parameter the kind does not take "
+        "is refused, naming it and listing those it takes.",
+    )
 
     def validate_kind(self, kind: str) -> str:
         if kind == Job.Kind.IMPORT:
-            raise serializers.ValidationError(f"an import uploads a manifest and its videos: POST them as "
-                                              f"multipart/form-data to {IMPORTS_URL}")
+            raise serializers.ValidationError(
+                f"an import uploads a manifest and its videos: POST them as multipart/form-data to {IMPORTS_URL}"
+            )
         return kind
 
 
 JOB_EXAMPLES = [
-    OpenApiExample("reward model", request_only=True, value={
-        "kind": "reward", "params": {"snapshot": 3, "epochs": 2, "model": {"lora_rank": 16}}},
+    OpenApiExample(
+        "reward model",
+        request_only=True,
+        value={"kind": "reward", "params": {"snapshot": 3, "epochs": 2, "model": {"lora_rank": 16}}},
         description="Train a reward model on training snapshot 3 (a snapshot's name works too), two epochs, "
-                    "LoRA rank 16; every other value is the site's default."),
-    OpenApiExample("export", request_only=True, value={
-        "kind": "export", "params": {"min_judgments": 2, "min_agreement": 0.6, "judged_from": "2026-11-01T00:00:00Z",
-                                     "batches": [1, 2]}},
+        "LoRA rank 16; every other value is the site's default.",
+    ),
+    OpenApiExample(
+        "export",
+        request_only=True,
+        value={
+            "kind": "export",
+            "params": {
+                "min_judgments": 2,
+                "min_agreement": 0.6,
+                "judged_from": "2026-11-01T00:00:00Z",
+                "batches": [1, 2],
+            },
+        },
         description="A training snapshot of batches 1 and 2: pairs with at least two judgments since 1 November, "
-                    "every label backed by 60 % of them."),
-    OpenApiExample("Flow-DPO", request_only=True, value={
-        "kind": "flow_dpo", "params": {"snapshot": "20261101-020000-ab12cd", "reward_version": 4, "beta": 1000.0}}),
-    OpenApiExample("generate pairs", request_only=True, value={
-        "kind": "generate", "params": {"policy_version": 7, "reward_version": 4, "pairs": 32}}),
-    OpenApiExample("queued", response_only=True, status_codes=["202"], value={
-        "id": 12, "kind": "reward", "status": "queued", "progress": 0.0, "progress_text": "",
-        "params": {"snapshot_id": 3, "config": {"epochs": 2, "model": {"lora_rank": 16}}}, "metrics": {},
-        "result": {}, "error": "", "created_at": "2026-11-02T09:00:00Z", "started_at": None, "finished_at": None}),
-    OpenApiExample("a wrong parameter", response_only=True, status_codes=["400"], value={
-        "params": {"model.lora_rank": ["Enter a whole number."], "snapshot": ["no dataset snapshot named 'nope' "
-                                                                              "(among those this input takes); give "
-                                                                              "its id or its exact name"]}}),
-    OpenApiExample("an unknown kind", response_only=True, status_codes=["400"], value={
-        "kind": ['"train" is not a job kind; choose one of import, export, reward, sft, flow_dpo, flow_rwr, '
-                 'latent_reward, generate, preview']}),
+        "every label backed by 60 % of them.",
+    ),
+    OpenApiExample(
+        "Flow-DPO",
+        request_only=True,
+        value={
+            "kind": "flow_dpo",
+            "params": {"snapshot": "20261101-020000-ab12cd", "reward_version": 4, "beta": 1000.0},
+        },
+    ),
+    OpenApiExample(
+        "generate pairs",
+        request_only=True,
+        value={"kind": "generate", "params": {"policy_version": 7, "reward_version": 4, "pairs": 32}},
+    ),
+    OpenApiExample(
+        "queued",
+        response_only=True,
+        status_codes=["202"],
+        value={
+            "id": 12,
+            "kind": "reward",
+            "status": "queued",
+            "progress": 0.0,
+            "progress_text": "",
+            "params": {"snapshot_id": 3, "config": {"epochs": 2, "model": {"lora_rank": 16}}},
+            "metrics": {},
+            "result": {},
+            "error": "",
+            "created_at": "2026-11-02T09:00:00Z",
+            "started_at": None,
+            "finished_at": None,
+        },
+    ),
+    OpenApiExample(
+        "a wrong parameter",
+        response_only=True,
+        status_codes=["400"],
+        value={
+            "params": {
+                "model.lora_rank": ["Enter a whole number."],
+                "snapshot": [
+                    "no dataset snapshot named 'nope' (among those this input takes); give its id or its exact name"
+                ],
+            }
+        },
+    ),
+    OpenApiExample(
+        "an unknown kind",
+        response_only=True,
+        status_codes=["400"],
+        value={
+            "kind": [
+                '"train" is not a job kind; choose one of import, export, reward, sft, flow_dpo, flow_rwr, '
+                "latent_reward, generate, preview"
+            ]
+        },
+    ),
 ]
 
 
@@ -309,9 +397,12 @@ class JobCreateView(APIView):
 
     @extend_schema(
         request=JobCreateRequestSerializer,
-        responses={202: JobSerializer,
-                   400: OpenApiResponse(OpenApiTypes.OBJECT, description='what to fix: {"kind": [...]} or '
-                                        '{"params": {"<parameter>": [...]}}')},
+        responses={
+            202: JobSerializer,
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT, description='what to fix: {"kind": [...]} or {"params": {"<parameter>": [...]}}'
+            ),
+        },
         examples=JOB_EXAMPLES,
         summary="Start a job (staff): the admin's 'Start a job' and 'Export a snapshot' forms as JSON",
     )
@@ -331,10 +422,12 @@ class JobCreateView(APIView):
 class PipelineStageSerializer(serializers.Serializer):
     stage = serializers.CharField(help_text="export, reward, align or generate")
     kind = serializers.CharField(help_text="the job kind that runs it")
-    job = serializers.IntegerField(allow_null=True, help_text="its job's id (GET /api/v1/jobs/{id}/); null "
-                                                              "until the stage starts")
-    status = serializers.CharField(help_text="the job's status; pending before it starts, not run when the "
-                                             "pipeline ended first")
+    job = serializers.IntegerField(
+        allow_null=True, help_text="its job's id (GET /api/v1/jobs/{id}/); null until the stage starts"
+    )
+    status = serializers.CharField(
+        help_text="the job's status; pending before it starts, not run when the pipeline ended first"
+    )
     progress = serializers.FloatField()
 
 
@@ -343,25 +436,48 @@ class PipelineSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Pipeline
-        fields = ["id", "status", "stage", "is_active", "params", "trigger", "reason", "created_at", "finished_at",
-                  "stages"]
+        fields = [
+            "id",
+            "status",
+            "stage",
+            "is_active",
+            "params",
+            "trigger",
+            "reason",
+            "created_at",
+            "finished_at",
+            "stages",
+        ]
 
     @extend_schema_field(PipelineStageSerializer(many=True))
     def get_stages(self, pipeline: Pipeline) -> list[dict]:
         waiting = "pending" if pipeline.is_active else "not run"
-        return [{"stage": stage["name"], "kind": stage["kind"], "job": job.pk if job else None,
-                 "status": job.status if job else waiting, "progress": job.progress if job else 0.0}
-                for stage in pipeline_stages(pipeline) for job in [stage["job"]]]
+        return [
+            {
+                "stage": stage["name"],
+                "kind": stage["kind"],
+                "job": job.pk if job else None,
+                "status": job.status if job else waiting,
+                "progress": job.progress if job else 0.0,
+            }
+            for stage in pipeline_stages(pipeline)
+            for job in [stage["job"]]
+        ]
 
 
 class PipelineStartSerializer(serializers.Serializer):
-    force = serializers.BooleanField(required=False, default=False,
-                                     help_text="run even if too few judgments arrived since the last snapshot")
-    alignment_method = serializers.ChoiceField(choices=["dpo", "rwr"], required=False,
-                                               help_text="Flow-DPO or Flow-RWR; default VIDPREF_ALIGNMENT_METHOD")
-    generate_pairs = serializers.IntegerField(min_value=1, max_value=100_000, required=False,
-                                              help_text="new pairs queued for labelling; default "
-                                                        "VIDPREF_PIPELINE_GENERATE_PAIRS")
+    force = serializers.BooleanField(
+        required=False, default=False, help_text="run even if too few judgments arrived since the last snapshot"
+    )
+    alignment_method = serializers.ChoiceField(
+        choices=["dpo", "rwr"], required=False, help_text="Flow-DPO or Flow-RWR; default VIDPREF_ALIGNMENT_METHOD"
+    )
+    generate_pairs = serializers.IntegerField(
+        min_value=1,
+        max_value=100_000,
+        required=False,
+        help_text="new pairs queued for labelling; default VIDPREF_PIPELINE_GENERATE_PAIRS",
+    )
 
 
 class PipelineBusySerializer(serializers.Serializer):
@@ -370,14 +486,27 @@ class PipelineBusySerializer(serializers.Serializer):
 
 
 PIPELINE_EXAMPLE = {
-    "id": 5, "status": "queued", "stage": "", "is_active": True,
-    "params": {"min_new_judgments": 500, "alignment_method": "dpo", "generate_pairs": 64, "reward_config": {},
-               "alignment_config": {}},
-    "trigger": "api", "reason": "", "created_at": "2026-11-02T09:00:00Z", "finished_at": None,
-    "stages": [{"stage": "export", "kind": "export", "job": None, "status": "pending", "progress": 0.0},
-               {"stage": "reward", "kind": "reward", "job": None, "status": "pending", "progress": 0.0},
-               {"stage": "align", "kind": "flow_dpo", "job": None, "status": "pending", "progress": 0.0},
-               {"stage": "generate", "kind": "generate", "job": None, "status": "pending", "progress": 0.0}],
+    "id": 5,
+    "status": "queued",
+    "stage": "",
+    "is_active": True,
+    "params": {
+        "min_new_judgments": 500,
+        "alignment_method": "dpo",
+        "generate_pairs": 64,
+        "reward_config": {},
+        "alignment_config": {},
+    },
+    "trigger": "api",
+    "reason": "",
+    "created_at": "2026-11-02T09:00:00Z",
+    "finished_at": None,
+    "stages": [
+        {"stage": "export", "kind": "export", "job": None, "status": "pending", "progress": 0.0},
+        {"stage": "reward", "kind": "reward", "job": None, "status": "pending", "progress": 0.0},
+        {"stage": "align", "kind": "flow_dpo", "job": None, "status": "pending", "progress": 0.0},
+        {"stage": "generate", "kind": "generate", "job": None, "status": "pending", "progress": 0.0},
+    ],
 }
 
 
@@ -387,21 +516,35 @@ class PipelineCreateView(APIView):
 
     @extend_schema(
         request=PipelineStartSerializer,
-        responses={202: OpenApiResponse(PipelineSerializer, description="queued: export → reward → alignment → "
-                                                                         "generate, each stage a job"),
-                   200: OpenApiResponse(PipelineSerializer, description="not started (status skipped): too few new "
-                                        "judgments since the last snapshot, as its reason says; force runs it anyway"),
-                   400: OpenApiResponse(OpenApiTypes.OBJECT, description="each wrong field with its reasons"),
-                   409: OpenApiResponse(PipelineBusySerializer, description="a pipeline is still going; one runs "
-                                                                            "at a time")},
+        responses={
+            202: OpenApiResponse(
+                PipelineSerializer, description="queued: export → reward → alignment → generate, each stage a job"
+            ),
+            200: OpenApiResponse(
+                PipelineSerializer,
+                description="not started (status skipped): too few new "
+                "judgments since the last snapshot, as its reason says; force runs it anyway",
+            ),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="each wrong field with its reasons"),
+            409: OpenApiResponse(PipelineBusySerializer, description="a pipeline is still going; one runs at a time"),
+        },
         examples=[
             OpenApiExample("force a run", request_only=True, value={"force": True}),
-            OpenApiExample("Flow-RWR, 32 new pairs", request_only=True,
-                           value={"force": False, "alignment_method": "rwr", "generate_pairs": 32}),
+            OpenApiExample(
+                "Flow-RWR, 32 new pairs",
+                request_only=True,
+                value={"force": False, "alignment_method": "rwr", "generate_pairs": 32},
+            ),
             OpenApiExample("queued", response_only=True, status_codes=["202"], value=PIPELINE_EXAMPLE),
-            OpenApiExample("busy", response_only=True, status_codes=["409"],
-                           value={"detail": "pipeline #5 (running, reward) is still going; one pipeline runs at a "
-                                            "time", "pipeline_id": 5}),
+            OpenApiExample(
+                "busy",
+                response_only=True,
+                status_codes=["409"],
+                value={
+                    "detail": "pipeline #5 (running, reward) is still going; one pipeline runs at a time",
+                    "pipeline_id": 5,
+                },
+            ),
         ],
         summary="Start the pipeline (staff): export → reward model → Flow-DPO/RWR → new pairs",
     )
@@ -417,20 +560,35 @@ class PipelineCreateView(APIView):
             pipeline = pipeline_start(params=params, created_by=request.user, trigger="api", force=data["force"])
         except PipelineBusy as exc:
             active = active or pipeline_active()
-            return Response({"detail": str(exc), "pipeline_id": active.pk if active else None},
-                            status=status.HTTP_409_CONFLICT)
+            return Response(
+                {"detail": str(exc), "pipeline_id": active.pk if active else None}, status=status.HTTP_409_CONFLICT
+            )
         skipped = pipeline.status == Pipeline.Status.SKIPPED
-        return Response(PipelineSerializer(pipeline).data,
-                        status=status.HTTP_200_OK if skipped else status.HTTP_202_ACCEPTED)
+        return Response(
+            PipelineSerializer(pipeline).data, status=status.HTTP_200_OK if skipped else status.HTTP_202_ACCEPTED
+        )
 
 
-@extend_schema(examples=[OpenApiExample("running", response_only=True, value={
-    **PIPELINE_EXAMPLE, "status": "running", "stage": "reward",
-    "stages": [{"stage": "export", "kind": "export", "job": 40, "status": "succeeded", "progress": 1.0},
-               {"stage": "reward", "kind": "reward", "job": 41, "status": "running", "progress": 0.35},
-               {"stage": "align", "kind": "flow_dpo", "job": None, "status": "pending", "progress": 0.0},
-               {"stage": "generate", "kind": "generate", "job": None, "status": "pending", "progress": 0.0}]})],
-               summary="A pipeline: its status and each stage's job")
+@extend_schema(
+    examples=[
+        OpenApiExample(
+            "running",
+            response_only=True,
+            value={
+                **PIPELINE_EXAMPLE,
+                "status": "running",
+                "stage": "reward",
+                "stages": [
+                    {"stage": "export", "kind": "export", "job": 40, "status": "succeeded", "progress": 1.0},
+                    {"stage": "reward", "kind": "reward", "job": 41, "status": "running", "progress": 0.35},
+                    {"stage": "align", "kind": "flow_dpo", "job": None, "status": "pending", "progress": 0.0},
+                    {"stage": "generate", "kind": "generate", "job": None, "status": "pending", "progress": 0.0},
+                ],
+            },
+        )
+    ],
+    summary="A pipeline: its status and each stage's job",
+)
 class PipelineDetailView(RetrieveAPIView):
     permission_classes = [IsAdminUser]
     serializer_class = PipelineSerializer

@@ -62,9 +62,21 @@ def _render_clips(folder: Path) -> Path:
     """Short synthetic clips from ffmpeg's test sources, written with a JSONL manifest."""
     ffmpeg = require_ffmpeg(settings.FFMPEG_BINARY)
     specs = [
-        ("a colourful test pattern scrolling smoothly", "testsrc2=size=320x180:rate=24", "testsrc2=size=320x180:rate=8"),
-        ("a soft colour gradient drifting slowly", "gradients=size=320x180:rate=24:speed=0.02", "gradients=size=320x180:rate=24:speed=0.02,noise=alls=40:allf=t"),
-        ("a mandelbrot fractal zooming in", "mandelbrot=size=320x180:rate=24", "mandelbrot=size=320x180:rate=24,boxblur=4"),
+        (
+            "a colourful test pattern scrolling smoothly",
+            "testsrc2=size=320x180:rate=24",
+            "testsrc2=size=320x180:rate=8",
+        ),
+        (
+            "a soft colour gradient drifting slowly",
+            "gradients=size=320x180:rate=24:speed=0.02",
+            "gradients=size=320x180:rate=24:speed=0.02,noise=alls=40:allf=t",
+        ),
+        (
+            "a mandelbrot fractal zooming in",
+            "mandelbrot=size=320x180:rate=24",
+            "mandelbrot=size=320x180:rate=24,boxblur=4",
+        ),
     ]
     rows = []
     for index, (prompt, source_a, source_b) in enumerate(specs):
@@ -72,13 +84,34 @@ def _render_clips(folder: Path) -> Path:
         for side, source in (("a", source_a), ("b", source_b)):
             name = f"demo_{index}_{side}.mp4"
             subprocess.run(
-                [ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", "3",
-                 "-pix_fmt", "yuv420p", str(folder / name)],
+                [
+                    ffmpeg,
+                    "-nostdin",
+                    "-v",
+                    "error",
+                    "-y",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    source,
+                    "-t",
+                    "3",
+                    "-pix_fmt",
+                    "yuv420p",
+                    str(folder / name),
+                ],
                 check=True,
             )
             names.append(name)
-        rows.append({"prompt": prompt, "video_a": names[0], "video_b": names[1],
-                     "generator_a": "ffmpeg-clean", "generator_b": "ffmpeg-degraded"})
+        rows.append(
+            {
+                "prompt": prompt,
+                "video_a": names[0],
+                "video_b": names[1],
+                "generator_a": "ffmpeg-clean",
+                "generator_b": "ffmpeg-degraded",
+            }
+        )
     manifest = folder / "demo.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return manifest

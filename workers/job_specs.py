@@ -50,55 +50,132 @@ class JobSpec:
         return getattr(importlib.import_module(module), name)
 
 
-_POLICY_HIDDEN = frozenset({"output_dir", "policy", "snapshot", "media_root", "cache_dir", "progress", "reward_model",
-                            "train_split", "val_split"})
+_POLICY_HIDDEN = frozenset(
+    {
+        "output_dir",
+        "policy",
+        "snapshot",
+        "media_root",
+        "cache_dir",
+        "progress",
+        "reward_model",
+        "train_split",
+        "val_split",
+    }
+)
 _POLICY_SPECS = [
-    JobSpec(kind, title, description, config_class=f"alignment.flow.config:{name}", hidden=_POLICY_HIDDEN,
-            base_config=partial(policy_base_config, kind), create=partial(policy_job_create, kind=kind),
-            inputs=("snapshot", "reward_version"),
-            primary=("epochs", "max_steps", "batch_size", "learning_rate", *method_fields, "label_source",
-                     "finetune", "lora_rank"))
+    JobSpec(
+        kind,
+        title,
+        description,
+        config_class=f"alignment.flow.config:{name}",
+        hidden=_POLICY_HIDDEN,
+        base_config=partial(policy_base_config, kind),
+        create=partial(policy_job_create, kind=kind),
+        inputs=("snapshot", "reward_version"),
+        primary=(
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "learning_rate",
+            *method_fields,
+            "label_source",
+            "finetune",
+            "lora_rank",
+        ),
+    )
     for kind, title, name, method_fields, description in (
-        (Job.Kind.SFT, "Supervised fine-tuning", "SFTConfig", (),
-         "Plain flow matching on the chosen videos of a snapshot (LoRA on the base policy); gpu queue."),
-        (Job.Kind.FLOW_DPO, "Flow-DPO", "FlowDPOConfig", ("beta", "beta_schedule"),
-         "Direct preference optimisation for flow matching on the snapshot's pairs; gpu queue."),
-        (Job.Kind.FLOW_RWR, "Flow-RWR", "FlowRWRConfig", ("temperature",),
-         "Reward-weighted flow matching; rewards from consensus labels or a reward model; gpu queue."),
+        (
+            Job.Kind.SFT,
+            "Supervised fine-tuning",
+            "SFTConfig",
+            (),
+            "Plain flow matching on the chosen videos of a snapshot (LoRA on the base policy); gpu queue.",
+        ),
+        (
+            Job.Kind.FLOW_DPO,
+            "Flow-DPO",
+            "FlowDPOConfig",
+            ("beta", "beta_schedule"),
+            "Direct preference optimisation for flow matching on the snapshot's pairs; gpu queue.",
+        ),
+        (
+            Job.Kind.FLOW_RWR,
+            "Flow-RWR",
+            "FlowRWRConfig",
+            ("temperature",),
+            "Reward-weighted flow matching; rewards from consensus labels or a reward model; gpu queue.",
+        ),
     )
 ]
 
 JOB_SPECS: dict[str, JobSpec] = {
     spec.kind: spec
     for spec in (
-        JobSpec(Job.Kind.IMPORT, "Import pairs", "Upload a manifest and its videos; probed, transcoded, deduplicated.",
-                url_name="admin:workers_job_import"),
-        JobSpec(Job.Kind.EXPORT, "Export a snapshot", "Judged pairs with their consensus labels, as Parquet + CSV.",
-                url_name="admin:workers_datasetsnapshot_export"),
-        JobSpec(Job.Kind.REWARD, "Train a reward model", "VideoReward (VQ, MQ, TA) on a training snapshot; gpu queue.",
-                config_class="alignment.reward.config:RewardTrainConfig",
-                hidden=frozenset({"output_dir", "snapshot", "train_csv", "val_csv", "media_root", "progress",
-                                  "train_split", "val_split"}),
-                base_config=reward_base_config, create=reward_job_create,
-                primary=("epochs", "batch_size", "learning_rate", "model.backbone", "model.backbone_path", "loss",
-                         "keep_best", "best_by")),
+        JobSpec(
+            Job.Kind.IMPORT,
+            "Import pairs",
+            "Upload a manifest and its videos; probed, transcoded, deduplicated.",
+            url_name="admin:workers_job_import",
+        ),
+        JobSpec(
+            Job.Kind.EXPORT,
+            "Export a snapshot",
+            "Judged pairs with their consensus labels, as Parquet + CSV.",
+            url_name="admin:workers_datasetsnapshot_export",
+        ),
+        JobSpec(
+            Job.Kind.REWARD,
+            "Train a reward model",
+            "VideoReward (VQ, MQ, TA) on a training snapshot; gpu queue.",
+            config_class="alignment.reward.config:RewardTrainConfig",
+            hidden=frozenset(
+                {"output_dir", "snapshot", "train_csv", "val_csv", "media_root", "progress", "train_split", "val_split"}
+            ),
+            base_config=reward_base_config,
+            create=reward_job_create,
+            primary=(
+                "epochs",
+                "batch_size",
+                "learning_rate",
+                "model.backbone",
+                "model.backbone_path",
+                "loss",
+                "keep_best",
+                "best_by",
+            ),
+        ),
         *_POLICY_SPECS,
-        JobSpec(Job.Kind.LATENT_REWARD, "Train a latent reward model", "Flow-NRG's reward on noisy latents: the "
-                "policy's first blocks and a head per dimension, trained on the snapshot's pairs noised alike; "
-                "gpu queue.",
-                config_class="alignment.flow.config:LatentRewardConfig", hidden=_POLICY_HIDDEN,
-                base_config=partial(policy_base_config, Job.Kind.LATENT_REWARD),
-                create=partial(policy_job_create, kind=Job.Kind.LATENT_REWARD),
-                primary=("epochs", "max_steps", "batch_size", "learning_rate", "num_layers", "readout", "noisy")),
-        JobSpec(Job.Kind.GENERATE, "Generate pairs", "Two candidates per prompt — an aligned policy vs the base, two "
-                "seeds of one policy, or Flow-NRG-guided vs unguided — ordered for labelling by the reward model, "
-                "least certain first; gpu queue.",
-                config_class="alignment.flow.config:GenerationConfig", create=generation_job_create,
-                inputs=("policy_version", "latent_reward_version", "reward_version"),
-                primary=("pairs", "source", "steps", "weights", "guidance_strength")),
-        JobSpec(Job.Kind.PREVIEW, "Guided preview (personalisation)", "One prompt and seed sampled without and with "
-                "Flow-NRG guidance by your VQ/MQ/TA weights, side by side; gpu queue.",
-                url_name="admin:workers_guidedpreview_changelist"),
+        JobSpec(
+            Job.Kind.LATENT_REWARD,
+            "Train a latent reward model",
+            "Flow-NRG's reward on noisy latents: the "
+            "policy's first blocks and a head per dimension, trained on the snapshot's pairs noised alike; "
+            "gpu queue.",
+            config_class="alignment.flow.config:LatentRewardConfig",
+            hidden=_POLICY_HIDDEN,
+            base_config=partial(policy_base_config, Job.Kind.LATENT_REWARD),
+            create=partial(policy_job_create, kind=Job.Kind.LATENT_REWARD),
+            primary=("epochs", "max_steps", "batch_size", "learning_rate", "num_layers", "readout", "noisy"),
+        ),
+        JobSpec(
+            Job.Kind.GENERATE,
+            "Generate pairs",
+            "Two candidates per prompt — an aligned policy vs the base, two "
+            "seeds of one policy, or Flow-NRG-guided vs unguided — ordered for labelling by the reward model, "
+            "least certain first; gpu queue.",
+            config_class="alignment.flow.config:GenerationConfig",
+            create=generation_job_create,
+            inputs=("policy_version", "latent_reward_version", "reward_version"),
+            primary=("pairs", "source", "steps", "weights", "guidance_strength"),
+        ),
+        JobSpec(
+            Job.Kind.PREVIEW,
+            "Guided preview (personalisation)",
+            "One prompt and seed sampled without and with "
+            "Flow-NRG guidance by your VQ/MQ/TA weights, side by side; gpu queue.",
+            url_name="admin:workers_guidedpreview_changelist",
+        ),
     )
 }
 
@@ -169,8 +246,9 @@ def _choice_field(choices, *, required: bool, **common) -> forms.Field:
     options = [(str(choice), str(choice)) for choice in choices]
     if not required:
         options = [("", "— none —"), *options]
-    return forms.TypedChoiceField(choices=options, coerce=lambda text: by_text[text], required=required,
-                                  empty_value=None, **common)
+    return forms.TypedChoiceField(
+        choices=options, coerce=lambda text: by_text[text], required=required, empty_value=None, **common
+    )
 
 
 def _form_field(config_field, initial) -> forms.Field:
@@ -181,9 +259,13 @@ def _form_field(config_field, initial) -> forms.Field:
     if choices:
         return _choice_field(choices, required=required and initial is not None, **common)
     if kind is bool and config_field.optional:  # None means "auto": decided on the machine that trains
-        return forms.TypedChoiceField(choices=AUTO_BOOL_CHOICES, coerce=lambda text: text == "true", required=False,
-                                      empty_value=None, **{**common, "initial": {None: "", True: "true",
-                                                                                  False: "false"}.get(initial)})
+        return forms.TypedChoiceField(
+            choices=AUTO_BOOL_CHOICES,
+            coerce=lambda text: text == "true",
+            required=False,
+            empty_value=None,
+            **{**common, "initial": {None: "", True: "true", False: "false"}.get(initial)},
+        )
     if kind is bool:
         return forms.BooleanField(required=False, **common)
     if kind is int:
@@ -201,18 +283,50 @@ def _form_field(config_field, initial) -> forms.Field:
 # The folded groups of a form, in order: a field goes to the first topic that names it or a prefix of it. The
 # fields of a nested dataclass ("model.…") are grouped by its section comments instead; the rest: "Other".
 TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Labels, loss and data", ("loss", "theta", "label_source", "dimension_weights", "min_margin", "num_frames",
-                               "height", "width", "noisy")),
+    (
+        "Labels, loss and data",
+        ("loss", "theta", "label_source", "dimension_weights", "min_margin", "num_frames", "height", "width", "noisy"),
+    ),
     ("LoRA and fine-tuning", ("finetune", "lora_")),
-    ("Optimiser and schedule", ("epochs", "max_steps", "learning_rate", "head_learning_rate", "weight_decay",
-                                "batch_size", "gradient_accumulation_steps", "warmup_steps", "lr_schedule",
-                                "max_grad_norm", "sigma_shift", "beta", "temperature", "num_layers", "readout")),
-    ("Evaluation and checkpoints", ("keep_best", "best_by", "save_every_steps", "keep_checkpoints",
-                                    "eval_every_steps", "max_eval_")),
+    (
+        "Optimiser and schedule",
+        (
+            "epochs",
+            "max_steps",
+            "learning_rate",
+            "head_learning_rate",
+            "weight_decay",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "warmup_steps",
+            "lr_schedule",
+            "max_grad_norm",
+            "sigma_shift",
+            "beta",
+            "temperature",
+            "num_layers",
+            "readout",
+        ),
+    ),
+    (
+        "Evaluation and checkpoints",
+        ("keep_best", "best_by", "save_every_steps", "keep_checkpoints", "eval_every_steps", "max_eval_"),
+    ),
     ("Sampling", ("pairs", "source", "steps", "guidance_scale", "prompt_file")),
     ("Flow-NRG guidance", ("weights", "guidance_")),
-    ("Machine and data loading", ("mixed_precision", "gradient_checkpointing", "num_workers", "decode_threads",
-                                  "cache_videos", "frame_cache_", "encode_batch_size", "seed")),
+    (
+        "Machine and data loading",
+        (
+            "mixed_precision",
+            "gradient_checkpointing",
+            "num_workers",
+            "decode_threads",
+            "cache_videos",
+            "frame_cache_",
+            "encode_batch_size",
+            "seed",
+        ),
+    ),
 )
 
 
@@ -249,19 +363,28 @@ class JobConfigForm(forms.Form):
     INPUTS = {
         "snapshot": lambda: forms.ModelChoiceField(
             DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING),
-            help_text="the training snapshot to learn from"),
+            help_text="the training snapshot to learn from",
+        ),
         "reward_version": lambda: forms.ModelChoiceField(
-            ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD), required=False, label="reward model",
-            help_text="relabels pairs (label_source reward_model), scores videos for Flow-RWR, orders generated pairs"),
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD),
+            required=False,
+            label="reward model",
+            help_text="relabels pairs (label_source reward_model), scores videos for Flow-RWR, orders generated pairs",
+        ),
         "policy_version": lambda: forms.ModelChoiceField(
-            ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY), required=False, label="aligned policy",
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY),
+            required=False,
+            label="aligned policy",
             empty_label="— the base policy —",
             help_text="the policy that generates (next to the base for policy_vs_base, which needs one); empty: the "
-                      "base policy"),
+            "base policy",
+        ),
         "latent_reward_version": lambda: forms.ModelChoiceField(
-            ModelVersion.objects.filter(kind=ModelVersion.Kind.LATENT_REWARD), required=False,
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.LATENT_REWARD),
+            required=False,
             label="latent reward model (Flow-NRG)",
-            help_text="guides side A by the weights and strength below; needed for guided_vs_unguided"),
+            help_text="guides side A by the weights and strength below; needed for guided_vs_unguided",
+        ),
     }
 
     def __init__(self, spec: JobSpec, *args, **kwargs):
@@ -301,8 +424,12 @@ class JobConfigForm(forms.Form):
             else:
                 folded.setdefault(topic, FieldGroup(topic, [])).fields.append(bound)
         order = [title for title, _ in TOPICS]  # a nested dataclass's groups first (as declared), "Other" last
-        ranked = sorted(folded.values(), key=lambda group: order.index(group.title) if group.title in order
-                        else len(order) if group.title == "Other" else -1)
+        ranked = sorted(
+            folded.values(),
+            key=lambda group: (
+                order.index(group.title) if group.title in order else len(order) if group.title == "Other" else -1
+            ),
+        )
         for group in ranked:
             group.open = group.has_errors
         return [essentials, *ranked]

@@ -37,8 +37,9 @@ class Pipeline(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
-                                    name="one_active_pipeline"),
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="one_active_pipeline"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -75,7 +76,8 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     celery_id = models.CharField(max_length=64, blank=True)
     attempts = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="one entry per delivery of the task: worker, pid, start, end, outcome (a redelivered job shows both)",
     )
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="the worker's last sign of life")
@@ -103,7 +105,8 @@ class Job(models.Model):
         reads). Raises ``JobCancelled`` once an admin has cancelled the job: long loops stop at their next step."""
         fraction = min(1.0, done / total) if total else 0.0
         updated = Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
-            progress=fraction, progress_text=text[:300], heartbeat_at=timezone.now())
+            progress=fraction, progress_text=text[:300], heartbeat_at=timezone.now()
+        )
         self.progress, self.progress_text = fraction, text[:300]
         if not updated:
             raise JobCancelled(f"job {self.pk} was cancelled")
@@ -161,8 +164,9 @@ class ModelVersion(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     name = models.CharField(max_length=100, unique=True)
     path = models.CharField(max_length=500, help_text="the model folder (safetensors + configs)")
-    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL,
-                                 related_name="model_versions")
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
+    )
     config = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions")

@@ -22,8 +22,9 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 def model_versions_compare(*, ids: list[int]) -> dict:
     """Model versions side by side: their validation accuracies, the config values that differ, and the
     curves to overlay. Versions are in the order of ``ids``; unknown ids are reported, not an error."""
-    found = {version.pk: version
-             for version in ModelVersion.objects.filter(pk__in=ids).select_related("snapshot", "job")}
+    found = {
+        version.pk: version for version in ModelVersion.objects.filter(pk__in=ids).select_related("snapshot", "job")
+    }
     versions = [found[pk] for pk in ids if pk in found]
     rows = []
     for dim in DIMENSION_NAMES:
@@ -33,12 +34,19 @@ def model_versions_compare(*, ids: list[int]) -> dict:
             rows.append({"label": f"{dim} {label}", "values": values, "best": max(known) if known else None})
     configs = [_flatten(version.config or {}) for version in versions]
     keys = sorted(set().union(*configs)) if configs else []
-    differences = [{"key": key, "values": [config.get(key, "–") for config in configs]}
-                   for key in keys if len({repr(config.get(key)) for config in configs}) > 1
-                   and key not in ("output_dir", "snapshot")]
+    differences = [
+        {"key": key, "values": [config.get(key, "–") for config in configs]}
+        for key in keys
+        if len({repr(config.get(key)) for config in configs}) > 1 and key not in ("output_dir", "snapshot")
+    ]
     curves = [{"name": version.name, "charts": (version.metrics or {}).get("charts") or {}} for version in versions]
-    return {"versions": versions, "missing": [pk for pk in ids if pk not in found], "accuracy_rows": rows,
-            "config_differences": differences, "curves": curves}
+    return {
+        "versions": versions,
+        "missing": [pk for pk in ids if pk not in found],
+        "accuracy_rows": rows,
+        "config_differences": differences,
+        "curves": curves,
+    }
 
 
 def job_file_path(*, job: Job, name: str) -> Path | None:

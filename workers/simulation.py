@@ -33,8 +33,7 @@ class SimulationReport:
 
     def summary(self) -> str:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.by_kind.items()))
-        return (f"{self.judgments} judgments ({kinds or 'none'}), {self.skipped} skipped, "
-                f"{len(self.errors)} errors")
+        return f"{self.judgments} judgments ({kinds or 'none'}), {self.skipped} skipped, {len(self.errors)} errors"
 
     @property
     def reached(self) -> bool:
@@ -47,25 +46,38 @@ class SimulationReport:
             return ""
         reasons = []
         if self.ran_out:
-            who = (f"these {self.annotators} simulated annotators" if self.ran_out == self.annotators else
-                   f"{self.ran_out} of the {self.annotators} simulated annotators")
-            reasons.append(f"no pair was left to lease for {who} (each judges a pair once, and a pair closes once "
-                           "it has its overlap of judgments)")
+            who = (
+                f"these {self.annotators} simulated annotators"
+                if self.ran_out == self.annotators
+                else f"{self.ran_out} of the {self.annotators} simulated annotators"
+            )
+            reasons.append(
+                f"no pair was left to lease for {who} (each judges a pair once, and a pair closes once "
+                "it has its overlap of judgments)"
+            )
         if self.skipped_prompts:
             pairs = len(self.skipped_prompts)
             example = next(iter(self.skipped_prompts))
-            reasons.append(f"{pairs} pair{'s' if pairs != 1 else ''} skipped: not toy-world clips the simulated "
-                           f"annotators can judge (the prompt is not a toy prompt, e.g. {example[:80]!r})")
+            reasons.append(
+                f"{pairs} pair{'s' if pairs != 1 else ''} skipped: not toy-world clips the simulated "
+                f"annotators can judge (the prompt is not a toy prompt, e.g. {example[:80]!r})"
+            )
         if self.errors:
             failed = len(self.errors)
-            reasons.append(f"{failed} simulated annotator{'s' if failed != 1 else ''} stopped on an error "
-                           f"(the first: {self.errors[0][:300]})")
-        advice = ("import more toy pairs (python -m alignment.toyworld render --help, then import its "
-                  "manifest.jsonl), add annotators (--annotators), or ask for fewer judgments (--judgments)")
+            reasons.append(
+                f"{failed} simulated annotator{'s' if failed != 1 else ''} stopped on an error "
+                f"(the first: {self.errors[0][:300]})"
+            )
+        advice = (
+            "import more toy pairs (python -m alignment.toyworld render --help, then import its "
+            "manifest.jsonl), add annotators (--annotators), or ask for fewer judgments (--judgments)"
+        )
         if self.errors and not self.ran_out:
             advice = "check that the server at --base-url is up and answers, then run it again"
-        return (f"stopped at {self.judgments} of {self.target} judgments: {'; '.join(reasons) or 'no reason recorded'}."
-                f" To go on: {advice}.")
+        return (
+            f"stopped at {self.judgments} of {self.target} judgments: {'; '.join(reasons) or 'no reason recorded'}."
+            f" To go on: {advice}."
+        )
 
 
 class _Client:
@@ -100,8 +112,11 @@ class _Client:
         return path
 
     def judge(self, lease_id: int, labels: dict, duration_ms: int) -> None:
-        response = self.api.post(f"{self.base}/api/v1/assignments/{lease_id}/judgment/",
-                                 json={**labels, "duration_ms": duration_ms}, timeout=30)
+        response = self.api.post(
+            f"{self.base}/api/v1/assignments/{lease_id}/judgment/",
+            json={**labels, "duration_ms": duration_ms},
+            timeout=30,
+        )
         if response.status_code not in (200, 201):
             raise RuntimeError(f"judgment on assignment {lease_id}: {response.status_code} {response.text[:200]}")
 
@@ -110,7 +125,12 @@ class _Client:
 
 
 def simulate_annotators(
-    *, base_url: str, annotators: int, judgments: int, seed: int = 0, mix: dict[str, float] | None = None,
+    *,
+    base_url: str,
+    annotators: int,
+    judgments: int,
+    seed: int = 0,
+    mix: dict[str, float] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SimulationReport:
     """Run ``annotators`` simulated people until ``judgments`` are submitted in all, or nothing is left."""

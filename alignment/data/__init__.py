@@ -8,13 +8,25 @@ PairVideoDataset`` still works for training code.
 from importlib import import_module
 
 _EXPORTS = {
-    "read_rewardbench_csv": "csv_formats", "read_videoalign_csv": "csv_formats",
-    "PairVideoDataset": "dataset", "collate_pairs": "dataset",
-    "DIMENSIONS": "records", "PairRecord": "records",
-    "Snapshot": "snapshot", "SnapshotError": "snapshot", "SnapshotWriter": "snapshot", "read_snapshot": "snapshot",
-    "split_for_prompt": "snapshot", "write_snapshot": "snapshot", "write_videoalign_csv": "snapshot",
-    "FrameSpec": "video", "VideoDecodeError": "video", "fit_frame_size": "video", "read_video_frames": "video",
-    "resolve_video_path": "video", "sample_frame_indices": "video",
+    "read_rewardbench_csv": "csv_formats",
+    "read_videoalign_csv": "csv_formats",
+    "PairVideoDataset": "dataset",
+    "collate_pairs": "dataset",
+    "DIMENSIONS": "records",
+    "PairRecord": "records",
+    "Snapshot": "snapshot",
+    "SnapshotError": "snapshot",
+    "SnapshotWriter": "snapshot",
+    "read_snapshot": "snapshot",
+    "split_for_prompt": "snapshot",
+    "write_snapshot": "snapshot",
+    "write_videoalign_csv": "snapshot",
+    "FrameSpec": "video",
+    "VideoDecodeError": "video",
+    "fit_frame_size": "video",
+    "read_video_frames": "video",
+    "resolve_video_path": "video",
+    "sample_frame_indices": "video",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,8 +8,21 @@ from pathlib import Path
 from alignment.data.records import PairRecord
 from alignment.labels import LABEL_MISSING, VIDEOALIGN_COLUMNS, VIDEOALIGN_LABELS
 
-REWARDBENCH_COLUMNS = ("path_A", "path_B", "A_model", "B_model", "prompt", "VQ", "MQ", "TA", "Overall",
-                       "fps_A", "num_frames_A", "fps_B", "num_frames_B")
+REWARDBENCH_COLUMNS = (
+    "path_A",
+    "path_B",
+    "A_model",
+    "B_model",
+    "prompt",
+    "VQ",
+    "MQ",
+    "TA",
+    "Overall",
+    "fps_A",
+    "num_frames_A",
+    "fps_B",
+    "num_frames_B",
+)
 
 
 def _parse_label(value: str, *, where: str) -> int:
@@ -35,8 +48,13 @@ def _resolve(path: str, video_root: Path) -> str:
     return str(candidate if candidate.is_absolute() else (video_root / candidate).resolve())
 
 
-def _read(path: str | Path, columns: tuple[str, ...], video_root: str | Path | None, with_models: bool,
-          bad_rows: list[str] | None = None) -> list[PairRecord]:
+def _read(
+    path: str | Path,
+    columns: tuple[str, ...],
+    video_root: str | Path | None,
+    with_models: bool,
+    bad_rows: list[str] | None = None,
+) -> list[PairRecord]:
     path = Path(path)
     root = Path(video_root) if video_root is not None else path.parent
     with open(path, newline="", encoding="utf-8") as handle:
@@ -74,8 +92,9 @@ def _read(path: str | Path, columns: tuple[str, ...], video_root: str | Path | N
     return records
 
 
-def read_videoalign_csv(path: str | Path, *, video_root: str | Path | None = None,
-                        bad_rows: list[str] | None = None) -> list[PairRecord]:
+def read_videoalign_csv(
+    path: str | Path, *, video_root: str | Path | None = None, bad_rows: list[str] | None = None
+) -> list[PairRecord]:
     """Pairs from a VideoAlign training CSV; relative video paths are taken from ``video_root``
     (default: the CSV's folder) and returned absolute. Every row lands in the ``train`` split.
     A malformed row raises ``ValueError`` naming its line — or, with ``bad_rows`` given, is described
@@ -83,7 +102,8 @@ def read_videoalign_csv(path: str | Path, *, video_root: str | Path | None = Non
     return _read(path, VIDEOALIGN_COLUMNS, video_root, with_models=False, bad_rows=bad_rows)
 
 
-def read_rewardbench_csv(path: str | Path, *, video_root: str | Path | None = None,
-                         bad_rows: list[str] | None = None) -> list[PairRecord]:
+def read_rewardbench_csv(
+    path: str | Path, *, video_root: str | Path | None = None, bad_rows: list[str] | None = None
+) -> list[PairRecord]:
     """Pairs from a VideoGen-RewardBench CSV (with generator names and the Overall label), split ``test``."""
     return _read(path, REWARDBENCH_COLUMNS, video_root, with_models=True, bad_rows=bad_rows)

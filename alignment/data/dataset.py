@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -28,9 +28,16 @@ class PairVideoDataset(Dataset):
     runs (``alignment.data.frame_cache``); the in-memory LRU sits in front of it.
     """
 
-    def __init__(self, pairs: Sequence[PairRecord], spec: FrameSpec = FrameSpec(), *,
-                 roots: Sequence[str | Path] = (), decode_threads: int = 0, cache_videos: int = 0,
-                 frame_cache: str | Path | None = None):
+    def __init__(
+        self,
+        pairs: Sequence[PairRecord],
+        spec: FrameSpec = FrameSpec(),
+        *,
+        roots: Sequence[str | Path] = (),
+        decode_threads: int = 0,
+        cache_videos: int = 0,
+        frame_cache: str | Path | None = None,
+    ):
         self.pairs = list(pairs)
         self.spec = spec
         self.roots = [Path(root) for root in roots]

@@ -23,9 +23,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,8 +44,10 @@ class FrameCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ValueError(f"frame cache {self.folder}: cannot create it ({error}); choose a writable folder "
-                             "or leave frame_cache_dir empty") from error
+            raise ValueError(
+                f"frame cache {self.folder}: cannot create it ({error}); choose a writable folder "
+                "or leave frame_cache_dir empty"
+            ) from error
         self._digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) → sha256 of the bytes
         self.hits = 0
         self.misses = 0
@@ -66,8 +68,9 @@ class FrameCache:
                 self._touch(entry)
                 return torch.from_numpy(frames)
             except (OSError, ValueError, EOFError) as error:  # damaged on disk: decode again and replace it
-                log.warning("frame cache entry %s for %s is unreadable (%s); decoding the video again",
-                            entry, video, error)
+                log.warning(
+                    "frame cache entry %s for %s is unreadable (%s); decoding the video again", entry, video, error
+                )
         self.misses += 1
         frames = decode(Path(video))
         self._store(entry, frames)
@@ -126,8 +129,9 @@ class FrameCache:
                 file.write(buffer.getbuffer())
             os.replace(temporary, entry)
         except OSError as error:
-            log.warning("frame cache %s: cannot store %s (%s); training goes on without it", self.folder,
-                        entry.name, error)
+            log.warning(
+                "frame cache %s: cannot store %s (%s); training goes on without it", self.folder, entry.name, error
+            )
             if temporary is not None:
                 Path(temporary).unlink(missing_ok=True)
 

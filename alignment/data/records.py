@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from alignment.labels import DIMENSION_NAMES as DIMENSIONS  # noqa: F401 (kept for the modules that import it here)
-from alignment.labels import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE
+from alignment.labels import LABEL_A_BETTER, LABEL_B_BETTER, LABEL_MISSING, LABEL_TIE, SCORE_KEYS
 
 
 @dataclass
@@ -38,7 +37,7 @@ class PairRecord:
         return asdict(self)
 
     @classmethod
-    def from_row(cls, row) -> "PairRecord":
+    def from_row(cls, row) -> PairRecord:
         """Build from a mapping; unknown keys are ignored, missing labels become ``LABEL_MISSING``."""
         if isinstance(row, PairRecord):
             return row
@@ -47,7 +46,7 @@ class PairRecord:
         for required in ("pair_id", "prompt", "video_a", "video_b"):
             if values.get(required) is None:
                 raise ValueError(f"pair row is missing {required!r}: {dict(row)!r}")
-        for label_key in ("vq", "mq", "ta", "overall"):
+        for label_key in SCORE_KEYS:
             if values.get(label_key) is None:
                 values[label_key] = LABEL_MISSING
             else:

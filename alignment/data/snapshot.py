@@ -24,10 +24,10 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,10 +36,12 @@ import pyarrow.parquet as pq
 
 from alignment.data.records import PairRecord
 from alignment.labels import (
+    DIMENSIONS,
     LABEL_A_BETTER,
     LABEL_B_BETTER,
     LABEL_MISSING,
     LABEL_TIE,
+    SCORE_KEYS,
     VIDEOALIGN_COLUMNS,
     VIDEOALIGN_LABELS,
 )
@@ -99,7 +101,6 @@ JUDGMENTS_SCHEMA = pa.schema(
 """The judgments the web app exports; a snapshot written by other code (the toy world) may hold other columns."""
 
 
-
 class SnapshotError(RuntimeError):
     """A snapshot folder is missing a file, fails its checksum, or is malformed."""
 
@@ -118,8 +119,9 @@ def split_for_prompt(prompt: str, *, val_fraction: float = 0.1, test_fraction: f
     The bucket is the first 8 bytes of the sha256 of the prompt's UTF-8 text, read as an unsigned
     integer over 2⁶⁴ — the web app computes the same value in SQL from ``Prompt.text_sha256``.
     """
-    return split_for_sha256(hashlib.sha256(prompt.encode("utf-8")).hexdigest(), val_fraction=val_fraction,
-                            test_fraction=test_fraction)
+    return split_for_sha256(
+        hashlib.sha256(prompt.encode("utf-8")).hexdigest(), val_fraction=val_fraction, test_fraction=test_fraction
+    )
 
 
 def split_for_sha256(hex_digest: str, *, val_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
@@ -157,10 +159,18 @@ def write_videoalign_csv(pairs: Iterable[PairRecord], path: str | Path) -> None:
         writer.writerow(VIDEOALIGN_COLUMNS)
         for pair in pairs:
             writer.writerow(
-                [pair.video_a, pair.video_b, pair.prompt, _label_to_csv(pair.vq), _label_to_csv(pair.mq),
-                 _label_to_csv(pair.ta), pair.fps_a if pair.fps_a is not None else "",
-                 pair.num_frames_a if pair.num_frames_a is not None else "",
-                 pair.fps_b if pair.fps_b is not None else "", pair.num_frames_b if pair.num_frames_b is not None else ""]
+                [
+                    pair.video_a,
+                    pair.video_b,
+                    pair.prompt,
+                    _label_to_csv(pair.vq),
+                    _label_to_csv(pair.mq),
+                    _label_to_csv(pair.ta),
+                    pair.fps_a if pair.fps_a is not None else "",
+                    pair.num_frames_a if pair.num_frames_a is not None else "",
+                    pair.fps_b if pair.fps_b is not None else "",
+                    pair.num_frames_b if pair.num_frames_b is not None else "",
+                ]
             )
 
 
@@ -168,12 +178,25 @@ def _videoalign_batch(pairs: pa.RecordBatch) -> pa.RecordBatch:
     """Pairs (``PAIRS_SCHEMA``) → the VideoAlign CSV's columns, labels as ``A`` / ``B`` / ``same`` / empty (null)."""
 
     def label_text(column: pa.Array) -> pa.Array:
-        return pc.if_else(pc.equal(column, LABEL_A_BETTER), "A",
-                          pc.if_else(pc.equal(column, LABEL_B_BETTER), "B", pc.if_else(pc.equal(column, LABEL_TIE), "same", None)))
+        return pc.if_else(
+            pc.equal(column, LABEL_A_BETTER),
+            "A",
+            pc.if_else(pc.equal(column, LABEL_B_BETTER), "B", pc.if_else(pc.equal(column, LABEL_TIE), "same", None)),
+        )
 
     names = dict(zip(pairs.schema.names, pairs.columns))
-    columns = [names["video_a"], names["video_b"], names["prompt"], label_text(names["vq"]), label_text(names["mq"]),
-               label_text(names["ta"]), names["fps_a"], names["num_frames_a"], names["fps_b"], names["num_frames_b"]]
+    columns = [
+        names["video_a"],
+        names["video_b"],
+        names["prompt"],
+        label_text(names["vq"]),
+        label_text(names["mq"]),
+        label_text(names["ta"]),
+        names["fps_a"],
+        names["num_frames_a"],
+        names["fps_b"],
+        names["num_frames_b"],
+    ]
     return pa.RecordBatch.from_arrays(columns, names=list(VIDEOALIGN_COLUMNS))
 
 
@@ -257,8 +280,9 @@ def _write_videoalign_rows(root: Path, handles: dict, batch_rows: int) -> str | 
                     fps[i], frames[i] = probed[path]
             filled[f"fps_{side}"] = pa.array(fps, columns[f"fps_{side}"].type)
             filled[f"num_frames_{side}"] = pa.array(frames, columns[f"num_frames_{side}"].type)
-        batch = pa.RecordBatch.from_arrays([filled.get(name, column) for name, column in columns.items()],
-                                           names=batch.schema.names)
+        batch = pa.RecordBatch.from_arrays(
+            [filled.get(name, column) for name, column in columns.items()], names=batch.schema.names
+        )
         for split, handle in handles.items():
             part = batch.filter(pc.equal(batch.column("split"), split))
             if part.num_rows:
@@ -266,7 +290,9 @@ def _write_videoalign_rows(root: Path, handles: dict, batch_rows: int) -> str | 
     return None
 
 
-def csv_record_batches(chunks: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = 4 << 20) -> Iterator[pa.RecordBatch]:
+def csv_record_batches(
+    chunks: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = 4 << 20
+) -> Iterator[pa.RecordBatch]:
     """Stream a headered CSV (e.g. PostgreSQL's ``COPY … TO STDOUT (FORMAT csv, HEADER)``) as record batches
     of ``schema`` without holding it whole. An unquoted empty field is null, a quoted one an empty string;
     ``t``/``f`` are booleans."""
@@ -274,8 +300,12 @@ def csv_record_batches(chunks: Iterable[bytes], schema: pa.Schema, *, block_byte
         _ChunkReader(chunks),
         read_options=pacsv.ReadOptions(block_size=block_bytes),
         convert_options=pacsv.ConvertOptions(
-            column_types=schema, include_columns=schema.names, strings_can_be_null=True,
-            quoted_strings_can_be_null=False, true_values=["t", "true"], false_values=["f", "false"],
+            column_types=schema,
+            include_columns=schema.names,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t", "true"],
+            false_values=["f", "false"],
             timestamp_parsers=[pacsv.ISO8601],
         ),
     )
@@ -369,7 +399,8 @@ class SnapshotWriter:
         self.out_dir = Path(out_dir)
         if self.out_dir.exists():
             raise FileExistsError(
-                f"{self.out_dir}: a snapshot already exists there; snapshots are immutable, pick a new id")
+                f"{self.out_dir}: a snapshot already exists there; snapshots are immutable, pick a new id"
+            )
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.temp_dir = self.out_dir.parent / f".{self.out_dir.name}{PARTIAL_MARK}{uuid.uuid4().hex}"
         self.temp_dir.mkdir()
@@ -388,7 +419,7 @@ class SnapshotWriter:
         self._committed = False
         self.manifest: dict | None = None  # set by ``commit``
 
-    def __enter__(self) -> "SnapshotWriter":
+    def __enter__(self) -> SnapshotWriter:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -407,11 +438,15 @@ class SnapshotWriter:
         names = dict(zip(batch.schema.names, batch.columns))
         for required in ("pair_id", "prompt", "video_a", "video_b", "split"):
             if names[required].null_count:
-                raise ValueError(f"pairs: {required} is empty in {names[required].null_count} rows; every pair needs one")
+                raise ValueError(
+                    f"pairs: {required} is empty in {names[required].null_count} rows; every pair needs one"
+                )
         allowed = pa.array([LABEL_A_BETTER, LABEL_TIE, LABEL_B_BETTER], pa.int8())
-        for dimension in ("vq", "mq", "ta", "overall"):
+        for dimension in SCORE_KEYS:
             column = names[dimension]
-            bad = pc.filter(names["pair_id"], pc.invert(pc.or_(pc.is_null(column), pc.is_in(column, value_set=allowed))))
+            bad = pc.filter(
+                names["pair_id"], pc.invert(pc.or_(pc.is_null(column), pc.is_in(column, value_set=allowed)))
+            )
             if len(bad):
                 raise ValueError(f"pair {bad[0].as_py()}: {dimension} is not 1 (A), 0 (tie) or -1 (B)")
         counts = pc.value_counts(names["split"]).to_pylist()
@@ -444,8 +479,9 @@ class SnapshotWriter:
         shutil.copyfile(source, target)
         self._bundled.append(Path(inner_path).as_posix())
 
-    def commit(self, *, filters: Mapping | None = None, agreement: Mapping | None = None,
-               extra: Mapping | None = None) -> Path:
+    def commit(
+        self, *, filters: Mapping | None = None, agreement: Mapping | None = None, extra: Mapping | None = None
+    ) -> Path:
         """Finish the files, write the manifest and make the snapshot visible under its final name."""
         self._pairs_writer.close()
         pair_ids = pq.read_table(self.temp_dir / PAIRS_FILE, columns=["pair_id"]).column("pair_id")
@@ -463,7 +499,7 @@ class SnapshotWriter:
             counts["judgments"] = self._n_judgments
         manifest = {
             "schema_version": SCHEMA_VERSION,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "filters": dict(filters or {}),
             "counts": counts,
             "agreement": dict(agreement or {}),
@@ -523,7 +559,7 @@ def write_snapshot(
         if not isinstance(row, PairRecord) and "split" not in row:
             pair.split = split_for_prompt(pair.prompt)
         values = pair.as_row()
-        for label_key in ("vq", "mq", "ta", "overall"):
+        for label_key in SCORE_KEYS:
             if values[label_key] == LABEL_MISSING:
                 values[label_key] = None
         rows.append({name: values.get(name) for name in PAIRS_SCHEMA.names})
@@ -568,7 +604,7 @@ def read_snapshot(folder: str | Path, *, verify: bool = True) -> Snapshot:
         table = pq.read_table(root / PAIRS_FILE)
     except (OSError, pa.ArrowInvalid) as error:
         raise SnapshotError(f"{root / PAIRS_FILE}: cannot read ({error})") from error
-    missing = {"pair_id", "prompt", "video_a", "video_b", "vq", "mq", "ta", "split"} - set(table.column_names)
+    missing = {"pair_id", "prompt", "video_a", "video_b", *DIMENSIONS, "split"} - set(table.column_names)
     if missing:
         raise SnapshotError(f"{root / PAIRS_FILE}: missing columns {sorted(missing)}")
     pairs = [PairRecord.from_row(row) for row in table.to_pylist()]

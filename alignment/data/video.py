@@ -93,7 +93,7 @@ def resolve_video_path(uri: str, roots: Sequence[str | Path] = ()) -> Path:
     """A local path for a snapshot's video URI: absolute, ``file://``, or relative to one of ``roots``."""
     text = str(uri)
     if text.startswith("file://"):
-        text = text[len("file://"):]
+        text = text[len("file://") :]
     if "://" in text:
         raise VideoDecodeError(f"{uri}: only local files are supported here; sync the bucket to a folder first")
     path = Path(text)
@@ -109,8 +109,9 @@ def resolve_video_path(uri: str, roots: Sequence[str | Path] = ()) -> Path:
     raise VideoDecodeError(f"{uri}: video not found (tried {tried}); pass the media root that holds it")
 
 
-def read_video_frames(path: str | Path, spec: FrameSpec, *, threads: int = 0,
-                      skip_nonreference: bool = True) -> tuple[torch.Tensor, float]:
+def read_video_frames(
+    path: str | Path, spec: FrameSpec, *, threads: int = 0, skip_nonreference: bool = True
+) -> tuple[torch.Tensor, float]:
     """Decode ``path`` and return ``(frames uint8 (T, C, H, W), sampled fps)``.
 
     Decoding stops after the last wanted frame; only kept frames are converted (and resized) to RGB.
@@ -156,12 +157,18 @@ def read_video_frames(path: str | Path, spec: FrameSpec, *, threads: int = 0,
         filled = np.zeros(len(indices), dtype=bool)
         last_wanted = int(indices[-1])
         try:
-            decoded = (_decoded_frames(container, stream, source_fps, wanted=slots) if skip_nonreference
-                       else enumerate(container.decode(stream)))
+            decoded = (
+                _decoded_frames(container, stream, source_fps, wanted=slots)
+                if skip_nonreference
+                else enumerate(container.decode(stream))
+            )
             for index, frame in decoded:
                 if index in slots:
-                    image = (frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="BICUBIC")
-                             if resize else frame.to_ndarray(format="rgb24"))  # (H, W, C)
+                    image = (
+                        frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="BICUBIC")
+                        if resize
+                        else frame.to_ndarray(format="rgb24")
+                    )  # (H, W, C)
                     for slot in slots[index]:
                         frames[slot] = image.transpose(2, 0, 1)
                         filled[slot] = True

@@ -17,17 +17,29 @@ are research code, in the top-level ``studies`` package.
 from importlib import import_module
 
 _EXPORTS = {
-    "TRAINERS": "alignment.flow.config", "FlowDPOConfig": "alignment.flow.config",
-    "FlowRWRConfig": "alignment.flow.config", "FlowTrainConfig": "alignment.flow.config",
+    "TRAINERS": "alignment.flow.config",
+    "FlowDPOConfig": "alignment.flow.config",
+    "FlowRWRConfig": "alignment.flow.config",
+    "FlowTrainConfig": "alignment.flow.config",
     "SFTConfig": "alignment.flow.config",
-    "FlowPolicy": "alignment.flow.model", "PixelCodec": "alignment.flow.model", "VideoCodec": "alignment.flow.model",
-    "WanFlowPolicy": "alignment.flow.model", "WanVAECodec": "alignment.flow.model", "load_policy": "alignment.flow.model",
-    "sample_latents": "alignment.flow.sample", "sample_videos": "alignment.flow.sample", "write_clips": "alignment.flow.sample",
+    "FlowPolicy": "alignment.flow.model",
+    "PixelCodec": "alignment.flow.model",
+    "VideoCodec": "alignment.flow.model",
+    "WanFlowPolicy": "alignment.flow.model",
+    "WanVAECodec": "alignment.flow.model",
+    "load_policy": "alignment.flow.model",
+    "sample_latents": "alignment.flow.sample",
+    "sample_videos": "alignment.flow.sample",
+    "write_clips": "alignment.flow.sample",
     "train_flow": "alignment.flow.train",
-    "LatentRewardConfig": "alignment.flow.config", "GenerationConfig": "alignment.flow.config",
-    "LatentRewardModel": "alignment.flow.latent_reward", "load_latent_reward": "alignment.flow.latent_reward",
-    "save_latent_reward": "alignment.flow.latent_reward", "train_latent_reward": "alignment.flow.latent_reward",
-    "reward_guidance": "alignment.flow.guidance", "generate_videos": "alignment.flow.guidance",
+    "LatentRewardConfig": "alignment.flow.config",
+    "GenerationConfig": "alignment.flow.config",
+    "LatentRewardModel": "alignment.flow.latent_reward",
+    "load_latent_reward": "alignment.flow.latent_reward",
+    "save_latent_reward": "alignment.flow.latent_reward",
+    "train_latent_reward": "alignment.flow.latent_reward",
+    "reward_guidance": "alignment.flow.guidance",
+    "generate_videos": "alignment.flow.guidance",
 }
 
 __all__ = sorted(_EXPORTS)

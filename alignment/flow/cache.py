@@ -6,9 +6,9 @@
 each holding ``shard-<id>.safetensors`` files and ``index.json`` (key → shard). Keys are the sha256 of
 the prompt's text and of the video file's bytes, so a video is encoded once whatever URI names it. The
 fingerprint covers what determines the tensors (the encoder's or codec's config, its weight files' sizes
-and modification times, the sequence length, the clip size), so a different model or size gets its own folder and a rerun with the
-same ones reuses everything. New entries are written as new shards (temporary name, then rename) and
-the index is replaced atomically, so an interrupted run loses at most its unfinished shard.
+and modification times, the sequence length, the clip size), so a different model or size gets its own folder
+and a rerun with the same ones reuses everything. New entries are written as new shards (temporary name, then
+rename) and the index is replaced atomically, so an interrupted run loses at most its unfinished shard.
 """
 
 from __future__ import annotations
@@ -119,18 +119,27 @@ class FlowCache:
     encoded_videos: int = 0
 
 
-def open_cache(policy: FlowPolicy, cache_dir: str | Path, *, num_frames: int, height: int,
-               width: int) -> tuple[TensorStore, TensorStore]:
+def open_cache(
+    policy: FlowPolicy, cache_dir: str | Path, *, num_frames: int, height: int, width: int
+) -> tuple[TensorStore, TensorStore]:
     """The (text, latents) stores of ``policy`` at this clip size under ``cache_dir``."""
     cache_dir = Path(cache_dir)
-    text_identity = {"encoder": _folder_identity(policy.folder / "text_encoder"),
-                     "tokenizer": _folder_identity(policy.folder / "tokenizer"),
-                     "max_sequence_length": policy.max_sequence_length}
+    text_identity = {
+        "encoder": _folder_identity(policy.folder / "text_encoder"),
+        "tokenizer": _folder_identity(policy.folder / "tokenizer"),
+        "max_sequence_length": policy.max_sequence_length,
+    }
     codec_source = policy.folder / ("vae" if (policy.folder / "vae").is_dir() else "codec")
-    latent_identity = {"codec": _folder_identity(codec_source), "num_frames": num_frames, "height": height,
-                       "width": width}
-    return (TensorStore(cache_dir / f"text-{_fingerprint(text_identity)}"),
-            TensorStore(cache_dir / f"latents-{_fingerprint(latent_identity)}"))
+    latent_identity = {
+        "codec": _folder_identity(codec_source),
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+    }
+    return (
+        TensorStore(cache_dir / f"text-{_fingerprint(text_identity)}"),
+        TensorStore(cache_dir / f"latents-{_fingerprint(latent_identity)}"),
+    )
 
 
 def build_cache(
@@ -158,7 +167,7 @@ def build_cache(
     bar = tqdm(total=len(missing_prompts), desc="cache text", disable=not progress or not missing_prompts)
     pending: dict[str, torch.Tensor] = {}
     for start in range(0, len(missing_prompts), max(1, batch_size * 8)):
-        prompt_chunk = missing_prompts[start:start + max(1, batch_size * 8)]
+        prompt_chunk = missing_prompts[start : start + max(1, batch_size * 8)]
         for prompt, embed in zip(prompt_chunk, policy.encode_prompts(prompt_chunk)):
             pending[sha256_text(prompt)] = embed
         bar.update(len(prompt_chunk))
@@ -183,13 +192,15 @@ def build_cache(
     items = list(to_encode.items())
     pending = {}
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         pixels = []
         for _, uri in chunk:
             frames, _ = read_video_frames(paths[uri], spec)  # (T, C, H, W) uint8
             if frames.shape[0] != num_frames:
-                raise ValueError(f"{uri}: has {frames.shape[0]} frames, the policy is trained on {num_frames}; "
-                                 f"drop the video or lower num_frames in the config")
+                raise ValueError(
+                    f"{uri}: has {frames.shape[0]} frames, the policy is trained on {num_frames}; "
+                    f"drop the video or lower num_frames in the config"
+                )
             pixels.append(pixels_from_uint8(frames))
         latents = policy.encode_videos(torch.stack(pixels))  # (B, C, t, h, w)
         for (key, _), latent in zip(chunk, latents):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from alignment.data.records import DIMENSIONS
+from alignment.labels import DIMENSION_NAMES
 
 DEFAULT_SCALE = 100.0  # Flow-NRG's w (the paper's 100)
 DEFAULT_MAX_RATIO = 10.0  # Flow-NRG's cap on σ/(1 − σ) near pure noise
@@ -29,11 +29,15 @@ class FlowTrainConfig:
     num_frames: int | None = None  # clip size to train on; default the policy's (vidpref_policy.json)
     height: int | None = None
     width: int | None = None
-    label_source: Literal["consensus", "reward_model"] = "consensus"  # consensus | reward_model (relabel pairs / score videos)
+    label_source: Literal["consensus", "reward_model"] = (
+        "consensus"  # consensus | reward_model (relabel pairs / score videos)
+    )
     reward_model: str | None = None  # a VideoReward folder, for label_source reward_model
     dimension_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # VQ, MQ, TA
     min_margin: float = 0.0  # drop pairs whose weighted label / reward gap is within this
-    finetune: Literal["lora", "full"] = "lora"  # lora | full (LoRA: the reference is the network with adapters disabled; full: a frozen copy)
+    finetune: Literal["lora", "full"] = (
+        "lora"  # lora | full (LoRA: the reference is the network with adapters disabled; full: a frozen copy)
+    )
     lora_rank: int = 64
     lora_alpha: float | None = None  # None: the rank (scale 1)
     lora_target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
@@ -48,7 +52,9 @@ class FlowTrainConfig:
     max_grad_norm: float = 1.0
     sigma_shift: float = 1.0  # σ = shift·u / (1 + (shift − 1)·u), u ~ U(0, 1); > 1 favours noisier σ
     seed: int = 42
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto (bf16 on a GPU that supports it, else no) | no | bf16 | fp16 (a CPU always trains in float32)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = (
+        "auto"  # auto (bf16 on a GPU that supports it, else no) | no | bf16 | fp16 (a CPU always trains in float32)
+    )
     gradient_checkpointing: bool | None = None  # None (auto): on a GPU; a CPU never checkpoints
     save_every_steps: int | None = None  # also saved at the end
     keep_checkpoints: int = 2
@@ -88,18 +94,20 @@ TRAINERS: dict[str, type[FlowTrainConfig]] = {"sft": SFTConfig, "flow-dpo": Flow
 
 def parse_weights(text: str) -> tuple[float, float, float]:
     """Flow-NRG's per-dimension weights: ``"vq=1,mq=1,ta=2"`` → (1.0, 1.0, 2.0); unnamed dimensions weigh 0."""
-    values = dict.fromkeys(DIMENSIONS, 0.0)
+    values = dict.fromkeys(DIMENSION_NAMES, 0.0)
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         name = name.strip().upper()
         if not sep or name not in values:
-            raise ValueError(f"weights {text!r}: write NAME=VALUE pairs with names from "
-                             f"{', '.join(d.lower() for d in DIMENSIONS)}, e.g. vq=1,mq=1,ta=2")
+            raise ValueError(
+                f"weights {text!r}: write NAME=VALUE pairs with names from "
+                f"{', '.join(d.lower() for d in DIMENSION_NAMES)}, e.g. vq=1,mq=1,ta=2"
+            )
         try:
             values[name] = float(value)
         except ValueError:
             raise ValueError(f"weights {text!r}: {value.strip()!r} is not a number") from None
-    return values[DIMENSIONS[0]], values[DIMENSIONS[1]], values[DIMENSIONS[2]]
+    return values[DIMENSION_NAMES[0]], values[DIMENSION_NAMES[1]], values[DIMENSION_NAMES[2]]
 
 
 @dataclass
@@ -110,14 +118,18 @@ class GenerationConfig:
     SOURCES: ClassVar[tuple[str, ...]] = ("policy_vs_base", "two_seeds", "guided_vs_unguided")
 
     pairs: int = 64  # pairs to generate and queue
-    source: Literal["policy_vs_base", "two_seeds", "guided_vs_unguided"] = "policy_vs_base"  # policy_vs_base | two_seeds | guided_vs_unguided (policy vs base; two seeds; Flow-NRG or not)
+    source: Literal["policy_vs_base", "two_seeds", "guided_vs_unguided"] = (
+        "policy_vs_base"  # policy_vs_base | two_seeds | guided_vs_unguided (policy vs base; two seeds; Flow-NRG or not)
+    )
     steps: int = 20  # sampling steps
     guidance_scale: float = 5.0  # classifier-free guidance; 1 turns it off
     weights: str = "vq=1,mq=1,ta=1"  # Flow-NRG's weight of each dimension (with a latent reward model)
     guidance_strength: float = DEFAULT_SCALE  # Flow-NRG's w (the paper's 100), with a latent reward model
     guidance_sigma_min: float = 0.0  # Flow-NRG leaves the last steps, at σ ≤ this, unguided; 0 guides every step
     guidance_max_ratio: float = DEFAULT_MAX_RATIO  # Flow-NRG caps σ/(1 − σ) at this near pure noise
-    prompt_file: str | None = None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's
+    prompt_file: str | None = (
+        None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's
+    )
 
     def __post_init__(self):
         if self.source not in self.SOURCES:
@@ -130,7 +142,7 @@ class GenerationConfig:
 
     def weights_label(self) -> str:
         """The weights written canonically, as generator names show them: ``vq=1,mq=1,ta=2``."""
-        return ",".join(f"{d.lower()}={w:g}" for d, w in zip(DIMENSIONS, self.dimension_weights()))
+        return ",".join(f"{d.lower()}={w:g}" for d, w in zip(DIMENSION_NAMES, self.dimension_weights()))
 
 
 @dataclass
@@ -151,7 +163,9 @@ class LatentRewardConfig:
     height: int | None = None
     width: int | None = None
     num_layers: int = 2  # K: transformer blocks copied from the policy (1 to all of them)
-    readout: Literal["frames", "mean"] = "frames"  # frames (per-frame attention pools that keep position, read over time) | mean
+    readout: Literal["frames", "mean"] = (
+        "frames"  # frames (per-frame attention pools that keep position, read over time) | mean
+    )
     noisy: bool = True  # train on noised latents (σ ~ U(0,1)); False: clean latents, the ablation
     sigma_shift: float = 1.0  # σ = shift·u / (1 + (shift − 1)·u), u ~ U(0, 1); > 1 favours noisier σ
     theta: float = 5.0  # Rao–Kupper tie parameter θ
@@ -165,7 +179,9 @@ class LatentRewardConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"  # constant | cosine
     max_grad_norm: float = 1.0
     seed: int = 42
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto (bf16 on a GPU that supports it, else no) | no | bf16 | fp16 (a CPU always trains in float32)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = (
+        "auto"  # auto (bf16 on a GPU that supports it, else no) | no | bf16 | fp16 (a CPU always trains in float32)
+    )
     save_every_steps: int | None = None  # also saved at the end
     keep_checkpoints: int = 2
     eval_every_steps: int | None = None  # also evaluated at the end

@@ -35,16 +35,22 @@ from pathlib import Path
 
 import torch
 
-from alignment.data.records import DIMENSIONS
 from alignment.flow.config import DEFAULT_MAX_RATIO, DEFAULT_SCALE, parse_weights  # noqa: F401  (torch-free)
 from alignment.flow.latent_reward import LatentRewardModel
 from alignment.flow.model import FlowPolicy
 from alignment.flow.sample import VelocityTransform, sample_videos, write_clips
+from alignment.labels import DIMENSION_NAMES
 
 
-def reward_guidance(latent_reward: LatentRewardModel, text_embeds: torch.Tensor, *,
-                    weights: Sequence[float] = (1.0, 1.0, 1.0), scale: float = DEFAULT_SCALE,
-                    max_ratio: float = DEFAULT_MAX_RATIO, sigma_min: float = 0.0) -> VelocityTransform:
+def reward_guidance(
+    latent_reward: LatentRewardModel,
+    text_embeds: torch.Tensor,
+    *,
+    weights: Sequence[float] = (1.0, 1.0, 1.0),
+    scale: float = DEFAULT_SCALE,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    sigma_min: float = 0.0,
+) -> VelocityTransform:
     """A ``velocity_transform`` for ``sample_latents`` / ``sample_videos``: ṽ = v − scale · min(σ/(1 − σ),
     max_ratio) · ∇ₓ r(x_σ, σ, y), r the ``weights``-weighted sum of the normalised VQ, MQ, TA; steps at
     σ ≤ ``sigma_min`` are left unguided.
@@ -52,8 +58,8 @@ def reward_guidance(latent_reward: LatentRewardModel, text_embeds: torch.Tensor,
     ``text_embeds`` (B, L, D) or (1, L, D), padded as the policy pads them (``policy.pad_text``): the
     prompt(s) of the clips being sampled, one row for all of them or one per clip. With ``scale`` 0 or
     all ``weights`` 0 the velocity is returned untouched (the reward model is not run)."""
-    if len(weights) != len(DIMENSIONS):
-        raise ValueError(f"weights {tuple(weights)}: give one per dimension ({', '.join(DIMENSIONS)})")
+    if len(weights) != len(DIMENSION_NAMES):
+        raise ValueError(f"weights {tuple(weights)}: give one per dimension ({', '.join(DIMENSION_NAMES)})")
     if max_ratio <= 0:
         raise ValueError(f"max_ratio {max_ratio}: must be > 0")
     if not 0.0 <= sigma_min < 1.0:
@@ -86,8 +92,10 @@ def read_prompts(path: str | Path) -> list[str]:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
             if "prompt" not in (reader.fieldnames or []):
-                raise ValueError(f"{path}: no 'prompt' column (found {reader.fieldnames}); add one, or give a "
-                                 f"text file with one prompt a line")
+                raise ValueError(
+                    f"{path}: no 'prompt' column (found {reader.fieldnames}); add one, or give a "
+                    f"text file with one prompt a line"
+                )
             prompts = [row["prompt"].strip() for row in reader if row["prompt"] and row["prompt"].strip()]
     else:
         prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -96,11 +104,23 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def generate_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[int], out_dir: str | Path, *,
-                    latent_reward: LatentRewardModel | None = None, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                    scale: float = DEFAULT_SCALE, sigma_min: float = 0.0, max_ratio: float = DEFAULT_MAX_RATIO,
-                    steps: int = 30, guidance_scale: float = 5.0,
-                    negative_prompt: str = "", batch_size: int = 4, progress: bool = True) -> list[dict]:
+def generate_videos(
+    policy: FlowPolicy,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    *,
+    latent_reward: LatentRewardModel | None = None,
+    weights: Sequence[float] = (1.0, 1.0, 1.0),
+    scale: float = DEFAULT_SCALE,
+    sigma_min: float = 0.0,
+    max_ratio: float = DEFAULT_MAX_RATIO,
+    steps: int = 30,
+    guidance_scale: float = 5.0,
+    negative_prompt: str = "",
+    batch_size: int = 4,
+    progress: bool = True,
+) -> list[dict]:
     """One MP4 per (prompt, seed) in ``out_dir`` (``p<prompt index>-s<seed>.mp4``), reward-guided when
     ``latent_reward`` is given, and ``out_dir/videos.jsonl`` listing prompt, seed, weights, scale, max_ratio, file."""
     out_dir = Path(out_dir)
@@ -110,17 +130,32 @@ def generate_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[
         transform = None
         if latent_reward is not None:
             text = policy.pad_text(policy.encode_prompts([prompt]))  # (1, L, D)
-            transform = reward_guidance(latent_reward, text, weights=weights, scale=scale, max_ratio=max_ratio,
-                                        sigma_min=sigma_min)
-        clips = sample_videos(policy, [prompt] * len(seeds), list(seeds), steps=steps, guidance_scale=guidance_scale,
-                              negative_prompt=negative_prompt, batch_size=batch_size, velocity_transform=transform,
-                              progress=progress)
+            transform = reward_guidance(
+                latent_reward, text, weights=weights, scale=scale, max_ratio=max_ratio, sigma_min=sigma_min
+            )
+        clips = sample_videos(
+            policy,
+            [prompt] * len(seeds),
+            list(seeds),
+            steps=steps,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            batch_size=batch_size,
+            velocity_transform=transform,
+            progress=progress,
+        )
         names = [f"p{index:04d}-s{seed}" for seed in seeds]
         for seed, path in zip(seeds, write_clips(clips, out_dir, names, fps=policy.fps)):
-            records.append({"prompt": prompt, "seed": int(seed),
-                            "weights": dict(zip(DIMENSIONS, weights)) if latent_reward is not None else None,
-                            "scale": scale if latent_reward is not None else None,
-                            "max_ratio": max_ratio if latent_reward is not None else None, "file": path.name})
+            records.append(
+                {
+                    "prompt": prompt,
+                    "seed": int(seed),
+                    "weights": dict(zip(DIMENSION_NAMES, weights)) if latent_reward is not None else None,
+                    "scale": scale if latent_reward is not None else None,
+                    "max_ratio": max_ratio if latent_reward is not None else None,
+                    "file": path.name,
+                }
+            )
     with open(out_dir / "videos.jsonl", "w") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
     return records

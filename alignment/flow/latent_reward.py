@@ -44,12 +44,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from alignment.config import save_config
 from alignment.data import read_snapshot
-from alignment.data.records import DIMENSIONS, PairRecord
+from alignment.data.records import PairRecord
 from alignment.flow.cache import FlowCache, build_cache, sha256_text
 from alignment.flow.config import LatentRewardConfig
 from alignment.flow.model import NUM_TRAIN_TIMESTEPS, load_policy
 from alignment.flow.train import PadTextCollator, noised, sample_sigmas
-from alignment.labels import LABEL_MISSING
+from alignment.labels import DIMENSION_NAMES, LABEL_MISSING
 from alignment.losses import reward_loss
 from alignment.reward.small import orthonormal_time_basis
 from alignment.training import (
@@ -90,19 +90,25 @@ class FrameReadout(nn.Module):
     whose weights the prompt shifts (``text``, the mean of the prompt's projected token embeddings): text alignment
     is a product of what the prompt asks and what the video shows, which a fixed head cannot form."""
 
-    def __init__(self, width: int, *, heads: int = 4, content: int = 16, degree: int = 2, hidden: int = 64,
-                 dropout: float = 0.1):
+    def __init__(
+        self, width: int, *, heads: int = 4, content: int = 16, degree: int = 2, hidden: int = 64, dropout: float = 0.1
+    ):
         super().__init__()
         self.heads, self.content, self.degree = heads, content, degree
         self.query = nn.Linear(width, heads, bias=False)
         self.value = nn.Linear(width, heads * content)
         features = heads * (content + 2)
         self.hidden = hidden
-        self.mlp = nn.Sequential(nn.LayerNorm((degree + 2) * features), nn.Dropout(dropout),
-                                 nn.Linear((degree + 2) * features, hidden), nn.GELU(), nn.Dropout(dropout))
-        self.head = nn.Linear(hidden, len(DIMENSIONS))
+        self.mlp = nn.Sequential(
+            nn.LayerNorm((degree + 2) * features),
+            nn.Dropout(dropout),
+            nn.Linear((degree + 2) * features, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(hidden, len(DIMENSION_NAMES))
         # the prompt's shift of the head's weights: starts at zero, so training begins from the fixed head
-        self.text_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, len(DIMENSIONS) * hidden))
+        self.text_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, len(DIMENSION_NAMES) * hidden))
         nn.init.zeros_(self.text_head[1].weight)
         nn.init.zeros_(self.text_head[1].bias)
 
@@ -112,8 +118,9 @@ class FrameReadout(nn.Module):
         batch = tokens.shape[0]
         tokens = tokens.reshape(batch, frames, rows * cols, -1)  # (B, t, hw, width)
         attention = self.query(tokens).softmax(dim=2)  # (B, t, hw, heads): over each frame's tokens
-        content = torch.einsum("bfnh,bfnhc->bfhc", attention,
-                               self.value(tokens).unflatten(-1, (self.heads, self.content)))  # (B, t, heads, c)
+        content = torch.einsum(
+            "bfnh,bfnhc->bfhc", attention, self.value(tokens).unflatten(-1, (self.heads, self.content))
+        )  # (B, t, heads, c)
         ys = torch.linspace(-1.0, 1.0, rows, device=tokens.device) if rows > 1 else torch.zeros(1, device=tokens.device)
         xs = torch.linspace(-1.0, 1.0, cols, device=tokens.device) if cols > 1 else torch.zeros(1, device=tokens.device)
         positions = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(rows * cols, 2)  # (hw, 2)
@@ -129,7 +136,7 @@ class FrameReadout(nn.Module):
         else:
             roughness = per_frame.new_zeros(batch, per_frame.shape[2])
         hidden = self.mlp(torch.cat([trends.flatten(1), roughness], dim=1))  # (B, hidden)
-        shift = self.text_head(text).unflatten(1, (len(DIMENSIONS), self.hidden))  # (B, 3, hidden)
+        shift = self.text_head(text).unflatten(1, (len(DIMENSION_NAMES), self.hidden))  # (B, 3, hidden)
         return self.head(hidden) + torch.einsum("bdh,bh->bd", shift, hidden)
 
 
@@ -149,8 +156,10 @@ class LatentRewardModel(nn.Module):
             raise ValueError(f"readout {readout!r}: choose one of {', '.join(READOUTS)}")
         total = transformer_config["num_layers"]
         if not 1 <= num_layers <= total:
-            raise ValueError(f"num_layers {num_layers}: the latent reward needs 1 to {total} blocks of the policy's "
-                             f"transformer (the blocks carry its time and text conditioning)")
+            raise ValueError(
+                f"num_layers {num_layers}: the latent reward needs 1 to {total} blocks of the policy's "
+                f"transformer (the blocks carry its time and text conditioning)"
+            )
         self.transformer_config = {k: v for k, v in transformer_config.items() if not k.startswith("_")}
         self.num_layers, self.readout = num_layers, readout
         body = WanTransformer3DModel.from_config({**self.transformer_config, "num_layers": num_layers})
@@ -163,10 +172,10 @@ class LatentRewardModel(nn.Module):
         else:
             self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
             # No bias: the BT losses see only r_A − r_B; the normalisation sets the offset.
-            self.head = nn.Linear(width, len(DIMENSIONS), bias=False)
-            nn.init.normal_(self.head.weight, std=width ** -0.5)
-        self.register_buffer("reward_mean", torch.zeros(len(DIMENSIONS)))
-        self.register_buffer("reward_std", torch.ones(len(DIMENSIONS)))
+            self.head = nn.Linear(width, len(DIMENSION_NAMES), bias=False)
+            nn.init.normal_(self.head.weight, std=width**-0.5)
+        self.register_buffer("reward_mean", torch.zeros(len(DIMENSION_NAMES)))
+        self.register_buffer("reward_std", torch.ones(len(DIMENSION_NAMES)))
 
     @classmethod
     def from_policy(cls, transformer: nn.Module, num_layers: int, readout: str = "frames") -> LatentRewardModel:
@@ -177,8 +186,10 @@ class LatentRewardModel(nn.Module):
         missing, unexpected = model.load_state_dict(state, strict=False)
         body_missing = [k for k in missing if not k.startswith(("head.", "frame_readout.", "reward_"))]
         if body_missing or unexpected:
-            raise ValueError(f"the policy's transformer does not fit a Wan body (missing {body_missing[:3]}, "
-                             f"unexpected {unexpected[:3]}); give a base policy folder, not a LoRA-wrapped one")
+            raise ValueError(
+                f"the policy's transformer does not fit a Wan body (missing {body_missing[:3]}, "
+                f"unexpected {unexpected[:3]}); give a base policy folder, not a LoRA-wrapped one"
+            )
         return model
 
     def forward(self, latents: torch.Tensor, sigmas: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
@@ -208,8 +219,9 @@ class LatentRewardModel(nn.Module):
         self.reward_mean.copy_(mean)
         self.reward_std.copy_(std.clamp_min(1e-6))
 
-    def score(self, latents: torch.Tensor, sigmas: torch.Tensor, text_embeds: torch.Tensor,
-              weights: Sequence[float]) -> torch.Tensor:
+    def score(
+        self, latents: torch.Tensor, sigmas: torch.Tensor, text_embeds: torch.Tensor, weights: Sequence[float]
+    ) -> torch.Tensor:
         """r = Σ_d w_d · r̂_d, the weighted sum of the normalised VQ, MQ, TA rewards: (B,)."""
         weight = torch.as_tensor(weights, dtype=torch.float32, device=self.reward_mean.device)
         return self.normalize(self(latents, sigmas, text_embeds)) @ weight
@@ -222,10 +234,16 @@ def save_latent_reward(model: LatentRewardModel, folder: str | Path, config: Lat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    info = {"num_layers": model.num_layers, "readout": model.readout, "transformer_config": model.transformer_config,
-            "dimensions": list(DIMENSIONS),
-            "normalization": {dim: {"mean": float(model.reward_mean[i]), "std": float(model.reward_std[i])}
-                              for i, dim in enumerate(DIMENSIONS)}}
+    info = {
+        "num_layers": model.num_layers,
+        "readout": model.readout,
+        "transformer_config": model.transformer_config,
+        "dimensions": list(DIMENSION_NAMES),
+        "normalization": {
+            dim: {"mean": float(model.reward_mean[i]), "std": float(model.reward_std[i])}
+            for i, dim in enumerate(DIMENSION_NAMES)
+        },
+    }
     if config is not None:
         info.update(policy=str(Path(config.policy).resolve()), noisy=config.noisy)
         save_config(config, folder / TRAIN_CONFIG_FILE)
@@ -267,20 +285,24 @@ class CachedLabelledPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
-        return {"text": self.cache.text.get(sha256_text(pair.prompt)),
-                "latents_a": self.cache.latents.get(self.cache.video_keys[pair.video_a]),
-                "latents_b": self.cache.latents.get(self.cache.video_keys[pair.video_b]),
-                "labels": torch.tensor(pair.labels, dtype=torch.long)}
+        return {
+            "text": self.cache.text.get(sha256_text(pair.prompt)),
+            "latents_a": self.cache.latents.get(self.cache.video_keys[pair.video_a]),
+            "latents_b": self.cache.latents.get(self.cache.video_keys[pair.video_b]),
+            "labels": torch.tensor(pair.labels, dtype=torch.long),
+        }
 
 
-def pair_loss(model, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor | None, *,
-              theta: float) -> tuple[torch.Tensor, dict]:
+def pair_loss(
+    model, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor | None, *, theta: float
+) -> tuple[torch.Tensor, dict]:
     """BT-with-ties loss of one micro-batch whose two videos are noised alike (``noise`` None: clean)."""
     latents_a, latents_b, text = batch["latents_a"], batch["latents_b"], batch["text"]  # (B, C, t, h, w), (B, L, D)
     if noise is not None:
         latents_a, latents_b = noised(latents_a, noise, sigmas)[0], noised(latents_b, noise, sigmas)[0]
-    rewards_a, rewards_b = model(torch.cat([latents_a, latents_b]), torch.cat([sigmas, sigmas]),
-                                 torch.cat([text, text])).chunk(2)  # (B, 3) each
+    rewards_a, rewards_b = model(
+        torch.cat([latents_a, latents_b]), torch.cat([sigmas, sigmas]), torch.cat([text, text])
+    ).chunk(2)  # (B, 3) each
     delta, labels = (rewards_a - rewards_b).flatten(), batch["labels"].flatten()
     loss = reward_loss(delta, labels, kind="bt_ties", theta=theta)
     decided = (labels == 1) | (labels == -1)
@@ -316,12 +338,18 @@ def _prepare(config: LatentRewardConfig, accelerator, output_dir: Path):
         raise ValueError(f"{config.snapshot}: no labelled pairs in split {config.train_split!r}")
     everything = train_pairs + val_pairs
     with accelerator.main_process_first():
-        cache = build_cache(policy, [p.prompt for p in everything],
-                            [v for p in everything for v in (p.video_a, p.video_b)],
-                            cache_dir=config.cache_dir or output_dir / "cache", roots=roots,
-                            num_frames=config.num_frames, height=config.height, width=config.width,
-                            batch_size=config.encode_batch_size,
-                            progress=config.progress and accelerator.is_main_process)
+        cache = build_cache(
+            policy,
+            [p.prompt for p in everything],
+            [v for p in everything for v in (p.video_a, p.video_b)],
+            cache_dir=config.cache_dir or output_dir / "cache",
+            roots=roots,
+            num_frames=config.num_frames,
+            height=config.height,
+            width=config.width,
+            batch_size=config.encode_batch_size,
+            progress=config.progress and accelerator.is_main_process,
+        )
     model = LatentRewardModel.from_policy(policy.transformer, config.num_layers, config.readout).to(accelerator.device)
     return train_pairs, val_pairs, cache, model, policy.max_sequence_length
 
@@ -340,8 +368,10 @@ class LatentRewardMethod(TrainingMethod):
     def setup(self, run: Run):
         config = self.config
         train_pairs, val_pairs, cache, model, max_sequence_length = _prepare(config, run.accelerator, run.output_dir)
-        run.accelerator.print(f"latent-reward: {len(train_pairs)} training and {len(val_pairs)} validation pairs; "
-                              f"{cache.encoded_prompts} prompts and {cache.encoded_videos} videos newly cached")
+        run.accelerator.print(
+            f"latent-reward: {len(train_pairs)} training and {len(val_pairs)} validation pairs; "
+            f"{cache.encoded_prompts} prompts and {cache.encoded_videos} videos newly cached"
+        )
         self.train_set, self.val_set = CachedLabelledPairs(train_pairs, cache), CachedLabelledPairs(val_pairs, cache)
         self.collator = PadTextCollator(max_sequence_length)
         model.train()
@@ -349,17 +379,24 @@ class LatentRewardMethod(TrainingMethod):
 
     def initial_metrics(self, run: Run) -> dict:
         config = self.config
-        return {"method": config.method, "noisy": config.noisy, "num_layers": config.num_layers,
-                "n_train": len(self.train_set), "n_val": len(self.val_set)}
+        return {
+            "method": config.method,
+            "noisy": config.noisy,
+            "num_layers": config.num_layers,
+            "n_train": len(self.train_set),
+            "n_val": len(self.val_set),
+        }
 
     def restore_weights(self, checkpoint: Path, run: Run) -> None:
         run.unwrapped.load_state_dict(load_latent_reward(checkpoint, map_location=run.accelerator.device).state_dict())
 
     def start_message(self, run: Run) -> str:
         config, accelerator = self.config, run.accelerator
-        return (f"training on {len(self.train_set)} training and {len(self.val_set)} validation pairs, "
-                f"{run.total_steps} steps ({config.epochs} epochs, {config.batch_size} pairs a step), "
-                f"{accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}")
+        return (
+            f"training on {len(self.train_set)} training and {len(self.val_set)} validation pairs, "
+            f"{run.total_steps} steps ({config.epochs} epochs, {config.batch_size} pairs a step), "
+            f"{accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}"
+        )
 
     def loss(self, run: Run, batch: dict, generator: torch.Generator):
         config = self.config
@@ -375,8 +412,10 @@ class LatentRewardMethod(TrainingMethod):
         return batch["latents_a"].shape[0]
 
     def step_metrics(self, totals: dict[str, float], count: int) -> dict[str, float | None]:
-        return {"loss": totals["loss"] / count,
-                "accuracy": totals["correct"] / totals["decided"] if totals["decided"] else None}
+        return {
+            "loss": totals["loss"] / count,
+            "accuracy": totals["correct"] / totals["decided"] if totals["decided"] else None,
+        }
 
     @torch.no_grad()
     def evaluate(self, run: Run) -> dict:
@@ -388,30 +427,47 @@ class LatentRewardMethod(TrainingMethod):
         by_sigma, rewards = self._score(run, eval_set)
         run.unwrapped.set_normalization(rewards.mean(dim=0), rewards.std(dim=0) if len(rewards) > 1 else torch.ones(3))
         run.model.train()
-        levels = {f"{sigma:g}": {"loss": t["loss"] / max(t["batches"], 1),
-                                 "accuracy": t["correct"] / t["decided"] if t["decided"] else None}
-                  for sigma, t in by_sigma.items()}
+        levels = {
+            f"{sigma:g}": {
+                "loss": t["loss"] / max(t["batches"], 1),
+                "accuracy": t["correct"] / t["decided"] if t["decided"] else None,
+            }
+            for sigma, t in by_sigma.items()
+        }
         accuracies = [level["accuracy"] for level in levels.values() if level["accuracy"] is not None]
-        result = {"step": step, "n_items": len(eval_set), "split": "val" if len(self.val_set) else "train",
-                  "loss": sum(level["loss"] for level in levels.values()) / len(levels),
-                  "accuracy": sum(accuracies) / len(accuracies) if accuracies else None, "by_sigma": levels}
+        result = {
+            "step": step,
+            "n_items": len(eval_set),
+            "split": "val" if len(self.val_set) else "train",
+            "loss": sum(level["loss"] for level in levels.values()) / len(levels),
+            "accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
+            "by_sigma": levels,
+        }
         if accelerator.is_main_process:
             accuracy = f", accuracy {result['accuracy']:.3f}" if result["accuracy"] is not None else ""
-            self.log.info("evaluation at step %d on %d %s pairs: loss %.4f%s", step, len(eval_set), result["split"],
-                          result["loss"], accuracy)
+            self.log.info(
+                "evaluation at step %d on %d %s pairs: loss %.4f%s",
+                step,
+                len(eval_set),
+                result["split"],
+                result["loss"],
+                accuracy,
+            )
         return result
 
     def _score(self, run: Run, eval_set: Dataset) -> tuple[dict, torch.Tensor]:
         """Summed loss, correct and decided labels per σ level (the same noise for every evaluation), and the raw
         rewards of the clean latents (2N, 3) of every process."""
         config, accelerator, model = self.config, run.accelerator, run.model
-        loader = accelerator.prepare(DataLoader(eval_set, batch_size=run.micro_batch, collate_fn=self.collator,
-                                                num_workers=config.num_workers))
+        loader = accelerator.prepare(
+            DataLoader(eval_set, batch_size=run.micro_batch, collate_fn=self.collator, num_workers=config.num_workers)
+        )
         by_sigma = {sigma: {"loss": 0.0, "correct": 0.0, "decided": 0.0, "batches": 0} for sigma in EVAL_SIGMAS}
         clean_rewards = []
         for index, batch in enumerate(loader):
-            noise = torch.randn(batch["latents_a"].shape, generator=step_generator(config.seed, -1, index,
-                                accelerator.process_index)).to(batch["latents_a"].device)
+            noise = torch.randn(
+                batch["latents_a"].shape, generator=step_generator(config.seed, -1, index, accelerator.process_index)
+            ).to(batch["latents_a"].device)
             for sigma in EVAL_SIGMAS:
                 sigmas = torch.full((noise.shape[0],), sigma, device=noise.device)
                 loss, stats = pair_loss(model, batch, sigmas, noise, theta=config.theta)
@@ -421,8 +477,15 @@ class LatentRewardMethod(TrainingMethod):
                 totals["decided"] += stats["decided"]
                 totals["batches"] += 1
             zeros = torch.zeros(2 * noise.shape[0], device=noise.device)
-            clean_rewards.append(accelerator.gather(model(torch.cat([batch["latents_a"], batch["latents_b"]]), zeros,
-                                                          torch.cat([batch["text"], batch["text"]]))))
+            clean_rewards.append(
+                accelerator.gather(
+                    model(
+                        torch.cat([batch["latents_a"], batch["latents_b"]]),
+                        zeros,
+                        torch.cat([batch["text"], batch["text"]]),
+                    )
+                )
+            )
         return by_sigma, torch.cat(clean_rewards)
 
     def save_weights(self, folder: Path, run: Run) -> None:
@@ -435,15 +498,24 @@ class LatentRewardMethod(TrainingMethod):
         config, metrics, final_dir = self.config, run.metrics, run.output_dir / self.final_dir_name
         last_loss = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else float("nan")
         last_eval = metrics["eval"][-1]
-        accuracy = (f", {last_eval['split']} accuracy {last_eval['accuracy']:.3f}"
-                    if last_eval["accuracy"] is not None else "")
+        accuracy = (
+            f", {last_eval['split']} accuracy {last_eval['accuracy']:.3f}" if last_eval["accuracy"] is not None else ""
+        )
         blocks = f"{config.num_layers} block{'s' if config.num_layers != 1 else ''}"
-        run.accelerator.print(f"latent-reward: {run.state['step']} steps on {len(self.train_set)} pairs "
-                              f"({'noisy' if config.noisy else 'clean'} latents, {blocks}), last loss "
-                              f"{last_loss:.4f}, {last_eval['split']} loss {last_eval['loss']:.4f}{accuracy}; "
-                              f"model in {final_dir}")
-        self.log.info("done: %d steps in %.0f s, last loss %.4f%s; model in %s", run.state["step"], elapsed,
-                      last_loss, accuracy, final_dir)
+        run.accelerator.print(
+            f"latent-reward: {run.state['step']} steps on {len(self.train_set)} pairs "
+            f"({'noisy' if config.noisy else 'clean'} latents, {blocks}), last loss "
+            f"{last_loss:.4f}, {last_eval['split']} loss {last_eval['loss']:.4f}{accuracy}; "
+            f"model in {final_dir}"
+        )
+        self.log.info(
+            "done: %d steps in %.0f s, last loss %.4f%s; model in %s",
+            run.state["step"],
+            elapsed,
+            last_loss,
+            accuracy,
+            final_dir,
+        )
 
 
 def train_latent_reward(config: LatentRewardConfig, *, on_step: OnStep | None = None) -> dict:

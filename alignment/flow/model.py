@@ -97,7 +97,7 @@ class PixelCodec(nn.Module):
         return unfolded.reshape(batch, latent_channels // (p * p), frames, h * p, w * p)
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        return (3 * self.patch ** 2, num_frames, height // self.patch, width // self.patch)
+        return (3 * self.patch**2, num_frames, height // self.patch, width // self.patch)
 
     def fingerprint(self) -> dict:
         return {"kind": "pixel", "patch": self.patch, "scale": self.scale}
@@ -108,7 +108,7 @@ class PixelCodec(nn.Module):
         (folder / CODEC_CONFIG_FILE).write_text(json.dumps(self.fingerprint(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "PixelCodec":
+    def load(cls, folder: str | Path) -> PixelCodec:
         config = json.loads((Path(folder) / CODEC_CONFIG_FILE).read_text())
         if config.get("kind") != "pixel":
             raise ValueError(f"{folder}/{CODEC_CONFIG_FILE}: kind {config.get('kind')!r}, expected 'pixel'")
@@ -135,14 +135,21 @@ class ConvCodec(nn.Module):
             raise ValueError(f"ConvCodec latent_channels and width must be ≥ 1, got {latent_channels}, {width}")
         self.latent_channels, self.width = int(latent_channels), int(width)
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, width, 4, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, latent_channels, 3, padding=1))
+            nn.Conv2d(3, width, 4, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, latent_channels, 3, padding=1),
+        )
         self.decoder = nn.Sequential(
-            nn.Conv2d(latent_channels, 2 * width, 3, padding=1), nn.SiLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.SiLU(),
-            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 3, 3, padding=1))
+            nn.Conv2d(latent_channels, 2 * width, 3, padding=1),
+            nn.SiLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
+            nn.SiLU(),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 3, 3, padding=1),
+        )
         self.register_buffer("latent_mean", torch.zeros(latent_channels))
         self.register_buffer("latent_std", torch.ones(latent_channels))
 
@@ -184,12 +191,13 @@ class ConvCodec(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                  folder / CONV_CODEC_WEIGHTS_FILE)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / CONV_CODEC_WEIGHTS_FILE
+        )
         (folder / CODEC_CONFIG_FILE).write_text(json.dumps(self.fingerprint(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, folder: str | Path) -> "ConvCodec":
+    def load(cls, folder: str | Path) -> ConvCodec:
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -204,8 +212,16 @@ class ConvCodec(nn.Module):
         return codec.eval().requires_grad_(False)
 
 
-def fit_conv_codec(codec: ConvCodec, clips: np.ndarray, *, steps: int, batch_size: int = 128,
-                   learning_rate: float = 2e-3, seed: int = 0, progress: bool = True) -> list[float]:
+def fit_conv_codec(
+    codec: ConvCodec,
+    clips: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
     """Fit ``codec`` to reconstruct the frames of uint8 ``clips`` (N, T, H, W, 3) (mean squared error,
     AdamW, cosine decay), then set its latent normalisation from them; returns the loss per step."""
     from tqdm.auto import tqdm
@@ -245,8 +261,12 @@ class WanVAECodec(nn.Module):
         super().__init__()
         self.vae = vae
         z_dim = vae.config.z_dim
-        self.register_buffer("latents_mean", torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1), persistent=False)
-        self.register_buffer("latents_std", torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1), persistent=False)
+        self.register_buffer(
+            "latents_mean", torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "latents_std", torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1), persistent=False
+        )
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         z = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mean
@@ -322,8 +342,15 @@ class FlowPolicy(abc.ABC):
 
     transformer_class_name: str
 
-    def __init__(self, folder: Path, transformer: nn.Module, *, device: torch.device, dtype: torch.dtype,
-                 encoder_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        transformer: nn.Module,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        encoder_dtype: torch.dtype | None = None,
+    ):
         self.folder, self.transformer, self.device, self.dtype = folder, transformer, device, dtype
         self.encoder_dtype = encoder_dtype or dtype  # the text encoder's and codec's
         defaults_path = folder / POLICY_DEFAULTS_FILE
@@ -343,8 +370,13 @@ class FlowPolicy(abc.ABC):
     # ---- the architecture-specific part -----------------------------------------------------------
 
     @abc.abstractmethod
-    def velocity(self, latents: torch.Tensor, sigmas: torch.Tensor, text_embeds: torch.Tensor,
-                 transformer: nn.Module | None = None) -> torch.Tensor:
+    def velocity(
+        self,
+        latents: torch.Tensor,
+        sigmas: torch.Tensor,
+        text_embeds: torch.Tensor,
+        transformer: nn.Module | None = None,
+    ) -> torch.Tensor:
         """v_θ(x_σ, σ, y): latents (B, C, t, h, w), sigmas (B,) in [0, 1], text_embeds (B, L, D) →
         velocity (B, C, t, h, w) in float32. ``transformer`` overrides ``self.transformer`` (a wrapped
         training copy, or a frozen reference)."""
@@ -376,8 +408,9 @@ class FlowPolicy(abc.ABC):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def latent_shape(self, num_frames: int | None = None, height: int | None = None,
-                     width: int | None = None) -> tuple[int, int, int, int]:
+    def latent_shape(
+        self, num_frames: int | None = None, height: int | None = None, width: int | None = None
+    ) -> tuple[int, int, int, int]:
         return self.codec.latent_shape(num_frames or self.num_frames, height or self.height, width or self.width)
 
     def pad_text(self, embeds: list[torch.Tensor]) -> torch.Tensor:
@@ -393,19 +426,27 @@ class FlowPolicy(abc.ABC):
         """Latents (B, C, t, h, w) → uint8 clips (B, T, H, W, 3)."""
         return uint8_from_pixels(self.codec.decode(latents.to(self.device)))
 
-    def add_lora(self, *, rank: int, alpha: float | None = None, target_modules=DEFAULT_LORA_TARGETS,
-                 dropout: float = 0.0) -> None:
+    def add_lora(
+        self, *, rank: int, alpha: float | None = None, target_modules=DEFAULT_LORA_TARGETS, dropout: float = 0.0
+    ) -> None:
         """Add a trainable LoRA adapter (peft) to the transformer; everything else is frozen."""
         from peft import LoraConfig
 
         self.transformer.requires_grad_(False)
-        config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=dropout,
-                            init_lora_weights=True, target_modules=list(target_modules))
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha if alpha is not None else rank,
+            lora_dropout=dropout,
+            init_lora_weights=True,
+            target_modules=list(target_modules),
+        )
         try:
             self.transformer.add_adapter(config)
         except ValueError as error:
-            raise ValueError(f"LoRA target modules {list(target_modules)} do not match the transformer's layers "
-                             f"({error}); name linear layers such as to_q, to_k, to_v, to_out.0, ffn.net.0.proj") from error
+            raise ValueError(
+                f"LoRA target modules {list(target_modules)} do not match the transformer's layers "
+                f"({error}); name linear layers such as to_q, to_k, to_v, to_out.0, ffn.net.0.proj"
+            ) from error
 
     def lora_state_dict(self, transformer: nn.Module | None = None) -> dict[str, torch.Tensor]:
         from peft.utils import get_peft_model_state_dict
@@ -434,14 +475,20 @@ class WanFlowPolicy(FlowPolicy):
         model = transformer if transformer is not None else self.transformer
         timestep = (sigmas * NUM_TRAIN_TIMESTEPS).to(latents.device)
         dtype = next(model.parameters()).dtype  # the base weights' (a bf16 reference copy runs in bf16)
-        return model(hidden_states=latents.to(dtype), timestep=timestep, encoder_hidden_states=text_embeds.to(dtype),
-                     return_dict=False)[0].float()
+        return model(
+            hidden_states=latents.to(dtype),
+            timestep=timestep,
+            encoder_hidden_states=text_embeds.to(dtype),
+            return_dict=False,
+        )[0].float()
 
     def _load_text_encoder(self) -> None:
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         self._tokenizer = AutoTokenizer.from_pretrained(self.folder / "tokenizer")
-        self._text_encoder = UMT5EncoderModel.from_pretrained(self.folder / "text_encoder", torch_dtype=self.encoder_dtype)
+        self._text_encoder = UMT5EncoderModel.from_pretrained(
+            self.folder / "text_encoder", torch_dtype=self.encoder_dtype
+        )
         self._text_encoder.to(self.device).eval()
 
     @torch.no_grad()
@@ -450,9 +497,15 @@ class WanFlowPolicy(FlowPolicy):
 
         if self._text_encoder is None:
             self._load_text_encoder()
-        inputs = self._tokenizer([prompt_clean(p) for p in prompts], padding="max_length",
-                                 max_length=self.max_sequence_length, truncation=True, add_special_tokens=True,
-                                 return_attention_mask=True, return_tensors="pt")
+        inputs = self._tokenizer(
+            [prompt_clean(p) for p in prompts],
+            padding="max_length",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
         mask = inputs.attention_mask.to(self.device)
         hidden = self._text_encoder(inputs.input_ids.to(self.device), mask).last_hidden_state
         lengths = mask.gt(0).sum(dim=1).tolist()
@@ -462,8 +515,11 @@ class WanFlowPolicy(FlowPolicy):
         from diffusers import WanPipeline
 
         model = transformer or self.transformer
-        WanPipeline.save_lora_weights(folder, transformer_lora_layers=self.lora_state_dict(model),
-                                      transformer_lora_adapter_metadata=model.peft_config["default"].to_dict())
+        WanPipeline.save_lora_weights(
+            folder,
+            transformer_lora_layers=self.lora_state_dict(model),
+            transformer_lora_adapter_metadata=model.peft_config["default"].to_dict(),
+        )
         return Path(folder) / LORA_WEIGHTS_FILE
 
 
@@ -477,8 +533,13 @@ def _transformer_class(name: str):
     return getattr(diffusers, name)
 
 
-def load_policy(folder: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                encoder_dtype: torch.dtype | None = None) -> FlowPolicy:
+def load_policy(
+    folder: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    encoder_dtype: torch.dtype | None = None,
+) -> FlowPolicy:
     """Load a policy folder, or a trained one (``flow_policy.json``: its base plus LoRA or transformer).
 
     ``dtype`` is the transformer's; ``encoder_dtype`` (default ``dtype``) the text encoder's and codec's,
@@ -498,11 +559,15 @@ def load_policy(folder: str | Path, *, device: str | torch.device = "cpu", dtype
         return policy
     config_path = folder / "transformer" / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{folder}: no transformer/config.json; give a diffusers-format policy folder "
-                                f"(e.g. one written by alignment.flow.tiny.build_tiny_wan_policy) or a run's final/")
+        raise FileNotFoundError(
+            f"{folder}: no transformer/config.json; give a diffusers-format policy folder "
+            f"(e.g. one written by alignment.flow.tiny.build_tiny_wan_policy) or a run's final/"
+        )
     class_name = json.loads(config_path.read_text()).get("_class_name")
     if class_name not in POLICY_CLASSES:
-        raise ValueError(f"{config_path}: transformer {class_name!r} has no flow adapter; supported: {sorted(POLICY_CLASSES)}")
+        raise ValueError(
+            f"{config_path}: transformer {class_name!r} has no flow adapter; supported: {sorted(POLICY_CLASSES)}"
+        )
     device = torch.device(device)
     transformer = _transformer_class(class_name).from_pretrained(folder / "transformer", torch_dtype=dtype)
     transformer.to(device).eval()

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignment.data.records import DIMENSIONS, PairRecord
-from alignment.labels import LABEL_MISSING
+from alignment.data.records import PairRecord
+from alignment.labels import DIMENSION_NAMES, LABEL_MISSING
 
 LABEL_SOURCES = ("consensus", "reward_model")
 
@@ -42,9 +42,11 @@ class RewardedVideo:
 
 def _check_weights(weights: Sequence[float]) -> tuple[float, ...]:
     weights = tuple(float(w) for w in weights)
-    if len(weights) != len(DIMENSIONS) or any(w < 0 for w in weights) or not sum(weights) > 0:
-        raise ValueError(f"dimension_weights {weights}: give {len(DIMENSIONS)} non-negative weights for "
-                         f"{', '.join(DIMENSIONS)} with a positive sum, e.g. [1, 1, 1]")
+    if len(weights) != len(DIMENSION_NAMES) or any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError(
+            f"dimension_weights {weights}: give {len(DIMENSION_NAMES)} non-negative weights for "
+            f"{', '.join(DIMENSION_NAMES)} with a positive sum, e.g. [1, 1, 1]"
+        )
     return weights
 
 
@@ -57,8 +59,9 @@ def consensus_score(pair: PairRecord, weights: Sequence[float] = (1.0, 1.0, 1.0)
     return sum(w * label for w, label in judged) / sum(w for w, _ in judged)
 
 
-def preference_pairs(pairs: Sequence[PairRecord], *, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                     min_margin: float = 0.0) -> list[PreferencePair]:
+def preference_pairs(
+    pairs: Sequence[PairRecord], *, weights: Sequence[float] = (1.0, 1.0, 1.0), min_margin: float = 0.0
+) -> list[PreferencePair]:
     """(winner, loser) pairs from consensus labels; ties, undecided and weak pairs are dropped."""
     result = []
     for pair in pairs:
@@ -70,7 +73,9 @@ def preference_pairs(pairs: Sequence[PairRecord], *, weights: Sequence[float] = 
     return result
 
 
-def consensus_video_rewards(pairs: Sequence[PairRecord], *, weights: Sequence[float] = (1.0, 1.0, 1.0)) -> list[RewardedVideo]:
+def consensus_video_rewards(
+    pairs: Sequence[PairRecord], *, weights: Sequence[float] = (1.0, 1.0, 1.0)
+) -> list[RewardedVideo]:
     """Each video's mean signed score over its judged pairs (for Flow-RWR)."""
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     for pair in pairs:
@@ -79,12 +84,15 @@ def consensus_video_rewards(pairs: Sequence[PairRecord], *, weights: Sequence[fl
             continue
         scores[(pair.prompt, pair.video_a)].append(score)
         scores[(pair.prompt, pair.video_b)].append(-score)
-    return [RewardedVideo(prompt=prompt, video=video, reward=sum(values) / len(values))
-            for (prompt, video), values in sorted(scores.items())]
+    return [
+        RewardedVideo(prompt=prompt, video=video, reward=sum(values) / len(values))
+        for (prompt, video), values in sorted(scores.items())
+    ]
 
 
-def standardised_rewards(videos: Sequence[RewardedVideo], *,
-                         reference: Sequence[RewardedVideo] | None = None) -> list[RewardedVideo]:
+def standardised_rewards(
+    videos: Sequence[RewardedVideo], *, reference: Sequence[RewardedVideo] | None = None
+) -> list[RewardedVideo]:
     """``videos`` with rewards standardised, (r − mean) / std, by the mean and standard deviation of
     ``reference`` (default: ``videos`` themselves) — Flow-RWR's rewards over the whole training set, so that
     exp(r / τ) weighs a video the same whatever batch it lands in. Equal rewards all become 0 (plain flow
@@ -98,14 +106,20 @@ def standardised_rewards(videos: Sequence[RewardedVideo], *,
     return [RewardedVideo(prompt=v.prompt, video=v.video, reward=(v.reward - mean) * scale) for v in videos]
 
 
-def reward_model_scores(reward_model: str | Path, items: Sequence[tuple[str, str]], *, roots: Sequence[str | Path] = (),
-                        weights: Sequence[float] = (1.0, 1.0, 1.0), batch_size: int = 8,
-                        progress: bool = True) -> dict[tuple[str, str], float]:
+def reward_model_scores(
+    reward_model: str | Path,
+    items: Sequence[tuple[str, str]],
+    *,
+    roots: Sequence[str | Path] = (),
+    weights: Sequence[float] = (1.0, 1.0, 1.0),
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[tuple[str, str], float]:
     """Weighted normalised VideoReward score of each distinct (video, prompt)."""
+    import torch
+
     from alignment.reward import load_reward_model
     from alignment.reward.evaluate import score_videos
-
-    import torch
 
     weights = _check_weights(weights)
     keys = sorted(set(items))
@@ -115,13 +129,21 @@ def reward_model_scores(reward_model: str | Path, items: Sequence[tuple[str, str
     return {key: float(sum(w * r for w, r in zip(weights, row)) / total) for key, row in zip(keys, rewards.tolist())}
 
 
-def relabelled_pairs(pairs: Sequence[PairRecord], reward_model: str | Path, *, roots: Sequence[str | Path] = (),
-                     weights: Sequence[float] = (1.0, 1.0, 1.0), min_margin: float = 0.0, batch_size: int = 8,
-                     progress: bool = True) -> list[PreferencePair]:
+def relabelled_pairs(
+    pairs: Sequence[PairRecord],
+    reward_model: str | Path,
+    *,
+    roots: Sequence[str | Path] = (),
+    weights: Sequence[float] = (1.0, 1.0, 1.0),
+    min_margin: float = 0.0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[PreferencePair]:
     """(winner, loser) pairs decided by a reward model's weighted score, whatever the humans said."""
     items = [(p.video_a, p.prompt) for p in pairs] + [(p.video_b, p.prompt) for p in pairs]
-    scores = reward_model_scores(reward_model, items, roots=roots, weights=weights, batch_size=batch_size,
-                                 progress=progress)
+    scores = reward_model_scores(
+        reward_model, items, roots=roots, weights=weights, batch_size=batch_size, progress=progress
+    )
     result = []
     for pair in pairs:
         margin = scores[(pair.video_a, pair.prompt)] - scores[(pair.video_b, pair.prompt)]
@@ -132,11 +154,20 @@ def relabelled_pairs(pairs: Sequence[PairRecord], reward_model: str | Path, *, r
     return result
 
 
-def reward_model_video_rewards(pairs: Sequence[PairRecord], reward_model: str | Path, *,
-                               roots: Sequence[str | Path] = (), weights: Sequence[float] = (1.0, 1.0, 1.0),
-                               batch_size: int = 8, progress: bool = True) -> list[RewardedVideo]:
+def reward_model_video_rewards(
+    pairs: Sequence[PairRecord],
+    reward_model: str | Path,
+    *,
+    roots: Sequence[str | Path] = (),
+    weights: Sequence[float] = (1.0, 1.0, 1.0),
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[RewardedVideo]:
     """Every distinct video of ``pairs`` with its weighted reward-model score (for Flow-RWR)."""
     items = [(p.video_a, p.prompt) for p in pairs] + [(p.video_b, p.prompt) for p in pairs]
-    scores = reward_model_scores(reward_model, items, roots=roots, weights=weights, batch_size=batch_size,
-                                 progress=progress)
-    return [RewardedVideo(prompt=prompt, video=video, reward=score) for (video, prompt), score in sorted(scores.items())]
+    scores = reward_model_scores(
+        reward_model, items, roots=roots, weights=weights, batch_size=batch_size, progress=progress
+    )
+    return [
+        RewardedVideo(prompt=prompt, video=video, reward=score) for (video, prompt), score in sorted(scores.items())
+    ]

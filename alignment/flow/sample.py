@@ -34,13 +34,23 @@ def sampling_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
 
 def initial_noise(seeds: Sequence[int], latent_shape: tuple[int, ...]) -> torch.Tensor:
     """(N, *latent_shape) standard normal noise, row i from ``seeds[i]``."""
-    return torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds])
+    return torch.stack(
+        [torch.randn(latent_shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
+    )
 
 
 @torch.no_grad()
-def sample_latents(policy: FlowPolicy, text_embeds: torch.Tensor, negative_embeds: torch.Tensor | None,
-                   noise: torch.Tensor, *, steps: int = 30, guidance_scale: float = 5.0, shift: float | None = None,
-                   velocity_transform: VelocityTransform | None = None) -> torch.Tensor:
+def sample_latents(
+    policy: FlowPolicy,
+    text_embeds: torch.Tensor,
+    negative_embeds: torch.Tensor | None,
+    noise: torch.Tensor,
+    *,
+    steps: int = 30,
+    guidance_scale: float = 5.0,
+    shift: float | None = None,
+    velocity_transform: VelocityTransform | None = None,
+) -> torch.Tensor:
     """Integrate ``noise`` (B, C, t, h, w) to latents; ``text_embeds``/``negative_embeds`` (B, L, D).
 
     Guidance needs ``negative_embeds`` when ``guidance_scale`` ≠ 1."""
@@ -57,7 +67,8 @@ def sample_latents(policy: FlowPolicy, text_embeds: torch.Tensor, negative_embed
         batch_sigmas = torch.full((latents.shape[0],), sigma, device=device)
         if guided:
             unconditional, conditional = policy.velocity(
-                torch.cat([latents, latents]), torch.cat([batch_sigmas, batch_sigmas]), text).chunk(2)
+                torch.cat([latents, latents]), torch.cat([batch_sigmas, batch_sigmas]), text
+            ).chunk(2)
             velocity = unconditional + guidance_scale * (conditional - unconditional)
         else:
             velocity = policy.velocity(latents, batch_sigmas, text)
@@ -67,10 +78,21 @@ def sample_latents(policy: FlowPolicy, text_embeds: torch.Tensor, negative_embed
     return latents
 
 
-def sample_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 30,
-                  guidance_scale: float = 5.0, negative_prompt: str = "", num_frames: int | None = None,
-                  height: int | None = None, width: int | None = None, batch_size: int = 4,
-                  velocity_transform: VelocityTransform | None = None, progress: bool = True) -> np.ndarray:
+def sample_videos(
+    policy: FlowPolicy,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    steps: int = 30,
+    guidance_scale: float = 5.0,
+    negative_prompt: str = "",
+    num_frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    batch_size: int = 4,
+    velocity_transform: VelocityTransform | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """One clip per (prompt, seed): uint8 (N, T, H, W, 3). Sizes default to the policy's."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
@@ -78,18 +100,30 @@ def sample_videos(policy: FlowPolicy, prompts: Sequence[str], seeds: Sequence[in
     policy.transformer.eval()
     clips = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="sample", disable=not progress, leave=False):
-        chunk_prompts = list(prompts[start:start + batch_size])
+        chunk_prompts = list(prompts[start : start + batch_size])
         text = policy.pad_text(policy.encode_prompts(chunk_prompts))
-        negative = (policy.pad_text(policy.encode_prompts([negative_prompt])).expand(len(chunk_prompts), -1, -1)
-                    if guidance_scale != 1.0 else None)
-        noise = initial_noise(seeds[start:start + batch_size], latent_shape)
-        latents = sample_latents(policy, text, negative, noise, steps=steps, guidance_scale=guidance_scale,
-                                 velocity_transform=velocity_transform)
+        negative = (
+            policy.pad_text(policy.encode_prompts([negative_prompt])).expand(len(chunk_prompts), -1, -1)
+            if guidance_scale != 1.0
+            else None
+        )
+        noise = initial_noise(seeds[start : start + batch_size], latent_shape)
+        latents = sample_latents(
+            policy,
+            text,
+            negative,
+            noise,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            velocity_transform=velocity_transform,
+        )
         clips.append(policy.decode_latents(latents))
     return np.concatenate(clips) if clips else np.zeros((0, 0, 0, 0, 3), np.uint8)
 
 
-def write_clips(clips: np.ndarray, folder: str | Path, names: Sequence[str], *, fps: float) -> list[Path]:
+def write_clips(
+    clips: np.ndarray | Sequence[np.ndarray], folder: str | Path, names: Sequence[str], *, fps: float
+) -> list[Path]:
     """Write uint8 clips (N, T, H, W, 3) as browser-safe MP4s ``folder/<name>.mp4``."""
     from alignment.data.video import write_mp4
 

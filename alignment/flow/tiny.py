@@ -45,8 +45,9 @@ def build_tiny_umt5_tokenizer(extra_words: str = ""):
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
-    backend.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                           special_tokens=[("</s>", vocab["</s>"])])
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
@@ -89,25 +90,53 @@ def build_tiny_wan_policy(
         raise FileExistsError(f"{folder}: already exists; pick a new folder for the tiny policy")
     torch.manual_seed(seed)
     tokenizer = build_tiny_umt5_tokenizer()
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=text_dim, d_kv=text_dim // 4, d_ff=2 * text_dim, num_layers=text_layers,
-        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0))
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=text_dim,
+            d_kv=text_dim // 4,
+            d_ff=2 * text_dim,
+            num_layers=text_layers,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=32,
+            dropout_rate=0.0,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=0,
+        )
+    )
     if codec == "pixel":
-        video_codec, vae, latent_channels = PixelCodec(patch=pixel_patch), None, 3 * pixel_patch ** 2
+        video_codec, vae, latent_channels = PixelCodec(patch=pixel_patch), None, 3 * pixel_patch**2
     elif codec == "conv":
         video_codec, vae, latent_channels = conv_codec, None, conv_codec.latent_channels
     else:
-        vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                               temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+        vae = AutoencoderKLWan(
+            base_dim=8,
+            z_dim=4,
+            dim_mult=[1, 2, 2, 2],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+            latents_mean=[0.0] * 4,
+            latents_std=[1.0] * 4,
+        )
         video_codec, latent_channels = None, vae.config.z_dim
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=num_heads, attention_head_dim=head_dim, in_channels=latent_channels,
-        out_channels=latent_channels, text_dim=text_dim, freq_dim=32, ffn_dim=4 * num_heads * head_dim,
-        num_layers=num_layers, rope_max_seq_len=64)
+        patch_size=(1, 2, 2),
+        num_attention_heads=num_heads,
+        attention_head_dim=head_dim,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        text_dim=text_dim,
+        freq_dim=32,
+        ffn_dim=4 * num_heads * head_dim,
+        num_layers=num_layers,
+        rope_max_seq_len=64,
+    )
     scheduler = FlowMatchEulerDiscreteScheduler(shift=sampling_shift)
-    pipeline = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
-                           transformer=transformer)
+    pipeline = WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
+    )
     temp = folder.parent / f".{folder.name}.{uuid.uuid4().hex}.tmp"
     folder.parent.mkdir(parents=True, exist_ok=True)
     verbosity = diffusers_logging.get_verbosity()
@@ -125,8 +154,13 @@ def build_tiny_wan_policy(
         diffusers_logging.set_verbosity(verbosity)
         if video_codec is not None:
             video_codec.save(temp / "codec")
-        defaults = {"num_frames": num_frames, "height": height, "width": width, "fps": fps,
-                    "max_sequence_length": max_sequence_length}
+        defaults = {
+            "num_frames": num_frames,
+            "height": height,
+            "width": width,
+            "fps": fps,
+            "max_sequence_length": max_sequence_length,
+        }
         (temp / POLICY_DEFAULTS_FILE).write_text(json.dumps(defaults, indent=2) + "\n")
         os.rename(temp, folder)
     finally:

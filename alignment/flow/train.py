@@ -99,15 +99,17 @@ def training_items(config: FlowTrainConfig, pairs, roots: list[Path]) -> list:
             return reward_model_video_rewards(pairs, reward_model, roots=roots, weights=weights, progress=progress)
         return consensus_video_rewards(pairs, weights=weights)
     if source == "reward_model":
-        decided = relabelled_pairs(pairs, reward_model, roots=roots, weights=weights,
-                                   min_margin=config.min_margin, progress=progress)
+        decided = relabelled_pairs(
+            pairs, reward_model, roots=roots, weights=weights, min_margin=config.min_margin, progress=progress
+        )
     else:
         decided = preference_pairs(pairs, weights=weights, min_margin=config.min_margin)
     if config.method == "flow-dpo":
         return decided
     winners = {(p.prompt, p.winner): p.margin for p in decided}
-    return [RewardedVideo(prompt=prompt, video=video, reward=margin)
-            for (prompt, video), margin in sorted(winners.items())]
+    return [
+        RewardedVideo(prompt=prompt, video=video, reward=margin) for (prompt, video), margin in sorted(winners.items())
+    ]
 
 
 class CachedVideos(Dataset):
@@ -121,9 +123,11 @@ class CachedVideos(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
-        return {"text": self.cache.text.get(sha256_text(item.prompt)),
-                "latents": self.cache.latents.get(self.cache.video_keys[item.video]),
-                "reward": torch.tensor(item.reward, dtype=torch.float32)}
+        return {
+            "text": self.cache.text.get(sha256_text(item.prompt)),
+            "latents": self.cache.latents.get(self.cache.video_keys[item.video]),
+            "reward": torch.tensor(item.reward, dtype=torch.float32),
+        }
 
 
 class CachedPairs(Dataset):
@@ -137,9 +141,11 @@ class CachedPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
-        return {"text": self.cache.text.get(sha256_text(item.prompt)),
-                "latents_w": self.cache.latents.get(self.cache.video_keys[item.winner]),
-                "latents_l": self.cache.latents.get(self.cache.video_keys[item.loser])}
+        return {
+            "text": self.cache.text.get(sha256_text(item.prompt)),
+            "latents_w": self.cache.latents.get(self.cache.video_keys[item.winner]),
+            "latents_l": self.cache.latents.get(self.cache.video_keys[item.loser]),
+        }
 
 
 @dataclass
@@ -181,8 +187,16 @@ def reference_velocity(policy: FlowPolicy, latents, sigmas, text, *, reference=N
         lora_model.enable_adapters()
 
 
-def step_loss(config: FlowTrainConfig, policy: FlowPolicy, model, batch: dict, generator: torch.Generator, *,
-              reference=None, lora_model=None) -> tuple[torch.Tensor, dict]:
+def step_loss(
+    config: FlowTrainConfig,
+    policy: FlowPolicy,
+    model,
+    batch: dict,
+    generator: torch.Generator,
+    *,
+    reference=None,
+    lora_model=None,
+) -> tuple[torch.Tensor, dict]:
     """The method's loss on one micro-batch, and its statistics (floats)."""
     device = batch["text"].device
     text = batch["text"]  # (B, L, D)
@@ -195,16 +209,22 @@ def step_loss(config: FlowTrainConfig, policy: FlowPolicy, model, batch: dict, g
         latents, targets = torch.cat([x_w, x_l]), torch.cat([target_w, target_l])  # (2B, …)
         both_sigmas, both_text = torch.cat([sigmas, sigmas]), torch.cat([text, text])
         policy_error_w, policy_error_l = flow_matching_error(
-            policy.velocity(latents, both_sigmas, both_text, transformer=model), targets).chunk(2)
-        reference_error_w, reference_error_l = flow_matching_error(reference_velocity(
-            policy, latents, both_sigmas, both_text, reference=reference, lora_model=lora_model), targets).chunk(2)
+            policy.velocity(latents, both_sigmas, both_text, transformer=model), targets
+        ).chunk(2)
+        reference_error_w, reference_error_l = flow_matching_error(
+            reference_velocity(policy, latents, both_sigmas, both_text, reference=reference, lora_model=lora_model),
+            targets,
+        ).chunk(2)
         dpo = cast(FlowDPOConfig, config)
         beta = flow_dpo_beta(sigmas, dpo.beta, dpo.beta_schedule)
         loss, logits = flow_dpo_loss(policy_error_w, policy_error_l, reference_error_w, reference_error_l, beta)
         logits = logits.detach()
-        return loss, {"accuracy": float((logits > 0).float().mean()), "logits": float(logits.mean()),
-                      "policy_error_w": float(policy_error_w.detach().mean()),
-                      "policy_error_l": float(policy_error_l.detach().mean())}
+        return loss, {
+            "accuracy": float((logits > 0).float().mean()),
+            "logits": float(logits.mean()),
+            "policy_error_w": float(policy_error_w.detach().mean()),
+            "policy_error_l": float(policy_error_l.detach().mean()),
+        }
     latents = batch["latents"]
     sigmas = sample_sigmas(latents.shape[0], generator, config.sigma_shift).to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -270,8 +290,9 @@ class FlowMethod(TrainingMethod):
         self.collator = PadTextCollator(self.policy.max_sequence_length)
         model = self.policy.transformer
         if config.finetune == "lora":
-            self.policy.add_lora(rank=config.lora_rank, alpha=config.lora_alpha,
-                                 target_modules=config.lora_target_modules)
+            self.policy.add_lora(
+                rank=config.lora_rank, alpha=config.lora_alpha, target_modules=config.lora_target_modules
+            )
             for parameter in model.parameters():
                 if parameter.requires_grad:
                     parameter.data = parameter.data.float()  # adapters train in float32 under a half-precision base
@@ -294,33 +315,53 @@ class FlowMethod(TrainingMethod):
         # LoRA trains adapters only: the frozen base can live in half precision. A full fine-tune keeps
         # float32 master weights and autocasts.
         self.policy = policy = load_policy(
-            config.policy, device=accelerator.device, encoder_dtype=half or torch.float32,
-            dtype=half if half is not None and config.finetune == "lora" else torch.float32)
+            config.policy,
+            device=accelerator.device,
+            encoder_dtype=half or torch.float32,
+            dtype=half if half is not None and config.finetune == "lora" else torch.float32,
+        )
         snapshot = read_snapshot(config.snapshot)
         roots = [snapshot.root, *([Path(config.media_root)] if config.media_root else [])]
         with accelerator.main_process_first():
             train_items = training_items(config, snapshot.split(config.train_split), roots)
             val_items = training_items(config, snapshot.split(config.val_split), roots)
             if config.method == "flow-rwr":  # standardised by the training set's statistics, both splits
-                train_items, val_items = (standardised_rewards(train_items),
-                                          standardised_rewards(val_items, reference=train_items))
+                train_items, val_items = (
+                    standardised_rewards(train_items),
+                    standardised_rewards(val_items, reference=train_items),
+                )
             if config.max_eval_items is not None:
                 val_items = val_items[: config.max_eval_items]
             if not train_items:
-                raise ValueError(f"{config.snapshot}: no training items in split {config.train_split!r} for "
-                                 f"{config.method} (every pair tied, undecided or within min_margin?)")
+                raise ValueError(
+                    f"{config.snapshot}: no training items in split {config.train_split!r} for "
+                    f"{config.method} (every pair tied, undecided or within min_margin?)"
+                )
             everything = train_items + val_items
             prompts = [item.prompt for item in everything]
-            videos = ([v for item in everything for v in (item.winner, item.loser)] if config.method == "flow-dpo"
-                      else [item.video for item in everything])
+            videos = (
+                [v for item in everything for v in (item.winner, item.loser)]
+                if config.method == "flow-dpo"
+                else [item.video for item in everything]
+            )
             self.cache = cache = build_cache(
-                policy, prompts, videos, cache_dir=config.cache_dir or run.output_dir / "cache", roots=roots,
-                num_frames=config.num_frames, height=config.height, width=config.width,
-                batch_size=config.encode_batch_size, progress=config.progress and accelerator.is_main_process)
+                policy,
+                prompts,
+                videos,
+                cache_dir=config.cache_dir or run.output_dir / "cache",
+                roots=roots,
+                num_frames=config.num_frames,
+                height=config.height,
+                width=config.width,
+                batch_size=config.encode_batch_size,
+                progress=config.progress and accelerator.is_main_process,
+            )
         policy.release_encoders()
-        accelerator.print(f"{config.method}: {len(set(prompts))} prompts and {len(set(videos))} videos cached "
-                          f"({cache.encoded_prompts} and {cache.encoded_videos} newly encoded) "
-                          f"under {cache.latents.folder.parent}")
+        accelerator.print(
+            f"{config.method}: {len(set(prompts))} prompts and {len(set(videos))} videos cached "
+            f"({cache.encoded_prompts} and {cache.encoded_videos} newly encoded) "
+            f"under {cache.latents.folder.parent}"
+        )
         return train_items, val_items
 
     def optimizer(self, model):
@@ -341,13 +382,16 @@ class FlowMethod(TrainingMethod):
     def start_message(self, run: Run) -> str:
         config, accelerator = self.config, run.accelerator
         finetune = "LoRA" if config.finetune == "lora" else "full fine-tune"
-        return (f"{config.method} on {len(run.train_set)} training and {len(self.val_set)} validation items, "
-                f"{run.total_steps} steps ({config.epochs} epochs, {config.batch_size} a step), "
-                f"{accelerator.num_processes} process(es), {finetune}, mixed precision {accelerator.mixed_precision}")
+        return (
+            f"{config.method} on {len(run.train_set)} training and {len(self.val_set)} validation items, "
+            f"{run.total_steps} steps ({config.epochs} epochs, {config.batch_size} a step), "
+            f"{accelerator.num_processes} process(es), {finetune}, mixed precision {accelerator.mixed_precision}"
+        )
 
     def loss(self, run: Run, batch: dict, generator: torch.Generator):
-        return step_loss(self.config, self.policy, run.model, batch, generator, reference=self.reference,
-                         lora_model=self.lora_model)
+        return step_loss(
+            self.config, self.policy, run.model, batch, generator, reference=self.reference, lora_model=self.lora_model
+        )
 
     def batch_items(self, batch: dict) -> int:
         return batch["text"].shape[0] * (2 if self.config.method == "flow-dpo" else 1)
@@ -359,12 +403,16 @@ class FlowMethod(TrainingMethod):
         if not len(self.val_set):
             return {"step": step, "n_items": 0}
         model.eval()
-        loader = accelerator.prepare(DataLoader(self.val_set, batch_size=run.micro_batch, collate_fn=self.collator,
-                                                num_workers=config.num_workers))
+        loader = accelerator.prepare(
+            DataLoader(
+                self.val_set, batch_size=run.micro_batch, collate_fn=self.collator, num_workers=config.num_workers
+            )
+        )
         totals: dict[str, float] = {}
         count = 0
-        for index, batch in enumerate(tqdm(loader, desc="eval", leave=False,
-                                           disable=not (config.progress and accelerator.is_main_process))):
+        for index, batch in enumerate(
+            tqdm(loader, desc="eval", leave=False, disable=not (config.progress and accelerator.is_main_process))
+        ):
             generator = step_generator(config.seed, -1, index, accelerator.process_index)
             loss, stats = self.loss(run, batch, generator)
             for key, value in {"loss": float(loss), **stats}.items():
@@ -373,8 +421,13 @@ class FlowMethod(TrainingMethod):
         model.train()
         result = {"step": step, "n_items": len(self.val_set), **{key: value / count for key, value in totals.items()}}
         if accelerator.is_main_process:
-            self.log.info("evaluation at step %d: %d items, loss %.4f%s", step, len(self.val_set), result["loss"],
-                          f", implicit accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
+            self.log.info(
+                "evaluation at step %d: %d items, loss %.4f%s",
+                step,
+                len(self.val_set),
+                result["loss"],
+                f", implicit accuracy {result['accuracy']:.3f}" if "accuracy" in result else "",
+            )
         return result
 
     def save_weights(self, folder: Path, run: Run) -> None:
@@ -382,22 +435,38 @@ class FlowMethod(TrainingMethod):
 
     def summary_fields(self, run: Run) -> dict:
         cache = self.cache
-        return {"cache": {"encoded_prompts": cache.encoded_prompts, "encoded_videos": cache.encoded_videos,
-                          "text": str(cache.text.folder), "latents": str(cache.latents.folder)},
-                "final": str(run.output_dir / self.final_dir_name)}
+        return {
+            "cache": {
+                "encoded_prompts": cache.encoded_prompts,
+                "encoded_videos": cache.encoded_videos,
+                "text": str(cache.text.folder),
+                "latents": str(cache.latents.folder),
+            },
+            "final": str(run.output_dir / self.final_dir_name),
+        }
 
     def report(self, run: Run, elapsed: float) -> None:
         config, metrics, final_dir = self.config, run.metrics, run.output_dir / self.final_dir_name
         last_loss = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else float("nan")
         last_eval = metrics["eval"][-1]
         val = (f", val loss {last_eval['loss']:.4f}" if "loss" in last_eval else "") + (
-            f", val implicit accuracy {last_eval['accuracy']:.3f}" if "accuracy" in last_eval else "")
+            f", val implicit accuracy {last_eval['accuracy']:.3f}" if "accuracy" in last_eval else ""
+        )
         kind = "LoRA" if config.finetune == "lora" else "transformer"
         items = "pairs" if config.method == "flow-dpo" else "videos"
-        run.accelerator.print(f"{config.method}: {run.state['step']} steps on {len(run.train_set)} {items}, "
-                              f"last loss {last_loss:.4f}{val}; {kind} in {final_dir}")
-        self.log.info("done: %d steps in %.0f s, last loss %.4f%s; %s in %s", run.state["step"], elapsed,
-                      last_loss, val, kind, final_dir)
+        run.accelerator.print(
+            f"{config.method}: {run.state['step']} steps on {len(run.train_set)} {items}, "
+            f"last loss {last_loss:.4f}{val}; {kind} in {final_dir}"
+        )
+        self.log.info(
+            "done: %d steps in %.0f s, last loss %.4f%s; %s in %s",
+            run.state["step"],
+            elapsed,
+            last_loss,
+            val,
+            kind,
+            final_dir,
+        )
 
 
 def train_flow(config: FlowTrainConfig, *, on_step: OnStep | None = None) -> dict:

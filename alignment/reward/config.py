@@ -57,7 +57,9 @@ class RewardTrainConfig:
     epochs: int = 2
     max_steps: int | None = None  # stop early (smoke runs)
     warmup_steps: int = 0
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # constant | cosine (after the warmup, down to 0 at the last step)
+    lr_schedule: Literal["constant", "cosine"] = (
+        "constant"  # constant | cosine (after the warmup, down to 0 at the last step)
+    )
     max_grad_norm: float = 1.0
     num_workers: int = 2
     decode_threads: int = 1
@@ -65,11 +67,14 @@ class RewardTrainConfig:
     frame_cache_dir: str | None = None  # decoded frames kept on disk for every worker, epoch and later run
     frame_cache_max_gb: float | None = None  # pruned to this size (least recently used first) before and after a run
     seed: int = 42
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "no"  # no | bf16 | fp16 | auto (bf16 on a GPU that supports it, else no)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = (
+        "no"  # no | bf16 | fp16 | auto (bf16 on a GPU that supports it, else no)
+    )
     save_every_steps: int | None = None  # also saved at the end of every epoch
     keep_checkpoints: int = 2
     max_eval_pairs: int | None = None
     keep_best: bool = False  # the final model is the best epoch on the validation pairs (best_by), not the last one
-    best_by: Literal["accuracy", "loss"] = "accuracy"  # accuracy: mean val accuracy without ties over VQ, MQ, TA (equal: lower loss) | loss
+    best_by: Literal["accuracy", "loss"] = (
+        "accuracy"  # accuracy: mean val accuracy without ties over VQ, MQ, TA (equal: lower loss) | loss
+    )
     progress: bool = True
-

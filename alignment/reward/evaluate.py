@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from alignment.data import PairRecord, read_rewardbench_csv, read_snapshot, read_videoalign_csv
-from alignment.data.records import DIMENSIONS
 from alignment.data.video import FrameSpec, read_video_frames, resolve_video_path
+from alignment.labels import DIMENSION_NAMES
 from alignment.losses import LABEL_MISSING
 from alignment.metrics import accuracy_table
 from alignment.reward.model import RewardModel
@@ -42,23 +42,41 @@ class _VideoCollator:
 
 
 @torch.no_grad()
-def score_videos(model: RewardModel, items: Sequence[tuple[str, str]], *, roots: Sequence[str | Path] = (),
-                 batch_size: int = 8, num_workers: int = 0, normalize: bool = True, progress: bool = True) -> torch.Tensor:
+def score_videos(
+    model: RewardModel,
+    items: Sequence[tuple[str, str]],
+    *,
+    roots: Sequence[str | Path] = (),
+    batch_size: int = 8,
+    num_workers: int = 0,
+    normalize: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
     """Rewards ``(N, 3)`` (VQ, MQ, TA) of N (video, prompt) items, normalised with the model's val statistics."""
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(VideoPromptDataset(items, model.frame_spec, roots), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_VideoCollator(model.processor()))
+    loader = DataLoader(
+        VideoPromptDataset(items, model.frame_spec, roots),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_VideoCollator(model.processor()),
+    )
     rewards = []
     for inputs in tqdm(loader, desc="score", disable=not progress, leave=False):
         inputs = {key: value.to(device) for key, value in inputs.items()}
         batch_rewards = model(**inputs).float()
         rewards.append(model.normalize(batch_rewards) if normalize else batch_rewards)
-    return torch.cat(rewards).cpu() if rewards else torch.zeros(0, len(DIMENSIONS))
+    return torch.cat(rewards).cpu() if rewards else torch.zeros(0, len(DIMENSION_NAMES))
 
 
-def load_eval_pairs(*, snapshot: str | None = None, split: str = "test", rewardbench_csv: str | None = None,
-                    videoalign_csv: str | None = None, video_root: str | None = None) -> tuple[list[PairRecord], list[Path]]:
+def load_eval_pairs(
+    *,
+    snapshot: str | None = None,
+    split: str = "test",
+    rewardbench_csv: str | None = None,
+    videoalign_csv: str | None = None,
+    video_root: str | None = None,
+) -> tuple[list[PairRecord], list[Path]]:
     """Pairs and the roots to find their videos, from exactly one source."""
     if sum(x is not None for x in (snapshot, rewardbench_csv, videoalign_csv)) != 1:
         raise ValueError("give exactly one of --snapshot, --rewardbench-csv, --videoalign-csv")
@@ -71,8 +89,15 @@ def load_eval_pairs(*, snapshot: str | None = None, split: str = "test", rewardb
     return read_videoalign_csv(videoalign_csv, video_root=video_root), roots
 
 
-def evaluate_pairs(model: RewardModel, pairs: Sequence[PairRecord], *, roots: Sequence[str | Path] = (),
-                   batch_size: int = 8, num_workers: int = 0, progress: bool = True) -> dict:
+def evaluate_pairs(
+    model: RewardModel,
+    pairs: Sequence[PairRecord],
+    *,
+    roots: Sequence[str | Path] = (),
+    batch_size: int = 8,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
     """Accuracy table per dimension and overall. Each distinct (video, prompt) is scored once.
 
     Overall: the RewardBench ``Overall`` label against the sum of normalised VQ + MQ + TA when the
@@ -85,8 +110,10 @@ def evaluate_pairs(model: RewardModel, pairs: Sequence[PairRecord], *, roots: Se
     rewards_b = rewards[[row_of[(p.video_b, p.prompt)] for p in pairs]]
     margins = rewards_a - rewards_b  # (N, 3)
     labels = torch.tensor([p.labels for p in pairs], dtype=torch.long).reshape(-1, 3)
-    table = accuracy_table({d: labels[:, i] for i, d in enumerate(DIMENSIONS)},
-                           {d: margins[:, i] for i, d in enumerate(DIMENSIONS)})
+    table = accuracy_table(
+        {d: labels[:, i] for i, d in enumerate(DIMENSION_NAMES)},
+        {d: margins[:, i] for i, d in enumerate(DIMENSION_NAMES)},
+    )
     overall_labels = torch.tensor([p.overall for p in pairs], dtype=torch.long)
     if (overall_labels != LABEL_MISSING).any():
         table["Overall"] = accuracy_table({"Overall": overall_labels}, {"Overall": margins.sum(1)})["Overall"]
@@ -98,6 +125,8 @@ def evaluate_pairs(model: RewardModel, pairs: Sequence[PairRecord], *, roots: Se
 def format_table(table: dict) -> str:
     lines = [f"{'dimension':<10} {'acc w/ ties':>12} {'acc w/o ties':>13} {'epsilon':>9} {'pairs':>7} {'ties':>6}"]
     for name, row in table.items():
-        lines.append(f"{name:<10} {100 * row['accuracy_with_ties']:>12.2f} {100 * row['accuracy_without_ties']:>13.2f} "
-                     f"{row['epsilon']:>9.4f} {row['n_pairs']:>7d} {row['n_ties']:>6d}")
+        lines.append(
+            f"{name:<10} {100 * row['accuracy_with_ties']:>12.2f} {100 * row['accuracy_without_ties']:>13.2f} "
+            f"{row['epsilon']:>9.4f} {row['n_pairs']:>7d} {row['n_ties']:>6d}"
+        )
     return "\n".join(lines)

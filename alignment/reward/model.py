@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from alignment.config import config_from_dict, config_to_dict
-from alignment.data.records import DIMENSIONS
+from alignment.labels import DIMENSION_NAMES
 from alignment.reward.config import RewardModelConfig
 
 MODEL_FILE = "model.safetensors"
@@ -29,20 +29,35 @@ def build_backbone(config: RewardModelConfig) -> nn.Module:
         if not config.backbone_path:
             raise ValueError("model.backbone_path: the local Qwen2-VL folder is required for backbone 'qwen2vl'")
         return Qwen2VLRewardBackbone(
-            config.backbone_path, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout, train_vision_tower=config.train_vision_tower, dtype=config.dtype,
-            gradient_checkpointing=config.gradient_checkpointing, fps=config.fps, max_frames=config.max_frames,
-            max_pixels=config.max_pixels, min_pixels=config.min_pixels,
-            template=config.template or DEFAULT_TEMPLATE, max_prompt_tokens=config.max_prompt_tokens,
+            config.backbone_path,
+            lora_rank=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            train_vision_tower=config.train_vision_tower,
+            dtype=config.dtype,
+            gradient_checkpointing=config.gradient_checkpointing,
+            fps=config.fps,
+            max_frames=config.max_frames,
+            max_pixels=config.max_pixels,
+            min_pixels=config.min_pixels,
+            template=config.template or DEFAULT_TEMPLATE,
+            max_prompt_tokens=config.max_prompt_tokens,
         )
     if config.backbone == "small":
         from alignment.reward.small import SmallVideoBackbone
 
         return SmallVideoBackbone(
-            hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
-            frame_size=config.frame_size, num_frames=config.num_frames, tubelet=(config.tubelet[0], config.tubelet[1], config.tubelet[2]),
-            vocab_size=config.vocab_size, max_prompt_tokens=min(config.max_prompt_tokens, 64), fps=config.fps,
-            frame_cnn_channels=config.frame_cnn_channels, ta_time_basis=config.ta_time_basis,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            frame_size=config.frame_size,
+            num_frames=config.num_frames,
+            tubelet=(config.tubelet[0], config.tubelet[1], config.tubelet[2]),
+            vocab_size=config.vocab_size,
+            max_prompt_tokens=min(config.max_prompt_tokens, 64),
+            fps=config.fps,
+            frame_cnn_channels=config.frame_cnn_channels,
+            ta_time_basis=config.ta_time_basis,
         )
     raise ValueError(f"model.backbone {config.backbone!r}: choose 'qwen2vl' or 'small'")
 
@@ -54,9 +69,9 @@ class RewardModel(nn.Module):
         self.backbone = build_backbone(config)
         hidden = self.backbone.hidden_size
         # No bias: pairwise losses see only r_A − r_B, where a constant cancels (the normalisation sets the offset).
-        self.head = nn.Linear(hidden, 1 if config.shared_head else len(DIMENSIONS), bias=False)
-        self.register_buffer("reward_mean", torch.zeros(len(DIMENSIONS)))
-        self.register_buffer("reward_std", torch.ones(len(DIMENSIONS)))
+        self.head = nn.Linear(hidden, 1 if config.shared_head else len(DIMENSION_NAMES), bias=False)
+        self.register_buffer("reward_mean", torch.zeros(len(DIMENSION_NAMES)))
+        self.register_buffer("reward_std", torch.ones(len(DIMENSION_NAMES)))
 
     @property
     def frame_spec(self):
@@ -92,8 +107,10 @@ class RewardModel(nn.Module):
         own = self.state_dict()
         unexpected = sorted(set(state) - set(own))
         if unexpected:
-            raise ValueError(f"{source}: {len(unexpected)} tensors do not belong to this model, e.g. {unexpected[:3]}; "
-                             "was it trained with another model config?")
+            raise ValueError(
+                f"{source}: {len(unexpected)} tensors do not belong to this model, e.g. {unexpected[:3]}; "
+                "was it trained with another model config?"
+            )
         missing = sorted(name for name in self.trainable_state_dict() if name not in state)
         if missing:
             raise ValueError(f"{source}: lacks {len(missing)} trainable tensors, e.g. {missing[:3]}")
@@ -108,7 +125,8 @@ def save_reward_model(model: RewardModel, folder: str | Path) -> Path:
     save_file(model.trainable_state_dict(), folder / MODEL_FILE)
     (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config_to_dict(model.config), indent=2) + "\n")
     normalization = {
-        dim: {"mean": float(model.reward_mean[i]), "std": float(model.reward_std[i])} for i, dim in enumerate(DIMENSIONS)
+        dim: {"mean": float(model.reward_mean[i]), "std": float(model.reward_std[i])}
+        for i, dim in enumerate(DIMENSION_NAMES)
     }
     (folder / NORMALIZATION_FILE).write_text(json.dumps(normalization, indent=2) + "\n")
     return folder
@@ -120,10 +138,13 @@ def load_reward_model(folder: str | Path, *, map_location: str = "cpu") -> Rewar
     for name in (MODEL_FILE, MODEL_CONFIG_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing; not a reward model folder")
-    config = config_from_dict(RewardModelConfig, json.loads((folder / MODEL_CONFIG_FILE).read_text()),
-                              where=str(folder / MODEL_CONFIG_FILE))
+    config = config_from_dict(
+        RewardModelConfig, json.loads((folder / MODEL_CONFIG_FILE).read_text()), where=str(folder / MODEL_CONFIG_FILE)
+    )
     model = RewardModel(config)
-    model.load_trainable_state_dict(load_file(folder / MODEL_FILE, device=map_location), source=str(folder / MODEL_FILE))
+    model.load_trainable_state_dict(
+        load_file(folder / MODEL_FILE, device=map_location), source=str(folder / MODEL_FILE)
+    )
     return model.eval()
 
 

@@ -26,7 +26,9 @@ def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
     frames = frames.float()
     if frames.shape[-2:] == (height, width):
         return frames
-    return F.interpolate(frames, size=(height, width), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 255)
+    return F.interpolate(frames, size=(height, width), mode="bicubic", antialias=True, align_corners=False).clamp_(
+        0, 255
+    )
 
 
 def patchify_video(
@@ -45,9 +47,15 @@ def patchify_video(
         num_frames += pad
     grid_t, grid_h, grid_w = num_frames // temporal_patch_size, height // patch_size, width // patch_size
     patches = frames.reshape(
-        grid_t, temporal_patch_size, channels,
-        grid_h // merge_size, merge_size, patch_size,
-        grid_w // merge_size, merge_size, patch_size,
+        grid_t,
+        temporal_patch_size,
+        channels,
+        grid_h // merge_size,
+        merge_size,
+        patch_size,
+        grid_w // merge_size,
+        merge_size,
+        patch_size,
     )
     # → (grid_t, block_row, block_col, row_in_block, col_in_block, C, tp, p, p)
     patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
@@ -69,8 +77,11 @@ class Qwen2VLVideoPreprocessor:
 
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = fit_frame_size(
-            frames.shape[-2], frames.shape[-1], factor=self.patch_size * self.merge_size,
-            min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+            frames.shape[-2],
+            frames.shape[-1],
+            factor=self.patch_size * self.merge_size,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
         )
         pixels = resize_frames(frames, height, width) / 255.0
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)

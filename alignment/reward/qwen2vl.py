@@ -40,8 +40,9 @@ DEFAULT_TEMPLATE = (
 
 
 def _check_template(template: str) -> None:
-    positions = [template.find(token) for token in (VIDEO_PLACEHOLDER, *REWARD_TOKENS[:2], PROMPT_PLACEHOLDER,
-                                                    REWARD_TOKENS[2])]
+    positions = [
+        template.find(token) for token in (VIDEO_PLACEHOLDER, *REWARD_TOKENS[:2], PROMPT_PLACEHOLDER, REWARD_TOKENS[2])
+    ]
     if min(positions) < 0 or positions != sorted(positions):
         raise ValueError(
             "the reward prompt template must contain, in this order: {video}, <|VQ_reward|>, <|MQ_reward|>, "
@@ -106,10 +107,23 @@ class Qwen2VLRewardProcessor:
 class Qwen2VLRewardBackbone(nn.Module):
     """Qwen2-VL (``Qwen2VLModel``, no LM head) returning the hidden states at the reward tokens."""
 
-    def __init__(self, path: str | Path, *, lora_rank: int = 64, lora_alpha: int = 128, lora_dropout: float = 0.05,
-                 train_vision_tower: bool = True, dtype: str = "float32", gradient_checkpointing: bool = False,
-                 fps: float | None = 2.0, max_frames: int = 32, max_pixels: int = 448 * 448,
-                 min_pixels: int = 56 * 56, template: str = DEFAULT_TEMPLATE, max_prompt_tokens: int = 256):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lora_rank: int = 64,
+        lora_alpha: int = 128,
+        lora_dropout: float = 0.05,
+        train_vision_tower: bool = True,
+        dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+        fps: float | None = 2.0,
+        max_frames: int = 32,
+        max_pixels: int = 448 * 448,
+        min_pixels: int = 56 * 56,
+        template: str = DEFAULT_TEMPLATE,
+        max_prompt_tokens: int = 256,
+    ):
         super().__init__()
         from peft import LoraConfig, get_peft_model
         from transformers import AutoTokenizer, Qwen2VLModel
@@ -131,28 +145,39 @@ class Qwen2VLRewardBackbone(nn.Module):
         self.reward_token_ids = [self.tokenizer.convert_tokens_to_ids(token) for token in REWARD_TOKENS]
         vision = base.config.vision_config
         self.video_preprocessor = Qwen2VLVideoPreprocessor(
-            patch_size=vision.patch_size, temporal_patch_size=vision.temporal_patch_size,
-            merge_size=vision.spatial_merge_size, min_pixels=min_pixels, max_pixels=max_pixels,
+            patch_size=vision.patch_size,
+            temporal_patch_size=vision.temporal_patch_size,
+            merge_size=vision.spatial_merge_size,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
         )
         self.template = template
         self.max_prompt_tokens = max_prompt_tokens
         self.frame_spec = FrameSpec(
-            fps=fps, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
-            size_factor=vision.patch_size * vision.spatial_merge_size, frame_multiple=vision.temporal_patch_size,
+            fps=fps,
+            max_frames=max_frames,
+            max_pixels=max_pixels,
+            min_pixels=min_pixels,
+            size_factor=vision.patch_size * vision.spatial_merge_size,
+            frame_multiple=vision.temporal_patch_size,
         )
         self.hidden_size = base.config.text_config.hidden_size
 
         embeddings = base.get_input_embeddings().weight.detach().float()
         generator = torch.Generator().manual_seed(0)
         init = embeddings.mean(0) + embeddings.std(0) * 0.1 * torch.randn(3, embeddings.shape[1], generator=generator)
-        self.reward_token_embeddings = nn.Parameter(init.to(embeddings.dtype if dtype == "float32" else getattr(torch, dtype)))
+        self.reward_token_embeddings = nn.Parameter(
+            init.to(embeddings.dtype if dtype == "float32" else getattr(torch, dtype))
+        )
         self.vocab_rows = embeddings.shape[0]
 
         if gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if lora_rank > 0:
             lora = LoraConfig(
-                r=lora_rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                r=lora_rank,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
                 target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
             )
             self.model = get_peft_model(base, lora)
@@ -170,15 +195,18 @@ class Qwen2VLRewardBackbone(nn.Module):
     def processor(self) -> Qwen2VLRewardProcessor:
         return Qwen2VLRewardProcessor(self.tokenizer, self.video_preprocessor, self.template, self.max_prompt_tokens)
 
-    def forward(self, input_ids, attention_mask, mm_token_type_ids, pixel_values_videos, video_grid_thw,
-                reward_positions) -> torch.Tensor:
+    def forward(
+        self, input_ids, attention_mask, mm_token_type_ids, pixel_values_videos, video_grid_thw, reward_positions
+    ) -> torch.Tensor:
         """→ hidden states ``(N, 3, hidden)`` at the VQ, MQ and TA tokens."""
         inner = self._inner()
         lookup_ids = input_ids.masked_fill(input_ids >= self.vocab_rows, 0)  # added tokens have no matrix row
         inputs_embeds = inner.get_input_embeddings()(lookup_ids)  # (N, L, H)
         for index, token_id in enumerate(self.reward_token_ids):
             is_token = (input_ids == token_id).unsqueeze(-1)
-            inputs_embeds = torch.where(is_token, self.reward_token_embeddings[index].to(inputs_embeds.dtype), inputs_embeds)
+            inputs_embeds = torch.where(
+                is_token, self.reward_token_embeddings[index].to(inputs_embeds.dtype), inputs_embeds
+            )
         outputs = self.model(
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,

@@ -71,8 +71,9 @@ class SmallVideoProcessor:
             frames = frames[torch.linspace(0, count - 1, self.num_frames).round().long()]
         frames = frames.float()
         if frames.shape[-2:] != (self.frame_size, self.frame_size):
-            frames = F.interpolate(frames, size=(self.frame_size, self.frame_size), mode="bilinear",
-                                   antialias=True, align_corners=False)
+            frames = F.interpolate(
+                frames, size=(self.frame_size, self.frame_size), mode="bilinear", antialias=True, align_corners=False
+            )
         return frames / 127.5 - 1.0
 
     def __call__(self, videos: list[torch.Tensor], prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -103,21 +104,35 @@ def with_motion(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _encoder(hidden_size: int, num_heads: int, num_layers: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(hidden_size, num_heads, 4 * hidden_size, dropout=0.0, batch_first=True,
-                                       norm_first=True)
+    layer = nn.TransformerEncoderLayer(
+        hidden_size, num_heads, 4 * hidden_size, dropout=0.0, batch_first=True, norm_first=True
+    )
     return nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
 
 
 class SmallVideoBackbone(nn.Module):
-    def __init__(self, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, frame_size: int = 32,
-                 num_frames: int = 8, tubelet: tuple[int, int, int] = (2, 8, 8), vocab_size: int = 4096,
-                 max_prompt_tokens: int = 32, fps: float | None = None, frame_cnn_channels: int = 0,
-                 ta_time_basis: int = 0):
+    def __init__(
+        self,
+        *,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        frame_size: int = 32,
+        num_frames: int = 8,
+        tubelet: tuple[int, int, int] = (2, 8, 8),
+        vocab_size: int = 4096,
+        max_prompt_tokens: int = 32,
+        fps: float | None = None,
+        frame_cnn_channels: int = 0,
+        ta_time_basis: int = 0,
+    ):
         super().__init__()
         tube_t, tube_h, tube_w = tubelet
         if num_frames % tube_t or frame_size % tube_h or frame_size % tube_w or tube_h % 2 or tube_w % 2:
-            raise ValueError(f"tubelet {tubelet} must divide {num_frames} frames of {frame_size}x{frame_size} "
-                             "and have even height and width")
+            raise ValueError(
+                f"tubelet {tubelet} must divide {num_frames} frames of {frame_size}x{frame_size} "
+                "and have even height and width"
+            )
         self.hidden_size = hidden_size
         self.tubelet = tubelet
         self.grid = (num_frames // tube_t, frame_size // tube_h, frame_size // tube_w)  # (T', S', S')
@@ -126,9 +141,11 @@ class SmallVideoBackbone(nn.Module):
         # A 2×2 pixel stage with a nonlinearity first: where the object is, and its colour, is not a
         # linear function of the pixels against a grey background.
         self.tubelet_embedding = nn.Sequential(
-            nn.Conv2d(FRAME_CHANNELS * tube_t, hidden_size // 2, kernel_size=2, stride=2), nn.GELU(),
-            nn.Conv2d(hidden_size // 2, hidden_size, kernel_size=(tube_h // 2, tube_w // 2),
-                      stride=(tube_h // 2, tube_w // 2)),
+            nn.Conv2d(FRAME_CHANNELS * tube_t, hidden_size // 2, kernel_size=2, stride=2),
+            nn.GELU(),
+            nn.Conv2d(
+                hidden_size // 2, hidden_size, kernel_size=(tube_h // 2, tube_w // 2), stride=(tube_h // 2, tube_w // 2)
+            ),
         )
         # Unit-scale content next to unit-scale positions: added to the small raw embedding, the
         # positions drowned what a tubelet shows (noise, blur and banding were learned far worse).
@@ -136,18 +153,22 @@ class SmallVideoBackbone(nn.Module):
         grid_t, grid_h, grid_w = self.grid
         rows, columns = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
         half = hidden_size // 2
-        tubelet_positions = torch.cat([sinusoidal_positions(rows.flatten(), half),
-                                       sinusoidal_positions(columns.flatten(), hidden_size - half)], dim=-1)
+        tubelet_positions = torch.cat(
+            [sinusoidal_positions(rows.flatten(), half), sinusoidal_positions(columns.flatten(), hidden_size - half)],
+            dim=-1,
+        )
         self.register_buffer("tubelet_positions", tubelet_positions, persistent=False)  # (S'·S', H)
-        self.register_buffer("frame_positions", sinusoidal_positions(torch.arange(grid_t), hidden_size),
-                             persistent=False)  # (T', H)
+        self.register_buffer(
+            "frame_positions", sinusoidal_positions(torch.arange(grid_t), hidden_size), persistent=False
+        )  # (T', H)
         self.frame_query = nn.Parameter(torch.randn(hidden_size) * 0.02)
         self.spatial_encoder = _encoder(hidden_size, num_heads, num_layers)
         self.temporal_encoder = _encoder(hidden_size, num_heads, num_layers)
         self.video_norm = nn.LayerNorm(hidden_size)
         self.reward_queries = nn.Parameter(torch.randn(2, hidden_size) * 0.02)  # VQ, MQ
-        query_layer = nn.TransformerDecoderLayer(hidden_size, num_heads, 4 * hidden_size, dropout=0.0,
-                                                 batch_first=True, norm_first=True)
+        query_layer = nn.TransformerDecoderLayer(
+            hidden_size, num_heads, 4 * hidden_size, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.query_decoder = nn.TransformerDecoder(query_layer, num_layers)
         self.norm = nn.LayerNorm(hidden_size, bias=False)  # a bias would cancel in r_A − r_B
         self.word_embedding = nn.Embedding(vocab_size, hidden_size, padding_idx=0)
@@ -159,12 +180,19 @@ class SmallVideoBackbone(nn.Module):
         if frame_cnn_channels:
             width = frame_cnn_channels
             self.frame_cnn = nn.Sequential(
-                nn.Conv2d(FRAME_CHANNELS, width, 3, padding=1), nn.GELU(),
-                nn.Conv2d(width, width, 3, padding=1, stride=2), nn.GELU(),
-                nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
-                nn.Conv2d(width, width, 3, padding=1, stride=2), nn.GELU(),
-                nn.Conv2d(width, width, 3, padding=1), nn.GELU(),  # receptive field 21 px: a whole toy shape
-                nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.LayerNorm(width),
+                nn.Conv2d(FRAME_CHANNELS, width, 3, padding=1),
+                nn.GELU(),
+                nn.Conv2d(width, width, 3, padding=1, stride=2),
+                nn.GELU(),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.GELU(),
+                nn.Conv2d(width, width, 3, padding=1, stride=2),
+                nn.GELU(),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.GELU(),  # receptive field 21 px: a whole toy shape
+                nn.AdaptiveMaxPool2d(1),
+                nn.Flatten(),
+                nn.LayerNorm(width),
             )
             frame_features += width
         # TA reads the frame features in time order: with one weight per time step, or (ta_time_basis = K)

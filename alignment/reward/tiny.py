@@ -14,9 +14,20 @@ from pathlib import Path
 import torch
 
 QWEN2VL_SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 )
 
 _BASE_WORDS = (
@@ -37,21 +48,23 @@ def build_tiny_tokenizer(extra_words: str = ""):
     punctuation = [c for c in ".,:;!?\"'()-*" if c not in words]
     vocab = {token: index for index, token in enumerate(["[UNK]", *QWEN2VL_SPECIAL_TOKENS, *words, *punctuation])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
-    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
     from tokenizers import normalizers
 
     backend.normalizer = normalizers.Lowercase()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="<|endoftext|>", eos_token="<|im_end|>",
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
     )
     tokenizer.add_tokens(list(QWEN2VL_SPECIAL_TOKENS), special_tokens=True)
     return tokenizer
 
 
-def build_tiny_qwen2vl(folder: str | Path, *, hidden_size: int = 64, num_layers: int = 2, vision_depth: int = 2,
-                       seed: int = 0) -> Path:
+def build_tiny_qwen2vl(
+    folder: str | Path, *, hidden_size: int = 64, num_layers: int = 2, vision_depth: int = 2, seed: int = 0
+) -> Path:
     """Save a random tiny Qwen2-VL (config, safetensors weights, tokenizer) to ``folder``."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -71,7 +84,8 @@ def build_tiny_qwen2vl(folder: str | Path, *, hidden_size: int = 64, num_layers:
             "num_key_value_heads": 2,
             "max_position_embeddings": 8192,
             "rope_parameters": {
-                "rope_type": "default", "rope_theta": 10000.0,
+                "rope_type": "default",
+                "rope_theta": 10000.0,
                 "mrope_section": [head_dim // 2 - 2 * third, third, third],
             },
             "bos_token_id": token_id("<|endoftext|>"),
@@ -79,8 +93,14 @@ def build_tiny_qwen2vl(folder: str | Path, *, hidden_size: int = 64, num_layers:
             "pad_token_id": token_id("<|endoftext|>"),
         },
         vision_config={
-            "depth": vision_depth, "embed_dim": 32, "hidden_size": hidden_size, "num_heads": 4,
-            "mlp_ratio": 2, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            "depth": vision_depth,
+            "embed_dim": 32,
+            "hidden_size": hidden_size,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
         },
         image_token_id=token_id("<|image_pad|>"),
         video_token_id=token_id("<|video_pad|>"),

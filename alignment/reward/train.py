@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from alignment.checkpoints import checkpoints  # noqa: F401  (the run's checkpoints; tests import it from here)
 from alignment.config import save_config
 from alignment.data import PairRecord, PairVideoDataset, read_snapshot, read_videoalign_csv
-from alignment.data.records import DIMENSIONS
+from alignment.labels import DIMENSION_NAMES
 from alignment.losses import reward_loss
 from alignment.reward.config import RewardTrainConfig
 from alignment.reward.model import MODEL_FILE, RewardBatchCollator, RewardModel, save_reward_model
@@ -79,7 +79,7 @@ def score_pairs(model: RewardModel, loader, accelerator, *, progress: bool = Fal
         all_labels.append(labels.cpu())
     model.train()
     if not all_a:
-        empty = torch.zeros(0, len(DIMENSIONS))
+        empty = torch.zeros(0, len(DIMENSION_NAMES))
         return empty, empty, empty.to(torch.int8)
     return torch.cat(all_a), torch.cat(all_b), torch.cat(all_labels)
 
@@ -92,14 +92,18 @@ def evaluate_rewards(rewards_a, rewards_b, labels, *, loss_kind: str, theta: flo
     result: dict = {"n_pairs": int(labels.shape[0])}
     if labels.shape[0]:
         result["loss"] = float(reward_loss(delta.flatten(), labels.long().flatten(), kind=loss_kind, theta=theta))
-        result.update(accuracy_table({d: labels[:, i] for i, d in enumerate(DIMENSIONS)},
-                                     {d: delta[:, i] for i, d in enumerate(DIMENSIONS)}))
+        result.update(
+            accuracy_table(
+                {d: labels[:, i] for i, d in enumerate(DIMENSION_NAMES)},
+                {d: delta[:, i] for i, d in enumerate(DIMENSION_NAMES)},
+            )
+        )
     return result
 
 
 def mean_accuracy_without_ties(evaluation: dict) -> float:
     """The mean over VQ, MQ, TA of an evaluation's accuracy without ties (dimensions with no decided pair left out)."""
-    values = [evaluation[d]["accuracy_without_ties"] for d in DIMENSIONS if d in evaluation]
+    values = [evaluation[d]["accuracy_without_ties"] for d in DIMENSION_NAMES if d in evaluation]
     values = [value for value in values if not math.isnan(value)]
     return sum(values) / len(values) if values else float("nan")
 
@@ -123,7 +127,7 @@ def _evaluation_summary(result: dict) -> str:
     """One line of an evaluation: the loss and each dimension's accuracy without ties."""
     if not result.get("n_pairs"):
         return "no validation pairs"
-    accuracies = ", ".join(f"{d} {result[d]['accuracy_without_ties']:.3f}" for d in DIMENSIONS if d in result)
+    accuracies = ", ".join(f"{d} {result[d]['accuracy_without_ties']:.3f}" for d in DIMENSION_NAMES if d in result)
     return f"{result['n_pairs']} pairs, loss {result['loss']:.4f}, accuracy without ties {accuracies}"
 
 
@@ -131,7 +135,7 @@ def normalization_from(rewards_a: torch.Tensor, rewards_b: torch.Tensor) -> tupl
     """Mean and std per dimension over the validation videos (both sides of every pair)."""
     rewards = torch.cat([rewards_a, rewards_b])
     if rewards.shape[0] < 2:
-        return torch.zeros(len(DIMENSIONS)), torch.ones(len(DIMENSIONS))
+        return torch.zeros(len(DIMENSION_NAMES)), torch.ones(len(DIMENSION_NAMES))
     return rewards.mean(0), rewards.std(0)
 
 
@@ -143,8 +147,13 @@ def prune_frame_cache(config: RewardTrainConfig) -> None:
 
     deleted, freed = FrameCache(config.frame_cache_dir).prune(round(config.frame_cache_max_gb * 1e9))
     if deleted:
-        log.info("frame cache %s: %d least recently used videos deleted (%.1f MB) to stay within %g GB",
-                 config.frame_cache_dir, deleted, freed / 1e6, config.frame_cache_max_gb)
+        log.info(
+            "frame cache %s: %d least recently used videos deleted (%.1f MB) to stay within %g GB",
+            config.frame_cache_dir,
+            deleted,
+            freed / 1e6,
+            config.frame_cache_max_gb,
+        )
 
 
 def check_config(config: RewardTrainConfig) -> None:
@@ -152,8 +161,10 @@ def check_config(config: RewardTrainConfig) -> None:
     if config.best_by not in BEST_BY:
         raise ValueError(f"best_by {config.best_by!r}: choose one of {', '.join(BEST_BY)}")
     if config.frame_cache_max_gb is not None and config.frame_cache_max_gb <= 0:
-        raise ValueError(f"frame_cache_max_gb {config.frame_cache_max_gb}: give a size above 0, or leave it empty "
-                         "for no limit (or frame_cache_dir empty for no cache)")
+        raise ValueError(
+            f"frame_cache_max_gb {config.frame_cache_max_gb}: give a size above 0, or leave it empty "
+            "for no limit (or frame_cache_dir empty for no cache)"
+        )
 
 
 class RewardMethod(TrainingMethod):
@@ -183,10 +194,18 @@ class RewardMethod(TrainingMethod):
         self.n_val = len(val_pairs)
         model = RewardModel(config.model)
         collator = RewardBatchCollator(model.processor())
-        loading = dict(roots=roots, decode_threads=config.decode_threads, cache_videos=config.cache_videos,
-                       frame_cache=config.frame_cache_dir)
-        self.val_loader = DataLoader(PairVideoDataset(val_pairs, model.frame_spec, **loading),
-                                     batch_size=run.micro_batch, num_workers=config.num_workers, collate_fn=collator)
+        loading = dict(
+            roots=roots,
+            decode_threads=config.decode_threads,
+            cache_videos=config.cache_videos,
+            frame_cache=config.frame_cache_dir,
+        )
+        self.val_loader = DataLoader(
+            PairVideoDataset(val_pairs, model.frame_spec, **loading),
+            batch_size=run.micro_batch,
+            num_workers=config.num_workers,
+            collate_fn=collator,
+        )
         return model, PairVideoDataset(train_pairs, model.frame_spec, **loading), collator
 
     def optimizer(self, model):
@@ -196,8 +215,10 @@ class RewardMethod(TrainingMethod):
         head_params = [p for n, p in model.named_parameters() if p.requires_grad and n in head_names]
         body_params = [p for n, p in model.named_parameters() if p.requires_grad and n not in head_names]
         return torch.optim.AdamW(
-            [{"params": body_params, "lr": config.learning_rate},
-             {"params": head_params, "lr": config.head_learning_rate or config.learning_rate}],
+            [
+                {"params": body_params, "lr": config.learning_rate},
+                {"params": head_params, "lr": config.head_learning_rate or config.learning_rate},
+            ],
             weight_decay=config.weight_decay,
         )
 
@@ -211,9 +232,11 @@ class RewardMethod(TrainingMethod):
 
     def start_message(self, run: Run) -> str:
         config = self.config
-        return (f"training on {len(run.train_set)} training and {self.n_val} validation pairs, {run.total_steps} "
-                f"steps ({config.epochs} epochs, {config.batch_size} pairs a step), "
-                f"{run.accelerator.num_processes} process(es), mixed precision {config.mixed_precision}")
+        return (
+            f"training on {len(run.train_set)} training and {self.n_val} validation pairs, {run.total_steps} "
+            f"steps ({config.epochs} epochs, {config.batch_size} pairs a step), "
+            f"{run.accelerator.num_processes} process(es), mixed precision {config.mixed_precision}"
+        )
 
     def loss(self, run: Run, batch, generator: torch.Generator):
         return pair_loss(run.model, batch, kind=self.config.loss, theta=self.config.theta), {}
@@ -229,8 +252,9 @@ class RewardMethod(TrainingMethod):
         mean, std = normalization_from(rewards_a, rewards_b)
         run.unwrapped.set_normalization(mean.to(accelerator.device), std.to(accelerator.device))
         if accelerator.is_main_process:
-            self.log.info("evaluation at step %d (epoch %d): %s", state["step"], state["epoch"],
-                          _evaluation_summary(result))
+            self.log.info(
+                "evaluation at step %d (epoch %d): %s", state["step"], state["epoch"], _evaluation_summary(result)
+            )
         return {"epoch": state["epoch"], "step": state["step"], **result}
 
     def after_epoch_evaluation(self, run: Run) -> None:
@@ -241,8 +265,12 @@ class RewardMethod(TrainingMethod):
         latest = metrics["eval"][-1]
         if latest.get("loss") is None or latest["loss"] != latest["loss"]:  # no validation pairs: nothing to choose by
             return
-        candidate = {"epoch": latest["epoch"], "step": latest["step"], "loss": latest["loss"],
-                     "accuracy": mean_accuracy_without_ties(latest)}
+        candidate = {
+            "epoch": latest["epoch"],
+            "step": latest["step"],
+            "loss": latest["loss"],
+            "accuracy": mean_accuracy_without_ties(latest),
+        }
         if metrics.get("best") is None or better_epoch(candidate, metrics["best"], self.config.best_by):
             run.accelerator.wait_for_everyone()
             if run.accelerator.is_main_process:
@@ -261,10 +289,13 @@ class RewardMethod(TrainingMethod):
             from safetensors.torch import load_file
 
             best_file = run.output_dir / BEST_DIR / MODEL_FILE
-            final.load_trainable_state_dict(load_file(best_file, device=str(run.accelerator.device)),
-                                            source=str(best_file))
-        metrics["normalization"] = {d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
-                                    for i, d in enumerate(DIMENSIONS)}
+            final.load_trainable_state_dict(
+                load_file(best_file, device=str(run.accelerator.device)), source=str(best_file)
+            )
+        metrics["normalization"] = {
+            d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
+            for i, d in enumerate(DIMENSION_NAMES)
+        }
 
     def best(self, run: Run) -> dict | None:
         return run.metrics.get("best") if self.config.keep_best else None
@@ -276,12 +307,24 @@ class RewardMethod(TrainingMethod):
         config, metrics, best = self.config, run.metrics, self.best(run)
         model_dir = run.output_dir / self.final_dir_name
         last = next(e for e in metrics["eval"] if e["step"] == best["step"]) if best else metrics["eval"][-1]
-        chosen = (f" (epoch {best['epoch']}, the " + ("best validation accuracy" if config.best_by == "accuracy"
-                                                       else "lowest validation loss") + ")") if best else ""
-        summary = ", ".join(f"{d} {last[d]['accuracy_with_ties']:.3f}/{last[d]['accuracy_without_ties']:.3f}"
-                            for d in DIMENSIONS if d in last)
-        run.accelerator.print(f"reward-train: {run.state['step']} steps, val acc w/ ties / w/o ties: "
-                              f"{summary or 'no val pairs'}{chosen}; model in {model_dir}")
+        chosen = (
+            (
+                f" (epoch {best['epoch']}, the "
+                + ("best validation accuracy" if config.best_by == "accuracy" else "lowest validation loss")
+                + ")"
+            )
+            if best
+            else ""
+        )
+        summary = ", ".join(
+            f"{d} {last[d]['accuracy_with_ties']:.3f}/{last[d]['accuracy_without_ties']:.3f}"
+            for d in DIMENSION_NAMES
+            if d in last
+        )
+        run.accelerator.print(
+            f"reward-train: {run.state['step']} steps, val acc w/ ties / w/o ties: "
+            f"{summary or 'no val pairs'}{chosen}; model in {model_dir}"
+        )
         self.log.info("done: %d steps in %.0f s%s; model in %s", run.state["step"], elapsed, chosen, model_dir)
 
 

@@ -14,6 +14,7 @@ validation studies of the world (the oracle's correlation table, the annotators'
 """
 
 from alignment.data.video import read_mp4, write_mp4
+from alignment.labels import DIMENSIONS
 from alignment.toyworld.annotators import (
     ANNOTATOR_PROFILES,
     DEFAULT_MIX,
@@ -23,7 +24,7 @@ from alignment.toyworld.annotators import (
     make_annotator_pool,
     oracle_labels,
 )
-from alignment.toyworld.oracle import DIMENSIONS, OracleScores, oracle_scores, score_clip
+from alignment.toyworld.oracle import OracleScores, oracle_scores, score_clip
 from alignment.toyworld.pairs import ToyClip, ToyPair, export_pairs, make_pairs
 from alignment.toyworld.prompts import COLOURS, DIRECTIONS, SHAPES, SPEEDS, ToyPrompt, all_prompts
 from alignment.toyworld.render import DEFECTS_BY_DIMENSION, DefectSpec, render_clip

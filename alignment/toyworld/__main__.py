@@ -15,7 +15,8 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from alignment.data.video import read_mp4
-from alignment.toyworld.oracle import DIMENSIONS, oracle_scores
+from alignment.labels import DIMENSIONS
+from alignment.toyworld.oracle import oracle_scores
 from alignment.toyworld.pairs import export_pairs, make_pairs
 from alignment.toyworld.prompts import ToyPrompt
 

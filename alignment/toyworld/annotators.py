@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alignment.toyworld.oracle import DIMENSIONS
+from alignment.labels import DIMENSIONS
 
 LABELS: tuple[str, ...] = ("left", "right", "tie")
 LEFT, RIGHT, TIE = 1, -1, 0

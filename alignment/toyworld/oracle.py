@@ -60,8 +60,6 @@ import numpy as np
 
 from alignment.toyworld.prompts import SHAPES, ToyPrompt
 
-DIMENSIONS: tuple[str, ...] = ("vq", "mq", "ta")
-
 NOISE_SCALE = 16.0  # grey levels
 BANDING_SCALE = 4.0  # grey levels
 BANDING_FLOOR = 0.3  # grey levels: rounding a smooth gradient to integers leaves 1/√12

@@ -75,7 +75,7 @@ def make_pairs(
         for _ in range(pairs_per_prompt):
             policy_side = int(rng.integers(2)) if policy_p_clean is not None else -1
             for side in range(2):
-                chance = policy_p_clean if side == policy_side else p_clean
+                chance = policy_p_clean if side == policy_side and policy_p_clean is not None else p_clean
                 plan.append((prompt, DefectSpec.random(rng, p_clean=chance), int(rng.integers(2**31))))
     pixels = np.stack([render_clip(p, d, s, size=size, frames=frames) for p, d, s in plan])
     scores = oracle_scores(pixels, [p for p, _, _ in plan])

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from alignment.toyworld.oracle import DIMENSIONS
+from alignment.labels import DIMENSIONS
 from alignment.toyworld.prompts import COLOURS, SHAPES, ToyPrompt
 
 DEFECTS_BY_DIMENSION: dict[str, tuple[str, ...]] = {

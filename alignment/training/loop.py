@@ -55,8 +55,10 @@ def micro_batch_size(batch_size: int, gradient_accumulation_steps: int, num_proc
     over the processes and the accumulated micro-batches, which must divide it."""
     per_step = batch_size // (num_processes * gradient_accumulation_steps)
     if per_step < 1 or per_step * num_processes * gradient_accumulation_steps != batch_size:
-        raise ValueError(f"batch_size {batch_size} must be a multiple of processes ({num_processes}) × "
-                         f"gradient_accumulation_steps ({gradient_accumulation_steps})")
+        raise ValueError(
+            f"batch_size {batch_size} must be a multiple of processes ({num_processes}) × "
+            f"gradient_accumulation_steps ({gradient_accumulation_steps})"
+        )
     return per_step
 
 
@@ -198,8 +200,13 @@ class TrainingMethod:
 
     def report(self, run: Run, elapsed: float) -> None:
         """The run's summary (main process): by default one ``done`` event."""
-        self.log.info("done: %d steps in %.0f s; %s in %s", run.state["step"], elapsed, self.final_dir_name,
-                      run.output_dir / self.final_dir_name)
+        self.log.info(
+            "done: %d steps in %.0f s; %s in %s",
+            run.state["step"],
+            elapsed,
+            self.final_dir_name,
+            run.output_dir / self.final_dir_name,
+        )
 
 
 def run_training(method: TrainingMethod, *, on_step: OnStep | None = None) -> dict:
@@ -219,12 +226,17 @@ def _start(method: TrainingMethod) -> tuple[Run, Callable | None]:
     from accelerate.utils import set_seed
 
     config = method.config
-    accelerator = Accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              mixed_precision=method.mixed_precision(torch.cuda.is_available()))
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=method.mixed_precision(torch.cuda.is_available()),
+    )
     set_seed(config.seed)
-    run = Run(config=config, accelerator=accelerator, output_dir=Path(config.output_dir),
-              micro_batch=micro_batch_size(config.batch_size, config.gradient_accumulation_steps,
-                                           accelerator.num_processes))
+    run = Run(
+        config=config,
+        accelerator=accelerator,
+        output_dir=Path(config.output_dir),
+        micro_batch=micro_batch_size(config.batch_size, config.gradient_accumulation_steps, accelerator.num_processes),
+    )
     if accelerator.is_main_process:
         run.output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run.output_dir / TRAIN_CONFIG_FILE)
@@ -235,8 +247,12 @@ def _start(method: TrainingMethod) -> tuple[Run, Callable | None]:
     run.total_steps = total_steps = math.ceil(len(run.train_set) / config.batch_size) * config.epochs
     if config.max_steps is not None:
         run.total_steps = total_steps = min(total_steps, config.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
-        step, warmup_steps=config.warmup_steps, total_steps=total_steps, schedule=config.lr_schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: learning_rate_factor(
+            step, warmup_steps=config.warmup_steps, total_steps=total_steps, schedule=config.lr_schedule
+        ),
+    )
     run.model, run.optimizer, run.scheduler = accelerator.prepare(model, optimizer, scheduler)
     method.prepared(run)
     run.metrics = {**method.initial_metrics(run), "train_loss": [], "eval": []}
@@ -251,12 +267,16 @@ def _resume(method: TrainingMethod, run: Run) -> None:
         method.restore_weights(run.resumed_from, run)
         run.state = restore_training_state(run.resumed_from, optimizer=run.optimizer, scheduler=run.scheduler)
         run.metrics = run.state.pop("metrics")
-        run.accelerator.print(f"resuming from {run.resumed_from} (step {run.state['step']}, "
-                              f"epoch {run.state['epoch']})")
+        run.accelerator.print(
+            f"resuming from {run.resumed_from} (step {run.state['step']}, epoch {run.state['epoch']})"
+        )
     # The run's events are logged at INFO, one line each (a worker shows them): start, evaluations, checkpoints, end.
     if run.accelerator.is_main_process:
-        method.log.info("%s%s", method.start_message(run), f"; resuming from {run.resumed_from.name} "
-                        f"(step {run.state['step']})" if run.resumed_from else "")
+        method.log.info(
+            "%s%s",
+            method.start_message(run),
+            f"; resuming from {run.resumed_from.name} (step {run.state['step']})" if run.resumed_from else "",
+        )
 
 
 def _finish(method: TrainingMethod, run: Run, seen: int, elapsed: float) -> dict:
@@ -284,14 +304,24 @@ def _train(method: TrainingMethod, run: Run, collator, on_step: OnStep | None) -
     config, accelerator, state, metrics = run.config, run.accelerator, run.state, run.metrics
     model, optimizer, scheduler, train_set = run.model, run.optimizer, run.scheduler, run.train_set
     model.train()
-    progress = tqdm(total=run.total_steps, initial=state["step"], desc=method.name,
-                    disable=not (config.progress and accelerator.is_main_process))
+    progress = tqdm(
+        total=run.total_steps,
+        initial=state["step"],
+        desc=method.name,
+        disable=not (config.progress and accelerator.is_main_process),
+    )
     start_time, seen, done = time.perf_counter(), 0, state["step"] >= run.total_steps
     while state["epoch"] < config.epochs and not done:
         sampler_generator = torch.Generator().manual_seed(config.seed + state["epoch"])  # same order when resumed
-        loader = accelerator.prepare(DataLoader(train_set, batch_size=run.micro_batch, collate_fn=collator,
-                                                sampler=RandomSampler(train_set, generator=sampler_generator),
-                                                num_workers=config.num_workers))
+        loader = accelerator.prepare(
+            DataLoader(
+                train_set,
+                batch_size=run.micro_batch,
+                collate_fn=collator,
+                sampler=RandomSampler(train_set, generator=sampler_generator),
+                num_workers=config.num_workers,
+            )
+        )
         micro_batches_done = state["batches_in_epoch"] * config.gradient_accumulation_steps
         if micro_batches_done:
             loader = accelerator.skip_first_batches(loader, micro_batches_done)
@@ -335,8 +365,9 @@ def _step_done(method: TrainingMethod, run: Run, means: dict, progress, on_step:
     config, state = run.config, run.state
     state["step"] += 1
     state["batches_in_epoch"] += 1
-    run.metrics["train_loss"].append({"step": state["step"], "epoch": state["epoch"], **means,
-                                      "lr": run.scheduler.get_last_lr()[0]})
+    run.metrics["train_loss"].append(
+        {"step": state["step"], "epoch": state["epoch"], **means, "lr": run.scheduler.get_last_lr()[0]}
+    )
     progress.set_postfix(loss=f"{means['loss']:.4f}")
     progress.update(1)
     if on_step is not None and run.accelerator.is_main_process:
@@ -352,11 +383,17 @@ def _checkpoint(method: TrainingMethod, run: Run) -> None:
     """``output_dir/checkpoints/step-N/``: the method's weights, the optimizer, scheduler, state and metrics."""
     run.accelerator.wait_for_everyone()
     if run.accelerator.is_main_process:
-        saved = write_checkpoint(run.output_dir, state={**run.state, "metrics": run.metrics}, optimizer=run.optimizer,
-                                 scheduler=run.scheduler, keep=run.config.keep_checkpoints,
-                                 save_weights=lambda folder: method.save_weights(folder, run))
+        saved = write_checkpoint(
+            run.output_dir,
+            state={**run.state, "metrics": run.metrics},
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            keep=run.config.keep_checkpoints,
+            save_weights=lambda folder: method.save_weights(folder, run),
+        )
         if method.checkpoint_log_epoch:
-            method.log.info("checkpoint %s saved (step %d, epoch %d)", saved.name, run.state["step"],
-                            run.state["epoch"])
+            method.log.info(
+                "checkpoint %s saved (step %d, epoch %d)", saved.name, run.state["step"], run.state["epoch"]
+            )
         else:
             method.log.info("checkpoint %s saved (step %d)", saved.name, run.state["step"])

@@ -5,7 +5,6 @@ from annotate.models import Judgment
 from annotate.selectors import lease_sides
 
 
-
 def choice():
     return serializers.ChoiceField(choices=["left", "right", "tie"])
 
@@ -51,9 +50,15 @@ class JudgmentInSerializer(serializers.Serializer):
     mq = choice()
     ta = choice()
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
-    flag = serializers.ChoiceField(choices=[c for c in Judgment.Flag.values if c], required=False, allow_blank=True, default="")
-    duration_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None)
-    watched_ms = serializers.IntegerField(min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None)
+    flag = serializers.ChoiceField(
+        choices=[c for c in Judgment.Flag.values if c], required=False, allow_blank=True, default=""
+    )
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None
+    )
+    watched_ms = serializers.IntegerField(
+        min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None
+    )
 
 
 class JudgmentOutSerializer(serializers.Serializer):

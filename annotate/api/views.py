@@ -57,7 +57,9 @@ class HeartbeatView(APIView):
 
 
 class SkipView(APIView):
-    @extend_schema(request=SkipSerializer, responses={200: HeartbeatSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
+    @extend_schema(
+        request=SkipSerializer, responses={200: HeartbeatSerializer, 404: ErrorSerializer, 409: ErrorSerializer}
+    )
     def post(self, request, assignment_id: int):
         body = SkipSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -76,8 +78,10 @@ class JudgmentView(APIView):
         responses={
             201: JudgmentOutSerializer,
             200: OpenApiResponse(JudgmentOutSerializer, description="already judged: the stored judgment"),
-            400: OpenApiResponse(OpenApiTypes.OBJECT, description="each wrong field with its reasons, "
-                                                                   'e.g. {"vq": ["This field is required."]}'),
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description='each wrong field with its reasons, e.g. {"vq": ["This field is required."]}',
+            ),
             404: ErrorSerializer,
             409: ErrorSerializer,
         },
@@ -106,8 +110,12 @@ class JudgmentView(APIView):
 
 
 class StatsFiltersSerializer(serializers.Serializer):
-    batch = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, default=list,
-                                  help_text="import batch ids (repeat the parameter); none: every batch")
+    batch = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        default=list,
+        help_text="import batch ids (repeat the parameter); none: every batch",
+    )
     judged_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
     judged_until = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
@@ -115,7 +123,9 @@ class StatsFiltersSerializer(serializers.Serializer):
         from annotate.services.stats import report_filters
 
         data = self.validated_data
-        return report_filters(batch_ids=data["batch"], judged_from=data["judged_from"], judged_until=data["judged_until"])
+        return report_filters(
+            batch_ids=data["batch"], judged_from=data["judged_from"], judged_until=data["judged_until"]
+        )
 
 
 class AgreementStatsView(APIView):
@@ -123,26 +133,44 @@ class AgreementStatsView(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(parameters=[StatsFiltersSerializer], responses={200: OpenApiResponse(description="the report"),
-                                                                  404: ErrorSerializer},
-                   summary="Agreement statistics, as last computed (the dashboard shows the same)")
+    @extend_schema(
+        parameters=[StatsFiltersSerializer],
+        responses={200: OpenApiResponse(description="the report"), 404: ErrorSerializer},
+        summary="Agreement statistics, as last computed (the dashboard shows the same)",
+    )
     def get(self, request):
         from annotate.selectors import agreement_report_latest
 
-        query = StatsFiltersSerializer(data={"batch": request.query_params.getlist("batch"),
-                                             **{k: request.query_params.get(k) for k in ("judged_from", "judged_until")
-                                                if request.query_params.get(k)}})
+        query = StatsFiltersSerializer(
+            data={
+                "batch": request.query_params.getlist("batch"),
+                **{
+                    k: request.query_params.get(k)
+                    for k in ("judged_from", "judged_until")
+                    if request.query_params.get(k)
+                },
+            }
+        )
         query.is_valid(raise_exception=True)
         stored = agreement_report_latest(filters=query.canonical())
         if stored is None:
-            return Response({"detail": "no report has been computed for these filters yet; POST the same filters "
-                                       "to this URL to compute one"}, status=status.HTTP_404_NOT_FOUND)
+            return Response(
+                {
+                    "detail": "no report has been computed for these filters yet; POST the same filters "
+                    "to this URL to compute one"
+                },
+                status=status.HTTP_404_NOT_FOUND,
+            )
         return Response({"computed_at": stored.computed_at, "filters": stored.filters, **stored.report})
 
-    @extend_schema(request=StatsFiltersSerializer,
-                   responses={202: OpenApiResponse(description="queued"),
-                              503: OpenApiResponse(ErrorSerializer, description="the task broker is down; ask again later")},
-                   summary="Recompute the agreement statistics for these filters (runs on the default queue)")
+    @extend_schema(
+        request=StatsFiltersSerializer,
+        responses={
+            202: OpenApiResponse(description="queued"),
+            503: OpenApiResponse(ErrorSerializer, description="the task broker is down; ask again later"),
+        },
+        summary="Recompute the agreement statistics for these filters (runs on the default queue)",
+    )
     def post(self, request):
         from annotate.services.stats import BrokerUnavailable, agreement_report_request
 
@@ -152,5 +180,7 @@ class AgreementStatsView(APIView):
         try:
             agreement_report_request(filters=filters)
         except BrokerUnavailable as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "30"})
+            return Response(
+                {"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "30"}
+            )
         return Response({"queued": True, "filters": filters}, status=status.HTTP_202_ACCEPTED)

@@ -144,12 +144,19 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
                 labels = raw.get("labels")
                 if labels is not None:
                     labels = _labels(labels, keys={d: d for d in DIMENSIONS})
-                rows.append(_checked(
-                    ImportRow(
-                        number, str(raw["prompt"]), str(raw["video_a"]), str(raw["video_b"]),
-                        str(raw.get("generator_a") or ""), str(raw.get("generator_b") or ""), labels,
+                rows.append(
+                    _checked(
+                        ImportRow(
+                            number,
+                            str(raw["prompt"]),
+                            str(raw["video_a"]),
+                            str(raw["video_b"]),
+                            str(raw.get("generator_a") or ""),
+                            str(raw.get("generator_b") or ""),
+                            labels,
+                        )
                     )
-                ))
+                )
             except (ValueError, TypeError) as exc:
                 errors.append(RowError(number, f"{exc}"))
         return rows, errors
@@ -167,14 +174,19 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
             if not (raw.get("path_A") and raw.get("path_B") and (raw.get("prompt") or "").strip()):
                 raise ValueError("path_A, path_B and prompt must not be empty")
             labels = _labels(raw, keys=DIMENSION_NAME)
-            rows.append(_checked(
-                ImportRow(
-                    number, raw["prompt"].strip(), raw["path_A"].strip(), raw["path_B"].strip(),
-                    (raw.get("A_model") or raw.get("generator_A") or "").strip(),
-                    (raw.get("B_model") or raw.get("generator_B") or "").strip(),
-                    labels,
+            rows.append(
+                _checked(
+                    ImportRow(
+                        number,
+                        raw["prompt"].strip(),
+                        raw["path_A"].strip(),
+                        raw["path_B"].strip(),
+                        (raw.get("A_model") or raw.get("generator_A") or "").strip(),
+                        (raw.get("B_model") or raw.get("generator_B") or "").strip(),
+                        labels,
+                    )
                 )
-            ))
+            )
         except ValueError as exc:
             errors.append(RowError(number, str(exc)))
     return rows, errors
@@ -189,14 +201,20 @@ def _resolve(path_text: str, media_root: Path, *, confine: bool = False) -> Path
     if not resolved.exists() and not candidate.is_absolute() and (media_root / candidate.name).is_file():
         resolved = (media_root / candidate.name).resolve()
     if confine and not resolved.is_relative_to(media_root.resolve()):
-        raise media.MediaError(f"{path_text}: outside the import's folder; an uploaded manifest may only name "
-                               "the files uploaded with it")
+        raise media.MediaError(
+            f"{path_text}: outside the import's folder; an uploaded manifest may only name the files uploaded with it"
+        )
     return resolved
 
 
 def video_ingest(
-    *, source: Path, prompt: Prompt, generator: str = "", origin: str = Video.Origin.IMPORTED,
-    generation_params: dict | None = None, sha256: str | None = None,
+    *,
+    source: Path,
+    prompt: Prompt,
+    generator: str = "",
+    origin: str = Video.Origin.IMPORTED,
+    generation_params: dict | None = None,
+    sha256: str | None = None,
 ) -> tuple[Video, bool]:
     """Store one video (transcoded, with a poster). Returns (video, created); an identical file is reused.
     ``sha256`` of ``source`` may be passed when the caller already hashed it."""
@@ -216,9 +234,16 @@ def video_ingest(
         out = media.transcode(source, out_path, info)
         media.poster(out_path, poster_path, out)
         video = Video(
-            prompt=prompt, sha256=sha256, generator=generator[:200], origin=origin,
-            generation_params=generation_params or {}, duration_s=out.duration_s, fps=out.fps,
-            width=out.width, height=out.height, num_frames=out.num_frames,
+            prompt=prompt,
+            sha256=sha256,
+            generator=generator[:200],
+            origin=origin,
+            generation_params=generation_params or {},
+            duration_s=out.duration_s,
+            fps=out.fps,
+            width=out.width,
+            height=out.height,
+            num_frames=out.num_frames,
         )
         with open(out_path, "rb") as video_file, open(poster_path, "rb") as poster_file:
             video.file.save(out_path.name, File(video_file), save=False)
@@ -245,8 +270,14 @@ def _swap(labels: dict[str, str] | None) -> dict[str, str] | None:
 
 
 def pair_create(
-    *, prompt: Prompt, video_1: Video, video_2: Video, overlap: int, priority: float = 0.0,
-    gold_labels: dict[str, str] | None = None, batch: Batch | None = None,
+    *,
+    prompt: Prompt,
+    video_1: Video,
+    video_2: Video,
+    overlap: int,
+    priority: float = 0.0,
+    gold_labels: dict[str, str] | None = None,
+    batch: Batch | None = None,
 ) -> tuple[Pair, bool]:
     """The pair of two videos (unordered: the lower id is stored as A, labels flipped to match)."""
     if video_1.pk == video_2.pk:
@@ -255,10 +286,15 @@ def pair_create(
         video_1, video_2 = video_2, video_1
         gold_labels = _swap(gold_labels)
     pair, created = Pair.objects.get_or_create(
-        video_a=video_1, video_b=video_2,
+        video_a=video_1,
+        video_b=video_2,
         defaults={
-            "prompt": prompt, "overlap": overlap, "priority": priority, "batch": batch,
-            "is_gold": gold_labels is not None, "gold_labels": gold_labels,
+            "prompt": prompt,
+            "overlap": overlap,
+            "priority": priority,
+            "batch": batch,
+            "is_gold": gold_labels is not None,
+            "gold_labels": gold_labels,
         },
     )
     return pair, created
@@ -292,8 +328,16 @@ def pairs_import(
         if progress:
             progress(done - 1, len(rows), f"line {row.line}")
         try:
-            _import_row(row, media_root=media_root, gold=gold, overlap=overlap, batch=batch, report=report, seen=seen,
-                        confine=confine_to_media_root)
+            _import_row(
+                row,
+                media_root=media_root,
+                gold=gold,
+                overlap=overlap,
+                batch=batch,
+                report=report,
+                seen=seen,
+                confine=confine_to_media_root,
+            )
         except (media.MediaError, ValueError) as exc:
             report.skipped.append(RowError(row.line, str(exc)))
     report.skipped.sort(key=lambda error: error.line)
@@ -304,8 +348,17 @@ def pairs_import(
     return report
 
 
-def _import_row(row: ImportRow, *, media_root: Path, gold: bool, overlap: int, batch: Batch, report: ImportReport,
-                seen: dict, confine: bool = False) -> None:
+def _import_row(
+    row: ImportRow,
+    *,
+    media_root: Path,
+    gold: bool,
+    overlap: int,
+    batch: Batch,
+    report: ImportReport,
+    seen: dict,
+    confine: bool = False,
+) -> None:
     if gold and row.labels is None:
         raise ValueError("--gold import, but the row has no VQ/MQ/TA labels")
     path_a = _resolve(row.path_a, media_root, confine=confine)
@@ -342,8 +395,12 @@ def _import_row(row: ImportRow, *, media_root: Path, gold: bool, overlap: int, b
     if videos[0].pk == videos[1].pk:
         raise media.MediaError(f"{row.path_a} and {row.path_b} are the same video (identical content)")
     _, created = pair_create(
-        prompt=prompt, video_1=videos[0], video_2=videos[1], overlap=overlap,
-        gold_labels=row.labels if gold else None, batch=batch,
+        prompt=prompt,
+        video_1=videos[0],
+        video_2=videos[1],
+        overlap=overlap,
+        gold_labels=row.labels if gold else None,
+        batch=batch,
     )
     seen[key] = row.line
     if created:
@@ -367,7 +424,12 @@ class GeneratedPair:
 
 
 def generated_pairs_queue(
-    *, pairs: list[GeneratedPair], source: str, name: str, overlap: int | None = None, created_by=None,
+    *,
+    pairs: list[GeneratedPair],
+    source: str,
+    name: str,
+    overlap: int | None = None,
+    created_by=None,
     progress: Progress | None = None,
 ) -> ImportReport:
     """Store generated pairs (transcoded, deduplicated) as one batch and open them for judging, the most
@@ -381,12 +443,23 @@ def generated_pairs_queue(
             progress(done - 1, len(pairs), f"pair {done} of {len(pairs)}")
         try:
             prompt = _prompt_for(item.prompt, source)
-            video_1, new_1 = video_ingest(source=item.video_a, prompt=prompt, generator=item.generator_a,
-                                          origin=Video.Origin.GENERATED, generation_params=item.params_a)
-            video_2, new_2 = video_ingest(source=item.video_b, prompt=prompt, generator=item.generator_b,
-                                          origin=Video.Origin.GENERATED, generation_params=item.params_b)
-            _, created = pair_create(prompt=prompt, video_1=video_1, video_2=video_2, overlap=overlap,
-                                     priority=item.priority, batch=batch)
+            video_1, new_1 = video_ingest(
+                source=item.video_a,
+                prompt=prompt,
+                generator=item.generator_a,
+                origin=Video.Origin.GENERATED,
+                generation_params=item.params_a,
+            )
+            video_2, new_2 = video_ingest(
+                source=item.video_b,
+                prompt=prompt,
+                generator=item.generator_b,
+                origin=Video.Origin.GENERATED,
+                generation_params=item.params_b,
+            )
+            _, created = pair_create(
+                prompt=prompt, video_1=video_1, video_2=video_2, overlap=overlap, priority=item.priority, batch=batch
+            )
         except (media.MediaError, ValueError) as exc:
             report.skipped.append(RowError(done, f"{item.video_a.name} / {item.video_b.name}: {exc}"))
             continue

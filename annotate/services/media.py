@@ -76,8 +76,9 @@ def _unreadable(stderr: str, path: Path, fallback: str) -> MediaError:
             what = f"a playlist ({kind}) naming other files"
         else:
             what = f"{kind} data"
-        return MediaError(f"not a video file ({what}; accepted containers: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, "
-                          "FLV, Ogg, GIF)")
+        return MediaError(
+            f"not a video file ({what}; accepted containers: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, FLV, Ogg, GIF)"
+        )
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return MediaError(f"not a readable video ({_ffmpeg_line(lines[-1], path) if lines else fallback})")
 
@@ -98,8 +99,11 @@ def _probe_ffprobe(path: Path, ffprobe: str) -> VideoInfo:
     fps = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate"))
     # Matroska keeps a stream's length in a DURATION tag; the container's own duration is its longest
     # stream's, which may be a longer audio track.
-    duration = (float(stream.get("duration") or 0.0) or _tag_seconds(stream.get("tags", {}).get("DURATION"))
-                or float(probe.get("format", {}).get("duration") or 0.0))
+    duration = (
+        float(stream.get("duration") or 0.0)
+        or _tag_seconds(stream.get("tags", {}).get("DURATION"))
+        or float(probe.get("format", {}).get("duration") or 0.0)
+    )
     frames = int(stream.get("nb_frames") or 0) or int(round(duration * fps))
     rotation = 0
     for side in stream.get("side_data_list", []) or []:
@@ -185,11 +189,40 @@ def transcode(source: Path, target: Path, info: VideoInfo) -> VideoInfo:
         "scale=trunc(iw/2)*2:trunc(ih/2)*2,setsar=1"
     )
     command = [
-        ffmpeg, "-nostdin", "-v", "error", "-y", "-format_whitelist", CONTAINER_WHITELIST, "-i", str(source),
-        "-map", "0:v:0", "-an", "-sn", "-dn",
-        "-vf", scale, "-r", f"{fps}", "-fps_mode", "cfr",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-        "-profile:v", "high", "-movflags", "+faststart", "-map_metadata", "-1",
+        ffmpeg,
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-format_whitelist",
+        CONTAINER_WHITELIST,
+        "-i",
+        str(source),
+        "-map",
+        "0:v:0",
+        "-an",
+        "-sn",
+        "-dn",
+        "-vf",
+        scale,
+        "-r",
+        f"{fps}",
+        "-fps_mode",
+        "cfr",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "20",
+        "-pix_fmt",
+        "yuv420p",
+        "-profile:v",
+        "high",
+        "-movflags",
+        "+faststart",
+        "-map_metadata",
+        "-1",
         str(target),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -203,8 +236,9 @@ def transcode(source: Path, target: Path, info: VideoInfo) -> VideoInfo:
     if out.num_frames < 2:
         raise MediaError("a single frame: a still image, not a video")
     if info.duration_s > 0 and out.duration_s < _TRUNCATED_BELOW * info.duration_s:
-        raise MediaError(f"truncated or damaged: only {out.duration_s:.1f} s of its {info.duration_s:.1f} s "
-                         "could be decoded")
+        raise MediaError(
+            f"truncated or damaged: only {out.duration_s:.1f} s of its {info.duration_s:.1f} s could be decoded"
+        )
     return out
 
 
@@ -218,8 +252,20 @@ def poster(video: Path, target: Path, info: VideoInfo) -> None:
     ffmpeg = require_ffmpeg(settings.FFMPEG_BINARY)
     at = min(0.5, info.duration_s / 2) if info.duration_s else 0
     command = [
-        ffmpeg, "-nostdin", "-v", "error", "-y", "-ss", f"{at:.3f}", "-i", str(video),
-        "-frames:v", "1", "-q:v", "4", str(target),
+        ffmpeg,
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-ss",
+        f"{at:.3f}",
+        "-i",
+        str(video),
+        "-frames:v",
+        "1",
+        "-q:v",
+        "4",
+        str(target),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0 or not target.exists():

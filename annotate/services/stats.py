@@ -20,17 +20,20 @@ from annotate.services.assignment import assignments_expire
 
 def report_filters(*, batch_ids=(), judged_from: datetime | None = None, judged_until: datetime | None = None) -> dict:
     """The canonical form of a report's filters (what is stored and hashed)."""
-    return {"batch_ids": sorted(int(batch) for batch in batch_ids),
-            "judged_from": judged_from.isoformat() if judged_from else None,
-            "judged_until": judged_until.isoformat() if judged_until else None}
+    return {
+        "batch_ids": sorted(int(batch) for batch in batch_ids),
+        "judged_from": judged_from.isoformat() if judged_from else None,
+        "judged_until": judged_until.isoformat() if judged_until else None,
+    }
 
 
 def filters_key(filters: dict) -> str:
     return hashlib.sha256(json.dumps(filters, sort_keys=True).encode()).hexdigest()
 
 
-def agreement_report_refresh(*, batch_ids=(), judged_from: datetime | None = None,
-                             judged_until: datetime | None = None) -> AgreementReport:
+def agreement_report_refresh(
+    *, batch_ids=(), judged_from: datetime | None = None, judged_until: datetime | None = None
+) -> AgreementReport:
     """Compute the statistics for these filters and store them; older reports for the same filters go."""
     from annotate.stats import agreement_report
 
@@ -38,8 +41,9 @@ def agreement_report_refresh(*, batch_ids=(), judged_from: datetime | None = Non
     report = agreement_report(batch_ids=tuple(filters["batch_ids"]), judged_from=judged_from, judged_until=judged_until)
     key = filters_key(filters)
     with transaction.atomic():
-        stored = AgreementReport.objects.create(filters_key=key, filters=filters, report=report,
-                                                seconds=report.get("seconds", 0.0))
+        stored = AgreementReport.objects.create(
+            filters_key=key, filters=filters, report=report, seconds=report.get("seconds", 0.0)
+        )
         AgreementReport.objects.filter(filters_key=key).exclude(pk=stored.pk).delete()
     return stored
 
@@ -81,8 +85,11 @@ def pairs_request_more_judgments(*, below_agreement: float, extra: int = 2, batc
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SELECT c.pair_id FROM ({consensus}) c WHERE {contested}", {**params, "below": below_agreement})
         pair_ids = [row[0] for row in cursor.fetchall()]
-        return Pair.objects.filter(pk__in=pair_ids, is_gold=False).exclude(status=Pair.Status.RETIRED).update(
-            overlap=F("overlap") + extra, status=Pair.Status.OPEN)
+        return (
+            Pair.objects.filter(pk__in=pair_ids, is_gold=False)
+            .exclude(status=Pair.Status.RETIRED)
+            .update(overlap=F("overlap") + extra, status=Pair.Status.OPEN)
+        )
 
 
 RECOMPUTE_TASK = "workers.tasks.default.recompute_agreement"
@@ -94,8 +101,8 @@ class BrokerUnavailable(Exception):
 
 def agreement_report_request(*, filters: dict) -> None:
     """Queue a recompute for these (canonical) filters on the ``default`` queue. Sent by name: ``annotate``
-    does not import ``workers`` (docs/architecture.md §1). Sent at once (it writes no row a worker must see), so a broker
-    that is down is reported to the caller as ``BrokerUnavailable`` instead of failing the request later."""
+    does not import ``workers`` (docs/architecture.md §1). Sent at once (it writes no row a worker must see), so a
+    broker that is down is reported to the caller as ``BrokerUnavailable`` instead of failing the request later."""
     from celery import current_app
     from kombu.exceptions import OperationalError as BrokerError
 
@@ -104,4 +111,5 @@ def agreement_report_request(*, filters: dict) -> None:
     except (BrokerError, OSError) as exc:
         raise BrokerUnavailable(
             f"the task broker is unreachable ({type(exc).__name__}), so no recompute was queued; beat refreshes "
-            "the statistics every VIDPREF_STATS_EVERY_MIN minutes once it is back, or ask again then") from exc
+            "the statistics every VIDPREF_STATS_EVERY_MIN minutes once it is back, or ask again then"
+        ) from exc

@@ -270,9 +270,17 @@ LOGGING = {
         # (workers.services.jobs); Celery's per-task "received" / "succeeded" lines, beat's "sending due task"
         # every minute and the start-up chatter of each process say nothing a person needs. A task's failure
         # is still logged (ERROR). LOG_LEVEL=INFO (or DEBUG) brings everything back.
-        **{name: {"level": env("LOG_LEVEL", default="WARNING")}
-           for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat", "celery.worker.consumer.mingle",
-                        "celery.worker.consumer.gossip", "axes")},
+        **{
+            name: {"level": env("LOG_LEVEL", default="WARNING")}
+            for name in (
+                "celery.worker.strategy",
+                "celery.app.trace",
+                "celery.beat",
+                "celery.worker.consumer.mingle",
+                "celery.worker.consumer.gossip",
+                "axes",
+            )
+        },
     },
 }
 
@@ -288,8 +296,10 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # The largest request body accepted (a staff import with its videos); larger ones get 413 before they are read.
 MAX_REQUEST_BYTES = env.int("VIDPREF_MAX_REQUEST_MB", default=2048) * 2**20
-MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-                  "config.middleware.RequestSizeLimitMiddleware")
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "config.middleware.RequestSizeLimitMiddleware",
+)
 MIDDLEWARE += [
     "config.middleware.DatabaseUnavailableMiddleware",  # a lost database connection → 503 + Retry-After
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks

@@ -25,4 +25,6 @@ DATABASES["default"]["TEST"] = {"NAME": os.environ.get("VIDPREF_TEST_DB") or f"t
 if EMBEDDED_REDIS:
     import zlib
 
-    CELERY_BROKER_URL = f"{CELERY_BROKER_URL}?virtual_host={1 + zlib.crc32(DATABASES['default']['TEST']['NAME'].encode()) % 15}"
+    CELERY_BROKER_URL = (
+        f"{CELERY_BROKER_URL}?virtual_host={1 + zlib.crc32(DATABASES['default']['TEST']['NAME'].encode()) % 15}"
+    )

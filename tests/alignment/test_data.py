@@ -1,4 +1,3 @@
-import json
 import os
 from pathlib import Path
 
@@ -24,8 +23,8 @@ from alignment.data import (
     split_for_prompt,
     write_snapshot,
 )
-from alignment.toyworld import write_mp4
 from alignment.losses import LABEL_MISSING
+from alignment.toyworld import write_mp4
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "videoalign-samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is absent (shared sample data)")
@@ -67,13 +66,21 @@ def test_sample_frame_indices():
     assert sample_frame_indices(120, 24.0, spec).tolist() == [0, 13, 26, 40, 53, 66, 79, 93, 106, 119]
     assert len(sample_frame_indices(24 * 60, 24.0, spec)) == 32  # capped
     assert len(sample_frame_indices(3, 24.0, spec)) == 2  # at least one temporal patch
-    assert sample_frame_indices(5, 10.0, FrameSpec(fps=None, max_frames=8, frame_multiple=1)).tolist() == [0, 1, 2, 3, 4]
+    assert sample_frame_indices(5, 10.0, FrameSpec(fps=None, max_frames=8, frame_multiple=1)).tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     odd = sample_frame_indices(70, 10.0, FrameSpec(fps=1.0, frame_multiple=2))
     assert len(odd) == 6 and odd[0] == 0 and odd[-1] == 69
 
 
 def test_read_video_frames_picks_the_right_frames(videos):
-    frames, fps = read_video_frames(videos["ramp"], FrameSpec(fps=None, max_frames=100, size=(48, 64), frame_multiple=1))
+    frames, fps = read_video_frames(
+        videos["ramp"], FrameSpec(fps=None, max_frames=100, size=(48, 64), frame_multiple=1)
+    )
     assert frames.dtype == torch.uint8 and frames.shape == (30, 3, 48, 64)
     assert frame_levels(frames) == list(range(30))
     frames, fps = read_video_frames(videos["ramp"], FrameSpec(fps=2.0, size=(24, 32)))  # 3 s at 2 fps
@@ -154,8 +161,15 @@ def test_snapshot_round_trip(snapshot_dir):
     assert sum(len(snapshot.split(s)) for s in ("train", "val", "test")) == 20
     manifest = snapshot.manifest
     assert manifest["counts"]["pairs"] == 20 and manifest["counts"]["judgments"] == 1
-    assert set(manifest["files"]) == {"pairs.parquet", "judgments.parquet", "videoalign.csv", "videoalign-val.csv",
-                                      "videoalign-test.csv", "videos/ramp.mp4", "videos/short.mp4"}
+    assert set(manifest["files"]) == {
+        "pairs.parquet",
+        "judgments.parquet",
+        "videoalign.csv",
+        "videoalign-val.csv",
+        "videoalign-test.csv",
+        "videos/ramp.mp4",
+        "videos/short.mp4",
+    }
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(snapshot_dir / "pairs.parquet")
@@ -172,8 +186,9 @@ def test_videoalign_csv_holds_the_train_split_only_and_every_path_opens_the_way_
     import csv
 
     rows = pair_rows(n=60)
-    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"],
-                                                          "videos/short.mp4": videos["short"]})
+    out = write_snapshot(
+        rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"], "videos/short.mp4": videos["short"]}
+    )
     snapshot = read_snapshot(out)
     seen = {}
     for split, name in (("train", "videoalign.csv"), ("val", "videoalign-val.csv"), ("test", "videoalign-test.csv")):
@@ -193,10 +208,14 @@ def test_videoalign_csv_fills_missing_frame_counts_from_the_bundled_video(tmp_pa
     rows = pair_rows(n=6)
     for row in rows:
         row.update(fps_a=None, num_frames_a=None, fps_b=None, num_frames_b=None)
-    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"],
-                                                          "videos/short.mp4": videos["short"]})
-    pairs = [p for name in ("videoalign.csv", "videoalign-val.csv", "videoalign-test.csv")
-             for p in read_videoalign_csv(out / name)]
+    out = write_snapshot(
+        rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"], "videos/short.mp4": videos["short"]}
+    )
+    pairs = [
+        p
+        for name in ("videoalign.csv", "videoalign-val.csv", "videoalign-test.csv")
+        for p in read_videoalign_csv(out / name)
+    ]
     assert len(pairs) == 6
     assert {(p.fps_a, p.num_frames_a, p.fps_b, p.num_frames_b) for p in pairs} == {(10.0, 30, 8.0, 6)}
 
@@ -204,8 +223,11 @@ def test_videoalign_csv_fills_missing_frame_counts_from_the_bundled_video(tmp_pa
 def test_videoalign_csvs_are_refused_with_the_reason_when_videos_are_not_bundled(tmp_path, videos):
     """Absolute paths or s3:// URIs cannot be opened by VideoAlign's loader: no CSV rather than a broken one;
     the snapshot itself (our trainer resolves absolute paths and URIs) is written whole."""
-    for video_a, why in ((str(videos["ramp"]), "is absolute"), ("s3://bucket/videos/1.mp4", "is a URI"),
-                         ("videos/missing.mp4", "not in the snapshot")):
+    for video_a, why in (
+        (str(videos["ramp"]), "is absolute"),
+        ("s3://bucket/videos/1.mp4", "is a URI"),
+        ("videos/missing.mp4", "not in the snapshot"),
+    ):
         out = write_snapshot(pair_rows(n=4, video_a=video_a), tmp_path / f"snap-{why.split()[-1]}")
         manifest = read_snapshot(out).manifest
         assert manifest["videoalign"]["files"] == [] and not any(n.startswith("videoalign") for n in manifest["files"])
@@ -221,14 +243,18 @@ def test_videoalign_csvs_name_an_unreadable_bundled_video(tmp_path, videos):
     rows = pair_rows(n=2)
     for row in rows:
         row.update(fps_a=None, num_frames_a=None)
-    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": broken, "videos/short.mp4": videos["short"]})
+    out = write_snapshot(
+        rows, tmp_path / "snap", videos={"videos/ramp.mp4": broken, "videos/short.mp4": videos["short"]}
+    )
     reason = read_snapshot(out).manifest["videoalign"]["reason"]
     assert "videos/ramp.mp4" in reason and "not a readable video" in reason, reason
 
 
 def test_videoalign_csv_round_trip_with_full_labels(tmp_path, videos):
     rows = [r for r in pair_rows() if r["ta"] is not None]
-    out = write_snapshot(rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"], "videos/short.mp4": videos["short"]})
+    out = write_snapshot(
+        rows, tmp_path / "snap", videos={"videos/ramp.mp4": videos["ramp"], "videos/short.mp4": videos["short"]}
+    )
     snapshot = read_snapshot(out)
     csv_pairs = read_videoalign_csv(out / "videoalign.csv")
     train = {r["pair_id"] for r in rows if split_for_prompt(r["prompt"]) == "train"}
@@ -311,8 +337,10 @@ def test_real_videoalign_samples_decode():
     dataset = PairVideoDataset(pairs[:3], FrameSpec(fps=2.0, max_frames=16, max_pixels=448 * 448))
     for index, pair in enumerate(pairs[:3]):
         item = dataset[index]
-        for video, fps, num_frames in ((item["video_a"], pair.fps_a, pair.num_frames_a),
-                                       (item["video_b"], pair.fps_b, pair.num_frames_b)):
+        for video, fps, num_frames in (
+            (item["video_a"], pair.fps_a, pair.num_frames_a),
+            (item["video_b"], pair.fps_b, pair.num_frames_b),
+        ):
             t, c, h, w = video.shape
             assert c == 3 and t % 2 == 0 and t == sample_frame_indices(num_frames, fps, dataset.spec).size
             assert h % 28 == 0 and w % 28 == 0 and h * w <= 448 * 448
@@ -333,8 +361,11 @@ def test_skipping_unwanted_frames_decodes_the_wanted_ones_exactly(threads):
             stream = container.streams.video[0]
             indices = sample_frame_indices(stream.frames, float(stream.average_rate), spec).tolist()
             height, width = frames.shape[2:]
-            decoded = {index: frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
-                       for index, frame in enumerate(container.decode(stream)) if index in indices}
+            decoded = {
+                index: frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                for index, frame in enumerate(container.decode(stream))
+                if index in indices
+            }
             expected = np.stack([decoded[index].transpose(2, 0, 1) for index in indices])
         assert np.array_equal(frames.numpy(), expected), path.name
 

@@ -18,8 +18,8 @@ from alignment.config import config_from_dict
 from alignment.data import read_snapshot, write_snapshot
 from alignment.data.records import PairRecord
 from alignment.flow import PixelCodec, load_policy, sample_videos, write_clips
-from alignment.flow.model import pixels_from_uint8_clips, uint8_from_pixels
 from alignment.flow.cache import build_cache, sha256_text
+from alignment.flow.model import pixels_from_uint8_clips, uint8_from_pixels
 from alignment.flow.preference import (
     consensus_score,
     consensus_video_rewards,
@@ -49,7 +49,11 @@ from alignment.toyworld import DefectSpec, render_clip, write_mp4
 
 torch.set_num_threads(2)
 LN2 = math.log(2.0)
-PROMPTS = ["a red square moving left quickly", "a blue circle moving up slowly", "a green triangle moving right quickly"]
+PROMPTS = [
+    "a red square moving left quickly",
+    "a blue circle moving up slowly",
+    "a green triangle moving right quickly",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,14 +76,50 @@ def toy_snapshot(folder: Path) -> Path:
             videos[f"videos/{name}.mp4"] = write_mp4(clip, folder.parent / "clips" / f"{name}.mp4")
         split = "val" if index == 2 else "train"
         base = {"prompt": prompt, "split": split}
-        rows.append({**base, "pair_id": 10 * index, "video_a": f"videos/clean{index}.mp4",
-                     "video_b": f"videos/noisy{index}.mp4", "vq": 1, "mq": 0, "ta": 1})
-        rows.append({**base, "pair_id": 10 * index + 1, "video_a": f"videos/noisy{index}.mp4",
-                     "video_b": f"videos/clean{index}.mp4", "vq": -1, "mq": None, "ta": 0})
-        rows.append({**base, "pair_id": 10 * index + 2, "video_a": f"videos/noisy{index}.mp4",
-                     "video_b": f"videos/clean{index}.mp4", "vq": 0, "mq": 0, "ta": 0})  # a tie: dropped
-        rows.append({**base, "pair_id": 10 * index + 3, "video_a": f"videos/clean{index}.mp4",
-                     "video_b": f"videos/noisy{index}.mp4", "vq": None, "mq": None, "ta": None})  # unjudged
+        rows.append(
+            {
+                **base,
+                "pair_id": 10 * index,
+                "video_a": f"videos/clean{index}.mp4",
+                "video_b": f"videos/noisy{index}.mp4",
+                "vq": 1,
+                "mq": 0,
+                "ta": 1,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "pair_id": 10 * index + 1,
+                "video_a": f"videos/noisy{index}.mp4",
+                "video_b": f"videos/clean{index}.mp4",
+                "vq": -1,
+                "mq": None,
+                "ta": 0,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "pair_id": 10 * index + 2,
+                "video_a": f"videos/noisy{index}.mp4",
+                "video_b": f"videos/clean{index}.mp4",
+                "vq": 0,
+                "mq": 0,
+                "ta": 0,
+            }
+        )  # a tie: dropped
+        rows.append(
+            {
+                **base,
+                "pair_id": 10 * index + 3,
+                "video_a": f"videos/clean{index}.mp4",
+                "video_b": f"videos/noisy{index}.mp4",
+                "vq": None,
+                "mq": None,
+                "ta": None,
+            }
+        )  # unjudged
     return write_snapshot(rows, folder, videos=videos)
 
 
@@ -94,9 +134,18 @@ def shared_cache(tmp_path_factory) -> Path:
 
 
 def config_values(tmp_path, tiny_policy, snapshot, shared_cache, **overrides) -> dict:
-    values = {"output_dir": str(tmp_path / "run"), "policy": str(tiny_policy), "snapshot": str(snapshot),
-              "cache_dir": str(shared_cache), "lora_rank": 4, "learning_rate": 1e-3, "batch_size": 2,
-              "epochs": 5, "max_steps": 2, "progress": False}
+    values = {
+        "output_dir": str(tmp_path / "run"),
+        "policy": str(tiny_policy),
+        "snapshot": str(snapshot),
+        "cache_dir": str(shared_cache),
+        "lora_rank": 4,
+        "learning_rate": 1e-3,
+        "batch_size": 2,
+        "epochs": 5,
+        "max_steps": 2,
+        "progress": False,
+    }
     values.update(overrides)
     return values
 
@@ -111,12 +160,18 @@ def test_flow_dpo_loss_is_ln2_at_the_reference_and_has_the_right_sign():
     loss, logits = flow_dpo_loss(errors, errors.flip(0), errors, errors.flip(0), beta=500.0)
     assert float(loss) == pytest.approx(LN2) and torch.all(logits == 0)
     # the policy fits the winner better than the reference does (error 0.2 < 0.3), the loser unchanged
-    better, _ = flow_dpo_loss(torch.tensor([0.2]), torch.tensor([0.5]), torch.tensor([0.3]), torch.tensor([0.5]), beta=10.0)
-    worse, _ = flow_dpo_loss(torch.tensor([0.4]), torch.tensor([0.5]), torch.tensor([0.3]), torch.tensor([0.5]), beta=10.0)
+    better, _ = flow_dpo_loss(
+        torch.tensor([0.2]), torch.tensor([0.5]), torch.tensor([0.3]), torch.tensor([0.5]), beta=10.0
+    )
+    worse, _ = flow_dpo_loss(
+        torch.tensor([0.4]), torch.tensor([0.5]), torch.tensor([0.3]), torch.tensor([0.5]), beta=10.0
+    )
     assert float(better) == pytest.approx(-math.log(1 / (1 + math.exp(-0.5))))  # logit −(10/2)(−0.1) = 0.5
     assert float(better) < LN2 < float(worse)
     # fitting the loser better is as bad as fitting the winner worse
-    loser_fit, _ = flow_dpo_loss(torch.tensor([0.3]), torch.tensor([0.4]), torch.tensor([0.3]), torch.tensor([0.5]), beta=10.0)
+    loser_fit, _ = flow_dpo_loss(
+        torch.tensor([0.3]), torch.tensor([0.4]), torch.tensor([0.3]), torch.tensor([0.5]), beta=10.0
+    )
     assert float(loser_fit) == pytest.approx(float(worse))
 
 
@@ -137,7 +192,8 @@ def test_flow_matching_and_rwr_losses():
     assert flow_rwr_weights(torch.tensor([0.0, 2 * math.log(2.0)]), temperature=2.0).tolist() == pytest.approx([1, 2])
     assert float(flow_rwr_loss(pred, target, torch.zeros(3))) == pytest.approx(float(flow_matching_loss(pred, target)))
     assert float(flow_rwr_loss(pred, target, torch.tensor([0.0, math.log(2.0), math.log(5.0)]))) == pytest.approx(
-        (1 * 1 + 2 * 4 + 5 * 9) / 3)  # the batch mean of w_i · e_i
+        (1 * 1 + 2 * 4 + 5 * 9) / 3
+    )  # the batch mean of w_i · e_i
     assert torch.isfinite(flow_rwr_weights(torch.tensor([1e6]))).all()  # clamped, never inf
     with pytest.raises(ValueError, match="temperature"):
         flow_rwr_weights(torch.zeros(2), temperature=0.0)
@@ -156,8 +212,10 @@ def test_rwr_weights_do_not_depend_on_how_a_batch_is_split(temperature):
     whole.backward()
     for micro in (1, 2, 4):
         pred = whole_pred.detach().clone().requires_grad_(True)
-        parts = [flow_rwr_loss(pred[i:i + micro], target[i:i + micro], rewards[i:i + micro], temperature)
-                 for i in range(0, 8, micro)]
+        parts = [
+            flow_rwr_loss(pred[i : i + micro], target[i : i + micro], rewards[i : i + micro], temperature)
+            for i in range(0, 8, micro)
+        ]
         total = sum(parts) / len(parts)
         total.backward()
         assert float(total) == pytest.approx(float(whole), rel=1e-5), micro
@@ -175,8 +233,8 @@ def test_rwr_winner_and_loser_weigh_e_to_the_two_over_tau_apart_at_any_batch_siz
     if batch == 1:
         grads = []
         for i in range(2):
-            p = pred.detach()[i:i + 1].clone().requires_grad_(True)
-            flow_rwr_loss(p, target[i:i + 1], rewards[i:i + 1], temperature).backward()
+            p = pred.detach()[i : i + 1].clone().requires_grad_(True)
+            flow_rwr_loss(p, target[i : i + 1], rewards[i : i + 1], temperature).backward()
             grads.append(p.grad.abs().sum())
         ratio = float(grads[0] / grads[1])
     else:
@@ -220,7 +278,10 @@ def test_preference_pairs_weighting_ties_and_undecided():
     assert consensus_score(pairs[3]) is None and consensus_score(pairs[4]) == -1.0  # only judged dimensions count
     decided = preference_pairs(pairs)
     assert [(p.winner, p.loser, round(p.margin, 4)) for p in decided] == [
-        ("a.mp4", "b.mp4", 0.3333), ("b.mp4", "a.mp4", 0.3333), ("b.mp4", "a.mp4", 1.0)]  # pair 3 ties overall
+        ("a.mp4", "b.mp4", 0.3333),
+        ("b.mp4", "a.mp4", 0.3333),
+        ("b.mp4", "a.mp4", 1.0),
+    ]  # pair 3 ties overall
     assert len(preference_pairs(pairs, weights=(2, 1, 0))) == 4  # pair 3: (2 − 1)/3 > 0: A wins
     assert len(preference_pairs(pairs, min_margin=0.5)) == 1
     with pytest.raises(ValueError, match="dimension_weights"):
@@ -233,8 +294,17 @@ def test_relabelling_with_a_reward_model(tmp_path, snapshot):
     from alignment.reward import RewardModel, RewardModelConfig, save_reward_model
 
     torch.manual_seed(0)
-    config = RewardModelConfig(backbone="small", hidden_size=32, num_layers=1, num_heads=2, frame_size=32,
-                               num_frames=4, tubelet=(2, 8, 8), vocab_size=512, fps=None)
+    config = RewardModelConfig(
+        backbone="small",
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        frame_size=32,
+        num_frames=4,
+        tubelet=(2, 8, 8),
+        vocab_size=512,
+        fps=None,
+    )
     save_reward_model(RewardModel(config), tmp_path / "reward")
     loaded = read_snapshot(snapshot)
     relabelled = relabelled_pairs(loaded.pairs, tmp_path / "reward", roots=[snapshot], progress=False)
@@ -293,8 +363,9 @@ def test_conv_codec_fits_toy_clips_normalises_its_latents_and_round_trips_throug
     from alignment.toyworld import DefectSpec
 
     rng = np.random.default_rng(0)
-    clips = np.stack([render_clip(PROMPTS[i % len(PROMPTS)], DefectSpec.random(rng, p_clean=0.5), seed=i)
-                      for i in range(32)])  # (32, 9, 32, 32, 3)
+    clips = np.stack(
+        [render_clip(PROMPTS[i % len(PROMPTS)], DefectSpec.random(rng, p_clean=0.5), seed=i) for i in range(32)]
+    )  # (32, 9, 32, 32, 3)
     torch.manual_seed(0)
     codec = ConvCodec(latent_channels=8, width=16)
     losses = fit_conv_codec(codec, clips, steps=300, batch_size=32, progress=False)
@@ -362,8 +433,14 @@ def fixed_dpo_batch(policy, snapshot, cache_dir):
     from alignment.flow.preference import preference_pairs as pairs_of
 
     items = pairs_of(read_snapshot(snapshot).pairs)
-    cache = build_cache(policy, [p.prompt for p in items], [v for p in items for v in (p.winner, p.loser)],
-                        cache_dir=cache_dir, roots=[snapshot], progress=False)
+    cache = build_cache(
+        policy,
+        [p.prompt for p in items],
+        [v for p in items for v in (p.winner, p.loser)],
+        cache_dir=cache_dir,
+        roots=[snapshot],
+        progress=False,
+    )
     dataset = CachedPairs(items, cache)
     return PadTextCollator(policy.max_sequence_length)([dataset[i] for i in range(len(dataset))])
 
@@ -404,9 +481,15 @@ def test_cache_is_reused_without_loading_the_encoders(tmp_path, tiny_policy, sna
     assert (second.encoded_prompts, second.encoded_videos) == (0, 0)
     assert not fresh.text_encoder_loaded and fresh._codec is None
     key = second.video_keys["videos/clean0.mp4"]
-    assert torch.equal(second.latents.get(key), first.latents.get(key)) and second.latents.get(key).shape == (48, 9, 8, 8)
-    other_size = build_cache(fresh, prompts[:1], videos[:1], cache_dir=tmp_path, roots=[snapshot], num_frames=5,
-                             progress=False)
+    assert torch.equal(second.latents.get(key), first.latents.get(key)) and second.latents.get(key).shape == (
+        48,
+        9,
+        8,
+        8,
+    )
+    other_size = build_cache(
+        fresh, prompts[:1], videos[:1], cache_dir=tmp_path, roots=[snapshot], num_frames=5, progress=False
+    )
     assert other_size.encoded_videos == 1 and other_size.latents.folder != second.latents.folder
 
 
@@ -421,8 +504,9 @@ def test_text_encoder_weights_written_again_with_the_same_shapes_are_a_new_cache
     size = weights.stat().st_size
     with safe_open(str(weights), framework="pt") as handle:
         metadata = handle.metadata()
-    save_file({name: tensor + 0.01 for name, tensor in load_file(weights).items()}, str(weights),
-              metadata=metadata)  # fine-tuned in place
+    save_file(
+        {name: tensor + 0.01 for name, tensor in load_file(weights).items()}, str(weights), metadata=metadata
+    )  # fine-tuned in place
     assert weights.stat().st_size == size
     second = build_cache(load_policy(policy_folder), prompts, [], cache_dir=tmp_path / "cache", progress=False)
     assert second.text.folder != first.text.folder and second.encoded_prompts == len(prompts) == 3
@@ -432,8 +516,9 @@ def test_text_encoder_weights_written_again_with_the_same_shapes_are_a_new_cache
 
 def test_resume_continues_the_step_count_and_matches_a_straight_run(tmp_path, tiny_policy, snapshot, shared_cache):
     def config(name, **overrides):
-        return config_from_dict(FlowDPOConfig, config_values(tmp_path / name, tiny_policy, snapshot, shared_cache,
-                                                             **overrides))
+        return config_from_dict(
+            FlowDPOConfig, config_values(tmp_path / name, tiny_policy, snapshot, shared_cache, **overrides)
+        )
 
     straight = train_flow(config("a", max_steps=3))
     interrupted = config("b", max_steps=2, save_every_steps=1)
@@ -443,8 +528,9 @@ def test_resume_continues_the_step_count_and_matches_a_straight_run(tmp_path, ti
     interrupted.max_steps = 3
     resumed = train_flow(interrupted)
     assert [e["step"] for e in resumed["train_loss"]] == [1, 2, 3]
-    assert [e["loss"] for e in resumed["train_loss"]] == pytest.approx([e["loss"] for e in straight["train_loss"]],
-                                                                       rel=1e-5)
+    assert [e["loss"] for e in resumed["train_loss"]] == pytest.approx(
+        [e["loss"] for e in straight["train_loss"]], rel=1e-5
+    )
     from safetensors.torch import load_file
 
     a = load_file(tmp_path / "a" / "run" / "final" / "pytorch_lora_weights.safetensors")
@@ -453,11 +539,19 @@ def test_resume_continues_the_step_count_and_matches_a_straight_run(tmp_path, ti
 
 
 def test_full_finetune_uses_a_frozen_copy(tmp_path, tiny_policy, snapshot, shared_cache):
-    metrics = train_flow(config_from_dict(FlowDPOConfig, config_values(
-        tmp_path, tiny_policy, snapshot, shared_cache, finetune="full", learning_rate=1e-4, beta_schedule="time")))
+    metrics = train_flow(
+        config_from_dict(
+            FlowDPOConfig,
+            config_values(
+                tmp_path, tiny_policy, snapshot, shared_cache, finetune="full", learning_rate=1e-4, beta_schedule="time"
+            ),
+        )
+    )
     assert metrics["train_loss"][0]["loss"] == pytest.approx(LN2, abs=1e-6)
     final = tmp_path / "run" / "final"
-    assert (final / "transformer" / "config.json").is_file() and not (final / "pytorch_lora_weights.safetensors").exists()
+    assert (final / "transformer" / "config.json").is_file() and not (
+        final / "pytorch_lora_weights.safetensors"
+    ).exists()
     trained, base = load_policy(final), load_policy(tiny_policy)
     changed = [not torch.equal(a, b) for a, b in zip(trained.transformer.parameters(), base.transformer.parameters())]
     assert any(changed)
@@ -480,22 +574,40 @@ def test_cli_runs_two_steps(command, tmp_path, tiny_policy, snapshot, shared_cac
     assert metrics["n_train"] == {"sft": 2, "flow-dpo": 4, "flow-rwr": 4}[command]
     assert metrics["eval"][-1]["n_items"] > 0 and np.isfinite(metrics["eval"][-1]["loss"])
     final = run / "final"
-    assert {"pytorch_lora_weights.safetensors", "flow_policy.json", "train_config.json"} <= {p.name for p in final.iterdir()}
+    assert {"pytorch_lora_weights.safetensors", "flow_policy.json", "train_config.json"} <= {
+        p.name for p in final.iterdir()
+    }
     assert json.loads((final / "train_config.json").read_text())["lora_rank"] == 2
     assert json.loads((final / "flow_policy.json").read_text())["method"] == command
     out = capsys.readouterr().out
     assert f"{command}: 2 steps" in out and str(final) in out
     if command == "flow-dpo":
-        assert "accuracy" in metrics["train_loss"][0] and metrics["train_loss"][0]["loss"] == pytest.approx(LN2, abs=1e-6)
+        assert "accuracy" in metrics["train_loss"][0] and metrics["train_loss"][0]["loss"] == pytest.approx(
+            LN2, abs=1e-6
+        )
 
         policy = load_policy(final)
-        clips = sample_videos(policy, PROMPTS[:2] + PROMPTS[:1], seeds=[0, 1, 0], steps=3, guidance_scale=3.0,
-                              batch_size=2, progress=False)
+        clips = sample_videos(
+            policy,
+            PROMPTS[:2] + PROMPTS[:1],
+            seeds=[0, 1, 0],
+            steps=3,
+            guidance_scale=3.0,
+            batch_size=2,
+            progress=False,
+        )
         assert clips.shape == (3, 9, 32, 32, 3) and clips.dtype == np.uint8
         assert np.array_equal(clips[0], clips[2])  # a clip depends on its seed, not on its batch
         seen = []
-        edited = sample_videos(policy, PROMPTS[:1], seeds=[0], steps=3, guidance_scale=1.0, progress=False,
-                               velocity_transform=lambda x, s, v: seen.append(float(s[0])) or torch.zeros_like(v))
+        edited = sample_videos(
+            policy,
+            PROMPTS[:1],
+            seeds=[0],
+            steps=3,
+            guidance_scale=1.0,
+            progress=False,
+            velocity_transform=lambda x, s, v: seen.append(float(s[0])) or torch.zeros_like(v),
+        )
         assert seen == pytest.approx([1.0, 2 / 3, 1 / 3]) and not np.array_equal(edited[0], clips[0])
         paths = write_clips(clips[:1], tmp_path / "samples", ["first"], fps=policy.fps)
         assert paths[0].stat().st_size > 0
@@ -504,13 +616,38 @@ def test_cli_runs_two_steps(command, tmp_path, tiny_policy, snapshot, shared_cac
 def test_rwr_from_reward_model_scores(tmp_path, tiny_policy, snapshot, shared_cache):
     from alignment.reward import RewardModel, RewardModelConfig, save_reward_model
 
-    config = RewardModelConfig(backbone="small", hidden_size=32, num_layers=1, num_heads=2, frame_size=32,
-                               num_frames=4, tubelet=(2, 8, 8), vocab_size=512, fps=None)
+    config = RewardModelConfig(
+        backbone="small",
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        frame_size=32,
+        num_frames=4,
+        tubelet=(2, 8, 8),
+        vocab_size=512,
+        fps=None,
+    )
     save_reward_model(RewardModel(config), tmp_path / "reward")
-    metrics = train_flow(config_from_dict(TRAINERS["flow-rwr"], config_values(
-        tmp_path, tiny_policy, snapshot, shared_cache, label_source="reward_model", reward_model=str(tmp_path / "reward"),
-        max_steps=1, temperature=0.5)))
+    metrics = train_flow(
+        config_from_dict(
+            TRAINERS["flow-rwr"],
+            config_values(
+                tmp_path,
+                tiny_policy,
+                snapshot,
+                shared_cache,
+                label_source="reward_model",
+                reward_model=str(tmp_path / "reward"),
+                max_steps=1,
+                temperature=0.5,
+            ),
+        )
+    )
     assert metrics["n_train"] == 4 and len(metrics["train_loss"]) == 1
     with pytest.raises(ValueError, match="needs `reward_model`"):
-        train_flow(config_from_dict(TRAINERS["flow-rwr"], config_values(
-            tmp_path / "x", tiny_policy, snapshot, shared_cache, label_source="reward_model")))
+        train_flow(
+            config_from_dict(
+                TRAINERS["flow-rwr"],
+                config_values(tmp_path / "x", tiny_policy, snapshot, shared_cache, label_source="reward_model"),
+            )
+        )

@@ -29,7 +29,11 @@ from alignment.flow.tiny import build_tiny_wan_policy
 from alignment.toyworld import DefectSpec, render_clip, write_mp4
 
 torch.set_num_threads(1)
-PROMPTS = ["a red square moving left quickly", "a blue circle moving up slowly", "a green triangle moving right quickly"]
+PROMPTS = [
+    "a red square moving left quickly",
+    "a blue circle moving up slowly",
+    "a green triangle moving right quickly",
+]
 THETA = 5.0
 
 
@@ -44,23 +48,63 @@ def snapshot(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("snap")
     videos, rows = {}, []
     for index, prompt in enumerate(PROMPTS):
-        for name, clip in ((f"clean{index}", render_clip(prompt, seed=index)),
-                           (f"noisy{index}", render_clip(prompt, DefectSpec(noise=1.0), seed=index))):
+        for name, clip in (
+            (f"clean{index}", render_clip(prompt, seed=index)),
+            (f"noisy{index}", render_clip(prompt, DefectSpec(noise=1.0), seed=index)),
+        ):
             videos[f"videos/{name}.mp4"] = write_mp4(clip, folder / "clips" / f"{name}.mp4")
         base = {"prompt": prompt, "split": "val" if index == 2 else "train"}
-        rows.append({**base, "pair_id": 10 * index, "video_a": f"videos/clean{index}.mp4",
-                     "video_b": f"videos/noisy{index}.mp4", "vq": 1, "mq": 0, "ta": 1})
-        rows.append({**base, "pair_id": 10 * index + 1, "video_a": f"videos/noisy{index}.mp4",
-                     "video_b": f"videos/clean{index}.mp4", "vq": -1, "mq": None, "ta": -1})
-        rows.append({**base, "pair_id": 10 * index + 2, "video_a": f"videos/noisy{index}.mp4",
-                     "video_b": f"videos/clean{index}.mp4", "vq": None, "mq": None, "ta": None})  # unjudged: dropped
+        rows.append(
+            {
+                **base,
+                "pair_id": 10 * index,
+                "video_a": f"videos/clean{index}.mp4",
+                "video_b": f"videos/noisy{index}.mp4",
+                "vq": 1,
+                "mq": 0,
+                "ta": 1,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "pair_id": 10 * index + 1,
+                "video_a": f"videos/noisy{index}.mp4",
+                "video_b": f"videos/clean{index}.mp4",
+                "vq": -1,
+                "mq": None,
+                "ta": -1,
+            }
+        )
+        rows.append(
+            {
+                **base,
+                "pair_id": 10 * index + 2,
+                "video_a": f"videos/noisy{index}.mp4",
+                "video_b": f"videos/clean{index}.mp4",
+                "vq": None,
+                "mq": None,
+                "ta": None,
+            }
+        )  # unjudged: dropped
     return write_snapshot(rows, folder / "s1", videos=videos)
 
 
 def config_values(tmp_path, tiny_policy, snapshot, cache_dir, **overrides) -> dict:
-    values = {"output_dir": str(tmp_path / "run"), "policy": str(tiny_policy), "snapshot": str(snapshot),
-              "cache_dir": str(cache_dir), "num_layers": 1, "batch_size": 2, "epochs": 100, "max_steps": 20,
-              "learning_rate": 3e-3, "eval_every_steps": 5, "save_every_steps": 10, "progress": False}
+    values = {
+        "output_dir": str(tmp_path / "run"),
+        "policy": str(tiny_policy),
+        "snapshot": str(snapshot),
+        "cache_dir": str(cache_dir),
+        "num_layers": 1,
+        "batch_size": 2,
+        "epochs": 100,
+        "max_steps": 20,
+        "learning_rate": 3e-3,
+        "eval_every_steps": 5,
+        "save_every_steps": 10,
+        "progress": False,
+    }
     values.update(overrides)
     return values
 
@@ -96,10 +140,30 @@ def test_pairs_noised_alike_give_the_tie_loss_for_identical_videos(tiny_policy):
     text = policy.pad_text(policy.encode_prompts(PROMPTS[:2]))
     noise, sigmas = torch.randn_like(latents), torch.tensor([0.3, 0.8])
     with torch.no_grad():
-        ties, _ = pair_loss(model, {"latents_a": latents, "latents_b": latents.clone(), "text": text,
-                                    "labels": torch.zeros(2, 3, dtype=torch.long)}, sigmas, noise, theta=THETA)
-        wins, stats = pair_loss(model, {"latents_a": latents, "latents_b": latents.clone(), "text": text,
-                                        "labels": torch.ones(2, 3, dtype=torch.long)}, sigmas, noise, theta=THETA)
+        ties, _ = pair_loss(
+            model,
+            {
+                "latents_a": latents,
+                "latents_b": latents.clone(),
+                "text": text,
+                "labels": torch.zeros(2, 3, dtype=torch.long),
+            },
+            sigmas,
+            noise,
+            theta=THETA,
+        )
+        wins, stats = pair_loss(
+            model,
+            {
+                "latents_a": latents,
+                "latents_b": latents.clone(),
+                "text": text,
+                "labels": torch.ones(2, 3, dtype=torch.long),
+            },
+            sigmas,
+            noise,
+            theta=THETA,
+        )
     assert float(ties) == pytest.approx(math.log((THETA + 1) / (THETA - 1)), abs=1e-6)
     assert float(wins) == pytest.approx(math.log(1 + THETA), abs=1e-6)
     assert stats == {"correct": 0.0, "decided": 6.0}
@@ -179,15 +243,18 @@ def test_save_load_round_trip_gives_identical_rewards(tiny_policy, tmp_path, rea
     text = policy.pad_text(policy.encode_prompts(PROMPTS[:2]))
     with torch.no_grad():
         assert torch.equal(model(latents, sigmas, text), loaded(latents, sigmas, text))
-        assert torch.equal(model.score(latents, sigmas, text, (1, 1, 2)), loaded.score(latents, sigmas, text, (1, 1, 2)))
+        assert torch.equal(
+            model.score(latents, sigmas, text, (1, 1, 2)), loaded.score(latents, sigmas, text, (1, 1, 2))
+        )
     assert loaded.readout == readout
     with pytest.raises(FileNotFoundError, match="latent_reward.json"):
         load_latent_reward(tmp_path)
 
 
 def test_resume_continues_from_the_newest_checkpoint(tiny_policy, snapshot, tmp_path):
-    values = config_values(tmp_path, tiny_policy, snapshot, tmp_path / "cache", max_steps=2, eval_every_steps=None,
-                           save_every_steps=None)
+    values = config_values(
+        tmp_path, tiny_policy, snapshot, tmp_path / "cache", max_steps=2, eval_every_steps=None, save_every_steps=None
+    )
     train_latent_reward(LatentRewardConfig(**values))
     resumed = train_latent_reward(LatentRewardConfig(**{**values, "max_steps": 3}))
     assert [entry["step"] for entry in resumed["train_loss"]] == [1, 2, 3]
@@ -238,7 +305,10 @@ def test_guidance_raises_the_reward_of_samples_and_zero_guidance_changes_nothing
     up = reward(sample(reward_guidance(latent_reward, text[:1], scale=10.0)))
     down = reward(sample(reward_guidance(latent_reward, text[:1], scale=-10.0)))
     base = reward(unguided)
-    print(f"\nFlow-NRG reward of samples: guided {up.mean():.3f}, unguided {base.mean():.3f}, anti-guided {down.mean():.3f}")
+    print(
+        f"\nFlow-NRG reward of samples: guided {up.mean():.3f}, unguided {base.mean():.3f}, "
+        f"anti-guided {down.mean():.3f}"
+    )
     assert torch.all(up > base + 1.0) and torch.all(down < base - 1.0)
     assert torch.equal(sample(reward_guidance(latent_reward, text[:1], weights=(0, 0, 0))), unguided)
     assert torch.equal(sample(reward_guidance(latent_reward, text[:1], scale=0.0)), unguided)
@@ -260,11 +330,38 @@ def test_parse_weights():
 
 def test_latent_reward_train_cli_runs_two_steps(tiny_policy, snapshot, tmp_path, capsys):
     config_file = tmp_path / "latent.json"
-    config_file.write_text(json.dumps(config_values(tmp_path, tiny_policy, snapshot, tmp_path / "cache",
-                                                    max_steps=None, eval_every_steps=None, save_every_steps=None)))
+    config_file.write_text(
+        json.dumps(
+            config_values(
+                tmp_path,
+                tiny_policy,
+                snapshot,
+                tmp_path / "cache",
+                max_steps=None,
+                eval_every_steps=None,
+                save_every_steps=None,
+            )
+        )
+    )
     progress = tmp_path / "progress.json"
-    assert main(["latent-reward-train", "--config", str(config_file), "--set", "max_steps=2", "--set", "noisy=false",
-                 "--output-dir", str(tmp_path / "cli-run"), "--progress-file", str(progress)]) == 0
+    assert (
+        main(
+            [
+                "latent-reward-train",
+                "--config",
+                str(config_file),
+                "--set",
+                "max_steps=2",
+                "--set",
+                "noisy=false",
+                "--output-dir",
+                str(tmp_path / "cli-run"),
+                "--progress-file",
+                str(progress),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "cli-run" / "metrics.json").read_text())
     assert len(metrics["train_loss"]) == 2 and metrics["noisy"] is False
     assert json.loads(progress.read_text())["step"] == 2
@@ -275,9 +372,34 @@ def test_generate_cli_writes_videos_and_a_listing(trained, tiny_policy, tmp_path
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS[:2]) + "\n\n")
     out = tmp_path / "out"
-    assert main(["generate", "--policy", str(tiny_policy), "--prompts", str(prompts), "--weights", "vq=1,mq=1,ta=2",
-                 "--latent-reward", trained["final"], "--scale", "10", "--max-ratio", "2", "--seeds", "3", "4", "--steps", "3",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--policy",
+                str(tiny_policy),
+                "--prompts",
+                str(prompts),
+                "--weights",
+                "vq=1,mq=1,ta=2",
+                "--latent-reward",
+                trained["final"],
+                "--scale",
+                "10",
+                "--max-ratio",
+                "2",
+                "--seeds",
+                "3",
+                "4",
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in (out / "videos.jsonl").read_text().splitlines()]
     assert [(r["prompt"], r["seed"]) for r in records] == [(p, s) for p in PROMPTS[:2] for s in (3, 4)]
     assert records[0]["weights"] == {"VQ": 1.0, "MQ": 1.0, "TA": 2.0} and records[0]["scale"] == 10.0
@@ -285,11 +407,39 @@ def test_generate_cli_writes_videos_and_a_listing(trained, tiny_policy, tmp_path
     assert all((out / r["file"]).stat().st_size > 0 for r in records)
     assert "generate: 4 videos (2 prompts × 2 seeds, reward-guided" in capsys.readouterr().out
 
-    assert main(["generate", "--policy", str(tiny_policy), "--prompts", str(prompts), "--weights", "vq=1",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--policy",
+                str(tiny_policy),
+                "--prompts",
+                str(prompts),
+                "--weights",
+                "vq=1",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "--weights needs --latent-reward" in capsys.readouterr().err
-    assert main(["generate", "--policy", str(tiny_policy), "--prompts", str(prompts), "--max-ratio", "1",
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--policy",
+                str(tiny_policy),
+                "--prompts",
+                str(prompts),
+                "--max-ratio",
+                "1",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "--max-ratio needs --latent-reward" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--help"])

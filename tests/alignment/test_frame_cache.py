@@ -37,8 +37,9 @@ def decodes(monkeypatch):
 
 
 def pairs_of(*paths):
-    return [PairRecord(pair_id=index, prompt="p", video_a=str(path), video_b=str(path))
-            for index, path in enumerate(paths)]
+    return [
+        PairRecord(pair_id=index, prompt="p", video_a=str(path), video_b=str(path)) for index, path in enumerate(paths)
+    ]
 
 
 def test_a_cached_video_is_not_decoded_again_by_another_dataset_or_under_another_path(tmp_path, decodes):
@@ -108,16 +109,20 @@ def test_a_cache_folder_that_cannot_be_made_names_itself(tmp_path):
 
 def test_loader_workers_fill_one_cache_and_leave_no_temporary_files(tmp_path):
     videos = [ramp_video(tmp_path / f"{index}.mp4", offset=index) for index in range(4)]
-    pairs = [PairRecord(pair_id=i, prompt="p", video_a=str(videos[i % 4]), video_b=str(videos[(i + 1) % 4]))
-             for i in range(8)]
+    pairs = [
+        PairRecord(pair_id=i, prompt="p", video_a=str(videos[i % 4]), video_b=str(videos[(i + 1) % 4]))
+        for i in range(8)
+    ]
     dataset = PairVideoDataset(pairs, SPEC, frame_cache=tmp_path / "cache")
     cold = list(DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_pairs))
     entries = sorted((tmp_path / "cache").rglob("*"))
     assert len([e for e in entries if e.suffix == ".npy"]) == 4 and not [e for e in entries if ".tmp" in e.name]
     warm = list(DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_pairs))
     for before, after in zip(cold, warm):
-        assert all(torch.equal(a, b) for a, b in zip(before["video_a"] + before["video_b"],
-                                                      after["video_a"] + after["video_b"]))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(before["video_a"] + before["video_b"], after["video_a"] + after["video_b"])
+        )
 
 
 def test_prune_deletes_the_least_recently_used_videos_first_and_a_pruned_video_is_decoded_again(tmp_path, decodes):

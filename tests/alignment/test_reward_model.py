@@ -17,22 +17,42 @@ def tiny_qwen_folder(tmp_path_factory):
 
 
 def qwen_config(folder, **overrides):
-    values = dict(backbone="qwen2vl", backbone_path=str(folder), lora_rank=4, lora_alpha=8, lora_dropout=0.0,
-                  max_pixels=56 * 84, min_pixels=28 * 28, max_frames=4, fps=None)
+    values = dict(
+        backbone="qwen2vl",
+        backbone_path=str(folder),
+        lora_rank=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        max_pixels=56 * 84,
+        min_pixels=28 * 28,
+        max_frames=4,
+        fps=None,
+    )
     values.update(overrides)
     return RewardModelConfig(**values)
 
 
 def small_config(**overrides):
-    values = dict(backbone="small", hidden_size=32, num_layers=1, num_heads=2, frame_size=32, num_frames=4,
-                  tubelet=(2, 8, 8), vocab_size=512, fps=None)
+    values = dict(
+        backbone="small",
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        frame_size=32,
+        num_frames=4,
+        tubelet=(2, 8, 8),
+        vocab_size=512,
+        fps=None,
+    )
     values.update(overrides)
     return RewardModelConfig(**values)
 
 
 def random_videos(count, frames=4, height=56, width=84, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, 256, (frames, 3, height, width), dtype=torch.uint8, generator=generator) for _ in range(count)]
+    return [
+        torch.randint(0, 256, (frames, 3, height, width), dtype=torch.uint8, generator=generator) for _ in range(count)
+    ]
 
 
 def test_patchify_rows_hold_the_right_pixels():
@@ -48,7 +68,9 @@ def test_patchify_rows_hold_the_right_pixels():
                 for in_row in range(m):
                     for in_col in range(m):
                         y, x = (block_row * m + in_row) * p, (block_col * m + in_col) * p
-                        expected = frames[gt * tp:(gt + 1) * tp, :, y:y + p, x:x + p].permute(1, 0, 2, 3)  # (C, tp, p, p)
+                        expected = frames[gt * tp : (gt + 1) * tp, :, y : y + p, x : x + p].permute(
+                            1, 0, 2, 3
+                        )  # (C, tp, p, p)
                         assert torch.equal(patches[row].view(c, tp, p, p), expected)  # as PatchEmbed views it
                         row += 1
 
@@ -87,7 +109,9 @@ def test_processor_places_reward_tokens_around_the_prompt(tiny_qwen_folder):
     video_positions = [i for i, x in enumerate(ids) if x == token("<|video_pad|>")]
     grid = inputs["video_grid_thw"][0]
     assert len(video_positions) == int(grid.prod()) // 4
-    assert ids[video_positions[0] - 1] == token("<|vision_start|>") and ids[video_positions[-1] + 1] == token("<|vision_end|>")
+    assert ids[video_positions[0] - 1] == token("<|vision_start|>") and ids[video_positions[-1] + 1] == token(
+        "<|vision_end|>"
+    )
     assert video_positions[-1] < vq < mq < prompt_start < ta
     assert inputs["reward_positions"][0].tolist() == [vq, mq, ta]
     assert inputs["mm_token_type_ids"][0].sum().item() == 2 * len(video_positions)
@@ -122,7 +146,7 @@ def test_small_backbone_reads_time_for_ta_through_smooth_functions():
     backbone = RewardModel(small_config(num_frames=8, tubelet=(1, 8, 8), ta_time_basis=2)).backbone
     basis = backbone.time_basis  # (K, T')
     assert basis.shape == (2, 8) and torch.allclose(basis @ basis.T, torch.eye(2), atol=1e-6)
-    assert torch.allclose(basis[0], torch.full((8,), 8 ** -0.5))  # the first reads the mean
+    assert torch.allclose(basis[0], torch.full((8,), 8**-0.5))  # the first reads the mean
     ramp = torch.linspace(-3.0, 5.0, 8)
     assert torch.allclose(basis.T @ (basis @ ramp), ramp, atol=1e-5)
     assert torch.allclose(basis[:1].T @ (basis[:1] @ ramp), torch.full((8,), 1.0), atol=1e-5)
@@ -150,8 +174,11 @@ def test_every_trainable_parameter_changes_after_two_steps(backbone, tiny_qwen_f
         model = RewardModel(qwen_config(tiny_qwen_folder))
         videos = random_videos(4)
     else:
-        model = RewardModel(small_config(shared_head=backbone.endswith("shared-head"),
-                                         ta_time_basis=2 if backbone.endswith("time-basis") else 0))
+        model = RewardModel(
+            small_config(
+                shared_head=backbone.endswith("shared-head"), ta_time_basis=2 if backbone.endswith("time-basis") else 0
+            )
+        )
         videos = random_videos(4, height=32, width=32)
     if backbone.endswith("shared-head"):
         assert model.head.weight.shape[0] == 1
@@ -174,8 +201,11 @@ def test_every_trainable_parameter_changes_after_two_steps(backbone, tiny_qwen_f
 @pytest.mark.parametrize("backbone", ["qwen2vl", "small", "small-time-basis"])
 def test_save_and_load_round_trip(backbone, tiny_qwen_folder, tmp_path):
     torch.manual_seed(0)
-    model = RewardModel(qwen_config(tiny_qwen_folder) if backbone == "qwen2vl" else
-                        small_config(ta_time_basis=2 if backbone == "small-time-basis" else 0))
+    model = RewardModel(
+        qwen_config(tiny_qwen_folder)
+        if backbone == "qwen2vl"
+        else small_config(ta_time_basis=2 if backbone == "small-time-basis" else 0)
+    )
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:

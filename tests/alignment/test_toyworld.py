@@ -356,7 +356,13 @@ def test_policy_vs_base_pairs_put_the_better_generator_on_either_side():
     # studies' pools render again: each seed follows the clip's defect draws from the same generator.
     two_seeds = make_pairs(3, 1, seed=1, size=16, frames=5)
     assert [clip.seed for pair in two_seeds for clip in (pair.a, pair.b)] == [
-        733998580, 1638806044, 1803208955, 674597404, 1970729116, 1685957828]
+        733998580,
+        1638806044,
+        1803208955,
+        674597404,
+        1970729116,
+        1685957828,
+    ]
     with pytest.raises(ValueError, match="policy_p_clean=1.5"):
         make_pairs(2, 1, policy_p_clean=1.5)
 

@@ -123,8 +123,9 @@ def test_resume_after_an_interruption_gives_the_weights_of_an_uninterrupted_run(
     resumed = run_training(TinyMethod(config))
     assert [entry["step"] for entry in resumed["train_loss"]] == list(range(1, 10))
     assert [entry["epoch"] for entry in resumed["train_loss"]] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert [e["loss"] for e in resumed["train_loss"]] == pytest.approx([e["loss"] for e in straight["train_loss"]],
-                                                                       rel=1e-6)
+    assert [e["loss"] for e in resumed["train_loss"]] == pytest.approx(
+        [e["loss"] for e in straight["train_loss"]], rel=1e-6
+    )
     assert [e["lr"] for e in resumed["train_loss"]] == pytest.approx([e["lr"] for e in straight["train_loss"]])
     a, b = final_weights(TinyConfig(str(tmp_path / "a"))), final_weights(config)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
@@ -166,8 +167,9 @@ def test_gradient_accumulation_counts_optimizer_steps_and_matches_the_whole_batc
     assert len(accumulated_metrics["train_loss"]) == len(metrics["train_loss"]) == steps
     assert (whole.loss_calls, accumulated.loss_calls) == (steps, 2 * steps)  # 2 micro-batches of 2 a step
     assert [e["batch"] for e in accumulated_metrics["train_loss"]] == [2.0] * steps  # a micro-batch's mean
-    factors = [learning_rate_factor(k, warmup_steps=1, total_steps=steps, schedule="cosine")
-               for k in range(1, steps + 1)]
+    factors = [
+        learning_rate_factor(k, warmup_steps=1, total_steps=steps, schedule="cosine") for k in range(1, steps + 1)
+    ]
     assert [e["lr"] for e in accumulated_metrics["train_loss"]] == pytest.approx([0.1 * f for f in factors])
     state = torch.load(checkpoints(tmp_path / "acc")[-1] / "optimizer.pt", weights_only=True)["state"]
     assert all(int(s["step"]) == steps for s in state.values())  # the optimizer stepped once a step
@@ -175,14 +177,20 @@ def test_gradient_accumulation_counts_optimizer_steps_and_matches_the_whole_batc
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # the same order and the same mean gradient
     assert accumulated_metrics["train_samples_per_second"] > 0
 
-    with pytest.raises(ValueError, match=r"batch_size 6 must be a multiple of processes \(1\) × "
-                                         r"gradient_accumulation_steps \(4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"batch_size 6 must be a multiple of processes \(1\) × "
+        r"gradient_accumulation_steps \(4\)",
+    ):
         run_training(TinyMethod(TinyConfig(str(tmp_path / "bad"), batch_size=6, gradient_accumulation_steps=4)))
 
 
 def test_evaluation_and_checkpoint_cadence(tmp_path):
-    metrics = run_training(TinyMethod(TinyConfig(str(tmp_path / "steps"), max_steps=5, eval_every_steps=2,
-                                                 save_every_steps=2, keep_checkpoints=2)))
+    metrics = run_training(
+        TinyMethod(
+            TinyConfig(str(tmp_path / "steps"), max_steps=5, eval_every_steps=2, save_every_steps=2, keep_checkpoints=2)
+        )
+    )
     assert [e["step"] for e in metrics["eval"]] == [2, 4, 5]  # every 2 steps, and at the end
     assert [p.name for p in checkpoints(tmp_path / "steps")] == ["step-00000004", "step-00000005"]
     assert not [p for p in (tmp_path / "steps" / "checkpoints").iterdir() if p.name.startswith(".")]
@@ -210,8 +218,10 @@ def test_progress_file_follows_every_step_and_keeps_the_events(tmp_path):
         seen.append(progress_file_read(tmp_path / "progress.json")["step"])  # the file as a worker reads it
 
     try:
-        metrics = run_training(TinyMethod(TinyConfig(str(tmp_path / "run"), max_steps=4, save_every_steps=2,
-                                                     eval_every_steps=2)), on_step=on_step)
+        metrics = run_training(
+            TinyMethod(TinyConfig(str(tmp_path / "run"), max_steps=4, save_every_steps=2, eval_every_steps=2)),
+            on_step=on_step,
+        )
     finally:
         TinyMethod.log.removeHandler(handler)
     assert seen == [1, 2, 3, 4]
@@ -221,8 +231,11 @@ def test_progress_file_follows_every_step_and_keeps_the_events(tmp_path):
     messages = [event["message"] for event in state["events"]]
     assert messages[0] == "tiny: 4 steps"
     assert [message.split(": loss")[0] for message in messages[1:5]] == [
-        "evaluation at step 2", "checkpoint step-00000002 saved (step 2)", "evaluation at step 4",
-        "checkpoint step-00000004 saved (step 4)"]
+        "evaluation at step 2",
+        "checkpoint step-00000002 saved (step 2)",
+        "evaluation at step 4",
+        "checkpoint step-00000004 saved (step 4)",
+    ]
     assert set(messages[5:-1]) <= {"checkpoint step-00000004 saved (step 4)"}  # the end's checkpoint
     assert messages[-1].startswith("done: 4 steps in ") and messages[-1].endswith(str(tmp_path / "run" / "final"))
     assert all(event["name"] == "alignment.tests.tiny" for event in state["events"])

@@ -50,11 +50,19 @@ def test_heartbeat_skip_and_others_leases(api, make_pairs, make_user):
     assert api.post(f"/api/v1/assignments/{lease['id']}/heartbeat/").status_code == 200
     stranger = APIClient()
     stranger.force_authenticate(make_user())
-    assert stranger.post(f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "left", "ta": "left"},
-                         format="json").status_code == 404
+    assert (
+        stranger.post(
+            f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "left", "ta": "left"}, format="json"
+        ).status_code
+        == 404
+    )
     assert api.post(f"/api/v1/assignments/{lease['id']}/skip/", {"reason": "blurry"}, format="json").status_code == 200
-    assert api.post(f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "left", "ta": "left"},
-                    format="json").status_code == 409
+    assert (
+        api.post(
+            f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "left", "ta": "left"}, format="json"
+        ).status_code
+        == 409
+    )
     assert api.post("/api/v1/assignments/next/").json()["id"] != lease["id"]
 
 

@@ -61,7 +61,9 @@ def test_double_submit_creates_one_judgment(make_user, make_pairs):
     user = make_user()
     lease = assignment_next(annotator=user)
     first, created_first = judgment_submit(assignment_id=lease.pk, annotator=user, labels=LEFT)
-    again, created_again = judgment_submit(assignment_id=lease.pk, annotator=user, labels=ScreenLabels("tie", "tie", "tie"))
+    again, created_again = judgment_submit(
+        assignment_id=lease.pk, annotator=user, labels=ScreenLabels("tie", "tie", "tie")
+    )
     assert created_first and not created_again and again.pk == first.pk
     assert Judgment.objects.count() == 1
     assert Pair.objects.get().judgment_count == 1

@@ -26,29 +26,61 @@ from tests.workers.test_snapshots import judge
 def stored_report(annotators, **filters) -> AgreementReport:
     """A report of the shape ``annotate.stats.agreement_report`` returns, stored as the periodic task would."""
     interval = {"value": 0.61, "ci_low": 0.55, "ci_high": 0.66}
-    people = [{"id": user.pk, "username": user.username, "is_active": True, "excluded": False, "judgments": 40,
-               "loo_agreement": {"VQ": 0.8, "MQ": 0.7, "TA": 0.75, "mean": 0.75}, "gold_judgments": 4,
-               "gold_accuracy": 0.9, "median_seconds": 21.5, "left_pick_rate": 0.5, "left_pick_p_value": 0.9,
-               "flags": 1, "outlier": []} for user in annotators]
+    people = [
+        {
+            "id": user.pk,
+            "username": user.username,
+            "is_active": True,
+            "excluded": False,
+            "judgments": 40,
+            "loo_agreement": {"VQ": 0.8, "MQ": 0.7, "TA": 0.75, "mean": 0.75},
+            "gold_judgments": 4,
+            "gold_accuracy": 0.9,
+            "median_seconds": 21.5,
+            "left_pick_rate": 0.5,
+            "left_pick_p_value": 0.9,
+            "flags": 1,
+            "outlier": [],
+        }
+        for user in annotators
+    ]
     people[-1]["outlier"] = ["low agreement"]
-    dimension = {"alpha_nominal": interval, "alpha_ordinal": interval, "fleiss_kappa": 0.58, "tie_rate": 0.21,
-                 "label_distribution": {"A": 50, "B": 45, "TIE": 25},
-                 "cohen_kappa": {"annotators": [u.pk for u in annotators],
-                                 "matrix": [[1.0 if i == j else 0.5 for j in range(len(annotators))]
-                                            for i in range(len(annotators))]}}
+    dimension = {
+        "alpha_nominal": interval,
+        "alpha_ordinal": interval,
+        "fleiss_kappa": 0.58,
+        "tie_rate": 0.21,
+        "label_distribution": {"A": 50, "B": 45, "TIE": 25},
+        "cohen_kappa": {
+            "annotators": [u.pk for u in annotators],
+            "matrix": [[1.0 if i == j else 0.5 for j in range(len(annotators))] for i in range(len(annotators))],
+        },
+    }
     report = {
-        "filters": report_filters(**filters), "seconds": 0.4,
-        "progress": {"pairs_total": 90, "pairs_complete": 40, "pairs_open": 50, "pairs_retired": 0,
-                     "judgments_total": 120, "judgments_per_day": [{"day": "2026-11-24", "judgments": 120}]},
+        "filters": report_filters(**filters),
+        "seconds": 0.4,
+        "progress": {
+            "pairs_total": 90,
+            "pairs_complete": 40,
+            "pairs_open": 50,
+            "pairs_retired": 0,
+            "judgments_total": 120,
+            "judgments_per_day": [{"day": "2026-11-24", "judgments": 120}],
+        },
         "dimensions": {"VQ": dimension, "MQ": dimension, "TA": dimension},
         "annotators": people,
-        "generators": {dim: [{"generator": "gen-a", "score": 0.4, "ci_low": 0.2, "ci_high": 0.6, "comparisons": 30},
-                             {"generator": "gen-b", "score": -0.4, "ci_low": -0.6, "ci_high": -0.2, "comparisons": 30}]
-                       for dim in ("VQ", "MQ", "TA")},
+        "generators": {
+            dim: [
+                {"generator": "gen-a", "score": 0.4, "ci_low": 0.2, "ci_high": 0.6, "comparisons": 30},
+                {"generator": "gen-b", "score": -0.4, "ci_low": -0.6, "ci_high": -0.2, "comparisons": 30},
+            ]
+            for dim in ("VQ", "MQ", "TA")
+        },
     }
     canonical = report_filters(**filters)
-    return AgreementReport.objects.create(filters_key=filters_key(canonical), filters=canonical, report=report,
-                                          seconds=0.4)
+    return AgreementReport.objects.create(
+        filters_key=filters_key(canonical), filters=canonical, report=report, seconds=0.4
+    )
 
 
 def small_study(make_user, make_pairs, *, pairs=12, seed=3):
@@ -71,7 +103,7 @@ def small_study(make_user, make_pairs, *, pairs=12, seed=3):
     for index, (pair, (gen_a, gen_b)) in enumerate(zip(made, sides, strict=True)):
         better = "A" if strength[gen_a] > strength[gen_b] else "B"
         truth = [better if rng.random() < 0.8 else rng.choice("AB") for _ in range(3)]
-        for person in pool[:index % 5] + pool[index % 5 + 1:]:  # everyone but one, in turn
+        for person in pool[: index % 5] + pool[index % 5 + 1 :]:  # everyone but one, in turn
             if person is spammer:
                 labels = [rng.choice(["A", "B", "TIE"]) for _ in truth]
             else:
@@ -100,7 +132,10 @@ def test_dashboard_renders_the_stored_report_for_staff_only(client, staff, make_
     assert "Krippendorff" in html and "judge-2" in html and "low agreement" in html and "gen-a" in html
     assert 'id="agreement-chart-data"' in html and "chart.umd.min.js" in html
     assert len(queries) <= 12  # rendered from the stored row, whatever the data size
-    assert "No statistics have been computed" in client.get("/admin/annotate/agreementreport/?judged_from=2020-01-01").content.decode()
+    assert (
+        "No statistics have been computed"
+        in client.get("/admin/annotate/agreementreport/?judged_from=2020-01-01").content.decode()
+    )
 
     client.force_login(annotators[0])
     assert client.get("/admin/annotate/agreementreport/").status_code == 302  # to the admin login
@@ -120,16 +155,23 @@ def test_api_returns_the_stored_numbers_and_queues_recomputes(db, staff, make_us
     assert api.get("/api/v1/stats/agreement/?judged_from=tomorrow").status_code == 400
 
     sent = []
-    monkeypatch.setattr(current_app, "send_task", lambda name, kwargs: sent.append((name, kwargs)) or SimpleNamespace(id="t"))
+    monkeypatch.setattr(
+        current_app, "send_task", lambda name, kwargs: sent.append((name, kwargs)) or SimpleNamespace(id="t")
+    )
     with pytest.MonkeyPatch.context():
         from django.test import TestCase
 
         with TestCase.captureOnCommitCallbacks(execute=True):
-            answer = api.post("/api/v1/stats/agreement/", {"batch": [], "judged_from": "2026-11-01T00:00:00Z"},
-                              format="json")
+            answer = api.post(
+                "/api/v1/stats/agreement/", {"batch": [], "judged_from": "2026-11-01T00:00:00Z"}, format="json"
+            )
     assert answer.status_code == 202
-    assert sent == [("workers.tasks.default.recompute_agreement",
-                     {"filters": {"batch_ids": [], "judged_from": "2026-11-01T00:00:00+00:00", "judged_until": None}})]
+    assert sent == [
+        (
+            "workers.tasks.default.recompute_agreement",
+            {"filters": {"batch_ids": [], "judged_from": "2026-11-01T00:00:00+00:00", "judged_until": None}},
+        )
+    ]
 
     outsider = APIClient()
     outsider.force_authenticate(annotators[0])
@@ -145,7 +187,9 @@ def test_disable_exclude_and_ask_for_more_judgments(transactional_db, make_pairs
         judge(agreed, user, "A", "A", "A")
     for user, label in zip(people[:3], ("A", "B", "TIE")):
         judge(contested, user, label, "A", "A")
-    Pair.objects.filter(pk__in=[agreed.pk, contested.pk]).update(status=Pair.Status.COMPLETE, filled=3, judgment_count=3)
+    Pair.objects.filter(pk__in=[agreed.pk, contested.pk]).update(
+        status=Pair.Status.COMPLETE, filled=3, judgment_count=3
+    )
 
     assert pairs_request_more_judgments(below_agreement=0.67, extra=2) == 1
     contested.refresh_from_db()
@@ -179,16 +223,22 @@ def test_drilldown_shows_judgments_next_to_the_consensus(client, staff, make_pai
     page = client.get(f"/admin/annotate/agreementreport/annotator/{people[2].pk}/")
     html = page.content.decode()
     assert page.status_code == 200 and "B / A" in html and 'class="disagrees"' in html
-    response = client.post(f"/admin/annotate/agreementreport/annotator/{people[2].pk}/set/",
-                           {"change": "exclude", "next": f"/admin/annotate/agreementreport/annotator/{people[2].pk}/"})
+    response = client.post(
+        f"/admin/annotate/agreementreport/annotator/{people[2].pk}/set/",
+        {"change": "exclude", "next": f"/admin/annotate/agreementreport/annotator/{people[2].pk}/"},
+    )
     assert response.status_code == 302
     assert "Excluded from consensus" in client.get(response["Location"]).content.decode()
-    assert client.post(f"/admin/annotate/agreementreport/annotator/{staff.pk}/set/", {"change": "disable"}).status_code == 302
+    assert (
+        client.post(f"/admin/annotate/agreementreport/annotator/{staff.pk}/set/", {"change": "disable"}).status_code
+        == 302
+    )
     staff.refresh_from_db()
     assert staff.is_active  # staff are not disabled from here
 
 
 # --- "Recompute now": the page polls a status endpoint until the new numbers are in, then reloads once ------
+
 
 def polling_query(*, requested, after, **filters) -> str:
     from urllib.parse import urlencode
@@ -208,8 +258,17 @@ def store_task_result(status: str, filters: dict, *, error: Exception | None = N
 
     task_id = str(uuid.uuid4())
     kwargs = {"filters": filters}
-    request = Context(id=task_id, task=RECOMPUTE_TASK, args=[], kwargs=kwargs, argsrepr="()",
-                      kwargsrepr=saferepr(kwargs), hostname="worker@test", delivery_info={}, errbacks=None)
+    request = Context(
+        id=task_id,
+        task=RECOMPUTE_TASK,
+        args=[],
+        kwargs=kwargs,
+        argsrepr="()",
+        kwargsrepr=saferepr(kwargs),
+        hostname="worker@test",
+        delivery_info={},
+        errbacks=None,
+    )
     if status == "FAILURE":
         current_app.backend.mark_as_failure(task_id, error, request=request)
     else:
@@ -217,8 +276,9 @@ def store_task_result(status: str, filters: dict, *, error: Exception | None = N
     return task_id
 
 
-def test_recompute_polls_until_a_newer_report_then_sends_the_page_once_to_the_plain_dashboard(client, staff, make_user,
-                                                                                             monkeypatch):
+def test_recompute_polls_until_a_newer_report_then_sends_the_page_once_to_the_plain_dashboard(
+    client, staff, make_user, monkeypatch
+):
     from celery import current_app
 
     shown = stored_report([make_user("r0"), make_user("r1")])
@@ -252,7 +312,8 @@ def test_recompute_polls_until_a_newer_report_then_sends_the_page_once_to_the_pl
     filtered = polling_query(requested=timezone.now(), after=0, batch=[batch.pk])
     stored_report([make_user("r4")], batch_ids=[batch.pk])
     assert client.get(f"/admin/annotate/agreementreport/status/?{filtered}").headers["HX-Redirect"] == (
-        f"/admin/annotate/agreementreport/?batch={batch.pk}")  # the filters stay, the polling parameters go
+        f"/admin/annotate/agreementreport/?batch={batch.pk}"
+    )  # the filters stay, the polling parameters go
 
 
 def test_a_failed_recompute_stops_the_polling_and_says_why(client, staff, make_user):
@@ -272,8 +333,9 @@ def test_a_failed_recompute_stops_the_polling_and_says_why(client, staff, make_u
     assert "The recompute failed" in page and "hx-trigger" not in page
 
 
-def test_the_polling_gives_up_after_a_while_and_a_broker_that_is_down_is_said_at_once(client, staff, make_user,
-                                                                                      monkeypatch):
+def test_the_polling_gives_up_after_a_while_and_a_broker_that_is_down_is_said_at_once(
+    client, staff, make_user, monkeypatch
+):
     from celery import current_app
     from kombu.exceptions import OperationalError
 
@@ -297,15 +359,22 @@ def test_the_polling_gives_up_after_a_while_and_a_broker_that_is_down_is_said_at
 
 # --- small data reads as small data ----------------------------------------------------------------------
 
+
 def test_undefined_statistics_read_n_a_with_the_reason_and_the_kappa_diagonal_is_blank(client, staff, make_user):
     people = [make_user(f"n{i}") for i in range(3)]
     stored = stored_report(people)
     report = stored.report
     undefined = {"value": None, "ci_low": None, "ci_high": None}
-    report["dimensions"]["VQ"] = {**report["dimensions"]["VQ"], "alpha_nominal": undefined, "alpha_ordinal": undefined,
-                                  "fleiss_kappa": None}
-    report["dimensions"]["MQ"] = {**report["dimensions"]["MQ"],
-                                  "alpha_nominal": {"value": 0.5, "ci_low": None, "ci_high": None}}
+    report["dimensions"]["VQ"] = {
+        **report["dimensions"]["VQ"],
+        "alpha_nominal": undefined,
+        "alpha_ordinal": undefined,
+        "fleiss_kappa": None,
+    }
+    report["dimensions"]["MQ"] = {
+        **report["dimensions"]["MQ"],
+        "alpha_nominal": {"value": 0.5, "ci_low": None, "ci_high": None},
+    }
     report["generators"]["TA"] = []
     stored.report = report
     stored.save(update_fields=["report"])
@@ -315,22 +384,26 @@ def test_undefined_statistics_read_n_a_with_the_reason_and_the_kappa_diagonal_is
     assert "[, ]" not in html and "None" not in html
     assert html.count(">n/a (too few)</span>") == 3  # VQ: both α and Fleiss' κ
     assert 'title="Krippendorff&#x27;s α is undefined' in html
-    assert "0.500\n<small class=\"na\"" in html and "[interval n/a]" in html  # a value without an interval
+    assert '0.500\n<small class="na"' in html and "[interval n/a]" in html  # a value without an interval
     assert "no pair compares two named generators yet" in html and 'id="chart-generators-TA"' not in html
     # Cohen's κ: 3 × 3 diagonal cells per dimension are blank and carry no value to colour; the others do.
     assert html.count('class="kappa-diag"') == 9 and html.count('data-kappa="0.5"') == 3 * 6
     assert 'data-kappa="1.0"' not in html
 
 
-def test_recompute_pressed_on_the_page_answers_with_the_polling_status_instead_of_a_new_page(client, staff,
-                                                                                            monkeypatch):
+def test_recompute_pressed_on_the_page_answers_with_the_polling_status_instead_of_a_new_page(
+    client, staff, monkeypatch
+):
     """The button posts with htmx: the answer is the status fragment that polls, not a redirect (a page load)."""
     from celery import current_app
 
     monkeypatch.setattr(current_app, "send_task", lambda name, kwargs: SimpleNamespace(id="t"))
     client.force_login(staff)
-    answer = client.post("/admin/annotate/agreementreport/recompute/", {"judged_from": "2026-11-01T00:00:00Z"},
-                         headers={"HX-Request": "true"})
+    answer = client.post(
+        "/admin/annotate/agreementreport/recompute/",
+        {"judged_from": "2026-11-01T00:00:00Z"},
+        headers={"HX-Request": "true"},
+    )
     body = answer.content.decode()
     assert answer.status_code == 200 and "Location" not in answer.headers
     assert 'id="recompute-status"' in body and 'hx-trigger="every 2s"' in body and "recomputing…" in body

@@ -4,7 +4,6 @@ import json
 import subprocess
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 
 from annotate.models import Pair, Video
@@ -22,8 +21,13 @@ def test_videoalign_sample_csv(db, samples, settings, tmp_path):
     assert (video.width, video.height) == (1280, 708)  # long side capped at 1280, even sides
     assert abs(video.fps - 24.0) < 0.01 and video.poster
     out = settings.FFPROBE_BINARY
-    probe = json.loads(subprocess.run([out, "-v", "error", "-show_streams", "-show_format", "-of", "json",
-                                       video.file.path], capture_output=True, check=True).stdout)
+    probe = json.loads(
+        subprocess.run(
+            [out, "-v", "error", "-show_streams", "-show_format", "-of", "json", video.file.path],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
     stream = probe["streams"][0]
     assert (stream["codec_name"], stream["pix_fmt"]) == ("h264", "yuv420p")
     assert "isom" in probe["format"]["tags"].get("major_brand", "isom")
@@ -51,8 +55,20 @@ def test_bad_rows_are_reported_and_good_rows_imported(db, tmp_path, settings):
     (tmp_path / "text.mp4").write_text("this is not a video\n" * 50)
     truncated = (tmp_path / "good_a.mp4").read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(truncated[: len(truncated) // 3])
-    subprocess.run([settings.FFMPEG_BINARY, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
-                    str(tmp_path / "audio.m4a")], check=True)
+    subprocess.run(
+        [
+            settings.FFMPEG_BINARY,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=1",
+            str(tmp_path / "audio.m4a"),
+        ],
+        check=True,
+    )
     rows = [
         {"prompt": "good", "video_a": "good_a.mp4", "video_b": "good_b.mp4", "generator_a": "g1", "generator_b": "g2"},
         {"prompt": "missing", "video_a": "good_a.mp4", "video_b": "nowhere.mp4"},
@@ -61,7 +77,12 @@ def test_bad_rows_are_reported_and_good_rows_imported(db, tmp_path, settings):
         {"prompt": "audio", "video_a": "good_c.mp4", "video_b": "audio.m4a"},
         {"prompt": "twice", "video_a": "good_c.mp4", "video_b": "good_c.mp4"},
         {"prompt": "truncated", "video_a": "good_c.mp4", "video_b": "truncated.mp4"},
-        {"prompt": "bad labels", "video_a": "good_a.mp4", "video_b": "good_b.mp4", "labels": {"vq": "sideways", "mq": "A", "ta": "B"}},
+        {
+            "prompt": "bad labels",
+            "video_a": "good_a.mp4",
+            "video_b": "good_b.mp4",
+            "labels": {"vq": "sideways", "mq": "A", "ta": "B"},
+        },
     ]
     manifest = tmp_path / "batch.jsonl"
     manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")

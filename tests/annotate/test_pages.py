@@ -25,8 +25,9 @@ def test_htmx_judge_returns_the_next_fragment(client, make_user, make_pairs):
     user = _login(client, make_user)
     client.get("/")
     lease = Assignment.objects.get(annotator=user)
-    response = client.post(f"/assignments/{lease.pk}/judge/", {"vq": "left", "mq": "tie", "ta": "right"},
-                           HTTP_HX_REQUEST="true")
+    response = client.post(
+        f"/assignments/{lease.pk}/judge/", {"vq": "left", "mq": "tie", "ta": "right"}, HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 200
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="workspace"') and "<html" not in html
@@ -50,8 +51,9 @@ def test_plain_post_redirects_and_refusals_are_shown(client, make_user, make_pai
     client.get("/")
     lease = Assignment.objects.get(annotator=user)
     assert client.post(f"/assignments/{lease.pk}/skip/", {"reason": "other"}).status_code == 302
-    again = client.post(f"/assignments/{lease.pk}/judge/", {"vq": "left", "mq": "left", "ta": "left"},
-                        HTTP_HX_REQUEST="true")
+    again = client.post(
+        f"/assignments/{lease.pk}/judge/", {"vq": "left", "mq": "left", "ta": "left"}, HTTP_HX_REQUEST="true"
+    )
     assert "was skipped" in again.content.decode()
 
 

@@ -20,11 +20,11 @@ from alignment.toyworld.annotators import ANNOTATOR_PROFILES, SimulatedAnnotator
 from annotate.consensus import EXCLUDED_GROUP
 from annotate.models import Assignment, Batch, Judgment, Pair, Video
 from annotate.stats import (
-    low_agreement_annotators,
     agreement_report,
     alpha_from_coincidences,
     coincidence_contributions,
     davidson_fit,
+    low_agreement_annotators,
 )
 
 LABELS = ("B", "TIE", "A")  # codes 0, 1, 2: the ordinal order B < TIE < A
@@ -46,16 +46,35 @@ class Row:
 def bulk_judge(rows: list[Row]) -> list[Judgment]:
     """Submitted judgments straight in the database, a few queries for any number."""
     now = timezone.now()
-    assignments = Assignment.objects.bulk_create([
-        Assignment(pair=row.pair, annotator=row.user, left_is_a=row.left_is_a, leased_at=now,
-                   expires_at=now + timedelta(minutes=10), state=Assignment.State.SUBMITTED)
-        for row in rows
-    ])
-    return Judgment.objects.bulk_create([
-        Judgment(pair=row.pair, annotator=row.user, assignment=assignment, vq=row.vq, mq=row.mq, ta=row.ta,
-                 left_is_a=row.left_is_a, duration_ms=row.duration_ms, flag=row.flag)
-        for row, assignment in zip(rows, assignments, strict=True)
-    ])
+    assignments = Assignment.objects.bulk_create(
+        [
+            Assignment(
+                pair=row.pair,
+                annotator=row.user,
+                left_is_a=row.left_is_a,
+                leased_at=now,
+                expires_at=now + timedelta(minutes=10),
+                state=Assignment.State.SUBMITTED,
+            )
+            for row in rows
+        ]
+    )
+    return Judgment.objects.bulk_create(
+        [
+            Judgment(
+                pair=row.pair,
+                annotator=row.user,
+                assignment=assignment,
+                vq=row.vq,
+                mq=row.mq,
+                ta=row.ta,
+                left_is_a=row.left_is_a,
+                duration_ms=row.duration_ms,
+                flag=row.flag,
+            )
+            for row, assignment in zip(rows, assignments, strict=True)
+        ]
+    )
 
 
 def name_generators(pairs, names_a, names_b) -> None:
@@ -73,6 +92,7 @@ def in_batch(pairs, name: str) -> Batch:
 
 
 # --- independent reference implementations -------------------------------------------------------------
+
 
 def brute_force_alpha(units: list[list[int]], level: str) -> float:
     """Krippendorff's α from its definition: coincidences of every ordered pair of values within a unit."""
@@ -106,6 +126,7 @@ def hand_fleiss(units: list[list[int]]) -> float:
 
 
 # --- tests ---------------------------------------------------------------------------------------------
+
 
 def test_reliability_matches_brute_force_and_the_libraries(make_user, make_pairs):
     rng = np.random.default_rng(7)
@@ -142,8 +163,9 @@ def test_reliability_matches_brute_force_and_the_libraries(make_user, make_pairs
             reliability_data[user_index, index] = codes[d]
         for level in ("nominal", "ordinal"):
             expected = brute_force_alpha(units, level)
-            library = krippendorff.alpha(reliability_data=reliability_data, value_domain=[0, 1, 2],
-                                         level_of_measurement=level)
+            library = krippendorff.alpha(
+                reliability_data=reliability_data, value_domain=[0, 1, 2], level_of_measurement=level
+            )
             assert expected == pytest.approx(library, abs=1e-9)
             interval = stats[f"alpha_{level}"]
             assert interval["value"] == pytest.approx(expected, abs=1e-4)
@@ -188,32 +210,52 @@ def test_per_annotator_figures_on_a_hand_made_example(make_user, make_pairs):
     Group.objects.get_or_create(name=EXCLUDED_GROUP)[0].user_set.add(excluded)
     p1, p2 = make_pairs(2)
     (gold,) = make_pairs(1, is_gold=True, gold_labels={"vq": "A", "mq": "B", "ta": "TIE"})
-    judgments = bulk_judge([
-        Row(p1, a, "A", "A", "A", left_is_a=True, duration_ms=4000),
-        Row(p1, b, "A", "B", "TIE", left_is_a=False, duration_ms=1000),
-        Row(p1, c, "B", "B", "TIE"),
-        Row(p1, d, "A", "TIE", "A"),
-        Row(p1, disabled, "B", "B", "B"),
-        Row(p2, a, "B", "B", "B", left_is_a=False, duration_ms=6000),
-        Row(p2, b, "B", "B", "A", left_is_a=True, duration_ms=2000, flag="unclear"),
-        Row(p2, excluded, "B", "B", "B"),
-        Row(gold, a, "A", "B", "A", left_is_a=True, duration_ms=11000),
-        Row(gold, b, "A", "B", "TIE", duration_ms=None),
-        Row(gold, c, "A", "B", "TIE"),
-        Row(gold, excluded, "B", "B", "TIE"),
-    ])
+    judgments = bulk_judge(
+        [
+            Row(p1, a, "A", "A", "A", left_is_a=True, duration_ms=4000),
+            Row(p1, b, "A", "B", "TIE", left_is_a=False, duration_ms=1000),
+            Row(p1, c, "B", "B", "TIE"),
+            Row(p1, d, "A", "TIE", "A"),
+            Row(p1, disabled, "B", "B", "B"),
+            Row(p2, a, "B", "B", "B", left_is_a=False, duration_ms=6000),
+            Row(p2, b, "B", "B", "A", left_is_a=True, duration_ms=2000, flag="unclear"),
+            Row(p2, excluded, "B", "B", "B"),
+            Row(gold, a, "A", "B", "A", left_is_a=True, duration_ms=11000),
+            Row(gold, b, "A", "B", "TIE", duration_ms=None),
+            Row(gold, c, "A", "B", "TIE"),
+            Row(gold, excluded, "B", "B", "TIE"),
+        ]
+    )
     two_days_ago = timezone.now() - timedelta(days=2)
     Judgment.objects.filter(pk__in=[judgments[0].pk, judgments[1].pk]).update(created_at=two_days_ago)
 
     report = agreement_report(bootstrap=0)
     assert set(report) == {"filters", "seconds", "progress", "dimensions", "annotators", "generators"}
     assert set(report["dimensions"]) == {"VQ", "MQ", "TA"}
-    assert set(report["dimensions"]["VQ"]) == {"alpha_nominal", "alpha_ordinal", "fleiss_kappa", "tie_rate",
-                                               "label_distribution", "cohen_kappa"}
+    assert set(report["dimensions"]["VQ"]) == {
+        "alpha_nominal",
+        "alpha_ordinal",
+        "fleiss_kappa",
+        "tie_rate",
+        "label_distribution",
+        "cohen_kappa",
+    }
     assert report["dimensions"]["VQ"]["alpha_nominal"]["ci_low"] is None  # no resamples asked for
     assert set(report["annotators"][0]) == {
-        "id", "username", "is_active", "excluded", "judgments", "loo_agreement", "gold_judgments", "gold_accuracy",
-        "median_seconds", "left_pick_rate", "left_pick_p_value", "flags", "outlier"}
+        "id",
+        "username",
+        "is_active",
+        "excluded",
+        "judgments",
+        "loo_agreement",
+        "gold_judgments",
+        "gold_accuracy",
+        "median_seconds",
+        "left_pick_rate",
+        "left_pick_p_value",
+        "flags",
+        "outlier",
+    }
     rows = {row["username"]: row for row in report["annotators"]}
     assert [row["username"] for row in report["annotators"]] == ["a", "b", "c", "d", "e", "x"]
     # Leave-one-out majorities worked out by hand (P1's VQ: A A B A; MQ: A B B TIE; TA: A TIE TIE A).
@@ -224,7 +266,11 @@ def test_per_annotator_figures_on_a_hand_made_example(make_user, make_pairs):
     assert rows["e"]["loo_agreement"] == {"VQ": 0.0, "MQ": None, "TA": None, "mean": 0.0}
     assert rows["x"]["loo_agreement"] == {"VQ": 1.0, "MQ": 1.0, "TA": None, "mean": 1.0}
     assert (rows["e"]["is_active"], rows["e"]["excluded"], rows["x"]["is_active"], rows["x"]["excluded"]) == (
-        False, False, True, True)
+        False,
+        False,
+        True,
+        True,
+    )
     assert [rows[name]["judgments"] for name in "abcdex"] == [3, 3, 2, 1, 1, 2]
     assert [rows[name]["gold_judgments"] for name in "abcdex"] == [1, 1, 1, 0, 0, 1]
     assert [rows[name]["gold_accuracy"] for name in "abcdex"] == [0.6667, 1.0, 1.0, None, None, 0.6667]
@@ -248,7 +294,9 @@ def test_per_annotator_figures_on_a_hand_made_example(make_user, make_pairs):
     assert (progress["pairs_total"], progress["pairs_open"], progress["judgments_total"]) == (3, 3, 12)
     today = timezone.localdate()
     assert progress["judgments_per_day"] == [
-        {"day": (today - timedelta(days=2)).isoformat(), "judgments": 2}, {"day": today.isoformat(), "judgments": 10}]
+        {"day": (today - timedelta(days=2)).isoformat(), "judgments": 2},
+        {"day": today.isoformat(), "judgments": 10},
+    ]
 
     recent = agreement_report(judged_from=timezone.now() - timedelta(days=1), bootstrap=0)
     assert recent["filters"]["judged_from"] is not None and recent["progress"]["judgments_total"] == 10
@@ -333,8 +381,11 @@ def simulate(pairs, pool, rng, *, strengths=(0.15, 0.05, -0.05, -0.15)) -> None:
 
 
 def make_pool(make_user, kinds: dict[str, int]):
-    return [(make_user(f"{kind}-{i}"), SimulatedAnnotator(f"{kind}-{i}", ANNOTATOR_PROFILES[kind]))
-            for kind, count in kinds.items() for i in range(count)]
+    return [
+        (make_user(f"{kind}-{i}"), SimulatedAnnotator(f"{kind}-{i}", ANNOTATOR_PROFILES[kind]))
+        for kind, count in kinds.items()
+        for i in range(count)
+    ]
 
 
 def test_simulated_spammer_and_left_biased_annotators_are_flagged(make_user, make_pairs):
@@ -343,12 +394,17 @@ def test_simulated_spammer_and_left_biased_annotators_are_flagged(make_user, mak
     simulate(make_pairs(300), pool, rng)
     report = agreement_report(bootstrap=100)
     flagged = {row["username"]: row["outlier"] for row in report["annotators"]}
-    assert flagged == {user.username: {"spammer": ["low agreement"], "left_biased": ["position bias"]}.get(
-        annotator.kind, []) for user, annotator in pool}
+    assert flagged == {
+        user.username: {"spammer": ["low agreement"], "left_biased": ["position bias"]}.get(annotator.kind, [])
+        for user, annotator in pool
+    }
     by_kind = {annotator.kind: row for (_, annotator), row in zip(pool, report["annotators"], strict=True)}
     assert by_kind["left_biased"]["left_pick_rate"] > 0.65 and by_kind["careful"]["left_pick_rate"] < 0.65
-    assert by_kind["spammer"]["loo_agreement"]["mean"] < by_kind["noisy"]["loo_agreement"]["mean"] < by_kind[
-        "careful"]["loo_agreement"]["mean"]
+    assert (
+        by_kind["spammer"]["loo_agreement"]["mean"]
+        < by_kind["noisy"]["loo_agreement"]["mean"]
+        < by_kind["careful"]["loo_agreement"]["mean"]
+    )
 
 
 SPAMMER = (0.14, 0.29, 0.29)  # 1/7, 2/7, 2/7 of the others' majorities met, per dimension (VQ, MQ, TA)
@@ -359,11 +415,14 @@ def low_agreement_of(per_dimension: list[tuple[float, float, float]], judgments:
     return low_agreement_annotators(means, np.array(judgments), [True] * len(means))
 
 
-@pytest.mark.parametrize("careful", [
-    # careful annotators at 0.6–1.0 per dimension: spread evenly, and split into two camps (the widest MAD)
-    [(0.6, 0.71, 0.86), (1.0, 0.86, 1.0), (0.71, 0.6, 0.71), (0.86, 1.0, 0.86)],
-    [(0.6, 0.6, 0.6), (0.6, 0.6, 0.6), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)],
-])
+@pytest.mark.parametrize(
+    "careful",
+    [
+        # careful annotators at 0.6–1.0 per dimension: spread evenly, and split into two camps (the widest MAD)
+        [(0.6, 0.71, 0.86), (1.0, 0.86, 1.0), (0.71, 0.6, 0.71), (0.86, 1.0, 0.86)],
+        [(0.6, 0.6, 0.6), (0.6, 0.6, 0.6), (1.0, 1.0, 1.0), (1.0, 1.0, 1.0)],
+    ],
+)
 def test_low_agreement_marks_a_spammer_among_careful_annotators_on_small_data(careful):
     """The case from the pilot: 7 scored judgments each, the spammer at 0.14 / 0.29 / 0.29. Too few judgments for
     the old minimum of 20, and among two camps at 0.6 and 1.0 the MAD (0.2) put 3 MADs below the median at 0.2."""
@@ -374,13 +433,16 @@ def test_low_agreement_marks_a_spammer_among_careful_annotators_on_small_data(ca
     assert low_agreement_of([careful[0], SPAMMER], [7] * 2) == []  # one other is not
 
 
-@pytest.mark.parametrize("group", [
-    [(0.8, 0.75, 0.71), (0.86, 0.8, 0.75), (0.71, 0.86, 0.8), (0.75, 0.71, 0.86), (0.8, 0.8, 0.8)],
-    # hard data: everyone near 0.45, below the 0.5 ceiling, yet nobody far below the others
-    [(0.43, 0.43, 0.57), (0.43, 0.57, 0.43), (0.29, 0.43, 0.57), (0.57, 0.43, 0.43), (0.43, 0.43, 0.43)],
-    # a tight group (MAD 0): the floor keeps 0.05 lower from counting as far below
-    [(0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.45, 0.45, 0.45)],
-])
+@pytest.mark.parametrize(
+    "group",
+    [
+        [(0.8, 0.75, 0.71), (0.86, 0.8, 0.75), (0.71, 0.86, 0.8), (0.75, 0.71, 0.86), (0.8, 0.8, 0.8)],
+        # hard data: everyone near 0.45, below the 0.5 ceiling, yet nobody far below the others
+        [(0.43, 0.43, 0.57), (0.43, 0.57, 0.43), (0.29, 0.43, 0.57), (0.57, 0.43, 0.43), (0.43, 0.43, 0.43)],
+        # a tight group (MAD 0): the floor keeps 0.05 lower from counting as far below
+        [(0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), (0.45, 0.45, 0.45)],
+    ],
+)
 def test_low_agreement_marks_nobody_in_a_group_of_similar_annotators(group):
     assert low_agreement_of(group, [7] * len(group)) == []
 
@@ -401,8 +463,10 @@ def test_bootstrap_intervals_narrow_with_more_data(make_user, make_pairs):
     small, large = make_pairs(60), make_pairs(600)
     simulate(small, pool, rng, strengths=(1.0, 0.3, -0.3, -1.0))
     simulate(large, pool, rng, strengths=(1.0, 0.3, -0.3, -1.0))
-    reports = [agreement_report(batch_ids=(in_batch(pairs, name).pk,), bootstrap=400)
-               for pairs, name in ((small, "small"), (large, "large"))]
+    reports = [
+        agreement_report(batch_ids=(in_batch(pairs, name).pk,), bootstrap=400)
+        for pairs, name in ((small, "small"), (large, "large"))
+    ]
 
     def width(interval):
         assert interval["ci_low"] <= interval["value"] <= interval["ci_high"]
@@ -412,8 +476,10 @@ def test_bootstrap_intervals_narrow_with_more_data(make_user, make_pairs):
         for level in ("alpha_nominal", "alpha_ordinal"):
             few, many = (width(report["dimensions"][dim][level]) for report in reports)
             assert many < few / 2  # 10× the pairs: about 1/√10 the width
-        few, many = ({entry["generator"]: entry["ci_high"] - entry["ci_low"] for entry in report["generators"][dim]}
-                     for report in reports)
+        few, many = (
+            {entry["generator"]: entry["ci_high"] - entry["ci_low"] for entry in report["generators"][dim]}
+            for report in reports
+        )
         assert all(many[name] < few[name] for name in many)
 
 

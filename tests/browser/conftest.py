@@ -22,10 +22,17 @@ def watch_problems(page) -> list[str]:
     problems = []
     page.on("console", lambda message: message.type == "error" and problems.append(f"console: {message.text}"))
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: problems.append(
-        f"request failed: {request.method} {request.url}: {request.failure}"))
-    page.on("response", lambda response: response.status >= 400 and problems.append(
-        f"HTTP {response.status}: {response.request.method} {response.url}"))
+    page.on(
+        "requestfailed",
+        lambda request: problems.append(f"request failed: {request.method} {request.url}: {request.failure}"),
+    )
+    page.on(
+        "response",
+        lambda response: (
+            response.status >= 400
+            and problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
+        ),
+    )
     return problems
 
 
@@ -47,7 +54,12 @@ def chromium():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-gpu",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
         )
         yield browser
         browser.close()
@@ -57,7 +69,6 @@ def chromium():
 def browser():
     with chromium() as launched:
         yield launched
-
 
 
 @pytest.fixture

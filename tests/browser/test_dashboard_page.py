@@ -33,7 +33,9 @@ def make_staff(make_user):
     return staff
 
 
-def test_staff_see_charts_and_act_annotators_are_turned_away(browser, live_server, transactional_db, make_user, settings):
+def test_staff_see_charts_and_act_annotators_are_turned_away(
+    browser, live_server, transactional_db, make_user, settings
+):
     make_staff(make_user)
     annotators = [make_user(f"rater-{i}", password="another good secret") for i in range(3)]
     stored_report(annotators)
@@ -64,8 +66,9 @@ def test_staff_see_charts_and_act_annotators_are_turned_away(browser, live_serve
     assert "/admin/login/" in outsider.url and outsider.query_selector("#dimension-table") is None
 
 
-def test_recompute_reloads_once_then_settles_on_small_data(browser, live_server, celery_worker_process, make_user,
-                                                         make_pairs, settings):
+def test_recompute_reloads_once_then_settles_on_small_data(
+    browser, live_server, celery_worker_process, make_user, make_pairs, settings
+):
     """A real worker recomputes; the button posts without leaving the page, which loads once when the new
     numbers are in, then stays (a page that reloaded itself every poll went to 63 loads in two minutes). The
     small-data dashboard it lands on is checked and photographed at 1366×768."""
@@ -89,8 +92,9 @@ def test_recompute_reloads_once_then_settles_on_small_data(browser, live_server,
     assert "requested=" not in page.url and "recomputing" not in page.inner_text("#agreement-dashboard")
     assert page.query_selector("[hx-trigger]") is None
 
-    rows = {row.query_selector("td a").inner_text(): row
-            for row in page.query_selector_all("#annotator-table tbody tr")}
+    rows = {
+        row.query_selector("td a").inner_text(): row for row in page.query_selector_all("#annotator-table tbody tr")
+    }
     assert "low agreement" in rows["spammer"].inner_text()
     assert all("low agreement" not in rows[f"careful-{i}"].inner_text() for i in range(4))
     assert "How annotators are marked" in page.inner_text("#agreement-dashboard")
@@ -131,8 +135,9 @@ def test_recompute_reloads_once_then_settles_on_small_data(browser, live_server,
     assert problems == []
 
 
-def test_a_failed_recompute_is_said_and_polling_stops(browser, live_server, celery_worker_process, make_user,
-                                                     make_pairs, settings):
+def test_a_failed_recompute_is_said_and_polling_stops(
+    browser, live_server, celery_worker_process, make_user, make_pairs, settings
+):
     """The worker's task fails (the judgments table is out of its reach): the page says so, keeps the earlier
     numbers, stops polling and never reloads."""
     small_study(make_user, make_pairs, pairs=6)
@@ -154,9 +159,11 @@ def test_a_failed_recompute_is_said_and_polling_stops(browser, live_server, cele
         except Exception as error:
             from django_celery_results.models import TaskResult
 
-            raise AssertionError(f"{page.url}\n{page.content()[-1500:]}\n"
-                                 f"{list(TaskResult.objects.values())}\n"
-                                 f"{celery_worker_process.log_path.read_text()[-3000:]}") from error
+            raise AssertionError(
+                f"{page.url}\n{page.content()[-1500:]}\n"
+                f"{list(TaskResult.objects.values())}\n"
+                f"{celery_worker_process.log_path.read_text()[-3000:]}"
+            ) from error
         failed_after = len(polls)
         page.wait_for_timeout(5_000)
     finally:

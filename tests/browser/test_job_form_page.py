@@ -20,7 +20,10 @@ def test_the_reward_form_fits_a_laptop_screen_and_unfolds_by_topic(staff_page, l
     for name in ("snapshot", "epochs", "batch_size", "learning_rate", "model.backbone", "best_by"):
         box = page.locator(f"[name='{name}']").bounding_box()
         assert box is not None and box["y"] + box["height"] <= VIEWPORT["height"], (name, box)
-    assert page.locator("select[name='best_by']").count() == 1 and page.locator("select[name='model.backbone']").count() == 1
+    assert (
+        page.locator("select[name='best_by']").count() == 1
+        and page.locator("select[name='model.backbone']").count() == 1
+    )
     assert not page.locator("[name='model.hidden_size']").is_visible()
     assert page.locator("details.config-group").count() >= 6
     page.click("details[data-group='Model: small backbone'] > summary")
@@ -34,7 +37,8 @@ def test_the_reward_form_fits_a_laptop_screen_and_unfolds_by_topic(staff_page, l
     page.wait_for_selector(".errorlist")
     # The refused form comes back with the group that holds the error open, and only that group.
     assert page.locator("details.config-group[open]").evaluate_all("nodes => nodes.map(n => n.dataset.group)") == [
-        "Model: small backbone"]
+        "Model: small backbone"
+    ]
     assert page.locator("[name='model.tubelet']").is_visible() and not Job.objects.exists()
     assert page.locator(".field-model\\.tubelet .errorlist").inner_text().startswith("comma-separated int")
     assert page.input_value("select[name=snapshot]") == str(snapshot.pk)

@@ -35,8 +35,12 @@ def fits_the_window(page) -> bool:
 
 
 def params_table(page) -> dict:
-    return dict(page.eval_on_selector_all("table.job-params tr", "rows => rows.map((row) => "
-                                          "[row.querySelector('th').innerText, row.querySelector('td').innerText])"))
+    return dict(
+        page.eval_on_selector_all(
+            "table.job-params tr",
+            "rows => rows.map((row) => [row.querySelector('th').innerText, row.querySelector('td').innerText])",
+        )
+    )
 
 
 def test_staff_start_a_reward_job_and_watch_it_finish(staff_page, live_server, celery_worker_process, tmp_path):
@@ -60,14 +64,21 @@ def test_staff_start_a_reward_job_and_watch_it_finish(staff_page, live_server, c
     assert page.inner_text(".job-progress-text") == f"done: model {version.name}"  # the outcome, not the last step
     assert "succeeded" in page.inner_text(".job-attempts")
     page.wait_for_function("() => Boolean(window.Chart && Chart.getChart(document.getElementById('job-loss-chart')))")
-    sizes = page.evaluate("() => ['job-loss-chart', 'job-accuracy-chart'].map((id) => { const c = document.getElementById(id); return [c.width, c.height, Chart.getChart(c).data.datasets.map((d) => d.data.length)]; })")
+    sizes = page.evaluate(
+        "() => ['job-loss-chart', 'job-accuracy-chart'].map((id) => { const c = document.getElementById(id); "
+        "return [c.width, c.height, Chart.getChart(c).data.datasets.map((d) => d.data.length)]; })"
+    )
     assert all((width, height) != (300, 150) for width, height, _ in sizes)  # laid out, not the bare default canvas
     assert sizes[0][2] == [6] and sizes[1][2] == [2, 2, 2]  # 6 loss points; 2 evaluations per dimension
-    legend = page.evaluate("Chart.getChart(document.getElementById('job-accuracy-chart')).data.datasets.map((d) => d.label)")
+    legend = page.evaluate(
+        "Chart.getChart(document.getElementById('job-accuracy-chart')).data.datasets.map((d) => d.label)"
+    )
     assert legend == ["VQ accuracy w/o ties", "MQ accuracy w/o ties", "TA accuracy w/o ties"]
     assert page.get_attribute("#job-live", "hx-trigger") is None  # polling stopped
-    validation = page.eval_on_selector_all("table.job-metrics-validation tbody tr", "rows => rows.map((row) => "
-                                           "Array.from(row.cells, (cell) => cell.innerText))")
+    validation = page.eval_on_selector_all(
+        "table.job-metrics-validation tbody tr",
+        "rows => rows.map((row) => Array.from(row.cells, (cell) => cell.innerText))",
+    )
     assert [row[0] for row in validation] == ["VQ", "MQ", "TA"]
     assert all(re.fullmatch(r"[01]\.\d{3}|–", value) for row in validation for value in row[1:])
     assert params_table(page) == {"snapshot_id": str(snapshot.pk), "config.epochs": "2"}
@@ -89,9 +100,19 @@ def test_a_generation_job_links_the_pairs_it_queued(staff_page, live_server, set
     settings.JOB_ROOT = tmp_path / "jobs"
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red square moving left quickly\na blue circle moving up slowly\n")
-    job = Job.objects.create(kind=Job.Kind.GENERATE, created_by=page.staff, params={
-        "pairs": 2, "steps": 3, "source": "two_seeds", "prompt_file": str(prompts), "policy_model_version_id": None,
-        "reward_model_version_id": None, "latent_reward_model_version_id": None})
+    job = Job.objects.create(
+        kind=Job.Kind.GENERATE,
+        created_by=page.staff,
+        params={
+            "pairs": 2,
+            "steps": 3,
+            "source": "two_seeds",
+            "prompt_file": str(prompts),
+            "policy_model_version_id": None,
+            "reward_model_version_id": None,
+            "latent_reward_model_version_id": None,
+        },
+    )
     job_execute(job_id=job.pk, work=generation_work)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error + job.log
@@ -103,11 +124,13 @@ def test_a_generation_job_links_the_pairs_it_queued(staff_page, live_server, set
     params = params_table(page)
     assert params["pairs"] == "2" and params["source"] == "two_seeds" and params["policy_model_version_id"] == "–"
     assert "{" not in page.inner_text("table.job-params")  # a table, not a dict's repr
-    entries = page.eval_on_selector_all(".job-log li", "items => items.map((item) => "
-                                        "[item.querySelector('time').innerText, item.querySelector('.log-message').innerText])")
+    entries = page.eval_on_selector_all(
+        ".job-log li",
+        "items => items.map((item) => "
+        "[item.querySelector('time').innerText, item.querySelector('.log-message').innerText])",
+    )
     assert entries and all(re.fullmatch(r"\d\d:\d\d:\d\d", time) for time, _ in entries)
-    assert any(message.startswith("two_seeds: base vs base") and "2 pairs created" in message
-               for _, message in entries)
+    assert any(message.startswith("two_seeds: base vs base") and "2 pairs created" in message for _, message in entries)
     assert page.inner_text(".job-outputs").startswith(f"2 new pairs in batch {batch.name}")
     assert page.get_attribute("a.job-batch", "href") == f"/admin/annotate/batch/{batch.pk}/change/"
     assert page_width(page) <= VIEWPORT["width"]
@@ -120,8 +143,7 @@ def test_a_generation_job_links_the_pairs_it_queued(staff_page, live_server, set
     assert page.problems == []
 
 
-def test_an_import_job_links_its_batch_and_lists_skipped_rows(staff_page, live_server, settings, tmp_path,
-                                                              monkeypatch):
+def test_an_import_job_links_its_batch_and_lists_skipped_rows(staff_page, live_server, settings, tmp_path, monkeypatch):
     """An admin upload imported (the media task's body, here) and its page."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -134,10 +156,18 @@ def test_an_import_job_links_its_batch_and_lists_skipped_rows(staff_page, live_s
     monkeypatch.setattr("workers.services.imports.job_queue", lambda **kwargs: None)  # no task to the shared broker
     render_clip(tmp_path / "a.mp4")
     render_clip(tmp_path / "b.mp4", source="smptebars")
-    manifest = "path_A,path_B,prompt,VQ,MQ,TA\nvideos/a.mp4,videos/b.mp4,an uploaded pair,A,B,same\nvideos/a.mp4,gone.mp4,x,A,A,A\n"
-    job = import_job_create(manifest=SimpleUploadedFile("pairs.csv", manifest.encode()),
-                            videos=[SimpleUploadedFile(name, (tmp_path / name).read_bytes()) for name in ("a.mp4", "b.mp4")],
-                            gold=False, overlap=2, created_by=page.staff)
+    manifest = (
+        "path_A,path_B,prompt,VQ,MQ,TA\n"
+        "videos/a.mp4,videos/b.mp4,an uploaded pair,A,B,same\n"
+        "videos/a.mp4,gone.mp4,x,A,A,A\n"
+    )
+    job = import_job_create(
+        manifest=SimpleUploadedFile("pairs.csv", manifest.encode()),
+        videos=[SimpleUploadedFile(name, (tmp_path / name).read_bytes()) for name in ("a.mp4", "b.mp4")],
+        gold=False,
+        overlap=2,
+        created_by=page.staff,
+    )
     import_pairs(job.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error + job.log
@@ -165,8 +195,13 @@ def test_the_jobs_list_fits_a_1366_window(staff_page, live_server):
     page = staff_page
     someone = get_user_model().objects.create_user("an-annotation-lead-with-a-long-name", password="x", is_staff=True)
     for index, kind in enumerate(Job.Kind.values * 3):
-        Job.objects.create(kind=kind, status=Job.Status.RUNNING, progress=index / 30, created_by=someone,
-                           progress_text=f"step {index} of 30: sampling guided clips for the prompt " + "very " * 30)
+        Job.objects.create(
+            kind=kind,
+            status=Job.Status.RUNNING,
+            progress=index / 30,
+            created_by=someone,
+            progress_text=f"step {index} of 30: sampling guided clips for the prompt " + "very " * 30,
+        )
 
     def fails(_job):
         raise RuntimeError("the snapshot folder is gone: " + "/a/long/path" * 20)
@@ -178,7 +213,9 @@ def test_the_jobs_list_fits_a_1366_window(staff_page, live_server):
     page.goto(f"{live_server.url}/admin/workers/job/")
     page.screenshot(path=str(SCREENSHOTS / "jobs-list.png"))
     assert fits_the_window(page)
-    headers = page.eval_on_selector_all("#result_list thead th", "cells => cells.map((cell) => cell.textContent.trim())")
+    headers = page.eval_on_selector_all(
+        "#result_list thead th", "cells => cells.map((cell) => cell.textContent.trim())"
+    )
     assert [header.lower() for header in headers[1:]] == ["id", "kind", "status", "progress", "created", "ran for"]
     cell = page.query_selector(f"#result_list tr:has(a[href$='/{failed.pk}/change/']) .cell-truncate")
     assert cell.get_attribute("title").startswith("0 % · failed: RuntimeError: the snapshot folder is gone")

@@ -28,7 +28,9 @@ LONG_PROMPT = (
 def three_pairs(transactional_db, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     rows = []
-    for i, (source_a, source_b) in enumerate([("testsrc2", "smptebars"), ("rgbtestsrc", "testsrc"), ("yuvtestsrc", "pal75bars")]):
+    for i, (source_a, source_b) in enumerate(
+        [("testsrc2", "smptebars"), ("rgbtestsrc", "testsrc"), ("yuvtestsrc", "pal75bars")]
+    ):
         render_clip(tmp_path / f"{i}a.mp4", seconds=1.0, source=source_a, size="96x64")
         render_clip(tmp_path / f"{i}b.mp4", seconds=1.3, source=source_b, size="96x64")
         rows.append({"prompt": f"pair number {i} <b>bold?</b>", "video_a": f"{i}a.mp4", "video_b": f"{i}b.mp4"})
@@ -44,7 +46,9 @@ def long_prompt_pair(transactional_db, tmp_path, settings):
     settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}
     render_clip(tmp_path / "a.mp4", seconds=1.0, source="testsrc2", size="320x180")
     render_clip(tmp_path / "b.mp4", seconds=1.2, source="smptehdbars", size="320x180")
-    (tmp_path / "m.jsonl").write_text(json.dumps({"prompt": LONG_PROMPT, "video_a": "a.mp4", "video_b": "b.mp4"}) + "\n")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"prompt": LONG_PROMPT, "video_a": "a.mp4", "video_b": "b.mp4"}) + "\n"
+    )
     assert pairs_import(manifest=tmp_path / "m.jsonl").pairs_created == 1
 
 
@@ -70,7 +74,10 @@ def _log_in(page, url, username, password):
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_selector("#workspace[data-assignment]")
-    page.wait_for_function("document.querySelector('#video-left').readyState >= 1 && document.querySelector('#video-right').readyState >= 1")
+    page.wait_for_function(
+        "document.querySelector('#video-left').readyState >= 1"
+        " && document.querySelector('#video-right').readyState >= 1"
+    )
 
 
 def _box(page, selector):
@@ -96,10 +103,23 @@ def test_keyboard_only_judging_of_three_pairs(browser, live_server, three_pairs,
     assert "<b>bold?</b>" in page.inner_text("#prompt-text")
     chosen = []
     plans = [("q", "s", "c"), ("e", "a", "x"), ("w", "d", "z")]
-    screen = {"q": "left", "w": "tie", "e": "right", "a": "left", "s": "tie", "d": "right", "z": "left", "x": "tie", "c": "right"}
+    screen = {
+        "q": "left",
+        "w": "tie",
+        "e": "right",
+        "a": "left",
+        "s": "tie",
+        "d": "right",
+        "z": "left",
+        "x": "tie",
+        "c": "right",
+    }
     for plan in plans:
         assignment = int(page.get_attribute("#workspace", "data-assignment"))
-        page.wait_for_function("document.querySelector('#video-left').readyState >= 1 && document.querySelector('#video-right').readyState >= 1")
+        page.wait_for_function(
+            "document.querySelector('#video-left').readyState >= 1"
+            " && document.querySelector('#video-right').readyState >= 1"
+        )
         assert page.is_disabled("#submit-judgment")
         page.keyboard.press("Space")
         page.wait_for_function("window.VidPref.player.watched.size === 2", timeout=20000)
@@ -127,7 +147,9 @@ def test_keyboard_only_judging_of_three_pairs(browser, live_server, three_pairs,
 
 
 @pytest.mark.parametrize("height", [768, 680])
-def test_the_whole_judging_task_fits_a_laptop_screen(browser, live_server, long_prompt_pair, make_user, settings, height):
+def test_the_whole_judging_task_fits_a_laptop_screen(
+    browser, live_server, long_prompt_pair, make_user, settings, height
+):
     """At 1366 px wide (768 px tall, and 680 px: a laptop's browser chrome takes ~90 px), both videos, the three
     label rows and Submit are on screen at once, unscrolled, even with a long prompt."""
     viewport = {"width": 1366, "height": height}
@@ -138,8 +160,15 @@ def test_the_whole_judging_task_fits_a_laptop_screen(browser, live_server, long_
     _log_in(page, live_server.url, "laptop", "correct horse battery")
     assert page.evaluate("[window.scrollX, window.scrollY]") == [0, 0]
     assert _page_width(page) <= viewport["width"]
-    for selector in ("#video-left", "#video-right", "fieldset.row[data-row=vq]", "fieldset.row[data-row=mq]",
-                     "fieldset.row[data-row=ta]", "#submit-judgment", "#play-toggle"):
+    for selector in (
+        "#video-left",
+        "#video-right",
+        "fieldset.row[data-row=vq]",
+        "fieldset.row[data-row=mq]",
+        "fieldset.row[data-row=ta]",
+        "#submit-judgment",
+        "#play-toggle",
+    ):
         box = _box(page, selector)
         assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"], (selector, box)
         assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"], (selector, box)
@@ -148,8 +177,10 @@ def test_the_whole_judging_task_fits_a_laptop_screen(browser, live_server, long_
     # the videos are still big enough to judge: at least 40 % of the screen's height each
     assert min(left["height"], right["height"]) >= 0.4 * viewport["height"], (left, right)
     # the long prompt scrolls inside its own box (whole, not cut) instead of pushing Submit down
-    assert page.evaluate("(p => p.scrollHeight > p.clientHeight && getComputedStyle(p).overflowY === 'auto')"
-                         "(document.querySelector('#prompt-text'))")
+    assert page.evaluate(
+        "(p => p.scrollHeight > p.clientHeight && getComputedStyle(p).overflowY === 'auto')"
+        "(document.querySelector('#prompt-text'))"
+    )
     assert page.inner_text("#prompt-text").strip() == LONG_PROMPT.strip()
     # ... and says so: its last line fades while there is more below, and stops fading at the end
     assert page.locator("#prompt-text.more-below").count() == 1
@@ -174,7 +205,9 @@ def test_the_whole_judging_task_fits_a_laptop_screen(browser, live_server, long_
     context.close()
 
 
-def test_a_phone_compares_side_by_side_without_sideways_scrolling(browser, live_server, long_prompt_pair, make_user, settings):
+def test_a_phone_compares_side_by_side_without_sideways_scrolling(
+    browser, live_server, long_prompt_pair, make_user, settings
+):
     make_user("phone", password="correct horse battery")
     context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
     page = context.new_page()

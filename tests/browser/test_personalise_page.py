@@ -19,13 +19,15 @@ def latent_reward_version(tmp_path) -> ModelVersion:
     from workers.services.alignment import base_policy_folder
 
     model = LatentRewardModel.from_policy(load_policy(base_policy_folder()).transformer, 1)
-    return ModelVersion.objects.create(kind="latent_reward", name="latent-reward-browser",
-                                       path=str(save_latent_reward(model, tmp_path / "latent")))
+    return ModelVersion.objects.create(
+        kind="latent_reward", name="latent-reward-browser", path=str(save_latent_reward(model, tmp_path / "latent"))
+    )
 
 
-def test_staff_personalise_a_prompt_and_watch_both_videos(browser, live_server, celery_worker_process, make_user,
-                                                          tmp_path, settings):
-    staff = make_user("curator", staff=True, password="correct horse battery")
+def test_staff_personalise_a_prompt_and_watch_both_videos(
+    browser, live_server, celery_worker_process, make_user, tmp_path, settings
+):
+    make_user("curator", staff=True, password="correct horse battery")
     latent = latent_reward_version(tmp_path)
     prompt = Prompt.objects.create(text="a red square moving left quickly")
 
@@ -51,12 +53,17 @@ def test_staff_personalise_a_prompt_and_watch_both_videos(browser, live_server, 
     assert job.params["weights"] == "vq=1,mq=1,ta=1.5" and job.params["seed"] == 7
     page.wait_for_selector("#preview-live.status-succeeded", timeout=180_000)
     assert page.get_attribute("#preview-live", "hx-trigger") is None  # polling stopped
-    page.wait_for_function("""() => {
+    page.wait_for_function(
+        """() => {
         const videos = [...document.querySelectorAll('.preview-player video')];
         return videos.length === 2 && videos.every((v) => v.readyState >= 2 && v.duration > 0 && v.currentTime > 0);
-    }""", timeout=30_000)  # both loaded and playing
-    states = page.evaluate("() => [...document.querySelectorAll('.preview-player video')].map((v) => "
-                           "[v.id, v.readyState, v.duration, v.paused])")
+    }""",
+        timeout=30_000,
+    )  # both loaded and playing
+    states = page.evaluate(
+        "() => [...document.querySelectorAll('.preview-player video')].map((v) => "
+        "[v.id, v.readyState, v.duration, v.paused])"
+    )
     assert [state[0] for state in states] == ["preview-unguided", "preview-guided"]
     assert all(ready >= 2 and duration > 0 and not paused for _, ready, duration, paused in states)
     assert page.inner_text(".preview-weights").startswith("Weights VQ 1 · MQ 1 · TA 1.5,")

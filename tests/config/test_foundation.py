@@ -108,8 +108,13 @@ def test_check_deploy_is_clean_in_production_mode(db):
         ALLOWED_HOSTS="vidpref.example.com",
         DEBUG="false",
     )
-    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                            env=env, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -133,11 +138,14 @@ def test_web_process_never_imports_torch(db):
         from workers.job_specs import JOB_SPECS, JobConfigForm
         forms = [JobConfigForm(spec) for spec in JOB_SPECS.values() if spec.config_class]  # reads alignment's configs
         assert forms and all(form.fields for form in forms)
-        heavy = sorted(m for m in ("torch", "transformers", "diffusers", "peft", "accelerate", "safetensors") if m in sys.modules)
+        ml = ("torch", "transformers", "diffusers", "peft", "accelerate", "safetensors")
+        heavy = sorted(m for m in ml if m in sys.modules)
         print(len(views), ",".join(heavy) or "-")
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), cwd=ROOT, capture_output=True, text=True, check=True
+    )
     count, heavy = out.stdout.split()
     assert int(count) > 20
     assert heavy == "-", f"the web process imported {heavy}"
@@ -195,17 +203,35 @@ def test_compose_services_run_real_modules():
 
 def _nested_pytest(var_dir: Path) -> subprocess.CompletedProcess:
     """`make test`'s command on one quick test, with the embedded servers in ``var_dir``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    }
     env.update(VIDPREF_VAR_DIR=str(var_dir), VIDPREF_TEST_DB="test_vidpref_nested")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/config/test_foundation.py::test_tests_run_on_postgresql"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/config/test_foundation.py::test_tests_run_on_postgresql",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _running(var_dir: Path) -> dict[str, bool]:
-    return {"postgres": embedded._postgres_socket_dir(var_dir / "pgdata") is not None,
-            "redis": embedded._redis_answers(embedded._redis_paths(var_dir)[1])}
+    return {
+        "postgres": embedded._postgres_socket_dir(var_dir / "pgdata") is not None,
+        "redis": embedded._redis_answers(embedded._redis_paths(var_dir)[1]),
+    }
 
 
 @pytest.mark.slow
@@ -216,8 +242,13 @@ def test_a_test_run_stops_the_embedded_servers_it_started_and_leaves_running_one
     assert "embedded servers: stopped" in run.stdout, run.stdout[-2000:]
     assert _running(var_dir) == {"postgres": False, "redis": False}
     # already running (make services): the run uses them and leaves them up
-    subprocess.run([sys.executable, "-m", "config.embedded", "start"], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "VIDPREF_VAR_DIR": str(var_dir)})
+    subprocess.run(
+        [sys.executable, "-m", "config.embedded", "start"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "VIDPREF_VAR_DIR": str(var_dir)},
+    )
     try:
         run = _nested_pytest(var_dir)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -233,8 +264,9 @@ def test_the_demo_and_compose_run_the_same_worker_pools():
 
     demo = processes.demo_commands(host="127.0.0.1", port=8000, var_dir=Path("var"))
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    for name, command in [(n, c) for n, c in demo.items() if "worker" in c] + \
-                         [(n, s["command"]) for n, s in compose.items() if "worker" in (s.get("command") or [])]:
+    for name, command in [(n, c) for n, c in demo.items() if "worker" in c] + [
+        (n, s["command"]) for n, s in compose.items() if "worker" in (s.get("command") or [])
+    ]:
         assert not {"--pool", "-P"} & set(command), f"{name} leaves the prefork pool: {command}"
     queues = lambda command: set(command[command.index("-Q") + 1].split(","))  # noqa: E731
     gpu_demo, gpu_compose = demo["worker-gpu"], compose["worker-gpu"]["command"]

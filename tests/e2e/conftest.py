@@ -38,8 +38,14 @@ class Demo:
 
     def manage(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         """``manage.py ARGS`` against the demo's database (what a person types in a second terminal)."""
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -54,8 +60,15 @@ def _free_port() -> int:
 def demo_env(var_dir: Path) -> dict:
     """The environment of a person's shell: nothing of this test session (no test settings, no test database,
     no broker URL), the demo's own var folder."""
-    drop = {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE",
-            "VIDPREF_TEST_DB", "PYTEST_CURRENT_TEST", "PYTEST_VERSION"}
+    drop = {
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "DJANGO_SETTINGS_MODULE",
+        "DJANGO_ALLOW_ASYNC_UNSAFE",
+        "VIDPREF_TEST_DB",
+        "PYTEST_CURRENT_TEST",
+        "PYTEST_VERSION",
+    }
     env = {key: value for key, value in os.environ.items() if key not in drop}
     env.update(VIDPREF_VAR_DIR=str(var_dir), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     return env
@@ -69,9 +82,15 @@ def demo(tmp_path_factory):
     log = var_dir / "demo.log"
     started = time.monotonic()
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "manage.py", "demo", "--port", str(port)], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "demo", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     running = Demo(url=f"http://127.0.0.1:{port}", var_dir=var_dir, log=log, process=process, env=env)
     try:
         deadline = time.monotonic() + 600

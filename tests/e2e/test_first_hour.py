@@ -35,16 +35,22 @@ def _login(page, url: str, username: str, password: str, *, next_path: str = "/"
 def _inside_viewport(page, selector: str, viewport: dict) -> dict:
     box = page.locator(selector).bounding_box()
     assert box is not None, f"{selector} is not shown"
-    inside = (box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 0.5
-              and box["y"] + box["height"] <= viewport["height"] + 0.5)
+    inside = (
+        box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= viewport["width"] + 0.5
+        and box["y"] + box["height"] <= viewport["height"] + 0.5
+    )
     assert inside, f"{selector} at {box} is not inside the {viewport['width']}×{viewport['height']} viewport"
     return box
 
 
 def _judge_one(page, keys: tuple[str, str, str]) -> int:
     assignment = page.get_attribute("#workspace", "data-assignment")
-    page.wait_for_function("document.querySelector('#video-left').readyState >= 1 && "
-                           "document.querySelector('#video-right').readyState >= 1")
+    page.wait_for_function(
+        "document.querySelector('#video-left').readyState >= 1 && "
+        "document.querySelector('#video-right').readyState >= 1"
+    )
     page.keyboard.press("Space")
     page.wait_for_function("window.VidPref.player.watched.size === 2", timeout=60_000)
     for key in keys:
@@ -66,8 +72,14 @@ def test_an_annotator_judges_with_the_keyboard_on_a_laptop(demo, browser, screen
         page.wait_for_selector("#workspace[data-assignment]")
         page.wait_for_function("document.querySelector('#video-left').readyState >= 1")
         assert page.evaluate("window.scrollY") == 0
-        for selector in ("#video-left", "#video-right", "fieldset.row[data-row=vq]", "fieldset.row[data-row=mq]",
-                         "fieldset.row[data-row=ta]", "#submit-judgment"):
+        for selector in (
+            "#video-left",
+            "#video-right",
+            "fieldset.row[data-row=vq]",
+            "fieldset.row[data-row=mq]",
+            "fieldset.row[data-row=ta]",
+            "#submit-judgment",
+        ):
             _inside_viewport(page, selector, LAPTOP)
         if index == 0:
             page.screenshot(path=str(screenshots / "03-judge-1366x768.png"))

@@ -27,10 +27,23 @@ def world(db, make_user, tmp_path, settings):
         prompt = Prompt.objects.create(text=text)
         videos = []
         for side, generator in zip("ab", GENERATOR_MARKERS):
-            file = default_storage.save(f"videos/{tag}-{side}.mp4", ContentFile(b"\x00\x00\x00\x18ftypmp42 video bytes"))
+            file = default_storage.save(
+                f"videos/{tag}-{side}.mp4", ContentFile(b"\x00\x00\x00\x18ftypmp42 video bytes")
+            )
             poster = default_storage.save(f"posters/{tag}-{side}.jpg", ContentFile(b"\xff\xd8\xff poster bytes"))
-            videos.append(Video.objects.create(prompt=prompt, file=file, poster=poster, sha256=f"{tag}{side}".ljust(64, "0"),
-                                               generator=generator, width=64, height=48, fps=12, num_frames=12))
+            videos.append(
+                Video.objects.create(
+                    prompt=prompt,
+                    file=file,
+                    poster=poster,
+                    sha256=f"{tag}{side}".ljust(64, "0"),
+                    generator=generator,
+                    width=64,
+                    height=48,
+                    fps=12,
+                    num_frames=12,
+                )
+            )
         return Pair.objects.create(prompt=prompt, video_a=videos[0], video_b=videos[1], overlap=1)
 
     a, b, c = make_user("annotator-a"), make_user("annotator-b"), make_user("annotator-c")
@@ -59,5 +72,15 @@ def world(db, make_user, tmp_path, settings):
     lease_a = take(a, lease_of_a_pair)
     lease_c = take(c, lease_of_c_pair)
     job = Job.objects.create(kind=Job.Kind.IMPORT, params={"manifest": "x.csv"}, created_by=staff)
-    return SimpleNamespace(a=a, b=b, c=c, staff=staff, lease_a=lease_a, lease_b=lease_b, lease_c=lease_c,
-                           judged_by_a=judged_by_a, judged_by_b=judged_by_b, job=job)
+    return SimpleNamespace(
+        a=a,
+        b=b,
+        c=c,
+        staff=staff,
+        lease_a=lease_a,
+        lease_b=lease_b,
+        lease_c=lease_c,
+        judged_by_a=judged_by_a,
+        judged_by_b=judged_by_b,
+        job=job,
+    )

@@ -15,8 +15,12 @@ def test_the_fuzzer_reaches_every_operation_of_the_schema():
     """Nothing is left out: a new endpoint is fuzzed as soon as it is in the schema."""
     operations = {(op.method.upper(), op.path) for op in (result.ok() for result in schema.get_all_operations())}
     assert ("POST", "/api/v1/imports/") in operations
-    assert {("POST", "/api/v1/jobs/"), ("POST", "/api/v1/pipelines/"), ("GET", "/api/v1/pipelines/{pipeline_id}/"),
-            ("GET", "/api/v1/jobs/{id}/")} <= operations
+    assert {
+        ("POST", "/api/v1/jobs/"),
+        ("POST", "/api/v1/pipelines/"),
+        ("GET", "/api/v1/pipelines/{pipeline_id}/"),
+        ("GET", "/api/v1/jobs/{id}/"),
+    } <= operations
 
 
 @pytest.fixture
@@ -51,21 +55,28 @@ def fuzz_token(request, db, make_pairs, in_test_transaction, settings, tmp_path)
     user.save(update_fields=["is_staff"])
     assignment_next(annotator=user)
     Job.objects.create(kind=Job.Kind.EXPORT, params={}, created_by=user)
-    DatasetSnapshot.objects.create(name="fuzz-snapshot", uri=str(tmp_path / "snapshot"),
-                                   counts={"pairs": 4, "train": 4})
+    DatasetSnapshot.objects.create(
+        name="fuzz-snapshot", uri=str(tmp_path / "snapshot"), counts={"pairs": 4, "train": 4}
+    )
     Pipeline.objects.create(status=Pipeline.Status.SKIPPED, is_active=False, reason="fuzz")
     return account.token
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 def test_api_answers_every_generated_request_within_its_schema(case, fuzz_token, monkeypatch):
     from celery import current_app
 
     monkeypatch.setattr(current_app, "send_task", lambda *args, **kwargs: None)  # recompute requests
-    case.call_and_validate(headers={"Authorization": f"Token {fuzz_token}"},
-                           checks=[not_a_server_error, response_schema_conformance])
+    case.call_and_validate(
+        headers={"Authorization": f"Token {fuzz_token}"}, checks=[not_a_server_error, response_schema_conformance]
+    )
 
 
 def test_an_import_request_that_is_not_multipart_is_refused_with_the_reason(make_user):
@@ -104,8 +115,9 @@ def test_a_refused_upload_leaves_no_job_behind(make_user, settings, tmp_path):
     settings.JOB_ROOT = tmp_path / "jobs"
     api = APIClient()
     api.force_authenticate(make_user(staff=True))
-    response = api.post("/api/v1/imports/", {"manifest": SimpleUploadedFile("!!!", b"prompt,path_A,path_B\n")},
-                        format="multipart")
+    response = api.post(
+        "/api/v1/imports/", {"manifest": SimpleUploadedFile("!!!", b"prompt,path_A,path_B\n")}, format="multipart"
+    )
     assert response.status_code == 400, response.content
     assert "'!!!'" in response.json()["detail"]
     assert not Job.objects.exists()
@@ -128,11 +140,17 @@ def test_every_job_parameter_takes_hostile_values_without_a_server_error(make_us
     api = APIClient(raise_request_exception=False)  # a 500 is counted, and the walk goes on
     api.force_authenticate(make_user(staff=True))
     snapshot = DatasetSnapshot.objects.create(name="hostile", uri=str(tmp_path), counts={"pairs": 4, "train": 4})
-    versions = {kind: ModelVersion.objects.create(kind=kind, name=f"v-{kind}", path=str(tmp_path / kind))
-                for kind in ModelVersion.Kind.values}
+    versions = {
+        kind: ModelVersion.objects.create(kind=kind, name=f"v-{kind}", path=str(tmp_path / kind))
+        for kind in ModelVersion.Kind.values
+    }
     Batch.objects.create(source="import:hostile", name="hostile.csv")
-    valid = {"snapshot": snapshot.pk, "policy_version": versions["policy"].pk,
-             "latent_reward_version": versions["latent_reward"].pk, "prompt_text": "a red square moving left"}
+    valid = {
+        "snapshot": snapshot.pk,
+        "policy_version": versions["policy"].pk,
+        "latent_reward_version": versions["latent_reward"].pk,
+        "prompt_text": "a red square moving left",
+    }
     server_errors, unnamed, tried = [], [], set()
     for kind in Job.Kind.values:
         if kind == Job.Kind.IMPORT:

@@ -18,6 +18,7 @@ JUDGMENT = {"vq": "left", "mq": "tie", "ta": "right"}
 
 # --- the database connection killed mid-request ----------------------------------------------------------
 
+
 def _terminate(pid: int) -> None:
     """pg_terminate_backend from a connection of our own, and wait until the backend is gone."""
     params = connection.get_connection_params()
@@ -95,7 +96,9 @@ def test_connection_killed_mid_judgment_is_503_then_the_retry_succeeds(annotator
     assert Pair.objects.get(pk=assignment.pair_id).judgment_count == 1
 
 
-def test_connection_killed_after_the_commit_the_retry_returns_the_stored_judgment(annotator_api, kill_connection_before):
+def test_connection_killed_after_the_commit_the_retry_returns_the_stored_judgment(
+    annotator_api, kill_connection_before
+):
     """The commit went through and the connection died on the way back: the retry finds the judgment."""
     from annotate.models import Judgment
 
@@ -141,6 +144,7 @@ def test_page_request_that_loses_the_database_gets_a_503_page(client, make_user,
 
 # --- the broker down --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def private_broker(tmp_path, monkeypatch):
     """A Redis of this test's own (the embedded server's binary), which the test stops and starts again;
@@ -155,8 +159,22 @@ def private_broker(tmp_path, monkeypatch):
 
     def start():
         state["process"] = subprocess.Popen(
-            [str(binary), "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no",
-             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                str(binary),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(200):
             if socket_path.exists():
                 return
@@ -179,8 +197,7 @@ def private_broker(tmp_path, monkeypatch):
     monkeypatch.setattr(current_app.conf, "broker_url", url)  # first: undo restores the value read here
     monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery reads the variable before its own setting
     reset_pools()
-    yield type("Broker", (), {"start": staticmethod(start), "stop": staticmethod(stop),
-                              "queued": staticmethod(queued)})
+    yield type("Broker", (), {"start": staticmethod(start), "stop": staticmethod(stop), "queued": staticmethod(queued)})
     if state["process"].poll() is None:
         stop()
     monkeypatch.undo()
@@ -224,8 +241,9 @@ def test_a_recompute_asked_for_while_the_broker_is_down_is_a_clear_503(private_b
     assert private_broker.queued("default") == 1
 
 
-def test_a_job_created_while_the_broker_is_down_is_recorded_without_an_error(private_broker, make_user,
-                                                                             django_capture_on_commit_callbacks):
+def test_a_job_created_while_the_broker_is_down_is_recorded_without_an_error(
+    private_broker, make_user, django_capture_on_commit_callbacks
+):
     from workers.models import Job
     from workers.services.snapshots import snapshot_job_create
 
@@ -235,8 +253,9 @@ def test_a_job_created_while_the_broker_is_down_is_recorded_without_an_error(pri
     assert Job.objects.get(pk=job.pk).status == Job.Status.QUEUED
 
 
-def test_a_job_whose_message_was_lost_is_queued_once_the_broker_is_back(private_broker, make_user,
-                                                                         django_capture_on_commit_callbacks):
+def test_a_job_whose_message_was_lost_is_queued_once_the_broker_is_back(
+    private_broker, make_user, django_capture_on_commit_callbacks
+):
     from workers.models import Job
     from workers.services.jobs import job_run
 
@@ -251,13 +270,15 @@ def test_a_job_whose_message_was_lost_is_queued_once_the_broker_is_back(private_
 
 # --- the disk full during an export -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 48 KiB filesystem (tmpfs), so the writes fail with ENOSPC in the kernel, not in a mock."""
     mount_point = tmp_path / "tiny-disk"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
     yield mount_point

@@ -21,45 +21,117 @@ EXPECTED = {
     "login": {role: (200, 200) for role in ROLES},
     "logout": {role: (405, 302) for role in ROLES},
     "api-schema": {role: (200, 405) for role in ROLES},
-    "annotate:home": {"anonymous": ("login", "login"), "annotator": (200, 200), "other annotator": (200, 200),
-                      "staff": (200, 200)},
-    "annotate:guidelines": {"anonymous": ("login", "login"), "annotator": (200, 200), "other annotator": (200, 200),
-                            "staff": (200, 200)},
-    "annotate:history": {"anonymous": ("login", "login"), "annotator": (200, 200), "other annotator": (200, 200),
-                         "staff": (200, 200)},
+    "annotate:home": {
+        "anonymous": ("login", "login"),
+        "annotator": (200, 200),
+        "other annotator": (200, 200),
+        "staff": (200, 200),
+    },
+    "annotate:guidelines": {
+        "anonymous": ("login", "login"),
+        "annotator": (200, 200),
+        "other annotator": (200, 200),
+        "staff": (200, 200),
+    },
+    "annotate:history": {
+        "anonymous": ("login", "login"),
+        "annotator": (200, 200),
+        "other annotator": (200, 200),
+        "staff": (200, 200),
+    },
     # someone else's lease: the form is checked first (422), a valid one is refused (tested below)
-    "annotate:judge": {"anonymous": ("login", "login"), "annotator": (405, None), "other annotator": (405, 422),
-                       "staff": (405, 422)},
+    "annotate:judge": {
+        "anonymous": ("login", "login"),
+        "annotator": (405, None),
+        "other annotator": (405, 422),
+        "staff": (405, 422),
+    },
     # a refusal becomes a message on the next page
-    "annotate:skip": {"anonymous": ("login", "login"), "annotator": (405, None), "other annotator": (405, 302),
-                      "staff": (405, 302)},
-    "annotate:heartbeat": {"anonymous": ("login", "login"), "annotator": (405, 200), "other annotator": (405, 404),
-                           "staff": (405, 404)},
-    "annotate:video": {"anonymous": ("login", 405), "annotator": (200, 405), "other annotator": (404, 405),
-                       "staff": (200, 405)},
-    "annotate:poster": {"anonymous": ("login", 405), "annotator": (200, 405), "other annotator": (404, 405),
-                        "staff": (200, 405)},
-    "api-assignment-next": {"anonymous": (403, 403), "annotator": (405, 200), "other annotator": (405, 200),
-                            "staff": (405, (200, 204))},
-    "api-assignment-heartbeat": {"anonymous": (403, 403), "annotator": (405, 200), "other annotator": (405, 404),
-                                 "staff": (405, 404)},
-    "api-assignment-skip": {"anonymous": (403, 403), "annotator": (405, None), "other annotator": (405, 404),
-                            "staff": (405, 404)},
-    "api-assignment-judgment": {"anonymous": (403, 403), "annotator": (405, 400), "other annotator": (405, 400),
-                                "staff": (405, 400)},
-    "api-stats-agreement": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
-                            "staff": (404, 202)},
-    "api-import-create": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
-                          "staff": (405, 400)},
-    "api-job-detail": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
-                       "staff": (200, 405)},
+    "annotate:skip": {
+        "anonymous": ("login", "login"),
+        "annotator": (405, None),
+        "other annotator": (405, 302),
+        "staff": (405, 302),
+    },
+    "annotate:heartbeat": {
+        "anonymous": ("login", "login"),
+        "annotator": (405, 200),
+        "other annotator": (405, 404),
+        "staff": (405, 404),
+    },
+    "annotate:video": {
+        "anonymous": ("login", 405),
+        "annotator": (200, 405),
+        "other annotator": (404, 405),
+        "staff": (200, 405),
+    },
+    "annotate:poster": {
+        "anonymous": ("login", 405),
+        "annotator": (200, 405),
+        "other annotator": (404, 405),
+        "staff": (200, 405),
+    },
+    "api-assignment-next": {
+        "anonymous": (403, 403),
+        "annotator": (405, 200),
+        "other annotator": (405, 200),
+        "staff": (405, (200, 204)),
+    },
+    "api-assignment-heartbeat": {
+        "anonymous": (403, 403),
+        "annotator": (405, 200),
+        "other annotator": (405, 404),
+        "staff": (405, 404),
+    },
+    "api-assignment-skip": {
+        "anonymous": (403, 403),
+        "annotator": (405, None),
+        "other annotator": (405, 404),
+        "staff": (405, 404),
+    },
+    "api-assignment-judgment": {
+        "anonymous": (403, 403),
+        "annotator": (405, 400),
+        "other annotator": (405, 400),
+        "staff": (405, 400),
+    },
+    "api-stats-agreement": {
+        "anonymous": (403, 403),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "staff": (404, 202),
+    },
+    "api-import-create": {
+        "anonymous": (403, 403),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "staff": (405, 400),
+    },
+    "api-job-detail": {
+        "anonymous": (403, 403),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "staff": (200, 405),
+    },
     # JSON only: the test client's empty POST is multipart, 415 for staff
-    "api-job-create": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
-                       "staff": (405, 415)},
-    "api-pipeline-create": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
-                            "staff": (405, 415)},
-    "api-pipeline-detail": {"anonymous": (403, 403), "annotator": (403, 403), "other annotator": (403, 403),
-                            "staff": (200, 405)},
+    "api-job-create": {
+        "anonymous": (403, 403),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "staff": (405, 415),
+    },
+    "api-pipeline-create": {
+        "anonymous": (403, 403),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "staff": (405, 415),
+    },
+    "api-pipeline-detail": {
+        "anonymous": (403, 403),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "staff": (200, 405),
+    },
 }
 
 
@@ -74,8 +146,19 @@ def _patterns(patterns=None, prefix="", namespace=None):
 
 
 def _concrete(route: str, world) -> str:
-    values = {"assignment_id": world.lease_a.pk, "video_id": world.lease_a.pair.video_a_id, "pk": world.job.pk,
-              "job_id": world.job.pk, "pipeline_id": world.pipeline.pk, "user_id": world.a.pk, "id": world.a.pk, "kind": "import", "object_id": 1, "content_type_id": 1, "name": "log.txt"}
+    values = {
+        "assignment_id": world.lease_a.pk,
+        "video_id": world.lease_a.pair.video_a_id,
+        "pk": world.job.pk,
+        "job_id": world.job.pk,
+        "pipeline_id": world.pipeline.pk,
+        "user_id": world.a.pk,
+        "id": world.a.pk,
+        "kind": "import",
+        "object_id": 1,
+        "content_type_id": 1,
+        "name": "log.txt",
+    }
     path = re.sub(r"\^\(\?P<app_label>[^)]*\)/\$", "annotate/", route)  # the admin's app index
     path = path.replace("(?P<url>.*)$", "no-such-page/")  # the admin's catch-all
     path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: str(values[m.group(1)]), path)
@@ -141,7 +224,9 @@ def test_every_url_as_every_role(world, monkeypatch):
                 if name.endswith("logout"):
                     clients[role] = _client(world, role)
                 if not _matches(response, expected, ADMIN_LOGIN if name.startswith("admin:") else LOGIN):
-                    wrong.append(f"{method.upper()} {url} ({name}) as {role}: {response.status_code}, expected {expected}")
+                    wrong.append(
+                        f"{method.upper()} {url} ({name}) as {role}: {response.status_code}, expected {expected}"
+                    )
                 if role in ("annotator", "other annotator"):
                     seen_by_annotators.append((role, url, response, _body(response)))
     assert not wrong, "\n".join(wrong)
@@ -213,8 +298,16 @@ def test_history_and_api_show_only_ones_own_judgments(world):
     assert not any(secret in str(lease) for secret in GENERATOR_MARKERS)
 
 
-@pytest.mark.parametrize("path", ["/admin/", "/admin/annotate/judgment/", "/admin/annotate/video/",
-                                  "/admin/annotate/agreementreport/", "/api/v1/stats/agreement/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/",
+        "/admin/annotate/judgment/",
+        "/admin/annotate/video/",
+        "/admin/annotate/agreementreport/",
+        "/api/v1/stats/agreement/",
+    ],
+)
 def test_annotators_never_reach_staff_pages(world, path):
     response = _client(world, "annotator").get(path)
     assert response.status_code in (302, 403)
@@ -229,5 +322,9 @@ def test_api_clients_fetch_their_leases_media_with_their_token(world):
     client = Client(HTTP_AUTHORIZATION=f"Token {token_a}")
     assert client.get(f"/media/videos/{world.lease_a.pair.video_a_id}/", HTTP_RANGE="bytes=0-7").status_code == 206
     assert client.get(f"/media/videos/{world.lease_b.pair.video_a_id}/").status_code == 404
-    assert Client(HTTP_AUTHORIZATION="Token not-a-token").get(
-        f"/media/videos/{world.lease_a.pair.video_a_id}/").status_code == 302
+    assert (
+        Client(HTTP_AUTHORIZATION="Token not-a-token")
+        .get(f"/media/videos/{world.lease_a.pair.video_a_id}/")
+        .status_code
+        == 302
+    )

@@ -35,13 +35,20 @@ def test_posts_without_the_csrf_token_are_refused(db, make_user, make_pairs):
     strict = Client(enforce_csrf_checks=True)
     assert strict.post("/login/", {"username": annotator.username, "password": "pw-for-tests-1"}).status_code == 403
     strict.force_login(annotator)
-    for url, body in ((f"/assignments/{lease.pk}/judge/", JUDGMENT), (f"/assignments/{lease.pk}/skip/", {}),
-                      (f"/assignments/{lease.pk}/heartbeat/", {}), ("/logout/", {}),
-                      ("/api/v1/assignments/next/", {})):  # the API with a session cookie is CSRF-checked too
+    for url, body in (
+        (f"/assignments/{lease.pk}/judge/", JUDGMENT),
+        (f"/assignments/{lease.pk}/skip/", {}),
+        (f"/assignments/{lease.pk}/heartbeat/", {}),
+        ("/logout/", {}),
+        ("/api/v1/assignments/next/", {}),
+    ):  # the API with a session cookie is CSRF-checked too
         assert strict.post(url, body).status_code == 403, url
     strict.force_login(staff)
-    for url in ("/admin/annotate/agreementreport/recompute/", "/admin/workers/job/import/",
-                "/admin/annotate/prompt/add/"):
+    for url in (
+        "/admin/annotate/agreementreport/recompute/",
+        "/admin/workers/job/import/",
+        "/admin/annotate/prompt/add/",
+    ):
         assert strict.post(url, {}).status_code == 403, url
     # the page's own token makes the same post work
     strict.force_login(annotator)
@@ -71,9 +78,12 @@ def test_production_mode_sets_secure_cookies_hsts_and_redirects_to_https(db, mak
         }))
         """
     )
-    env = child_env(DJANGO_SETTINGS_MODULE="config.settings.production", DEBUG="false",
-                    SECRET_KEY="x" * 20 + "a-long-random-production-secret-key-0123456789",
-                    ALLOWED_HOSTS="vidpref.example.com")
+    env = child_env(
+        DJANGO_SETTINGS_MODULE="config.settings.production",
+        DEBUG="false",
+        SECRET_KEY="x" * 20 + "a-long-random-production-secret-key-0123456789",
+        ALLOWED_HOSTS="vidpref.example.com",
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     facts = json.loads(out.stdout.strip().splitlines()[-1])
     assert facts["plain"] == [301, "https://vidpref.example.com/login/"]
@@ -158,9 +168,11 @@ def test_an_uploaded_manifest_cannot_name_files_outside_its_folder(db, tmp_path,
     upload.mkdir()
     render_clip(upload / "a.mp4", source="smptebars")
     (upload / "link.mp4").symlink_to(outside / "secret.mp4")
-    rows = [{"prompt": "absolute", "video_a": "a.mp4", "video_b": str(outside / "secret.mp4")},
-            {"prompt": "dot-dot", "video_a": "a.mp4", "video_b": "../elsewhere/secret.mp4"},
-            {"prompt": "symlink", "video_a": "a.mp4", "video_b": "link.mp4"}]
+    rows = [
+        {"prompt": "absolute", "video_a": "a.mp4", "video_b": str(outside / "secret.mp4")},
+        {"prompt": "dot-dot", "video_a": "a.mp4", "video_b": "../elsewhere/secret.mp4"},
+        {"prompt": "symlink", "video_a": "a.mp4", "video_b": "link.mp4"},
+    ]
     (upload / "m.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     report = pairs_import(manifest=upload / "m.jsonl", confine_to_media_root=True)
     assert report.pairs_created == 0
@@ -179,9 +191,11 @@ def test_the_upload_import_task_confines_its_manifest(db, tmp_path, settings, ma
     upload = tmp_path / "upload"
     upload.mkdir()
     render_clip(upload / "a.mp4", source="smptebars")
-    (upload / "m.jsonl").write_text(json.dumps({"prompt": "p", "video_a": "a.mp4",
-                                                "video_b": str(tmp_path / "secret.mp4")}) + "\n")
-    job = Job.objects.create(kind=Job.Kind.IMPORT, params={"manifest": str(upload / "m.jsonl"),
-                                                           "media_root": str(upload)})
+    (upload / "m.jsonl").write_text(
+        json.dumps({"prompt": "p", "video_a": "a.mp4", "video_b": str(tmp_path / "secret.mp4")}) + "\n"
+    )
+    job = Job.objects.create(
+        kind=Job.Kind.IMPORT, params={"manifest": str(upload / "m.jsonl"), "media_root": str(upload)}
+    )
     import_pairs(job.pk)
     assert not Pair.objects.exists()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, wait_for_child_sessions_to_end, child_env, database_url_for_children
+from tests.conftest import ROOT, child_env, database_url_for_children, wait_for_child_sessions_to_end
 
 
 @pytest.mark.slow
@@ -17,10 +17,34 @@ def test_soak_smoke(transactional_db, tmp_path):
     output = tmp_path / "soak.json"
     env = child_env(VIDPREF_VAR_DIR=str(tmp_path))
     result = subprocess.run(
-        [sys.executable, "bench/soak.py", "--clients", "8", "--duration", "10", "--warmup", "3", "--pairs", "400",
-         "--workers", "2", "--threads", "4", "--port", "8767",
-         "--database-url", database_url_for_children(connection.settings_dict), "--output", str(output)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "bench/soak.py",
+            "--clients",
+            "8",
+            "--duration",
+            "10",
+            "--warmup",
+            "3",
+            "--pairs",
+            "400",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--port",
+            "8767",
+            "--database-url",
+            database_url_for_children(connection.settings_dict),
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     wait_for_child_sessions_to_end()
     assert output.exists(), result.stdout + result.stderr
     summary = json.loads(output.read_text())

@@ -18,15 +18,22 @@ from studies.flow_toy import FlowToyStudyConfig
 pytestmark = pytest.mark.study
 
 ROOT = Path(__file__).resolve().parents[2]
-SEVEN = ("reward-toy", "toy-policy", "flow-toy", "guidance-toy", "active-learning", "oracle-table",
-         "annotator-agreement")
-OLD_STUDY_COMMANDS = ("reward-toy-study", "toy-policy", "flow-toy-study", "guidance-toy-study",
-                      "active-learning-study")
+SEVEN = (
+    "reward-toy",
+    "toy-policy",
+    "flow-toy",
+    "guidance-toy",
+    "active-learning",
+    "oracle-table",
+    "annotator-agreement",
+)
+OLD_STUDY_COMMANDS = ("reward-toy-study", "toy-policy", "flow-toy-study", "guidance-toy-study", "active-learning-study")
 
 
 def _help(*module_and_args: str) -> str:
-    return subprocess.run([sys.executable, "-m", *module_and_args, "--help"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", *module_and_args, "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -40,8 +47,17 @@ def test_alignment_help_lists_only_the_product_commands():
     text = _help("alignment")
     assert "study" not in text.lower() and "toy" not in text.lower()
     commands = _subcommands(alignment_parser())
-    assert {"reward-train", "reward-eval", "reward-score", "sft", "flow-dpo", "flow-rwr", "latent-reward-train",
-            "generate", "sample-plan"} <= set(commands)
+    assert {
+        "reward-train",
+        "reward-eval",
+        "reward-score",
+        "sft",
+        "flow-dpo",
+        "flow-rwr",
+        "latent-reward-train",
+        "generate",
+        "sample-plan",
+    } <= set(commands)
     assert not set(OLD_STUDY_COMMANDS) & set(commands)
     assert all("study" not in (sub.description or "").lower() for sub in commands.values())
 
@@ -94,31 +110,71 @@ def _config(argv: list[str]):
 
 
 def test_the_command_line_builds_the_config_it_names():
-    config = _config(["flow-toy", "--output-dir", "out", "--methods", "sft", "flow-dpo", "--steps", "5",
-                      "--train-prompts", "none", "--annotator-mix", '{"careful": 1}', "--quick-policy", "--quiet"])
-    assert config == FlowToyStudyConfig(output_dir="out", methods=("sft", "flow-dpo"), steps=5, train_prompts=None,
-                                        annotator_mix={"careful": 1}, quick_policy=True, progress=False)
+    config = _config(
+        [
+            "flow-toy",
+            "--output-dir",
+            "out",
+            "--methods",
+            "sft",
+            "flow-dpo",
+            "--steps",
+            "5",
+            "--train-prompts",
+            "none",
+            "--annotator-mix",
+            '{"careful": 1}',
+            "--quick-policy",
+            "--quiet",
+        ]
+    )
+    assert config == FlowToyStudyConfig(
+        output_dir="out",
+        methods=("sft", "flow-dpo"),
+        steps=5,
+        train_prompts=None,
+        annotator_mix={"careful": 1},
+        quick_policy=True,
+        progress=False,
+    )
     # --quick: the quick size, the options given over it
     assert _config(["flow-toy", "--output-dir", "out", "--quick", "--steps", "3"]) == FlowToyStudyConfig.quick(
-        "out", steps=3)
+        "out", steps=3
+    )
     assert _config(["flow-toy", "--output-dir", "out", "--quick", "--train-prompts", "none"]).train_prompts is None
     from studies.reward_toy import ToyStudyConfig
 
-    assert _config(["reward-toy", "--output-dir", "o", "--prompts", "40", "--tubelet", "1", "4", "4",
-                    "--no-keep-best", "--best-by", "loss"]) == ToyStudyConfig(
-        output_dir="o", n_prompts=40, tubelet=(1, 4, 4), keep_best=False, best_by="loss")
+    assert _config(
+        [
+            "reward-toy",
+            "--output-dir",
+            "o",
+            "--prompts",
+            "40",
+            "--tubelet",
+            "1",
+            "4",
+            "4",
+            "--no-keep-best",
+            "--best-by",
+            "loss",
+        ]
+    ) == ToyStudyConfig(output_dir="o", n_prompts=40, tubelet=(1, 4, 4), keep_best=False, best_by="loss")
     from studies.toy_policy import ToyPolicyConfig
 
     assert _config(["toy-policy", "--output-dir", "p", "--quick", "--steps", "10"]) == ToyPolicyConfig.quick(steps=10)
 
 
-@pytest.mark.parametrize("argv", [
-    ["flow-toy", "--output-dir", "out", "--methods", "dpo"],  # not a method
-    ["guidance-toy", "--output-dir", "out", "--readout", "max"],  # not a readout
-    ["reward-toy", "--output-dir", "out", "--tubelet", "1", "8"],  # a tubelet has three sides
-    ["active-learning", "--quick"],  # --output-dir is required
-    ["oracle-table", "--clips", "many"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["flow-toy", "--output-dir", "out", "--methods", "dpo"],  # not a method
+        ["guidance-toy", "--output-dir", "out", "--readout", "max"],  # not a readout
+        ["reward-toy", "--output-dir", "out", "--tubelet", "1", "8"],  # a tubelet has three sides
+        ["active-learning", "--quick"],  # --output-dir is required
+        ["oracle-table", "--clips", "many"],
+    ],
+)
 def test_bad_options_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -136,8 +192,16 @@ def test_the_product_never_imports_the_studies():
     for package in ("alignment", "workers", "annotate", "config"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}" for name in names
-                              if name == "studies" or name.startswith("studies.")]
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and not node.level
+                    else []
+                )
+                offenders += [
+                    f"{path.relative_to(ROOT)}:{node.lineno}"
+                    for name in names
+                    if name == "studies" or name.startswith("studies.")
+                ]
     assert offenders == []

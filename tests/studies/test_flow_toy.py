@@ -81,15 +81,23 @@ def implicit_preference_accuracy(output_dir) -> float:
     pairs = preference_pairs(snapshot.split("train"))
     base = load_policy(output_dir / "base-policy")
     aligned = load_policy(output_dir / "runs" / "flow-dpo" / "final")
-    cache = build_cache(base, [pair.prompt for pair in pairs], [v for pair in pairs for v in (pair.winner, pair.loser)],
-                        cache_dir=output_dir / "cache", roots=[snapshot.root], progress=False)
+    cache = build_cache(
+        base,
+        [pair.prompt for pair in pairs],
+        [v for pair in pairs for v in (pair.winner, pair.loser)],
+        cache_dir=output_dir / "cache",
+        roots=[snapshot.root],
+        progress=False,
+    )
     sigma_levels = (0.25, 0.5, 0.75)
     text = pad_text_embeds([cache.text.get(sha256_text(pair.prompt)) for pair in pairs], base.max_sequence_length)
     text = text.repeat(len(sigma_levels), 1, 1)  # (S·N, L, D)
     winners = torch.stack([cache.latents.get(cache.video_keys[pair.winner]) for pair in pairs]).repeat(
-        len(sigma_levels), 1, 1, 1, 1)  # (S·N, C, t, h, w)
+        len(sigma_levels), 1, 1, 1, 1
+    )  # (S·N, C, t, h, w)
     losers = torch.stack([cache.latents.get(cache.video_keys[pair.loser]) for pair in pairs]).repeat(
-        len(sigma_levels), 1, 1, 1, 1)
+        len(sigma_levels), 1, 1, 1, 1
+    )
     sigmas = torch.tensor(sigma_levels).repeat_interleave(len(pairs))
     noise = torch.randn(winners.shape, generator=torch.Generator().manual_seed(0))
     gains = {}

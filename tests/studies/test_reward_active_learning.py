@@ -30,17 +30,26 @@ pytestmark = [pytest.mark.study, pytest.mark.usefixtures("one_thread")]  # one_t
 
 
 def test_judgments_saved_reads_where_each_strategy_first_reaches_each_random_accuracy():
-    curves = {"random": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.6},
-                          {"judgments": 90, "accuracy": 0.7}]],
-              "uncertainty": [[{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.72},
-                               {"judgments": 90, "accuracy": 0.69}]]}
+    curves = {
+        "random": [
+            [{"judgments": 30, "accuracy": 0.5}, {"judgments": 60, "accuracy": 0.6}, {"judgments": 90, "accuracy": 0.7}]
+        ],
+        "uncertainty": [
+            [
+                {"judgments": 30, "accuracy": 0.5},
+                {"judgments": 60, "accuracy": 0.72},
+                {"judgments": 90, "accuracy": 0.69},
+            ]
+        ],
+    }
     curves["entropy"] = [[dict(point) for point in curves["random"][0]]]
     saved = judgments_saved(mean_curves(curves))
     assert list(saved) == ["uncertainty", "entropy"]
     # 0.6 and 0.7 are crossed between 30 (0.5) and 60 judgments (0.72): at 30 + 30 · 0.1/0.22 and 30 + 30 · 0.2/0.22
     assert [(p["random_judgments"], p["judgments"], p["ratio"]) for p in saved["uncertainty"]] == [
         (60, pytest.approx(30 + 30 * 0.1 / 0.22), pytest.approx((30 + 30 * 0.1 / 0.22) / 60)),
-        (90, pytest.approx(30 + 30 * 0.2 / 0.22), pytest.approx((30 + 30 * 0.2 / 0.22) / 90))]
+        (90, pytest.approx(30 + 30 * 0.2 / 0.22), pytest.approx((30 + 30 * 0.2 / 0.22) / 90)),
+    ]
     assert [p["ratio"] for p in saved["entropy"]] == [1.0, 1.0]  # the same curve: the same judgments
     curves["uncertainty"][0][1]["accuracy"] = 0.55
     curves["uncertainty"][0][2]["accuracy"] = 0.58
@@ -51,22 +60,28 @@ def test_accuracy_gain_pairs_each_repeat_with_its_random_run_and_gives_a_t_inter
     def run(*accuracies):
         return [{"judgments": 30 * (k + 1), "accuracy": a} for k, a in enumerate(accuracies)]
 
-    curves = {"random": [run(0.5, 0.6, 0.7), run(0.4, 0.5, 0.6)],
-              "uncertainty": [run(0.5, 0.62, 0.74), run(0.4, 0.51, 0.60)]}
+    curves = {
+        "random": [run(0.5, 0.6, 0.7), run(0.4, 0.5, 0.6)],
+        "uncertainty": [run(0.5, 0.62, 0.74), run(0.4, 0.51, 0.60)],
+    }
     (gain,) = accuracy_gain(curves).values()
     # per repeat, the mean difference after the shared first round: (2 + 4) / 2 = 3 and (1 + 0) / 2 = 0.5 points
     assert gain["repeats"] == 2 and gain["gain"] == pytest.approx(1.75)
     half = 12.7062 * np.std([3.0, 0.5], ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
     assert (gain["low"], gain["high"]) == (pytest.approx(1.75 - half, abs=1e-3), pytest.approx(1.75 + half, abs=1e-3))
-    assert [(p["judgments"], p["gain"]) for p in gain["per_round"]] == [(60, pytest.approx(1.5)),
-                                                                         (90, pytest.approx(2.0))]
+    assert [(p["judgments"], p["gain"]) for p in gain["per_round"]] == [
+        (60, pytest.approx(1.5)),
+        (90, pytest.approx(2.0)),
+    ]
 
     single = accuracy_gain({"random": curves["random"][:1], "uncertainty": curves["uncertainty"][:1]})["uncertainty"]
     assert single["gain"] == pytest.approx(3.0) and single["low"] is None and "by_dimension" not in single
 
     # Per dimension, the same paired rule: here uncertainty gains TA points and loses MQ points in both repeats.
-    for name, shift in (("random", {"VQ": 0.0, "MQ": 0.0, "TA": 0.0}),
-                        ("uncertainty", {"VQ": 0.0, "MQ": -0.02, "TA": 0.04})):
+    for name, shift in (
+        ("random", {"VQ": 0.0, "MQ": 0.0, "TA": 0.0}),
+        ("uncertainty", {"VQ": 0.0, "MQ": -0.02, "TA": 0.04}),
+    ):
         for run in curves[name]:
             for k, point in enumerate(run):
                 point["by_dimension"] = {dim: 0.6 + (shift[dim] if k else 0.0) for dim in shift}
@@ -74,11 +89,19 @@ def test_accuracy_gain_pairs_each_repeat_with_its_random_run_and_gives_a_t_inter
     assert {dim: round(g["gain"], 6) for dim, g in by_dimension.items()} == {"VQ": 0.0, "MQ": -2.0, "TA": 4.0}
     assert by_dimension["TA"]["low"] == pytest.approx(4.0)  # the same in both repeats: no spread
     mean = mean_curves(curves)
-    result = {"config": {"repeats": 2}, "pool_pairs": 10, "test_pairs": 5, "mean": mean,
-              "judgments_saved": judgments_saved(mean), "accuracy_gain": accuracy_gain(curves)}
-    assert ("uncertainty − random, test accuracy after the first round: +1.8 points (95 % interval over 2 repeats: "
-            f"{1.75 - half:+.1f} to {1.75 + half:+.1f}); by round: 60 +1.5, 90 +2.0\n"
-            "  by dimension: VQ +0.0 [+0.0, +0.0], MQ -2.0 [-2.0, -2.0], TA +4.0 [+4.0, +4.0]") in format_table(result)
+    result = {
+        "config": {"repeats": 2},
+        "pool_pairs": 10,
+        "test_pairs": 5,
+        "mean": mean,
+        "judgments_saved": judgments_saved(mean),
+        "accuracy_gain": accuracy_gain(curves),
+    }
+    assert (
+        "uncertainty − random, test accuracy after the first round: +1.8 points (95 % interval over 2 repeats: "
+        f"{1.75 - half:+.1f} to {1.75 + half:+.1f}); by round: 60 +1.5, 90 +2.0\n"
+        "  by dimension: VQ +0.0 [+0.0, +0.0], MQ -2.0 [-2.0, -2.0], TA +4.0 [+4.0, +4.0]"
+    ) in format_table(result)
 
 
 def test_added_pairs_reads_how_far_apart_and_how_often_tied_the_pairs_each_order_labelled(tmp_path):
@@ -93,8 +116,16 @@ def test_added_pairs_reads_how_far_apart_and_how_often_tied_the_pairs_each_order
     assert out["random"]["tied"] == {"VQ": 0.0, "MQ": 0.0, "TA": 0.0}
     assert out["uncertainty"]["oracle_difference"] == pytest.approx({"VQ": 0.15, "MQ": 0.4, "TA": 0.05})
     assert out["uncertainty"]["tied"] == {"VQ": 0.5, "MQ": 0.0, "TA": 0.5}
-    table = format_table({"mean": {"random": []}, "config": {"repeats": 1}, "pool_pairs": 4, "test_pairs": 1,
-                          "judgments_saved": {}, "added_pairs": out})
+    table = format_table(
+        {
+            "mean": {"random": []},
+            "config": {"repeats": 1},
+            "pool_pairs": 4,
+            "test_pairs": 1,
+            "judgments_saved": {},
+            "added_pairs": out,
+        }
+    )
     assert "uncertainty | 0.15 / 0.40 / 0.05 | 50 % / 0 % / 50 %" in table
 
 
@@ -117,13 +148,15 @@ def test_entropy_is_largest_between_a_tie_and_a_win_and_sums_the_dimensions():
     assert abs(grid[one.argmax()]) < np.log(theta) and one[600] > 0.99 * one.max()
     beyond = grid >= np.log(theta)
     assert np.all(np.diff(one[beyond]) < 0) and one[-1] < 0.1
-    assert tie_entropy(np.array([[1.6, 1.6, 1.6]]), theta)[0] == pytest.approx(3 * tie_entropy(
-        np.array([[1.6, 50.0, 50.0]]), theta)[0], rel=1e-6)
+    assert tie_entropy(np.array([[1.6, 1.6, 1.6]]), theta)[0] == pytest.approx(
+        3 * tie_entropy(np.array([[1.6, 50.0, 50.0]]), theta)[0], rel=1e-6
+    )
     raw = np.array([[40.0, 40.0, 40.0], [0.5, 30.0, 30.0], [0.5, 0.5, 0.5], [3.0, 3.0, 3.0]])
     assert labelling_order("entropy", [(raw, np.ones(3))], theta).tolist() == [2, 3, 1, 0]
     # the queue's rule reads normalised margins: raw / std
-    assert labelling_order("uncertainty", [(np.array([[4.0, 0, 0], [0.0, 1, 0]]), np.array([8.0, 1, 1]))],
-                           theta).tolist() == [0, 1]
+    assert labelling_order(
+        "uncertainty", [(np.array([[4.0, 0, 0], [0.0, 1, 0]]), np.array([8.0, 1, 1]))], theta
+    ).tolist() == [0, 1]
     with pytest.raises(ValueError, match="reads no margins"):
         labelling_order("random", [(raw, np.ones(3))], theta)
 
@@ -168,13 +201,17 @@ def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_pat
     # Resumed: the clips, prompts and oracle scores are read back, and the pool comes out the same.
     monkeypatch.setattr("alignment.toyworld.make_pairs", render)
     again = build_pool(config, log=lambda *_: None)
-    assert again.rows == data.rows and all(np.array_equal(getattr(again, name), getattr(data, name))
-                                           for name in ("pool", "val", "test"))
+    assert again.rows == data.rows and all(
+        np.array_equal(getattr(again, name), getattr(data, name)) for name in ("pool", "val", "test")
+    )
     with pytest.raises(ValueError, match="96 pairs, but this study renders 72; it belongs to another study"):
-        build_pool(ActiveLearningConfig.quick(str(tmp_path / "pool"), pairs_per_prompt=4, n_prompts=18),
-                   log=lambda *_: None)
-    prompts = {name: {data.rows[i]["prompt"] for i in indices}
-               for name, indices in (("pool", data.pool), ("val", data.val), ("test", data.test))}
+        build_pool(
+            ActiveLearningConfig.quick(str(tmp_path / "pool"), pairs_per_prompt=4, n_prompts=18), log=lambda *_: None
+        )
+    prompts = {
+        name: {data.rows[i]["prompt"] for i in indices}
+        for name, indices in (("pool", data.pool), ("val", data.val), ("test", data.test))
+    }
     assert len(prompts["test"]) == config.test_prompts and len(prompts["val"]) == config.val_prompts
     assert not (prompts["pool"] & prompts["test"]) and not (prompts["pool"] & prompts["val"])
     assert len(data.pool) == (24 - 4 - 2) * 4 and len(data.test) == 4 * 4 and len(data.val) == 2 * 4
@@ -184,9 +221,11 @@ def test_the_pool_is_judged_and_the_test_pairs_carry_the_oracles_verdict(tmp_pat
         for dim in ("vq", "mq", "ta"):
             assert row[dim] == np.sign(oracle[row["video_a"]][dim] - oracle[row["video_b"]][dim])
     # the annotators' majority is not the oracle's sign everywhere: they tie close pairs and err
-    disagreements = sum(data.rows[i][dim] != np.sign(oracle[data.rows[i]["video_a"]][dim] -
-                                                    oracle[data.rows[i]["video_b"]][dim])
-                        for i in data.pool for dim in ("vq", "mq", "ta"))
+    disagreements = sum(
+        data.rows[i][dim] != np.sign(oracle[data.rows[i]["video_a"]][dim] - oracle[data.rows[i]["video_b"]][dim])
+        for i in data.pool
+        for dim in ("vq", "mq", "ta")
+    )
     assert disagreements > 0
 
 
@@ -197,8 +236,7 @@ def test_a_policy_vs_base_pool_puts_the_cleaner_generator_on_either_side(tmp_pat
 
 
 @pytest.mark.slow
-def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_resumes(tmp_path, capsys,
-                                                                                      monkeypatch):
+def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_resumes(tmp_path, capsys, monkeypatch):
     output_dir = tmp_path / "active"
     two = ["--strategies", "random", "uncertainty"]
     assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", *two]) == 0
@@ -213,7 +251,9 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
         assert all(0.0 <= point["accuracy"] <= 1.0 for point in curve)
     assert result["curves"]["random"][0][0] == result["curves"]["uncertainty"][0][0]  # one shared first round
     assert {strategy: summary["pairs"] for strategy, summary in result["added_pairs"].items()} == {
-        "random": 16, "uncertainty": 16}
+        "random": 16,
+        "uncertainty": 16,
+    }
 
     # The uncertainty round labelled exactly the unlabelled pool pairs the first model was least sure about.
     config = ActiveLearningConfig.quick(str(output_dir), strategies=("random", "uncertainty"))
@@ -240,8 +280,7 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     ranks_next = runs / "r0-uncertainty-01" / "outcome-uncertainty.json"  # was the last round; now ranks the pool
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/outcome-*.json") if path != ranks_next}
     finished.update({path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")})
-    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", *two,
-                 "--rounds", "3"]) == 0
+    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", *two, "--rounds", "3"]) == 0
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
     longer = json.loads((output_dir / "result.json").read_text())
     for strategy in ("random", "uncertainty"):
@@ -256,16 +295,21 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     # The first model's margins on the pool, kept when uncertainty ranked it, are not computed again.
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/reward/metrics.json")}
     scored = []
-    monkeypatch.setattr(active_learning, "pair_rewards",
-                        lambda model_dir, *args: scored.append(model_dir.parent.parent.name)
-                        or pair_rewards(model_dir, *args))
+    monkeypatch.setattr(
+        active_learning,
+        "pair_rewards",
+        lambda model_dir, *args: scored.append(model_dir.parent.parent.name) or pair_rewards(model_dir, *args),
+    )
     three = ["--strategies", "random", "uncertainty", "entropy"]
-    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
-                 *three]) == 0
+    assert (
+        main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3", *three]) == 0
+    )
     assert scored == ["r0-entropy-01", "r0-entropy-02"]
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
     assert sorted(path.parent.parent.name for path in runs.glob("*/reward/metrics.json") if path not in finished) == [
-        "r0-entropy-01", "r0-entropy-02"]
+        "r0-entropy-01",
+        "r0-entropy-02",
+    ]
     with_entropy = json.loads((output_dir / "result.json").read_text())
     assert {key: with_entropy["curves"][key] for key in longer["curves"]} == longer["curves"]
     assert list(with_entropy["judgments_saved"]) == ["uncertainty", "entropy"]
@@ -277,8 +321,9 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     # Cut off in a round: it starts again there, and comes to the same pairs and curve.
     (output_dir / "result.json").unlink()
     shutil.rmtree(runs / "r0-uncertainty-02" / "reward")
-    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3",
-                 *three]) == 0
+    assert (
+        main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "3", *three]) == 0
+    )
     assert labelled("r0-uncertainty-02") == third
     assert json.loads((output_dir / "result.json").read_text())["curves"] == with_entropy["curves"]
 
@@ -286,15 +331,34 @@ def test_quick_study_labels_the_pairs_the_last_model_was_least_sure_about_and_re
     # first model's margins are read from margins.npz), and it labels the pairs they disagree on most.
     scored.clear()
     finished = {path: path.stat().st_mtime_ns for path in runs.glob("**/reward/metrics.json")}
-    assert main(["active-learning", "--output-dir", str(output_dir), "--quick", "--quiet", "--rounds", "2",
-                 "--strategies", "random", "committee"]) == 0
+    assert (
+        main(
+            [
+                "active-learning",
+                "--output-dir",
+                str(output_dir),
+                "--quick",
+                "--quiet",
+                "--rounds",
+                "2",
+                "--strategies",
+                "random",
+                "committee",
+            ]
+        )
+        == 0
+    )
     assert scored == ["member-1", "member-2", "r0-committee-01"]
     assert finished == {path: path.stat().st_mtime_ns for path in finished}
-    members = [pair_rewards(runs / "r0-initial" / name / "model", data, candidates)
-               for name in ("reward", "member-1/reward", "member-2/reward")]
+    members = [
+        pair_rewards(runs / "r0-initial" / name / "model", data, candidates)
+        for name in ("reward", "member-1/reward", "member-2/reward")
+    ]
     assert not np.allclose(members[0][0], members[1][0]) and not np.allclose(members[1][0], members[2][0])
-    seeds = [json.loads((runs / "r0-initial" / name / "train_config.json").read_text())["seed"]
-             for name in ("reward", "member-1/reward", "member-2/reward")]
+    seeds = [
+        json.loads((runs / "r0-initial" / name / "train_config.json").read_text())["seed"]
+        for name in ("reward", "member-1/reward", "member-2/reward")
+    ]
     assert len(set(seeds)) == 3
     disagreement = committee_disagreement(members)
     chosen = np.isin(candidates, list(labelled("r0-committee-01")))

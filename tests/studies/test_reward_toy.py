@@ -19,10 +19,13 @@ pytestmark = [pytest.mark.study, pytest.mark.timeout(1800)]
 
 
 def test_majority_labels_strict_majority_else_tie():
-    votes = np.array([
-        [[1, 0, -1], [1, 0, 1], [-1, 0, 1]],  # VQ 1 (2 of 3), MQ 0 (3 of 3), TA 1 (2 of 3)
-        [[1, -1, 0], [0, 1, 0], [-1, 0, -1]],  # VQ, MQ: three different votes → tie; TA 0 (2 of 3)
-    ], dtype=np.int8)  # (N=2, k=3, D=3)
+    votes = np.array(
+        [
+            [[1, 0, -1], [1, 0, 1], [-1, 0, 1]],  # VQ 1 (2 of 3), MQ 0 (3 of 3), TA 1 (2 of 3)
+            [[1, -1, 0], [0, 1, 0], [-1, 0, -1]],  # VQ, MQ: three different votes → tie; TA 0 (2 of 3)
+        ],
+        dtype=np.int8,
+    )  # (N=2, k=3, D=3)
     assert majority_labels(votes).tolist() == [[1, 0, 1], [0, 0, 0]]
     assert majority_labels(np.array([[[1], [1], [-1], [-1]]])).tolist() == [[0]]  # 2 of 4 is no majority
 

@@ -5,8 +5,8 @@ pure noise)."""
 import numpy as np
 import pytest
 
-from alignment.toyworld import ToyPrompt
 from alignment.data.video import write_mp4
+from alignment.toyworld import ToyPrompt
 from annotate.models import Pair
 from annotate.services.assignment import ScreenLabels, assignment_next, judgment_submit
 from annotate.services.ingest import GeneratedPair, generated_pairs_queue
@@ -21,11 +21,22 @@ def _queue_noise_pairs(folder, prompts: list[str], *, job: int) -> list[int]:
     folder.mkdir(parents=True, exist_ok=True)
     pairs = []
     for index, prompt in enumerate(prompts):
-        clips = [write_mp4(rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8), folder / f"{job}-{index}-{side}.mp4")
-                 for side in "ab"]
-        pairs.append(GeneratedPair(prompt=prompt, video_a=clips[0], video_b=clips[1], generator_a=f"flow-dpo-{job}",
-                                   generator_b="base", params_a={"seed": index}, params_b={"seed": index + 1},
-                                   priority=uncertainty_priority(0.0, 0.0)))
+        clips = [
+            write_mp4(rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8), folder / f"{job}-{index}-{side}.mp4")
+            for side in "ab"
+        ]
+        pairs.append(
+            GeneratedPair(
+                prompt=prompt,
+                video_a=clips[0],
+                video_b=clips[1],
+                generator_a=f"flow-dpo-{job}",
+                generator_b="base",
+                params_a={"seed": index},
+                params_b={"seed": index + 1},
+                priority=uncertainty_priority(0.0, 0.0),
+            )
+        )
     report = generated_pairs_queue(pairs=pairs, source=f"generated:job-{job}", name=f"noise (job {job})")
     assert report.pairs_created == len(prompts), report.skipped
     return list(Pair.objects.filter(batch_id=report.batch_id).values_list("pk", flat=True))
@@ -37,8 +48,12 @@ def test_an_annotator_gets_every_demo_pair_before_a_generated_one(db, make_user,
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}
     reports = demo_pairs_load()
-    demo = {pair.pk: pair for pair in Pair.objects.filter(batch_id__in=[r.batch_id for r in reports])
-            .select_related("prompt", "video_a", "video_b")}
+    demo = {
+        pair.pk: pair
+        for pair in Pair.objects.filter(batch_id__in=[r.batch_id for r in reports]).select_related(
+            "prompt", "video_a", "video_b"
+        )
+    }
     assert len(demo) >= 32 + 2 and all(pair.priority == DEMO_PRIORITY for pair in demo.values())
     assert DEMO_PRIORITY > uncertainty_priority(0.0, 0.0)  # above anything generation gives
 
@@ -51,8 +66,9 @@ def test_an_annotator_gets_every_demo_pair_before_a_generated_one(db, make_user,
     for _ in range(len(demo)):
         lease = assignment_next(annotator=annotator)
         served.append(lease.pair_id)
-        judgment_submit(assignment_id=lease.pk, annotator=annotator,
-                        labels=ScreenLabels(vq="left", mq="tie", ta="right"))
+        judgment_submit(
+            assignment_id=lease.pk, annotator=annotator, labels=ScreenLabels(vq="left", mq="tie", ta="right")
+        )
     assert set(served) == set(demo), "a generated pair was served before a demo pair"
     # the toy pairs (toy-world clips of a toy prompt) come first, then the samples (or ffmpeg's test patterns)
     assert all(_is_toy(demo[pk].prompt.text) for pk in served[:32])

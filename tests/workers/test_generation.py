@@ -33,9 +33,14 @@ def models(tmp_path_factory):
     aligned = build_tiny_wan_policy(root / "aligned", pixel_patch=4, num_layers=2, seed=1)
     torch.manual_seed(0)
     latent = save_latent_reward(LatentRewardModel.from_policy(load_policy(base).transformer, 1), root / "latent")
-    reward = save_reward_model(RewardModel(RewardModelConfig(backbone="small", hidden_size=32, num_layers=1,
-                                                             num_heads=2, num_frames=4, tubelet=(2, 8, 8))),
-                               root / "reward")
+    reward = save_reward_model(
+        RewardModel(
+            RewardModelConfig(
+                backbone="small", hidden_size=32, num_layers=1, num_heads=2, num_frames=4, tubelet=(2, 8, 8)
+            )
+        ),
+        root / "reward",
+    )
     prompts = root / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     return SimpleNamespace(base=base, aligned=aligned, latent=latent, reward=reward, prompts=prompts)
@@ -49,7 +54,8 @@ def site(db, models, settings, tmp_path):
         policy=ModelVersion.objects.create(kind="policy", name="flow-dpo-7", path=str(models.aligned)),
         latent=ModelVersion.objects.create(kind="latent_reward", name="latent-reward-5", path=str(models.latent)),
         reward=ModelVersion.objects.create(kind="reward", name="reward-3", path=str(models.reward)),
-        prompt_file=str(models.prompts))
+        prompt_file=str(models.prompts),
+    )
 
 
 def run_generation(django_capture_on_commit_callbacks, **kwargs) -> tuple[Job, list[Pair]]:
@@ -58,8 +64,11 @@ def run_generation(django_capture_on_commit_callbacks, **kwargs) -> tuple[Job, l
     job_execute(job_id=job.pk, work=generation_work)
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.error + job.log
-    pairs = list(Pair.objects.filter(batch=Batch.objects.get(source=f"generated:job-{job.pk}"))
-                 .select_related("video_a", "video_b", "prompt"))
+    pairs = list(
+        Pair.objects.filter(batch=Batch.objects.get(source=f"generated:job-{job.pk}")).select_related(
+            "video_a", "video_b", "prompt"
+        )
+    )
     return job, pairs
 
 
@@ -68,29 +77,44 @@ def by_generator(pair: Pair) -> dict:
 
 
 def test_policy_vs_base_with_a_latent_reward_guides_side_a_and_queues_the_least_certain_first(
-        site, django_capture_on_commit_callbacks):
-    job, pairs = run_generation(django_capture_on_commit_callbacks, policy_version=site.policy,
-                                reward_version=site.reward, latent_reward_version=site.latent,
-                                overrides={**FAST, "weights": "vq=1,mq=0,ta=2", "prompt_file": site.prompt_file})
+    site, django_capture_on_commit_callbacks
+):
+    job, pairs = run_generation(
+        django_capture_on_commit_callbacks,
+        policy_version=site.policy,
+        reward_version=site.reward,
+        latent_reward_version=site.latent,
+        overrides={**FAST, "weights": "vq=1,mq=0,ta=2", "prompt_file": site.prompt_file},
+    )
     guided_name = "flow-dpo-7+nrg(vq=1,mq=0,ta=2,w=100)"
     assert job.result["generator_a"] == guided_name and job.result["generator_b"] == "base"
     assert len(pairs) == 2 and {pair.prompt.text for pair in pairs} <= set(PROMPTS)
     for pair in pairs:
         videos = by_generator(pair)
         guided, base = videos[guided_name].generation_params, videos["base"].generation_params
-        assert guided["nrg"] == {"weights": {"VQ": 1.0, "MQ": 0.0, "TA": 2.0}, "strength": 100.0,
-                                 "sigma_min": 0.0, "max_ratio": 10.0, "latent_reward": "latent-reward-5"}
+        assert guided["nrg"] == {
+            "weights": {"VQ": 1.0, "MQ": 0.0, "TA": 2.0},
+            "strength": 100.0,
+            "sigma_min": 0.0,
+            "max_ratio": 10.0,
+            "latent_reward": "latent-reward-5",
+        }
         assert base["nrg"] is None and base["seed"] == guided["seed"] + 1  # each side its own seed
         assert (guided["policy"], base["policy"], guided["source"], guided["steps"]) == (
-            "flow-dpo-7", "base", "policy_vs_base", 3)
+            "flow-dpo-7",
+            "base",
+            "policy_vs_base",
+            3,
+        )
         assert 0 < pair.priority <= 1
         assert pair.priority == pytest.approx(1 / (1 + abs(guided["reward"] - base["reward"])))
     assert len({pair.priority for pair in pairs}) == 2  # the reward model's margins set the order
 
 
 def test_two_seeds_of_the_base_policy(site, django_capture_on_commit_callbacks):
-    job, pairs = run_generation(django_capture_on_commit_callbacks,
-                                overrides={**FAST, "source": "two_seeds", "prompt_file": site.prompt_file})
+    job, pairs = run_generation(
+        django_capture_on_commit_callbacks, overrides={**FAST, "source": "two_seeds", "prompt_file": site.prompt_file}
+    )
     assert job.result["policy"] == "base" and len(pairs) == 2
     for pair in pairs:
         a, b = pair.video_a.generation_params, pair.video_b.generation_params
@@ -100,11 +124,19 @@ def test_two_seeds_of_the_base_policy(site, django_capture_on_commit_callbacks):
 
 
 def test_guided_vs_unguided_keeps_the_seed_and_changes_the_video(site, django_capture_on_commit_callbacks):
-    job, pairs = run_generation(django_capture_on_commit_callbacks, latent_reward_version=site.latent,
-                                reward_version=site.reward,
-                                overrides={**FAST, "source": "guided_vs_unguided", "guidance_strength": 50.0,
-                                           "guidance_sigma_min": 0.2, "guidance_max_ratio": 1.0,
-                                           "prompt_file": site.prompt_file})
+    job, pairs = run_generation(
+        django_capture_on_commit_callbacks,
+        latent_reward_version=site.latent,
+        reward_version=site.reward,
+        overrides={
+            **FAST,
+            "source": "guided_vs_unguided",
+            "guidance_strength": 50.0,
+            "guidance_sigma_min": 0.2,
+            "guidance_max_ratio": 1.0,
+            "prompt_file": site.prompt_file,
+        },
+    )
     assert len(pairs) == 2, job.log
     for pair in pairs:
         videos = by_generator(pair)
@@ -123,16 +155,25 @@ def test_generation_refuses_bad_inputs_naming_the_field(site):
         ({"overrides": {}}, "policy_version"),  # policy_vs_base without a policy
         ({"policy_version": site.policy, "overrides": {"weights": "vq=high"}}, "weights"),
         ({"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "weights": "vq=0"}}, "weights"),
-        ({"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_strength": 0}},
-         "guidance_strength"),
-        ({"latent_reward_version": site.reward, "overrides": {"source": "guided_vs_unguided"}}, "latent_reward_version"),
+        (
+            {"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_strength": 0}},
+            "guidance_strength",
+        ),
+        (
+            {"latent_reward_version": site.reward, "overrides": {"source": "guided_vs_unguided"}},
+            "latent_reward_version",
+        ),
         ({"policy_version": site.latent, "overrides": {}}, "policy_version"),
         ({"overrides": {"source": "three_seeds"}}, "source"),
         ({"overrides": {"source": "two_seeds", "pairs": 0}}, "pairs"),
-        ({"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_sigma_min": 1.0}},
-         "guidance_sigma_min"),
-        ({"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_max_ratio": 0}},
-         "guidance_max_ratio"),
+        (
+            {"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_sigma_min": 1.0}},
+            "guidance_sigma_min",
+        ),
+        (
+            {"latent_reward_version": site.latent, "overrides": {"source": "two_seeds", "guidance_max_ratio": 0}},
+            "guidance_max_ratio",
+        ),
     ]
     for kwargs, field in cases:
         with pytest.raises(GenerationInputError) as caught:
@@ -141,8 +182,9 @@ def test_generation_refuses_bad_inputs_naming_the_field(site):
     assert not Job.objects.exists()
 
 
-def test_a_latent_reward_for_another_policy_is_refused_when_the_job_runs(site, tmp_path, models,
-                                                                          django_capture_on_commit_callbacks):
+def test_a_latent_reward_for_another_policy_is_refused_when_the_job_runs(
+    site, tmp_path, models, django_capture_on_commit_callbacks
+):
     from alignment.flow.latent_reward import LatentRewardModel, save_latent_reward
     from alignment.flow.model import load_policy
     from alignment.flow.tiny import build_tiny_wan_policy
@@ -151,8 +193,10 @@ def test_a_latent_reward_for_another_policy_is_refused_when_the_job_runs(site, t
     folder = save_latent_reward(LatentRewardModel.from_policy(load_policy(other).transformer, 1), tmp_path / "lr")
     mismatched = ModelVersion.objects.create(kind="latent_reward", name="latent-other", path=str(folder))
     with django_capture_on_commit_callbacks():
-        job = generation_job_create(latent_reward_version=mismatched,
-                                    overrides={**FAST, "source": "guided_vs_unguided", "prompt_file": site.prompt_file})
+        job = generation_job_create(
+            latent_reward_version=mismatched,
+            overrides={**FAST, "source": "guided_vs_unguided", "prompt_file": site.prompt_file},
+        )
     with pytest.raises(GenerationInputError, match="latent-other reads latents with in_channels=12"):
         job_execute(job_id=job.pk, work=generation_work)
     assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED
@@ -164,8 +208,17 @@ def test_a_latent_reward_for_another_policy_is_refused_when_the_job_runs(site, t
 
 
 def generation_post(**values) -> dict:
-    return {"pairs": 4, "source": "policy_vs_base", "steps": 20, "guidance_scale": 5.0, "weights": "vq=1,mq=1,ta=1",
-            "guidance_strength": 100.0, "guidance_sigma_min": 0.0, "guidance_max_ratio": 10.0, **values}
+    return {
+        "pairs": 4,
+        "source": "policy_vs_base",
+        "steps": 20,
+        "guidance_scale": 5.0,
+        "weights": "vq=1,mq=1,ta=1",
+        "guidance_strength": 100.0,
+        "guidance_sigma_min": 0.0,
+        "guidance_max_ratio": 10.0,
+        **values,
+    }
 
 
 def test_generation_form_puts_the_services_error_on_the_field(site, staff_client, django_capture_on_commit_callbacks):
@@ -173,53 +226,96 @@ def test_generation_form_puts_the_services_error_on_the_field(site, staff_client
     assert refused.status_code == 200 and not Job.objects.exists()
     assert "needs a latent reward model" in refused.context["form"].errors["latent_reward_version"][0]
     with django_capture_on_commit_callbacks() as callbacks:
-        response = staff_client.post("/admin/workers/job/new/generate/", generation_post(
-            source="guided_vs_unguided", latent_reward_version=site.latent.pk, weights="vq=0,mq=1,ta=3"))
+        response = staff_client.post(
+            "/admin/workers/job/new/generate/",
+            generation_post(
+                source="guided_vs_unguided", latent_reward_version=site.latent.pk, weights="vq=0,mq=1,ta=3"
+            ),
+        )
     assert response.status_code == 302, response.context["form"].errors
     job = Job.objects.get(kind=Job.Kind.GENERATE)
-    assert job.params == {"pairs": 4, "source": "guided_vs_unguided", "weights": "vq=0,mq=1,ta=3",
-                          "policy_model_version_id": None, "reward_model_version_id": None,
-                          "latent_reward_model_version_id": site.latent.pk}
+    assert job.params == {
+        "pairs": 4,
+        "source": "guided_vs_unguided",
+        "weights": "vq=0,mq=1,ta=3",
+        "policy_model_version_id": None,
+        "reward_model_version_id": None,
+        "latent_reward_model_version_id": site.latent.pk,
+    }
     assert len(callbacks) == 1
 
 
-def test_generate_n_pairs_action_opens_a_filled_in_form_and_queues_the_job(site, staff_client,
-                                                                           django_capture_on_commit_callbacks):
+def test_generate_n_pairs_action_opens_a_filled_in_form_and_queues_the_job(
+    site, staff_client, django_capture_on_commit_callbacks
+):
     changelist = "/admin/workers/modelversion/"
-    response = staff_client.post(changelist, {"action": "generate_pairs",
-                                              "_selected_action": [site.policy.pk, site.latent.pk]})
+    response = staff_client.post(
+        changelist, {"action": "generate_pairs", "_selected_action": [site.policy.pk, site.latent.pk]}
+    )
     assert response.status_code == 302
-    assert response["Location"] == (f"/admin/workers/modelversion/generate/?policy_version={site.policy.pk}"
-                                    f"&latent_reward_version={site.latent.pk}")
+    assert response["Location"] == (
+        f"/admin/workers/modelversion/generate/?policy_version={site.policy.pk}&latent_reward_version={site.latent.pk}"
+    )
     page = staff_client.get(response["Location"])
     form = page.context["form"]
     assert page.status_code == 200 and b'name="guidance_strength"' in page.content
     assert (form["policy_version"].value(), form["latent_reward_version"].value(), form["reward_version"].value()) == (
-        str(site.policy.pk), str(site.latent.pk), site.reward.pk)  # the newest reward model orders the pairs
-    assert [value for value, _ in form.fields["source"].choices] == ["policy_vs_base", "two_seeds", "guided_vs_unguided"]
+        str(site.policy.pk),
+        str(site.latent.pk),
+        site.reward.pk,
+    )  # the newest reward model orders the pairs
+    assert [value for value, _ in form.fields["source"].choices] == [
+        "policy_vs_base",
+        "two_seeds",
+        "guided_vs_unguided",
+    ]
     with django_capture_on_commit_callbacks():
-        queued = staff_client.post(response["Location"], generation_post(
-            pairs=8, policy_version=site.policy.pk, latent_reward_version=site.latent.pk, reward_version=site.reward.pk,
-            weights="vq=2,mq=1,ta=1", guidance_strength=60, prompt_file=site.prompt_file))
+        queued = staff_client.post(
+            response["Location"],
+            generation_post(
+                pairs=8,
+                policy_version=site.policy.pk,
+                latent_reward_version=site.latent.pk,
+                reward_version=site.reward.pk,
+                weights="vq=2,mq=1,ta=1",
+                guidance_strength=60,
+                prompt_file=site.prompt_file,
+            ),
+        )
     job = Job.objects.get(kind=Job.Kind.GENERATE)
     assert queued.status_code == 302 and queued["Location"] == f"/admin/workers/job/{job.pk}/change/"
-    assert job.params == {"pairs": 8, "weights": "vq=2,mq=1,ta=1", "guidance_strength": 60.0,
-                          "prompt_file": site.prompt_file, "policy_model_version_id": site.policy.pk,
-                          "reward_model_version_id": site.reward.pk, "latent_reward_model_version_id": site.latent.pk}
+    assert job.params == {
+        "pairs": 8,
+        "weights": "vq=2,mq=1,ta=1",
+        "guidance_strength": 60.0,
+        "prompt_file": site.prompt_file,
+        "policy_model_version_id": site.policy.pk,
+        "reward_model_version_id": site.reward.pk,
+        "latent_reward_model_version_id": site.latent.pk,
+    }
 
     alone = staff_client.post(changelist, {"action": "generate_pairs", "_selected_action": [site.latent.pk]})
     assert staff_client.get(alone["Location"]).context["form"]["source"].value() == "guided_vs_unguided"
     other = ModelVersion.objects.create(kind="policy", name="flow-rwr-8", path="/p")
-    for selection, message in (([site.policy.pk, other.pk], "Select at most one"), ([site.reward.pk], "Select a policy")):
-        refused = staff_client.post(changelist, {"action": "generate_pairs", "_selected_action": selection}, follow=True)
+    for selection, message in (
+        ([site.policy.pk, other.pk], "Select at most one"),
+        ([site.reward.pk], "Select a policy"),
+    ):
+        refused = staff_client.post(
+            changelist, {"action": "generate_pairs", "_selected_action": selection}, follow=True
+        )
         assert message in refused.content.decode()
     assert Job.objects.count() == 1
 
 
 def test_the_admin_pages_are_for_staff_only(site, client, make_user):
     job = Job.objects.create(kind=Job.Kind.PREVIEW, params={"prompt": "x"})
-    urls = ["/admin/workers/guidedpreview/", f"/admin/workers/guidedpreview/{job.pk}/live/",
-            "/admin/workers/modelversion/generate/", f"/admin/workers/job/{job.pk}/files/guided.mp4"]
+    urls = [
+        "/admin/workers/guidedpreview/",
+        f"/admin/workers/guidedpreview/{job.pk}/live/",
+        "/admin/workers/modelversion/generate/",
+        f"/admin/workers/job/{job.pk}/files/guided.mp4",
+    ]
     for who in (None, make_user()):
         if who is not None:
             client.force_login(who)
@@ -239,13 +335,27 @@ def test_the_admin_pages_are_for_staff_only(site, client, make_user):
 
 
 def preview_post(site, **values) -> dict:
-    return {"prompt_choice": "", "prompt_text": "", "vq": 1.0, "mq": 1.0, "ta": 1.0, "guidance_strength": 100,
-            "guidance_sigma_min": 0, "guidance_max_ratio": 10, "seed": 3, "policy_version": "", "latent_reward_version": site.latent.pk, "steps": 3, "guidance_scale": 5.0,
-            **values}
+    return {
+        "prompt_choice": "",
+        "prompt_text": "",
+        "vq": 1.0,
+        "mq": 1.0,
+        "ta": 1.0,
+        "guidance_strength": 100,
+        "guidance_sigma_min": 0,
+        "guidance_max_ratio": 10,
+        "seed": 3,
+        "policy_version": "",
+        "latent_reward_version": site.latent.pk,
+        "steps": 3,
+        "guidance_scale": 5.0,
+        **values,
+    }
 
 
-def test_personalisation_page_queues_a_preview_and_lists_the_sessions_previews(site, staff_client,
-                                                                               django_capture_on_commit_callbacks):
+def test_personalisation_page_queues_a_preview_and_lists_the_sessions_previews(
+    site, staff_client, django_capture_on_commit_callbacks
+):
     prompt = Prompt.objects.create(text="a green triangle moving right")
     page = staff_client.get("/admin/workers/guidedpreview/")
     html = page.content.decode()
@@ -256,20 +366,31 @@ def test_personalisation_page_queues_a_preview_and_lists_the_sessions_previews(s
 
     refused = staff_client.post("/admin/workers/guidedpreview/", preview_post(site), HTTP_HX_REQUEST="true")
     assert "choose a prompt or type one" in refused.content.decode() and not Job.objects.exists()
-    refused = staff_client.post("/admin/workers/guidedpreview/", preview_post(site, prompt_text="x", vq=0, mq=0, ta=0),
-                                HTTP_HX_REQUEST="true")
+    refused = staff_client.post(
+        "/admin/workers/guidedpreview/", preview_post(site, prompt_text="x", vq=0, mq=0, ta=0), HTTP_HX_REQUEST="true"
+    )
     assert refused.context["form"].errors["__all__"][0].startswith("weights:")  # all zero: no field of that name
 
     with django_capture_on_commit_callbacks() as callbacks:
-        fragment = staff_client.post("/admin/workers/guidedpreview/", preview_post(
-            site, prompt_choice=prompt.pk, vq=2.5, ta=0.5, seed=11), HTTP_HX_REQUEST="true")
+        fragment = staff_client.post(
+            "/admin/workers/guidedpreview/",
+            preview_post(site, prompt_choice=prompt.pk, vq=2.5, ta=0.5, seed=11),
+            HTTP_HX_REQUEST="true",
+        )
     job = Job.objects.get(kind=Job.Kind.PREVIEW)
     assert len(callbacks) == 1 and job.created_by is not None
-    assert job.params == {"prompt": "a green triangle moving right", "seed": 11, "weights": "vq=2.5,mq=1,ta=0.5",
-                          "guidance_strength": 100.0, "guidance_sigma_min": 0.0, "guidance_max_ratio": 10.0, "steps": 3,
-                          "guidance_scale": 5.0,
-                          "policy_model_version_id": None,
-                          "latent_reward_model_version_id": site.latent.pk}
+    assert job.params == {
+        "prompt": "a green triangle moving right",
+        "seed": 11,
+        "weights": "vq=2.5,mq=1,ta=0.5",
+        "guidance_strength": 100.0,
+        "guidance_sigma_min": 0.0,
+        "guidance_max_ratio": 10.0,
+        "steps": 3,
+        "guidance_scale": 5.0,
+        "policy_model_version_id": None,
+        "latent_reward_model_version_id": site.latent.pk,
+    }
     html = fragment.content.decode()
     assert "<html" not in html and f'hx-get="/admin/workers/guidedpreview/{job.pk}/live/"' in html
     assert 'hx-trigger="every 2s"' in html and f"?job={job.pk}" in html  # polling, and in the session's list
@@ -277,8 +398,12 @@ def test_personalisation_page_queues_a_preview_and_lists_the_sessions_previews(s
     assert f'id="preview-status-{job.pk}" class="badge" hx-swap-oob="true">queued' in live  # the list follows the job
 
     with django_capture_on_commit_callbacks():
-        response = staff_client.post("/admin/workers/guidedpreview/", preview_post(
-            site, prompt_choice=prompt.pk, prompt_text="  a cat on the street  ", policy_version=site.policy.pk))
+        response = staff_client.post(
+            "/admin/workers/guidedpreview/",
+            preview_post(
+                site, prompt_choice=prompt.pk, prompt_text="  a cat on the street  ", policy_version=site.policy.pk
+            ),
+        )
     second = Job.objects.filter(kind=Job.Kind.PREVIEW).latest("pk")
     assert response.status_code == 302 and response["Location"] == f"/admin/workers/guidedpreview/?job={second.pk}"
     assert second.params["prompt"] == "a cat on the street"  # typed text wins over the select
@@ -287,13 +412,20 @@ def test_personalisation_page_queues_a_preview_and_lists_the_sessions_previews(s
     assert page.context["form"]["prompt_text"].value() == "a cat on the street"  # the form as it was queued
 
 
-def test_a_guided_preview_writes_both_videos_and_the_page_plays_them(site, staff_client,
-                                                                     django_capture_on_commit_callbacks):
+def test_a_guided_preview_writes_both_videos_and_the_page_plays_them(
+    site, staff_client, django_capture_on_commit_callbacks
+):
     from workers.services.previews import preview_job_create, preview_work
 
     with django_capture_on_commit_callbacks():
-        job = preview_job_create(prompt=PROMPTS[0], seed=5, latent_reward_version=site.latent, weights="vq=1,mq=0,ta=3",
-                                 guidance_strength=80, steps=3)
+        job = preview_job_create(
+            prompt=PROMPTS[0],
+            seed=5,
+            latent_reward_version=site.latent,
+            weights="vq=1,mq=0,ta=3",
+            guidance_strength=80,
+            steps=3,
+        )
     running = staff_client.get(f"/admin/workers/guidedpreview/{job.pk}/live/").content.decode()
     assert 'hx-trigger="every 2s"' in running and "<video" not in running
     job_execute(job_id=job.pk, work=preview_work)
@@ -333,7 +465,13 @@ def test_the_file_view_refuses_paths_outside_the_job_folder(site, staff_client, 
     base = f"/admin/workers/job/{job.pk}/files/"
     assert staff_client.get(base + "guided.mp4").status_code == 200
     neighbour_name = job_folder(neighbour).name
-    for name in (f"../{neighbour_name}/secret.txt", "..%2F..%2Fsecret.txt", "%2Fetc%2Fpasswd", "link.txt", "nothing.mp4"):
+    for name in (
+        f"../{neighbour_name}/secret.txt",
+        "..%2F..%2Fsecret.txt",
+        "%2Fetc%2Fpasswd",
+        "link.txt",
+        "nothing.mp4",
+    ):
         response = staff_client.get(base + name)
         assert response.status_code == 404, name
     for name in (f"../{neighbour_name}/secret.txt", str(outside), "/etc/passwd", "link.txt", "."):
@@ -364,6 +502,9 @@ def test_pairs_from_the_untrained_built_in_policy_are_held_out_of_the_queue(make
     assert pairs_hold_if_untrained(batch_id=batch.pk) == 3
     assert set(Pair.objects.filter(batch=batch).values_list("status", flat=True)) == {Pair.Status.RETIRED}
     assert assignment_next(annotator=annotator) is None
-    job = Job(kind=Job.Kind.GENERATE, status=Job.Status.SUCCEEDED,
-              result={"pairs_created": 3, "pairs_existing": 0, "skipped": [], "pairs_held": 3})
+    job = Job(
+        kind=Job.Kind.GENERATE,
+        status=Job.Status.SUCCEEDED,
+        result={"pairs_created": 3, "pairs_existing": 0, "skipped": [], "pairs_held": 3},
+    )
     assert job_outcome_text(job) == "done: 0 pairs queued, 3 pairs from the untrained built-in policy held back"

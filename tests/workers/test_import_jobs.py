@@ -25,14 +25,20 @@ def _wait(job_id: int, timeout: float = 120) -> Job:
 def test_api_upload_import_runs_in_the_worker(celery_worker_process, client, make_user, tmp_path):
     render_clip(tmp_path / "a.mp4")
     render_clip(tmp_path / "b.mp4", source="smptebars")
-    manifest = "path_A,path_B,prompt,VQ,MQ,TA\nvideos/a.mp4,videos/b.mp4,an uploaded pair,A,B,same\nvideos/a.mp4,gone.mp4,x,A,A,A\n"
+    manifest = (
+        "path_A,path_B,prompt,VQ,MQ,TA\n"
+        "videos/a.mp4,videos/b.mp4,an uploaded pair,A,B,same\n"
+        "videos/a.mp4,gone.mp4,x,A,A,A\n"
+    )
     client.force_login(make_user(staff=True))
     response = client.post(
         "/api/v1/imports/",
         {
             "manifest": SimpleUploadedFile("pairs.csv", manifest.encode()),
-            "videos": [SimpleUploadedFile("a.mp4", (tmp_path / "a.mp4").read_bytes()),
-                       SimpleUploadedFile("b.mp4", (tmp_path / "b.mp4").read_bytes())],
+            "videos": [
+                SimpleUploadedFile("a.mp4", (tmp_path / "a.mp4").read_bytes()),
+                SimpleUploadedFile("b.mp4", (tmp_path / "b.mp4").read_bytes()),
+            ],
             "gold": "true",
         },
     )
@@ -58,18 +64,22 @@ def test_admin_import_form_queues_a_job(client, make_user, django_capture_on_com
     from celery import current_app
 
     sent = []
-    monkeypatch.setattr(current_app, "send_task",
-                        lambda name, args: sent.append(args[0]) or type("R", (), {"id": "x"})())
+    monkeypatch.setattr(
+        current_app, "send_task", lambda name, args: sent.append(args[0]) or type("R", (), {"id": "x"})()
+    )
     admin = make_user(staff=True)
     admin.is_superuser = True
     admin.save()
     client.force_login(admin)
     rows = json.dumps({"prompt": "p", "video_a": "../../etc/passwd", "video_b": "b.mp4"}) + "\n"
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/admin/workers/job/import/", {
-            "manifest": SimpleUploadedFile("m.jsonl", rows.encode()),
-            "videos": [SimpleUploadedFile("../../evil.mp4", b"data")],
-        })
+        response = client.post(
+            "/admin/workers/job/import/",
+            {
+                "manifest": SimpleUploadedFile("m.jsonl", rows.encode()),
+                "videos": [SimpleUploadedFile("../../evil.mp4", b"data")],
+            },
+        )
     assert response.status_code == 302
     job = Job.objects.get()
     assert sent == [job.pk]

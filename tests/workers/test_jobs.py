@@ -30,34 +30,48 @@ def test_reward_form_lists_every_config_field_with_the_sites_defaults_and_help(d
     assert choices_from_doc("pairs per optimizer step") is None
 
 
-def test_staff_queues_a_reward_job_and_only_the_changes_are_stored(staff_client, snapshot,
-                                                                   django_capture_on_commit_callbacks):
+def test_staff_queues_a_reward_job_and_only_the_changes_are_stored(
+    staff_client, snapshot, django_capture_on_commit_callbacks
+):
     page = staff_client.get("/admin/workers/job/new/reward/")
     assert page.status_code == 200 and b'name="model.lora_rank"' in page.content
     form = JobConfigForm(JOB_SPECS[Job.Kind.REWARD])
     data = {name: form[name].value() for name in form.fields if name != "snapshot"}
-    data = {key: ("on" if value is True else value) for key, value in data.items() if value is not False and value is not None}
+    data = {
+        key: ("on" if value is True else value)
+        for key, value in data.items()
+        if value is not False and value is not None
+    }
     data["model.tubelet"] = "1, 8, 8"
     data.update(snapshot=snapshot.pk, epochs=2, loss="bt")
     with django_capture_on_commit_callbacks() as callbacks:
         response = staff_client.post("/admin/workers/job/new/reward/", data)
     assert response.status_code == 302, response.content.decode()[-3000:]
     job = Job.objects.get(kind=Job.Kind.REWARD)
-    assert job.params == {"snapshot_id": snapshot.pk, "config": {"epochs": 2, "loss": "bt", "model": {"tubelet": [1, 8, 8]}}}
+    assert job.params == {
+        "snapshot_id": snapshot.pk,
+        "config": {"epochs": 2, "loss": "bt", "model": {"tubelet": [1, 8, 8]}},
+    }
     assert len(callbacks) == 1  # the task is sent once the row is committed
 
 
 def test_bad_config_values_are_refused_with_the_field_named(staff_client, snapshot):
-    response = staff_client.post("/admin/workers/job/new/reward/", {"snapshot": snapshot.pk, "epochs": "two",
-                                                                     "model.tubelet": "2, x, 8"})
+    response = staff_client.post(
+        "/admin/workers/job/new/reward/", {"snapshot": snapshot.pk, "epochs": "two", "model.tubelet": "2, x, 8"}
+    )
     assert response.status_code == 200 and not Job.objects.exists()
     errors = response.context["form"].errors
     assert "Enter a whole number." in errors["epochs"][0] and "comma-separated int" in errors["model.tubelet"][0]
 
 
 def test_job_page_polls_while_running_and_stops_when_finished(staff_client, snapshot):
-    job = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING, progress=0.25, log="line 1\nline 2\n",
-                             metrics={"live": {"train_loss": [[1, 0.9], [2, 0.7]]}})
+    job = Job.objects.create(
+        kind=Job.Kind.REWARD,
+        status=Job.Status.RUNNING,
+        progress=0.25,
+        log="line 1\nline 2\n",
+        metrics={"live": {"train_loss": [[1, 0.9], [2, 0.7]]}},
+    )
     page = staff_client.get(f"/admin/workers/job/{job.pk}/change/")
     assert page.status_code == 200
     html = page.content.decode()
@@ -143,9 +157,12 @@ def test_a_redelivered_job_closes_the_dead_attempt_and_ignores_a_live_duplicate(
 
 def test_watchdog_fails_jobs_whose_worker_went_silent(db, settings):
     settings.VIDPREF_JOB_STALE_MINUTES = 30
-    quiet = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING,
-                               heartbeat_at=timezone.now() - timedelta(minutes=31),
-                               attempts=[{"number": 1, "worker": "gpu-7", "pid": 1, "outcome": "running"}])
+    quiet = Job.objects.create(
+        kind=Job.Kind.REWARD,
+        status=Job.Status.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(minutes=31),
+        attempts=[{"number": 1, "worker": "gpu-7", "pid": 1, "outcome": "running"}],
+    )
     busy = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING, heartbeat_at=timezone.now())
     assert jobs_mark_stale() == [quiet.pk]
     quiet.refresh_from_db()
@@ -157,13 +174,21 @@ def test_watchdog_fails_jobs_whose_worker_went_silent(db, settings):
 def test_model_versions_compare_side_by_side(staff_client, snapshot):
     def version(name, vq, epochs):
         return ModelVersion.objects.create(
-            kind="reward", name=name, path="/m", snapshot=snapshot, config={"epochs": epochs, "model": {"hidden_size": 64}},
-            metrics={"validation": {"VQ": {"accuracy_without_ties": vq, "accuracy_with_ties": vq - 0.1}},
-                     "charts": {"train_loss": [[1, 0.7], [2, 0.5]]}})
+            kind="reward",
+            name=name,
+            path="/m",
+            snapshot=snapshot,
+            config={"epochs": epochs, "model": {"hidden_size": 64}},
+            metrics={
+                "validation": {"VQ": {"accuracy_without_ties": vq, "accuracy_with_ties": vq - 0.1}},
+                "charts": {"train_loss": [[1, 0.7], [2, 0.5]]},
+            },
+        )
 
     first, second = version("reward-a", 0.71, 2), version("reward-b", 0.78, 4)
-    response = staff_client.post("/admin/workers/modelversion/", {"action": "compare",
-                                                                   "_selected_action": [first.pk, second.pk]})
+    response = staff_client.post(
+        "/admin/workers/modelversion/", {"action": "compare", "_selected_action": [first.pk, second.pk]}
+    )
     assert response.status_code == 302
     page = staff_client.get(response["Location"])
     html = page.content.decode()
@@ -173,23 +198,30 @@ def test_model_versions_compare_side_by_side(staff_client, snapshot):
     assert staff_client.get("/admin/workers/modelversion/compare/?ids=x").status_code == 404
 
 
-def test_flow_dpo_form_reads_the_flow_config_and_queues_on_the_gpu_queue(staff_client, snapshot,
-                                                                       django_capture_on_commit_callbacks):
+def test_flow_dpo_form_reads_the_flow_config_and_queues_on_the_gpu_queue(
+    staff_client, snapshot, django_capture_on_commit_callbacks
+):
     reward = ModelVersion.objects.create(kind="reward", name="reward-1", path="/m", snapshot=snapshot)
     form = JobConfigForm(JOB_SPECS[Job.Kind.FLOW_DPO])
     assert [value for value, _ in form.fields["beta_schedule"].choices] == ["constant", "time"]
     assert [value for value, _ in form.fields["finetune"].choices] == ["lora", "full"]  # a comment of the base class
     assert "policy" not in form.fields and "temperature" not in form.fields  # set by the worker / an RWR field
     data = {name: form[name].value() for name in form.fields if name not in ("snapshot", "reward_version")}
-    data = {key: ("on" if value is True else form.fields[key].prepare_value(value)) for key, value in data.items()
-            if value is not False and value is not None}
+    data = {
+        key: ("on" if value is True else form.fields[key].prepare_value(value))
+        for key, value in data.items()
+        if value is not False and value is not None
+    }
     data.update(snapshot=snapshot.pk, reward_version=reward.pk, beta=250, beta_schedule="time")
     with django_capture_on_commit_callbacks() as callbacks:
         response = staff_client.post("/admin/workers/job/new/flow_dpo/", data)
     assert response.status_code == 302, response.context["form"].errors
     job = Job.objects.get(kind=Job.Kind.FLOW_DPO)
-    assert job.params == {"snapshot_id": snapshot.pk, "config": {"beta": 250.0, "beta_schedule": "time"},
-                          "reward_model_version_id": reward.pk}
+    assert job.params == {
+        "snapshot_id": snapshot.pk,
+        "config": {"beta": 250.0, "beta_schedule": "time"},
+        "reward_model_version_id": reward.pk,
+    }
     assert len(callbacks) == 1
 
 
@@ -205,32 +237,58 @@ def test_jobs_whose_message_never_left_are_sent_by_the_beat_entry(db, django_cap
     assert len(callbacks) == 1
 
 
-def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(staff_client, snapshot,
-                                                                       django_capture_on_commit_callbacks):
+def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(
+    staff_client, snapshot, django_capture_on_commit_callbacks
+):
     policy = ModelVersion.objects.create(kind="policy", name="flow-dpo-3", path="/p", snapshot=snapshot)
     reward = ModelVersion.objects.create(kind="reward", name="reward-2", path="/r", snapshot=snapshot)
     page = staff_client.get("/admin/workers/job/new/")
     assert b"Generate pairs" in page.content and b"Flow-DPO" in page.content
     with django_capture_on_commit_callbacks() as callbacks:
-        response = staff_client.post("/admin/workers/job/new/generate/", {
-            "policy_version": policy.pk, "reward_version": reward.pk, "pairs": 12, "source": "policy_vs_base",
-            "steps": 20, "guidance_scale": 5.0, "weights": "vq=1,mq=1,ta=1", "guidance_strength": 100,
-            "guidance_sigma_min": 0, "guidance_max_ratio": 10})
+        response = staff_client.post(
+            "/admin/workers/job/new/generate/",
+            {
+                "policy_version": policy.pk,
+                "reward_version": reward.pk,
+                "pairs": 12,
+                "source": "policy_vs_base",
+                "steps": 20,
+                "guidance_scale": 5.0,
+                "weights": "vq=1,mq=1,ta=1",
+                "guidance_strength": 100,
+                "guidance_sigma_min": 0,
+                "guidance_max_ratio": 10,
+            },
+        )
     assert response.status_code == 302, response.context["form"].errors
     job = Job.objects.get(kind=Job.Kind.GENERATE)
-    assert job.params == {"pairs": 12, "policy_model_version_id": policy.pk, "reward_model_version_id": reward.pk,
-                          "latent_reward_model_version_id": None}
+    assert job.params == {
+        "pairs": 12,
+        "policy_model_version_id": policy.pk,
+        "reward_model_version_id": reward.pk,
+        "latent_reward_model_version_id": None,
+    }
     assert len(callbacks) == 1
-    refused = staff_client.post("/admin/workers/job/new/generate/", {"policy_version": reward.pk, "pairs": 1,
-                                                                      "source": "two_seeds", "steps": 1,
-                                                                      "guidance_scale": 1, "weights": "vq=1",
-                                                                      "guidance_strength": 100,
-                                                                      "guidance_sigma_min": 0, "guidance_max_ratio": 10})
+    refused = staff_client.post(
+        "/admin/workers/job/new/generate/",
+        {
+            "policy_version": reward.pk,
+            "pairs": 1,
+            "source": "two_seeds",
+            "steps": 1,
+            "guidance_scale": 1,
+            "weights": "vq=1",
+            "guidance_strength": 100,
+            "guidance_sigma_min": 0,
+            "guidance_max_ratio": 10,
+        },
+    )
     assert "policy_version" in refused.context["form"].errors  # a reward model is not a policy
 
 
-def test_a_latent_reward_job_trains_on_a_snapshot_and_registers_its_model(db, tmp_path, settings,
-                                                                         django_capture_on_commit_callbacks):
+def test_a_latent_reward_job_trains_on_a_snapshot_and_registers_its_model(
+    db, tmp_path, settings, django_capture_on_commit_callbacks
+):
     """The admin's form → the job → the worker's service (in this process) → ModelVersion(kind=latent_reward)."""
     from alignment.flow.latent_reward import load_latent_reward
     from alignment.flow.tiny import build_tiny_wan_policy
@@ -244,11 +302,15 @@ def test_a_latent_reward_job_trains_on_a_snapshot_and_registers_its_model(db, tm
     form = JobConfigForm(JOB_SPECS[Job.Kind.LATENT_REWARD])
     assert form.fields["noisy"].initial is True and "lora_rank" not in form.fields
     with django_capture_on_commit_callbacks():
-        job = policy_job_create(kind=Job.Kind.LATENT_REWARD, snapshot=snapshot,
-                                overrides={"max_steps": 2, "batch_size": 2, "num_layers": 1})
+        job = policy_job_create(
+            kind=Job.Kind.LATENT_REWARD, snapshot=snapshot, overrides={"max_steps": 2, "batch_size": 2, "num_layers": 1}
+        )
     with pytest.raises(ValueError, match="leave the reward model empty"):
-        policy_job_create(kind=Job.Kind.LATENT_REWARD, snapshot=snapshot,
-                          reward_version=ModelVersion.objects.create(kind="reward", name="r", path="/r"))
+        policy_job_create(
+            kind=Job.Kind.LATENT_REWARD,
+            snapshot=snapshot,
+            reward_version=ModelVersion.objects.create(kind="reward", name="r", path="/r"),
+        )
     result = job_execute(job_id=job.pk, work=policy_work)
     version = ModelVersion.objects.get(pk=result["model_version_id"])
     assert version.kind == ModelVersion.Kind.LATENT_REWARD and version.name == f"latent-reward-{job.pk}"
@@ -261,23 +323,44 @@ def test_metrics_with_nan_are_stored_with_none(db):
     from workers.services.jobs import json_safe
 
     assert json_safe({"a": [1.0, float("nan")], "b": (float("inf"), "x"), "c": {"d": -float("inf")}}) == {
-        "a": [1.0, None], "b": [None, "x"], "c": {"d": None}}
+        "a": [1.0, None],
+        "b": [None, "x"],
+        "c": {"d": None},
+    }
     job = Job.objects.create(kind=Job.Kind.REWARD)
     assert job_execute(job_id=job.pk, work=lambda _job: ({"loss": float("nan")}, {"VQ": {"accuracy": float("nan")}}))
     job.refresh_from_db()
     assert (job.status, job.result, job.metrics) == (Job.Status.SUCCEEDED, {"loss": None}, {"VQ": {"accuracy": None}})
 
 
-@pytest.mark.parametrize(("kind", "result", "outcome"), [
-    (Job.Kind.GENERATE, {"pairs_created": 24, "pairs_existing": 0, "skipped": [], "batch_id": 1}, "done: 24 pairs queued"),
-    (Job.Kind.IMPORT, {"pairs_created": 1, "pairs_existing": 3, "skipped": [{"line": 4, "reason": "x"}] * 2},
-     "done: 1 pair imported, 3 already present, 2 skipped"),
-    (Job.Kind.EXPORT, {"snapshot_id": 5, "name": "nightly-7", "counts": {"pairs": 40}}, "done: snapshot nightly-7 (40 pairs)"),
-    (Job.Kind.REWARD, {"model_version_id": 3, "name": "reward-3", "path": "/m"}, "done: model reward-3"),
-    (Job.Kind.FLOW_DPO, {"model_version_id": 4, "name": "flow-dpo-4", "path": "/m"}, "done: model flow-dpo-4"),
-    (Job.Kind.PREVIEW, {"videos": {"guided": "g.mp4", "unguided": "u.mp4"}}, "done: guided and unguided videos ready"),
-    (Job.Kind.SFT, {}, "done"),
-])
+@pytest.mark.parametrize(
+    ("kind", "result", "outcome"),
+    [
+        (
+            Job.Kind.GENERATE,
+            {"pairs_created": 24, "pairs_existing": 0, "skipped": [], "batch_id": 1},
+            "done: 24 pairs queued",
+        ),
+        (
+            Job.Kind.IMPORT,
+            {"pairs_created": 1, "pairs_existing": 3, "skipped": [{"line": 4, "reason": "x"}] * 2},
+            "done: 1 pair imported, 3 already present, 2 skipped",
+        ),
+        (
+            Job.Kind.EXPORT,
+            {"snapshot_id": 5, "name": "nightly-7", "counts": {"pairs": 40}},
+            "done: snapshot nightly-7 (40 pairs)",
+        ),
+        (Job.Kind.REWARD, {"model_version_id": 3, "name": "reward-3", "path": "/m"}, "done: model reward-3"),
+        (Job.Kind.FLOW_DPO, {"model_version_id": 4, "name": "flow-dpo-4", "path": "/m"}, "done: model flow-dpo-4"),
+        (
+            Job.Kind.PREVIEW,
+            {"videos": {"guided": "g.mp4", "unguided": "u.mp4"}},
+            "done: guided and unguided videos ready",
+        ),
+        (Job.Kind.SFT, {}, "done"),
+    ],
+)
 def test_a_finished_jobs_progress_text_says_its_outcome_not_its_last_step(db, kind, result, outcome):
     job = Job.objects.create(kind=kind)
 
@@ -311,30 +394,49 @@ def test_a_failed_cancelled_or_retried_jobs_progress_text_says_so(db, django_cap
     assert job_cancel(job=running, by="admin")
     assert Job.objects.get(pk=running.pk).progress_text == "cancelled by admin at 30 %"
 
-    silent = Job.objects.create(kind=Job.Kind.REWARD, status=Job.Status.RUNNING, progress_text="epoch 2 of 4",
-                                heartbeat_at=timezone.now() - timedelta(days=1))
+    silent = Job.objects.create(
+        kind=Job.Kind.REWARD,
+        status=Job.Status.RUNNING,
+        progress_text="epoch 2 of 4",
+        heartbeat_at=timezone.now() - timedelta(days=1),
+    )
     jobs_mark_stale()
     assert Job.objects.get(pk=silent.pk).progress_text.startswith("failed: RuntimeError: no sign of life")
 
 
 def test_job_page_shows_params_metrics_and_log_as_tables_and_lines(staff_client, snapshot):
     job = Job.objects.create(
-        kind=Job.Kind.REWARD, status=Job.Status.SUCCEEDED, progress=1.0,
-        params={"snapshot_id": snapshot.pk, "config": {"epochs": 2, "model": {"lora_rank": 8, "tubelet": [1, 8, 8]},
-                                                       "keep_best": True}},
-        metrics={"validation": {"VQ": {"accuracy_with_ties": 0.61234, "accuracy_without_ties": 0.75},
-                                "MQ": {"accuracy_with_ties": None, "accuracy_without_ties": 0.5}},
-                 "final_train_loss": 0.693147, "normalization": {"mean": 0.1}, "charts": {"train_loss": [[1, 0.7]]}},
+        kind=Job.Kind.REWARD,
+        status=Job.Status.SUCCEEDED,
+        progress=1.0,
+        params={
+            "snapshot_id": snapshot.pk,
+            "config": {"epochs": 2, "model": {"lora_rank": 8, "tubelet": [1, 8, 8]}, "keep_best": True},
+        },
+        metrics={
+            "validation": {
+                "VQ": {"accuracy_with_ties": 0.61234, "accuracy_without_ties": 0.75},
+                "MQ": {"accuracy_with_ties": None, "accuracy_without_ties": 0.5},
+            },
+            "final_train_loss": 0.693147,
+            "normalization": {"mean": 0.1},
+            "charts": {"train_loss": [[1, 0.7]]},
+        },
         log="12:00:01 base config: the small CPU backbone\n12:00:09 Traceback (most recent call last):\n"
-            "  File \"x.py\", line 1\nValueError: {'a': 1}\n12:00:10 retry queued\n")
+        "  File \"x.py\", line 1\nValueError: {'a': 1}\n12:00:10 retry queued\n",
+    )
     html = staff_client.get(f"/admin/workers/job/{job.pk}/change/").content.decode()
     assert '<table class="kv-table job-params">' in html and "{&#x27;" not in html.split("job-log")[0]  # no dict repr
-    for key, value in [("snapshot_id", f'<a href="/admin/workers/datasetsnapshot/{snapshot.pk}/change/">{snapshot.pk}</a>'),
-                       ("config.epochs", "2"), ("config.model.lora_rank", "8"), ("config.model.tubelet", "1, 8, 8"),
-                       ("config.keep_best", "yes")]:
+    for key, value in [
+        ("snapshot_id", f'<a href="/admin/workers/datasetsnapshot/{snapshot.pk}/change/">{snapshot.pk}</a>'),
+        ("config.epochs", "2"),
+        ("config.model.lora_rank", "8"),
+        ("config.model.tubelet", "1, 8, 8"),
+        ("config.keep_best", "yes"),
+    ]:
         assert f'<tr><th scope="row">{key}</th><td>{value}</td></tr>' in html
-    assert "<tr><th scope=\"row\">VQ</th><td>0.612</td><td>0.750</td></tr>" in html  # validation, a row a dimension
-    assert "<tr><th scope=\"row\">MQ</th><td>–</td><td>0.500</td></tr>" in html
+    assert '<tr><th scope="row">VQ</th><td>0.612</td><td>0.750</td></tr>' in html  # validation, a row a dimension
+    assert '<tr><th scope="row">MQ</th><td>–</td><td>0.500</td></tr>' in html
     assert html.index('"row">VQ</th>') < html.index('"row">MQ</th>')  # in DIMENSIONS' order, though jsonb sorts keys
     params = html.split('class="kv-table job-params"')[1]
     assert params.index("config.epochs") < params.index("config.keep_best") < params.index("snapshot_id")  # a-z
@@ -353,17 +455,28 @@ def test_made_by_this_job_links_the_pairs_of_a_generation_or_an_import(staff_cli
     for pair in pairs:
         pair.batch = batch
         pair.save(update_fields=["batch"])
-    job = Job.objects.create(kind=Job.Kind.GENERATE, status=Job.Status.SUCCEEDED, progress=1.0,
-                             result={"pairs_created": 3, "pairs_existing": 0, "skipped": [], "batch_id": batch.pk,
-                                     "videos_created": 6})
+    job = Job.objects.create(
+        kind=Job.Kind.GENERATE,
+        status=Job.Status.SUCCEEDED,
+        progress=1.0,
+        result={"pairs_created": 3, "pairs_existing": 0, "skipped": [], "batch_id": batch.pk, "videos_created": 6},
+    )
     live = staff_client.get(f"/admin/workers/job/{job.pk}/live/").content.decode()
     assert f'href="/admin/annotate/pair/?batch__id__exact={batch.pk}">3 new pairs</a>' in live
     assert f'href="/admin/annotate/batch/{batch.pk}/change/">two_seeds: base vs base (job 9)</a>' in live
     listed = staff_client.get(f"/admin/annotate/pair/?batch__id__exact={batch.pk}")
     assert listed.status_code == 200 and listed.context["cl"].result_count == 3
-    imported = Job.objects.create(kind=Job.Kind.IMPORT, status=Job.Status.SUCCEEDED, progress=1.0,
-                                  result={"pairs_created": 0, "pairs_existing": 2, "batch_id": batch.pk,
-                                          "skipped": [{"line": 3, "reason": "gone.mp4: file not found"}]})
+    imported = Job.objects.create(
+        kind=Job.Kind.IMPORT,
+        status=Job.Status.SUCCEEDED,
+        progress=1.0,
+        result={
+            "pairs_created": 0,
+            "pairs_existing": 2,
+            "batch_id": batch.pk,
+            "skipped": [{"line": 3, "reason": "gone.mp4: file not found"}],
+        },
+    )
     live = staff_client.get(f"/admin/workers/job/{imported.pk}/live/").content.decode()
     assert "0 new pairs</a> and 2 already present" in live and "line 3: gone.mp4: file not found" in live
     running = Job.objects.create(kind=Job.Kind.GENERATE, status=Job.Status.RUNNING, result={"batch_id": batch.pk})

@@ -7,8 +7,8 @@ from tests.conftest import seed_judged_pairs
 from workers.models import DatasetSnapshot, Job, Pipeline
 from workers.services.pipelines import (
     PipelineBusy,
-    pipeline_canvas,
     pipeline_cancel,
+    pipeline_canvas,
     pipeline_stage_run,
     pipeline_start,
 )
@@ -45,13 +45,18 @@ def test_one_pipeline_at_a_time(judged, django_capture_on_commit_callbacks):
 def test_the_canvas_chains_each_stage_on_its_queue_then_finishes():
     canvas = pipeline_canvas(7)
     tasks = [(task.task, tuple(task.args), task.immutable) for task in canvas.tasks]
-    assert tasks == [("workers.tasks.default.pipeline_export", (7,), True), ("workers.tasks.gpu.pipeline_reward", (7,), True),
-                     ("workers.tasks.gpu.pipeline_align", (7,), True), ("workers.tasks.gpu.pipeline_generate", (7,), True),
-                     ("workers.tasks.default.pipeline_finish", (7,), True)]
+    assert tasks == [
+        ("workers.tasks.default.pipeline_export", (7,), True),
+        ("workers.tasks.gpu.pipeline_reward", (7,), True),
+        ("workers.tasks.gpu.pipeline_align", (7,), True),
+        ("workers.tasks.gpu.pipeline_generate", (7,), True),
+        ("workers.tasks.default.pipeline_finish", (7,), True),
+    ]
 
 
-def test_a_failed_stage_fails_the_pipeline_and_later_stages_do_nothing(judged, monkeypatch,
-                                                                       django_capture_on_commit_callbacks):
+def test_a_failed_stage_fails_the_pipeline_and_later_stages_do_nothing(
+    judged, monkeypatch, django_capture_on_commit_callbacks
+):
     pipeline = pipeline_start(params={"min_new_judgments": 1})
 
     def broken(job):
@@ -79,7 +84,9 @@ def test_export_stage_runs_as_a_job_of_the_pipeline_and_feeds_the_next(judged, s
     from workers.services.pipelines import pipeline_stage_params
 
     assert pipeline_stage_params(Pipeline.objects.get(pk=pipeline.pk), "reward") == (
-        Job.Kind.REWARD, {"snapshot_id": result["snapshot_id"], "config": {}})
+        Job.Kind.REWARD,
+        {"snapshot_id": result["snapshot_id"], "config": {}},
+    )
 
 
 def test_stages_come_in_the_chains_order_with_their_jobs(db):
@@ -90,23 +97,40 @@ def test_stages_come_in_the_chains_order_with_their_jobs(db):
     again = Job.objects.create(kind=Job.Kind.EXPORT, pipeline=pipeline, status=Job.Status.SUCCEEDED)
     stages = pipeline_stages(pipeline)
     assert [stage["name"] for stage in stages] == list(STAGE_QUEUES) == ["export", "reward", "align", "generate"]
-    assert [stage["kind"] for stage in stages] == [Job.Kind.EXPORT, Job.Kind.REWARD, Job.Kind.FLOW_RWR, Job.Kind.GENERATE]
+    assert [stage["kind"] for stage in stages] == [
+        Job.Kind.EXPORT,
+        Job.Kind.REWARD,
+        Job.Kind.FLOW_RWR,
+        Job.Kind.GENERATE,
+    ]
     assert stages[0]["job"] == again != first and [stage["job"] for stage in stages[1:]] == [None, None, None]
 
 
-def test_the_status_page_is_read_only_polls_while_active_and_cancels_by_post(staff_client, django_capture_on_commit_callbacks):
-    pipeline = Pipeline.objects.create(params={"alignment_method": "dpo", "generate_pairs": 24},
-                                       status=Pipeline.Status.RUNNING, stage="reward")
-    export = Job.objects.create(kind=Job.Kind.EXPORT, pipeline=pipeline, status=Job.Status.SUCCEEDED, progress=1.0,
-                                progress_text="done: snapshot s (40 pairs)")
-    reward = Job.objects.create(kind=Job.Kind.REWARD, pipeline=pipeline, status=Job.Status.RUNNING, progress=0.37,
-                                progress_text="epoch 2 of 5")
+def test_the_status_page_is_read_only_polls_while_active_and_cancels_by_post(
+    staff_client, django_capture_on_commit_callbacks
+):
+    pipeline = Pipeline.objects.create(
+        params={"alignment_method": "dpo", "generate_pairs": 24}, status=Pipeline.Status.RUNNING, stage="reward"
+    )
+    export = Job.objects.create(
+        kind=Job.Kind.EXPORT,
+        pipeline=pipeline,
+        status=Job.Status.SUCCEEDED,
+        progress=1.0,
+        progress_text="done: snapshot s (40 pairs)",
+    )
+    reward = Job.objects.create(
+        kind=Job.Kind.REWARD, pipeline=pipeline, status=Job.Status.RUNNING, progress=0.37, progress_text="epoch 2 of 5"
+    )
     page = staff_client.get(f"/admin/workers/pipeline/{pipeline.pk}/change/")
     html = page.content.decode()
     assert page.status_code == 200 and 'hx-trigger="every 2s"' in html
     assert "_save" not in html and "DELETE" not in html and "deletelink" not in html and 'type="checkbox"' not in html
     assert html.count('<tr class="stage ') == 4 and "stage 2 of 4: reward" in html
-    assert f'href="/admin/workers/job/{export.pk}/change/"' in html and f'href="/admin/workers/job/{reward.pk}/change/"' in html
+    assert (
+        f'href="/admin/workers/job/{export.pk}/change/"' in html
+        and f'href="/admin/workers/job/{reward.pk}/change/"' in html
+    )
     assert "37 %" in html and "epoch 2 of 5" in html and "Flow-DPO" in html
     assert f'action="/admin/workers/pipeline/{pipeline.pk}/cancel/"' in html and "csrfmiddlewaretoken" in html
 
@@ -115,7 +139,11 @@ def test_the_status_page_is_read_only_polls_while_active_and_cancels_by_post(sta
     response = staff_client.post(f"/admin/workers/pipeline/{pipeline.pk}/cancel/")
     assert response.status_code == 302 and response["Location"] == f"/admin/workers/pipeline/{pipeline.pk}/change/"
     pipeline.refresh_from_db()
-    assert (pipeline.status, pipeline.is_active, Job.objects.get(pk=reward.pk).status) == ("cancelled", False, "cancelled")
+    assert (pipeline.status, pipeline.is_active, Job.objects.get(pk=reward.pk).status) == (
+        "cancelled",
+        False,
+        "cancelled",
+    )
     live = staff_client.get(f"/admin/workers/pipeline/{pipeline.pk}/live/").content.decode()
     assert "hx-trigger" not in live and "/cancel/" not in live and "Cancelled:</strong> cancelled by" in live
     again = staff_client.post(f"/admin/workers/pipeline/{pipeline.pk}/cancel/", follow=True)

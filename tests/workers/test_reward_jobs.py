@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.alignment.test_reward_train import brightness_snapshot
-from tests.conftest import wait_for_child_sessions_to_end, start_celery_worker, stop_celery_worker
+from tests.conftest import start_celery_worker, stop_celery_worker, wait_for_child_sessions_to_end
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_cancel, job_folder
 from workers.services.reward import reward_job_create
@@ -42,20 +42,24 @@ def wait_until_finished(job: Job, worker, seconds: float) -> Job:
     return job
 
 
-def test_admin_trains_a_reward_model_with_the_default_config_in_a_prefork_worker(prefork_worker, client, make_user,
-                                                                                 tmp_path):
+def test_admin_trains_a_reward_model_with_the_default_config_in_a_prefork_worker(
+    prefork_worker, client, make_user, tmp_path
+):
     """The site's default config loads its training pairs with DataLoader worker processes; the prefork pool's
     task process is daemonic, so the job trains in a child process of its own and the worker follows it."""
     from workers.services.reward import reward_base_config
 
-    assert reward_base_config()["num_workers"] > 0  # what failed with "daemonic processes are not allowed to have children"
+    assert (
+        reward_base_config()["num_workers"] > 0
+    )  # what failed with "daemonic processes are not allowed to have children"
     snapshot = registered(brightness_snapshot(tmp_path / "snap-1"))
     admin = make_user(staff=True)
     admin.is_superuser = True
     admin.save()
     client.force_login(admin)
-    response = client.post("/admin/workers/datasetsnapshot/", {"action": "train_reward_model",
-                                                              "_selected_action": [snapshot.pk]})
+    response = client.post(
+        "/admin/workers/datasetsnapshot/", {"action": "train_reward_model", "_selected_action": [snapshot.pk]}
+    )
     assert response.status_code == 302
     job = wait_until_finished(Job.objects.get(kind=Job.Kind.REWARD), prefork_worker, 240)  # the default config
     assert job.status == Job.Status.SUCCEEDED, job.error + job.log
@@ -67,8 +71,9 @@ def test_admin_trains_a_reward_model_with_the_default_config_in_a_prefork_worker
     metrics = json.loads((Path(version.path).parent / "metrics.json").read_text())
     chosen = next(entry for entry in metrics["eval"] if entry["step"] == metrics["best"]["step"])
     assert version.config["keep_best"] and version.metrics["epoch"] == chosen["epoch"]
-    assert version.metrics["validation"]["VQ"] == {key: chosen["VQ"][key]
-                                                   for key in ("accuracy_with_ties", "accuracy_without_ties")}
+    assert version.metrics["validation"]["VQ"] == {
+        key: chosen["VQ"][key] for key in ("accuracy_with_ties", "accuracy_without_ties")
+    }
     assert version.config["mixed_precision"] == "no" and version.config["num_workers"] == 2
     assert job.progress == 1.0 and [point[0] for point in version.metrics["charts"]["train_loss"]] == list(range(1, 13))
     assert "small CPU backbone" in job.log
@@ -144,9 +149,17 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_c
     """SIGKILL of the whole worker (no chance to clean up): the unacknowledged task goes back to the queue,
     a new worker resumes from the newest checkpoint, and the job record shows both attempts."""
     snapshot = registered(brightness_snapshot(tmp_path / "snap-kill"))
-    job = reward_job_create(snapshot=snapshot, overrides={
-        "epochs": 10, "batch_size": 4, "save_every_steps": 3, "num_workers": 0, "warmup_steps": 0,
-        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]}})
+    job = reward_job_create(
+        snapshot=snapshot,
+        overrides={
+            "epochs": 10,
+            "batch_size": 4,
+            "save_every_steps": 3,
+            "num_workers": 0,
+            "warmup_steps": 0,
+            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]},
+        },
+    )
     log = tmp_path / "workers.log"
     first = start_celery_worker(log, queues="gpu")
     try:
@@ -167,8 +180,13 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_resumes_from_its_c
             time.sleep(0.2)
         step_at_kill = Job.objects.get(pk=job.pk).progress
         # the replacement looks for abandoned messages quickly (production: after CELERY_VISIBILITY_TIMEOUT)
-        second = start_celery_worker(log, queues="gpu", CELERY_VISIBILITY_TIMEOUT="1",
-                                     CELERY_UNACKED_RESTORE_INTERVAL="1", CELERY_UNACKED_RESTORE_THROTTLE="1")
+        second = start_celery_worker(
+            log,
+            queues="gpu",
+            CELERY_VISIBILITY_TIMEOUT="1",
+            CELERY_UNACKED_RESTORE_INTERVAL="1",
+            CELERY_UNACKED_RESTORE_THROTTLE="1",
+        )
         try:
             deadline = time.monotonic() + 300
             while not Job.objects.get(pk=job.pk).is_finished:
@@ -198,9 +216,15 @@ def test_training_on_several_processes_goes_through_accelerate_launch(db, tmp_pa
     settings.VIDPREF_TRAIN_PROCESSES = "2"
     settings.JOB_ROOT = tmp_path / "jobs"
     snapshot = registered(brightness_snapshot(tmp_path / "snap-ddp"))
-    job = reward_job_create(snapshot=snapshot, overrides={
-        "epochs": 2, "batch_size": 8, "num_workers": 0,
-        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]}})
+    job = reward_job_create(
+        snapshot=snapshot,
+        overrides={
+            "epochs": 2,
+            "batch_size": 8,
+            "num_workers": 0,
+            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_frames": 4, "tubelet": [2, 8, 8]},
+        },
+    )
     from workers.services.jobs import job_execute
     from workers.services.reward import reward_work
 

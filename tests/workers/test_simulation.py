@@ -19,8 +19,18 @@ def test_simulated_annotators_work_through_the_api(live_server, transactional_db
     manifest = export_pairs(make_pairs(12, 1, seed=3), tmp_path / "toy")
     assert pairs_import(manifest=manifest, overlap=2).pairs_created == 12
     # 24 judgments (every pair twice) give 24 clear comparisons
-    call_command("simulate_annotators", "--annotators", "4", "--judgments", "24", "--base-url", live_server.url,
-                 "--mix", "careful=1", verbosity=0)
+    call_command(
+        "simulate_annotators",
+        "--annotators",
+        "4",
+        "--judgments",
+        "24",
+        "--base-url",
+        live_server.url,
+        "--mix",
+        "careful=1",
+        verbosity=0,
+    )
     out = capsys.readouterr().out
     assert out.startswith("24 judgments (careful 24), 0 skipped, 0 errors")
     assert Judgment.objects.count() == 24
@@ -49,8 +59,9 @@ def test_simulated_annotators_work_through_the_api(live_server, transactional_db
 
 
 @pytest.mark.slow
-def test_a_run_that_runs_out_of_pairs_says_why_and_fails(live_server, transactional_db, make_pairs, tmp_path, settings,
-                                                         capsys):
+def test_a_run_that_runs_out_of_pairs_says_why_and_fails(
+    live_server, transactional_db, make_pairs, tmp_path, settings, capsys
+):
     """Two toy pairs with one judgment each, and a pair of another kind: 2 of 10 judgments, then nothing is left
     to lease; the other pair is skipped by both annotators. The command says so and exits non-zero."""
     from django.core.management.base import CommandError
@@ -63,15 +74,28 @@ def test_a_run_that_runs_out_of_pairs_says_why_and_fails(live_server, transactio
     assert pairs_import(manifest=manifest, overlap=1).pairs_created == 2
     other = make_pairs(1, overlap=1)[0]  # not a toy prompt ("prompt <tag> 0"): no simulated annotator can judge it
     with pytest.raises(CommandError) as refused:
-        call_command("simulate_annotators", "--annotators", "2", "--judgments", "10", "--base-url", live_server.url,
-                     "--mix", "careful=1", verbosity=0)
+        call_command(
+            "simulate_annotators",
+            "--annotators",
+            "2",
+            "--judgments",
+            "10",
+            "--base-url",
+            live_server.url,
+            "--mix",
+            "careful=1",
+            verbosity=0,
+        )
     # one annotator or both lease the other pair and skip it (a lease held counts against its overlap of 1)
     assert re.match(r"2 judgments \(careful 2\), [12] skipped, 0 errors", capsys.readouterr().out)
     message = str(refused.value)
-    assert message.startswith("stopped at 2 of 10 judgments: no pair was left to lease for these 2 simulated "
-                              "annotators"), message
-    assert (f"1 pair skipped: not toy-world clips the simulated annotators can judge (the prompt is not a toy "
-            f"prompt, e.g. {other.prompt.text!r})") in message
+    assert message.startswith(
+        "stopped at 2 of 10 judgments: no pair was left to lease for these 2 simulated annotators"
+    ), message
+    assert (
+        f"1 pair skipped: not toy-world clips the simulated annotators can judge (the prompt is not a toy "
+        f"prompt, e.g. {other.prompt.text!r})"
+    ) in message
     assert "import more toy pairs" in message
     assert Judgment.objects.count() == 2
 
@@ -80,8 +104,10 @@ def test_the_shortfall_names_errors_and_is_empty_when_the_target_was_reached():
     from workers.simulation import SimulationReport
 
     assert SimulationReport(judgments=5, target=5, annotators=2).shortfall() == ""
-    failed = SimulationReport(judgments=1, target=5, annotators=2,
-                              errors=["careful-0: 502 Bad Gateway", "careful-1: connection refused"])
+    failed = SimulationReport(
+        judgments=1, target=5, annotators=2, errors=["careful-0: 502 Bad Gateway", "careful-1: connection refused"]
+    )
     assert failed.shortfall() == (
         "stopped at 1 of 5 judgments: 2 simulated annotators stopped on an error (the first: careful-0: 502 Bad "
-        "Gateway). To go on: check that the server at --base-url is up and answers, then run it again.")
+        "Gateway). To go on: check that the server at --base-url is up and answers, then run it again."
+    )

@@ -41,10 +41,15 @@ def judge_everything_as(expected: dict, client: APIClient) -> int:
     while (lease := client.post("/api/v1/assignments/next/")).status_code == 200:
         assignment = Assignment.objects.get(pk=lease.json()["id"])
         labels = expected[assignment.pair_id]
-        payload = {dim: "tie" if code == 0 else SCREEN[(code, assignment.left_is_a)]
-                   for dim, code in zip(("vq", "mq", "ta"), labels)}
-        response = client.post(f"/api/v1/assignments/{assignment.pk}/judgment/",
-                               {**payload, "watched_ms": 60_000, "duration_ms": 9_000}, format="json")
+        payload = {
+            dim: "tie" if code == 0 else SCREEN[(code, assignment.left_is_a)]
+            for dim, code in zip(("vq", "mq", "ta"), labels)
+        }
+        response = client.post(
+            f"/api/v1/assignments/{assignment.pk}/judgment/",
+            {**payload, "watched_ms": 60_000, "duration_ms": 9_000},
+            format="json",
+        )
         assert response.status_code == 201, response.content
         judged += 1
     assert lease.status_code == 204
@@ -69,8 +74,11 @@ def test_videoalign_round_trip_through_the_api(db, samples, settings, tmp_path, 
 
     bundled = snapshot_create(root=tmp_path / "snapshots", bundle_videos=True)
     in_bundle = read_snapshot(bundled.uri)
-    from_csv = [row for name in ("videoalign.csv", "videoalign-val.csv", "videoalign-test.csv")
-                for row in read_videoalign_csv(f"{bundled.uri}/{name}")]
+    from_csv = [
+        row
+        for name in ("videoalign.csv", "videoalign-val.csv", "videoalign-test.csv")
+        for row in read_videoalign_csv(f"{bundled.uri}/{name}")
+    ]
     inside = lambda path: str((Path(bundled.uri) / path).resolve())  # noqa: E731 (the CSV reader resolves paths)
     by_videos = {(inside(pair.video_a), inside(pair.video_b)): pair.labels for pair in in_bundle.pairs}
     assert {(row.video_a, row.video_b): row.labels for row in from_csv} == by_videos
@@ -97,28 +105,73 @@ def item_path(pair, side, settings) -> str:
 def rewardbench_csv(samples, path, *, broken_row=False):
     with open(samples / "example.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    columns = ["path_A", "path_B", "A_model", "B_model", "prompt", "VQ", "MQ", "TA", "Overall",
-               "fps_A", "num_frames_A", "fps_B", "num_frames_B"]
+    columns = [
+        "path_A",
+        "path_B",
+        "A_model",
+        "B_model",
+        "prompt",
+        "VQ",
+        "MQ",
+        "TA",
+        "Overall",
+        "fps_A",
+        "num_frames_A",
+        "fps_B",
+        "num_frames_B",
+    ]
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         for index, row in enumerate(rows[:4]):
-            writer.writerow({**{k: row[k] for k in columns if k in row}, "A_model": f"gen-{index}", "B_model": "gen-x",
-                             "Overall": row["VQ"], "path_A": str(samples / row["path_A"]),
-                             "path_B": str(samples / row["path_B"])})
+            writer.writerow(
+                {
+                    **{k: row[k] for k in columns if k in row},
+                    "A_model": f"gen-{index}",
+                    "B_model": "gen-x",
+                    "Overall": row["VQ"],
+                    "path_A": str(samples / row["path_A"]),
+                    "path_B": str(samples / row["path_B"]),
+                }
+            )
         if broken_row:
-            writer.writerow({**{k: rows[0][k] for k in columns if k in rows[0]}, "A_model": "m", "B_model": "n",
-                             "Overall": "maybe", "path_A": "gone.mp4", "path_B": str(samples / rows[0]["path_B"])})
-            writer.writerow({**{k: rows[0][k] for k in columns if k in rows[0]}, "A_model": "m", "B_model": "n",
-                             "Overall": "A", "path_A": "gone.mp4", "path_B": str(samples / rows[0]["path_B"])})
+            writer.writerow(
+                {
+                    **{k: rows[0][k] for k in columns if k in rows[0]},
+                    "A_model": "m",
+                    "B_model": "n",
+                    "Overall": "maybe",
+                    "path_A": "gone.mp4",
+                    "path_B": str(samples / rows[0]["path_B"]),
+                }
+            )
+            writer.writerow(
+                {
+                    **{k: rows[0][k] for k in columns if k in rows[0]},
+                    "A_model": "m",
+                    "B_model": "n",
+                    "Overall": "A",
+                    "path_A": "gone.mp4",
+                    "path_B": str(samples / rows[0]["path_B"]),
+                }
+            )
     return path
 
 
 def test_rewardbench_csv_becomes_an_evaluation_snapshot_and_gold_pairs(db, samples, settings, tmp_path, capsys):
     settings.MEDIA_ROOT = tmp_path / "media"
     source = rewardbench_csv(samples, tmp_path / "rewardbench.csv", broken_row=True)
-    call_command("import_rewardbench", str(source), "--out", str(tmp_path / "snaps"), "--name", "bench-v1",
-                 "--bundle-videos", "--gold", verbosity=0)
+    call_command(
+        "import_rewardbench",
+        str(source),
+        "--out",
+        str(tmp_path / "snaps"),
+        "--name",
+        "bench-v1",
+        "--bundle-videos",
+        "--gold",
+        verbosity=0,
+    )
     captured = capsys.readouterr()
     assert "evaluation snapshot bench-v1: 4 pairs (2 rows skipped)" in captured.out
     assert "rewardbench.csv:6: Overall" in captured.err or "label 'maybe'" in captured.err
@@ -128,8 +181,12 @@ def test_rewardbench_csv_becomes_an_evaluation_snapshot_and_gold_pairs(db, sampl
     evaluation = read_snapshot(snapshot.uri)
     assert [pair.split for pair in evaluation.pairs] == ["test"] * 4
     assert [pair.generator_a for pair in evaluation.pairs] == ["gen-0", "gen-1", "gen-2", "gen-3"]
-    assert evaluation.pairs[0].overall == evaluation.pairs[0].vq and all(p.video_a.startswith("videos/") for p in evaluation.pairs)
+    assert evaluation.pairs[0].overall == evaluation.pairs[0].vq and all(
+        p.video_a.startswith("videos/") for p in evaluation.pairs
+    )
     assert PairVideoDataset(evaluation.pairs, FrameSpec(fps=1.0), roots=[snapshot.uri])[0]["video_a"].shape[0] >= 2
     assert Pair.objects.filter(is_gold=True).count() == 3  # 4 good rows over 3 distinct video pairs
     with pytest.raises(CommandError, match="already exists"):
-        call_command("import_rewardbench", str(source), "--out", str(tmp_path / "snaps"), "--name", "bench-v1", verbosity=0)
+        call_command(
+            "import_rewardbench", str(source), "--out", str(tmp_path / "snaps"), "--name", "bench-v1", verbosity=0
+        )

@@ -1,14 +1,12 @@
 """Snapshot export: consensus and filters, the split by prompt, the files, the nightly schedule, crashes."""
 
-import csv
 import hashlib
-import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import shutil
 import time
 import uuid
 from datetime import timedelta
@@ -26,17 +24,33 @@ from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters
 from annotate.models import Assignment, Batch, Judgment, Prompt
 from tests.conftest import ROOT, child_env
 from workers.models import DatasetSnapshot, Job
-from workers.tasks.default import export_snapshot_nightly
 from workers.services.snapshots import SnapshotEmpty, snapshot_create, snapshot_job_create_if_due, snapshot_nightly_due
+from workers.tasks.default import export_snapshot_nightly
 
 
 def judge(pair, annotator, vq, mq, ta, *, flag="", left_is_a=True, when=None):
     """A submitted judgment straight in the database (labels in A/B terms)."""
     now = when or timezone.now()
-    assignment = Assignment.objects.create(pair=pair, annotator=annotator, left_is_a=left_is_a, leased_at=now,
-                                           expires_at=now + timedelta(minutes=10), state=Assignment.State.SUBMITTED)
-    judgment = Judgment.objects.create(pair=pair, annotator=annotator, assignment=assignment, vq=vq, mq=mq, ta=ta,
-                                       left_is_a=left_is_a, flag=flag, duration_ms=4000, watched_ms=3000)
+    assignment = Assignment.objects.create(
+        pair=pair,
+        annotator=annotator,
+        left_is_a=left_is_a,
+        leased_at=now,
+        expires_at=now + timedelta(minutes=10),
+        state=Assignment.State.SUBMITTED,
+    )
+    judgment = Judgment.objects.create(
+        pair=pair,
+        annotator=annotator,
+        assignment=assignment,
+        vq=vq,
+        mq=mq,
+        ta=ta,
+        left_is_a=left_is_a,
+        flag=flag,
+        duration_ms=4000,
+        watched_ms=3000,
+    )
     if when:
         Judgment.objects.filter(pk=judgment.pk).update(created_at=when)
     return judgment
@@ -74,7 +88,9 @@ def test_consensus_labels_agreement_and_default_filters(transactional_db, tmp_pa
     assert (rows[clear.pk]["vq"], rows[clear.pk]["mq"], rows[clear.pk]["ta"]) == (1, -1, 0)
     assert rows[clear.pk]["agreement_vq"] == 1.0 and rows[clear.pk]["n_judgments"] == 3
     assert (rows[split.pk]["vq"], rows[split.pk]["mq"], rows[split.pk]["ta"]) == (0, 1, -1)
-    assert rows[split.pk]["agreement_vq"] == pytest.approx(1 / 3) and rows[split.pk]["agreement_mq"] == pytest.approx(2 / 3)
+    assert rows[split.pk]["agreement_vq"] == pytest.approx(1 / 3) and rows[split.pk]["agreement_mq"] == pytest.approx(
+        2 / 3
+    )
     assert rows[ties.pk]["n_judgments"] == 1 and rows[ties.pk]["vq"] == 0
     assert rows[clear.pk]["video_a"].startswith("/") and rows[clear.pk]["video_a"].endswith(clear.video_a.file.name)
     assert rows[clear.pk]["split"] == split_for_prompt(clear.prompt.text)
@@ -149,8 +165,10 @@ def test_split_in_sql_matches_alignment_split_for_prompt(transactional_db, tmp_p
     texts = [f"a {colour} ball rolls {i} times — ünïcode ✓" for i in range(120) for colour in ("red",)]
     for i, text in enumerate(texts):
         prompt = Prompt.objects.create(text=text)
-        videos = [Video.objects.create(prompt=prompt, file=f"videos/s{i}{side}.mp4", sha256=f"{i:062d}{side}0")
-                  for side in "ab"]
+        videos = [
+            Video.objects.create(prompt=prompt, file=f"videos/s{i}{side}.mp4", sha256=f"{i:062d}{side}0")
+            for side in "ab"
+        ]
         judge(Pair.objects.create(prompt=prompt, video_a=videos[0], video_b=videos[1]), user, "A", "A", "A")
     snapshot = snapshot_create(root=tmp_path, val_fraction=0.25, test_fraction=0.25)
     rows = pq.read_table(f"{snapshot.uri}/pairs.parquet").to_pylist()
@@ -160,8 +178,9 @@ def test_split_in_sql_matches_alignment_split_for_prompt(transactional_db, tmp_p
     assert {row["split"] for row in rows} == {"train", "val", "test"}
 
 
-def test_nightly_export_runs_only_when_something_new_was_judged(transactional_db, tmp_path, settings, make_pairs,
-                                                                  annotators, monkeypatch):
+def test_nightly_export_runs_only_when_something_new_was_judged(
+    transactional_db, tmp_path, settings, make_pairs, annotators, monkeypatch
+):
     settings.SNAPSHOT_ROOT = tmp_path
     first, second = make_pairs(2)
     assert not snapshot_nightly_due()
@@ -177,7 +196,10 @@ def test_nightly_export_runs_only_when_something_new_was_judged(transactional_db
     monkeypatch.setattr(current_app, "send_task", lambda name, args: queued.append(args[0]) or SimpleNamespace(id="t"))
     job_id = export_snapshot_nightly()  # what beat calls
     assert queued == [job_id] and Job.objects.get(pk=job_id).params == {"nightly": True}
-    assert settings.CELERY_BEAT_SCHEDULE["nightly snapshot export"]["task"] == "workers.tasks.default.export_snapshot_nightly"
+    assert (
+        settings.CELERY_BEAT_SCHEDULE["nightly snapshot export"]["task"]
+        == "workers.tasks.default.export_snapshot_nightly"
+    )
 
 
 def test_command_exports_and_rejects_bad_options(transactional_db, tmp_path, make_pairs, annotators, capsys):
@@ -206,7 +228,17 @@ def _seed_many_judged_pairs(count: int) -> None:
 def test_a_killed_export_leaves_no_snapshot_and_the_next_one_succeeds(transactional_db, tmp_path):
     _seed_many_judged_pairs(60_000)
     out = tmp_path / "snapshots"
-    command = [sys.executable, "manage.py", "export_snapshot", "--out", str(out), "--name", "killed", "--verbosity", "0"]
+    command = [
+        sys.executable,
+        "manage.py",
+        "export_snapshot",
+        "--out",
+        str(out),
+        "--name",
+        "killed",
+        "--verbosity",
+        "0",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while not (out.is_dir() and any(".partial-" in entry.name for entry in out.iterdir())):
@@ -223,8 +255,7 @@ def test_a_killed_export_leaves_no_snapshot_and_the_next_one_succeeds(transactio
     assert read_snapshot(snapshot.uri).manifest["counts"]["pairs"] == 60_000
 
 
-def test_admin_export_runs_in_a_real_worker(celery_worker_process, client, settings, make_pairs, annotators,
-                                            make_user):
+def test_admin_export_runs_in_a_real_worker(celery_worker_process, client, settings, make_pairs, annotators, make_user):
     (pair,) = make_pairs(1)
     judge(pair, annotators[0], "B", "B", "A")
     admin = make_user(staff=True)
@@ -234,12 +265,16 @@ def test_admin_export_runs_in_a_real_worker(celery_worker_process, client, setti
     assert client.get("/admin/workers/datasetsnapshot/").status_code == 200
     assert client.get("/admin/workers/datasetsnapshot/export/").status_code == 200
     name = f"from-worker-{uuid.uuid4().hex[:6]}"
-    refused = client.post("/admin/workers/datasetsnapshot/export/", {"name": name, "min_judgments": 1,
-                                                                     "min_agreement": 3, "no_majority": "tie"})
+    refused = client.post(
+        "/admin/workers/datasetsnapshot/export/",
+        {"name": name, "min_judgments": 1, "min_agreement": 3, "no_majority": "tie"},
+    )
     assert refused.status_code == 200 and "less than or equal to 1" in refused.content.decode()
     assert not Job.objects.exists()
-    response = client.post("/admin/workers/datasetsnapshot/export/", {"name": name, "min_judgments": 1,
-                                                                      "min_agreement": 0.5, "no_majority": "tie"})
+    response = client.post(
+        "/admin/workers/datasetsnapshot/export/",
+        {"name": name, "min_judgments": 1, "min_agreement": 0.5, "no_majority": "tie"},
+    )
     assert response.status_code == 302
     job = wait_for(Job.objects.get(kind=Job.Kind.EXPORT), celery_worker_process)
     assert job.status == Job.Status.SUCCEEDED, job.error
@@ -263,8 +298,9 @@ def wait_for(job, worker, timeout=60):
     return job
 
 
-def test_snapshot_uploads_to_s3_compatible_storage_manifest_last(transactional_db, tmp_path, settings, monkeypatch,
-                                                                  make_pairs, annotators):
+def test_snapshot_uploads_to_s3_compatible_storage_manifest_last(
+    transactional_db, tmp_path, settings, monkeypatch, make_pairs, annotators
+):
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -272,8 +308,11 @@ def test_snapshot_uploads_to_s3_compatible_storage_manifest_last(transactional_d
     server.start()
     try:
         host, port = server.get_host_and_port()
-        for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                           "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             monkeypatch.setenv(key, value)
         settings.AWS_S3_ENDPOINT_URL = f"http://{host}:{port}"
         settings.SNAPSHOT_STORAGE_URL = "s3://training-data/snapshots"
@@ -284,7 +323,9 @@ def test_snapshot_uploads_to_s3_compatible_storage_manifest_last(transactional_d
 
         def recording_client(*args, **kwargs):  # the exporter's own client, with every PUT's key noted in order
             made = real_client(*args, **kwargs)
-            made.meta.events.register("before-call.s3.PutObject", lambda params, **_: uploads.append(params["url_path"]))
+            made.meta.events.register(
+                "before-call.s3.PutObject", lambda params, **_: uploads.append(params["url_path"])
+            )
             return made
 
         monkeypatch.setattr(boto3, "client", recording_client)
@@ -296,7 +337,9 @@ def test_snapshot_uploads_to_s3_compatible_storage_manifest_last(transactional_d
         # pairs, judgments, manifest: no VideoAlign CSV for storage paths (videos not bundled)
         assert uploads[-1].endswith("/snapshots/v7/manifest.json") and len(uploads) == 3
         assert not (tmp_path / "v7").exists()  # the local copy was only a staging area
-        manifest = json.loads(client.get_object(Bucket="training-data", Key="snapshots/v7/manifest.json")["Body"].read())
+        manifest = json.loads(
+            client.get_object(Bucket="training-data", Key="snapshots/v7/manifest.json")["Body"].read()
+        )
         body = client.get_object(Bucket="training-data", Key="snapshots/v7/pairs.parquet")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == manifest["files"]["pairs.parquet"]["sha256"]
     finally:

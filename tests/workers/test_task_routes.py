@@ -28,6 +28,9 @@ def test_the_pipeline_stages_run_in_the_chains_order():
 
 def test_services_never_import_the_task_modules():
     graph = import_graph()
-    offenders = {module: sorted(target for target in targets if target.startswith("workers.tasks"))
-                 for module, targets in graph.items() if not module.startswith("workers.tasks")}
+    offenders = {
+        module: sorted(target for target in targets if target.startswith("workers.tasks"))
+        for module, targets in graph.items()
+        if not module.startswith("workers.tasks")
+    }
     assert {module: targets for module, targets in offenders.items() if targets} == {}

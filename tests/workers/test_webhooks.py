@@ -27,8 +27,12 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                valid = webhook_signature_valid(secret=SECRET, timestamp=int(self.headers["X-VidPref-Timestamp"]),
-                                                body=body, signature=self.headers["X-VidPref-Signature"])
+                valid = webhook_signature_valid(
+                    secret=SECRET,
+                    timestamp=int(self.headers["X-VidPref-Timestamp"]),
+                    body=body,
+                    signature=self.headers["X-VidPref-Signature"],
+                )
                 receiver.requests.append({"headers": dict(self.headers), "body": json.loads(body), "valid": valid})
                 status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
                 self.send_response(status if valid else 401)
@@ -63,18 +67,23 @@ def test_signature_is_hmac_of_timestamp_and_body_and_rejects_tampering_and_repla
     body = b'{"event":"job.failed"}'
     signature = webhook_signature(secret=SECRET, timestamp=1_764_000_000, body=body)
     assert signature.startswith("sha256=") and len(signature) == 7 + 64
-    assert webhook_signature_valid(secret=SECRET, timestamp=1_764_000_000, body=body, signature=signature,
-                                   now=1_764_000_100)
-    assert not webhook_signature_valid(secret=SECRET, timestamp=1_764_000_000, body=body + b" ", signature=signature,
-                                       now=1_764_000_100)
-    assert not webhook_signature_valid(secret="other", timestamp=1_764_000_000, body=body, signature=signature,
-                                       now=1_764_000_100)
-    assert not webhook_signature_valid(secret=SECRET, timestamp=1_764_000_000, body=body, signature=signature,
-                                       now=1_764_000_000 + 3600)  # an old request replayed
+    assert webhook_signature_valid(
+        secret=SECRET, timestamp=1_764_000_000, body=body, signature=signature, now=1_764_000_100
+    )
+    assert not webhook_signature_valid(
+        secret=SECRET, timestamp=1_764_000_000, body=body + b" ", signature=signature, now=1_764_000_100
+    )
+    assert not webhook_signature_valid(
+        secret="other", timestamp=1_764_000_000, body=body, signature=signature, now=1_764_000_100
+    )
+    assert not webhook_signature_valid(
+        secret=SECRET, timestamp=1_764_000_000, body=body, signature=signature, now=1_764_000_000 + 3600
+    )  # an old request replayed
 
 
-def test_failed_job_is_announced_retried_until_delivered_and_logged(db, receiver, settings,
-                                                                    django_capture_on_commit_callbacks):
+def test_failed_job_is_announced_retried_until_delivered_and_logged(
+    db, receiver, settings, django_capture_on_commit_callbacks
+):
     settings.VIDPREF_WEBHOOK_ATTEMPTS = 4
     endpoint = receiver(statuses=(500, 503, 200))
     Webhook.objects.create(name="ops", url=endpoint.url, secret=SECRET, events=["job.failed"])

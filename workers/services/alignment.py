@@ -23,12 +23,24 @@ from workers.services.launch import run_trainer
 from workers.services.snapshots import snapshot_local_folder
 from workers.services.training import config_merge, trained_config, training_progress
 
-METHODS = {Job.Kind.SFT: "sft", Job.Kind.FLOW_DPO: "flow-dpo", Job.Kind.FLOW_RWR: "flow-rwr",
-           Job.Kind.LATENT_REWARD: "latent-reward-train"}
+METHODS = {
+    Job.Kind.SFT: "sft",
+    Job.Kind.FLOW_DPO: "flow-dpo",
+    Job.Kind.FLOW_RWR: "flow-rwr",
+    Job.Kind.LATENT_REWARD: "latent-reward-train",
+}
 
 # Without VIDPREF_ALIGNMENT_CONFIG: a short LoRA run that a CPU finishes in minutes on the tiny policy.
-SMALL_POLICY_CONFIG = {"lora_rank": 8, "learning_rate": 1e-3, "batch_size": 4, "epochs": 2, "beta": 500.0,
-                       "max_eval_items": 16, "save_every_steps": 20, "progress": False}
+SMALL_POLICY_CONFIG = {
+    "lora_rank": 8,
+    "learning_rate": 1e-3,
+    "batch_size": 4,
+    "epochs": 2,
+    "beta": 500.0,
+    "max_eval_items": 16,
+    "save_every_steps": 20,
+    "progress": False,
+}
 
 
 def base_policy_folder() -> Path:
@@ -36,8 +48,10 @@ def base_policy_folder() -> Path:
     if settings.VIDPREF_BASE_POLICY:
         folder = Path(settings.VIDPREF_BASE_POLICY)
         if not (folder / "transformer" / "config.json").is_file():
-            raise FileNotFoundError(f"VIDPREF_BASE_POLICY={folder}: no transformer/config.json there; point it at a "
-                                    "local diffusers-format Wan folder")
+            raise FileNotFoundError(
+                f"VIDPREF_BASE_POLICY={folder}: no transformer/config.json there; point it at a "
+                "local diffusers-format Wan folder"
+            )
         return folder
     folder = Path(settings.VAR_DIR) / "models" / "tiny-wan-policy"
     if not (folder / "transformer" / "config.json").is_file():
@@ -56,8 +70,14 @@ def policy_base_config(kind: str) -> dict:
     return {key: value for key, value in base.items() if key in accepted}
 
 
-def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict | None = None,
-                      reward_version: ModelVersion | None = None, created_by=None) -> Job:
+def policy_job_create(
+    *,
+    kind: str,
+    snapshot: DatasetSnapshot,
+    overrides: dict | None = None,
+    reward_version: ModelVersion | None = None,
+    created_by=None,
+) -> Job:
     """Queue SFT / Flow-DPO / Flow-RWR / a latent reward model on ``snapshot``; ``reward_version`` relabels pairs
     (or scores RWR videos)."""
     if kind not in METHODS:
@@ -68,8 +88,11 @@ def policy_job_create(*, kind: str, snapshot: DatasetSnapshot, overrides: dict |
         raise ValueError("a latent reward model learns from the snapshot's labels; leave the reward model empty")
     if reward_version is not None and reward_version.kind != ModelVersion.Kind.REWARD:
         raise ValueError(f"{reward_version.name} is not a reward model")
-    params = {"snapshot_id": snapshot.pk, "config": overrides or {},
-              "reward_model_version_id": reward_version.pk if reward_version else None}
+    params = {
+        "snapshot_id": snapshot.pk,
+        "config": overrides or {},
+        "reward_model_version_id": reward_version.pk if reward_version else None,
+    }
     return job_create(kind=kind, params=params, created_by=created_by)
 
 
@@ -83,16 +106,22 @@ def policy_work(job: Job) -> tuple[dict, dict]:
     snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
     folder = job_folder(job)
     values = config_merge(policy_base_config(job.kind), job.params.get("config") or {})
-    values.update(output_dir=str(folder / "policy"), snapshot=str(snapshot_local_folder(snapshot, folder)),
-                  media_root=str(settings.MEDIA_ROOT), policy=str(base_policy_folder()),
-                  cache_dir=str(Path(settings.VAR_DIR) / "cache" / "flow"), progress=False)
+    values.update(
+        output_dir=str(folder / "policy"),
+        snapshot=str(snapshot_local_folder(snapshot, folder)),
+        media_root=str(settings.MEDIA_ROOT),
+        policy=str(base_policy_folder()),
+        cache_dir=str(Path(settings.VAR_DIR) / "cache" / "flow"),
+        progress=False,
+    )
     reward_id = job.params.get("reward_model_version_id")
     if reward_id and values.get("label_source") == "reward_model" or method == "flow-rwr" and reward_id:
         values.update(label_source="reward_model", reward_model=ModelVersion.objects.get(pk=reward_id).path)
     config_class = LatentRewardConfig if latent else TRAINERS[method]
     config = config_from_dict(config_class, values, where=f"job {job.pk}'s {method} config")
-    job.append_log(f"{method} on {snapshot.name} from {config.policy}"
-                   + ("" if latent else f"; labels: {config.label_source}"))
+    job.append_log(
+        f"{method} on {snapshot.name} from {config.policy}" + ("" if latent else f"; labels: {config.label_source}")
+    )
     existing = checkpoints(Path(config.output_dir))
     if existing:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
@@ -100,9 +129,17 @@ def policy_work(job: Job) -> tuple[dict, dict]:
     losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
     version = ModelVersion.objects.create(
         kind=ModelVersion.Kind.LATENT_REWARD if latent else ModelVersion.Kind.POLICY,
-        name=f"{'latent-reward' if latent else method}-{job.pk}", path=str(Path(config.output_dir) / "final"),
-        snapshot=snapshot, config=trained_config(config, Path(config.output_dir)), job=job,
-        metrics=json_safe({"method": method, "final_eval": (metrics.get("eval") or [{}])[-1],
-                           "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]}}),
+        name=f"{'latent-reward' if latent else method}-{job.pk}",
+        path=str(Path(config.output_dir) / "final"),
+        snapshot=snapshot,
+        config=trained_config(config, Path(config.output_dir)),
+        job=job,
+        metrics=json_safe(
+            {
+                "method": method,
+                "final_eval": (metrics.get("eval") or [{}])[-1],
+                "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]},
+            }
+        ),
     )
     return {"model_version_id": version.pk, "name": version.name, "path": version.path}, version.metrics

@@ -85,22 +85,29 @@ def generation_config(values: dict) -> GenerationConfig:
 
 def model_version_check(version: ModelVersion | None, kind: str, field: str) -> None:
     if version is not None and version.kind != kind:
-        raise GenerationInputError(field, f"{version.name} is a {version.get_kind_display()}, not a "
-                                          f"{ModelVersion.Kind(kind).label}")
+        raise GenerationInputError(
+            field, f"{version.name} is a {version.get_kind_display()}, not a {ModelVersion.Kind(kind).label}"
+        )
 
 
-def guidance_inputs_check(config: GenerationConfig, latent_reward_version: ModelVersion | None, *,
-                          required: bool) -> None:
+def guidance_inputs_check(
+    config: GenerationConfig, latent_reward_version: ModelVersion | None, *, required: bool
+) -> None:
     """A guided side needs a latent reward model, a non-zero weight and a non-zero strength."""
     model_version_check(latent_reward_version, ModelVersion.Kind.LATENT_REWARD, "latent_reward_version")
     if latent_reward_version is None:
         if required:
-            raise GenerationInputError("latent_reward_version", "guided sampling (Flow-NRG) needs a latent reward "
-                                       "model; train one with 'Train a latent reward model'")
+            raise GenerationInputError(
+                "latent_reward_version",
+                "guided sampling (Flow-NRG) needs a latent reward model; train one with 'Train a latent reward model'",
+            )
         return
     if not any(config.dimension_weights()):
-        raise GenerationInputError("weights", f"{config.weights!r} weighs every dimension 0, so guidance would "
-                                              "change nothing; give at least one dimension a weight")
+        raise GenerationInputError(
+            "weights",
+            f"{config.weights!r} weighs every dimension 0, so guidance would "
+            "change nothing; give at least one dimension a weight",
+        )
     if config.guidance_strength == 0:
         raise GenerationInputError("guidance_strength", "0 turns guidance off; the paper uses 100")
 
@@ -111,16 +118,25 @@ def generation_limits_check(config: GenerationConfig) -> None:
     if config.steps < 1:
         raise GenerationInputError("steps", f"{config.steps}: sampling needs at least one step")
     if not 0.0 <= config.guidance_sigma_min < 1.0:
-        raise GenerationInputError("guidance_sigma_min", f"{config.guidance_sigma_min:g}: give a noise level in "
-                                   "[0, 1); 0 guides every step")
+        raise GenerationInputError(
+            "guidance_sigma_min", f"{config.guidance_sigma_min:g}: give a noise level in [0, 1); 0 guides every step"
+        )
     if not config.guidance_max_ratio > 0:
-        raise GenerationInputError("guidance_max_ratio", f"{config.guidance_max_ratio:g}: give a positive cap on "
-                                   "σ/(1 − σ); 10 is the default, 1 guided best in the toy study")
+        raise GenerationInputError(
+            "guidance_max_ratio",
+            f"{config.guidance_max_ratio:g}: give a positive cap on "
+            "σ/(1 − σ); 10 is the default, 1 guided best in the toy study",
+        )
 
 
-def generation_job_create(*, policy_version: ModelVersion | None = None, reward_version: ModelVersion | None = None,
-                          latent_reward_version: ModelVersion | None = None, overrides: dict | None = None,
-                          created_by=None) -> Job:
+def generation_job_create(
+    *,
+    policy_version: ModelVersion | None = None,
+    reward_version: ModelVersion | None = None,
+    latent_reward_version: ModelVersion | None = None,
+    overrides: dict | None = None,
+    created_by=None,
+) -> Job:
     """Queue pair generation; ``overrides`` are GenerationConfig values (``source``, ``pairs``, ``weights``…).
 
     ``policy_vs_base`` needs ``policy_version``; the other sources use the base policy without one.
@@ -129,13 +145,19 @@ def generation_job_create(*, policy_version: ModelVersion | None = None, reward_
     model_version_check(policy_version, ModelVersion.Kind.POLICY, "policy_version")
     model_version_check(reward_version, ModelVersion.Kind.REWARD, "reward_version")
     if config.source == "policy_vs_base" and policy_version is None:
-        raise GenerationInputError("policy_version", "source policy_vs_base compares an aligned policy with the base "
-                                   "policy; choose one, or pick the source two_seeds or guided_vs_unguided")
+        raise GenerationInputError(
+            "policy_version",
+            "source policy_vs_base compares an aligned policy with the base "
+            "policy; choose one, or pick the source two_seeds or guided_vs_unguided",
+        )
     guidance_inputs_check(config, latent_reward_version, required=config.source == "guided_vs_unguided")
     generation_limits_check(config)
-    params = {**(overrides or {}), "policy_model_version_id": policy_version.pk if policy_version else None,
-              "reward_model_version_id": reward_version.pk if reward_version else None,
-              "latent_reward_model_version_id": latent_reward_version.pk if latent_reward_version else None}
+    params = {
+        **(overrides or {}),
+        "policy_model_version_id": policy_version.pk if policy_version else None,
+        "reward_model_version_id": reward_version.pk if reward_version else None,
+        "latent_reward_model_version_id": latent_reward_version.pk if latent_reward_version else None,
+    }
     return job_create(kind=Job.Kind.GENERATE, params=params, created_by=created_by)
 
 
@@ -159,14 +181,18 @@ def generator_name(policy_name: str, config: GenerationConfig, *, guided: bool) 
     ``,cap=…`` and ``,sigma_min=…`` where those differ from the defaults)."""
     if not guided:
         return policy_name
-    cap = (f",cap={config.guidance_max_ratio:g}" if config.guidance_max_ratio != GenerationConfig.guidance_max_ratio
-           else "")
+    cap = (
+        f",cap={config.guidance_max_ratio:g}"
+        if config.guidance_max_ratio != GenerationConfig.guidance_max_ratio
+        else ""
+    )
     interval = f",sigma_min={config.guidance_sigma_min:g}" if config.guidance_sigma_min else ""
     return f"{policy_name}+nrg({config.weights_label()},w={config.guidance_strength:g}{cap}{interval})"
 
 
-def generation_sides(*, config: GenerationConfig, policy_version: ModelVersion | None,
-                     latent_reward_version: ModelVersion | None) -> tuple[Side, Side]:
+def generation_sides(
+    *, config: GenerationConfig, policy_version: ModelVersion | None, latent_reward_version: ModelVersion | None
+) -> tuple[Side, Side]:
     """Sides A and B for the config's source (see the module docstring)."""
     base_folder = str(base_policy_folder())
     folder, name = (policy_version.path, policy_version.name) if policy_version else (base_folder, "base")
@@ -186,11 +212,20 @@ def generation_work(job: Job) -> dict:
     config = generation_config({"pairs": settings.VIDPREF_PIPELINE_GENERATE_PAIRS, **params})
     prompts = prompts_load(config.prompt_file or settings.VIDPREF_PROMPT_SET or None)
     if not prompts:
-        raise ValueError("no prompts to generate for: give the job a prompt_file, set VIDPREF_PROMPT_SET, "
-                         "or import some pairs first")
-    versions = ModelVersion.objects.in_bulk([pk for pk in (params.get("policy_model_version_id"),
-                                                           params.get("latent_reward_model_version_id"),
-                                                           params.get("reward_model_version_id")) if pk])
+        raise ValueError(
+            "no prompts to generate for: give the job a prompt_file, set VIDPREF_PROMPT_SET, or import some pairs first"
+        )
+    versions = ModelVersion.objects.in_bulk(
+        [
+            pk
+            for pk in (
+                params.get("policy_model_version_id"),
+                params.get("latent_reward_model_version_id"),
+                params.get("reward_model_version_id"),
+            )
+            if pk
+        ]
+    )
     policy_version = versions.get(params.get("policy_model_version_id"))
     latent_version = versions.get(params.get("latent_reward_model_version_id"))
     reward_version = versions.get(params.get("reward_model_version_id"))
@@ -201,51 +236,102 @@ def generation_work(job: Job) -> dict:
     seeds = [rng.randrange(2**31) for _ in range(count)]
     folder = job_folder(job) / "videos"
     sampling = {"steps": config.steps, "guidance_scale": config.guidance_scale}
-    guidance = ({"weights": dict(zip(DIMENSION_NAMES, config.dimension_weights())),
-                 "strength": config.guidance_strength, "sigma_min": config.guidance_sigma_min,
-                 "max_ratio": config.guidance_max_ratio,
-                 "latent_reward": latent_version.name} if latent_version else None)
+    guidance = (
+        {
+            "weights": dict(zip(DIMENSION_NAMES, config.dimension_weights())),
+            "strength": config.guidance_strength,
+            "sigma_min": config.guidance_sigma_min,
+            "max_ratio": config.guidance_max_ratio,
+            "latent_reward": latent_version.name,
+        }
+        if latent_version
+        else None
+    )
     generators = {name: generator_name(side.policy_name, config, guided=side.guided) for name, side in zip("ab", sides)}
     side_seeds = {name: [seed + side.seed_offset for seed in seeds] for name, side in zip("ab", sides)}
-    plan = {"config": dataclasses.asdict(config), "total": 2 * count + 1,
-            "latent_reward": latent_version.path if latent_version else None,
-            "latent_reward_name": latent_version.name if latent_version else None,
-            "reward_model": reward_version.path if reward_version else None,
-            "reward_model_name": reward_version.name if reward_version else None,
-            "sides": [{"name": name, "policy": side.policy_folder, "label": generators[name], "prompts": chosen,
-                       "seeds": side_seeds[name], "guided": side.guided, "folder": str(folder),
-                       "stems": [f"{name}-{i:05d}" for i in range(count)]} for name, side in zip("ab", sides)]}
+    plan = {
+        "config": dataclasses.asdict(config),
+        "total": 2 * count + 1,
+        "latent_reward": latent_version.path if latent_version else None,
+        "latent_reward_name": latent_version.name if latent_version else None,
+        "reward_model": reward_version.path if reward_version else None,
+        "reward_model_name": reward_version.name if reward_version else None,
+        "sides": [
+            {
+                "name": name,
+                "policy": side.policy_folder,
+                "label": generators[name],
+                "prompts": chosen,
+                "seeds": side_seeds[name],
+                "guided": side.guided,
+                "folder": str(folder),
+                "stems": [f"{name}-{i:05d}" for i in range(count)],
+            }
+            for name, side in zip("ab", sides)
+        ],
+    }
     try:
         sampled = run_sampling(job=job, plan=plan)
     except SamplingPlanError as error:
         raise GenerationInputError(error.field or "latent_reward_version", str(error)) from None
     paths = {name: [Path(path) for path in sampled["sides"][name]["paths"]] for name in "ab"}
-    params_of = {name: [{"seed": seed, "generator": generators[name], "source": config.source,
-                         "policy": side.policy_name, **sampling, "nrg": guidance if side.guided else None}
-                        for seed in side_seeds[name]] for name, side in zip("ab", sides)}
+    params_of = {
+        name: [
+            {
+                "seed": seed,
+                "generator": generators[name],
+                "source": config.source,
+                "policy": side.policy_name,
+                **sampling,
+                "nrg": guidance if side.guided else None,
+            }
+            for seed in side_seeds[name]
+        ]
+        for name, side in zip("ab", sides)
+    }
     job.report_progress(2 * count + 1, 2 * count + 1, "queueing")
     if reward_version:
         rewards = list(zip(sampled["reward_scores"]["a"], sampled["reward_scores"]["b"]))
     else:
         rewards = [(0.0, 0.0)] * count
-    pairs = [GeneratedPair(prompt=prompt, video_a=a, video_b=b, generator_a=generators["a"],
-                           generator_b=generators["b"], params_a={**pa, "reward": ra}, params_b={**pb, "reward": rb},
-                           priority=uncertainty_priority(ra, rb))
-             for prompt, a, b, pa, pb, (ra, rb) in zip(chosen, paths["a"], paths["b"], params_of["a"], params_of["b"],
-                                                        rewards)]
-    report = generated_pairs_queue(pairs=pairs, source=f"generated:job-{job.pk}",
-                                   name=f"{config.source}: {generators['a']} vs {generators['b']} (job {job.pk})",
-                                   created_by=job.created_by)
+    pairs = [
+        GeneratedPair(
+            prompt=prompt,
+            video_a=a,
+            video_b=b,
+            generator_a=generators["a"],
+            generator_b=generators["b"],
+            params_a={**pa, "reward": ra},
+            params_b={**pb, "reward": rb},
+            priority=uncertainty_priority(ra, rb),
+        )
+        for prompt, a, b, pa, pb, (ra, rb) in zip(
+            chosen, paths["a"], paths["b"], params_of["a"], params_of["b"], rewards
+        )
+    ]
+    report = generated_pairs_queue(
+        pairs=pairs,
+        source=f"generated:job-{job.pk}",
+        name=f"{config.source}: {generators['a']} vs {generators['b']} (job {job.pk})",
+        created_by=job.created_by,
+    )
     job.append_log(report.summary())
     held = pairs_hold_if_untrained(batch_id=report.batch_id)
     if held:
-        job.append_log(f"{held} new pairs held out of the labelling queue: they were sampled from the built-in tiny "
-                       "policy, which is untrained and makes noise (no VIDPREF_BASE_POLICY is set). They are in the "
-                       "batch, retired. Point VIDPREF_BASE_POLICY at a real video model to queue what it generates "
-                       "(VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS=true queues them anyway).")
-    return {**report.as_dict(), "pairs_held": held, "source": config.source, "generator_a": generators["a"],
-            "generator_b": generators["b"],
-            "policy": policy_version.name if policy_version else "base"}
+        job.append_log(
+            f"{held} new pairs held out of the labelling queue: they were sampled from the built-in tiny "
+            "policy, which is untrained and makes noise (no VIDPREF_BASE_POLICY is set). They are in the "
+            "batch, retired. Point VIDPREF_BASE_POLICY at a real video model to queue what it generates "
+            "(VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS=true queues them anyway)."
+        )
+    return {
+        **report.as_dict(),
+        "pairs_held": held,
+        "source": config.source,
+        "generator_a": generators["a"],
+        "generator_b": generators["b"],
+        "policy": policy_version.name if policy_version else "base",
+    }
 
 
 def pairs_hold_if_untrained(*, batch_id: int) -> int:
@@ -255,6 +341,4 @@ def pairs_hold_if_untrained(*, batch_id: int) -> int:
     for them. Returns how many were held."""
     if settings.VIDPREF_BASE_POLICY or settings.VIDPREF_QUEUE_UNTRAINED_POLICY_PAIRS:
         return 0
-    return Pair.objects.filter(batch_id=batch_id, status=Pair.Status.OPEN, filled=0).update(
-        status=Pair.Status.RETIRED)
-
+    return Pair.objects.filter(batch_id=batch_id, status=Pair.Status.OPEN, filled=0).update(status=Pair.Status.RETIRED)

@@ -33,8 +33,14 @@ def _store(upload: UploadedFile, folder: Path) -> Path:
     return target
 
 
-def import_job_create(*, manifest: UploadedFile, videos: list[UploadedFile], gold: bool = False,
-                      overlap: int | None = None, created_by=None) -> Job:
+def import_job_create(
+    *,
+    manifest: UploadedFile,
+    videos: list[UploadedFile],
+    gold: bool = False,
+    overlap: int | None = None,
+    created_by=None,
+) -> Job:
     """Store the upload in a new import job's folder and queue the job."""
     job = job_create(kind=Job.Kind.IMPORT, created_by=created_by, send=False)  # queued once its files are stored
     upload_dir = job_folder(job) / "upload"

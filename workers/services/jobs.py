@@ -107,19 +107,32 @@ def job_start(*, job_id: int) -> Job | None:
             return None
         if job.status == Job.Status.RUNNING and _attempt_alive(job):
             running = job.attempts[-1]
-            job.append_log(f"a second delivery on {socket.gethostname()} was ignored: attempt {running['number']} "
-                           f"is still running on {running['worker']} (pid {running['pid']})")
+            job.append_log(
+                f"a second delivery on {socket.gethostname()} was ignored: attempt {running['number']} "
+                f"is still running on {running['worker']} (pid {running['pid']})"
+            )
             return None
         for attempt in job.attempts:
             if attempt.get("outcome") == "running":
                 attempt.update(outcome="lost (worker died or was killed)", finished_at=_now_iso())
-        job.attempts.append({"number": len(job.attempts) + 1, "worker": socket.gethostname(), "pid": os.getpid(),
-                             "started_at": _now_iso(), "finished_at": None, "outcome": "running"})
+        job.attempts.append(
+            {
+                "number": len(job.attempts) + 1,
+                "worker": socket.gethostname(),
+                "pid": os.getpid(),
+                "started_at": _now_iso(),
+                "finished_at": None,
+                "outcome": "running",
+            }
+        )
         job.status = Job.Status.RUNNING
         job.started_at = job.started_at or timezone.now()
         job.heartbeat_at = timezone.now()
-        job.progress_text = (f"started on {socket.gethostname()}" if len(job.attempts) == 1 else
-                             f"attempt {len(job.attempts)} on {socket.gethostname()}: resuming")
+        job.progress_text = (
+            f"started on {socket.gethostname()}"
+            if len(job.attempts) == 1
+            else f"attempt {len(job.attempts)} on {socket.gethostname()}: resuming"
+        )
         job.save(update_fields=["status", "started_at", "attempts", "heartbeat_at", "progress_text"])
     if len(job.attempts) > 1:
         job.append_log(f"attempt {len(job.attempts)} on {socket.gethostname()} (pid {os.getpid()}): resuming")
@@ -186,11 +199,15 @@ def job_outcome_text(job: Job) -> str:
         text = ", ".join(parts)
     elif "snapshot_id" in result:
         pairs = (result.get("counts") or {}).get("pairs")
-        text = f"snapshot {result.get('name', result['snapshot_id'])}" + (f" ({_count(pairs, 'pair')})"
-                                                                          if pairs is not None else "")
+        text = f"snapshot {result.get('name', result['snapshot_id'])}" + (
+            f" ({_count(pairs, 'pair')})" if pairs is not None else ""
+        )
         if (result.get("videoalign") or {}).get("reason"):
-            text += "; no VideoAlign CSVs: videos not bundled" if "bundled" in result["videoalign"]["reason"] \
+            text += (
+                "; no VideoAlign CSVs: videos not bundled"
+                if "bundled" in result["videoalign"]["reason"]
                 else "; no VideoAlign CSVs (see the log)"
+            )
     elif "model_version_id" in result:
         text = f"model {result.get('name', result['model_version_id'])}"
     elif job.kind == Job.Kind.PREVIEW and result.get("videos"):
@@ -227,10 +244,17 @@ def job_fail(*, job: Job, error: BaseException) -> None:
 
 
 def job_payload(job: Job) -> dict:
-    return {"id": job.pk, "kind": job.kind, "status": job.status, "params": job.params, "result": job.result,
-            "error": job.error, "attempts": len(job.attempts),
-            "created_at": job.created_at.isoformat() if job.created_at else None,
-            "finished_at": job.finished_at.isoformat() if job.finished_at else None}
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "status": job.status,
+        "params": job.params,
+        "result": job.result,
+        "error": job.error,
+        "attempts": len(job.attempts),
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
 
 
 def job_execute(*, job_id: int, work: Callable[[Job], dict | tuple[dict, dict]]) -> dict | None:
@@ -242,8 +266,12 @@ def job_execute(*, job_id: int, work: Callable[[Job], dict | tuple[dict, dict]])
         return None
     began = time.monotonic()
     # the worker's terminal: one line when a job starts and one when it ends (settings LOGGING keeps the rest quiet)
-    log.info("job %s (%s) started%s", job.pk, job.get_kind_display(),
-             f", attempt {len(job.attempts)}" if len(job.attempts) > 1 else "")
+    log.info(
+        "job %s (%s) started%s",
+        job.pk,
+        job.get_kind_display(),
+        f", attempt {len(job.attempts)}" if len(job.attempts) > 1 else "",
+    )
     try:
         outcome = work(job)
     except JobCancelled:
@@ -255,14 +283,24 @@ def job_execute(*, job_id: int, work: Callable[[Job], dict | tuple[dict, dict]])
         return None
     except Exception as exc:
         job_fail(job=job, error=exc)
-        log.error("job %s (%s) failed after %.0f s: %s", job.pk, job.get_kind_display(), time.monotonic() - began,
-                  f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+        log.error(
+            "job %s (%s) failed after %.0f s: %s",
+            job.pk,
+            job.get_kind_display(),
+            time.monotonic() - began,
+            f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
+        )
         raise
     result, metrics = outcome if isinstance(outcome, tuple) else (outcome, None)
     job_succeed(job=job, result=result, metrics=metrics)
     job.refresh_from_db(fields=["progress_text"])
-    log.info("job %s (%s) %s in %.0f s", job.pk, job.get_kind_display(), job.progress_text or "succeeded",
-             time.monotonic() - began)
+    log.info(
+        "job %s (%s) %s in %.0f s",
+        job.pk,
+        job.get_kind_display(),
+        job.progress_text or "succeeded",
+        time.monotonic() - began,
+    )
     return result
 
 
@@ -312,8 +350,10 @@ def jobs_mark_stale(*, silent_for: timedelta | None = None) -> list[int]:
     stale = []
     for job in Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff):
         minutes = (timezone.now() - job.heartbeat_at).total_seconds() / 60
-        error = RuntimeError(f"no sign of life from the worker for {minutes:.0f} minutes (its machine died, or the "
-                             "task was lost); Retry resumes it from the newest checkpoint")
+        error = RuntimeError(
+            f"no sign of life from the worker for {minutes:.0f} minutes (its machine died, or the "
+            "task was lost); Retry resumes it from the newest checkpoint"
+        )
         _close_attempt(job, "lost (no heartbeat)")
         job_fail(job=job, error=error)
         stale.append(job.pk)

@@ -52,8 +52,12 @@ LOG_TAIL_CHARS = 3000
 def gpu_count() -> int:
     """The GPUs a child process of this worker would see, asked of a fresh interpreter (this process must not
     initialise CUDA). 0 when torch is missing or sees none."""
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
-                           capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         return int(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else 0
     except (ValueError, IndexError):
@@ -114,8 +118,16 @@ def _relay_events(job: Job, name: str, events: list[dict]) -> None:
         job.append_log(f"{name}: {event['message']}")
 
 
-def run_child(*, job: Job, name: str, argv: list[str], progress_file: Path,
-              on_progress: Callable[[dict], None], env: dict | None = None, describe: str = "") -> None:
+def run_child(
+    *,
+    job: Job,
+    name: str,
+    argv: list[str],
+    progress_file: Path,
+    on_progress: Callable[[dict], None],
+    env: dict | None = None,
+    describe: str = "",
+) -> None:
     """Run ``argv`` as the job's child process (see the module docstring) until it exits. ``on_progress(state)``
     gets the child's progress file whenever its step changed (it may raise ``JobCancelled``); between changes
     the job's heartbeat is kept up, which also notices a cancel. Raises RuntimeError with the end of the child's
@@ -128,9 +140,16 @@ def run_child(*, job: Job, name: str, argv: list[str], progress_file: Path,
         out.write(f"--- attempt {len(job.attempts)} on {socket.gethostname()}: {' '.join(argv)}\n".encode())
         out.flush()
         start = out.tell()
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True, preexec_fn=_die_with_parent, cwd=settings.BASE_DIR,
-                                 env={**os.environ, **(env or {})})
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            cwd=settings.BASE_DIR,
+            env={**os.environ, **(env or {})},
+        )
     job.attempts[-1]["launch_pgid"] = child.pid  # kept in memory too: the job's outcome saves its attempts
     Job.objects.filter(pk=job.pk).update(attempts=job.attempts)
     job.append_log(f"{name} {describe or 'in a child process'} (pid {child.pid}); its output: {log_file}")
@@ -165,8 +184,13 @@ def run_child(*, job: Job, name: str, argv: list[str], progress_file: Path,
         with open(log_file, "rb") as out:
             out.seek(max(start, os.path.getsize(log_file) - LOG_TAIL_CHARS))
             tail = out.read().decode(errors="replace")
-        log.info("job %s %s: failed with exit code %s after %.0f s", job.pk, name, child.returncode,
-                 time.monotonic() - started)
+        log.info(
+            "job %s %s: failed with exit code %s after %.0f s",
+            job.pk,
+            name,
+            child.returncode,
+            time.monotonic() - started,
+        )
         raise RuntimeError(f"{name} exited with code {child.returncode}; the end of its output ({log_file}):\n{tail}")
     log.info("job %s %s: finished in %.0f s", job.pk, name, time.monotonic() - started)
 
@@ -199,13 +223,34 @@ def run_trainer(*, job: Job, command: str, config, on_progress: Callable[[dict],
         argv, env, describe = [sys.executable, *entry], {}, "in a child process"
     else:
         on_gpus = gpu_count() >= processes
-        argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-                "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "no",
-                "--main_process_port", str(_free_port()), "--multi_gpu" if on_gpus else "--cpu", *entry]
+        argv = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--dynamo_backend",
+            "no",
+            "--mixed_precision",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            "--multi_gpu" if on_gpus else "--cpu",
+            *entry,
+        ]
         env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # several processes share the cores
         describe = f"on {processes} processes ({'GPUs' if on_gpus else 'CPU'}) under accelerate launch"
-    run_child(job=job, name=command, argv=argv, progress_file=progress_file, on_progress=on_progress, env=env,
-              describe=describe)
+    run_child(
+        job=job,
+        name=command,
+        argv=argv,
+        progress_file=progress_file,
+        on_progress=on_progress,
+        env=env,
+        describe=describe,
+    )
     return json.loads((Path(config.output_dir) / "metrics.json").read_text())
 
 
@@ -217,8 +262,18 @@ def run_sampling(*, job: Job, plan: dict, name: str = "sample-plan") -> dict:
     result_file = folder / f"{name}.result.json"
     plan_file.write_text(json.dumps(plan, indent=2))
     result_file.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "alignment", "sample-plan", "--plan", str(plan_file), "--progress-file",
-            str(progress_file), "--result", str(result_file)]
+    argv = [
+        sys.executable,
+        "-m",
+        "alignment",
+        "sample-plan",
+        "--plan",
+        str(plan_file),
+        "--progress-file",
+        str(progress_file),
+        "--result",
+        str(result_file),
+    ]
 
     def on_progress(state: dict) -> None:
         job.report_progress(state["step"], state["total"], state.get("text") or job.progress_text)

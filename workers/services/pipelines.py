@@ -48,13 +48,18 @@ def pipeline_active() -> Pipeline | None:
 
 def judgments_since_last_snapshot() -> int:
     """Judgments newer than the newest training snapshot's watermark (all of them before the first)."""
-    watermark = DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING).aggregate(
-        mark=Max("judgment_watermark"))["mark"] or 0
+    watermark = (
+        DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING).aggregate(mark=Max("judgment_watermark"))[
+            "mark"
+        ]
+        or 0
+    )
     return Judgment.objects.filter(pk__gt=watermark).count()
 
 
-def pipeline_start(*, params: dict | None = None, created_by=None, trigger: str = "admin",
-                   force: bool = False) -> Pipeline:
+def pipeline_start(
+    *, params: dict | None = None, created_by=None, trigger: str = "admin", force: bool = False
+) -> Pipeline:
     """Start a pipeline, or record why not: too few new judgments gives a ``skipped`` pipeline (unless
     ``force``); another active pipeline raises ``PipelineBusy``."""
     params = {**pipeline_defaults(), **(params or {})}
@@ -63,17 +68,25 @@ def pipeline_start(*, params: dict | None = None, created_by=None, trigger: str 
     fresh = judgments_since_last_snapshot()
     if not force and fresh < params["min_new_judgments"]:
         return Pipeline.objects.create(
-            status=Pipeline.Status.SKIPPED, is_active=False, params=params, trigger=trigger, created_by=created_by,
+            status=Pipeline.Status.SKIPPED,
+            is_active=False,
+            params=params,
+            trigger=trigger,
+            created_by=created_by,
             finished_at=timezone.now(),
             reason=f"{fresh} new judgments since the last snapshot; a pipeline needs {params['min_new_judgments']} "
-                   "(VIDPREF_PIPELINE_MIN_NEW_JUDGMENTS)")
+            "(VIDPREF_PIPELINE_MIN_NEW_JUDGMENTS)",
+        )
     try:
         with transaction.atomic():
             pipeline = Pipeline.objects.create(params=params, trigger=trigger, created_by=created_by)
     except IntegrityError:
         active = Pipeline.objects.filter(is_active=True).first()
-        raise PipelineBusy(f"{active} is still going; one pipeline runs at a time" if active else
-                           "another pipeline is starting; try again") from None
+        raise PipelineBusy(
+            f"{active} is still going; one pipeline runs at a time"
+            if active
+            else "another pipeline is starting; try again"
+        ) from None
     pipeline_id = pipeline.pk
 
     def send() -> None:
@@ -104,16 +117,26 @@ def pipeline_stage_params(pipeline: Pipeline, stage: str) -> tuple[str, dict]:
     reward_version_id = done[Job.Kind.REWARD].result["model_version_id"]
     kind = ALIGNMENT_KINDS[params["alignment_method"]]
     if stage == "align":
-        return kind, {"snapshot_id": snapshot_id, "reward_model_version_id": reward_version_id,
-                      "config": params.get("alignment_config") or {}}
-    return Job.Kind.GENERATE, {"policy_model_version_id": done[kind].result["model_version_id"],
-                               "reward_model_version_id": reward_version_id, "pairs": params["generate_pairs"]}
+        return kind, {
+            "snapshot_id": snapshot_id,
+            "reward_model_version_id": reward_version_id,
+            "config": params.get("alignment_config") or {},
+        }
+    return Job.Kind.GENERATE, {
+        "policy_model_version_id": done[kind].result["model_version_id"],
+        "reward_model_version_id": reward_version_id,
+        "pairs": params["generate_pairs"],
+    }
 
 
 def _stage_work(stage: str):
     """The work of the stage's job kind, looked up when the stage runs."""
-    return {"export": snapshots.snapshot_work, "reward": reward.reward_work, "align": policy_jobs.policy_work,
-            "generate": generation.generation_work}[stage]
+    return {
+        "export": snapshots.snapshot_work,
+        "reward": reward.reward_work,
+        "align": policy_jobs.policy_work,
+        "generate": generation.generation_work,
+    }[stage]
 
 
 def pipeline_stage_run(*, pipeline_id: int, stage: str) -> dict | None:
@@ -138,28 +161,34 @@ def pipeline_stage_run(*, pipeline_id: int, stage: str) -> dict | None:
     job.refresh_from_db()
     if job.status != Job.Status.SUCCEEDED:
         cancelled = job.status == Job.Status.CANCELLED
-        pipeline_fail(pipeline_id=pipeline_id, reason=f"stage {stage}: job {job.pk} is {job.status}",
-                      status=Pipeline.Status.CANCELLED if cancelled else Pipeline.Status.FAILED)
+        pipeline_fail(
+            pipeline_id=pipeline_id,
+            reason=f"stage {stage}: job {job.pk} is {job.status}",
+            status=Pipeline.Status.CANCELLED if cancelled else Pipeline.Status.FAILED,
+        )
         return None
     return result
 
 
 def pipeline_fail(*, pipeline_id: int, reason: str, status: str = Pipeline.Status.FAILED) -> None:
-    Pipeline.objects.filter(pk=pipeline_id, is_active=True).update(status=status, is_active=False, reason=reason[:4000],
-                                                                   finished_at=timezone.now())
+    Pipeline.objects.filter(pk=pipeline_id, is_active=True).update(
+        status=status, is_active=False, reason=reason[:4000], finished_at=timezone.now()
+    )
 
 
 def pipeline_finish(*, pipeline_id: int) -> None:
     Pipeline.objects.filter(pk=pipeline_id, status=Pipeline.Status.RUNNING).update(
-        status=Pipeline.Status.SUCCEEDED, is_active=False, finished_at=timezone.now())
+        status=Pipeline.Status.SUCCEEDED, is_active=False, finished_at=timezone.now()
+    )
 
 
 def pipeline_cancel(*, pipeline: Pipeline, by=None) -> bool:
     """Cancel an active pipeline and its running stage; later stages do nothing."""
     if not pipeline.is_active:
         return False
-    pipeline_fail(pipeline_id=pipeline.pk, reason=f"cancelled{f' by {by}' if by else ''}",
-                  status=Pipeline.Status.CANCELLED)
+    pipeline_fail(
+        pipeline_id=pipeline.pk, reason=f"cancelled{f' by {by}' if by else ''}", status=Pipeline.Status.CANCELLED
+    )
     for job in pipeline.jobs.exclude(status__in=[Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED]):
         job_cancel(job=job, by=by)
     return True
@@ -180,6 +209,14 @@ def pipeline_stages(pipeline: Pipeline) -> list[dict]:
     stages = []
     for number, stage in enumerate(STAGE_QUEUES, start=1):
         kind = pipeline_stage_kind(pipeline, stage)
-        stages.append({"number": number, "name": stage, "kind": kind, "kind_label": Job.Kind(kind).label,
-                       "queue": STAGE_QUEUES[stage], "job": next((job for job in jobs if job.kind == kind), None)})
+        stages.append(
+            {
+                "number": number,
+                "name": stage,
+                "kind": kind,
+                "kind_label": Job.Kind(kind).label,
+                "queue": STAGE_QUEUES[stage],
+                "job": next((job for job in jobs if job.kind == kind), None),
+            }
+        )
     return stages

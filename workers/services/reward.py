@@ -20,8 +20,16 @@ from workers.services.launch import run_trainer
 from workers.services.snapshots import snapshot_local_folder
 from workers.services.training import config_merge, trained_config, training_progress
 
-SMALL_BACKBONE_CONFIG = {"model": {"backbone": "small"}, "learning_rate": 1e-3, "epochs": 4, "batch_size": 16,
-                         "warmup_steps": 20, "num_workers": 2, "cache_videos": 256, "keep_best": True}
+SMALL_BACKBONE_CONFIG = {
+    "model": {"backbone": "small"},
+    "learning_rate": 1e-3,
+    "epochs": 4,
+    "batch_size": 16,
+    "warmup_steps": 20,
+    "num_workers": 2,
+    "cache_videos": 256,
+    "keep_best": True,
+}
 """Used when ``VIDPREF_REWARD_CONFIG`` names no file: a small video transformer that trains on a CPU.
 For the paper's model, point ``VIDPREF_REWARD_CONFIG`` at a RewardTrainConfig with a local Qwen2-VL folder."""
 
@@ -37,8 +45,9 @@ def reward_job_create(*, snapshot: DatasetSnapshot, overrides: dict | None = Non
         raise ValueError(f"snapshot {snapshot.name} is an evaluation set; train on a training snapshot")
     if not snapshot.counts.get("train"):
         raise ValueError(f"snapshot {snapshot.name} has no pairs in its train split")
-    return job_create(kind=Job.Kind.REWARD, params={"snapshot_id": snapshot.pk, "config": overrides or {}},
-                      created_by=created_by)
+    return job_create(
+        kind=Job.Kind.REWARD, params={"snapshot_id": snapshot.pk, "config": overrides or {}}, created_by=created_by
+    )
 
 
 def reward_work(job: Job) -> tuple[dict, dict]:
@@ -48,12 +57,19 @@ def reward_work(job: Job) -> tuple[dict, dict]:
 
     snapshot = DatasetSnapshot.objects.get(pk=job.params["snapshot_id"])
     base = reward_base_config()
-    job.append_log(f"base config: {settings.VIDPREF_REWARD_CONFIG}" if settings.VIDPREF_REWARD_CONFIG else
-                   "base config: the small CPU backbone (set VIDPREF_REWARD_CONFIG for Qwen2-VL)")
+    job.append_log(
+        f"base config: {settings.VIDPREF_REWARD_CONFIG}"
+        if settings.VIDPREF_REWARD_CONFIG
+        else "base config: the small CPU backbone (set VIDPREF_REWARD_CONFIG for Qwen2-VL)"
+    )
     folder = job_folder(job)
     values = config_merge(base, job.params.get("config") or {})
-    values.update(output_dir=str(folder / "reward"), snapshot=str(snapshot_local_folder(snapshot, folder)),
-                  media_root=str(settings.MEDIA_ROOT), progress=False)
+    values.update(
+        output_dir=str(folder / "reward"),
+        snapshot=str(snapshot_local_folder(snapshot, folder)),
+        media_root=str(settings.MEDIA_ROOT),
+        progress=False,
+    )
     if not values.get("frame_cache_dir") and settings.VIDPREF_FRAME_CACHE:
         values["frame_cache_dir"] = settings.VIDPREF_FRAME_CACHE  # shared by every run on this machine
         if values.get("frame_cache_max_gb") is None and settings.VIDPREF_FRAME_CACHE_MAX_GB > 0:
@@ -68,20 +84,39 @@ def reward_work(job: Job) -> tuple[dict, dict]:
     # The model registered is the chosen epoch's (keep_best) or the last one's; so are its accuracies.
     chosen_step = (metrics.get("best") or {}).get("step")
     last = next((entry for entry in metrics["eval"] if entry["step"] == chosen_step), metrics["eval"][-1])
-    validation = {dim: {key: last[dim][key] for key in ("accuracy_with_ties", "accuracy_without_ties")}
-                  for dim in DIMENSION_NAMES if dim in last}
-    job.append_log("validation accuracy with / without ties: " + (", ".join(
-        f"{dim} {scores['accuracy_with_ties']:.3f} / {scores['accuracy_without_ties']:.3f}"
-        for dim, scores in validation.items()) or "no validation pairs"))
+    validation = {
+        dim: {key: last[dim][key] for key in ("accuracy_with_ties", "accuracy_without_ties")}
+        for dim in DIMENSION_NAMES
+        if dim in last
+    }
+    job.append_log(
+        "validation accuracy with / without ties: "
+        + (
+            ", ".join(
+                f"{dim} {scores['accuracy_with_ties']:.3f} / {scores['accuracy_without_ties']:.3f}"
+                for dim, scores in validation.items()
+            )
+            or "no validation pairs"
+        )
+    )
     version = ModelVersion.objects.create(
-        kind=ModelVersion.Kind.REWARD, name=f"reward-{job.pk}", path=str(Path(config.output_dir) / "model"),
-        snapshot=snapshot, config=trained_config(config, Path(config.output_dir)), job=job,
-        metrics=json_safe({"validation": validation, "validation_pairs": last.get("n_pairs", 0),
-                           "epoch": last.get("epoch"),
-                           "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
-                           "train_samples_per_second": metrics.get("train_samples_per_second"),
-                           "normalization": metrics.get("normalization"),
-                           "charts": training_charts(metrics)}),
+        kind=ModelVersion.Kind.REWARD,
+        name=f"reward-{job.pk}",
+        path=str(Path(config.output_dir) / "model"),
+        snapshot=snapshot,
+        config=trained_config(config, Path(config.output_dir)),
+        job=job,
+        metrics=json_safe(
+            {
+                "validation": validation,
+                "validation_pairs": last.get("n_pairs", 0),
+                "epoch": last.get("epoch"),
+                "final_train_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
+                "train_samples_per_second": metrics.get("train_samples_per_second"),
+                "normalization": metrics.get("normalization"),
+                "charts": training_charts(metrics),
+            }
+        ),
     )
     return {"model_version_id": version.pk, "name": version.name, "path": version.path}, version.metrics
 
@@ -91,6 +126,8 @@ def training_charts(metrics: dict, *, max_points: int = 400) -> dict:
     accuracy without ties per dimension."""
     losses = [[point["step"], point["loss"]] for point in metrics.get("train_loss", [])]
     stride = max(1, len(losses) // max_points)
-    accuracy = {dim: [[entry["step"], entry[dim]["accuracy_without_ties"]] for entry in metrics.get("eval", [])
-                      if dim in entry] for dim in DIMENSION_NAMES}
+    accuracy = {
+        dim: [[entry["step"], entry[dim]["accuracy_without_ties"]] for entry in metrics.get("eval", []) if dim in entry]
+        for dim in DIMENSION_NAMES
+    }
     return {"train_loss": losses[::stride], "val_accuracy_without_ties": accuracy}

@@ -57,8 +57,10 @@ def _split_sql(val_fraction: float, test_fraction: float) -> str:
     """``alignment.data.snapshot.split_for_prompt`` in SQL: the same bucket from the same sha256, the same split."""
     signed = "('x' || encode(substr(sha256(convert_to(pr.text, 'UTF8')), 1, 8), 'hex'))::bit(64)::bigint"
     bucket = f"(({signed})::numeric + CASE WHEN {signed} < 0 THEN {_TWO_64} ELSE 0 END) / {_TWO_64}"
-    return (f"CASE WHEN {bucket} < {float(test_fraction)!r} THEN 'test' "
-            f"WHEN {bucket} < {float(test_fraction) + float(val_fraction)!r} THEN 'val' ELSE 'train' END")
+    return (
+        f"CASE WHEN {bucket} < {float(test_fraction)!r} THEN 'test' "
+        f"WHEN {bucket} < {float(test_fraction) + float(val_fraction)!r} THEN 'val' ELSE 'train' END"
+    )
 
 
 def _video_uri_prefix() -> str:
@@ -132,8 +134,9 @@ def snapshot_create(
         watermark = cursor.fetchone()[0]
         with SnapshotWriter(root / name) as writer:
             written = 0
-            for batch in csv_record_batches(_copy_out(cursor, _pairs_query(bundle_videos, val_fraction, test_fraction)),
-                                            PAIRS_SCHEMA):
+            for batch in csv_record_batches(
+                _copy_out(cursor, _pairs_query(bundle_videos, val_fraction, test_fraction)), PAIRS_SCHEMA
+            ):
                 written += writer.add_pairs(batch)
                 report(written, total, f"{written:,} of {total:,} pairs")
             where_judgments, judgment_params = counted_judgments_sql(filters)
@@ -144,17 +147,27 @@ def snapshot_create(
                 _bundle_videos(cursor, writer, report)
             agreement = _agreement_summary(cursor)
             path = writer.commit(
-                filters={**filters.as_dict(), "val_fraction": val_fraction, "test_fraction": test_fraction,
-                         "bundle_videos": bundle_videos},
+                filters={
+                    **filters.as_dict(),
+                    "val_fraction": val_fraction,
+                    "test_fraction": test_fraction,
+                    "bundle_videos": bundle_videos,
+                },
                 agreement=agreement,
                 extra={"name": name, "judgment_watermark": watermark},
             )
         uri = _publish(path, report) if settings.SNAPSHOT_STORAGE_URL else str(path)
         snapshot = DatasetSnapshot.objects.create(
-            name=name, uri=uri, kind=DatasetSnapshot.Kind.TRAINING, filters=writer.manifest["filters"],
-            counts=writer.manifest["counts"], agreement=agreement,
+            name=name,
+            uri=uri,
+            kind=DatasetSnapshot.Kind.TRAINING,
+            filters=writer.manifest["filters"],
+            counts=writer.manifest["counts"],
+            agreement=agreement,
             bytes=sum(entry["bytes"] for entry in writer.manifest["files"].values()),
-            judgment_watermark=watermark, job=job, created_by=created_by,
+            judgment_watermark=watermark,
+            job=job,
+            created_by=created_by,
         )
         snapshot.videoalign = writer.manifest["videoalign"]  # not a column: the manifest keeps it
         cursor.execute("DROP TABLE snapshot_pairs")  # also when the caller's transaction goes on
@@ -163,9 +176,16 @@ def snapshot_create(
 
 
 def snapshot_payload(snapshot: DatasetSnapshot) -> dict:
-    return {"id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "kind": snapshot.kind,
-            "counts": snapshot.counts, "filters": snapshot.filters, "bytes": snapshot.bytes,
-            "created_at": snapshot.created_at.isoformat()}
+    return {
+        "id": snapshot.pk,
+        "name": snapshot.name,
+        "uri": snapshot.uri,
+        "kind": snapshot.kind,
+        "counts": snapshot.counts,
+        "filters": snapshot.filters,
+        "bytes": snapshot.bytes,
+        "created_at": snapshot.created_at.isoformat(),
+    }
 
 
 def snapshot_local_folder(snapshot: DatasetSnapshot, folder: Path) -> Path:
@@ -175,12 +195,12 @@ def snapshot_local_folder(snapshot: DatasetSnapshot, folder: Path) -> Path:
         return Path(snapshot.uri)
     import boto3  # only where snapshots live in S3
 
-    bucket, _, prefix = snapshot.uri[len("s3://"):].partition("/")
+    bucket, _, prefix = snapshot.uri[len("s3://") :].partition("/")
     client = boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL, region_name=settings.AWS_S3_REGION_NAME)
     target = folder / snapshot.name
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
         for item in page.get("Contents", []):
-            destination = target / item["Key"][len(prefix) + 1:]
+            destination = target / item["Key"][len(prefix) + 1 :]
             destination.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, item["Key"], str(destination))
     return target
@@ -194,7 +214,7 @@ def _publish(path: Path, report: Progress) -> str:
     url = settings.SNAPSHOT_STORAGE_URL
     if not url.startswith("s3://"):
         raise ValueError(f"SNAPSHOT_STORAGE_URL={url!r}: only s3://bucket/prefix is supported (or leave it empty)")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     prefix = "/".join(part for part in (prefix.strip("/"), path.name) if part)
     client = boto3.client("s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL, region_name=settings.AWS_S3_REGION_NAME)
     files = sorted((item for item in path.rglob("*") if item.is_file()), key=lambda item: item.name == "manifest.json")
@@ -231,7 +251,7 @@ def _pairs_query(bundle_videos: bool, val_fraction: float, test_fraction: float)
 def _judgments_query(where_judgments: str) -> str:
     codes = {dim: f"CASE j.{dim} WHEN 'A' THEN 1 WHEN 'B' THEN -1 ELSE 0 END AS {dim}" for dim in DIMENSIONS}
     return f"""
-    SELECT j.id AS judgment_id, j.pair_id, j.annotator_id, {codes['vq']}, {codes['mq']}, {codes['ta']},
+    SELECT j.id AS judgment_id, j.pair_id, j.annotator_id, {codes["vq"]}, {codes["mq"]}, {codes["ta"]},
            j.left_is_a, j.duration_ms, j.watched_ms, j.flag, j.comment, j.created_at
     FROM annotate_judgment j
     JOIN snapshot_pairs s ON s.pair_id = j.pair_id
@@ -263,7 +283,7 @@ def _agreement_summary(cursor) -> dict:
     row = cursor.fetchone()
     summary = {}
     for index, dim in enumerate(DIMENSIONS):
-        mean, unanimous, ties, labelled = row[4 * index: 4 * index + 4]
+        mean, unanimous, ties, labelled = row[4 * index : 4 * index + 4]
         summary[dim.upper()] = {
             "mean_agreement": round(float(mean), 4) if mean is not None else None,
             "unanimous": round(float(unanimous), 4) if unanimous is not None else None,
@@ -278,7 +298,9 @@ def snapshot_nightly_due() -> bool:
     something was judged at all)."""
     newest = (
         DatasetSnapshot.objects.filter(kind=DatasetSnapshot.Kind.TRAINING, judgment_watermark__isnull=False)
-        .order_by("-judgment_watermark").values_list("judgment_watermark", flat=True).first()
+        .order_by("-judgment_watermark")
+        .values_list("judgment_watermark", flat=True)
+        .first()
     )
     judged = Judgment.objects.all() if newest is None else Judgment.objects.filter(pk__gt=newest)
     return judged.exists()
@@ -286,8 +308,17 @@ def snapshot_nightly_due() -> bool:
 
 def snapshot_params_parse(params: dict) -> dict:
     """A job's JSON params → ``snapshot_create`` keyword arguments (dates as ISO strings, as ``as_dict`` wrote them)."""
-    known = {"judged_from", "judged_until", "batch_ids", "min_judgments", "min_agreement", "include_flagged",
-             "include_excluded_annotators", "include_gold", "no_majority"}
+    known = {
+        "judged_from",
+        "judged_until",
+        "batch_ids",
+        "min_judgments",
+        "min_agreement",
+        "include_flagged",
+        "include_excluded_annotators",
+        "include_gold",
+        "no_majority",
+    }
     values = {key: params[key] for key in known if params.get(key) is not None}
     for key in ("judged_from", "judged_until"):
         if key in values:
@@ -309,8 +340,13 @@ def snapshot_work(job: Job) -> dict:
     videoalign = getattr(snapshot, "videoalign", {})
     if videoalign.get("reason"):
         job.append_log(f"VideoAlign CSVs not written: {videoalign['reason']}")
-    return {"snapshot_id": snapshot.pk, "name": snapshot.name, "uri": snapshot.uri, "counts": snapshot.counts,
-            "videoalign": videoalign}
+    return {
+        "snapshot_id": snapshot.pk,
+        "name": snapshot.name,
+        "uri": snapshot.uri,
+        "counts": snapshot.counts,
+        "videoalign": videoalign,
+    }
 
 
 def snapshot_job_create(*, params: dict, created_by=None) -> Job:
@@ -327,8 +363,13 @@ def snapshot_job_create_if_due() -> Job | None:
 
 
 def snapshot_from_rewardbench(
-    *, csv_path: str | Path, video_root: str | Path | None = None, name: str | None = None,
-    root: str | Path | None = None, bundle_videos: bool = False, created_by=None,
+    *,
+    csv_path: str | Path,
+    video_root: str | Path | None = None,
+    name: str | None = None,
+    root: str | Path | None = None,
+    bundle_videos: bool = False,
+    created_by=None,
 ) -> tuple[DatasetSnapshot, list[str]]:
     """A VideoGen-RewardBench CSV as an evaluation snapshot (every pair in ``test``, with its Overall label).
 
@@ -344,8 +385,9 @@ def snapshot_from_rewardbench(
     for record in records:
         missing = [uri for uri in (record.video_a, record.video_b) if not Path(uri).is_file()]
         if missing:
-            problems.append(f"{csv_path}:{record.pair_id + 2}: video not found: {', '.join(missing)}; "
-                            "the row was skipped")
+            problems.append(
+                f"{csv_path}:{record.pair_id + 2}: video not found: {', '.join(missing)}; the row was skipped"
+            )
             continue
         if bundle_videos:
             for side in ("video_a", "video_b"):
@@ -357,12 +399,20 @@ def snapshot_from_rewardbench(
     if not usable:
         raise SnapshotEmpty(f"{csv_path}: no usable row ({len(problems)} skipped: {problems[:3]})")
     sweep_partial_snapshots(root)
-    path = write_snapshot(usable, root / name, videos=videos, filters={
-        "source": str(csv_path), "format": "VideoGen-RewardBench", "skipped_rows": len(problems)})
+    path = write_snapshot(
+        usable,
+        root / name,
+        videos=videos,
+        filters={"source": str(csv_path), "format": "VideoGen-RewardBench", "skipped_rows": len(problems)},
+    )
     manifest = read_snapshot(path, verify=False).manifest
     snapshot = DatasetSnapshot.objects.create(
-        name=name, uri=str(path), kind=DatasetSnapshot.Kind.EVALUATION, filters=manifest["filters"],
-        counts=manifest["counts"], bytes=sum(entry["bytes"] for entry in manifest["files"].values()),
+        name=name,
+        uri=str(path),
+        kind=DatasetSnapshot.Kind.EVALUATION,
+        filters=manifest["filters"],
+        counts=manifest["counts"],
+        bytes=sum(entry["bytes"] for entry in manifest["files"].values()),
         created_by=created_by,
     )
     webhook_emit(event="snapshot.created", data=snapshot_payload(snapshot))

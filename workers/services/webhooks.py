@@ -38,8 +38,9 @@ def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def webhook_signature_valid(*, secret: str, timestamp: int, body: bytes, signature: str,
-                            tolerance_s: float = 300.0, now: float | None = None) -> bool:
+def webhook_signature_valid(
+    *, secret: str, timestamp: int, body: bytes, signature: str, tolerance_s: float = 300.0, now: float | None = None
+) -> bool:
     """A receiver's check: the signature matches and the timestamp is recent (no replays)."""
     if abs((now if now is not None else time.time()) - timestamp) > tolerance_s:
         return False
@@ -57,7 +58,8 @@ def webhook_emit(*, event: str, data: dict) -> list[WebhookDelivery]:
             continue
         payload = {"event": event, "created_at": timezone.now().isoformat(), "data": data}
         delivery = WebhookDelivery.objects.create(
-            webhook=webhook, event=event, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
+            webhook=webhook, event=event, payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
+        )
         deliveries.append(delivery)
     if deliveries:
         ids = [delivery.pk for delivery in deliveries]
@@ -76,8 +78,11 @@ def _send(delivery_ids: list[int]) -> None:
 def webhooks_resend(*, older_than_s: float = 60.0) -> list[int]:
     """Send deliveries that never left (the broker was down when their event happened)."""
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    ids = list(WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, attempts=0,
-                                              created_at__lt=cutoff).values_list("pk", flat=True))
+    ids = list(
+        WebhookDelivery.objects.filter(
+            status=WebhookDelivery.Status.PENDING, attempts=0, created_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
     if ids:
         _send(ids)
     return ids
@@ -104,8 +109,13 @@ def webhook_deliver(*, delivery_id: int) -> bool:
     delivery.attempts += 1
     delivery.last_attempt_at = timezone.now()
     try:
-        response = requests.post(delivery.webhook.url, data=body, headers=headers,
-                                 timeout=settings.VIDPREF_WEBHOOK_TIMEOUT_S, allow_redirects=False)
+        response = requests.post(
+            delivery.webhook.url,
+            data=body,
+            headers=headers,
+            timeout=settings.VIDPREF_WEBHOOK_TIMEOUT_S,
+            allow_redirects=False,
+        )
     except requests.RequestException as exc:
         delivery.response_status = None
         delivery.error = f"attempt {delivery.attempts}: {type(exc).__name__}: {exc}"[:2000]

@@ -39,8 +39,10 @@ def export_snapshot_nightly() -> int | None:
 def recompute_agreement(filters: dict | None = None) -> int:
     """Recompute and store the agreement statistics (beat: every few minutes; the dashboard: on demand)."""
     filters = filters or {}
-    moments = {key: datetime.fromisoformat(filters[key]) if filters.get(key) else None
-               for key in ("judged_from", "judged_until")}
+    moments = {
+        key: datetime.fromisoformat(filters[key]) if filters.get(key) else None
+        for key in ("judged_from", "judged_until")
+    }
     return agreement_report_refresh(batch_ids=tuple(filters.get("batch_ids") or ()), **moments).pk
 
 

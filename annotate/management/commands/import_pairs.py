@@ -18,7 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--gold", action="store_true", help="the rows' labels become gold answers")
         parser.add_argument("--overlap", type=int, default=None, metavar="K", help="judgments wanted per pair")
         parser.add_argument(
-            "--media-root", type=Path, default=None, metavar="DIR",
+            "--media-root",
+            type=Path,
+            default=None,
+            metavar="DIR",
             help="folder the video paths are relative to (default: the manifest's folder)",
         )
 
@@ -33,7 +36,9 @@ class Command(BaseCommand):
                 bar.update(task, completed=done, total=total, description=f"importing {file.name} ({what})")
 
             try:
-                report = pairs_import(manifest=file, media_root=media_root, gold=gold, overlap=overlap, progress=progress)
+                report = pairs_import(
+                    manifest=file, media_root=media_root, gold=gold, overlap=overlap, progress=progress
+                )
             except ManifestError as exc:
                 raise CommandError(str(exc)) from exc
         for error in report.skipped:

@@ -21,8 +21,8 @@ def _interrupt(signum, frame):
 class Command(BaseCommand):
     help = (
         "Run the whole system on this machine: migrate, create an admin and two annotators, load demo pairs, "
-        "then serve the web app (gunicorn) with two Celery workers on the prefork pool (queues default+media, and gpu), "
-        "and beat, as docker-compose.yml runs them (config/processes.py). Ctrl-C stops "
+        "then serve the web app (gunicorn) with two Celery workers on the prefork pool (queues default+media, "
+        "and gpu), and beat, as docker-compose.yml runs them (config/processes.py). Ctrl-C stops "
         "everything it started, the embedded PostgreSQL and Redis included."
     )
 
@@ -30,7 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--no-serve", action="store_true", help="set up and load content, then exit")
-        parser.add_argument("--verbose", action="store_true", help="also log every HTTP request (gunicorn's access log)")
+        parser.add_argument(
+            "--verbose", action="store_true", help="also log every HTTP request (gunicorn's access log)"
+        )
 
     def handle(self, *args, port: int, host: str, no_serve: bool, verbose: bool, **options):
         started = time.monotonic()
@@ -44,14 +46,17 @@ class Command(BaseCommand):
             return
         base = f"http://{host}:{port}"
         commands = processes.demo_commands(host=host, port=port, var_dir=Path(settings.VAR_DIR), access_log=verbose)
-        children = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True)
-                    for name, cmd in commands.items()}
+        children = {
+            name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, start_new_session=True) for name, cmd in commands.items()
+        }
         # Ctrl-C and SIGTERM both end the demo cleanly, even where the shell started us with SIGINT ignored.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _interrupt)
         self.stdout.write(self.style.SUCCESS(f"\nVidPref is up in {time.monotonic() - started:.1f} s"))
-        self.stdout.write(f"  annotate:  {base}/\n  admin:     {base}/admin/\n  API:       {base}/api/schema/\n"
-                          f"  health:    {base}/healthz")
+        self.stdout.write(
+            f"  annotate:  {base}/\n  admin:     {base}/admin/\n  API:       {base}/api/schema/\n"
+            f"  health:    {base}/healthz"
+        )
         for name, entry in credentials.items():
             self.stdout.write(f"  {entry['role']:<9}  {name} / {entry['password']}")
         self.stdout.write("Ctrl-C stops everything.")
@@ -81,4 +86,6 @@ class Command(BaseCommand):
         stopped, users = embedded.release(Path(settings.VAR_DIR))
         self.stdout.write(f"stopped {', '.join(children)}" + (f", embedded {', '.join(stopped)}" if stopped else ""))
         if users:
-            self.stdout.write(f"the embedded PostgreSQL and Redis stay up: still used by pid {', '.join(map(str, sorted(users)))}")
+            self.stdout.write(
+                f"the embedded PostgreSQL and Redis stay up: still used by pid {', '.join(map(str, sorted(users)))}"
+            )

@@ -26,42 +26,88 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                            help="folder that receives the snapshot folder (default: SNAPSHOT_ROOT, var/snapshots)")
+        parser.add_argument(
+            "--out",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="folder that receives the snapshot folder (default: SNAPSHOT_ROOT, var/snapshots)",
+        )
         parser.add_argument("--name", default=None, help="the snapshot's folder name (default: a timestamp)")
-        parser.add_argument("--from", dest="judged_from", type=_moment, default=None, metavar="DATE",
-                            help="only judgments made at or after DATE")
-        parser.add_argument("--until", dest="judged_until", type=_moment, default=None, metavar="DATE",
-                            help="only judgments made before DATE")
-        parser.add_argument("--batch", dest="batch_ids", type=int, action="append", default=[], metavar="ID",
-                            help="only pairs of this import batch (repeatable)")
+        parser.add_argument(
+            "--from",
+            dest="judged_from",
+            type=_moment,
+            default=None,
+            metavar="DATE",
+            help="only judgments made at or after DATE",
+        )
+        parser.add_argument(
+            "--until",
+            dest="judged_until",
+            type=_moment,
+            default=None,
+            metavar="DATE",
+            help="only judgments made before DATE",
+        )
+        parser.add_argument(
+            "--batch",
+            dest="batch_ids",
+            type=int,
+            action="append",
+            default=[],
+            metavar="ID",
+            help="only pairs of this import batch (repeatable)",
+        )
         parser.add_argument("--min-judgments", type=int, default=1, metavar="N", help="pairs judged at least N times")
-        parser.add_argument("--min-agreement", type=float, default=0.0, metavar="SHARE",
-                            help="pairs whose every label is backed by at least SHARE of its judgments (e.g. 0.66)")
-        parser.add_argument("--no-majority", choices=["tie", "drop"], default="tie",
-                            help="a dimension with no strict majority: a tie (default) or no label")
+        parser.add_argument(
+            "--min-agreement",
+            type=float,
+            default=0.0,
+            metavar="SHARE",
+            help="pairs whose every label is backed by at least SHARE of its judgments (e.g. 0.66)",
+        )
+        parser.add_argument(
+            "--no-majority",
+            choices=["tie", "drop"],
+            default="tie",
+            help="a dimension with no strict majority: a tie (default) or no label",
+        )
         parser.add_argument("--include-flagged", action="store_true", help="keep pairs an annotator flagged")
-        parser.add_argument("--include-excluded-annotators", action="store_true",
-                            help="count judgments of disabled annotators and of the 'excluded from training' group")
+        parser.add_argument(
+            "--include-excluded-annotators",
+            action="store_true",
+            help="count judgments of disabled annotators and of the 'excluded from training' group",
+        )
         parser.add_argument("--include-gold", action="store_true", help="export gold pairs too")
-        parser.add_argument("--bundle-videos", action="store_true",
-                            help="copy the videos into the snapshot (portable to a cluster without the media store)")
+        parser.add_argument(
+            "--bundle-videos",
+            action="store_true",
+            help="copy the videos into the snapshot (portable to a cluster without the media store)",
+        )
         parser.add_argument("--val-fraction", type=float, default=0.1)
         parser.add_argument("--test-fraction", type=float, default=0.1)
 
     def handle(self, *args, **options):
         try:
             filters = ConsensusFilters(
-                judged_from=options["judged_from"], judged_until=options["judged_until"],
-                batch_ids=tuple(options["batch_ids"]), min_judgments=options["min_judgments"],
-                min_agreement=options["min_agreement"], include_flagged=options["include_flagged"],
+                judged_from=options["judged_from"],
+                judged_until=options["judged_until"],
+                batch_ids=tuple(options["batch_ids"]),
+                min_judgments=options["min_judgments"],
+                min_agreement=options["min_agreement"],
+                include_flagged=options["include_flagged"],
                 include_excluded_annotators=options["include_excluded_annotators"],
-                include_gold=options["include_gold"], no_majority=options["no_majority"],
+                include_gold=options["include_gold"],
+                no_majority=options["no_majority"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        if not (0 <= options["val_fraction"] and 0 <= options["test_fraction"]
-                and options["val_fraction"] + options["test_fraction"] < 1):
+        if not (
+            0 <= options["val_fraction"]
+            and 0 <= options["test_fraction"]
+            and options["val_fraction"] + options["test_fraction"] < 1
+        ):
             raise CommandError("--val-fraction and --test-fraction must be ≥ 0 and leave something to train on")
         started = time.perf_counter()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -73,8 +119,13 @@ class Command(BaseCommand):
 
             try:
                 snapshot = snapshot_create(
-                    filters=filters, name=options["name"], root=options["out"], bundle_videos=options["bundle_videos"],
-                    val_fraction=options["val_fraction"], test_fraction=options["test_fraction"], progress=progress,
+                    filters=filters,
+                    name=options["name"],
+                    root=options["out"],
+                    bundle_videos=options["bundle_videos"],
+                    val_fraction=options["val_fraction"],
+                    test_fraction=options["test_fraction"],
+                    progress=progress,
                 )
             except (SnapshotEmpty, FileExistsError) as exc:
                 raise CommandError(str(exc)) from exc

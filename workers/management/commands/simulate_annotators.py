@@ -25,12 +25,17 @@ class Command(BaseCommand):
             weights = {k: float(v) for k, v in (item.split("=") for item in mix.split(",") if item)} or None
         except ValueError as exc:
             raise CommandError(f"--mix {mix!r}: write kind=weight pairs separated by commas") from exc
-        with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
-                      disable=options["verbosity"] == 0) as bar:
+        with Progress(
+            TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), disable=options["verbosity"] == 0
+        ) as bar:
             task = bar.add_task("judgments", total=judgments)
             try:
                 report = simulate_annotators(
-                    base_url=base_url, annotators=annotators, judgments=judgments, seed=seed, mix=weights,
+                    base_url=base_url,
+                    annotators=annotators,
+                    judgments=judgments,
+                    seed=seed,
+                    mix=weights,
                     progress=lambda done: bar.update(task, completed=done),
                 )
             except ValueError as exc:
