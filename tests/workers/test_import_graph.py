@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("annotate", "workers", "config", "alignment")
+PACKAGES = ("annotate", "workers", "config", "alignment", "studies")
 
 
 def module_files(root: Path = ROOT, packages=PACKAGES) -> dict[str, Path]:
