@@ -162,8 +162,8 @@ JOB_SPECS: dict[str, JobSpec] = {
             Job.Kind.GENERATE,
             "Generate pairs",
             "Two candidates per prompt — an aligned policy vs the base, two "
-            "seeds of one policy, or Flow-NRG-guided vs unguided — ordered for labelling by the reward model, "
-            "least certain first; gpu queue.",
+            "seeds of one policy, or Flow-NRG-guided vs unguided — scored by the reward model and queued for "
+            "labelling in random order (or least certain first); gpu queue.",
             config_class="alignment.flow.config:GenerationConfig",
             create=generation_job_create,
             inputs=("policy_version", "latent_reward_version", "reward_version"),
@@ -312,7 +312,7 @@ TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Evaluation and checkpoints",
         ("keep_best", "best_by", "save_every_steps", "keep_checkpoints", "eval_every_steps", "max_eval_"),
     ),
-    ("Sampling", ("pairs", "source", "steps", "guidance_scale", "prompt_file")),
+    ("Sampling", ("pairs", "source", "steps", "guidance_scale", "prompt_file", "queue_order")),
     ("Flow-NRG guidance", ("weights", "guidance_")),
     (
         "Machine and data loading",

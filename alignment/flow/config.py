@@ -113,7 +113,7 @@ def parse_weights(text: str) -> tuple[float, float, float]:
 @dataclass
 class GenerationConfig:
     """New pairs for labelling: two candidates per prompt from ``source``, scored by the reward model and
-    queued least certain first. With a latent reward model, side A samples with Flow-NRG guidance."""
+    queued in ``queue_order``. With a latent reward model, side A samples with Flow-NRG guidance."""
 
     SOURCES: ClassVar[tuple[str, ...]] = ("policy_vs_base", "two_seeds", "guided_vs_unguided")
 
@@ -127,6 +127,9 @@ class GenerationConfig:
     guidance_strength: float = DEFAULT_SCALE  # Flow-NRG's w (the paper's 100), with a latent reward model
     guidance_sigma_min: float = 0.0  # Flow-NRG leaves the last steps, at σ ≤ this, unguided; 0 guides every step
     guidance_max_ratio: float = DEFAULT_MAX_RATIO  # Flow-NRG caps σ/(1 − σ) at this near pure noise
+    queue_order: Literal["random", "uncertainty"] = (
+        "random"  # random | uncertainty (least certain first, 1/(1+|Δr|)); docs/ml/reward.md §5 has the measurements
+    )
     prompt_file: str | None = (
         None  # CSV with a prompt column, or one a line; empty: VIDPREF_PROMPT_SET, else the database's
     )

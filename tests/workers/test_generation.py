@@ -8,7 +8,13 @@ import pytest
 
 from annotate.models import Batch, Pair, Prompt
 from workers.models import Job, ModelVersion
-from workers.services.generation import GenerationInputError, generation_job_create, generation_work
+from workers.services.generation import (
+    GenerationInputError,
+    generation_job_create,
+    generation_work,
+    queue_priorities,
+    uncertainty_priority,
+)
 from workers.services.jobs import job_execute, job_folder
 
 PROMPTS = ["a red square moving left quickly", "a blue circle moving up slowly"]
@@ -84,7 +90,7 @@ def test_policy_vs_base_with_a_latent_reward_guides_side_a_and_queues_the_least_
         policy_version=site.policy,
         reward_version=site.reward,
         latent_reward_version=site.latent,
-        overrides={**FAST, "weights": "vq=1,mq=0,ta=2", "prompt_file": site.prompt_file},
+        overrides={**FAST, "weights": "vq=1,mq=0,ta=2", "prompt_file": site.prompt_file, "queue_order": "uncertainty"},
     )
     guided_name = "flow-dpo-7+nrg(vq=1,mq=0,ta=2,w=100)"
     assert job.result["generator_a"] == guided_name and job.result["generator_b"] == "base"
@@ -120,7 +126,8 @@ def test_two_seeds_of_the_base_policy(site, django_capture_on_commit_callbacks):
         a, b = pair.video_a.generation_params, pair.video_b.generation_params
         assert pair.video_a.generator == pair.video_b.generator == "base"
         assert abs(a["seed"] - b["seed"]) == 1 and a["nrg"] is None and b["nrg"] is None
-        assert pair.priority == 1.0  # no reward model: every pair equally uncertain
+        assert 0 < pair.priority <= 1  # the default order: random
+    assert len({pair.priority for pair in pairs}) == 2
 
 
 def test_guided_vs_unguided_keeps_the_seed_and_changes_the_video(site, django_capture_on_commit_callbacks):
@@ -217,6 +224,7 @@ def generation_post(**values) -> dict:
         "guidance_strength": 100.0,
         "guidance_sigma_min": 0.0,
         "guidance_max_ratio": 10.0,
+        "queue_order": "random",
         **values,
     }
 
@@ -508,3 +516,20 @@ def test_pairs_from_the_untrained_built_in_policy_are_held_out_of_the_queue(make
         result={"pairs_created": 3, "pairs_existing": 0, "skipped": [], "pairs_held": 3},
     )
     assert job_outcome_text(job) == "done: 0 pairs queued, 3 pairs from the untrained built-in policy held back"
+
+
+def test_queue_order_random_by_default_and_uncertainty_on_request():
+    """Random order is the default (no order saved judgments: docs/ml/reward.md §5); |Δr| stays a setting."""
+    import random
+
+    from alignment.flow.config import GenerationConfig
+
+    assert GenerationConfig().queue_order == "random"
+    rewards = [(0.1, 0.1), (0.0, 2.0), (1.0, 0.5)] * 20
+    drawn = queue_priorities(rewards, order="random", rng=random.Random(3))
+    assert all(0 < p <= 1 for p in drawn) and len(set(drawn)) == len(drawn)  # a fresh draw per pair
+    assert drawn == queue_priorities(rewards, order="random", rng=random.Random(3))  # seeded by the job
+    by_margin = queue_priorities(rewards, order="uncertainty", rng=random.Random(3))
+    assert by_margin == [uncertainty_priority(a, b) for a, b in rewards] and by_margin[0] == 1.0
+    with pytest.raises(ValueError, match="queue_order 'loudest'"):
+        queue_priorities(rewards, order="loudest", rng=random.Random(0))

@@ -166,6 +166,17 @@ def uncertainty_priority(reward_a: float, reward_b: float) -> float:
     return 1.0 / (1.0 + abs(reward_a - reward_b))
 
 
+def queue_priorities(rewards: list[tuple[float, float]], *, order: str, rng: random.Random) -> list[float]:
+    """Each generated pair's queue priority, in (0, 1] like every generated pair's (demo pairs sit at 2, imports
+    at 0): ``random`` — a uniform draw, so annotators meet the pairs in random order (the default: no order
+    saved judgments in the measurements of docs/ml/reward.md §5); ``uncertainty`` — ``uncertainty_priority``."""
+    if order == "uncertainty":
+        return [uncertainty_priority(ra, rb) for ra, rb in rewards]
+    if order == "random":
+        return [1.0 - rng.random() for _ in rewards]  # in (0, 1]
+    raise ValueError(f"queue_order {order!r}: choose random or uncertainty")
+
+
 @dataclass(frozen=True)
 class Side:
     """One side of the generated pairs: which policy samples it, its seeds' offset, whether it is guided."""
@@ -294,6 +305,7 @@ def generation_work(job: Job) -> dict:
         rewards = list(zip(sampled["reward_scores"]["a"], sampled["reward_scores"]["b"]))
     else:
         rewards = [(0.0, 0.0)] * count
+    priorities = queue_priorities(rewards, order=config.queue_order, rng=rng)
     pairs = [
         GeneratedPair(
             prompt=prompt,
@@ -303,10 +315,10 @@ def generation_work(job: Job) -> dict:
             generator_b=generators["b"],
             params_a={**pa, "reward": ra},
             params_b={**pb, "reward": rb},
-            priority=uncertainty_priority(ra, rb),
+            priority=priority,
         )
-        for prompt, a, b, pa, pb, (ra, rb) in zip(
-            chosen, paths["a"], paths["b"], params_of["a"], params_of["b"], rewards
+        for prompt, a, b, pa, pb, (ra, rb), priority in zip(
+            chosen, paths["a"], paths["b"], params_of["a"], params_of["b"], rewards, priorities
         )
     ]
     report = generated_pairs_queue(
