@@ -4,9 +4,9 @@ Everything the demo loads is judgeable — toy-world clips with visible shapes a
 samples or ffmpeg's test patterns — and is served before any pair the demo generates later (``DEMO_PRIORITY``).
 Generated pairs come from the pipeline's last stage (admin → *Run the pipeline now*, ``POST /api/v1/pipelines/``,
 or beat's nightly run) and from *Generate pairs* jobs; generation queues them at a priority in (0, 1] (random, or
-``uncertainty_priority`` on request), ahead of imported pairs (priority 0). On a machine without ``VIDPREF_BASE_POLICY`` the base policy is
-an untrained tiny Wan built in ``var/models`` (``workers.services.alignment.base_policy_folder``), and the
-aligned policy is a short LoRA run on it: both sample pure noise, which no one can judge.
+``uncertainty_priority`` on request), ahead of imported pairs (priority 0). On a machine without
+``VIDPREF_BASE_POLICY`` the base policy is an untrained tiny Wan built in ``var/models``
+(``workers.services.alignment.base_policy_folder``), and the aligned policy is a short LoRA run on it: both sample pure noise, which no one can judge.
 """
 
 from __future__ import annotations
