@@ -6,7 +6,8 @@ Generated pairs come from the pipeline's last stage (admin → *Run the pipeline
 or beat's nightly run) and from *Generate pairs* jobs; generation queues them at a priority in (0, 1] (random, or
 ``uncertainty_priority`` on request), ahead of imported pairs (priority 0). On a machine without
 ``VIDPREF_BASE_POLICY`` the base policy is an untrained tiny Wan built in ``var/models``
-(``workers.services.alignment.base_policy_folder``), and the aligned policy is a short LoRA run on it: both sample pure noise, which no one can judge.
+(``workers.services.alignment.base_policy_folder``), and the aligned policy is a short LoRA run on it: both
+sample pure noise, which no one can judge.
 """
 
 from __future__ import annotations
