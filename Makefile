@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/stats.py
 	$(PY) bench/reward.py
 	$(PY) bench/flow.py
+	$(PY) bench/guidance.py
 	$(PY) bench/soak.py
 
 clean-var: stop
