@@ -49,7 +49,7 @@ def _reward_eval(args) -> int:
     if not pairs:
         print("reward-eval: no pairs to evaluate", file=sys.stderr)
         return 1
-    model = load_reward_model(args.model)
+    model = load_reward_model(args.model, base_model=args.base_model)
     table = evaluate_pairs(
         model, pairs, roots=roots, batch_size=args.batch_size, num_workers=args.num_workers, progress=not args.quiet
     )
@@ -71,7 +71,7 @@ def _reward_score(args) -> int:
     if bool(args.video) == bool(args.pairs):
         print("reward-score: give --video (with --prompt) or --pairs", file=sys.stderr)
         return 2
-    model = load_reward_model(args.model)
+    model = load_reward_model(args.model, base_model=args.base_model)
     if args.video:
         if args.prompt is None:
             print("reward-score: --video needs --prompt", file=sys.stderr)
@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--videoalign-csv", help="a VideoAlign training-format CSV")
     evaluate.add_argument("--split", default="test", help="snapshot split: train, val, test or all (default test)")
     evaluate.add_argument("--video-root", help="folder that relative video paths are under")
+    evaluate.add_argument(
+        "--base-model",
+        help="a VideoAlign checkpoint's base Qwen2-VL as a local folder (default: its model_name_or_path, if local)",
+    )
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--num-workers", type=int, default=0)
     evaluate.add_argument("--output", help="also write the table as JSON here")
@@ -231,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--prompt", help="the text prompt the --video files were generated from")
     score.add_argument("--pairs", help="a VideoAlign-format CSV: score both videos of every pair")
     score.add_argument("--video-root", help="folder that relative paths in --pairs are under")
+    score.add_argument(
+        "--base-model",
+        help="a VideoAlign checkpoint's base Qwen2-VL as a local folder (default: its model_name_or_path, if local)",
+    )
     score.add_argument("--batch-size", type=int, default=8)
     score.add_argument("--raw", action="store_true", help="raw rewards, without the validation normalisation")
     score.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -21,15 +21,25 @@ from alignment.reward.model import RewardModel
 class VideoPromptDataset(Dataset):
     """Single (video, prompt) items → ``{"video", "prompt"}`` with uint8 frames."""
 
-    def __init__(self, items: Sequence[tuple[str, str]], spec: FrameSpec, roots: Sequence[str | Path] = ()):
+    def __init__(
+        self,
+        items: Sequence[tuple[str, str]],
+        spec: FrameSpec,
+        roots: Sequence[str | Path] = (),
+        reader: Callable[[Path], torch.Tensor] | None = None,
+    ):
         self.items, self.spec, self.roots = list(items), spec, [Path(r) for r in roots]
+        self.reader = reader  # a model's own frame sampling (VideoAlign checkpoints); None: read_video_frames
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         uri, prompt = self.items[index]
-        frames, _ = read_video_frames(resolve_video_path(uri, self.roots), self.spec)
+        path = resolve_video_path(uri, self.roots)
+        if self.reader is not None:
+            return {"video": self.reader(path), "prompt": prompt}
+        frames, _ = read_video_frames(path, self.spec)
         return {"video": frames, "prompt": prompt}
 
 
@@ -56,7 +66,7 @@ def score_videos(
     model.eval()
     device = next(model.parameters()).device
     loader = DataLoader(
-        VideoPromptDataset(items, model.frame_spec, roots),
+        VideoPromptDataset(items, model.frame_spec, roots, getattr(model, "read_video", None)),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_VideoCollator(model.processor()),
