@@ -21,16 +21,19 @@ torch_dtype) under bf16 autocast, batch 1 pair (its per-device batch). Measured:
 checkpointing (VideoAlign's setting), with it, and the forward alone as the baseline.
 
 Time: the median of ``--steps`` timed steps after ``--warmup`` (wall clock, synchronised; the forward baseline,
-measured first, always gets a warm-up call). Memory: on a GPU ``torch.cuda.max_memory_allocated`` over each
-measurement; on the CPU the process's peak RSS so far (it only grows: read it as an upper bound).
+measured first, always gets a warm-up call; on the CPU also the process's CPU time, steadier on a shared
+machine). Memory: on a GPU ``torch.cuda.max_memory_allocated`` over each measurement; on the CPU the process's
+peak RSS so far (it only grows: read it as an upper bound).
 
-On the CPU (``--cpu-reduced``, automatic without CUDA) the same code runs at a tiny size to show it works: Wan
-latents 16 × 2 × 8 × 8 (5 frames of 64 × 64) with 64 text tokens, Qwen2-VL on 2 frames of 56 × 56, one timed
-step, bf16 weights without autocast (the adapters and heads in float32), and the Qwen2-VL vision tower frozen
-(its bf16 gradient and AdamW state would add 4 GB on a 24 GB machine). CPU numbers say nothing about a GPU.
+On the CPU (``--cpu-reduced``, automatic without CUDA) the same code runs at a reduced size to show it works: the
+real widths but 4 blocks of each stack (Wan's 30, Qwen2-VL's 28 language and 32 vision layers; ``--wan-layers``,
+``--qwen-layers``, ``--vision-depth`` set them), Wan latents 16 × 2 × 8 × 8 (5 frames of 64 × 64) with 64 text
+tokens, Qwen2-VL on 2 frames of 56 × 56, bf16 weights without autocast (adapters and heads in float32), 1 warm-up
+and 2 timed steps. The full depths on the CPU are tests/alignment/test_real_size.py's. CPU numbers say nothing
+about a GPU.
 
     .venv/bin/python bench/gpu.py                      # on a GPU
-    .venv/bin/python bench/gpu.py --cpu-reduced        # anywhere, a couple of minutes
+    .venv/bin/python bench/gpu.py --cpu-reduced        # anywhere, about a minute
     .venv/bin/python bench/gpu.py --only wan --steps 5 --out bench/results/gpu.json
 """
 
@@ -70,6 +73,7 @@ from alignment.real_size import (  # noqa: E402
 from alignment.reward.config import RewardModelConfig, RewardTrainConfig  # noqa: E402
 
 GIB = 2**30
+CPU_DEPTH = 4  # --cpu-reduced: blocks of the Wan transformer, of Qwen2-VL's language model and of its vision tower
 
 
 class Device:
@@ -123,15 +127,17 @@ def measure(
     device.free()
     device.reset_peak()
     times: list[float] = []
+    cpu_times: list[float] = []  # the process's CPU time (all threads): on a shared CPU, steadier than the wall
     failure = None
     try:
         for index in range(warmup + steps):
             device.sync()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             run()
             device.sync()
             if index >= warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
     except torch.OutOfMemoryError as error:
         failure = str(error).splitlines()[0][:100]  # the traceback (and the graph it holds) goes with the block
     if failure is not None:
@@ -140,8 +146,15 @@ def measure(
         device.free()
         print(f"  {name:<44} out of memory ({failure})", flush=True)
         return {"name": name, "out_of_memory": failure}
-    result = {"name": name, "seconds": statistics.median(times), "all_seconds": times, "peak_gib": device.peak_gib()}
-    print(f"  {name:<44} {result['seconds']:8.3f} s   peak {result['peak_gib']:6.2f} GiB", flush=True)
+    result = {
+        "name": name,
+        "seconds": statistics.median(times),
+        "all_seconds": times,
+        "cpu_seconds": statistics.median(cpu_times),
+        "peak_gib": device.peak_gib(),
+    }
+    cpu = "" if device.cuda else f"   (process CPU time {result['cpu_seconds']:8.3f} s)"
+    print(f"  {name:<44} {result['seconds']:8.3f} s   peak {result['peak_gib']:6.2f} GiB{cpu}", flush=True)
     return result
 
 
@@ -250,15 +263,17 @@ def bench_reward(device: Device, args) -> dict:
     else:  # a Wan clip sampled at 2 fps: 81 frames at 16 fps are 5.06 s → 10 frames
         frames = round(WAN_SIZE["num_frames"] / WAN_SIZE["fps"] * 2.0) // 2 * 2
         height, width = WAN_SIZE["height"], WAN_SIZE["width"]
-    overrides = {"num_hidden_layers": args.qwen_layers} if args.qwen_layers else {}
+    overrides = {
+        key: value
+        for key, value in (("num_hidden_layers", args.qwen_layers), ("vision_depth", args.vision_depth))
+        if value
+    }
     train = RewardTrainConfig(output_dir="-")
     with tempfile.TemporaryDirectory(dir=args.work_dir) as temp:
         start = time.perf_counter()
         folder = save_random_qwen2vl(Path(temp) / "qwen2-vl-2b-instruct", device=device.torch, **overrides)
         device.free()
-        config = RewardModelConfig(
-            backbone="qwen2vl", backbone_path=str(folder), dtype="bfloat16", train_vision_tower=not args.cpu_reduced
-        )
+        config = RewardModelConfig(backbone="qwen2vl", backbone_path=str(folder), dtype="bfloat16")
         model = RewardModel(config).to(device.torch)
         built = time.perf_counter() - start
         model.train()
@@ -341,14 +356,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--cpu-reduced",
         action="store_true",
-        help="run on the CPU at a tiny input size (automatic when CUDA is not available)",
+        help="run on the CPU at a reduced size (automatic when CUDA is not available)",
     )
     parser.add_argument("--only", choices=("wan", "reward"), help="run one of the two benchmarks")
-    parser.add_argument("--steps", type=int, help="timed steps of each measurement (default: 3 on a GPU, 1 on CPU)")
-    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 1 on a GPU, 0 on the CPU)")
+    parser.add_argument("--steps", type=int, help="timed steps of each measurement (default: 3 on a GPU, 2 on CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default: 1)")
     parser.add_argument("--text-length", type=int, help="Wan prompt tokens (default: 512 on a GPU, 64 on the CPU)")
-    parser.add_argument("--wan-layers", type=int, help="Wan transformer blocks (default: the real 30)")
-    parser.add_argument("--qwen-layers", type=int, help="Qwen2-VL language-model layers (default: the real 28)")
+    parser.add_argument("--wan-layers", type=int, help="Wan transformer blocks (default: the real 30; 4 on the CPU)")
+    parser.add_argument(
+        "--qwen-layers", type=int, help="Qwen2-VL language-model layers (default: the real 28; 4 on the CPU)"
+    )
+    parser.add_argument("--vision-depth", type=int, help="Qwen2-VL vision blocks (default: the real 32; 4 on the CPU)")
     parser.add_argument("--work-dir", help="where the random Qwen2-VL folder (4.4 GB) is written (default: $TMPDIR)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -357,12 +375,17 @@ def main(argv: list[str] | None = None) -> dict:
         args.cpu_reduced = True
     device = Device(args.cpu_reduced)
     if args.steps is None:
-        args.steps = 1 if args.cpu_reduced else 3
+        args.steps = 2 if args.cpu_reduced else 3
     if args.warmup is None:
-        args.warmup = 0 if args.cpu_reduced else 1
+        args.warmup = 1
+    if args.cpu_reduced:
+        args.wan_layers = args.wan_layers or CPU_DEPTH
+        args.qwen_layers = args.qwen_layers or CPU_DEPTH
+        args.vision_depth = args.vision_depth or CPU_DEPTH
+    sizes = "CPU-reduced sizes" if args.cpu_reduced else "full size"
     print(
-        f"device: {device.name}, torch {torch.__version__}, {'CPU-reduced sizes' if args.cpu_reduced else 'full size'}"
-        f", {args.warmup} warm-up + {args.steps} timed step(s) each",
+        f"device: {device.name}, torch {torch.__version__}, {sizes}, {args.warmup} warm-up + {args.steps} timed "
+        "step(s) each",
         flush=True,
     )
     results: dict = {
