@@ -55,6 +55,7 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 NON_LORA_FILE = "non_lora_state_dict.pth"
 FULL_MODEL_FILE = "model.pth"
+BASE_MODEL_HINT_FILE = "vidpref_base_model.json"  # {"base_model": "<local folder>"}: register_videoalign_model
 
 # vision_process.py's constants
 IMAGE_FACTOR = 28
@@ -509,9 +510,16 @@ class VideoAlignSettings:
             )
 
 
-def resolve_base_model(settings: VideoAlignSettings, base_model: str | Path | None) -> Path:
-    """The local Qwen2-VL folder: ``base_model`` if given, else ``model_name_or_path`` when it is a local folder."""
+def resolve_base_model(
+    settings: VideoAlignSettings, base_model: str | Path | None, folder: str | Path | None = None
+) -> Path:
+    """The local Qwen2-VL folder: ``base_model`` if given, else the one ``vidpref_base_model.json`` in the
+    checkpoint folder names (written by ``register_videoalign_model``), else ``model_name_or_path`` if local."""
     name = settings.base_model_name or "Qwen/Qwen2-VL-2B-Instruct"
+    hint = Path(folder) / BASE_MODEL_HINT_FILE if folder is not None else None
+    hinted = json.loads(hint.read_text()).get("base_model") if hint is not None and hint.is_file() else None
+    if base_model is None and hinted:
+        base_model = hinted
     for candidate in (base_model, settings.base_model_name):
         if candidate and (Path(candidate) / "config.json").is_file():
             return Path(candidate)
@@ -574,7 +582,7 @@ class VideoAlignRewardModel(RewardModel):
         self.folder = Path(folder)
         self.settings = settings = VideoAlignSettings.read(self.folder)
         settings.check_supported()
-        self.base_path = resolve_base_model(settings, base_model)
+        self.base_path = resolve_base_model(settings, base_model, self.folder)
         self.checkpoint = checkpoint = find_checkpoint(self.folder, step)
         self.config = RewardModelConfig(backbone="qwen2vl", backbone_path=str(self.base_path), dtype=dtype)  # type: ignore[arg-type]
 

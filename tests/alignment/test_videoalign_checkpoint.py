@@ -303,3 +303,12 @@ def test_missing_base_model_is_a_clear_error(replica, tmp_path):
 def test_read_frames_even_count_and_uniform_sampling(replica):
     frames = read_videoalign_frames(replica["videos"][0], fps=None, nframes=6, max_pixels=200704)
     assert frames.dtype == torch.uint8 and frames.shape[0] == 6
+
+
+def test_base_model_hint_file_next_to_the_checkpoint(replica, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(replica["folder"], tmp_path / "VideoReward")
+    (folder / "vidpref_base_model.json").write_text(json.dumps({"base_model": str(replica["base"])}))
+    model = load_reward_model(folder)  # as generation and pipelines load a registered version: by path only
+    assert isinstance(model, VideoAlignRewardModel) and model.base_path == Path(replica["base"])
