@@ -35,7 +35,9 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -696,10 +698,13 @@ class VideoAlignRewardModel(RewardModel):
             min_pixels=VIDEO_MIN_PIXELS,
         )
 
-    def read_video(self, path: str | Path) -> torch.Tensor:
+    @property
+    def read_video(self) -> Callable[[str | Path], torch.Tensor]:
+        """path → uint8 frames, sampled and resized as this checkpoint's VideoAlign data config says (picklable,
+        for DataLoader workers)."""
         settings = self.settings
-        return read_videoalign_frames(
-            path,
+        return partial(
+            read_videoalign_frames,
             fps=settings.fps if settings.num_frames is None else None,
             nframes=settings.num_frames,
             max_pixels=settings.max_pixels,

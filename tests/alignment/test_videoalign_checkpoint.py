@@ -312,3 +312,17 @@ def test_base_model_hint_file_next_to_the_checkpoint(replica, tmp_path):
     (folder / "vidpref_base_model.json").write_text(json.dumps({"base_model": str(replica["base"])}))
     model = load_reward_model(folder)  # as generation and pipelines load a registered version: by path only
     assert isinstance(model, VideoAlignRewardModel) and model.base_path == Path(replica["base"])
+
+
+def test_evaluate_pairs_with_loader_workers(replica):
+    from alignment.data import PairRecord
+    from alignment.reward.evaluate import evaluate_pairs, score_videos
+
+    model = load_videoalign_model(replica["folder"], base_model=replica["base"], device="cpu")
+    a, b = (str(path) for path in replica["videos"])
+    rewards = score_videos(model, [(a, "a cat"), (b, "a cat")], progress=False)
+    margin = rewards[0] - rewards[1]
+    labels = [1 if m > 0 else -1 for m in margin.tolist()]
+    pairs = [PairRecord(pair_id=1, prompt="a cat", video_a=a, video_b=b, vq=labels[0], mq=labels[1], ta=labels[2])]
+    table = evaluate_pairs(model, pairs, num_workers=1, progress=False)
+    assert all(table[d]["accuracy_without_ties"] == 1.0 for d in ("VQ", "MQ", "TA"))
