@@ -12,6 +12,8 @@ _EXPORTS = {
     "RewardTrainConfig": "alignment.reward.config",
     "load_reward_model": "alignment.reward.model",
     "save_reward_model": "alignment.reward.model",
+    "VideoAlignRewardModel": "alignment.reward.videoalign",
+    "load_videoalign_model": "alignment.reward.videoalign",
 }
 
 __all__ = sorted(_EXPORTS)
