@@ -132,21 +132,9 @@ def save_reward_model(model: RewardModel, folder: str | Path) -> Path:
     return folder
 
 
-def load_reward_model(
-    folder: str | Path, *, map_location: str = "cpu", base_model: str | Path | None = None
-) -> RewardModel:
-    """A reward model saved by ``save_reward_model`` (a training run's ``model/`` or a checkpoint), or a
-    VideoAlign checkpoint folder (``model_config.json``; detected from its files, loaded on the local Qwen2-VL
-    ``base_model`` by ``alignment.reward.videoalign``; on CUDA in bf16 when available, as VideoAlign infers)."""
+def load_reward_model(folder: str | Path, *, map_location: str = "cpu") -> RewardModel:
+    """A reward model saved by ``save_reward_model`` (a training run's ``model/`` or a checkpoint)."""
     folder = Path(folder)
-    from alignment.reward.videoalign import is_videoalign_folder
-
-    if not (folder / MODEL_FILE).is_file() and is_videoalign_folder(folder):
-        from alignment.reward.videoalign import load_videoalign_model
-
-        return load_videoalign_model(folder, base_model=base_model)
-    if base_model is not None:
-        raise ValueError(f"{folder}: base_model is for VideoAlign checkpoints; this folder is not one")
     for name in (MODEL_FILE, MODEL_CONFIG_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing; not a reward model folder")
