@@ -8,7 +8,7 @@ Qwen2-VL's weights are bf16 (``RewardModelConfig.dtype``), saved to a temporary 
 backbone loads from one (with a stand-in tokenizer: the real one is a checkpoint file). Each model lives in a
 class-scoped fixture, freed before the next class, so the peak is one model's: about 9.5 GB of RSS for Qwen2-VL's
 step, of which 4.4 GB are its weights file, mapped, and 1.3 GB the bf16 gradient of its vision tower.
-About 2 minutes on 2 idle cores (4.5 on busy ones).
+About 2 minutes on 2 idle cores, 4.5–5.5 on busy ones.
 """
 
 from __future__ import annotations
