@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from alignment.losses import flow_dpo_beta, flow_dpo_loss, flow_matching_error, reward_loss
+from alignment.losses import flow_dpo_beta, flow_dpo_loss, flow_matching_error
 
 if TYPE_CHECKING:
     from alignment.flow.model import FlowPolicy
@@ -242,24 +242,22 @@ def flow_dpo_lora_loss(
     sigma_shift: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flow-DPO's ``(loss, logits)`` on (winner, loser) latents ``(B, C, t, h, w)`` and text ``(B, L, D)`` for a
-    policy with a LoRA adapter: the Flow-DPO branch of ``alignment.flow.train.step_loss`` (winner and loser share
-    σ and noise; the reference is the same network with its adapters disabled), from ``alignment.losses``."""
+    policy with a LoRA adapter, built from the trainer's own pieces (``alignment.flow.train``: ``sample_sigmas``,
+    ``noised``, ``reference_velocity``; winner and loser share σ and noise; the reference is the same network with
+    its adapters disabled) and ``alignment.losses`` — the Flow-DPO branch of ``step_loss``, with the per-pair
+    logits kept (``step_loss`` reports only their mean)."""
+    from alignment.flow.train import noised, reference_velocity, sample_sigmas
+
     model: Any = policy.transformer
     device = latents_w.device
-    u = torch.rand(latents_w.shape[0], generator=generator)
-    sigmas = (sigma_shift * u / (1.0 + (sigma_shift - 1.0) * u)).to(device)
-    noise = torch.randn(latents_w.shape, generator=generator).to(device)
-    s = sigmas.view(-1, 1, 1, 1, 1)
-    latents = torch.cat([(1.0 - s) * latents_w + s * noise, (1.0 - s) * latents_l + s * noise])  # (2B, …)
-    targets = torch.cat([noise - latents_w, noise - latents_l])
+    sigmas = sample_sigmas(latents_w.shape[0], generator, sigma_shift).to(device)
+    noise = torch.randn(latents_w.shape, generator=generator).to(device)  # shared by winner and loser
+    x_w, target_w = noised(latents_w, noise, sigmas)
+    x_l, target_l = noised(latents_l, noise, sigmas)
+    latents, targets = torch.cat([x_w, x_l]), torch.cat([target_w, target_l])  # (2B, …)
     both_sigmas, both_text = torch.cat([sigmas, sigmas]), torch.cat([text, text])
     policy_w, policy_l = flow_matching_error(policy.velocity(latents, both_sigmas, both_text), targets).chunk(2)
-    with torch.no_grad():
-        model.disable_adapters()
-        try:
-            reference = policy.velocity(latents, both_sigmas, both_text)
-        finally:
-            model.enable_adapters()
+    reference = reference_velocity(policy, latents, both_sigmas, both_text, lora_model=model)
     reference_w, reference_l = flow_matching_error(reference, targets).chunk(2)
     return flow_dpo_loss(policy_w, policy_l, reference_w, reference_l, flow_dpo_beta(sigmas, beta))
 
@@ -293,10 +291,11 @@ def random_reward_batch(
 def reward_pair_loss(
     model: nn.Module, inputs: dict, labels: torch.Tensor, *, kind: str = "bt_ties", theta: float = 5.0
 ) -> torch.Tensor:
-    """The reward trainer's loss (``alignment.reward.train.pair_loss``): rewards of the A videos then the B videos,
-    the margins r_A − r_B per dimension, Bradley–Terry with ties (``kind``) from ``alignment.losses``."""
-    rewards_a, rewards_b = model(**inputs).chunk(2)
-    return reward_loss((rewards_a - rewards_b).flatten(), labels.long().flatten(), kind=kind, theta=theta)
+    """The reward trainer's own loss (``alignment.reward.train.pair_loss``): rewards of the A videos then the B
+    videos, the margins r_A − r_B per dimension, Bradley–Terry with ties (``kind``)."""
+    from alignment.reward.train import pair_loss
+
+    return pair_loss(model, {"inputs": inputs, "labels": labels}, kind=kind, theta=theta)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,7 @@ QWEN2VL_SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 
-_BASE_WORDS = (
+BASE_WORDS = (
     "you are a helpful assistant system user rate this generated video on three separate criteria visual "
     "quality motion text alignment with the prompt clarity detail aesthetics plausibility of each frame "
     "stability naturalness smoothness and amount subjects actions scene style camera a an in at to is red "
@@ -44,7 +44,7 @@ def build_tiny_tokenizer(extra_words: str = ""):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", (_BASE_WORDS + " " + extra_words).lower())))
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", (BASE_WORDS + " " + extra_words).lower())))
     punctuation = [c for c in ".,:;!?\"'()-*" if c not in words]
     vocab = {token: index for index, token in enumerate(["[UNK]", *QWEN2VL_SPECIAL_TOKENS, *words, *punctuation])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
