@@ -258,6 +258,7 @@ def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(
                 "guidance_strength": 100,
                 "guidance_sigma_min": 0,
                 "guidance_max_ratio": 10,
+                "queue_order": "random",
             },
         )
     assert response.status_code == 302, response.context["form"].errors
@@ -281,6 +282,7 @@ def test_generate_pairs_form_takes_an_aligned_policy_and_a_reward_model(
             "guidance_strength": 100,
             "guidance_sigma_min": 0,
             "guidance_max_ratio": 10,
+            "queue_order": "random",
         },
     )
     assert "policy_version" in refused.context["form"].errors  # a reward model is not a policy
