@@ -221,14 +221,13 @@ def probe_fps_and_frames(path: str | Path) -> tuple[float, int]:
     container does not say). Raises ``ValueError`` naming the file when it has no readable video stream."""
     import av
 
+    from alignment.data.video import VideoDecodeError, opened_video
+
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path}: no video stream")
-            stream = container.streams.video[0]
+        with opened_video(path) as (container, stream):
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             frames = stream.frames or sum(1 for _ in container.decode(stream))
-    except av.error.FFmpegError as error:
+    except (VideoDecodeError, av.error.FFmpegError) as error:
         raise ValueError(f"{path}: not a readable video ({error})") from error
     if not rate or not frames:
         raise ValueError(f"{path}: the container gives no frame rate or no frames")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,6 +110,20 @@ def resolve_video_path(uri: str, roots: Sequence[str | Path] = ()) -> Path:
     raise VideoDecodeError(f"{uri}: video not found (tried {tried}); pass the media root that holds it")
 
 
+@contextmanager
+def opened_video(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+    """``(container, its first video stream)``, closed on exit; ``VideoDecodeError`` naming ``path`` when it cannot
+    be opened or holds no video stream."""
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as error:
+        raise VideoDecodeError(f"{path}: cannot open ({error})") from error
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{path}: not a video file (no video stream)")
+        yield container, container.streams.video[0]
+
+
 def read_video_frames(
     path: str | Path, spec: FrameSpec, *, threads: int = 0, skip_nonreference: bool = True
 ) -> tuple[torch.Tensor, float]:
@@ -121,14 +136,7 @@ def read_video_frames(
     ``skip_nonreference=False`` decodes every frame up to the last wanted one (the baseline of
     ``bench/reward.py``).
     """
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as error:
-        raise VideoDecodeError(f"{path}: cannot open ({error})") from error
-    with container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"{path}: not a video file (no video stream)")
-        stream = container.streams.video[0]
+    with opened_video(path) as (container, stream):
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignment.data.video import FrameSpec, VideoDecodeError
+from alignment.data.video import FrameSpec, VideoDecodeError, opened_video
 from alignment.reward.config import RewardModelConfig
 from alignment.reward.model import RewardModel
 from alignment.reward.preprocess import QWEN2VL_MEAN, QWEN2VL_STD, patchify_video
@@ -212,17 +212,9 @@ def read_videoalign_frames(
     sample_type: str = "uniform",
 ) -> torch.Tensor:
     """uint8 frames ``(T, C, H, W)`` sampled and resized as VideoAlign's ``fetch_video`` (decoded with PyAV)."""
-    import av
     import numpy as np
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as error:
-        raise VideoDecodeError(f"{path}: cannot open ({error})") from error
-    with container:
-        if not container.streams.video:
-            raise VideoDecodeError(f"{path}: not a video file (no video stream)")
-        stream = container.streams.video[0]
+    with opened_video(path) as (container, stream):
         rate = stream.average_rate or stream.guessed_rate
         video_fps = float(rate) if rate else 0.0
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
