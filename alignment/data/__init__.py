@@ -20,7 +20,6 @@ _EXPORTS = {
     "read_snapshot": "snapshot",
     "split_for_prompt": "snapshot",
     "write_snapshot": "snapshot",
-    "write_videoalign_csv": "snapshot",
     "FrameSpec": "video",
     "VideoDecodeError": "video",
     "fit_frame_size": "video",

@@ -16,7 +16,6 @@ This module needs pyarrow, not torch: the web app's export imports it.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -43,7 +42,6 @@ from alignment.labels import (
     LABEL_TIE,
     SCORE_KEYS,
     VIDEOALIGN_COLUMNS,
-    VIDEOALIGN_LABELS,
 )
 
 SCHEMA_VERSION = 1
@@ -148,32 +146,6 @@ class Snapshot:
         return [pair for pair in self.pairs if pair.split == name]
 
 
-def _label_to_csv(label: int) -> str:
-    return {value: key for key, value in VIDEOALIGN_LABELS.items()}.get(label, "")
-
-
-def write_videoalign_csv(pairs: Iterable[PairRecord], path: str | Path) -> None:
-    """The pairs in VideoAlign's training CSV (labels A / B / same; an unjudged dimension is empty)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(VIDEOALIGN_COLUMNS)
-        for pair in pairs:
-            writer.writerow(
-                [
-                    pair.video_a,
-                    pair.video_b,
-                    pair.prompt,
-                    _label_to_csv(pair.vq),
-                    _label_to_csv(pair.mq),
-                    _label_to_csv(pair.ta),
-                    pair.fps_a if pair.fps_a is not None else "",
-                    pair.num_frames_a if pair.num_frames_a is not None else "",
-                    pair.fps_b if pair.fps_b is not None else "",
-                    pair.num_frames_b if pair.num_frames_b is not None else "",
-                ]
-            )
-
-
 def _videoalign_batch(pairs: pa.RecordBatch) -> pa.RecordBatch:
     """Pairs (``PAIRS_SCHEMA``) → the VideoAlign CSV's columns, labels as ``A`` / ``B`` / ``same`` / empty (null)."""
 
@@ -258,6 +230,7 @@ def write_videoalign_files(root: Path, *, batch_rows: int = 65_536) -> dict:
 def _write_videoalign_rows(root: Path, handles: dict, batch_rows: int) -> str | None:
     """Stream ``root/pairs.parquet`` into the split's open CSV ``handles``; the reason it cannot, or None."""
     probed: dict[str, tuple[float, int]] = {}
+    checked: set[str] = set()  # a video shared by many pairs is looked at once
     options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
     for batch in pq.ParquetFile(root / PAIRS_FILE).iter_batches(batch_size=batch_rows):
         columns = dict(zip(batch.schema.names, batch.columns))
@@ -267,9 +240,11 @@ def _write_videoalign_rows(root: Path, handles: dict, batch_rows: int) -> str | 
             paths = columns[f"video_{side}"].to_pylist()
             fps, frames = columns[f"fps_{side}"].to_pylist(), columns[f"num_frames_{side}"].to_pylist()
             for i, path in enumerate(paths):
-                problem = videoalign_path_problem(path, root)
-                if problem is not None:
-                    return f"pair {pair_ids[i]}: {problem}; export with the videos bundled to get VideoAlign's CSVs"
+                if path not in checked:
+                    problem = videoalign_path_problem(path, root)
+                    if problem is not None:
+                        return f"pair {pair_ids[i]}: {problem}; export with the videos bundled to get VideoAlign's CSVs"
+                    checked.add(path)
                 if not fps[i] or not frames[i] or fps[i] <= 0 or frames[i] <= 0:
                     if path not in probed:
                         try:

@@ -203,11 +203,7 @@ def job_outcome_text(job: Job) -> str:
             f" ({_count(pairs, 'pair')})" if pairs is not None else ""
         )
         if (result.get("videoalign") or {}).get("reason"):
-            text += (
-                "; no VideoAlign CSVs: videos not bundled"
-                if "bundled" in result["videoalign"]["reason"]
-                else "; no VideoAlign CSVs (see the log)"
-            )
+            text += f"; no VideoAlign CSVs: {result['videoalign']['reason']}"
     elif "model_version_id" in result:
         text = f"model {result.get('name', result['model_version_id'])}"
     elif job.kind == Job.Kind.PREVIEW and result.get("videos"):
