@@ -246,6 +246,13 @@ def _toy_policy(config, args) -> int:
 def _flow_toy(config, args) -> int:
     from studies.flow_toy import format_table, run_flow_toy_study, summary_line
 
+    if config.seeds:
+        from studies.flow_toy import format_seeds_table, run_flow_toy_seeds, seeds_summary_line
+
+        summary = run_flow_toy_seeds(config)
+        print("\n" + format_seeds_table(summary) + "\n")
+        print(_result_line(seeds_summary_line(summary), config.output_dir))
+        return 0
     result = run_flow_toy_study(config)
     print("\n" + format_table(result) + "\n")
     print(_result_line(summary_line(result), config.output_dir))
@@ -316,7 +323,9 @@ STUDIES = (
         description="Sample pairs from the toy base policy, judge them with simulated annotators (majority of 3), "
         "write a snapshot, train SFT, Flow-RWR, Flow-DPO (constant beta) and Flow-DPO (beta_t) LoRAs "
         "and report each aligned policy's oracle win rate against the base on held-out prompts x "
-        "seeds, per dimension and overall, with 95% bootstrap intervals.",
+        "seeds, per dimension and overall, with 95% bootstrap intervals. With --seeds, the whole study "
+        "(base policy included) runs once per seed in output-dir/seed-N and the table reports each seed and "
+        "the mean with a 95% t-interval across seeds; finished seeds are reused, so more seeds extend it.",
     ),
     Study(
         "guidance-toy",

@@ -30,7 +30,7 @@ import os
 import time
 import typing
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +71,8 @@ class FlowToyStudyConfig:
     output_dir: str  # a new folder: base policy, snapshot, runs, result.json
     base_policy: str | None = None  # a toy base policy folder (built there if missing); default output_dir/base-policy
     quick_policy: bool = False  # build the base policy with ToyPolicyConfig.quick()
+    base_policy_seed: int = 0  # seed of the base policy's clips and pretraining, when it is built here
+    seeds: tuple[int, ...] = ()  # several seeds, each a whole study in output_dir/seed-N; () runs --seed once
     # prompts and pairs
     test_prompts: int = 32  # held out: evaluation only
     val_prompts: int = 8  # the trainers' validation prompts
@@ -270,6 +272,15 @@ def build_preference_snapshot(
 # --------------------------------------------------------------------------------------------------
 
 
+def base_policy_config(config: FlowToyStudyConfig):
+    """The toy base policy's config: the quick or full one, with the study's ``base_policy_seed``."""
+    from studies.toy_policy import ToyPolicyConfig
+
+    if config.quick_policy:
+        return ToyPolicyConfig.quick(seed=config.base_policy_seed)
+    return ToyPolicyConfig(seed=config.base_policy_seed)
+
+
 def train_config_for(config: FlowToyStudyConfig, method: FlowToyMethod, base_policy: Path, snapshot: Path):
     from alignment.flow.config import TRAINERS
 
@@ -340,11 +351,13 @@ def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
     unknown = [name for name in config.methods if name not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if config.seeds:
+        raise ValueError("run_flow_toy_study runs one seed; several --seeds are run_flow_toy_seeds'")
     output_dir = start_study(config, "flow_toy_study_config.json", taken_by="snapshot")
     started = time.perf_counter()
 
     base_policy = ensure_toy_base_policy(
-        config.base_policy or output_dir / "base-policy", quick=config.quick_policy, progress=config.progress
+        config.base_policy or output_dir / "base-policy", config=base_policy_config(config), progress=config.progress
     ).resolve()
     log(f"base policy {base_policy} ({time.perf_counter() - started:.0f} s so far)")
     splits = split_prompts(config)
@@ -392,6 +405,134 @@ def run_flow_toy_study(config: FlowToyStudyConfig, *, log=print) -> dict:
     return result
 
 
+SEEDS_FILE = "seeds.json"
+SEEDS_CONFIG_FILE = "flow_toy_seeds_config.json"
+
+
+def seed_folder(output_dir: str | Path, seed: int) -> Path:
+    return Path(output_dir) / f"seed-{seed}"
+
+
+def run_flow_toy_seeds(config: FlowToyStudyConfig, *, log=print, run_one=None) -> dict:
+    """The study once per seed of ``config.seeds``, each a whole study (its own base policy, split, pairs,
+    annotators and training, all from that seed) in ``output_dir/seed-N``; the seed is the unit of the
+    across-seed table (``across_seeds``), written to ``output_dir/seeds.json``.
+
+    Resumable: a seed whose ``result.json`` exists is read, not rerun; an unfinished seed's folder is
+    cleared (its base policy kept) and run again. The settings other than ``seeds`` must match the ones the
+    folder was started with, so a table never mixes two configs; more seeds extend it.
+    ``run_one`` (default ``run_flow_toy_study``) runs one seed's study."""
+    from alignment.config import load_config, save_config
+
+    run_one = run_one or run_flow_toy_study
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise ValueError(f"seeds={list(config.seeds)}: give distinct seeds, e.g. --seeds 0 1 2 3 4")
+    if config.base_policy:
+        raise ValueError(
+            "--base-policy with --seeds: each seed builds its own base policy (output_dir/seed-N/base-policy), "
+            "so the table covers the base policy's variation; drop --base-policy"
+        )
+    output_dir = Path(config.output_dir)
+    saved = output_dir / SEEDS_CONFIG_FILE
+    comparable = {**asdict(config), "seeds": (), "output_dir": ""}
+    if saved.is_file():
+        before = asdict(load_config(FlowToyStudyConfig, saved))
+        before.update(seeds=(), output_dir="")
+        changed = sorted(key for key in comparable if comparable[key] != before.get(key))
+        if changed:
+            raise ValueError(
+                f"{output_dir}: its seeds were run with other settings ({', '.join(changed)} differ); "
+                "use those settings or a new --output-dir"
+            )
+    elif output_dir.exists() and any(output_dir.iterdir()):
+        raise FileExistsError(f"{output_dir}: exists and is not a flow-toy seeds folder; pick a new --output-dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    earlier = load_config(FlowToyStudyConfig, saved).seeds if saved.is_file() else ()
+    every_seed = tuple(dict.fromkeys((*earlier, *config.seeds)))
+    save_config(replace(config, seeds=every_seed), saved)
+
+    results: dict[int, dict] = {}
+    for seed in every_seed:
+        folder = seed_folder(output_dir, seed)
+        if (folder / RESULT_FILE).is_file():
+            results[seed] = json.loads((folder / RESULT_FILE).read_text())
+            log(f"seed {seed}: finished earlier, read {folder / RESULT_FILE}")
+            continue
+        if seed not in config.seeds:
+            continue  # asked for in an earlier run and not finished: rerun it when asked again
+        if folder.exists():
+            _clear_unfinished_seed(folder)
+        log(f"seed {seed}: running the study in {folder}")
+        one = replace(config, output_dir=str(folder), seeds=(), seed=seed, base_policy_seed=seed)
+        results[seed] = run_one(one, log=log)
+    summary = across_seeds(results)
+    (output_dir / SEEDS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _clear_unfinished_seed(folder: Path) -> None:
+    """An interrupted seed's folder without its base policy, which is reused when it was finished."""
+    import shutil
+
+    for child in folder.iterdir():
+        if child.name == "base-policy":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def seed_interval(values: list[float], confidence: float = 0.95) -> dict:
+    """Mean of per-seed values and a Student-t ``confidence`` interval across seeds (the seed is the unit)."""
+    from scipy import stats
+
+    array = np.asarray(values, dtype=float)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan"), "sd": float("nan"), "n": len(array)}
+    sd = float(array.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(array) - 1)) * sd / np.sqrt(len(array))
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd, "n": len(array)}
+
+
+def across_seeds(results: dict[int, dict]) -> dict:
+    """Per method and score: each seed's win rate against the base, their mean and 95 % t-interval across
+    seeds; and Flow-DPO's paired lead (same seed, same held-out clips) over every other method."""
+    seeds = sorted(results)
+    methods = [name for name in METHODS if all(name in results[seed]["methods"] for seed in seeds)]
+    summary: dict[str, Any] = {"seeds": seeds, "methods": {}, "leads": {}}
+    for name in methods:
+        entry: dict[str, Any] = {"description": METHODS[name].description, "per_seed": {}, "across": {}}
+        for score in SCORE_NAMES:
+            values = [results[seed]["methods"][name]["vs_base"][score]["win_rate"] for seed in seeds]
+            entry["per_seed"][score] = dict(zip(map(str, seeds), values))
+            entry["across"][score] = seed_interval(values)
+        entry["tie_rate"] = seed_interval(
+            [results[seed]["methods"][name]["vs_base"]["overall"]["tie_rate"] for seed in seeds]
+        )
+        summary["methods"][name] = entry
+    for main in ("flow-dpo", "flow-dpo-time"):
+        if main not in methods:
+            continue
+        for other in methods:
+            if other == main or (main == "flow-dpo-time" and other == "flow-dpo"):
+                continue
+            differences = [
+                results[seed]["methods"][main]["vs_base"]["overall"]["win_rate"]
+                - results[seed]["methods"][other]["vs_base"]["overall"]["win_rate"]
+                for seed in seeds
+            ]
+            summary["leads"][f"{main} − {other}"] = {
+                **seed_interval(differences),
+                "per_seed": dict(zip(map(str, seeds), differences)),
+                "seeds_ahead": int(sum(d > 0 for d in differences)),
+            }
+    summary["base_scores_mean"] = {str(seed): results[seed]["base_scores_mean"] for seed in seeds}
+    summary["seconds"] = {str(seed): results[seed]["seconds"] for seed in seeds}
+    return summary
+
+
 # --------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------
@@ -431,3 +572,63 @@ def summary_line(result: dict, method: str = MAIN_METHOD) -> str:
         f"[{100 * overall['ci_low']:.1f}, {100 * overall['ci_high']:.1f}] on {result['eval_clips']} clips, "
         f"{verdict} the ≥ 65 % / CI > 55 % goal; {len(result['methods'])} methods in {result['seconds']:.0f} s"
     )
+
+
+def format_seeds_table(summary: dict) -> str:
+    """The across-seed tables: each seed's overall win rate, then the mean [95 % t-interval across seeds]
+    per dimension, then Flow-DPO's paired lead over each other method."""
+    seeds = summary["seeds"]
+    n = len(seeds)
+    lines = [
+        f"Overall oracle win rate (%) against the base, per seed ({n} seeds; each a whole study)",
+        "",
+        "method | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean [95 % CI across seeds]",
+        "--- | " + " | ".join("---" for _ in seeds) + " | ---",
+    ]
+
+    def cell(stats: dict) -> str:
+        if stats["n"] < 2:
+            return f"{100 * stats['mean']:.1f}"
+        return f"{100 * stats['mean']:.1f} [{100 * stats['ci_low']:.1f}, {100 * stats['ci_high']:.1f}]"
+
+    for entry in summary["methods"].values():
+        per_seed = " | ".join(f"{100 * entry['per_seed']['overall'][str(seed)]:.1f}" for seed in seeds)
+        lines.append(f"{entry['description']} | {per_seed} | {cell(entry['across']['overall'])}")
+    lines += [
+        "",
+        f"Mean win rate (%) [95 % t-interval across {n} seeds]; ties count half",
+        "",
+        "method | VQ | MQ | TA | Overall | overall ties",
+        "--- | --- | --- | --- | --- | ---",
+    ]
+    for entry in summary["methods"].values():
+        cells = " | ".join(cell(entry["across"][score]) for score in SCORE_NAMES)
+        lines.append(f"{entry['description']} | {cells} | {100 * entry['tie_rate']['mean']:.1f}")
+    if summary["leads"]:
+        lines += [
+            "",
+            "Paired lead in overall win rate (percentage points; same seed, same held-out clips)",
+            "",
+            "difference | mean [95 % CI across seeds] | seeds ahead",
+            "--- | --- | ---",
+        ]
+        for name, lead in summary["leads"].items():
+            lines.append(f"{name} | {_points(lead)} | {lead['seeds_ahead']} of {n}")
+    return "\n".join(lines)
+
+
+def _points(stats: dict) -> str:
+    if stats["n"] < 2:
+        return f"{100 * stats['mean']:+.1f}"
+    return f"{100 * stats['mean']:+.1f} [{100 * stats['ci_low']:+.1f}, {100 * stats['ci_high']:+.1f}]"
+
+
+def seeds_summary_line(summary: dict, method: str = MAIN_METHOD) -> str:
+    n = len(summary["seeds"])
+    if method not in summary["methods"]:
+        return f"flow-toy: {len(summary['methods'])} methods over {n} seeds"
+    overall = summary["methods"][method]["across"]["overall"]
+    text = f"flow-toy: {method} wins {100 * overall['mean']:.1f} % overall against the base, mean of {n} seeds"
+    if n >= 2:
+        text += f" [{100 * overall['ci_low']:.1f}, {100 * overall['ci_high']:.1f}] (95 % t-interval across seeds)"
+    return text

@@ -130,8 +130,20 @@ JOB_SPECS: dict[str, JobSpec] = {
             "VideoReward (VQ, MQ, TA) on a training snapshot; gpu queue.",
             config_class="alignment.reward.config:RewardTrainConfig",
             hidden=frozenset(
-                {"output_dir", "snapshot", "train_csv", "val_csv", "media_root", "progress", "train_split", "val_split"}
+                {
+                    "output_dir",
+                    "snapshot",
+                    "train_csv",
+                    "val_csv",
+                    "media_root",
+                    "progress",
+                    "train_split",
+                    "val_split",
+                    "init_from",  # the "start from" input
+                    "init_from_base_model",
+                }
             ),
+            inputs=("snapshot", "init_version"),
             base_config=reward_base_config,
             create=reward_job_create,
             primary=(
@@ -370,6 +382,15 @@ class JobConfigForm(forms.Form):
             required=False,
             label="reward model",
             help_text="relabels pairs (label_source reward_model), scores videos for Flow-RWR, orders generated pairs",
+        ),
+        "init_version": lambda: forms.ModelChoiceField(
+            ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD, config__format="videoalign"),
+            required=False,
+            label="start from",
+            empty_label="— a new model —",
+            help_text="a VideoAlign checkpoint (KwaiVGI's released VideoReward, registered with "
+            "register_videoalign_model, or one fine-tuned here) to fine-tune in its own format: its prompt, reward "
+            "tokens and frame sampling; the model settings below then do not apply (but for model.dtype)",
         ),
         "policy_version": lambda: forms.ModelChoiceField(
             ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY),

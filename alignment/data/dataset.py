@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -26,6 +26,9 @@ class PairVideoDataset(Dataset):
     in many pairs (the toy world) are then decoded once per worker instead of once per pair.
     ``frame_cache`` (a folder) keeps every decoded video on disk for all workers, epochs and later
     runs (``alignment.data.frame_cache``); the in-memory LRU sits in front of it.
+
+    ``reader`` (path → uint8 ``(T, C, H, W)``) replaces ``read_video_frames`` with ``spec``: a model's own
+    frame sampling (VideoAlign checkpoints); the disk frame cache, keyed by ``spec``, is then not used.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class PairVideoDataset(Dataset):
         decode_threads: int = 0,
         cache_videos: int = 0,
         frame_cache: str | Path | None = None,
+        reader: Callable[[Path], torch.Tensor] | None = None,
     ):
         self.pairs = list(pairs)
         self.spec = spec
@@ -44,7 +48,8 @@ class PairVideoDataset(Dataset):
         self.decode_threads = decode_threads
         self.cache_videos = cache_videos
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.frame_cache = FrameCache(frame_cache) if frame_cache else None
+        self.reader = reader
+        self.frame_cache = FrameCache(frame_cache) if frame_cache and reader is None else None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -65,6 +70,8 @@ class PairVideoDataset(Dataset):
         return frames
 
     def _decode(self, path: Path) -> torch.Tensor:
+        if self.reader is not None:
+            return self.reader(path)
         return read_video_frames(path, self.spec, threads=self.decode_threads)[0]
 
     def __getitem__(self, index: int) -> dict:

@@ -47,6 +47,10 @@ class RewardTrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    # fine-tune a VideoAlign checkpoint (e.g. KwaiVGI's released VideoReward) in its own format: its prompt, reward
+    # tokens, frame sampling and trained tensors; the model settings are then unused but for model.dtype
+    init_from: str | None = None  # a VideoAlign checkpoint folder (model_config.json + checkpoint-<step>/)
+    init_from_base_model: str | None = None  # the local Qwen2-VL it was trained on; None: the one it names, if local
     loss: Literal["bt_ties", "bt", "regression"] = "bt_ties"  # bt_ties (Bradley–Terry with ties) | bt | regression
     theta: float = 5.0
     learning_rate: float = 2e-6

@@ -156,6 +156,36 @@ def prune_frame_cache(config: RewardTrainConfig) -> None:
         )
 
 
+def build_model(config: RewardTrainConfig) -> RewardModel:
+    """A new VideoReward from ``config.model``, or with ``init_from`` a VideoAlign checkpoint to fine-tune in its
+    own format (what it was trained on is what trains)."""
+    if not config.init_from:
+        return RewardModel(config.model)
+    from alignment.reward.videoalign import VideoAlignRewardModel
+
+    model = VideoAlignRewardModel(config.init_from, base_model=config.init_from_base_model, dtype=config.model.dtype)
+    trainable = model.set_trainable()
+    log.info("fine-tuning VideoAlign checkpoint %s: %d trainable parameters", model.checkpoint, trainable)
+    return model
+
+
+def save_model(model: RewardModel, folder: Path, *, step: int) -> None:
+    """A checkpoint, ``best/`` or ``model/``: VidPref's format, or VideoAlign's for a model fine-tuned from one."""
+    if hasattr(model, "save_videoalign"):
+        model.save_videoalign(folder, step=step)
+    else:
+        save_reward_model(model, folder)
+
+
+def saved_state(model: RewardModel, folder: Path) -> dict[str, torch.Tensor]:
+    """The trainable tensors and normalisation that ``save_model`` wrote into ``folder``."""
+    if hasattr(model, "read_saved_state"):
+        return model.read_saved_state(folder)
+    from safetensors.torch import load_file
+
+    return load_file(folder / MODEL_FILE)
+
+
 def check_config(config: RewardTrainConfig) -> None:
     check_lr_schedule(config)
     if config.best_by not in BEST_BY:
@@ -192,13 +222,14 @@ class RewardMethod(TrainingMethod):
         if config.max_eval_pairs is not None:
             val_pairs = val_pairs[: config.max_eval_pairs]
         self.n_val = len(val_pairs)
-        model = RewardModel(config.model)
+        model = build_model(config)
         collator = RewardBatchCollator(model.processor())
         loading = dict(
             roots=roots,
             decode_threads=config.decode_threads,
             cache_videos=config.cache_videos,
             frame_cache=config.frame_cache_dir,
+            reader=getattr(model, "read_video", None),  # a VideoAlign checkpoint samples frames its own way
         )
         self.val_loader = DataLoader(
             PairVideoDataset(val_pairs, model.frame_spec, **loading),
@@ -211,7 +242,7 @@ class RewardMethod(TrainingMethod):
     def optimizer(self, model):
         """The heads and reward-token embeddings at ``head_learning_rate``, the rest at ``learning_rate``."""
         config = self.config
-        head_names = {"head.weight", "backbone.reward_token_embeddings", "backbone.reward_queries"}
+        head_names = {"head.weight", "backbone.reward_token_embeddings", "backbone.reward_queries", "rm_head.weight"}
         head_params = [p for n, p in model.named_parameters() if p.requires_grad and n in head_names]
         body_params = [p for n, p in model.named_parameters() if p.requires_grad and n not in head_names]
         return torch.optim.AdamW(
@@ -226,9 +257,7 @@ class RewardMethod(TrainingMethod):
         self.val_loader = run.accelerator.prepare(self.val_loader)
 
     def restore_weights(self, checkpoint: Path, run: Run) -> None:
-        from safetensors.torch import load_file
-
-        run.unwrapped.load_trainable_state_dict(load_file(checkpoint / MODEL_FILE), source=str(checkpoint))
+        run.unwrapped.load_trainable_state_dict(saved_state(run.unwrapped, checkpoint), source=str(checkpoint))
 
     def start_message(self, run: Run) -> str:
         config = self.config
@@ -274,11 +303,11 @@ class RewardMethod(TrainingMethod):
         if metrics.get("best") is None or better_epoch(candidate, metrics["best"], self.config.best_by):
             run.accelerator.wait_for_everyone()
             if run.accelerator.is_main_process:
-                save_reward_model(run.unwrapped, run.output_dir / BEST_DIR)
+                save_model(run.unwrapped, run.output_dir / BEST_DIR, step=run.state["step"])
             metrics["best"] = candidate
 
     def save_weights(self, folder: Path, run: Run) -> None:
-        save_reward_model(run.unwrapped, folder)
+        save_model(run.unwrapped, folder, step=run.state["step"])
         save_config(self.config, folder / TRAIN_CONFIG_FILE)
 
     def finish(self, run: Run) -> None:
@@ -286,12 +315,9 @@ class RewardMethod(TrainingMethod):
         final, metrics = run.unwrapped, run.metrics
         best = self.best(run)
         if best is not None:
-            from safetensors.torch import load_file
-
-            best_file = run.output_dir / BEST_DIR / MODEL_FILE
-            final.load_trainable_state_dict(
-                load_file(best_file, device=str(run.accelerator.device)), source=str(best_file)
-            )
+            best_dir = run.output_dir / BEST_DIR
+            state = {name: tensor.to(run.accelerator.device) for name, tensor in saved_state(final, best_dir).items()}
+            final.load_trainable_state_dict(state, source=str(best_dir))
         metrics["normalization"] = {
             d: {"mean": float(final.reward_mean[i]), "std": float(final.reward_std[i])}
             for i, d in enumerate(DIMENSION_NAMES)

@@ -548,6 +548,46 @@ def map_key(key: str) -> str | None:
     return name
 
 
+def videoalign_key(name: str) -> str:
+    """The inverse of ``map_key``: a ``VideoAlignRewardModel`` state-dict name (``model.base_model.model.
+    language_model.….lora_A.default.weight``, ``model.visual.…``, ``rm_head.weight``) → VideoAlign's tensor name
+    (``base_model.model.model.….lora_A.weight``, ``base_model.model.visual.…``, ``base_model.model.rm_head.weight``)."""
+    name = name.removeprefix("model.").removeprefix("base_model.model.")
+    name = re.sub(r"\.(lora_A|lora_B)\.default\.(weight|bias)$", r".\1.\2", name)
+    name = re.sub(r"\.(lora_embedding_A|lora_embedding_B)\.default$", r".\1", name)
+    if name.startswith("language_model."):
+        name = "model." + name.removeprefix("language_model.")
+    elif not name.startswith(("visual.", "rm_head.")):
+        raise ValueError(f"{name}: not a tensor of a VideoAlign reward model")
+    return "base_model.model." + name
+
+
+def read_checkpoint_tensors(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """A ``checkpoint-<step>/`` folder's tensors under ``map_key``'s names (the ones the reward does not use
+    left out), and its adapter config ({} for a full ``model.pth``)."""
+    adapter_config: dict = {}
+    if (checkpoint / FULL_MODEL_FILE).is_file():
+        state = _load_state(checkpoint / FULL_MODEL_FILE)
+    else:
+        if not (checkpoint / NON_LORA_FILE).is_file():
+            raise FileNotFoundError(f"{checkpoint / NON_LORA_FILE}: missing; not a VideoAlign checkpoint")
+        state = _load_state(checkpoint / NON_LORA_FILE)
+        if (checkpoint / ADAPTER_WEIGHTS_FILE).is_file():
+            state.update(_load_state(checkpoint / ADAPTER_WEIGHTS_FILE))
+            adapter_config = json.loads((checkpoint / ADAPTER_CONFIG_FILE).read_text())
+    mapped: dict[str, torch.Tensor] = {}
+    unused: list[str] = []
+    for key, tensor in state.items():
+        new_name = map_key(key)
+        if new_name is None:
+            unused.append(key)
+        else:
+            mapped[new_name] = tensor
+    if unused:
+        logger.info("VideoAlign checkpoint: %d tensors not used for rewards, e.g. %s", len(unused), unused[:2])
+    return mapped, adapter_config
+
+
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -557,8 +597,9 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 class VideoAlignRewardModel(RewardModel):
-    """A VideoAlign checkpoint behind ``RewardModel``'s scoring interface (``frame_spec``, ``processor()``,
-    ``read_video``, ``forward → (N, 3)`` raw VQ/MQ/TA, ``normalize``). Inference only."""
+    """A VideoAlign checkpoint behind ``RewardModel``'s interface (``frame_spec``, ``processor()``, ``read_video``,
+    ``forward → (N, 3)`` raw VQ/MQ/TA, ``normalize``, ``trainable_state_dict``). Scoring, evaluation, and
+    fine-tuning in its own format (``set_trainable``, ``save_videoalign``; reward-train's ``init_from``)."""
 
     def __init__(
         self,
@@ -590,27 +631,8 @@ class VideoAlignRewardModel(RewardModel):
             hf_logging.set_verbosity(previous)
         base.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)  # VideoAlign: len(tokenizer) rows
 
-        if (checkpoint / FULL_MODEL_FILE).is_file():
-            state = _load_state(checkpoint / FULL_MODEL_FILE)
-            adapter_config: dict = {}
-        else:
-            if not (checkpoint / NON_LORA_FILE).is_file():
-                raise FileNotFoundError(f"{checkpoint / NON_LORA_FILE}: missing; not a VideoAlign checkpoint")
-            state = _load_state(checkpoint / NON_LORA_FILE)
-            adapter_config = {}
-            if (checkpoint / ADAPTER_WEIGHTS_FILE).is_file():
-                state.update(_load_state(checkpoint / ADAPTER_WEIGHTS_FILE))
-                adapter_config = json.loads((checkpoint / ADAPTER_CONFIG_FILE).read_text())
-        mapped: dict[str, torch.Tensor] = {}
-        unused: list[str] = []
-        for key, tensor in state.items():
-            new_name = map_key(key)
-            if new_name is None:
-                unused.append(key)
-            else:
-                mapped[new_name] = tensor
-        if unused:
-            logger.info("VideoAlign checkpoint: %d tensors not used for rewards, e.g. %s", len(unused), unused[:2])
+        mapped, adapter_config = read_checkpoint_tensors(checkpoint)
+        self.adapter_config = adapter_config
 
         lora_modules = sorted({name.split(".lora_A.")[0] for name in mapped if ".lora_A." in name})
         self.lora_modules = lora_modules
@@ -659,6 +681,9 @@ class VideoAlignRewardModel(RewardModel):
         self.model.load_state_dict(renamed, strict=False)
         self.model.eval()
         self.num_loaded = len(renamed) + 1
+        self.module_prefix = "model." + prefix  # a mapped name's prefix in this module's state dict
+        # what the checkpoint holds is what VideoAlign trained: what fine-tuning from it trains (set_trainable)
+        self.checkpoint_names = {"model." + name for name in renamed} | {"rm_head.weight"}
 
         self.register_buffer("reward_mean", torch.zeros(3))
         self.register_buffer("reward_std", torch.ones(3))
@@ -674,6 +699,75 @@ class VideoAlignRewardModel(RewardModel):
         self.video_token_id = base.config.video_token_id
         self.hidden_size = hidden
         logger.info("loaded VideoAlign checkpoint %s on %s", checkpoint, self.base_path)
+
+    # --- fine-tuning from the checkpoint (reward-train's init_from) ---------------------------------------------
+
+    def set_trainable(self) -> int:
+        """Train what the checkpoint holds, as VideoAlign trained it: the LoRA adapters, ``rm_head`` and every
+        other tensor it stored (the resized embeddings, the vision tower and merger; every language-model weight
+        when it was trained with ``freeze_llm`` off); the rest stays frozen. Returns the trainable parameters."""
+        count = 0
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(name in self.checkpoint_names)
+            count += parameter.numel() if parameter.requires_grad else 0
+        return count
+
+    def save_videoalign(self, folder: str | Path, *, step: int) -> Path:
+        """Write this model as VideoAlign's trainer does: ``model_config.json`` (the source's, with
+        ``inference_config`` = the current normalisation), ``checkpoint-<step>/`` with ``adapter_model.safetensors``
+        + ``adapter_config.json`` + ``non_lora_state_dict.pth`` (or ``model.pth`` without LoRA), and
+        ``vidpref_base_model.json`` naming the local base model. VidPref (``load_reward_model``) and VideoAlign's
+        own inference code load it back; earlier ``checkpoint-*`` folders in ``folder`` are replaced."""
+        import shutil
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("checkpoint-*"):
+            shutil.rmtree(old)
+        sections = json.loads((self.folder / CONFIG_FILE).read_text())
+        sections["inference_config"] = {
+            f"{dim}_{what}": float(values[i])
+            for i, dim in enumerate(("VQ", "MQ", "TA"))
+            for what, values in (("mean", self.reward_mean), ("std", self.reward_std))
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(sections, indent=2) + "\n")
+        (folder / BASE_MODEL_HINT_FILE).write_text(json.dumps({"base_model": str(self.base_path)}) + "\n")
+        checkpoint = folder / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        own = self.state_dict()
+        state = {videoalign_key(name): own[name].detach().cpu().contiguous() for name in sorted(self.checkpoint_names)}
+        lora = {key: tensor for key, tensor in state.items() if ".lora_" in key}
+        rest = {key: tensor for key, tensor in state.items() if ".lora_" not in key}
+        if lora:
+            save_file(lora, checkpoint / ADAPTER_WEIGHTS_FILE)
+            adapter_config = self.adapter_config or self._adapter_config()
+            (checkpoint / ADAPTER_CONFIG_FILE).write_text(json.dumps(adapter_config, indent=2) + "\n")
+            torch.save(rest, checkpoint / NON_LORA_FILE)
+        else:
+            torch.save(rest, checkpoint / FULL_MODEL_FILE)
+        return folder
+
+    def _adapter_config(self) -> dict:
+        config = self.model.peft_config["default"].to_dict()
+        return json.loads(
+            json.dumps(config, default=lambda value: sorted(value) if isinstance(value, set) else str(value))
+        )
+
+    def read_saved_state(self, folder: str | Path) -> dict[str, torch.Tensor]:
+        """The trainable tensors and normalisation of a folder ``save_videoalign`` wrote, under this module's
+        names (for ``load_trainable_state_dict``)."""
+        folder = Path(folder)
+        mapped, _ = read_checkpoint_tensors(find_checkpoint(folder))
+        state = {
+            (name if name == "rm_head.weight" else self.module_prefix + name): tensor for name, tensor in mapped.items()
+        }
+        norm = VideoAlignSettings.read(folder).normalization
+        if norm:
+            state["reward_mean"] = torch.tensor([float(norm[f"{d}_mean"]) for d in ("VQ", "MQ", "TA")])
+            state["reward_std"] = torch.tensor([float(norm[f"{d}_std"]) for d in ("VQ", "MQ", "TA")])
+        return state
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """As VideoAlign's ``_norm``: the std is used as stored (no clamping)."""

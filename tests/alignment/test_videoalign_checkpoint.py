@@ -326,3 +326,63 @@ def test_evaluate_pairs_with_loader_workers(replica):
     pairs = [PairRecord(pair_id=1, prompt="a cat", video_a=a, video_b=b, vq=labels[0], mq=labels[1], ta=labels[2])]
     table = evaluate_pairs(model, pairs, num_workers=1, progress=False)
     assert all(table[d]["accuracy_without_ties"] == 1.0 for d in ("VQ", "MQ", "TA"))
+
+
+# --- fine-tuning from a VideoAlign checkpoint (reward-train init_from) ----------------------------------------------
+
+
+def test_reward_train_fine_tunes_a_videoalign_checkpoint_in_its_own_format(replica, tmp_path):
+    """``init_from``: the checkpoint's tensors train (and only they), the result is a VideoAlign folder that
+    VidPref loads by path (the base-model hint) with the validation normalisation, and a killed run resumes."""
+    from alignment.config import config_from_dict
+    from alignment.reward.train import RewardTrainConfig, train_reward_model
+    from alignment.reward.videoalign import videoalign_key
+    from tests.alignment.test_reward_train import brightness_snapshot
+
+    snapshot = brightness_snapshot(tmp_path / "snapshot", n_videos=6, n_pairs=8)
+
+    def config(output: str, **overrides) -> RewardTrainConfig:
+        values = {
+            "output_dir": str(tmp_path / output),
+            "snapshot": str(snapshot),
+            "init_from": str(replica["folder"]),
+            "init_from_base_model": str(replica["base"]),
+            "learning_rate": 1e-3,
+            "batch_size": 2,
+            "epochs": 1,
+            "num_workers": 0,
+            "progress": False,
+            **overrides,
+        }
+        return config_from_dict(RewardTrainConfig, values)
+
+    source = load_videoalign_model(replica["folder"], base_model=replica["base"], device="cpu")
+    assert all(videoalign_key(name) for name in source.checkpoint_names)  # every trained tensor has a VideoAlign name
+    metrics = train_reward_model(config("run", max_steps=3))
+    assert [entry["step"] for entry in metrics["train_loss"]] == [1, 2, 3]
+    model_dir = tmp_path / "run" / "model"
+    assert is_videoalign_folder(model_dir)
+    assert sorted(p.name for p in model_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+    tuned = load_reward_model(model_dir)  # by path: vidpref_base_model.json names the base
+    assert isinstance(tuned, VideoAlignRewardModel) and tuned.base_path == Path(replica["base"])
+
+    before, after = source.state_dict(), tuned.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert "rm_head.weight" in changed and any(".lora_B." in name for name in changed)
+    assert changed <= source.checkpoint_names | {"reward_mean", "reward_std"}  # frozen tensors stay as loaded
+    saved = json.loads((model_dir / "model_config.json").read_text())["inference_config"]
+    norm = metrics["normalization"]
+    assert saved["VQ_mean"] == pytest.approx(norm["VQ"]["mean"]) and saved["TA_std"] == pytest.approx(norm["TA"]["std"])
+
+    # the frames are VideoAlign's (min pixels 100,352), not the VidPref backbone's
+    frames = tuned.read_video(snapshot / "videos" / "0.mp4")
+    assert frames.shape[-2] * frames.shape[-1] >= 100_352
+
+    # a run stopped after a checkpoint resumes from it and ends where an uninterrupted one does
+    interrupted = config("resumed", max_steps=2, save_every_steps=1)
+    train_reward_model(interrupted)
+    interrupted.max_steps = 3
+    resumed = train_reward_model(interrupted)
+    assert [e["loss"] for e in resumed["train_loss"]] == pytest.approx(
+        [e["loss"] for e in metrics["train_loss"]], rel=1e-4
+    )

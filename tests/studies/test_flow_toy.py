@@ -107,3 +107,73 @@ def implicit_preference_accuracy(output_dir) -> float:
             errors = [flow_matching_error(policy.velocity(x, sigmas, text), target) for policy in (aligned, base)]
             gains[name] = errors[0] - errors[1]  # < 0: the aligned policy fits this video better than the base
     return float((gains["winner"] < gains["loser"]).float().mean())
+
+
+def _fake_result(seed: int, config) -> dict:
+    """A finished seed's result.json as run_flow_toy_study writes it, with win rates that depend on the seed."""
+    rates = {"sft": 0.5 + 0.01 * seed, "flow-rwr": 0.55, "flow-dpo": 0.6 + 0.02 * seed, "flow-dpo-time": 0.52}
+    return {
+        "methods": {
+            name: {
+                "description": name,
+                "vs_base": {
+                    score: {"win_rate": rate, "ci_low": rate - 0.05, "ci_high": rate + 0.05, "tie_rate": 0.1}
+                    for score in ("vq", "mq", "ta", "overall")
+                },
+            }
+            for name, rate in rates.items()
+            if name in config.methods
+        },
+        "base_scores_mean": {"overall": 0.4},
+        "seconds": 1.0,
+    }
+
+
+def test_seeds_are_whole_studies_resumed_by_seed_and_summarised_across_seeds(tmp_path):
+    """``--seeds``: one study per seed (its own base policy seed), finished seeds read back rather than rerun,
+    an unfinished seed's folder cleared but for its base policy, and a t-interval across seeds."""
+    from scipy import stats
+
+    from studies.flow_toy import FlowToyStudyConfig, format_seeds_table, run_flow_toy_seeds
+
+    ran = []
+
+    def run_one(config, *, log=print):
+        ran.append((config.seed, config.base_policy_seed, config.output_dir))
+        result = _fake_result(config.seed, config)
+        (tmp_path / "out" / f"seed-{config.seed}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "out" / f"seed-{config.seed}" / "result.json").write_text(json.dumps(result))
+        return result
+
+    config = FlowToyStudyConfig(output_dir=str(tmp_path / "out"), seeds=(0, 1, 2))
+    summary = run_flow_toy_seeds(config, run_one=run_one, log=lambda *_: None)
+    assert [(seed, policy_seed) for seed, policy_seed, _ in ran] == [(0, 0), (1, 1), (2, 2)]
+    dpo = summary["methods"]["flow-dpo"]["across"]["overall"]
+    values = [0.6, 0.62, 0.64]
+    half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / np.sqrt(3)
+    assert dpo["mean"] == pytest.approx(0.62) and dpo["ci_high"] - dpo["mean"] == pytest.approx(half)
+    lead = summary["leads"]["flow-dpo − sft"]
+    assert lead["mean"] == pytest.approx(np.mean([0.1, 0.11, 0.12])) and lead["seeds_ahead"] == 3
+    assert "seed 2" in format_seeds_table(summary) and "62.0 [" in format_seeds_table(summary)
+
+    # more seeds extend the table; finished ones are read back, an interrupted one restarts (base policy kept)
+    (tmp_path / "out" / "seed-3" / "base-policy").mkdir(parents=True)
+    (tmp_path / "out" / "seed-3" / "snapshot").mkdir()
+    ran.clear()
+    summary = run_flow_toy_seeds(
+        FlowToyStudyConfig(output_dir=str(tmp_path / "out"), seeds=(3,)),
+        run_one=run_one,
+        log=lambda *_: None,
+    )
+    assert [seed for seed, _, _ in ran] == [3] and summary["seeds"] == [0, 1, 2, 3]
+    assert (tmp_path / "out" / "seed-3" / "base-policy").is_dir() and not (
+        tmp_path / "out" / "seed-3" / "snapshot"
+    ).exists()
+    assert json.loads((tmp_path / "out" / "seeds.json").read_text())["seeds"] == [0, 1, 2, 3]
+
+    with pytest.raises(ValueError, match="other settings \\(steps differ\\)"):
+        run_flow_toy_seeds(FlowToyStudyConfig(output_dir=str(tmp_path / "out"), seeds=(4,), steps=10), run_one=run_one)
+    with pytest.raises(ValueError, match="drop --base-policy"):
+        run_flow_toy_seeds(FlowToyStudyConfig(output_dir=str(tmp_path / "b"), seeds=(0,), base_policy="x"))
+    with pytest.raises(ValueError, match="distinct seeds"):
+        run_flow_toy_seeds(FlowToyStudyConfig(output_dir=str(tmp_path / "b"), seeds=(0, 0)))

@@ -61,6 +61,7 @@ def test_the_reward_form_groups_the_model_by_its_sections(db):
     groups = {group.title: [field.name for field in group.fields] for group in form.groups()}
     assert groups["Essentials"] == [
         "snapshot",
+        "init_version",  # start from a VideoAlign checkpoint (the released VideoReward) instead of a new model
         "epochs",
         "batch_size",
         "learning_rate",

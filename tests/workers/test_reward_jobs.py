@@ -234,3 +234,60 @@ def test_training_on_several_processes_goes_through_accelerate_launch(db, tmp_pa
     assert "reward-train on 2 processes (CPU) under accelerate launch" in job.log
     assert [point[0] for point in job.metrics["charts"]["train_loss"]] == list(range(1, 11))
     assert load_file(Path(result["path"]) / "model.safetensors")
+
+
+def test_the_admin_fine_tunes_the_released_videoreward_and_can_start_from_the_result(
+    db, staff_client, tmp_path, settings
+):
+    """Register a VideoAlign checkpoint (a tiny replica in the released format), start a reward job from it in the
+    admin form; the job fine-tunes it in its own format and registers a VideoAlign version that loads by path
+    and can be started from in turn."""
+    from django.core.management import call_command
+
+    from alignment.reward import load_reward_model
+    from alignment.reward.tiny import build_tiny_qwen2vl
+    from alignment.reward.videoalign import VideoAlignRewardModel
+    from tests.alignment.test_videoalign_checkpoint import write_videoalign_replica
+    from tests.workers.test_job_forms import as_posted
+    from workers.job_specs import JOB_SPECS, JobConfigForm
+    from workers.services.jobs import job_execute
+    from workers.services.reward import reward_work
+
+    settings.JOB_ROOT = tmp_path / "jobs"
+    base = build_tiny_qwen2vl(tmp_path / "qwen2vl")
+    write_videoalign_replica(base, tmp_path / "VideoReward")
+    call_command(
+        "register_videoalign_model", str(tmp_path / "VideoReward"), "--name", "videoreward", "--base-model", str(base)
+    )
+    released = ModelVersion.objects.get(name="videoreward")
+    snapshot = registered(brightness_snapshot(tmp_path / "snap-va", n_videos=6, n_pairs=8))
+    ModelVersion.objects.create(kind=ModelVersion.Kind.REWARD, name="small-one", path=str(tmp_path / "x"), config={})
+
+    page = staff_client.get("/admin/workers/job/new/reward/").content.decode()
+    assert "start from" in page and "videoreward" in page and "small-one" not in page  # VideoAlign versions only
+    posted = {
+        **as_posted(JobConfigForm(JOB_SPECS[Job.Kind.REWARD])),
+        "snapshot": snapshot.pk,
+        "init_version": released.pk,
+        "epochs": 1,
+        "batch_size": 2,
+        "max_steps": 2,
+        "num_workers": 0,
+        "learning_rate": 1e-3,
+    }
+    response = staff_client.post("/admin/workers/job/new/reward/", posted)
+    assert response.status_code == 302, response.context["form"].errors if response.context else response
+    job = Job.objects.get(kind=Job.Kind.REWARD)
+    assert job.params["init_version_id"] == released.pk
+    job_execute(job_id=job.pk, work=reward_work)
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED, job.error + job.log
+    assert "fine-tuning VideoAlign checkpoint videoreward" in job.log
+    tuned = ModelVersion.objects.get(job=job)
+    assert tuned.config["format"] == "videoalign" and tuned.config["started_from"] == "videoreward"
+    model = load_reward_model(tuned.path)  # by path, as generation and pipelines load a version
+    assert isinstance(model, VideoAlignRewardModel) and model.base_path == base.resolve()
+    again = JobConfigForm(JOB_SPECS[Job.Kind.REWARD])
+    assert set(again.fields["init_version"].queryset) == {released, tuned}
+    with pytest.raises(ValueError, match="not a VideoAlign reward checkpoint"):
+        reward_job_create(snapshot=snapshot, init_version=ModelVersion.objects.get(name="small-one"))

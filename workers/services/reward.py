@@ -39,15 +39,29 @@ def reward_base_config() -> dict:
     return read_config_file(settings.VIDPREF_REWARD_CONFIG) if settings.VIDPREF_REWARD_CONFIG else SMALL_BACKBONE_CONFIG
 
 
-def reward_job_create(*, snapshot: DatasetSnapshot, overrides: dict | None = None, created_by=None) -> Job:
-    """Queue reward-model training on ``snapshot``; ``overrides`` are RewardTrainConfig values (nested dicts)."""
+def reward_job_create(
+    *,
+    snapshot: DatasetSnapshot,
+    init_version: ModelVersion | None = None,
+    overrides: dict | None = None,
+    created_by=None,
+) -> Job:
+    """Queue reward-model training on ``snapshot``; ``overrides`` are RewardTrainConfig values (nested dicts).
+    ``init_version``: a VideoAlign-format reward version (the released VideoReward) to fine-tune instead of a new
+    model."""
     if snapshot.kind != DatasetSnapshot.Kind.TRAINING:
         raise ValueError(f"snapshot {snapshot.name} is an evaluation set; train on a training snapshot")
     if not snapshot.counts.get("train"):
         raise ValueError(f"snapshot {snapshot.name} has no pairs in its train split")
-    return job_create(
-        kind=Job.Kind.REWARD, params={"snapshot_id": snapshot.pk, "config": overrides or {}}, created_by=created_by
-    )
+    params: dict = {"snapshot_id": snapshot.pk, "config": overrides or {}}
+    if init_version is not None:
+        if init_version.kind != ModelVersion.Kind.REWARD or (init_version.config or {}).get("format") != "videoalign":
+            raise ValueError(
+                f"model version {init_version.name} is not a VideoAlign reward checkpoint; register one with "
+                "`manage.py register_videoalign_model` to start from it"
+            )
+        params["init_version_id"] = init_version.pk
+    return job_create(kind=Job.Kind.REWARD, params=params, created_by=created_by)
 
 
 def reward_work(job: Job) -> tuple[dict, dict]:
@@ -70,6 +84,11 @@ def reward_work(job: Job) -> tuple[dict, dict]:
         media_root=str(settings.MEDIA_ROOT),
         progress=False,
     )
+    init_version = None
+    if job.params.get("init_version_id"):
+        init_version = ModelVersion.objects.get(pk=job.params["init_version_id"])
+        values.update(init_from=init_version.path, init_from_base_model=init_version.config.get("base_model"))
+        job.append_log(f"fine-tuning VideoAlign checkpoint {init_version.name} ({init_version.path})")
     if not values.get("frame_cache_dir") and settings.VIDPREF_FRAME_CACHE:
         values["frame_cache_dir"] = settings.VIDPREF_FRAME_CACHE  # shared by every run on this machine
         if values.get("frame_cache_max_gb") is None and settings.VIDPREF_FRAME_CACHE_MAX_GB > 0:
@@ -99,12 +118,17 @@ def reward_work(job: Job) -> tuple[dict, dict]:
             or "no validation pairs"
         )
     )
+    version_config = trained_config(config, Path(config.output_dir))
+    if init_version is not None:  # a VideoAlign folder again: it can be started from, and loads by path
+        version_config.update(
+            format="videoalign", base_model=init_version.config.get("base_model"), started_from=init_version.name
+        )
     version = ModelVersion.objects.create(
         kind=ModelVersion.Kind.REWARD,
         name=f"reward-{job.pk}",
         path=str(Path(config.output_dir) / "model"),
         snapshot=snapshot,
-        config=trained_config(config, Path(config.output_dir)),
+        config=version_config,
         job=job,
         metrics=json_safe(
             {
