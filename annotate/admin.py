@@ -12,7 +12,18 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from alignment.labels import DIMENSION_NAME, DIMENSION_NAMES, DIMENSION_TITLES, DIMENSIONS
-from annotate.models import AgreementReport, Assignment, Batch, Judgment, Pair, Prompt, Video
+from annotate.models import (
+    AgreementReport,
+    Assignment,
+    Batch,
+    Campaign,
+    CampaignExample,
+    CampaignMember,
+    Judgment,
+    Pair,
+    Prompt,
+    Video,
+)
 
 
 @admin.register(Prompt)
@@ -52,13 +63,171 @@ class VideoAdmin(admin.ModelAdmin):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "source", "created_at"]
+    list_display = ["id", "name", "campaign", "source", "created_at"]
+    list_filter = ["campaign"]
+
+
+class CampaignExampleInline(admin.TabularInline):
+    model = CampaignExample
+    extra = 1
+    raw_id_fields = ["pair"]
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    """Campaigns (docs/architecture.md §11): their settings, worked examples and qualification pairs, and the
+    participants' report (a page and a CSV)."""
+
+    list_display = ["name", "slug", "external_link_url", "members_count", "quota", "opens_at", "closes_at"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [CampaignExampleInline]
+    filter_horizontal = ["qualification_pairs"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "guidelines", "overlap"]}),
+        (
+            "Who may judge",
+            {
+                "fields": [
+                    "open_to_all_accounts",
+                    "annotator_group",
+                    "external_link",
+                    "participant_param",
+                    "study_param",
+                    "session_param",
+                    "max_participants",
+                    "quota",
+                    "opens_at",
+                    "closes_at",
+                ]
+            },
+        ),
+        (
+            "Quality",
+            {"fields": ["qualification_pairs", "qualification_threshold", "gold_floor", "gold_window", "gold_min"]},
+        ),
+        ("The end", {"fields": ["completion_code", "completion_url", "break_every_min"]}),
+    ]
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "qualification_pairs":  # only gold pairs have a reference answer
+            kwargs["queryset"] = Pair.objects.filter(is_gold=True).select_related("prompt")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    @admin.display(description="external link")
+    def external_link_url(self, campaign):
+        if not campaign.external_link:
+            return "—"
+        return f"/c/{campaign.slug}/?{campaign.participant_param}={{id}}"
+
+    @admin.display(description="people")
+    def members_count(self, campaign):
+        url = reverse("admin:annotate_campaign_report", args=[campaign.pk])
+        return format_html('<a href="{}">{} — report</a>', url, campaign.members.count())
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        custom = [
+            path("<int:campaign_id>/report/", view(self.report_view), name="annotate_campaign_report"),
+            path("<int:campaign_id>/report.csv", view(self.report_csv_view), name="annotate_campaign_report_csv"),
+        ]
+        return custom + super().get_urls()
+
+    def report_view(self, request, campaign_id: int):
+        from annotate.services.campaigns import REPORT_COLUMNS, campaign_report
+
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        members = {m.user.username: m for m in campaign.members.select_related("user")}
+        rows = campaign_report(campaign)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{campaign.name}: participants",
+            "campaign": campaign,
+            "columns": REPORT_COLUMNS,
+            "rows": [(row, members[row["participant"]]) for row in rows],
+        }
+        return render(request, "admin/annotate/campaign/report.html", context)
+
+    def report_csv_view(self, request, campaign_id: int):
+        import csv
+
+        from annotate.services.campaigns import REPORT_COLUMNS, campaign_report
+
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{campaign.slug}-participants.csv"'
+        writer = csv.DictWriter(response, fieldnames=REPORT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(campaign_report(campaign))
+        return response
+
+
+@admin.register(CampaignMember)
+class CampaignMemberAdmin(admin.ModelAdmin):
+    """People in campaigns; the paused and failed ones are listed for staff, with their recent gold mistakes,
+    and re-admitted by the action."""
+
+    list_display = ["__str__", "campaign", "status", "external_id", "joined_at", "admitted_at", "paused_reason"]
+    list_filter = ["status", "campaign"]
+    search_fields = ["external_id", "user__username"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["qualification", "recent_gold_mistakes", "joined_at", "admitted_at", "paused_at"]
+    actions = ["readmit"]
+
+    @admin.action(description="Re-admit the selected people (failed or paused)")
+    def readmit(self, request, queryset):
+        from annotate.services.campaigns import member_readmit
+
+        count = 0
+        for member in queryset.exclude(status=CampaignMember.Status.ACTIVE):
+            member_readmit(member, by=request.user.get_username())
+            count += 1
+        self.message_user(request, f"re-admitted {count} {'person' if count == 1 else 'people'}")
+
+    @admin.display(description="recent gold mistakes")
+    def recent_gold_mistakes(self, member):
+        from django.utils.html import format_html_join
+
+        from annotate.services.campaigns import gold_correct, recent_gold
+
+        mistakes = [j for j in recent_gold(member) if not gold_correct(j)]
+        if not mistakes:
+            return "none"
+        return format_html(
+            "<table><tr><th>when</th><th>pair</th><th>prompt</th><th>theirs (VQ MQ TA)</th>"
+            "<th>reference</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        f"{timezone.localtime(j.created_at):%Y-%m-%d %H:%M}",
+                        j.pair_id,
+                        str(j.pair.prompt),
+                        " ".join(getattr(j, dim) for dim in DIMENSIONS),
+                        " ".join((j.pair.gold_labels or {}).get(dim, "—") for dim in DIMENSIONS),
+                    )
+                    for j in mistakes
+                ),
+            ),
+        )
 
 
 @admin.register(Pair)
 class PairAdmin(admin.ModelAdmin):
-    list_display = ["id", "prompt", "status", "is_gold", "overlap", "filled", "judgment_count", "priority", "batch"]
-    list_filter = ["status", "is_gold", "batch"]
+    list_display = [
+        "id",
+        "prompt",
+        "campaign",
+        "status",
+        "is_gold",
+        "overlap",
+        "filled",
+        "judgment_count",
+        "priority",
+        "batch",
+    ]
+    list_filter = ["campaign", "status", "is_gold", "batch"]
     raw_id_fields = ["prompt", "video_a", "video_b", "batch"]
     readonly_fields = ["filled", "judgment_count"]
 
@@ -72,22 +241,35 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "pair", "annotator", *DIMENSIONS, "left_is_a", "flag", "duration_ms", "created_at"]
+    list_display = [
+        "id",
+        "pair",
+        "annotator",
+        *DIMENSIONS,
+        "left_is_a",
+        "flag",
+        "duration_ms",
+        "active_ms",
+        "created_at",
+    ]
     list_filter = ["flag", *DIMENSIONS]
     raw_id_fields = ["pair", "annotator", "assignment"]
 
 
 class StatsFilterForm(forms.Form):
+    campaign = forms.ModelChoiceField(Campaign.objects.all(), required=False, help_text="none: every campaign")
     batch = forms.ModelMultipleChoiceField(Batch.objects.all(), required=False, help_text="none: every batch")
     judged_from = forms.DateTimeField(required=False, help_text="e.g. 2026-11-01")
     judged_until = forms.DateTimeField(required=False)
 
     def canonical(self) -> dict:
+        from annotate.services.campaigns import campaign_batch_ids
         from annotate.services.stats import report_filters
 
-        data = self.cleaned_data if self.is_valid() else {"batch": [], "judged_from": None, "judged_until": None}
+        empty = {"campaign": None, "batch": [], "judged_from": None, "judged_until": None}
+        data = self.cleaned_data if self.is_valid() else empty
         return report_filters(
-            batch_ids=[batch.pk for batch in data["batch"]],
+            batch_ids=campaign_batch_ids(data["campaign"], [batch.pk for batch in data["batch"]]),
             judged_from=data["judged_from"],
             judged_until=data["judged_until"],
         )

@@ -14,6 +14,7 @@ class JudgeForm(forms.Form):
     flag = forms.ChoiceField(required=False, choices=Judgment.Flag.choices)
     duration_ms = forms.IntegerField(required=False, min_value=0, max_value=86_400_000)
     watched_ms = forms.IntegerField(required=False, min_value=0, max_value=86_400_000)
+    active_ms = forms.IntegerField(required=False, min_value=0, max_value=86_400_000)
 
 
 class SkipForm(forms.Form):

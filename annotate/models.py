@@ -1,4 +1,4 @@
-"""Prompts, videos, pairs, leases and judgments (docs/architecture.md §2).
+"""Campaigns, prompts, videos, pairs, leases and judgments (docs/architecture.md §2, campaigns §11).
 
 Invariants live in the database: unique (pair, annotator) for leases and judgments, check constraints
 on label values, on ``video_a != video_b`` and on the counters that keep a pair at or below k.
@@ -62,9 +62,140 @@ class Video(models.Model):
         return f"video {self.pk} ({self.generator or 'unknown generator'})"
 
 
+DEFAULT_CAMPAIGN_SLUG = "default"
+
+
+class Campaign(models.Model):
+    """A labelling campaign: batches of pairs, who may judge them and how (guidelines, qualification, gold
+    floor), a quota per person, open/close dates and the completion code an external crowd returns with."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True, help_text="the external link is /c/<slug>/")
+    guidelines = models.TextField(
+        blank=True, help_text="HTML written by staff, shown to every participant before they start"
+    )
+    overlap = models.PositiveSmallIntegerField(default=3, help_text="k: judgments wanted per pair imported into it")
+    # who may judge
+    open_to_all_accounts = models.BooleanField(
+        default=False, help_text="every annotator account may judge (the default campaign)"
+    )
+    annotator_group = models.ForeignKey(
+        "auth.Group", null=True, blank=True, on_delete=models.SET_NULL, help_text="accounts in this group may judge"
+    )
+    external_link = models.BooleanField(default=False, help_text="people arriving by /c/<slug>/?<participant>=… join")
+    participant_param = models.CharField(max_length=60, default="PROLIFIC_PID")
+    study_param = models.CharField(max_length=60, default="STUDY_ID", blank=True)
+    session_param = models.CharField(max_length=60, default="SESSION_ID", blank=True)
+    max_participants = models.PositiveIntegerField(null=True, blank=True, help_text="empty: no limit")
+    quota = models.PositiveIntegerField(null=True, blank=True, help_text="judgments per person; empty: no quota")
+    opens_at = models.DateTimeField(null=True, blank=True)
+    closes_at = models.DateTimeField(null=True, blank=True)
+    # quality
+    qualification_pairs = models.ManyToManyField(
+        "Pair", blank=True, related_name="qualification_for", help_text="gold pairs judged first, with feedback"
+    )
+    qualification_threshold = models.FloatField(
+        default=0.7, help_text="share of qualification pairs to agree with the reference on, in every dimension"
+    )
+    gold_floor = models.FloatField(default=0.6, help_text="pause a person whose rolling gold accuracy falls below")
+    gold_window = models.PositiveSmallIntegerField(default=20, help_text="gold judgments in the rolling accuracy")
+    gold_min = models.PositiveSmallIntegerField(default=5, help_text="gold judgments before the floor applies")
+    # the end
+    completion_code = models.CharField(max_length=100, blank=True)
+    completion_url = models.URLField(
+        max_length=500, blank=True, help_text="where a person who reached the quota is sent (e.g. Prolific's)"
+    )
+    break_every_min = models.PositiveSmallIntegerField(default=45, help_text="break reminder after this active time")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(qualification_threshold__gte=0, qualification_threshold__lte=1),
+                name="campaign_threshold_share",
+            ),
+            models.CheckConstraint(condition=Q(gold_floor__gte=0, gold_floor__lte=1), name="campaign_floor_share"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def default_campaign_pk() -> int:
+    """The campaign of pairs and batches created without one (existing data was migrated into it). Reads only
+    its primary key, so the migration that adds the columns (which creates it first) never depends on later
+    fields of ``Campaign``."""
+    pk = Campaign.objects.filter(slug=DEFAULT_CAMPAIGN_SLUG).values_list("pk", flat=True).first()
+    if pk is None:
+        pk = Campaign.objects.get_or_create(
+            slug=DEFAULT_CAMPAIGN_SLUG, defaults={"name": "Default", "open_to_all_accounts": True}
+        )[0].pk
+    return pk
+
+
+class CampaignExample(models.Model):
+    """A worked example in a campaign's guidelines: a pair (A on the left), the reference label for one
+    dimension, and why."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="examples")
+    pair = models.ForeignKey("Pair", on_delete=models.PROTECT, related_name="+")
+    dimension = models.CharField(max_length=2, choices=[(dim, dim.upper()) for dim in DIMENSIONS])
+    label = models.CharField(max_length=3, choices=[("A", "left better"), ("B", "right better"), ("TIE", "tie")])
+    reason = models.TextField(help_text="why: what to look at in this pair")
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["dimension", "order", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.dimension.upper()} example: pair {self.pair_id}"
+
+
+class CampaignMember(models.Model):
+    """A person in a campaign: an account (group or open campaign) or an external participant (no password)."""
+
+    class Status(models.TextChoices):
+        NEW = "new", "reading the guidelines"
+        QUALIFYING = "qualifying"
+        ACTIVE = "active"
+        FAILED = "failed", "failed qualification"
+        PAUSED = "paused", "paused (gold accuracy)"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="campaign_memberships")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    external_id = models.CharField(max_length=200, blank=True, help_text="e.g. the PROLIFIC_PID")
+    study_id = models.CharField(max_length=200, blank=True)
+    session_id = models.CharField(max_length=200, blank=True)
+    joined_at = models.DateTimeField(auto_now_add=True)
+    guidelines_read_at = models.DateTimeField(null=True, blank=True)
+    admitted_at = models.DateTimeField(null=True, blank=True)
+    qualification = models.JSONField(default=dict, blank=True, help_text="agreement per dimension, passed")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.TextField(blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user"], name="member_once_per_campaign"),
+            models.UniqueConstraint(
+                fields=["campaign", "external_id"], condition=~Q(external_id=""), name="member_external_id_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["new", "qualifying", "active", "failed", "paused"]), name="member_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id or self.user} in {self.campaign}"
+
+
 class Batch(models.Model):
     """Where a set of pairs came from: an import file, a generation job, the demo."""
 
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.PROTECT, default=default_campaign_pk, related_name="batches"
+    )
     name = models.CharField(max_length=200)
     source = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -84,6 +215,7 @@ class Pair(models.Model):
         COMPLETE = "complete"
         RETIRED = "retired"
 
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, default=default_campaign_pk, related_name="pairs")
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="pairs")
     video_a = models.ForeignKey(Video, on_delete=models.PROTECT, related_name="+")
     video_b = models.ForeignKey(Video, on_delete=models.PROTECT, related_name="+")
@@ -92,6 +224,7 @@ class Pair(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     is_gold = models.BooleanField(default=False)
     gold_labels = models.JSONField(null=True, blank=True, help_text='{"vq": "A"|"B"|"TIE", "mq": …, "ta": …}')
+    gold_reason = models.TextField(blank=True, help_text="why the reference labels: the feedback after qualification")
     batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs")
     # Slots taken: active leases + submitted judgments. Kept by the assignment services in the same
     # transaction that changes a lease, so selection reads one row instead of counting.
@@ -114,13 +247,14 @@ class Pair(models.Model):
         indexes = [
             # The next-pair query walks this index in order: open, not full, best first.
             models.Index(
+                F("campaign"),
                 F("priority").desc(),
                 F("filled").desc(),
                 F("id").asc(),
                 name="pair_open_queue",
                 condition=Q(status="open", is_gold=False, filled__lt=F("overlap")),
             ),
-            models.Index(fields=["id"], name="pair_gold", condition=Q(is_gold=True, status="open")),
+            models.Index(fields=["campaign", "id"], name="pair_gold", condition=Q(is_gold=True, status="open")),
         ]
 
     def __str__(self) -> str:
@@ -181,6 +315,8 @@ class Judgment(models.Model):
     left_is_a = models.BooleanField()
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     watched_ms = models.PositiveIntegerField(null=True, blank=True)
+    # time with the page visible and the person playing or judging (measured in the page): what people are paid by
+    active_ms = models.PositiveIntegerField(null=True, blank=True)
     comment = models.TextField(blank=True, max_length=2000)
     flag = models.CharField(max_length=16, choices=Flag.choices, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -22,14 +22,24 @@ def annotator_history(*, annotator, limit: int = 200):
 
 def video_visible_to(*, video_id: int, user) -> Video | None:
     """The video if ``user`` may watch it: staff always, an annotator only while it is in their current
-    (active) lease — not pairs they judged or skipped, and never anyone else's."""
+    (active) lease — not pairs they judged or skipped, and never anyone else's — or in a worked example of a
+    campaign they are in."""
     if user.is_staff:
         return Video.objects.filter(pk=video_id).first()
     own_pairs = Assignment.objects.filter(annotator=user, state=Assignment.State.ACTIVE).values("pair_id")
     visible = Pair.objects.filter(Q(video_a_id=video_id) | Q(video_b_id=video_id), pk__in=own_pairs)
-    if not visible.exists():
+    if not visible.exists() and not _in_examples_of_own_campaigns(video_id=video_id, user=user):
         return None
     return Video.objects.filter(pk=video_id).first()
+
+
+def _in_examples_of_own_campaigns(*, video_id: int, user) -> bool:
+    """A video of a worked example in the guidelines of a campaign the person is in."""
+    from annotate.models import CampaignExample
+
+    return CampaignExample.objects.filter(
+        Q(pair__video_a_id=video_id) | Q(pair__video_b_id=video_id), campaign__members__user=user
+    ).exists()
 
 
 def lease_sides(lease: Assignment) -> tuple[Video, Video]:

@@ -70,7 +70,7 @@ def make_pairs(db):
     """Pairs on placeholder video rows (no files): for assignment logic, not playback."""
     from annotate.models import Pair, Prompt, Video
 
-    def make(count=1, *, overlap=3, priority=0.0, is_gold=False, gold_labels=None):
+    def make(count=1, *, overlap=3, priority=0.0, is_gold=False, gold_labels=None, campaign=None, gold_reason=""):
         tag = uuid.uuid4().hex[:8]
         prompts = Prompt.objects.bulk_create(
             [Prompt(text=f"prompt {tag} {i}", text_sha256=f"{tag}{i:056d}") for i in range(count)]
@@ -92,6 +92,8 @@ def make_pairs(db):
                     priority=priority,
                     is_gold=is_gold,
                     gold_labels=gold_labels,
+                    gold_reason=gold_reason,
+                    **({"campaign": campaign} if campaign is not None else {}),
                 )
                 for i in range(count)
             ]

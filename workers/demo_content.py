@@ -149,3 +149,63 @@ def demo_pairs_first(reports: list[ImportReport]) -> int:
     queued generated pairs still serves its own first). Returns how many pairs changed."""
     batches = [report.batch_id for report in reports if report.batch_id is not None]
     return Pair.objects.filter(batch_id__in=batches).exclude(priority=DEMO_PRIORITY).update(priority=DEMO_PRIORITY)
+
+
+DEMO_CAMPAIGN = "demo-crowd"
+DEMO_CAMPAIGN_GUIDELINES = """<p>You will see two short videos made for the same text. For each of three questions say
+which video is better — or <em>tie</em> when you cannot tell them apart:</p>
+<ul><li><strong>Visual quality</strong>: sharp, clean frames; no noise, blur or blocky colours.</li>
+<li><strong>Motion quality</strong>: the shape moves smoothly in a straight line; no jumps or jitter.</li>
+<li><strong>Text alignment</strong>: the shape, colour and direction the text asks for.</li></ul>
+<p>You start with three practice pairs: after each one you see the reference answer and why.</p>"""
+
+
+def _oracle_reason(scores_a: dict, scores_b: dict) -> str:
+    names = {"vq": "visual quality", "mq": "motion quality", "ta": "text alignment"}
+    return (
+        "; ".join(f"{names[dim]}: left {scores_a[dim]:.2f}, right {scores_b[dim]:.2f}" for dim in ("vq", "mq", "ta"))
+        + " (the toy world's oracle scores; a difference below 0.05 is a tie)."
+    )
+
+
+def demo_campaign_load(*, qualification_pairs: int = 3, work_pairs: int = 9):
+    """A crowd campaign to try the participants' way through (``/c/demo-crowd/?PROLIFIC_PID=anyone``): short
+    guidelines, three qualification pairs whose reference answers come from the toy world's oracle, then a quota
+    of six pairs and a completion code. Its own toy pairs (seed 7), rendered once into ``var/demo-crowd``."""
+    from alignment.toyworld import export_pairs, make_pairs
+    from annotate.models import Campaign
+
+    campaign, _ = Campaign.objects.get_or_create(
+        slug=DEMO_CAMPAIGN,
+        defaults={
+            "name": "Demo crowd study",
+            "guidelines": DEMO_CAMPAIGN_GUIDELINES,
+            "external_link": True,
+            "quota": 6,
+            "completion_code": "VIDPREF-DEMO",
+            "qualification_threshold": 0.6,
+            "break_every_min": 30,
+        },
+    )
+    folder = Path(settings.VAR_DIR) / "demo-crowd"
+    manifest = folder / "manifest.jsonl"
+    if not manifest.exists():
+        export_pairs(make_pairs(qualification_pairs + work_pairs, 1, seed=7), folder)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    oracle = {row["video"]: row for row in map(json.loads, (folder / "oracle.jsonl").read_text().splitlines()) if row}
+
+    def label(a: float, b: float) -> str:
+        return "tie" if abs(a - b) < 0.05 else ("A" if a > b else "B")
+
+    gold = []
+    for row in rows[:qualification_pairs]:
+        a, b = oracle[row["video_a"]], oracle[row["video_b"]]
+        labels = {dim: label(a[dim], b[dim]) for dim in ("vq", "mq", "ta")}
+        gold.append({**row, "labels": labels, "reason": _oracle_reason(a, b)})
+    (folder / "qualification.jsonl").write_text("".join(json.dumps(row) + "\n" for row in gold))
+    (folder / "work.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[qualification_pairs:]))
+    reports = [
+        pairs_import(manifest=folder / "qualification.jsonl", gold=True, qualification=True, campaign=campaign),
+        pairs_import(manifest=folder / "work.jsonl", campaign=campaign),
+    ]
+    return campaign, reports

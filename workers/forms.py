@@ -8,7 +8,8 @@ from django import forms
 
 from alignment.flow.config import GenerationConfig
 from alignment.labels import DIMENSIONS
-from annotate.models import Batch, Prompt
+from annotate.models import Batch, Campaign, Prompt
+from annotate.services.campaigns import campaign_batch_ids
 from workers.models import Job, ModelVersion
 from workers.services.previews import MAX_SEED
 
@@ -40,6 +41,9 @@ class ExportForm(forms.Form):
         required=False, help_text="only judgments made at or after this (e.g. 2026-11-01)"
     )
     judged_until = forms.DateTimeField(required=False, help_text="only judgments made before this")
+    campaign = forms.ModelChoiceField(
+        Campaign.objects.all(), required=False, help_text="only this campaign's pairs (none selected: every campaign)"
+    )
     batches = forms.ModelMultipleChoiceField(
         Batch.objects.all(), required=False, help_text="none selected: every batch"
     )
@@ -74,7 +78,9 @@ class ExportForm(forms.Form):
                 "bundle_videos",
             )
         }
-        params["batch_ids"] = [batch.pk for batch in data["batches"]]
+        params["batch_ids"] = campaign_batch_ids(data["campaign"], [batch.pk for batch in data["batches"]])
+        if data["campaign"]:
+            params["campaign"] = data["campaign"].slug
         for key in ("judged_from", "judged_until"):
             if data[key]:
                 params[key] = data[key].isoformat()

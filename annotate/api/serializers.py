@@ -59,6 +59,14 @@ class JudgmentInSerializer(serializers.Serializer):
     watched_ms = serializers.IntegerField(
         min_value=0, max_value=86_400_000, required=False, allow_null=True, default=None
     )
+    active_ms = serializers.IntegerField(
+        min_value=0,
+        max_value=86_400_000,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="time with the page visible and the person active (what crowd work is paid by)",
+    )
 
 
 class JudgmentOutSerializer(serializers.Serializer):

@@ -37,10 +37,34 @@ class NextAssignmentView(APIView):
     @extend_schema(
         request=None,
         responses={200: LeaseSerializer, 204: OpenApiResponse(description="no pair is left for you")},
-        summary="Your current lease, or a new one on the best open pair",
+        summary="Your current lease, or a new one on the best open pair of the campaign (?campaign=<slug>; default: "
+        "the default campaign)",
     )
     def post(self, request):
-        lease = assignments.assignment_next(annotator=request.user)
+        from annotate.models import Campaign, CampaignMember
+        from annotate.services import campaigns
+
+        slug = request.query_params.get("campaign")
+        try:
+            campaign = Campaign.objects.get(slug=slug) if slug else campaigns.default_campaign()
+            member = campaigns.membership(request.user, campaign)
+        except Campaign.DoesNotExist:
+            return Response({"detail": f"campaign {slug!r}: no such campaign"}, status=status.HTTP_404_NOT_FOUND)
+        except campaigns.CampaignError as exc:
+            return Response({"detail": exc.message}, status=exc.status)
+        if member.status != CampaignMember.Status.ACTIVE:
+            return Response(
+                {
+                    "detail": f"you are {member.get_status_display()} in campaign {campaign.slug}: read its guidelines "
+                    f"and qualify in the browser at /c/{campaign.slug}/ first"
+                    if member.status in (CampaignMember.Status.NEW, CampaignMember.Status.QUALIFYING)
+                    else f"you are {member.get_status_display()} in campaign {campaign.slug}"
+                },
+                status=status.HTTP_403_FORBIDDEN,
+            )
+        if campaigns.quota_reached(member):
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        lease = assignments.assignment_next(annotator=request.user, campaign=campaign)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(LeaseSerializer(LeaseSerializer.from_lease(lease, request)).data)
@@ -100,9 +124,17 @@ class JudgmentView(APIView):
                 flag=data["flag"],
                 duration_ms=data["duration_ms"],
                 watched_ms=data["watched_ms"],
+                active_ms=data.get("active_ms"),
             )
         except assignments.AssignmentError as exc:
             return _refusal(exc)
+        if created and judgment.pair.is_gold:
+            from annotate.models import CampaignMember
+            from annotate.services import campaigns
+
+            member = CampaignMember.objects.filter(campaign_id=judgment.pair.campaign_id, user=request.user).first()
+            if member is not None:
+                campaigns.gold_check(member)
         return Response(
             JudgmentOutSerializer(_judgment_out(judgment)).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

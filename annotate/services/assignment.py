@@ -15,7 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Case, Exists, F, OuterRef, Value, When
 from django.utils import timezone
 
 from alignment.labels import DIMENSIONS
@@ -79,13 +79,18 @@ def assignments_expire(*, now: datetime | None = None, annotator=None) -> int:
         return 0
 
 
-def _pick_pair(*, annotator, gold: bool):
+def _pick_pair(*, annotator, gold: bool, campaign=None, qualification: bool = False):
     never_assigned = ~Exists(Assignment.objects.filter(pair=OuterRef("pk"), annotator=annotator))
     candidates = (
         Pair.objects.select_for_update(skip_locked=True, of=("self",))
         .select_related("prompt", "video_a", "video_b")
         .filter(never_assigned)
     )
+    if qualification:
+        # The campaign's qualification pairs, in a fixed order (everyone sees the same test).
+        return candidates.filter(qualification_for=campaign).order_by("pk").first()
+    if campaign is not None:
+        candidates = candidates.filter(campaign=campaign)
     if gold:
         # Gold pairs are shown to everyone (no k), in random order.
         return candidates.filter(is_gold=True, status=Pair.Status.OPEN).order_by("?").first()
@@ -96,27 +101,37 @@ def _pick_pair(*, annotator, gold: bool):
     )
 
 
-def assignment_next(*, annotator, rng: random.Random | None = None) -> Assignment | None:
-    """The annotator's current lease, or a new one on the best open pair; None when nothing is left."""
+def assignment_next(
+    *, annotator, campaign=None, qualification: bool = False, rng: random.Random | None = None
+) -> Assignment | None:
+    """The annotator's current lease, or a new one on the best open pair; None when nothing is left.
+
+    ``campaign``: only its pairs (gold included); ``qualification``: its qualification pairs, in order."""
     rng = rng or random
     now = timezone.now()
-    active = _lease_queryset().filter(annotator=annotator, state=Assignment.State.ACTIVE, expires_at__gt=now).first()
+    leases = _lease_queryset().filter(annotator=annotator, state=Assignment.State.ACTIVE, expires_at__gt=now)
+    if campaign is not None:
+        leases = leases.filter(pair__campaign=campaign)
+    if qualification:
+        leases = leases.filter(pair__qualification_for=campaign)
+    active = leases.first()
     if active is not None:
         return active
     assignments_expire(now=now)
     with transaction.atomic():
         # One next-pair at a time per annotator: a double click must not take two leases.
         get_user_model().objects.select_for_update().filter(pk=annotator.pk).values_list("pk").get()
-        active = (
-            _lease_queryset().filter(annotator=annotator, state=Assignment.State.ACTIVE, expires_at__gt=now).first()
-        )
+        active = leases.first()
         if active is not None:
             return active
         pair = None
-        if rng.random() < settings.VIDPREF["GOLD_RATE"]:
-            pair = _pick_pair(annotator=annotator, gold=True)
-        if pair is None:
-            pair = _pick_pair(annotator=annotator, gold=False)
+        if qualification:
+            pair = _pick_pair(annotator=annotator, gold=True, campaign=campaign, qualification=True)
+        else:
+            if rng.random() < settings.VIDPREF["GOLD_RATE"]:
+                pair = _pick_pair(annotator=annotator, gold=True, campaign=campaign)
+            if pair is None:
+                pair = _pick_pair(annotator=annotator, gold=False, campaign=campaign)
         if pair is None:
             return None
         lease = Assignment.objects.create(
@@ -213,6 +228,7 @@ def judgment_submit(
     flag: str = "",
     duration_ms: int | None = None,
     watched_ms: int | None = None,
+    active_ms: int | None = None,
 ) -> tuple[Judgment, bool]:
     """Store a judgment for the annotator's own lease. Returns (judgment, created).
 
@@ -241,6 +257,7 @@ def judgment_submit(
             flag=flag,
             duration_ms=duration_ms,
             watched_ms=watched_ms,
+            active_ms=active_ms,
             **labels.to_pair_labels(left_is_a=lease.left_is_a),
         )
         lease.state = Assignment.State.SUBMITTED
@@ -251,3 +268,48 @@ def judgment_submit(
             status=Pair.Status.COMPLETE if completes else pair.status,
         )
     return judgment, True
+
+
+def undo_window():
+    return settings.VIDPREF["UNDO_WINDOW"]
+
+
+def judgment_undoable(*, annotator, now: datetime | None = None) -> Judgment | None:
+    """The annotator's last judgment if it can still be taken back: within ``UNDO_WINDOW`` of its submission,
+    not on a qualification pair (whose reference answer was shown), and with its lease not superseded."""
+    now = now or timezone.now()
+    last = Judgment.objects.filter(annotator=annotator).select_related("pair").order_by("-created_at", "-pk").first()
+    if last is None or now - last.created_at > undo_window():
+        return None
+    if last.pair.qualification_for.exists():
+        return None
+    return last
+
+
+def judgment_undo(*, assignment_id: int, annotator) -> Assignment:
+    """Take back the last judgment: it is deleted and its lease is active again (same sides), so the pair comes
+    back to this annotator; a pair it completed is open again, and the lease they were given next is released.
+    Refused past the window or for an older one."""
+    with transaction.atomic():
+        lease = _locked_lease(assignment_id=assignment_id, annotator=annotator)
+        undoable = judgment_undoable(annotator=annotator)
+        if lease.state != Assignment.State.SUBMITTED or undoable is None or undoable.assignment_id != lease.pk:
+            raise AssignmentConflict(
+                f"assignment {lease.pk}: only your last judgment can be undone, within "
+                f"{int(undo_window().total_seconds() // 60)} minutes of submitting it"
+            )
+        undoable.delete()
+        # the pair shown after it goes back to the queue: one active lease per annotator, this one
+        for other in Assignment.objects.select_for_update().filter(annotator=annotator, state=Assignment.State.ACTIVE):
+            other.state = Assignment.State.EXPIRED
+            other.save(update_fields=["state"])
+            Pair.objects.filter(pk=other.pair_id).update(filled=F("filled") - 1)
+        now = timezone.now()
+        lease.state, lease.expires_at, lease.leased_at = Assignment.State.ACTIVE, now + _ttl(), now
+        lease.save(update_fields=["state", "expires_at", "leased_at"])
+        # the lease holds its slot again (filled unchanged); the judgment is gone
+        Pair.objects.filter(pk=lease.pair_id).update(
+            judgment_count=F("judgment_count") - 1,
+            status=Case(When(status=Pair.Status.COMPLETE, then=Value(Pair.Status.OPEN)), default=F("status")),
+        )
+    return lease

@@ -21,7 +21,7 @@ from django.core.files import File
 from django.db import IntegrityError, transaction
 
 from alignment.labels import DIMENSION_NAME, DIMENSIONS
-from annotate.models import Batch, Label, Pair, Prompt, Video, text_sha256
+from annotate.models import Batch, Campaign, Label, Pair, Prompt, Video, default_campaign_pk, text_sha256
 from annotate.services import media
 
 Progress = Callable[[int, int, str], None]
@@ -42,6 +42,7 @@ class ImportRow:
     generator_a: str = ""
     generator_b: str = ""
     labels: dict[str, str] | None = None
+    reason: str = ""  # why the labels (gold pairs): the feedback a qualification pair shows
 
 
 @dataclass
@@ -154,6 +155,7 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
                             str(raw.get("generator_a") or ""),
                             str(raw.get("generator_b") or ""),
                             labels,
+                            str(raw.get("reason") or "").strip(),
                         )
                     )
                 )
@@ -184,6 +186,7 @@ def read_manifest(path: Path) -> tuple[list[ImportRow], list[RowError]]:
                         (raw.get("A_model") or raw.get("generator_A") or "").strip(),
                         (raw.get("B_model") or raw.get("generator_B") or "").strip(),
                         labels,
+                        (raw.get("reason") or "").strip(),
                     )
                 )
             )
@@ -277,6 +280,7 @@ def pair_create(
     overlap: int,
     priority: float = 0.0,
     gold_labels: dict[str, str] | None = None,
+    gold_reason: str = "",
     batch: Batch | None = None,
 ) -> tuple[Pair, bool]:
     """The pair of two videos (unordered: the lower id is stored as A, labels flipped to match)."""
@@ -293,8 +297,10 @@ def pair_create(
             "overlap": overlap,
             "priority": priority,
             "batch": batch,
+            "campaign_id": batch.campaign_id if batch is not None else default_campaign_pk(),
             "is_gold": gold_labels is not None,
             "gold_labels": gold_labels,
+            "gold_reason": gold_reason if gold_labels is not None else "",
         },
     )
     return pair, created
@@ -309,18 +315,30 @@ def pairs_import(
     created_by=None,
     progress: Progress | None = None,
     confine_to_media_root: bool = False,
+    campaign: Campaign | None = None,
+    qualification: bool = False,
 ) -> ImportReport:
     """Import every good row of ``manifest``; report the bad ones by line. Video paths are relative to
     ``media_root`` (default: the manifest's folder). ``confine_to_media_root`` for manifests that came from
-    outside (uploads): their paths may not leave ``media_root``."""
+    outside (uploads): their paths may not leave ``media_root``.
+
+    ``campaign`` (default: the default campaign) receives the batch and its pairs, and its ``overlap`` is the
+    default k; ``qualification`` (with ``gold``) makes the gold pairs that campaign's qualification set."""
     manifest = Path(manifest)
     rows, errors = read_manifest(manifest)
     media_root = Path(media_root) if media_root else manifest.parent
-    overlap = overlap or settings.VIDPREF["DEFAULT_OVERLAP"]
+    if qualification and not gold:
+        raise ManifestError("qualification pairs need reference answers: import them with gold (--gold)")
+    overlap = overlap or (campaign.overlap if campaign is not None else settings.VIDPREF["DEFAULT_OVERLAP"])
     report = ImportReport(manifest=manifest.name, rows=len(rows) + len(errors), skipped=list(errors))
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
     batch, _ = Batch.objects.get_or_create(
-        source=f"import:{digest}", defaults={"name": manifest.name, "created_by": created_by}
+        source=f"import:{digest}",
+        defaults={
+            "name": manifest.name,
+            "created_by": created_by,
+            "campaign_id": campaign.pk if campaign is not None else default_campaign_pk(),
+        },
     )
     report.batch_id = batch.pk
     seen: dict[tuple[str, str], int] = {}
@@ -343,6 +361,8 @@ def pairs_import(
     report.skipped.sort(key=lambda error: error.line)
     batch.report = report.as_dict()
     batch.save(update_fields=["report"])
+    if qualification:
+        batch.campaign.qualification_pairs.add(*batch.pairs.filter(is_gold=True))
     if progress:
         progress(len(rows), len(rows), "done")
     return report
@@ -400,6 +420,7 @@ def _import_row(
         video_2=videos[1],
         overlap=overlap,
         gold_labels=row.labels if gold else None,
+        gold_reason=row.reason,
         batch=batch,
     )
     seen[key] = row.line

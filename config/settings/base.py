@@ -202,7 +202,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["annotate.api.permissions.IsAnnotatorAccount"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
@@ -222,6 +222,8 @@ VIDPREF = {
     "REQUIRE_FULL_VIEW": env.bool("VIDPREF_REQUIRE_FULL_VIEW", default=True),
     "MAX_VIDEO_SECONDS": env.float("VIDPREF_MAX_VIDEO_SECONDS", default=120.0),
     "MAX_LONG_SIDE": env.int("VIDPREF_MAX_LONG_SIDE", default=1280),
+    # how long after submitting a judgment its annotator may take it back (the judging page's Undo)
+    "UNDO_WINDOW": timedelta(seconds=env.int("VIDPREF_UNDO_WINDOW_S", default=300)),
 }
 SNAPSHOT_ROOT = Path(env("SNAPSHOT_ROOT", default=str(VAR_DIR / "snapshots")))
 # Empty: snapshots stay in SNAPSHOT_ROOT. "s3://bucket/prefix": written there first, then uploaded (manifest

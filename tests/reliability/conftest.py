@@ -1,4 +1,5 @@
-"""A small world for the reliability tests: two annotators, a member of staff, leases, judgments, files."""
+"""A small world for the reliability tests: two annotators, a member of staff, a campaign participant, leases,
+judgments, files."""
 
 from types import SimpleNamespace
 
@@ -72,7 +73,15 @@ def world(db, make_user, tmp_path, settings):
     lease_a = take(a, lease_of_a_pair)
     lease_c = take(c, lease_of_c_pair)
     job = Job.objects.create(kind=Job.Kind.IMPORT, params={"manifest": "x.csv"}, created_by=staff)
+    # an external participant of a campaign of its own (no pairs): they arrived by its link
+    from annotate.models import Campaign
+    from annotate.services.campaigns import participant_enter
+
+    campaign = Campaign.objects.create(name="Crowd", slug="crowd", external_link=True)
+    participant = participant_enter(campaign, {"PROLIFIC_PID": "PARTICIPANT-1"}).user
     return SimpleNamespace(
+        campaign=campaign,
+        participant=participant,
         a=a,
         b=b,
         c=c,

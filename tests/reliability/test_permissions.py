@@ -1,5 +1,6 @@
-"""Every URL pattern, as anonymous, an annotator, another annotator and staff: the expected status for each,
-and nothing an annotator must not see (generator names, other people's judgments, media outside their lease)."""
+"""Every URL pattern, as anonymous, an annotator, another annotator, a campaign participant (arrived by a crowd
+platform's link, no password) and staff: the expected status for each, and nothing an annotator or participant
+must not see (generator names, other people's judgments, media outside their lease, staff pages)."""
 
 import re
 
@@ -9,7 +10,8 @@ from django.urls import URLResolver, get_resolver
 
 from tests.reliability.conftest import GENERATOR_MARKERS, OTHERS_COMMENT, OTHERS_PROMPT
 
-ROLES = ("anonymous", "annotator", "other annotator", "staff")
+ROLES = ("anonymous", "annotator", "other annotator", "participant", "staff")
+JUDGES = ("annotator", "other annotator", "participant")
 LOGIN, ADMIN_LOGIN = "/login/", "/admin/login/"
 REFUSED_API = {403}  # DRF: session auth first, so "not authenticated" is a 403 with a reason
 
@@ -25,18 +27,21 @@ EXPECTED = {
         "anonymous": ("login", "login"),
         "annotator": (200, 200),
         "other annotator": (200, 200),
+        "participant": (200, 200),
         "staff": (200, 200),
     },
     "annotate:guidelines": {
         "anonymous": ("login", "login"),
         "annotator": (200, 200),
         "other annotator": (200, 200),
+        "participant": (200, 200),
         "staff": (200, 200),
     },
     "annotate:history": {
         "anonymous": ("login", "login"),
         "annotator": (200, 200),
         "other annotator": (200, 200),
+        "participant": (200, 200),
         "staff": (200, 200),
     },
     # someone else's lease: the form is checked first (422), a valid one is refused (tested below)
@@ -44,6 +49,7 @@ EXPECTED = {
         "anonymous": ("login", "login"),
         "annotator": (405, None),
         "other annotator": (405, 422),
+        "participant": (405, 422),
         "staff": (405, 422),
     },
     # a refusal becomes a message on the next page
@@ -51,66 +57,77 @@ EXPECTED = {
         "anonymous": ("login", "login"),
         "annotator": (405, None),
         "other annotator": (405, 302),
+        "participant": (405, 302),
         "staff": (405, 302),
     },
     "annotate:heartbeat": {
         "anonymous": ("login", "login"),
         "annotator": (405, 200),
         "other annotator": (405, 404),
+        "participant": (405, 404),
         "staff": (405, 404),
     },
     "annotate:video": {
         "anonymous": ("login", 405),
         "annotator": (200, 405),
         "other annotator": (404, 405),
+        "participant": (404, 405),
         "staff": (200, 405),
     },
     "annotate:poster": {
         "anonymous": ("login", 405),
         "annotator": (200, 405),
         "other annotator": (404, 405),
+        "participant": (404, 405),
         "staff": (200, 405),
     },
     "api-assignment-next": {
         "anonymous": (403, 403),
         "annotator": (405, 200),
         "other annotator": (405, 200),
+        "participant": (403, 403),
         "staff": (405, (200, 204)),
     },
     "api-assignment-heartbeat": {
         "anonymous": (403, 403),
         "annotator": (405, 200),
         "other annotator": (405, 404),
+        "participant": (403, 403),
         "staff": (405, 404),
     },
     "api-assignment-skip": {
         "anonymous": (403, 403),
         "annotator": (405, None),
         "other annotator": (405, 404),
+        "participant": (403, 403),
         "staff": (405, 404),
     },
     "api-assignment-judgment": {
         "anonymous": (403, 403),
         "annotator": (405, 400),
         "other annotator": (405, 400),
+        "participant": (403, 403),
         "staff": (405, 400),
     },
     "api-stats-agreement": {
         "anonymous": (403, 403),
         "annotator": (403, 403),
         "other annotator": (403, 403),
+        "participant": (403, 403),
         "staff": (404, 202),
     },
     "api-import-create": {
         "anonymous": (403, 403),
         "annotator": (403, 403),
         "other annotator": (403, 403),
+        "participant": (403, 403),
         "staff": (405, 400),
     },
     "api-job-detail": {
         "anonymous": (403, 403),
         "annotator": (403, 403),
         "other annotator": (403, 403),
+        "participant": (403, 403),
         "staff": (200, 405),
     },
     # JSON only: the test client's empty POST is multipart, 415 for staff
@@ -118,18 +135,45 @@ EXPECTED = {
         "anonymous": (403, 403),
         "annotator": (403, 403),
         "other annotator": (403, 403),
+        "participant": (403, 403),
         "staff": (405, 415),
     },
     "api-pipeline-create": {
         "anonymous": (403, 403),
         "annotator": (403, 403),
         "other annotator": (403, 403),
+        "participant": (403, 403),
         "staff": (405, 415),
+    },
+    # the campaign link: the participant comes back to their campaign; annotators and staff are not in it; an
+    # anonymous visit without the participant id is told what is missing
+    "annotate:campaign": {
+        "anonymous": (400, 400),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "participant": (302, 302),
+        "staff": (403, 403),
+    },
+    "annotate:campaign_guidelines": {
+        "anonymous": ("login", "login"),
+        "annotator": (403, 403),
+        "other annotator": (403, 403),
+        "participant": (200, 302),
+        "staff": (403, 403),
+    },
+    # someone else's lease: refused, the refusal a message on the next page
+    "annotate:undo": {
+        "anonymous": ("login", "login"),
+        "annotator": (405, 302),
+        "other annotator": (405, 302),
+        "participant": (405, 302),
+        "staff": (405, 302),
     },
     "api-pipeline-detail": {
         "anonymous": (403, 403),
         "annotator": (403, 403),
         "other annotator": (403, 403),
+        "participant": (403, 403),
         "staff": (200, 405),
     },
 }
@@ -152,6 +196,8 @@ def _concrete(route: str, world) -> str:
         "pk": world.job.pk,
         "job_id": world.job.pk,
         "pipeline_id": world.pipeline.pk,
+        "slug": world.campaign.slug,
+        "campaign_id": world.campaign.pk,
         "user_id": world.a.pk,
         "id": world.a.pk,
         "kind": "import",
@@ -167,7 +213,12 @@ def _concrete(route: str, world) -> str:
 
 def _client(world, role: str) -> Client:
     client = Client()
-    user = {"annotator": world.a, "other annotator": world.b, "staff": world.staff}.get(role)
+    user = {
+        "annotator": world.a,
+        "other annotator": world.b,
+        "participant": world.participant,
+        "staff": world.staff,
+    }.get(role)
     if user is not None:
         client.force_login(user)
     return client
@@ -227,14 +278,14 @@ def test_every_url_as_every_role(world, monkeypatch):
                     wrong.append(
                         f"{method.upper()} {url} ({name}) as {role}: {response.status_code}, expected {expected}"
                     )
-                if role in ("annotator", "other annotator"):
+                if role in JUDGES:
                     seen_by_annotators.append((role, url, response, _body(response)))
     assert not wrong, "\n".join(wrong)
     for role, url, response, body in seen_by_annotators:
         text = body.decode("utf-8", "replace") + str(response.headers)
         for secret in GENERATOR_MARKERS:
             assert secret not in text, f"{url} shows a generator name to {role}"
-        if role == "annotator":
+        if role in ("annotator", "participant"):
             assert OTHERS_COMMENT not in text and OTHERS_PROMPT not in text, f"{url} shows another annotator's work"
 
 
@@ -308,10 +359,30 @@ def test_history_and_api_show_only_ones_own_judgments(world):
         "/api/v1/stats/agreement/",
     ],
 )
-def test_annotators_never_reach_staff_pages(world, path):
-    response = _client(world, "annotator").get(path)
+@pytest.mark.parametrize("role", ["annotator", "participant"])
+def test_annotators_never_reach_staff_pages(world, path, role):
+    response = _client(world, role).get(path)
     assert response.status_code in (302, 403)
     assert OTHERS_COMMENT.encode() not in response.content
+
+
+def test_participants_see_no_other_participant_and_no_campaign_report(world, client):
+    """Another participant's id appears nowhere a participant can reach: not on their pages, not in the report
+    (staff only)."""
+    from annotate.services.campaigns import participant_enter
+
+    participant_enter(world.campaign, {"PROLIFIC_PID": "OTHER-PARTICIPANT-7"})
+    own = _client(world, "participant")
+    for path in ("/", "/history/", "/guidelines/", f"/c/{world.campaign.slug}/guidelines/"):
+        response = own.get(path, follow=True)
+        assert response.status_code == 200 and b"OTHER-PARTICIPANT-7" not in response.content, path
+    for path in (
+        f"/admin/annotate/campaign/{world.campaign.pk}/report/",
+        f"/admin/annotate/campaign/{world.campaign.pk}/report.csv",
+        "/admin/annotate/campaignmember/",
+    ):
+        response = own.get(path)
+        assert response.status_code == 302 and response["Location"].startswith(ADMIN_LOGIN), path
 
 
 def test_api_clients_fetch_their_leases_media_with_their_token(world):

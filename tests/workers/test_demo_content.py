@@ -90,3 +90,23 @@ def _is_toy(prompt: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_the_demo_crowd_campaign_has_qualification_pairs_with_oracle_answers(db, settings, tmp_path):
+    """``make demo``'s crowd campaign: three qualification pairs whose reference answers are the oracle's (with the
+    scores as the reason), nine pairs to judge, all its own; loading it again adds nothing."""
+    from annotate.models import Campaign
+    from workers.demo_content import DEMO_CAMPAIGN, demo_campaign_load
+
+    settings.VAR_DIR = tmp_path / "var"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    campaign, reports = demo_campaign_load()
+    assert [report.pairs_created for report in reports] == [3, 9]
+    assert campaign.slug == DEMO_CAMPAIGN and campaign.external_link and campaign.quota == 6
+    qualification = list(campaign.qualification_pairs.all())
+    assert len(qualification) == 3 and all(pair.is_gold and pair.gold_labels for pair in qualification)
+    assert all("oracle scores" in pair.gold_reason for pair in qualification)
+    assert Pair.objects.filter(campaign=campaign, is_gold=False).count() == 9
+    again, reports = demo_campaign_load()
+    assert again == campaign and [report.pairs_created for report in reports] == [0, 0]
+    assert Campaign.objects.filter(slug=DEMO_CAMPAIGN).count() == 1

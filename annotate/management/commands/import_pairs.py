@@ -16,6 +16,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path, help="the CSV or JSONL manifest")
         parser.add_argument("--gold", action="store_true", help="the rows' labels become gold answers")
+        parser.add_argument(
+            "--campaign",
+            default=None,
+            metavar="SLUG",
+            help="the campaign the pairs go to (default: the default campaign; its k is the default --overlap)",
+        )
+        parser.add_argument(
+            "--qualification",
+            action="store_true",
+            help="with --gold: the pairs become the campaign's qualification set (a 'reason' column/key is the "
+            "feedback shown after each)",
+        )
         parser.add_argument("--overlap", type=int, default=None, metavar="K", help="judgments wanted per pair")
         parser.add_argument(
             "--media-root",
@@ -26,8 +38,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, file: Path, gold: bool, overlap: int | None, media_root: Path | None, **options):
+        from annotate.models import Campaign
+
         if overlap is not None and overlap < 1:
             raise CommandError(f"--overlap {overlap}: must be at least 1")
+        campaign = None
+        if options["campaign"]:
+            campaign = Campaign.objects.filter(slug=options["campaign"]).first()
+            if campaign is None:
+                slugs = ", ".join(Campaign.objects.values_list("slug", flat=True)) or "none"
+                raise CommandError(f"--campaign {options['campaign']}: no such campaign (there are: {slugs})")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, transient=True, disable=options["verbosity"] == 0) as bar:
             task = bar.add_task(f"importing {file.name}", total=None)
@@ -37,7 +57,13 @@ class Command(BaseCommand):
 
             try:
                 report = pairs_import(
-                    manifest=file, media_root=media_root, gold=gold, overlap=overlap, progress=progress
+                    manifest=file,
+                    media_root=media_root,
+                    gold=gold,
+                    overlap=overlap,
+                    progress=progress,
+                    campaign=campaign,
+                    qualification=options["qualification"],
                 )
             except ManifestError as exc:
                 raise CommandError(str(exc)) from exc

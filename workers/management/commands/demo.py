@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from config import embedded, processes
-from workers.demo_content import demo_accounts, demo_pairs_load
+from workers.demo_content import demo_accounts, demo_campaign_load, demo_pairs_load
 
 
 def _interrupt(signum, frame):
@@ -38,7 +38,8 @@ class Command(BaseCommand):
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
         credentials = demo_accounts(credentials_file=Path(settings.VAR_DIR) / "demo-credentials.json")
-        for report in demo_pairs_load():
+        campaign, campaign_reports = demo_campaign_load()
+        for report in [*demo_pairs_load(), *campaign_reports]:
             self.stdout.write(f"demo content: {report.summary()}")
             for error in report.skipped:
                 self.stderr.write(f"  {error}")
@@ -55,7 +56,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nVidPref is up in {time.monotonic() - started:.1f} s"))
         self.stdout.write(
             f"  annotate:  {base}/\n  admin:     {base}/admin/\n  API:       {base}/api/schema/\n"
-            f"  health:    {base}/healthz"
+            f"  health:    {base}/healthz\n"
+            f"  crowd:     {base}/c/{campaign.slug}/?PROLIFIC_PID=TRY-1&STUDY_ID=demo&SESSION_ID=1  (a participant's "
+            "way: guidelines, qualification with feedback, judging, the completion code)"
         )
         for name, entry in credentials.items():
             self.stdout.write(f"  {entry['role']:<9}  {name} / {entry['password']}")
