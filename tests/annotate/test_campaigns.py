@@ -167,7 +167,9 @@ def test_qualification_shows_the_reference_after_each_pair_and_admits_on_passing
             "Motion quality": "right" if lease.left_is_a else "left",
             "Text alignment": "tie",
         }
-        client.get("/", HTTP_HX_REQUEST="true")
+        following = client.get("/", HTTP_HX_REQUEST="true").content.decode()
+        if number < 3:
+            assert f"Qualification: pair {number + 1} of 3" in following
     member.refresh_from_db()
     assert member.status == "active" and member.qualification["passed"]  # 2 of 3 ≥ 0.6 in every dimension
     assert member.qualification["agreement"]["vq"] == pytest.approx(2 / 3)
@@ -221,8 +223,9 @@ def test_a_falling_gold_accuracy_pauses_the_person_and_lists_their_mistakes(clie
     assert not Assignment.objects.filter(annotator=member.user, state="active").exists()  # the lease went back
     assert "Judging is paused for you" in client.get("/").content.decode()
 
-    from annotate.admin import CampaignMemberAdmin
     from django.contrib.admin.sites import site
+
+    from annotate.admin import CampaignMemberAdmin
 
     mistakes = CampaignMemberAdmin(CampaignMember, site).recent_gold_mistakes(member)
     assert mistakes.count("<tr><td>") == 2 and "A B TIE" in mistakes
