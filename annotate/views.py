@@ -60,6 +60,9 @@ def current_member(request) -> CampaignMember:
 def _status_page(request, error: CampaignError | None = None, *, member: CampaignMember | None = None, status=200):
     """A page instead of the workspace: a refusal, failed qualification, a pause, or the completion code."""
     context = {"error": error, "member": member, "campaign": member.campaign if member else None}
+    if member is not None and member.qualification.get("agreement"):
+        scores = member.qualification["agreement"]  # jsonb does not keep the order: VQ, MQ, TA again
+        context["agreement"] = [(DIMENSION_TITLES[dim], scores[dim]) for dim in DIMENSION_TITLES if dim in scores]
     if member is not None and member.status == CampaignMember.Status.ACTIVE and member.campaign.quota is not None:
         context["completion_link"] = campaigns.completion_link(member.campaign)
     if error is not None:

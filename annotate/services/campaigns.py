@@ -191,6 +191,7 @@ class Feedback:
 
     rows: list[dict]  # {"dimension", "yours", "reference", "agrees"}
     reason: str
+    progress: dict  # {"done", "total"} qualification pairs
     finished: bool  # the last qualification pair
     passed: bool | None  # when finished
 
@@ -220,7 +221,7 @@ def qualification_feedback(member: CampaignMember, judgment: Judgment) -> Feedba
     passed = None
     if finished and member.status == Status.QUALIFYING:
         passed = qualification_decide(member)
-    return Feedback(rows=rows, reason=judgment.pair.gold_reason, finished=finished, passed=passed)
+    return Feedback(rows=rows, reason=judgment.pair.gold_reason, progress=progress, finished=finished, passed=passed)
 
 
 def qualification_scores(member: CampaignMember) -> dict[str, float]:

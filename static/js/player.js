@@ -3,7 +3,13 @@
  * The longer video is the master; the other follows it. Play, pause, seek, frame step and speed act on
  * both; while playing, a frame callback keeps the follower within one frame of the master (a hard seek
  * when it drifts further). Looping is driven here rather than by the elements, so both restart together
- * even when their durations differ. "Watched" means each video reached its end at least once.
+ * even when their durations differ. "Watched" means each video reached its end at least once while playing,
+ * after playing time of at least 90 % of its length (a seek to the end, or a jump there and one frame of play,
+ * does not count).
+ *
+ * Frames: every paused position is the middle of a frame of the master's frame grid, (n + 0.5) / fps, so a
+ * seek never lands on a boundary where a decoder may show either neighbour. seekTo (the scrubber, Home,
+ * End, ±1 s) and step (one frame) share that code: frameAt, frameTime and seekFrame.
  */
 (function () {
   "use strict";
@@ -13,7 +19,10 @@
       super();
       this.root = root;
       this.videos = Array.from(root.querySelectorAll("video.synced"));
-      this.fps = parseFloat(root.dataset.fps) || 24;
+      // frames per second of each video: data-fps is the left (first) one's, data-fps-right the right one's
+      const fpsLeft = parseFloat(root.dataset.fps) || 24;
+      const fpsRight = parseFloat(root.dataset.fpsRight) || fpsLeft;
+      this._fps = new Map(this.videos.map((v, i) => [v, i === 0 ? fpsLeft : fpsRight]));
       this.loop = true;
       this.rate = 1;
       this.watched = new Set();
@@ -41,8 +50,33 @@
     get currentTime() {
       return this.master.currentTime || 0;
     }
+    get duration() {
+      return this.master.duration || 0;
+    }
+    /* the clock's frame rate: the master's */
+    get fps() {
+      return this.fpsOf(this.master);
+    }
     get frame() {
       return 1 / this.fps;
+    }
+    fpsOf(video) {
+      return this._fps.get(video) || 24;
+    }
+    /* frames in a video (the master's by default); at least one */
+    frameCount(video = this.master) {
+      return Math.max(1, Math.round((video.duration || 0) * this.fpsOf(video)));
+    }
+    /* the master's frame shown at time t, and the middle of frame n */
+    frameAt(t) {
+      return Math.floor(t * this.fps + 1e-6);
+    }
+    frameTime(n) {
+      return (n + 0.5) / this.fps;
+    }
+    /* the middle of a video's last frame: the latest time a paused video is sent to */
+    _lastFrameTime(video) {
+      return (this.frameCount(video) - 0.5) / this.fpsOf(video);
     }
 
     _emit(name, detail) {
@@ -50,7 +84,7 @@
     }
 
     _noteProgress(video) {
-      if (video.duration && video.currentTime >= video.duration - Math.max(0.1, this.frame * 1.5)) {
+      if (!video.paused && video.duration && video.currentTime >= video.duration - Math.max(0.1, this.frame * 1.5)) {
         this._markWatched(video);
       }
       this._emit("time", { t: this.currentTime });
@@ -58,6 +92,8 @@
 
     _markWatched(video) {
       if (this.watched.has(video)) return;
+      // played for (nearly) its length in all: a jump to the end and one frame of play is not a watch
+      if (this.watchedMs < 900 * (video.duration || 0)) return;
       this.watched.add(video);
       if (this.watched.size === this.videos.length) this._emit("watched");
     }
@@ -89,7 +125,7 @@
     pause() {
       this.videos.forEach((v) => v.pause());
       this._stopClock();
-      this.seek(this.currentTime);
+      this.seekFrame(this.frameAt(this.currentTime)); // both on the middle of the frame the master shows
       this._emit("state", { playing: false });
     }
 
@@ -97,19 +133,37 @@
       return this.playing ? this.pause() : this.play();
     }
 
+    /* Both videos to time t as it is (a shorter video waits on its last frame). */
     seek(t) {
       this.videos.forEach((v) => {
-        const end = v.duration || t;
+        const end = v.duration ? this._lastFrameTime(v) : t;
         v.currentTime = Math.max(0, Math.min(t, end));
       });
       this._emit("time", { t });
     }
 
+    /* Both videos to the middle of the master's frame n (clamped to the first and last frame). */
+    seekFrame(n) {
+      const last = this.frameCount() - 1;
+      this.seek(this.frameTime(Math.max(0, Math.min(last, n))));
+    }
+
+    /* Paused on the frame at time t: the scrubber, Home, End and ±1 s. While playing, ±1 s keeps playing. */
+    seekTo(t, { keepPlaying = false } = {}) {
+      if (this.playing) {
+        if (keepPlaying) {
+          this.seek(Math.max(0, Math.min(t, this.duration)));
+          return;
+        }
+        this.pause();
+      }
+      this.seekFrame(this.frameAt(t));
+    }
+
+    /* One frame (or several) forward or back, paused. */
     step(frames) {
       if (this.playing) this.pause();
-      const duration = this.master.duration || 0;
-      const t = Math.max(0, Math.min(duration, this.currentTime + frames * this.frame));
-      this.seek(t);
+      this.seekFrame(this.frameAt(this.currentTime) + frames);
     }
 
     setRate(rate) {
@@ -120,6 +174,7 @@
 
     setLoop(loop) {
       this.loop = loop;
+      this._emit("loop", { loop });
     }
 
     /* Drift: how far each follower is from where it should be, in seconds. */
@@ -151,6 +206,7 @@
             v.playbackRate = this.rate;
           }
         });
+        this._emit("time", { t }); // smooth for the scrubber and the clock (timeupdate comes ~4 times a second)
         requestAnimationFrame(tick);
       };
       requestAnimationFrame(tick);
