@@ -312,3 +312,58 @@ def test_statistics_and_snapshots_filter_by_the_campaigns_batches(db, campaign):
     empty = Campaign.objects.create(name="Empty", slug="empty")
     assert campaign_batch_ids(empty, []) == [0]
     assert Batch.objects.get(name="theirs").campaign.slug == "default"
+
+
+def test_an_account_in_several_campaigns_switches_between_them(client, make_user, make_pairs, campaign):
+    group = Group.objects.create(name="two-campaigns")
+    campaign.annotator_group, campaign.guidelines = group, ""
+    campaign.save()
+    make_pairs(1)
+    make_pairs(1, campaign=campaign)
+    user = make_user()
+    user.groups.add(group)
+    client.force_login(user)
+    page = client.get("/").content.decode()  # the first campaign (the default one), with a link to the other
+    assert 'class="campaign-switch"' in page and 'href="/c/study/"' in page
+    assert Assignment.objects.get(annotator=user, state="active").pair.campaign.slug == "default"
+    assert client.get("/c/study/").status_code == 302
+    page = client.get("/").content.decode()
+    assert 'href="/c/default/"' in page
+    assert Assignment.objects.filter(annotator=user, state="active", pair__campaign=campaign).exists()
+
+
+def test_the_dashboard_and_the_export_form_filter_by_campaign(db, campaign, staff_browser):
+    from annotate.admin import StatsFilterForm
+    from annotate.models import Batch
+    from workers.forms import ExportForm
+
+    ours = Batch.objects.create(name="ours", campaign=campaign)
+    Batch.objects.create(name="theirs")
+    assert StatsFilterForm({"campaign": campaign.pk}).canonical()["batch_ids"] == [ours.pk]
+    assert StatsFilterForm({}).canonical()["batch_ids"] == []
+    export = ExportForm({"campaign": campaign.pk, "min_judgments": 1, "min_agreement": 0, "no_majority": "tie"})
+    assert export.is_valid(), export.errors
+    assert export.job_params()["batch_ids"] == [ours.pk] and export.job_params()["campaign"] == "study"
+    page = staff_browser.get(f"/admin/annotate/agreementreport/?campaign={campaign.pk}").content.decode()
+    assert f'<input type="hidden" name="campaign" value="{campaign.pk}">' in page  # the recompute keeps it
+
+
+def test_existing_pairs_and_batches_migrate_into_the_default_campaign(transactional_db):
+    """The migration that adds campaigns puts every existing pair and batch into ``default`` (open to all)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("annotate", "0002_agreement_report")])
+    old = executor.loader.project_state([("annotate", "0002_agreement_report")]).apps
+    prompt = old.get_model("annotate", "Prompt").objects.create(text="old prompt", text_sha256="f" * 64)
+    Video = old.get_model("annotate", "Video")
+    a, b = (Video.objects.create(prompt=prompt, file=f"v/{s}.mp4", sha256=s * 64) for s in "ab")
+    batch = old.get_model("annotate", "Batch").objects.create(name="old batch")
+    old.get_model("annotate", "Pair").objects.create(prompt=prompt, video_a=a, video_b=b, batch=batch)
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    pair = Pair.objects.get(prompt__text="old prompt")
+    assert pair.campaign.slug == "default" and pair.batch.campaign.slug == "default"
+    assert pair.campaign.open_to_all_accounts
