@@ -100,6 +100,17 @@ def _flow_train(args) -> int:
     return 0
 
 
+def _flow_grpo(args) -> int:
+    from alignment.config import load_config
+    from alignment.flow.grpo_train import FlowGRPOConfig, train_flow_grpo
+
+    config = load_config(FlowGRPOConfig, args.config, args.set)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    train_flow_grpo(config, on_step=_progress_file(args))
+    return 0
+
+
 def _latent_reward_train(args) -> int:
     from alignment.config import load_config
     from alignment.flow.latent_reward import LatentRewardConfig, train_latent_reward
@@ -276,6 +287,23 @@ def build_parser() -> argparse.ArgumentParser:
             set_example="--set max_steps=2 --set lora_rank=8",
         )
         flow.set_defaults(handler=_flow_train)
+
+    grpo = commands.add_parser(
+        "flow-grpo",
+        help="Flow-GRPO: online RL of the policy's LoRA from a reward model (resumes if checkpoints exist)",
+        description="Each step samples group_size videos per prompt from the current policy with the SDE "
+        "(sample_steps steps), scores them with reward_model (dimension_weights over VQ/MQ/TA), standardises "
+        "the rewards within each prompt's group and takes the clipped objective with a KL penalty to the policy "
+        "with its LoRA off, from a FlowGRPOConfig file; prompts from a snapshot or a prompt file. Writes "
+        "output_dir/final (LoRA loadable by WanPipeline.load_lora_weights), output_dir/checkpoints and "
+        "output_dir/metrics.json (reward mean/std per step, KL, clip fraction, the validation reward).",
+    )
+    _training_arguments(
+        grpo,
+        config_help="config file (.json/.yaml): output_dir, policy, reward_model, snapshot or prompt_file, …",
+        set_example="--set max_steps=2 --set group_size=4 --set kl_weight=0.04",
+    )
+    grpo.set_defaults(handler=_flow_grpo)
 
     latent = commands.add_parser(
         "latent-reward-train",
