@@ -39,8 +39,8 @@ def seed_pairs(env: dict, count: int, start: int) -> None:
     INSERT INTO annotate_video (id, prompt_id, file, poster, sha256, generator, origin, generation_params, status, error, created_at, fps)
       SELECT g, (g + 1) / 2, 'videos/bench-' || g || '.mp4', '', md5(g::text) || md5((g*7)::text), 'bench', 'imported', '{{}}', 'ready', '', now(), 24
       FROM generate_series({2 * start - 1}, {2 * (start + count - 1)}) g;
-    INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled, judgment_count, created_at)
-      SELECT g, g, 2 * g - 1, 2 * g, 3, 0, 'open', false, 0, 0, now()
+    INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled, judgment_count, created_at, campaign_id, gold_reason)
+      SELECT g, g, 2 * g - 1, 2 * g, 3, 0, 'open', false, 0, 0, now(), (SELECT id FROM annotate_campaign WHERE slug = 'default'), ''
       FROM generate_series({start}, {start + count - 1}) g;
     SELECT setval(pg_get_serial_sequence('annotate_prompt', 'id'), {start + count});
     SELECT setval(pg_get_serial_sequence('annotate_video', 'id'), {2 * (start + count)});

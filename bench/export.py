@@ -52,8 +52,9 @@ def seed(pairs: int) -> dict:
     with connection.cursor() as cursor:
         seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3)
         cursor.execute(
-            "INSERT INTO annotate_batch (name, source, created_at, report) "
-            "VALUES ('bench half', 'bench', now(), '{}') RETURNING id"
+            "INSERT INTO annotate_batch (name, source, created_at, report, campaign_id) "
+            "VALUES ('bench half', 'bench', now(), '{}', (SELECT id FROM annotate_campaign WHERE slug = 'default')) "
+            "RETURNING id"
         )
         batch_id = cursor.fetchone()[0]
         cursor.execute("UPDATE annotate_pair SET batch_id = %s WHERE id <= %s", [batch_id, pairs // 2])

@@ -109,8 +109,9 @@ def seed(env: dict, *, pairs: int, clients: int, tag: str, media_root: Path) -> 
              'ready', '', now(), 24, 96, 320, 240, 4
       FROM soak_base b, generate_series(1, 2 * {pairs}) g;
     INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled,
-                               judgment_count, created_at)
-      SELECT b.pairs + g, b.prompts + g, b.videos + 2 * g - 1, b.videos + 2 * g, 3, 0, 'open', false, 0, 0, now()
+                               judgment_count, created_at, campaign_id, gold_reason)
+      SELECT b.pairs + g, b.prompts + g, b.videos + 2 * g - 1, b.videos + 2 * g, 3, 0, 'open', false, 0, 0, now(),
+             (SELECT id FROM annotate_campaign WHERE slug = 'default'), ''
       FROM soak_base b, generate_series(1, {pairs}) g;
     DROP TABLE soak_base;
     SELECT setval(pg_get_serial_sequence('annotate_prompt', 'id'), (SELECT max(id) FROM annotate_prompt));

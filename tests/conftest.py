@@ -225,7 +225,10 @@ def render_clip(path: Path, *, seconds=1.0, size="64x48", rate=12, source="tests
 def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_prompt: int = 12) -> None:
     """Insert ``pairs`` pairs (with prompts, videos and placeholder files) judged by ``judgments_per_pair``
     annotators each, straight in SQL: for exports and benchmarks at scale. Labels vary deterministically."""
+    from annotate.models import default_campaign_pk
+
     labels = "(ARRAY['A','B','TIE'])[1 + ({expr}) % 3]"
+    campaign = default_campaign_pk()  # made again after a flush; the columns below have no database default
     sql = f"""
     CREATE TEMP TABLE seed_base AS SELECT
       (SELECT coalesce(max(id), 0) FROM auth_user) AS users, (SELECT coalesce(max(id), 0) FROM annotate_prompt) AS prompts,
@@ -245,9 +248,9 @@ def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_
              now(), 24, 48, 320, 192
       FROM seed_base b, generate_series(1, 2 * {pairs}) g;
     INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled,
-                               judgment_count, created_at)
+                               judgment_count, created_at, campaign_id, gold_reason)
       SELECT b.pairs + g, b.prompts + 1 + (g - 1) / {pairs_per_prompt}, b.videos + 2 * g - 1, b.videos + 2 * g,
-             {judgments_per_pair}, 0, 'complete', false, {judgments_per_pair}, {judgments_per_pair}, now()
+             {judgments_per_pair}, 0, 'complete', false, {judgments_per_pair}, {judgments_per_pair}, now(), {campaign}, ''
       FROM seed_base b, generate_series(1, {pairs}) g;
     INSERT INTO annotate_assignment (id, pair_id, annotator_id, left_is_a, leased_at, expires_at, state, skip_reason)
       SELECT b.assignments + (g - 1) * {judgments_per_pair} + k, b.pairs + g, b.users + k, (g + k) % 2 = 0, now(), now(),

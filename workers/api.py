@@ -470,7 +470,9 @@ class PipelineStartSerializer(serializers.Serializer):
         required=False, default=False, help_text="run even if too few judgments arrived since the last snapshot"
     )
     alignment_method = serializers.ChoiceField(
-        choices=["dpo", "rwr"], required=False, help_text="Flow-DPO or Flow-RWR; default VIDPREF_ALIGNMENT_METHOD"
+        choices=["dpo", "rwr", "grpo"],
+        required=False,
+        help_text="Flow-DPO, Flow-RWR or Flow-GRPO; default VIDPREF_ALIGNMENT_METHOD",
     )
     generate_pairs = serializers.IntegerField(
         min_value=1,

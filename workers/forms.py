@@ -225,7 +225,8 @@ class PreviewForm(forms.Form):
 
 class PipelineStartForm(forms.Form):
     alignment_method = forms.ChoiceField(
-        choices=[("dpo", "Flow-DPO"), ("rwr", "Flow-RWR")], help_text="default: VIDPREF_ALIGNMENT_METHOD"
+        choices=[("dpo", "Flow-DPO"), ("rwr", "Flow-RWR"), ("grpo", "Flow-GRPO")],
+        help_text="default: VIDPREF_ALIGNMENT_METHOD",
     )
     generate_pairs = forms.IntegerField(min_value=1, max_value=100_000, help_text="new pairs queued for labelling")
     force = forms.BooleanField(

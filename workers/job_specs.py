@@ -109,6 +109,30 @@ _POLICY_SPECS = [
     )
 ]
 
+_GRPO_SPEC = JobSpec(
+    Job.Kind.FLOW_GRPO,
+    "Flow-GRPO",
+    "Online RL: the policy samples groups of videos for the snapshot's prompts, the reward model scores them, "
+    "and the LoRA learns from the scores within each group (clipped, with a KL to the base); gpu queue.",
+    config_class="alignment.flow.config:FlowGRPOConfig",
+    hidden=frozenset(
+        {"output_dir", "policy", "snapshot", "prompt_file", "progress", "reward_model", "reward_base_model"}
+    ),
+    base_config=partial(policy_base_config, Job.Kind.FLOW_GRPO),
+    create=partial(policy_job_create, kind=Job.Kind.FLOW_GRPO),
+    inputs=("snapshot", "reward_version"),
+    primary=(
+        "max_steps",
+        "batch_size",
+        "group_size",
+        "sample_steps",
+        "learning_rate",
+        "kl_weight",
+        "dimension_weights",
+        "lora_rank",
+    ),
+)
+
 JOB_SPECS: dict[str, JobSpec] = {
     spec.kind: spec
     for spec in (
@@ -158,6 +182,7 @@ JOB_SPECS: dict[str, JobSpec] = {
             ),
         ),
         *_POLICY_SPECS,
+        _GRPO_SPEC,
         JobSpec(
             Job.Kind.LATENT_REWARD,
             "Train a latent reward model",

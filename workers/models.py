@@ -54,6 +54,7 @@ class Job(models.Model):
         SFT = "sft", "supervised fine-tuning"
         FLOW_DPO = "flow_dpo", "Flow-DPO"
         FLOW_RWR = "flow_rwr", "Flow-RWR"
+        FLOW_GRPO = "flow_grpo", "Flow-GRPO"
         LATENT_REWARD = "latent_reward", "train latent reward model"
         GENERATE = "generate", "generate pairs"
         PREVIEW = "preview", "guided preview"

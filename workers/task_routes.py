@@ -29,6 +29,7 @@ JOB_TASKS: dict[str, TaskRoute] = {
     Job.Kind.SFT: TaskRoute("workers.tasks.gpu.train_sft", "gpu"),
     Job.Kind.FLOW_DPO: TaskRoute("workers.tasks.gpu.train_flow_dpo", "gpu"),
     Job.Kind.FLOW_RWR: TaskRoute("workers.tasks.gpu.train_flow_rwr", "gpu"),
+    Job.Kind.FLOW_GRPO: TaskRoute("workers.tasks.gpu.train_flow_grpo", "gpu"),
     Job.Kind.LATENT_REWARD: TaskRoute("workers.tasks.gpu.train_latent_reward", "gpu"),
     Job.Kind.GENERATE: TaskRoute("workers.tasks.gpu.generate_pairs", "gpu"),
     Job.Kind.PREVIEW: TaskRoute("workers.tasks.gpu.guided_preview", "gpu"),

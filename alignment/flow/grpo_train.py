@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
 
 import torch
 from torch.utils.data import Dataset
 
 from alignment.config import save_config
+from alignment.flow.config import FlowGRPOConfig, check_grpo_config  # noqa: F401  (imported from here too)
 from alignment.flow.grpo import (
     group_advantages,
     grpo_loss,
@@ -34,80 +33,12 @@ from alignment.flow.grpo import (
     step_log_prob,
     trainable_steps,
 )
-from alignment.flow.model import DEFAULT_LORA_TARGETS, TRAINED_POLICY_FILE, load_policy
+from alignment.flow.model import TRAINED_POLICY_FILE, load_policy
 from alignment.flow.sample import initial_noise, sample_latents, write_clips
 from alignment.flow.train import TRAIN_CONFIG_FILE, reference_velocity
-from alignment.training import Run, TrainingMethod, check_lr_schedule, for_this_machine, run_training
+from alignment.training import Run, TrainingMethod, for_this_machine, run_training
 
 log = logging.getLogger("alignment.flow.grpo")
-
-
-@dataclass
-class FlowGRPOConfig:
-    """Flow-GRPO: the policy's LoRA trained online from a reward model's scores of its own samples."""
-
-    method: ClassVar[str] = "flow-grpo"
-    output_dir: str
-    policy: str  # a diffusers-format policy folder (alignment.flow.model)
-    reward_model: str  # a VideoReward folder (or a VideoAlign checkpoint) that scores the samples
-    reward_base_model: str | None = None  # a VideoAlign checkpoint's local Qwen2-VL
-    dimension_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # VQ, MQ, TA: reward = Σ w·normalised score
-    # the prompts
-    snapshot: str | None = None  # prompts of its train_split (val_split for evaluation) ...
-    prompt_file: str | None = None  # ... or a text file, one prompt a line (evaluated on its first max_eval_items)
-    train_split: str = "train"
-    val_split: str = "val"
-    num_frames: int | None = None  # clip size; default the policy's (vidpref_policy.json)
-    height: int | None = None
-    width: int | None = None
-    # sampling during training
-    group_size: int = 4  # G: samples per prompt, whose rewards are standardised together
-    sample_steps: int = 10  # SDE steps while training ("denoising reduction"); sample the result with more
-    noise_level: float = 0.7  # a: the SDE's std is a·√(σ / (1 − σ))
-    train_steps_per_sample: int | None = None  # sampled steps trained per batch (a random subset); None: all
-    # the objective
-    clip_range: float = 1e-4  # ε of the clipped ratio
-    adv_clip_max: float = 5.0  # advantages clipped to ±this
-    kl_weight: float = 0.04  # β of the KL to the reference (the LoRA switched off); 0 drops it
-    # LoRA and the optimiser
-    finetune: Literal["lora"] = "lora"  # Flow-GRPO trains LoRA adapters (the reference is the base)
-    lora_rank: int = 32
-    lora_alpha: float | None = None  # None: the rank (scale 1)
-    lora_target_modules: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 4  # prompts per optimizer step, over all processes (× group_size videos)
-    gradient_accumulation_steps: int = 1
-    epochs: int = 1  # passes over the prompts
-    max_steps: int | None = None
-    warmup_steps: int = 0
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # constant | cosine
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that supports it
-    gradient_checkpointing: bool | None = None  # None (auto): on a GPU; a CPU never checkpoints
-    save_every_steps: int | None = None  # also saved at the end
-    keep_checkpoints: int = 2
-    eval_every_steps: int | None = None  # also evaluated at the end
-    max_eval_items: int | None = 16  # validation prompts sampled at each evaluation
-    eval_sample_steps: int = 20  # ODE steps of the evaluation's samples (the full schedule)
-    score_batch_size: int = 8  # videos per reward-model call
-    num_workers: int = 0
-    progress: bool = True
-
-
-def check_grpo_config(config: FlowGRPOConfig) -> None:
-    check_lr_schedule(config)
-    if bool(config.snapshot) == bool(config.prompt_file):
-        raise ValueError("set exactly one of `snapshot` (its prompts) or `prompt_file` (one prompt a line)")
-    if config.group_size < 2:
-        raise ValueError(f"group_size {config.group_size}: needs ≥ 2 samples per prompt to compare them")
-    if config.sample_steps < 2:
-        raise ValueError(f"sample_steps {config.sample_steps}: needs ≥ 2 (the last step to σ = 0 has no noise)")
-    if config.noise_level <= 0:
-        raise ValueError(f"noise_level {config.noise_level}: must be > 0")
-    if not any(config.dimension_weights):
-        raise ValueError("dimension_weights are all 0: nothing to reward")
 
 
 def grpo_prompts(config: FlowGRPOConfig) -> tuple[list[str], list[str]]:

@@ -483,3 +483,48 @@ def test_made_by_this_job_links_the_pairs_of_a_generation_or_an_import(staff_cli
     assert "0 new pairs</a> and 2 already present" in live and "line 3: gone.mp4: file not found" in live
     running = Job.objects.create(kind=Job.Kind.GENERATE, status=Job.Status.RUNNING, result={"batch_id": batch.pk})
     assert "Made by this job" not in staff_client.get(f"/admin/workers/job/{running.pk}/live/").content.decode()
+
+
+def test_a_flow_grpo_job_from_the_admin_trains_on_the_snapshots_prompts_with_a_reward_model(
+    db, staff_client, tmp_path, settings, django_capture_on_commit_callbacks
+):
+    """The admin's Flow-GRPO form (a reward model required) → the job → the worker's service (the trainer in a
+    child process) → a policy ModelVersion with the reward curve among its charts."""
+    from alignment.flow import load_policy
+    from alignment.flow.tiny import build_tiny_wan_policy
+    from tests.alignment.test_flow import toy_snapshot
+    from tests.alignment.test_flow_grpo import _small_reward_model
+    from workers.services.alignment import policy_job_create, policy_work
+
+    settings.JOB_ROOT, settings.VAR_DIR = tmp_path / "jobs", tmp_path / "var"
+    settings.VIDPREF_BASE_POLICY = str(build_tiny_wan_policy(tmp_path / "wan", pixel_patch=4, num_layers=2))
+    folder = toy_snapshot(tmp_path / "snap")
+    snapshot = DatasetSnapshot.objects.create(name="toy", uri=str(folder), counts={"pairs": 12, "train": 8})
+    reward = ModelVersion.objects.create(
+        kind="reward", name="reward-small", path=str(_small_reward_model(tmp_path / "reward")), snapshot=snapshot
+    )
+    form = JobConfigForm(JOB_SPECS[Job.Kind.FLOW_GRPO])
+    assert {"group_size", "sample_steps", "kl_weight", "clip_range"} <= set(form.fields)
+    assert "reward_model" not in form.fields and "policy" not in form.fields  # the inputs and the worker set them
+    posted = {
+        key: ("on" if value is True else form.fields[key].prepare_value(value))
+        for key, value in ((name, form[name].value()) for name in form.fields)
+        if value is not False and value is not None
+    }
+    refused = staff_client.post("/admin/workers/job/new/flow_grpo/", {**posted, "snapshot": snapshot.pk})
+    assert "choose a reward model" in refused.content.decode()
+    with django_capture_on_commit_callbacks():
+        response = staff_client.post(
+            "/admin/workers/job/new/flow_grpo/",
+            {**posted, "snapshot": snapshot.pk, "reward_version": reward.pk, "max_steps": 2, "group_size": 2},
+        )
+    assert response.status_code == 302
+    job = Job.objects.get(kind=Job.Kind.FLOW_GRPO)
+    assert job.params["reward_model_version_id"] == reward.pk
+    result = job_execute(job_id=job.pk, work=policy_work)
+    version = ModelVersion.objects.get(pk=result["model_version_id"])
+    assert version.kind == ModelVersion.Kind.POLICY and version.name == f"flow-grpo-{job.pk}"
+    assert [point[0] for point in version.metrics["charts"]["reward_mean"]] == [1, 2]
+    assert load_policy(version.path).transformer is not None
+    with pytest.raises(ValueError, match="choose a reward model"):
+        policy_job_create(kind=Job.Kind.FLOW_GRPO, snapshot=snapshot)

@@ -170,3 +170,25 @@ def test_a_skipped_pipeline_shows_why_and_the_list_shows_each_status(staff_clien
     listing = staff_client.get("/admin/workers/pipeline/").content.decode()
     assert f'href="/admin/workers/pipeline/{skipped.pk}/change/"' in listing
     assert '<span class="badge list-badge status-skipped">Skipped</span>' in listing
+
+
+def test_the_pipeline_aligns_with_flow_grpo_from_its_reward_model(db):
+    """``alignment_method=grpo`` (``VIDPREF_ALIGNMENT_METHOD=grpo``): the align stage is a Flow-GRPO job given the
+    reward stage's model, and the generate stage samples that policy."""
+    from workers.services.pipelines import pipeline_stage_params, pipeline_stages
+
+    pipeline = Pipeline.objects.create(
+        params={"alignment_method": "grpo", "generate_pairs": 8}, status=Pipeline.Status.RUNNING
+    )
+    Job.objects.create(kind=Job.Kind.EXPORT, pipeline=pipeline, status=Job.Status.SUCCEEDED, result={"snapshot_id": 7})
+    Job.objects.create(
+        kind=Job.Kind.REWARD, pipeline=pipeline, status=Job.Status.SUCCEEDED, result={"model_version_id": 11}
+    )
+    assert [stage["kind"] for stage in pipeline_stages(pipeline)][2] == Job.Kind.FLOW_GRPO
+    kind, params = pipeline_stage_params(pipeline, "align")
+    assert kind == Job.Kind.FLOW_GRPO and params["reward_model_version_id"] == 11 and params["snapshot_id"] == 7
+    Job.objects.create(
+        kind=Job.Kind.FLOW_GRPO, pipeline=pipeline, status=Job.Status.SUCCEEDED, result={"model_version_id": 12}
+    )
+    kind, params = pipeline_stage_params(pipeline, "generate")
+    assert kind == Job.Kind.GENERATE and params["policy_model_version_id"] == 12

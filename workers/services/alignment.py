@@ -1,4 +1,4 @@
-"""Aligning the video model (``sft``, ``flow_dpo``, ``flow_rwr`` jobs) and Flow-NRG's latent reward model
+"""Aligning the video model (``sft``, ``flow_dpo``, ``flow_rwr``, ``flow_grpo`` jobs) and Flow-NRG's latent reward model
 (``latent_reward``) on the ``gpu`` queue, from a snapshot, registered as a ``ModelVersion`` (``policy`` or
 ``latent_reward``). The trained policy is a LoRA (or a transformer) over the base policy folder. The four kinds
 share one trainer runner: ``policy_job_create`` records and queues a job (the web side), ``policy_work`` runs it
@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 
 from alignment.config import config_from_dict, read_config_file
-from alignment.flow.config import TRAINERS, LatentRewardConfig
+from alignment.flow.config import TRAINERS, FlowGRPOConfig, LatentRewardConfig
 from workers.models import DatasetSnapshot, Job, ModelVersion
 from workers.services.jobs import job_create, job_folder, json_safe
 from workers.services.launch import run_trainer
@@ -27,6 +27,7 @@ METHODS = {
     Job.Kind.SFT: "sft",
     Job.Kind.FLOW_DPO: "flow-dpo",
     Job.Kind.FLOW_RWR: "flow-rwr",
+    Job.Kind.FLOW_GRPO: "flow-grpo",
     Job.Kind.LATENT_REWARD: "latent-reward-train",
 }
 
@@ -41,6 +42,29 @@ SMALL_POLICY_CONFIG = {
     "save_every_steps": 20,
     "progress": False,
 }
+# Flow-GRPO's: few prompts a step, small groups and few SDE steps (each step samples and scores videos)
+SMALL_GRPO_CONFIG = {
+    "lora_rank": 8,
+    "learning_rate": 1e-3,
+    "batch_size": 2,
+    "group_size": 4,
+    "sample_steps": 6,
+    "epochs": 1000,  # passes over the prompts: max_steps ends the run
+    "max_steps": 20,
+    "max_eval_items": 8,
+    "eval_sample_steps": 12,
+    "save_every_steps": 10,
+    "progress": False,
+}
+
+
+def policy_config_class(kind: str):
+    """The alignment config dataclass of a policy job kind (torch-free)."""
+    if kind == Job.Kind.LATENT_REWARD:
+        return LatentRewardConfig
+    if kind == Job.Kind.FLOW_GRPO:
+        return FlowGRPOConfig
+    return TRAINERS[METHODS[kind]]
 
 
 def base_policy_folder() -> Path:
@@ -64,9 +88,9 @@ def base_policy_folder() -> Path:
 def policy_base_config(kind: str) -> dict:
     """The site's defaults for a method: ``VIDPREF_ALIGNMENT_CONFIG``'s file, else the small CPU run."""
     configured = settings.VIDPREF_ALIGNMENT_CONFIG
-    base = read_config_file(configured) if configured else SMALL_POLICY_CONFIG
-    config_class = LatentRewardConfig if kind == Job.Kind.LATENT_REWARD else TRAINERS[METHODS[kind]]
-    accepted = {field.name for field in dataclasses.fields(config_class)}
+    small = SMALL_GRPO_CONFIG if kind == Job.Kind.FLOW_GRPO else SMALL_POLICY_CONFIG
+    base = read_config_file(configured) if configured else small
+    accepted = {field.name for field in dataclasses.fields(policy_config_class(kind))}
     return {key: value for key, value in base.items() if key in accepted}
 
 
@@ -88,6 +112,8 @@ def policy_job_create(
         raise ValueError("a latent reward model learns from the snapshot's labels; leave the reward model empty")
     if reward_version is not None and reward_version.kind != ModelVersion.Kind.REWARD:
         raise ValueError(f"{reward_version.name} is not a reward model")
+    if kind == Job.Kind.FLOW_GRPO and reward_version is None:
+        raise ValueError("Flow-GRPO learns from a reward model's scores of its own samples: choose a reward model")
     params = {
         "snapshot_id": snapshot.pk,
         "config": overrides or {},
@@ -115,13 +141,17 @@ def policy_work(job: Job) -> tuple[dict, dict]:
         progress=False,
     )
     reward_id = job.params.get("reward_model_version_id")
-    if reward_id and values.get("label_source") == "reward_model" or method == "flow-rwr" and reward_id:
+    if method == "flow-grpo":  # the prompts of the snapshot, the samples scored by the reward model
+        reward_version = ModelVersion.objects.get(pk=reward_id)
+        values.update(reward_model=reward_version.path, reward_base_model=reward_version.config.get("base_model"))
+        values = {key: value for key, value in values.items() if key not in ("media_root", "cache_dir")}
+    elif reward_id and values.get("label_source") == "reward_model" or method == "flow-rwr" and reward_id:
         values.update(label_source="reward_model", reward_model=ModelVersion.objects.get(pk=reward_id).path)
-    config_class = LatentRewardConfig if latent else TRAINERS[method]
+    config_class = policy_config_class(job.kind)
     config = config_from_dict(config_class, values, where=f"job {job.pk}'s {method} config")
-    job.append_log(
-        f"{method} on {snapshot.name} from {config.policy}" + ("" if latent else f"; labels: {config.label_source}")
-    )
+    labels = "" if latent or method == "flow-grpo" else f"; labels: {config.label_source}"
+    rewards = f"; rewards from {config.reward_model}" if method == "flow-grpo" else ""
+    job.append_log(f"{method} on {snapshot.name} from {config.policy}{labels}{rewards}")
     existing = checkpoints(Path(config.output_dir))
     if existing:
         job.append_log(f"resuming from checkpoint {existing[-1].name}")
@@ -138,7 +168,18 @@ def policy_work(job: Job) -> tuple[dict, dict]:
             {
                 "method": method,
                 "final_eval": (metrics.get("eval") or [{}])[-1],
-                "charts": {"train_loss": losses[:: max(1, len(losses) // 400)]},
+                "charts": {
+                    "train_loss": losses[:: max(1, len(losses) // 400)],
+                    **(
+                        {
+                            "reward_mean": [
+                                [point["step"], point["reward_mean"]] for point in metrics.get("train_loss", [])
+                            ][:: max(1, len(losses) // 400)]
+                        }
+                        if method == "flow-grpo"
+                        else {}
+                    ),
+                },
             }
         ),
     )

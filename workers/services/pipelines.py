@@ -24,7 +24,7 @@ from workers.services.jobs import job_cancel, job_execute
 from workers.task_routes import PIPELINE_FINISH_TASK, PIPELINE_STAGE_TASKS
 
 STAGE_QUEUES = {stage: route.queue for stage, route in PIPELINE_STAGE_TASKS.items()}  # the stages, in order
-ALIGNMENT_KINDS = {"dpo": Job.Kind.FLOW_DPO, "rwr": Job.Kind.FLOW_RWR}
+ALIGNMENT_KINDS = {"dpo": Job.Kind.FLOW_DPO, "rwr": Job.Kind.FLOW_RWR, "grpo": Job.Kind.FLOW_GRPO}
 
 
 class PipelineBusy(Exception):
@@ -64,7 +64,7 @@ def pipeline_start(
     ``force``); another active pipeline raises ``PipelineBusy``."""
     params = {**pipeline_defaults(), **(params or {})}
     if params["alignment_method"] not in ALIGNMENT_KINDS:
-        raise ValueError(f"alignment_method {params['alignment_method']!r}: choose dpo or rwr")
+        raise ValueError(f"alignment_method {params['alignment_method']!r}: choose {', '.join(ALIGNMENT_KINDS)}")
     fresh = judgments_since_last_snapshot()
     if not force and fresh < params["min_new_judgments"]:
         return Pipeline.objects.create(

@@ -53,6 +53,13 @@ def train_flow_dpo(job_id: int) -> dict | None:
     return _train_policy(job_id)
 
 
+@shared_task(name="workers.tasks.gpu.train_flow_grpo", acks_late=True, reject_on_worker_lost=True)
+def train_flow_grpo(job_id: int) -> dict | None:
+    """Flow-GRPO (online RL from a reward model's scores of the policy's own samples); registers a policy
+    ModelVersion; resumes when redelivered."""
+    return _train_policy(job_id)
+
+
 @shared_task(name="workers.tasks.gpu.train_flow_rwr", acks_late=True, reject_on_worker_lost=True)
 def train_flow_rwr(job_id: int) -> dict | None:
     """Flow-RWR (reward-weighted flow matching); registers a policy ModelVersion; resumes when redelivered."""
