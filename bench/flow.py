@@ -1,5 +1,8 @@
 """Flow-DPO's cost over SFT: step time and peak memory of a Flow-DPO step as ratios to an SFT step over
-the same number of videos (B pairs = 2B videos). Goal: time ratio ≤ 1.4.
+the same number of videos (B pairs = 2B videos). Goal: time ratio ≤ 1.4. And Flow-GRPO's step (LoRA) as a ratio
+to Flow-DPO's on the same number of videos: 2B videos in two groups of B, sampled with ``--grpo-steps`` SDE
+steps, every noisy step trained with the KL to the reference (``alignment.flow.grpo``); decoding and the
+reward model's scoring are left out (they depend on the codec and the reward model, not on the method).
 
 Flow-DPO runs the policy forward and backward on the 2B noised videos, as SFT does, plus one forward of
 the reference (the same network with its LoRA disabled, or a frozen copy for a full fine-tune) without
@@ -13,7 +16,7 @@ over the loaded policy — adapters, optimizer state, a full fine-tune's frozen 
 (CUDA: ``max_memory_allocated``; CPU: peak RSS from ``getrusage``, coarser). On a GPU the trainer's
 settings apply: bf16 autocast and gradient checkpointing.
 
-    .venv/bin/python bench/flow.py [--out bench/results/flow.json] [--pairs 2] [--steps 8]
+    .venv/bin/python bench/flow.py [--out bench/results/flow.json] [--pairs 2] [--steps 8] [--grpo-steps 10]
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def setup(policy_folder: str, finetune: str, pairs: int, threads: int, *, methods=("sft", "flow-dpo")):
+def setup(
+    policy_folder: str, finetune: str, pairs: int, threads: int, *, methods=("sft", "flow-dpo"), grpo_steps: int = 10
+):
     """The policy (LoRA or full, as the trainer sets it up: a full fine-tune's Flow-DPO adds a frozen
     reference copy), an optimizer, one batch per method, and the memory in use once the policy is loaded."""
     import torch
@@ -93,7 +98,61 @@ def setup(policy_folder: str, finetune: str, pairs: int, threads: int, *, method
     }
     batches = {method: {k: v.to(device) for k, v in batches[method].items()} for method in methods}
 
+    def grpo_step() -> None:
+        from alignment.flow.grpo import (
+            group_advantages,
+            grpo_loss,
+            sample_trajectories,
+            sde_step,
+            step_log_prob,
+            trainable_steps,
+        )
+        from alignment.flow.train import reference_velocity
+
+        videos = 2 * pairs
+        noise = torch.randn(videos, *latent_shape, generator=torch.Generator().manual_seed(2))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+            trajectory = sample_trajectories(
+                policy, torch.cat([text, text]).to(device), noise, steps=grpo_steps, transformer=model
+            )
+            rewards = trajectory.final.float().mean(dim=tuple(range(1, trajectory.final.dim())))
+            advantages = group_advantages(rewards.cpu(), [i // pairs for i in range(videos)]).to(device)
+            steps = trainable_steps(trajectory)
+            for k in steps:
+                stepped = step_log_prob(policy, trajectory, k, noise_level=0.7, transformer=model)
+                with torch.no_grad():
+                    sigma = float(trajectory.sigmas[k])
+                    latents = trajectory.latents[:, k]
+                    velocity = reference_velocity(
+                        policy, latents, torch.full((videos,), sigma, device=device), trajectory.text, lora_model=model
+                    )
+                    reference_mean = sde_step(
+                        latents,
+                        velocity,
+                        sigma,
+                        float(trajectory.sigmas[k + 1]),
+                        noise_level=0.7,
+                        sigma_max=float(trajectory.sigmas[1]),
+                        next_latents=trajectory.latents[:, k + 1],
+                    ).mean
+                parts = grpo_loss(
+                    stepped.log_prob,
+                    trajectory.log_probs[:, k],
+                    advantages,
+                    kl_weight=0.04,
+                    mean=stepped.mean,
+                    reference_mean=reference_mean,
+                    std=stepped.std,
+                )
+                (parts.loss / len(steps)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if on_gpu:
+            torch.cuda.synchronize()
+
     def step(method: str) -> None:
+        if method == "flow-grpo":
+            return grpo_step()
         config = TRAINERS[method](output_dir="unused", policy=policy_folder, snapshot="unused", finetune=finetune)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
             loss, _ = step_loss(
@@ -119,17 +178,19 @@ def setup(policy_folder: str, finetune: str, pairs: int, threads: int, *, method
     return step, on_gpu, info, loaded_bytes
 
 
-def time_worker(policy_folder: str, finetune: str, pairs: int, steps: int, threads: int) -> dict:
+def time_worker(policy_folder: str, finetune: str, pairs: int, steps: int, threads: int, grpo_steps: int) -> dict:
     """SFT and Flow-DPO steps alternated in one process, so that drifting machine load hits both alike.
 
     Medians of the wall time and, on the CPU, of the process's CPU time — the ratio's measure there, as
     other jobs on a shared machine stretch the wall time of a step but not the work it does."""
     import statistics
 
-    step, on_gpu, info, _ = setup(policy_folder, finetune, pairs, threads)
-    step("sft")
-    step("flow-dpo")  # warm-up: allocator, kernels, optimizer state
-    wall, cpu = {"sft": [], "flow-dpo": []}, {"sft": [], "flow-dpo": []}
+    step, on_gpu, info, _ = setup(policy_folder, finetune, pairs, threads, grpo_steps=grpo_steps)
+    methods = ("sft", "flow-dpo", "flow-grpo") if finetune == "lora" else ("sft", "flow-dpo")  # GRPO trains LoRA
+    for method in methods:
+        step(method)  # warm-up: allocator, kernels, optimizer state
+    wall: dict[str, list[float]] = {method: [] for method in methods}
+    cpu: dict[str, list[float]] = {method: [] for method in methods}
     for _ in range(steps):
         for method in wall:
             start_wall, start_cpu = time.perf_counter(), time.process_time()
@@ -170,6 +231,8 @@ def run_worker(policy_folder: Path, args, *extra: str) -> dict:
         str(args.steps),
         "--threads",
         str(args.threads),
+        "--grpo-steps",
+        str(args.grpo_steps),
         *extra,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -189,13 +252,16 @@ def main() -> None:
         default=1,
         help="torch threads on the CPU (1: CPU time then measures the work without thread spinning)",
     )
+    parser.add_argument("--grpo-steps", type=int, default=10, help="SDE steps of the Flow-GRPO step's sampling")
     parser.add_argument("--worker", choices=("time", "memory"), help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=("sft", "flow-dpo"), help=argparse.SUPPRESS)
     parser.add_argument("--finetune", default="lora", help=argparse.SUPPRESS)
     parser.add_argument("--policy", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "time":
-        print(json.dumps(time_worker(args.policy, args.finetune, args.pairs, args.steps, args.threads)))
+        print(
+            json.dumps(time_worker(args.policy, args.finetune, args.pairs, args.steps, args.threads, args.grpo_steps))
+        )
         return
     if args.worker == "memory":
         print(json.dumps(memory_worker(args.policy, args.method, args.finetune, args.pairs, args.threads)))
@@ -230,6 +296,16 @@ def main() -> None:
                 "time_ratio": time_ratio,
                 "peak_memory_ratio": memory_ratio,
             }
+            if "flow-grpo_step_seconds" in timing:
+                results[finetune]["grpo_steps"] = args.grpo_steps
+                results[finetune]["grpo_time_ratio_to_dpo"] = grpo_ratio = (
+                    timing["flow-grpo_step_seconds"] / timing["flow-dpo_step_seconds"]
+                )
+                print(
+                    f"{finetune:<5} Flow-GRPO {timing['flow-grpo_step_seconds'] * 1e3:7.1f} ms "
+                    f"({args.grpo_steps} SDE steps sampled, {args.grpo_steps - 1} trained): {grpo_ratio:.1f}× a "
+                    "Flow-DPO step on the same videos"
+                )
             print(
                 f"{finetune:<5} ({timing['device']} {timing['measure']}, {timing['videos_per_step']} videos/step)  "
                 f"SFT {timing['sft_step_seconds'] * 1e3:7.1f} ms {memory['sft'] / 2**20:7.1f} MiB   "
@@ -241,7 +317,8 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(
         f"bench/flow.py: LoRA time ratio {results['lora']['time_ratio']:.2f}, peak memory ratio "
-        f"{results['lora']['peak_memory_ratio']:.2f}; results in {out}"
+        f"{results['lora']['peak_memory_ratio']:.2f}, Flow-GRPO/Flow-DPO step time "
+        f"{results['lora']['grpo_time_ratio_to_dpo']:.1f}; results in {out}"
     )
 
 
