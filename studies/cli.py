@@ -251,11 +251,20 @@ def _flow_toy(config, args) -> int:
 
         summary = run_flow_toy_seeds(config)
         print("\n" + format_seeds_table(summary) + "\n")
-        print(_result_line(seeds_summary_line(summary), config.output_dir))
+        print(f"{seeds_summary_line(summary)}; result in {Path(config.output_dir) / 'seeds.json'}")
         return 0
     result = run_flow_toy_study(config)
     print("\n" + format_table(result) + "\n")
     print(_result_line(summary_line(result), config.output_dir))
+    return 0
+
+
+def _grpo_toy(config, args) -> int:
+    from studies.grpo_toy import format_table, run_grpo_toy
+
+    summary = run_grpo_toy(config)
+    print("\n" + format_table(summary) + "\n")
+    print(_result_line(f"grpo-toy: {len(summary['seeds'])} seeds", config.output_dir))
     return 0
 
 
@@ -326,6 +335,17 @@ STUDIES = (
         "seeds, per dimension and overall, with 95% bootstrap intervals. With --seeds, the whole study "
         "(base policy included) runs once per seed in output-dir/seed-N and the table reports each seed and "
         "the mean with a 95% t-interval across seeds; finished seeds are reused, so more seeds extend it.",
+    ),
+    Study(
+        "grpo-toy",
+        "studies.grpo_toy:GRPOToyConfig",
+        _grpo_toy,
+        help="Flow-GRPO on a VideoReward vs Flow-DPO on the judged pairs, per flow-toy seed; reward hacking",
+        description="For each seed of a finished `flow-toy --seeds` folder: train the small VideoReward on its "
+        "snapshot of simulated judgments, run Flow-GRPO from its base policy rewarded by that model, and report "
+        "the oracle's win rate against the base on the flow-toy study's held-out clips next to Flow-DPO's, with "
+        "the reward model's and the oracle's scores of held-out samples at every checkpoint (reward hacking). "
+        "Finished seeds are reused; mean and 95% t-interval across seeds.",
     ),
     Study(
         "guidance-toy",
