@@ -177,7 +177,7 @@ def run_seed(config: GRPOToyConfig, seed: int, *, log=print) -> dict:
     seeds = [eval_seeds[i] for i in subset]
 
     def scored(clips: np.ndarray, tag: str) -> dict:
-        folder = paths["out"] / "hacking" / tag
+        folder = (paths["out"] / "hacking" / tag).resolve()  # score_videos resolves relative paths against roots
         items = [
             (str(write_mp4(clip, folder / f"{i:04d}.mp4", fps=8)), prompt)
             for i, (clip, prompt) in enumerate(zip(clips, prompts))
