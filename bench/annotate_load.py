@@ -40,7 +40,7 @@ def seed_pairs(env: dict, count: int, start: int) -> None:
       SELECT g, (g + 1) / 2, 'videos/bench-' || g || '.mp4', '', md5(g::text) || md5((g*7)::text), 'bench', 'imported', '{{}}', 'ready', '', now(), 24
       FROM generate_series({2 * start - 1}, {2 * (start + count - 1)}) g;
     INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled, judgment_count, created_at, campaign_id, gold_reason)
-      SELECT g, g, 2 * g - 1, 2 * g, 3, 0, 'open', false, 0, 0, now(), (SELECT id FROM annotate_campaign WHERE slug = 'default'), ''
+      SELECT g, g, 2 * g - 1, 2 * g, 3, 0, 'open', false, 0, 0, now(), %(campaign)s, ''
       FROM generate_series({start}, {start + count - 1}) g;
     SELECT setval(pg_get_serial_sequence('annotate_prompt', 'id'), {start + count});
     SELECT setval(pg_get_serial_sequence('annotate_video', 'id'), {2 * (start + count)});
@@ -51,7 +51,9 @@ def seed_pairs(env: dict, count: int, start: int) -> None:
         [
             sys.executable,
             "-c",
-            f"import django;django.setup();from django.db import connection;connection.cursor().execute({sql!r})",
+            "import django;django.setup();from django.db import connection;"
+            "from annotate.models import default_campaign_pk;"
+            f"connection.cursor().execute({sql!r}, {{'campaign': default_campaign_pk()}})",
         ],
         env,
     )

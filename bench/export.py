@@ -51,10 +51,12 @@ def seed(pairs: int) -> dict:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3)
+        from annotate.models import default_campaign_pk
+
         cursor.execute(
             "INSERT INTO annotate_batch (name, source, created_at, report, campaign_id) "
-            "VALUES ('bench half', 'bench', now(), '{}', (SELECT id FROM annotate_campaign WHERE slug = 'default')) "
-            "RETURNING id"
+            "VALUES ('bench half', 'bench', now(), '{}', %s) RETURNING id",
+            [default_campaign_pk()],
         )
         batch_id = cursor.fetchone()[0]
         cursor.execute("UPDATE annotate_pair SET batch_id = %s WHERE id <= %s", [batch_id, pairs // 2])

@@ -105,13 +105,13 @@ def seed(env: dict, *, pairs: int, clients: int, tag: str, media_root: Path) -> 
     INSERT INTO annotate_video (id, prompt_id, file, poster, sha256, generator, origin, generation_params, status, error,
                                 created_at, fps, num_frames, width, height, duration_s)
       SELECT b.videos + g, b.prompts + (g + 1) / 2, 'videos/soak.mp4', 'posters/soak.jpg',
-             encode(sha256(convert_to('soak video {tag} ' || g, 'UTF8')), 'hex'), 'soak-' || (g % 2), 'imported', '{{}}',
+             encode(sha256(convert_to('soak video {tag} ' || g, 'UTF8')), 'hex'), 'soak-' || (g %% 2), 'imported', '{{}}',
              'ready', '', now(), 24, 96, 320, 240, 4
       FROM soak_base b, generate_series(1, 2 * {pairs}) g;
     INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled,
                                judgment_count, created_at, campaign_id, gold_reason)
       SELECT b.pairs + g, b.prompts + g, b.videos + 2 * g - 1, b.videos + 2 * g, 3, 0, 'open', false, 0, 0, now(),
-             (SELECT id FROM annotate_campaign WHERE slug = 'default'), ''
+             %(campaign)s, ''
       FROM soak_base b, generate_series(1, {pairs}) g;
     DROP TABLE soak_base;
     SELECT setval(pg_get_serial_sequence('annotate_prompt', 'id'), (SELECT max(id) FROM annotate_prompt));
@@ -119,7 +119,11 @@ def seed(env: dict, *, pairs: int, clients: int, tag: str, media_root: Path) -> 
     SELECT setval(pg_get_serial_sequence('annotate_pair', 'id'), (SELECT max(id) FROM annotate_pair));
     ANALYZE;
     """
-    django_code(env, f"from django.db import connection\nconnection.cursor().execute({sql!r})\nprint('seeded')")
+    django_code(
+        env,
+        "from django.db import connection\nfrom annotate.models import default_campaign_pk\n"  # made if a flush took it
+        f"connection.cursor().execute({sql!r}, {{'campaign': default_campaign_pk()}})\nprint('seeded')",
+    )
     code = (
         "import json\nfrom annotate.services.accounts import annotator_create\n"
         f"print(json.dumps([annotator_create(username=f'soak-{tag}-{{i}}', password='soak-pw-1').token "

@@ -177,8 +177,7 @@ JOB_SPECS: dict[str, JobSpec] = {
                 "model.backbone",
                 "model.backbone_path",
                 "loss",
-                "keep_best",
-                "best_by",
+                "keep_best",  # best_by is folded under it: accuracy unless asked
             ),
         ),
         *_POLICY_SPECS,

@@ -17,7 +17,7 @@ def test_the_reward_form_fits_a_laptop_screen_and_unfolds_by_topic(staff_page, l
     page.screenshot(path=str(SCREENSHOTS / "job-form-reward.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
     # The essentials are visible without scrolling; the ~40 other options are folded.
-    for name in ("snapshot", "epochs", "batch_size", "learning_rate", "model.backbone", "best_by"):
+    for name in ("snapshot", "init_version", "epochs", "batch_size", "learning_rate", "model.backbone", "keep_best"):
         box = page.locator(f"[name='{name}']").bounding_box()
         assert box is not None and box["y"] + box["height"] <= VIEWPORT["height"], (name, box)
     assert (

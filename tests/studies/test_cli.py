@@ -1,4 +1,4 @@
-"""``python -m studies``: seven studies whose options are generated from their config dataclasses; and the
+"""``python -m studies``: eight studies whose options are generated from their config dataclasses; and the
 product's command line (``python -m alignment``) without them."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from studies.flow_toy import FlowToyStudyConfig
 pytestmark = pytest.mark.study
 
 ROOT = Path(__file__).resolve().parents[2]
-SEVEN = (
+EIGHT = (
     "reward-toy",
     "toy-policy",
     "flow-toy",
+    "grpo-toy",
     "guidance-toy",
     "active-learning",
     "oracle-table",
@@ -62,10 +63,10 @@ def test_alignment_help_lists_only_the_product_commands():
     assert all("study" not in (sub.description or "").lower() for sub in commands.values())
 
 
-def test_studies_help_lists_the_seven_studies():
+def test_studies_help_lists_the_eight_studies():
     text = _help("studies")
-    assert all(f"    {name} " in text or f"    {name}\n" in text for name in SEVEN), text
-    assert tuple(_subcommands(build_parser())) == SEVEN
+    assert all(f"    {name} " in text or f"    {name}\n" in text for name in EIGHT), text
+    assert tuple(_subcommands(build_parser())) == EIGHT
     for name, sub in _subcommands(build_parser()).items():
         assert sub.description and len(sub.description) > 80, name  # every study says what it does
         assert "--help" in sub.format_help()

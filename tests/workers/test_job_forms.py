@@ -69,7 +69,6 @@ def test_the_reward_form_groups_the_model_by_its_sections(db):
         "model.backbone_path",
         "loss",
         "keep_best",
-        "best_by",
     ]
     assert "model.hidden_size" in groups["Model: small backbone"] and "model.lora_rank" in groups["Model: Qwen2-VL"]
     assert groups["Model: frames"] == ["model.fps", "model.max_frames", "model.max_pixels", "model.min_pixels"]
