@@ -102,12 +102,11 @@ def setup(
         from alignment.flow.grpo import (
             group_advantages,
             grpo_loss,
+            reference_step_mean,
             sample_trajectories,
-            sde_step,
             step_log_prob,
             trainable_steps,
         )
-        from alignment.flow.train import reference_velocity
 
         videos = 2 * pairs
         noise = torch.randn(videos, *latent_shape, generator=torch.Generator().manual_seed(2))
@@ -120,21 +119,7 @@ def setup(
             steps = trainable_steps(trajectory)
             for k in steps:
                 stepped = step_log_prob(policy, trajectory, k, noise_level=0.7, transformer=model)
-                with torch.no_grad():
-                    sigma = float(trajectory.sigmas[k])
-                    latents = trajectory.latents[:, k]
-                    velocity = reference_velocity(
-                        policy, latents, torch.full((videos,), sigma, device=device), trajectory.text, lora_model=model
-                    )
-                    reference_mean = sde_step(
-                        latents,
-                        velocity,
-                        sigma,
-                        float(trajectory.sigmas[k + 1]),
-                        noise_level=0.7,
-                        sigma_max=float(trajectory.sigmas[1]),
-                        next_latents=trajectory.latents[:, k + 1],
-                    ).mean
+                reference_mean = reference_step_mean(policy, trajectory, k, noise_level=0.7, lora_model=model)
                 parts = grpo_loss(
                     stepped.log_prob,
                     trajectory.log_probs[:, k],

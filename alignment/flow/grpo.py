@@ -181,6 +181,18 @@ def step_log_prob(
     )
 
 
+@torch.no_grad()
+def reference_step_mean(
+    policy: FlowPolicy, trajectory: Trajectory, k: int, *, noise_level: float, lora_model: nn.Module
+) -> torch.Tensor:
+    """The mean of the recorded step k under the reference: the policy with its LoRA adapters switched off."""
+    lora_model.disable_adapters()
+    try:
+        return step_log_prob(policy, trajectory, k, noise_level=noise_level, transformer=lora_model).mean
+    finally:
+        lora_model.enable_adapters()
+
+
 def group_advantages(rewards: torch.Tensor | np.ndarray, groups: Sequence, *, eps: float = 1e-4) -> torch.Tensor:
     """GRPO's advantages: each reward standardised within its group (the samples of one prompt),
     (r − mean_group) / (std_group + eps) with the population std; a group whose rewards are all equal gets 0."""

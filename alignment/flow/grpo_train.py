@@ -28,14 +28,14 @@ from alignment.flow.config import FlowGRPOConfig, check_grpo_config  # noqa: F40
 from alignment.flow.grpo import (
     group_advantages,
     grpo_loss,
+    reference_step_mean,
     sample_trajectories,
-    sde_step,
     step_log_prob,
     trainable_steps,
 )
 from alignment.flow.model import TRAINED_POLICY_FILE, load_policy
 from alignment.flow.sample import initial_noise, sample_latents, write_clips
-from alignment.flow.train import TRAIN_CONFIG_FILE, reference_velocity
+from alignment.flow.train import TRAIN_CONFIG_FILE
 from alignment.training import Run, TrainingMethod, for_this_machine, run_training
 
 log = logging.getLogger("alignment.flow.grpo")
@@ -184,25 +184,9 @@ class FlowGRPOMethod(TrainingMethod):
             step = step_log_prob(policy, trajectory, k, noise_level=config.noise_level, transformer=run.model)
             reference_mean = None
             if config.kl_weight > 0:
-                with torch.no_grad():
-                    latents = trajectory.latents[:, k]
-                    sigma = float(trajectory.sigmas[k])
-                    velocity = reference_velocity(
-                        policy,
-                        latents,
-                        torch.full((latents.shape[0],), sigma, device=latents.device),
-                        trajectory.text,
-                        lora_model=self.lora_model,
-                    )
-                    reference_mean = sde_step(
-                        latents,
-                        velocity,
-                        sigma,
-                        float(trajectory.sigmas[k + 1]),
-                        noise_level=config.noise_level,
-                        sigma_max=float(trajectory.sigmas[1]),
-                        next_latents=trajectory.latents[:, k + 1],
-                    ).mean
+                reference_mean = reference_step_mean(
+                    policy, trajectory, k, noise_level=config.noise_level, lora_model=self.lora_model
+                )
             parts = grpo_loss(
                 step.log_prob,
                 trajectory.log_probs[:, k],
