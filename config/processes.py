@@ -21,9 +21,15 @@ GPU_QUEUES = "gpu"
 ALL_QUEUES = "default,media,gpu"
 
 
-def web_command(*, host: str, port: int, access_log: bool = False, python: str = sys.executable) -> list[str]:
-    """gunicorn as the demo runs it (docker-compose: 4 workers × 4 threads). The access log is off unless
-    asked for: one line per request (static files included) buries the events that matter."""
+WEB_THREADS = 4  # gunicorn threads per worker process: also its database pool's size (VIDPREF_DB_POOL_MAX)
+
+
+def web_command(
+    *, host: str, port: int, access_log: bool = False, python: str = sys.executable, workers: int = 2
+) -> list[str]:
+    """gunicorn as the demo runs it (docker-compose: 4 workers × 4 threads), each worker with a database pool of
+    one connection per thread. The access log is off unless asked for: one line per request (static files
+    included) buries the events that matter."""
     command = [
         python,
         "-m",
@@ -32,9 +38,11 @@ def web_command(*, host: str, port: int, access_log: bool = False, python: str =
         "-b",
         f"{host}:{port}",
         "--workers",
-        "2",
+        str(workers),
         "--threads",
-        "4",
+        str(WEB_THREADS),
+        "--env",
+        f"VIDPREF_DB_POOL_MAX={WEB_THREADS}",
         "--log-level",
         "warning",
     ]

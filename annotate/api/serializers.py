@@ -19,6 +19,20 @@ class LeaseSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
     @staticmethod
+    def from_row(row, request) -> dict:
+        """From ``assignment.lease_take``'s row (ids and the prompt, no ORM objects)."""
+        left, right = row.sides
+        return {
+            "id": row.id,
+            "prompt": row.prompt,
+            "left_video_url": request.build_absolute_uri(reverse("annotate:video", args=[left])),
+            "right_video_url": request.build_absolute_uri(reverse("annotate:video", args=[right])),
+            "left_poster_url": request.build_absolute_uri(reverse("annotate:poster", args=[left])),
+            "right_poster_url": request.build_absolute_uri(reverse("annotate:poster", args=[right])),
+            "expires_at": row.expires_at,
+        }
+
+    @staticmethod
     def from_lease(lease, request) -> dict:
         left, right = lease_sides(lease)
 
@@ -78,6 +92,11 @@ class JudgmentOutSerializer(serializers.Serializer):
     comment = serializers.CharField()
     flag = serializers.CharField()
     created_at = serializers.DateTimeField()
+    next = LeaseSerializer(
+        allow_null=True,
+        help_text="your next assignment in the judged pair's campaign, as POST /assignments/next/ answers it; "
+        "null when nothing is left for you there",
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -1,5 +1,9 @@
 """JSON over the same services the htmx pages use; nothing here the pages lack, or the reverse."""
 
+import random
+
+from django.conf import settings
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -15,6 +19,7 @@ from annotate.api.serializers import (
     LeaseSerializer,
     SkipSerializer,
 )
+from annotate.models import DEFAULT_CAMPAIGN_SLUG as DEFAULT_SLUG
 from annotate.services import assignment as assignments
 
 
@@ -33,6 +38,55 @@ def _judgment_out(judgment) -> dict:
     }
 
 
+def next_lease(request, *, campaign_id: int | None = None, slug: str | None = None) -> tuple[int, dict]:
+    """(status, body) of the next-pair answer for ``request.user`` in a campaign (by id, else by slug, else the
+    default one): 200 and the lease, 204 and {} when nothing is left (or the quota is reached), 403/404 and a
+    detail otherwise. The common case is three statements in one transaction: the membership with its campaign
+    (locking the person's row, so a double click takes one lease), the lease statement, the commit."""
+    from annotate.models import Campaign, CampaignMember
+    from annotate.services import campaigns
+
+    where = {"campaign_id": campaign_id} if campaign_id is not None else {"campaign__slug": slug or DEFAULT_SLUG}
+    with transaction.atomic():
+        member = (
+            CampaignMember.objects.select_related("campaign", "user")
+            .select_for_update(of=("user",))
+            .filter(user=request.user, **where)
+            .first()
+        )
+        if member is None:  # first time in this campaign: find it, and join it if the account may
+            try:
+                campaign = Campaign.objects.get(pk=campaign_id) if campaign_id is not None else None
+                if campaign is None:
+                    campaign = Campaign.objects.get(slug=slug) if slug else campaigns.default_campaign()
+                member = campaigns.membership(request.user, campaign)
+            except Campaign.DoesNotExist:
+                return 404, {"detail": f"campaign {slug or campaign_id!r}: no such campaign"}
+            except campaigns.CampaignError as exc:
+                return exc.status, {"detail": exc.message}
+        campaign = member.campaign
+        if member.status != CampaignMember.Status.ACTIVE:
+            if member.status in (CampaignMember.Status.NEW, CampaignMember.Status.QUALIFYING):
+                detail = (
+                    f"you are {member.get_status_display()} in campaign {campaign.slug}: read its guidelines "
+                    f"and qualify in the browser at /c/{campaign.slug}/ first"
+                )
+            else:
+                detail = f"you are {member.get_status_display()} in campaign {campaign.slug}"
+            return 403, {"detail": detail}
+        if campaigns.quota_reached(member):
+            return 204, {}
+        if random.random() < settings.VIDPREF["GOLD_RATE"]:  # a gold pair now and then: the ORM path
+            lease = assignments.assignment_next(annotator=request.user, campaign=campaign, gold=True)
+            if lease is None:
+                return 204, {}
+            return 200, LeaseSerializer(LeaseSerializer.from_lease(lease, request)).data
+        row = assignments.lease_take(annotator_id=request.user.pk, campaign_id=campaign.pk)
+    if row is None:
+        return 204, {}
+    return 200, LeaseSerializer(LeaseSerializer.from_row(row, request)).data
+
+
 class NextAssignmentView(APIView):
     @extend_schema(
         request=None,
@@ -41,33 +95,8 @@ class NextAssignmentView(APIView):
         "the default campaign)",
     )
     def post(self, request):
-        from annotate.models import Campaign, CampaignMember
-        from annotate.services import campaigns
-
-        slug = request.query_params.get("campaign")
-        try:
-            campaign = Campaign.objects.get(slug=slug) if slug else campaigns.default_campaign()
-            member = campaigns.membership(request.user, campaign)
-        except Campaign.DoesNotExist:
-            return Response({"detail": f"campaign {slug!r}: no such campaign"}, status=status.HTTP_404_NOT_FOUND)
-        except campaigns.CampaignError as exc:
-            return Response({"detail": exc.message}, status=exc.status)
-        if member.status != CampaignMember.Status.ACTIVE:
-            return Response(
-                {
-                    "detail": f"you are {member.get_status_display()} in campaign {campaign.slug}: read its guidelines "
-                    f"and qualify in the browser at /c/{campaign.slug}/ first"
-                    if member.status in (CampaignMember.Status.NEW, CampaignMember.Status.QUALIFYING)
-                    else f"you are {member.get_status_display()} in campaign {campaign.slug}"
-                },
-                status=status.HTTP_403_FORBIDDEN,
-            )
-        if campaigns.quota_reached(member):
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        lease = assignments.assignment_next(annotator=request.user, campaign=campaign)
-        if lease is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(LeaseSerializer(LeaseSerializer.from_lease(lease, request)).data)
+        code, body = next_lease(request, slug=request.query_params.get("campaign"))
+        return Response(body or None, status=code)
 
 
 class HeartbeatView(APIView):
@@ -135,8 +164,10 @@ class JudgmentView(APIView):
             member = CampaignMember.objects.filter(campaign_id=judgment.pair.campaign_id, user=request.user).first()
             if member is not None:
                 campaigns.gold_check(member)
+        # one round trip per judgment: the answer carries the next assignment in the same campaign
+        code, lease = next_lease(request, campaign_id=judgment.pair.campaign_id)
         return Response(
-            JudgmentOutSerializer(_judgment_out(judgment)).data,
+            JudgmentOutSerializer({**_judgment_out(judgment), "next": lease if code == 200 else None}).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 

@@ -101,13 +101,108 @@ def _pick_pair(*, annotator, gold: bool, campaign=None, qualification: bool = Fa
     )
 
 
+@dataclass(frozen=True)
+class LeaseRow:
+    """A lease as a client shows it, read by the statement that took it (no ORM objects)."""
+
+    id: int
+    pair_id: int
+    left_is_a: bool
+    expires_at: datetime
+    video_a_id: int
+    video_b_id: int
+    prompt: str
+    new: bool  # taken by this call (False: the lease they already held)
+
+    @property
+    def sides(self) -> tuple[int, int]:
+        """(left, right) video ids as the annotator sees them."""
+        return (self.video_a_id, self.video_b_id) if self.left_is_a else (self.video_b_id, self.video_a_id)
+
+
+_A, _P, _PR = Assignment._meta.db_table, Pair._meta.db_table, "annotate_prompt"
+
+# The annotator's current lease in the campaign, or a new one on the best open pair: chosen, counted in
+# ``filled`` and leased in one statement (docs/architecture.md §3). The caller holds the annotator's row lock,
+# so a double click cannot take two leases; the pair is locked with SKIP LOCKED, so concurrent annotators take
+# different pairs instead of queueing; ``filled < overlap`` under that lock keeps the check constraint.
+_LEASE_SQL = f"""
+WITH current AS (
+    SELECT a.id, a.pair_id, a.left_is_a, a.expires_at FROM {_A} a JOIN {_P} p ON p.id = a.pair_id
+    WHERE a.annotator_id = %(user)s AND a.state = 'active' AND a.expires_at > %(now)s AND p.campaign_id = %(campaign)s
+    ORDER BY a.id LIMIT 1
+), pick AS (
+    SELECT p.id FROM {_P} p
+    WHERE NOT EXISTS (SELECT 1 FROM current)
+      AND p.campaign_id = %(campaign)s AND p.status = 'open' AND NOT p.is_gold AND p.filled < p.overlap
+      AND NOT EXISTS (SELECT 1 FROM {_A} x WHERE x.pair_id = p.id AND x.annotator_id = %(user)s)
+    ORDER BY p.priority DESC, p.filled DESC, p.id
+    LIMIT 1 FOR UPDATE SKIP LOCKED
+), bumped AS (
+    UPDATE {_P} p SET filled = p.filled + 1 FROM pick WHERE p.id = pick.id RETURNING p.id
+), leased AS (
+    INSERT INTO {_A} (pair_id, annotator_id, left_is_a, leased_at, expires_at, state, skip_reason)
+    SELECT id, %(user)s, %(left_is_a)s, %(now)s, %(expires)s, 'active', '' FROM bumped
+    RETURNING id, pair_id, left_is_a, expires_at
+), chosen AS (
+    SELECT *, true AS new FROM leased UNION ALL SELECT *, false AS new FROM current
+)
+SELECT c.id, c.pair_id, c.left_is_a, c.expires_at, p.video_a_id, p.video_b_id, pr.text, c.new
+FROM chosen c JOIN {_P} p ON p.id = c.pair_id JOIN {_PR} pr ON pr.id = p.prompt_id
+"""
+
+
+def lease_take(*, annotator_id: int, campaign_id: int, rng: random.Random | None = None) -> LeaseRow | None:
+    """The annotator's current lease in the campaign or a new one on its best open non-gold pair, in one
+    statement; None when nothing is left. Call it inside ``transaction.atomic()`` holding the annotator's row
+    lock (``annotator_lock``). Expired leases are swept (their slots freed) only when nothing is found, then it
+    tries once more: the beat's ``sweep_leases`` frees them every minute otherwise."""
+    rng = rng or random
+    for attempt in range(2):
+        now = timezone.now()
+        params = {
+            "user": annotator_id,
+            "campaign": campaign_id,
+            "now": now,
+            "expires": now + _ttl(),
+            "left_is_a": rng.random() < 0.5,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(_LEASE_SQL, params)
+            row = cursor.fetchone()
+        if row is not None:
+            return LeaseRow(*row)
+        if attempt == 0 and not assignments_expire(now=now):
+            return None
+    return None
+
+
+def annotator_lock(annotator) -> None:
+    """Serialise next-pair requests of one annotator (the caller is inside ``transaction.atomic()``)."""
+    get_user_model().objects.select_for_update().filter(pk=annotator.pk).values_list("pk").get()
+
+
 def assignment_next(
-    *, annotator, campaign=None, qualification: bool = False, rng: random.Random | None = None
+    *,
+    annotator,
+    campaign=None,
+    qualification: bool = False,
+    gold: bool | None = None,
+    rng: random.Random | None = None,
 ) -> Assignment | None:
     """The annotator's current lease, or a new one on the best open pair; None when nothing is left.
 
-    ``campaign``: only its pairs (gold included); ``qualification``: its qualification pairs, in order."""
+    ``campaign``: only its pairs (gold included); ``qualification``: its qualification pairs, in order;
+    ``gold``: whether a new lease goes to a gold pair (None: drawn at ``GOLD_RATE``). Gold and qualification
+    take the ORM path below; the common case is ``lease_take``'s one statement."""
     rng = rng or random
+    if gold is None:
+        gold = rng.random() < settings.VIDPREF["GOLD_RATE"]
+    if campaign is not None and not qualification and not gold:
+        with transaction.atomic():
+            annotator_lock(annotator)
+            row = lease_take(annotator_id=annotator.pk, campaign_id=campaign.pk, rng=rng)
+        return None if row is None else _lease_queryset().get(pk=row.id)
     now = timezone.now()
     leases = _lease_queryset().filter(annotator=annotator, state=Assignment.State.ACTIVE, expires_at__gt=now)
     if campaign is not None:
@@ -120,7 +215,7 @@ def assignment_next(
     assignments_expire(now=now)
     with transaction.atomic():
         # One next-pair at a time per annotator: a double click must not take two leases.
-        get_user_model().objects.select_for_update().filter(pk=annotator.pk).values_list("pk").get()
+        annotator_lock(annotator)
         active = leases.first()
         if active is not None:
             return active
@@ -128,7 +223,7 @@ def assignment_next(
         if qualification:
             pair = _pick_pair(annotator=annotator, gold=True, campaign=campaign, qualification=True)
         else:
-            if rng.random() < settings.VIDPREF["GOLD_RATE"]:
+            if gold:
                 pair = _pick_pair(annotator=annotator, gold=True, campaign=campaign)
             if pair is None:
                 pair = _pick_pair(annotator=annotator, gold=False, campaign=campaign)
@@ -219,6 +314,61 @@ def screen_labels(judgment: Judgment) -> dict[str, str]:
     return {dim: mapping[getattr(judgment, dim)] for dim in DIMENSIONS}
 
 
+_J = Judgment._meta.db_table
+_JUDGMENT_COLUMNS = [f.column for f in Judgment._meta.concrete_fields]
+
+# The common submission (an active lease of this annotator) in one statement: the lease becomes submitted, the
+# pair counts the judgment (complete at k, gold pairs never), the judgment is stored with its labels mapped from
+# screen sides to A/B by the lease's ``left_is_a``. One statement is one transaction; the lease's row lock makes
+# a concurrent repeat wait and then find it submitted. Every other case (a repeat, an expired or skipped lease, a
+# stranger's) finds no row here and takes ``judgment_submit``'s ORM path.
+_SUBMIT_SQL = f"""
+WITH lease AS (
+    UPDATE {_A} SET state = 'submitted'
+    WHERE id = %(id)s AND annotator_id = %(user)s AND state = 'active'
+    RETURNING id, pair_id, left_is_a
+), counted AS (
+    UPDATE {_P} p SET judgment_count = p.judgment_count + 1,
+        status = CASE WHEN NOT p.is_gold AND p.judgment_count + 1 >= p.overlap THEN 'complete' ELSE p.status END
+    FROM lease WHERE p.id = lease.pair_id
+    RETURNING p.id, p.is_gold, p.campaign_id, p.status
+), stored AS (
+    INSERT INTO {_J} (pair_id, annotator_id, assignment_id, vq, mq, ta, left_is_a, duration_ms, watched_ms,
+                      active_ms, comment, flag, created_at)
+    SELECT lease.pair_id, %(user)s, lease.id,
+        CASE WHEN lease.left_is_a THEN %(vq_a)s ELSE %(vq_b)s END,
+        CASE WHEN lease.left_is_a THEN %(mq_a)s ELSE %(mq_b)s END,
+        CASE WHEN lease.left_is_a THEN %(ta_a)s ELSE %(ta_b)s END,
+        lease.left_is_a, %(duration_ms)s, %(watched_ms)s, %(active_ms)s, %(comment)s, %(flag)s, %(now)s
+    FROM lease
+    RETURNING {", ".join(_JUDGMENT_COLUMNS)}
+)
+SELECT stored.*, counted.is_gold, counted.campaign_id, counted.status FROM stored, counted
+"""
+
+
+def _submit_statement(*, assignment_id: int, annotator, labels: ScreenLabels, **fields) -> Judgment | None:
+    """``_SUBMIT_SQL``: the stored judgment (its ``pair`` a partial Pair: id, is_gold, campaign_id, status), or
+    None when the lease is not an active one of this annotator."""
+    as_a, as_b = labels.to_pair_labels(left_is_a=True), labels.to_pair_labels(left_is_a=False)
+    params = {"id": assignment_id, "user": annotator.pk, "now": timezone.now(), **fields}
+    params.update({f"{dim}_a": as_a[dim] for dim in DIMENSIONS})
+    params.update({f"{dim}_b": as_b[dim] for dim in DIMENSIONS})
+    with connection.cursor() as cursor:
+        cursor.execute(_SUBMIT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n = len(_JUDGMENT_COLUMNS)
+    judgment = Judgment.from_db(connection.alias, [f.attname for f in Judgment._meta.concrete_fields], row[:n])
+    is_gold, campaign_id, status = row[n:]
+    # the rest of the pair's fields load on first access (deferred), as any partial model instance does
+    known = {"id": judgment.pair_id, "is_gold": is_gold, "campaign_id": campaign_id, "status": status}
+    names = [f.attname for f in Pair._meta.concrete_fields if f.attname in known]  # from_db wants the model's order
+    judgment.pair = Pair.from_db(connection.alias, names, [known[name] for name in names])
+    return judgment
+
+
 def judgment_submit(
     *,
     assignment_id: int,
@@ -233,12 +383,23 @@ def judgment_submit(
     """Store a judgment for the annotator's own lease. Returns (judgment, created).
 
     A repeated submission (double click, client retry) returns the first judgment and creates nothing.
+    The common case (an active lease) is ``_SUBMIT_SQL``'s one statement; the others run below.
     """
     for dim in DIMENSIONS:
         if getattr(labels, dim) not in SCREEN_CHOICES:
             raise AssignmentError(f"{dim}: {getattr(labels, dim)!r} is not one of left, right, tie")
     if flag not in Judgment.Flag.values:
         raise AssignmentError(f"flag: {flag!r} is not one of {', '.join(v for v in Judgment.Flag.values if v)}")
+    fields = {
+        "comment": comment[:2000],
+        "flag": flag,
+        "duration_ms": duration_ms,
+        "watched_ms": watched_ms,
+        "active_ms": active_ms,
+    }
+    judgment = _submit_statement(assignment_id=assignment_id, annotator=annotator, labels=labels, **fields)
+    if judgment is not None:
+        return judgment, True
     with transaction.atomic():
         lease = _locked_lease(assignment_id=assignment_id, annotator=annotator)
         if lease.state == Assignment.State.SUBMITTED:
@@ -253,11 +414,7 @@ def judgment_submit(
             annotator=annotator,
             assignment=lease,
             left_is_a=lease.left_is_a,
-            comment=comment[:2000],
-            flag=flag,
-            duration_ms=duration_ms,
-            watched_ms=watched_ms,
-            active_ms=active_ms,
+            **fields,
             **labels.to_pair_labels(left_is_a=lease.left_is_a),
         )
         lease.state = Assignment.State.SUBMITTED

@@ -77,7 +77,11 @@ def campaigns_for(user):
 
 
 def is_participant(user) -> bool:
-    """An external participant's account: made by a campaign link (a membership with an external id)."""
+    """An external participant's account: made by a campaign link (a membership with an external id). The API's
+    token authentication reads it with the token (``user.is_participant``)."""
+    known = getattr(user, "is_participant", None)
+    if isinstance(known, bool):
+        return known
     return CampaignMember.objects.filter(user=user).exclude(external_id="").exists()
 
 

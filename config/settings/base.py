@@ -4,6 +4,7 @@ With no ``DATABASE_URL`` / ``CELERY_BROKER_URL`` the embedded PostgreSQL and Red
 started (or reused) here, so any process that loads the settings finds its services.
 """
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote
@@ -83,6 +84,20 @@ if env("DATABASE_URL", default=""):
 else:
     DATABASES = {"default": embedded.ensure_postgres(VAR_DIR).django_settings()}
     EMBEDDED_POSTGRES = True
+# A web process takes its connections from a pool (psycopg_pool, Django's "pool" option) of at most
+# VIDPREF_DB_POOL_MAX: a connection goes back at the end of each request, so however many threads serve (gunicorn's
+# --threads, runserver's thread per request) the server sees at most that many per process, and a request that
+# finds them all busy waits up to VIDPREF_DB_POOL_TIMEOUT_S for one. config/processes.web_command sizes it from
+# gunicorn's threads; `manage.py runserver` pools by default; other processes (Celery's prefork children, commands,
+# tests) keep one persistent connection each (CONN_MAX_AGE). Many web nodes: PgBouncer, docs/operations.md.
+DB_POOL_MAX = env.int("VIDPREF_DB_POOL_MAX", default=8 if sys.argv[1:2] == ["runserver"] else 0)
+if DB_POOL_MAX > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django refuses both
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_MAX,
+        "timeout": env.float("VIDPREF_DB_POOL_TIMEOUT_S", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -------------------------------------------------------------------------------------------
@@ -184,6 +199,10 @@ CELERY_BEAT_SCHEDULE = {  # synced into django-celery-beat's tables when beat st
         "task": "workers.tasks.default.jobs_resend",
         "schedule": timedelta(minutes=1),
     },
+    "lease sweep": {  # frees the slots of expired leases (next-pair requests sweep only when they find nothing)
+        "task": "workers.tasks.default.sweep_leases",
+        "schedule": timedelta(minutes=1),
+    },
     "stale job watchdog": {  # fails running jobs whose worker stopped reporting (its machine died)
         "task": "workers.tasks.default.jobs_watchdog",
         "schedule": timedelta(minutes=5),
@@ -200,7 +219,7 @@ HEALTHZ_BROKER_TIMEOUT_S = 2.0
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "annotate.api.authentication.AnnotatorTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["annotate.api.permissions.IsAnnotatorAccount"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -145,30 +145,46 @@ def test_database_refuses_over_collection_even_without_the_service(make_pairs):
 
 
 def test_hot_path_query_counts(make_user, make_pairs, settings):
+    from annotate.services.campaigns import default_campaign
+
     settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}
     make_pairs(50)
+    campaign = default_campaign()
     user = make_user()
     with CaptureQueriesContext(connection) as fresh:
-        lease = assignment_next(annotator=user)
+        lease = assignment_next(annotator=user, campaign=campaign)
     with CaptureQueriesContext(connection) as resumed:
-        assignment_next(annotator=user)
+        again = assignment_next(annotator=user, campaign=campaign)
     with CaptureQueriesContext(connection) as submit:
-        judgment_submit(assignment_id=lease.pk, annotator=user, labels=LEFT)
+        judgment, created = judgment_submit(assignment_id=lease.pk, annotator=user, labels=LEFT)
 
     def statements(captured):  # savepoints are the test case's transaction wrapping, not the service's work
         return [q["sql"] for q in captured if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
 
-    assert len(statements(resumed)) == 1
-    # active lease?, lease sweep, per-user lock, active lease again, pick + lock, insert lease, count slot
-    assert len(statements(fresh)) == 7, statements(fresh)
-    # lock lease and pair, insert judgment, mark lease, count judgment
-    assert len(statements(submit)) == 4, statements(submit)
+    # the per-user lock, the lease statement (current lease or pick + lock + count + lease), the lease's objects
+    assert len(statements(fresh)) == 3, statements(fresh)
+    assert len(statements(resumed)) == 3 and again.pk == lease.pk
+    # one statement: mark the lease, count the judgment, store it
+    assert len(statements(submit)) == 1, statements(submit)
+    assert created and judgment.pair.is_gold is False and judgment.pair.campaign_id == campaign.pk
+    lease.refresh_from_db()
+    lease.pair.refresh_from_db()
+    assert lease.state == "submitted" and lease.pair.judgment_count == 1 and lease.pair.filled == 1
+    expected = LEFT.to_pair_labels(left_is_a=lease.left_is_a)
+    assert {"vq": judgment.vq, "mq": judgment.mq, "ta": judgment.ta} == expected
+    stored = Judgment.objects.get()
+    assert {"vq": stored.vq, "mq": stored.mq, "ta": stored.ta} == expected and stored.left_is_a == lease.left_is_a
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_32_concurrent_annotators_never_over_collect_or_lose_a_judgment(django_user_model):
+@pytest.mark.parametrize("scope", ["campaign", "any campaign"])
+def test_32_concurrent_annotators_never_over_collect_or_lose_a_judgment(django_user_model, scope):
+    """With a campaign (the product's path: the one-statement lease) and without (the ORM path)."""
     from annotate.models import Prompt, Video
+    from annotate.services.campaigns import default_campaign
+
+    campaign = default_campaign() if scope == "campaign" else None
 
     overlap, n_pairs, n_users = 3, 40, 32
     prompt = Prompt.objects.create(text="concurrency")
@@ -188,7 +204,7 @@ def test_32_concurrent_annotators_never_over_collect_or_lose_a_judgment(django_u
         try:
             barrier.wait()
             while True:
-                lease = assignment_next(annotator=user, rng=rng)
+                lease = assignment_next(annotator=user, rng=rng, campaign=campaign)
                 if lease is None:
                     break
                 with lock:
@@ -232,3 +248,34 @@ def test_32_concurrent_annotators_never_over_collect_or_lose_a_judgment(django_u
     for pair in Pair.objects.all():
         assert pair.judgment_count == per_pair[pair.pk] == pair.filled
         assert pair.status == Pair.Status.COMPLETE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_next_requests_from_one_annotator_takes_one_lease(django_user_model, make_pairs):
+    """Eight simultaneous next-pair calls of one person (a double click, retries): one lease, one slot counted."""
+    from annotate.services.campaigns import default_campaign
+
+    campaign = default_campaign()
+    make_pairs(20, overlap=3)
+    user = django_user_model.objects.create_user(username="clicker")
+    got, errors = [], []
+    barrier = threading.Barrier(8)
+
+    def call():
+        try:
+            barrier.wait()
+            got.append(assignment_next(annotator=user, campaign=campaign, rng=random.Random()).pk)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:3]
+    assert len(set(got)) == 1 and len(got) == 8
+    assert Assignment.objects.filter(annotator=user).count() == 1
+    assert sum(Pair.objects.values_list("filled", flat=True)) == 1

@@ -78,7 +78,7 @@ def test_connection_killed_mid_judgment_is_503_then_the_retry_succeeds(annotator
 
     api = annotator_api
     lease = api.post(f"{api.base}/api/v1/assignments/next/").json()
-    armed = kill_connection_before('UPDATE "annotate_pair"')  # after the judgment row, before the commit
+    armed = kill_connection_before("WITH lease AS")  # the submission's one statement (lease, pair, judgment)
     failed = api.post(f"{api.base}/api/v1/assignments/{lease['id']}/judgment/", json=JUDGMENT)
     assert armed["fired"] == 1
     assert failed.status_code == 503, failed.text
@@ -94,6 +94,27 @@ def test_connection_killed_mid_judgment_is_503_then_the_retry_succeeds(annotator
     assert again.status_code == 200 and again.json()["id"] == retried.json()["id"]
     assert Judgment.objects.filter(assignment=assignment).count() == 1
     assert Pair.objects.get(pk=assignment.pair_id).judgment_count == 1
+
+
+def test_connection_killed_while_taking_the_next_pair_the_retry_returns_the_judgment_and_the_next(
+    annotator_api, kill_connection_before, settings
+):
+    """The judgment is committed, then the connection dies in the same request while the next lease is taken
+    (a transaction of its own): 503; the retry answers the stored judgment with the next pair, nothing doubled."""
+    from annotate.models import Assignment, Judgment
+
+    settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}  # no gold draw: the next lease is the one statement
+    api = annotator_api
+    lease = api.post(f"{api.base}/api/v1/assignments/next/").json()
+    armed = kill_connection_before("WITH current AS")
+    failed = api.post(f"{api.base}/api/v1/assignments/{lease['id']}/judgment/", json=JUDGMENT)
+    assert armed["fired"] == 1 and failed.status_code == 503, failed.text
+    assert Judgment.objects.filter(assignment_id=lease["id"]).count() == 1
+    assert not Assignment.objects.filter(state="active").exists()  # the next lease's transaction rolled back
+    retried = api.post(f"{api.base}/api/v1/assignments/{lease['id']}/judgment/", json=JUDGMENT)
+    assert retried.status_code == 200 and retried.json()["next"] is not None
+    assert Judgment.objects.filter(assignment_id=lease["id"]).count() == 1
+    assert Assignment.objects.filter(state="active").count() == 1
 
 
 def test_connection_killed_after_the_commit_the_retry_returns_the_stored_judgment(

@@ -54,6 +54,15 @@ def jobs_resend() -> list[int]:
     return jobs.jobs_resend()
 
 
+@shared_task(name="workers.tasks.default.sweep_leases")
+def sweep_leases() -> int:
+    """Beat, every minute: free the slots of leases that ran out (a next-pair request sweeps only when it finds
+    nothing). Returns how many slots were freed."""
+    from annotate.services.assignment import assignments_expire
+
+    return assignments_expire()
+
+
 @shared_task(name="workers.tasks.default.jobs_watchdog")
 def jobs_watchdog() -> list[int]:
     """Beat, every few minutes: fail running jobs whose worker stopped reporting. Returns their ids."""
