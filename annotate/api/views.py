@@ -3,7 +3,7 @@
 import random
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -28,14 +28,41 @@ def _refusal(exc: assignments.AssignmentError) -> Response:
 
 
 def _judgment_out(judgment) -> dict:
+    """A judgment as ``JudgmentOutSerializer`` describes it (built directly: the hot path skips a serializer)."""
     return {
         "id": judgment.pk,
-        "assignment_id": judgment.assignment_id,
+        "assignment": judgment.assignment_id,
+        **assignments.screen_labels(judgment),
         "comment": judgment.comment,
         "flag": judgment.flag,
         "created_at": judgment.created_at,
-        **assignments.screen_labels(judgment),
     }
+
+
+def _member_locked(user, *, campaign_id: int | None = None, campaign__slug: str | None = None):
+    """The person's membership with its campaign, locking the person's row (one next-pair at a time per person),
+    or None: one prepared statement, no query compiled per request."""
+    from annotate.models import Campaign, CampaignMember
+
+    m_fields = [f.attname for f in CampaignMember._meta.concrete_fields]
+    c_fields = [f.attname for f in Campaign._meta.concrete_fields]
+    columns = [f'm."{CampaignMember._meta.get_field(n).column}"' for n in m_fields]
+    columns += [f'c."{Campaign._meta.get_field(n).column}"' for n in c_fields]
+    where = "c.id = %s" if campaign_id is not None else "c.slug = %s"
+    sql = (
+        f'SELECT {", ".join(columns)} FROM "{CampaignMember._meta.db_table}" m '
+        f'JOIN "{Campaign._meta.db_table}" c ON c.id = m.campaign_id JOIN "{user._meta.db_table}" u ON u.id = m.user_id '
+        f"WHERE m.user_id = %s AND {where} FOR UPDATE OF u"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user.pk, campaign_id if campaign_id is not None else campaign__slug])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    member = CampaignMember.from_db(connection.alias, m_fields, row[: len(m_fields)])
+    member.campaign = Campaign.from_db(connection.alias, c_fields, row[len(m_fields) :])
+    member.user = user
+    return member
 
 
 def next_lease(request, *, campaign_id: int | None = None, slug: str | None = None) -> tuple[int, dict]:
@@ -48,12 +75,7 @@ def next_lease(request, *, campaign_id: int | None = None, slug: str | None = No
 
     where = {"campaign_id": campaign_id} if campaign_id is not None else {"campaign__slug": slug or DEFAULT_SLUG}
     with transaction.atomic():
-        member = (
-            CampaignMember.objects.select_related("campaign", "user")
-            .select_for_update(of=("user",))
-            .filter(user=request.user, **where)
-            .first()
-        )
+        member = _member_locked(request.user, **where)
         if member is None:  # first time in this campaign: find it, and join it if the account may
             try:
                 campaign = Campaign.objects.get(pk=campaign_id) if campaign_id is not None else None
@@ -84,7 +106,7 @@ def next_lease(request, *, campaign_id: int | None = None, slug: str | None = No
         row = assignments.lease_take(annotator_id=request.user.pk, campaign_id=campaign.pk)
     if row is None:
         return 204, {}
-    return 200, LeaseSerializer(LeaseSerializer.from_row(row, request)).data
+    return 200, LeaseSerializer.from_row(row, request)  # plain values: the renderer writes them as the schema says
 
 
 class NextAssignmentView(APIView):
@@ -167,7 +189,7 @@ class JudgmentView(APIView):
         # one round trip per judgment: the answer carries the next assignment in the same campaign
         code, lease = next_lease(request, campaign_id=judgment.pair.campaign_id)
         return Response(
-            JudgmentOutSerializer({**_judgment_out(judgment), "next": lease if code == 200 else None}).data,
+            {**_judgment_out(judgment), "next": lease if code == 200 else None},  # JudgmentOutSerializer's shape
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 

@@ -88,3 +88,54 @@ def test_annotators_command_prints_tokens(db, capsys):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.post("/api/v1/assignments/next/").status_code == 204
+
+
+def test_one_round_trip_per_judgment_the_answer_carries_the_next_lease(api, make_pairs, settings):
+    """The judgment's answer holds the next assignment (the same object POST /assignments/next/ returns), so a
+    client judges with one request each; null once nothing is left; a repeat answers the current lease."""
+    from annotate.api.serializers import JudgmentOutSerializer, LeaseSerializer
+    from annotate.models import Assignment
+
+    settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}
+    make_pairs(3)
+    lease = api.post("/api/v1/assignments/next/").json()
+    assert set(lease) == set(LeaseSerializer().fields)
+    seen = [lease["id"]]
+    payload = {"vq": "left", "mq": "right", "ta": "tie"}
+    for _ in range(2):
+        answer = api.post(f"/api/v1/assignments/{lease['id']}/judgment/", payload, format="json")
+        assert answer.status_code == 201
+        body = answer.json()
+        assert set(body) == set(JudgmentOutSerializer().fields) and body["assignment"] == lease["id"]
+        assert {k: body[k] for k in payload} == payload
+        lease = body["next"]
+        assert set(lease) == set(LeaseSerializer().fields) and lease["id"] not in seen
+        assert lease["left_video_url"].startswith("http://testserver/media/videos/")
+        assert lease["expires_at"].endswith("Z")
+        seen.append(lease["id"])
+        # the lease it names is the one POST /assignments/next/ would answer now
+        assert api.post("/api/v1/assignments/next/").json() == lease
+    repeat = api.post(f"/api/v1/assignments/{seen[1]}/judgment/", payload, format="json")
+    assert repeat.status_code == 200 and repeat.json()["next"]["id"] == lease["id"]
+    last = api.post(f"/api/v1/assignments/{lease['id']}/judgment/", payload, format="json")
+    assert last.status_code == 201 and last.json()["next"] is None
+    assert api.post("/api/v1/assignments/next/").status_code == 204
+    assert Assignment.objects.filter(annotator=api.user, state="submitted").count() == 3
+
+
+def test_a_judgment_takes_a_handful_of_statements(api, make_pairs, settings):
+    """Token (with the participant flag), the submission, the membership under the person's lock, the next lease:
+    four statements for a judgment and its next pair (two requests took 24 before issue 30)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}
+    make_pairs(5)
+    lease = api.post("/api/v1/assignments/next/").json()
+    with CaptureQueriesContext(connection) as captured:
+        answer = api.post(
+            f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "left", "ta": "left"}, format="json"
+        )
+    assert answer.status_code == 201 and answer.json()["next"] is not None
+    statements = [q["sql"] for q in captured if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+    assert len(statements) == 4, statements
