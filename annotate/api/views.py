@@ -51,7 +51,8 @@ def _member_locked(user, *, campaign_id: int | None = None, campaign__slug: str 
     where = "c.id = %s" if campaign_id is not None else "c.slug = %s"
     sql = (
         f'SELECT {", ".join(columns)} FROM "{CampaignMember._meta.db_table}" m '
-        f'JOIN "{Campaign._meta.db_table}" c ON c.id = m.campaign_id JOIN "{user._meta.db_table}" u ON u.id = m.user_id '
+        f'JOIN "{Campaign._meta.db_table}" c ON c.id = m.campaign_id '
+        f'JOIN "{user._meta.db_table}" u ON u.id = m.user_id '
         f"WHERE m.user_id = %s AND {where} FOR UPDATE OF u"
     )
     with connection.cursor() as cursor:
