@@ -158,7 +158,9 @@ class Server:
         command += ["--workers", str(workers), "--threads", str(threads), "--env", f"VIDPREF_DB_POOL_MAX={threads}"]
         command += ["--log-level", "warning", "--backlog", "4096"]
         quiet = "ignore:No directory at"  # whitenoise: the bench serves no static files
-        self.process = subprocess.Popen(command, cwd=root, env={**env, "PYTHONPATH": str(root), "PYTHONWARNINGS": quiet})
+        self.process = subprocess.Popen(
+            command, cwd=root, env={**env, "PYTHONPATH": str(root), "PYTHONWARNINGS": quiet}
+        )
         self.base = f"http://127.0.0.1:{port}"
         for _ in range(150):
             try:
