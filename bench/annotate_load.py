@@ -9,7 +9,9 @@ Phases, all in one run on one machine (the ratios compare them):
    next → judgment in two requests: the "before";
 3. this tree's server, the same two requests (what one statement per step buys alone);
 4. this tree's server, one request per judgment (the judgment's answer carries the next lease): the "after";
-5. realistic load: ``--annotators`` people with ``--think`` seconds between requests, one request per judgment;
+5. realistic load: ``--annotators`` people with ``--think`` seconds between requests, one request per judgment,
+   arriving over the first think time, each on one kept-alive connection (a light asyncio generator: at ≈ 200
+   requests/s it takes a fraction of a core, and wrk cannot open a connection without sending at once);
 6. the next-pair query's p50 with ``--big`` pairs: the ratio big/small (flat is the goal).
 
 Each load phase prints judgments/s, p50/p99 latency and the **server's CPU per judgment** (ms of CPU summed over
@@ -37,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from scale import setup_database  # noqa: E402
+
+from config.processes import WEB_KEEP_ALIVE_S  # noqa: E402
 
 LUA = ROOT / "bench" / "wrk" / "annotators.lua"
 
@@ -156,7 +160,7 @@ class Server:
 
         command = [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}"]
         command += ["--workers", str(workers), "--threads", str(threads), "--env", f"VIDPREF_DB_POOL_MAX={threads}"]
-        command += ["--log-level", "warning", "--backlog", "4096"]
+        command += ["--keep-alive", str(WEB_KEEP_ALIVE_S), "--log-level", "warning", "--backlog", "4096"]
         quiet = "ignore:No directory at"  # whitenoise: the bench serves no static files
         self.process = subprocess.Popen(
             command, cwd=root, env={**env, "PYTHONPATH": str(root), "PYTHONWARNINGS": quiet}
@@ -187,16 +191,13 @@ def wrk(
     mode: str,
     connections: int,
     seconds: float,
-    think_ms: tuple[int, int] | None = None,
 ) -> dict:
     """Drive ``server`` with wrk: one annotator per connection (and per wrk thread). Adds judgments/s and the
     server's CPU ms per judgment to the script's own figures."""
     with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as f:
         f.write("\n".join(tokens[:connections]) + "\n")
     env = {**os.environ, "VIDPREF_TOKENS": f.name, "VIDPREF_MODE": mode}
-    if think_ms:
-        env["VIDPREF_THINK_MS"] = f"{think_ms[0]} {think_ms[1]}"
-        env["VIDPREF_CLOSE"] = "1"
+
     command = ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{seconds:.0f}s", "--timeout", "10s"]
     command += ["-s", str(LUA), server.base]
     web_cpu, db_cpu = _cpu_seconds([server.process.pid]), _cpu_seconds([pg_pid])
@@ -220,6 +221,101 @@ def wrk(
         postgres_cpu_ms_per_judgment=1000 * db_cpu / judgments,
     )
     return result
+
+
+async def _annotator(host, port, token, think, stop_at, rng, latencies, counts):
+    """One person: connects when they start (as a browser does), then judges with one request each on a kept-alive
+    connection, thinking between requests. HTTP/1.1 by hand: the generator must stay light next to the server."""
+    import asyncio
+
+    await asyncio.sleep(rng.uniform(0, think[1]))  # people arrive over the first think time, not all at once
+    reader, writer = await asyncio.open_connection(host, port)
+    head = f"Host: {host}:{port}\r\nAuthorization: Token {token}\r\nContent-Type: application/json\r\n"
+    lease = None
+    try:
+        while time.monotonic() < stop_at:
+            if lease is None:
+                request = f"POST /api/v1/assignments/next/ HTTP/1.1\r\n{head}Content-Length: 0\r\n\r\n"
+            else:
+                body = json.dumps({d: rng.choice(("left", "right", "tie")) for d in ("vq", "mq", "ta")})
+                request = (
+                    f"POST /api/v1/assignments/{lease}/judgment/ HTTP/1.1\r\n{head}"
+                    f"Content-Length: {len(body)}\r\n\r\n{body}"
+                )
+            started = time.perf_counter()
+            writer.write(request.encode())
+            status_line = await reader.readline()
+            length = 0
+            while (header := await reader.readline()) not in (b"\r\n", b""):
+                if header.lower().startswith(b"content-length:"):
+                    length = int(header.split(b":")[1])
+            payload = await reader.readexactly(length) if length else b""
+            latencies.append(time.perf_counter() - started)
+            code = int(status_line.split()[1]) if status_line else 0
+            judged = lease is not None
+            if code == 201 and judged:
+                counts["judgments"] += 1
+            elif code not in (200, 201, 204):
+                counts["errors"] += 1
+            data = json.loads(payload) if payload and code in (200, 201) else None
+            lease = (data.get("next") or {}).get("id") if judged and data else (data or {}).get("id")
+            await asyncio.sleep(rng.uniform(*think))
+    finally:
+        writer.close()
+
+
+def realistic(server: Server, pg_pid: int, tokens: list[str], *, think: tuple[float, float], seconds: float) -> dict:
+    """``len(tokens)`` people, each thinking ``think`` seconds between judgments, for ``seconds``; latency p50/p99
+    and the server's CPU per judgment (the generator's own CPU is reported too)."""
+    import asyncio
+    import random
+    import resource
+
+    from scale import percentile
+
+    latencies: list[float] = []
+    counts = {"judgments": 0, "errors": 0}
+    host, port = server.base.removeprefix("http://").split(":")
+
+    async def everyone():
+        stop_at = time.monotonic() + seconds
+        await asyncio.gather(
+            *(
+                _annotator(host, int(port), t, think, stop_at, random.Random(i), latencies, counts)
+                for i, t in enumerate(tokens)
+            )
+        )
+
+    web_cpu, db_cpu = _cpu_seconds([server.process.pid]), _cpu_seconds([pg_pid])
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    asyncio.run(everyone())
+    elapsed = time.monotonic() - started
+    web_cpu, db_cpu = _cpu_seconds([server.process.pid]) - web_cpu, _cpu_seconds([pg_pid]) - db_cpu
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    generator_cpu = (mine.ru_utime - own.ru_utime) + (mine.ru_stime - own.ru_stime)
+    judgments = max(1, counts["judgments"])
+    return {
+        "annotators": len(tokens),
+        "think_s": list(think),
+        "judgments": counts["judgments"],
+        "requests": len(latencies),
+        "duration_s": elapsed,
+        "judgments_per_s": counts["judgments"] / elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": 1000 * percentile(latencies, 0.5),
+        "p90_ms": 1000 * percentile(latencies, 0.9),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
+        "max_ms": 1000 * max(latencies, default=0.0),
+        "socket_errors": 0,
+        "timeouts": 0,
+        "non_2xx": counts["errors"],
+        "refused": 0,
+        "server_cpu_ms_per_judgment": 1000 * (web_cpu + db_cpu) / judgments,
+        "gunicorn_cpu_ms_per_judgment": 1000 * web_cpu / judgments,
+        "postgres_cpu_ms_per_judgment": 1000 * db_cpu / judgments,
+        "generator_cpu_share": generator_cpu / elapsed,
+    }
 
 
 def line(name: str, r: dict) -> str:
@@ -322,23 +418,21 @@ def main() -> None:
         phases["one_request"] = wrk(server, pg_pid, fast, mode="one", connections=args.clients, seconds=args.seconds)
         print(line("this tree, one request per judgment", phases["one_request"]), flush=True)
         if args.annotators:
-            think = (int(args.think[0] * 1000), int(args.think[1] * 1000))
             offered = args.annotators / (sum(args.think) / 2)
             print(
                 f"realistic: {args.annotators:,} annotators, {args.think[0]:g}–{args.think[1]:g} s think time "
                 f"(≈ {offered:.0f} judgments/s offered), {args.realistic_seconds:.0f} s …",
                 flush=True,
             )
-            phases["realistic"] = wrk(
-                server,
-                pg_pid,
-                people,
-                mode="one",
-                connections=args.annotators,
-                seconds=args.realistic_seconds,
-                think_ms=think,
+            phases["realistic"] = realistic(
+                server, pg_pid, people, think=tuple(args.think), seconds=args.realistic_seconds
             )
             print(line("realistic load", phases["realistic"]), flush=True)
+            print(
+                f"  (the realistic generator: Python asyncio, {100 * phases['realistic']['generator_cpu_share']:.0f} % "
+                "of a core; at this rate it is not the bottleneck)",
+                flush=True,
+            )
     finally:
         server.stop()
 

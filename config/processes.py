@@ -22,6 +22,10 @@ ALL_QUEUES = "default,media,gpu"
 
 
 WEB_THREADS = 4  # gunicorn threads per worker process: also its database pool's size (VIDPREF_DB_POOL_MAX)
+# An idle keep-alive connection is parked in the worker's poller (no thread) this long: longer than a person's think
+# time between judgments, so an annotator's browser keeps one connection instead of reconnecting for every judgment
+# (gunicorn's default is 2 s). docs/operations.md.
+WEB_KEEP_ALIVE_S = 30
 
 
 def web_command(
@@ -43,6 +47,8 @@ def web_command(
         str(WEB_THREADS),
         "--env",
         f"VIDPREF_DB_POOL_MAX={WEB_THREADS}",
+        "--keep-alive",
+        str(WEB_KEEP_ALIVE_S),
         "--log-level",
         "warning",
     ]

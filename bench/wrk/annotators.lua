@@ -3,9 +3,7 @@
 -- One connection per wrk thread (-t N -c N), so a thread's state is one annotator's: its token and its lease.
 -- VIDPREF_MODE=one: each judgment's answer carries the next lease (one request per judgment);
 -- VIDPREF_MODE=two: POST /assignments/next/, then the judgment (the path before one round trip existed).
--- VIDPREF_THINK_MS="lo hi": a think time drawn uniformly in [lo, hi] ms before every request (none when unset).
--- VIDPREF_CLOSE=1: a new connection per request (what a browser does after seconds idle: gunicorn keeps an idle
--- connection 2 s).
+-- No think time: this is the throughput test (bench/annotate_load.py's realistic phase has people who think).
 
 local tokens, threads, count = {}, {}, 0
 
@@ -29,17 +27,6 @@ judged, repeats, empty, refused = 0, 0, 0, 0
 function init(args)
    math.randomseed(seed * 7919)
    headers = { ["Authorization"] = "Token " .. token, ["Content-Type"] = "application/json" }
-   if os.getenv("VIDPREF_CLOSE") == "1" then
-      headers["Connection"] = "close" -- a person who thinks for seconds outlives the server's keep-alive
-   end
-end
-
-local lo, hi = (os.getenv("VIDPREF_THINK_MS") or ""):match("(%d+) (%d+)")
-if lo then
-   lo, hi = tonumber(lo), tonumber(hi)
-   function delay()
-      return math.random(lo, hi)
-   end
 end
 
 function request()

@@ -275,3 +275,17 @@ def test_the_demo_and_compose_run_the_same_worker_pools():
         assert command[command.index("--concurrency") + 1] == "1"
         assert command[command.index("--prefetch-multiplier") + 1] == "1"
     assert queues(demo["worker"]) == queues(compose["worker-media"]["command"]) == {"default", "media"}
+
+
+def test_the_demo_and_compose_serve_with_a_pool_per_thread_and_a_long_keep_alive():
+    """gunicorn as web_command and docker-compose.yml run it: each worker's database pool holds one connection per
+    thread, and an idle connection is kept past a person's think time (issue 30)."""
+    from config.processes import WEB_KEEP_ALIVE_S, WEB_THREADS, web_command
+
+    demo = " ".join(web_command(host="127.0.0.1", port=8000))
+    compose = " ".join(yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]["command"])
+    for text in (demo, compose):
+        threads = int(text.split("--threads ")[1].split()[0])
+        assert f"--env VIDPREF_DB_POOL_MAX={threads}" in text
+        assert f"--keep-alive {WEB_KEEP_ALIVE_S}" in text
+    assert f"--threads {WEB_THREADS}" in demo
