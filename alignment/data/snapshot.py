@@ -387,6 +387,7 @@ class SnapshotWriter:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             raise
         self._n_pairs = 0
+        self._ascending, self._last_pair_id = True, None  # see _check_pairs
         self._split_counts = dict.fromkeys(SPLITS, 0)
         self._n_judgments: int | None = None
         self._bundled: list[str] = []
@@ -429,6 +430,15 @@ class SnapshotWriter:
                 raise ValueError(f"pairs: split {entry['values']!r} is not one of {SPLITS}")
             self._split_counts[entry["values"]] += entry["counts"]
         self._n_pairs += batch.num_rows
+        # Pairs that arrive in ascending pair_id order (the export's ORDER BY) are unique as they stream, in constant
+        # memory; any other order is checked at commit.
+        ids = names["pair_id"]
+        if self._ascending and len(ids):
+            first = ids[0].as_py()
+            rising = len(ids) < 2 or pc.all(pc.greater(ids[1:], ids[:-1])).as_py()
+            if not rising or (self._last_pair_id is not None and first <= self._last_pair_id):
+                self._ascending = False
+            self._last_pair_id = ids[-1].as_py()
 
     def add_judgments(self, judgments: Iterable[pa.RecordBatch] | pa.Table, schema: pa.Schema | None = None) -> int:
         """Write ``judgments.parquet`` from a table or a stream of record batches (call once). Returns the row count."""
@@ -458,9 +468,10 @@ class SnapshotWriter:
     ) -> Path:
         """Finish the files, write the manifest and make the snapshot visible under its final name."""
         self._pairs_writer.close()
-        pair_ids = pq.read_table(self.temp_dir / PAIRS_FILE, columns=["pair_id"]).column("pair_id")
-        if pc.count_distinct(pair_ids).as_py() != self._n_pairs:  # 8 bytes a pair, once, not a set held throughout
-            raise ValueError("pair_id values repeat; every pair must appear once")
+        if not self._ascending:  # written out of order: count the distinct ids (memory grows with the pairs)
+            pair_ids = pq.read_table(self.temp_dir / PAIRS_FILE, columns=["pair_id"]).column("pair_id")
+            if pc.count_distinct(pair_ids).as_py() != self._n_pairs:
+                raise ValueError("pair_id values repeat; every pair must appear once")
         videoalign = write_videoalign_files(self.temp_dir)
         written = [PAIRS_FILE, *videoalign["files"]] + ([JUDGMENTS_FILE] if self._n_judgments is not None else [])
         files = {}

@@ -394,3 +394,30 @@ def test_snapshot_writer_that_fails_to_start_leaves_no_folder(tmp_path, monkeypa
     with pytest.raises(OSError, match="No space"):
         SnapshotWriter(tmp_path / "snaps" / "1")
     assert os.listdir(tmp_path / "snaps") == []
+
+
+@pytest.mark.parametrize(
+    ("batches", "unique"),
+    [
+        ([range(0, 10), range(10, 20)], True),  # ascending, as the export writes: checked as it streams
+        ([range(0, 10), range(9, 20)], False),  # the last id of one batch again at the start of the next
+        ([[3, 1, 2], [4, 5]], True),  # out of order but unique: checked at commit
+        ([[1, 2, 2], [4, 5]], False),  # a repeat inside a batch
+    ],
+)
+def test_snapshot_writer_finds_repeated_pair_ids_in_any_order(tmp_path, batches, unique):
+    import pyarrow as pa
+
+    from alignment.data.snapshot import PAIRS_SCHEMA, SnapshotWriter
+
+    rows = pair_rows(20)
+    writer = SnapshotWriter(tmp_path / "snap")
+    for ids in batches:
+        part = [{**rows[0], "pair_id": 100 + i, "split": "train"} for i in ids]
+        writer.add_pairs(pa.Table.from_pylist(part, schema=PAIRS_SCHEMA))
+    if unique:
+        assert writer.commit().is_dir()
+    else:
+        with pytest.raises(ValueError, match="pair_id values repeat"):
+            writer.commit()
+        writer.abort()
