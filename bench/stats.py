@@ -35,7 +35,7 @@ def child(env: dict, *args: str) -> dict:
     return run_child(__file__, env, *args)
 
 
-def seed(pairs: int) -> dict:
+def seed(pairs: int, annotators: int | None) -> dict:
     import django
 
     django.setup()
@@ -45,7 +45,7 @@ def seed(pairs: int) -> dict:
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3)
+        seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3, annotators=annotators)
         cursor.execute(
             "UPDATE annotate_video SET generator = 'gen-' || lpad((abs(hashtext(id::text)) %% %s)::text, 2, '0')",
             [GENERATORS],
@@ -183,6 +183,13 @@ def bench_render(env: dict, *, requests: int = 50) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=182_000, help="pairs to seed, 3 judgments each")
+    parser.add_argument(
+        "--annotators",
+        type=int,
+        default=300,
+        help="the annotator population (each pair judged by 3 of them; spammers and left-biased ones among them); "
+        "0: the same 3 judge every pair",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     parser.add_argument("--repeats", type=int, default=3, help="recomputes timed (the best one counts)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stats.json")
@@ -194,15 +201,16 @@ def main() -> None:
         print(json.dumps(measure_render(args.render)))
         return
     if args.seed:
-        print(json.dumps(seed(args.seed)))
+        print(json.dumps(seed(args.seed, args.annotators or None)))
         return
     if args.measure:
         print(json.dumps(measure(args.measure, args.bootstrap)))
         return
 
     env = bench_database_env(DATABASE)
-    seeded = child(env, "--seed", str(args.pairs))
-    print(f"seeded {args.pairs:,} pairs × 3 judgments in {seeded['seconds']:.1f} s")
+    seeded = child(env, "--seed", str(args.pairs), "--annotators", str(args.annotators))
+    who = f"3 of {args.annotators} annotators" if args.annotators else "the same 3 annotators"
+    print(f"seeded {args.pairs:,} pairs × 3 judgments by {who} in {seeded['seconds']:.1f} s")
     results = {
         "recompute": bench_recompute(env, repeats=args.repeats, bootstrap=args.bootstrap),
         "render": bench_render(env),

@@ -222,12 +222,35 @@ def render_clip(path: Path, *, seconds=1.0, size="64x48", rate=12, source="tests
     return path
 
 
-def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_prompt: int = 12) -> None:
+def seed_judged_pairs(
+    cursor, *, pairs: int, judgments_per_pair: int, pairs_per_prompt: int = 12, annotators: int | None = None
+) -> None:
     """Insert ``pairs`` pairs (with prompts, videos and placeholder files) judged by ``judgments_per_pair``
-    annotators each, straight in SQL: for exports and benchmarks at scale. Labels vary deterministically."""
+    annotators each, straight in SQL: for exports and benchmarks at scale. Labels vary deterministically.
+
+    ``annotators``: a population of that many, each pair judged by ``judgments_per_pair`` different ones of them
+    spread over the population, as a real campaign has it: one in ten is a spammer (a label at random), one in
+    ten always picks the left video, the rest judge as the pair's labels say (with some disagreement). None: the
+    same ``judgments_per_pair`` annotators judge every pair."""
     from annotate.models import default_campaign_pk
 
     labels = "(ARRAY['A','B','TIE'])[1 + ({expr}) % 3]"
+    if annotators is None:
+        population, who = judgments_per_pair, "k"
+        kinds = "{careful}"
+    else:
+        if annotators < judgments_per_pair:
+            raise ValueError(f"annotators={annotators}: fewer than judgments_per_pair={judgments_per_pair}")
+        stride = annotators // judgments_per_pair  # the k-th judge of a pair is stride further: all different
+        population, who = annotators, f"1 + ((g::bigint * 7919 + (k - 1) * {stride}) % {annotators})"
+        kinds = (
+            "CASE WHEN ({who}) % 10 = 0 THEN " + labels.format(expr="g * 31 + ({who}) * 17 + {dim}")
+            + " WHEN ({who}) % 10 = 1 THEN CASE WHEN (g + k) % 2 = 0 THEN 'A' ELSE 'B' END ELSE {careful} END"
+        )
+
+    def label(expr: str, dim: int) -> str:
+        return kinds.format(who=who, dim=dim, careful=labels.format(expr=expr))
+
     campaign = default_campaign_pk()  # made again after a flush; the columns below have no database default
     sql = f"""
     CREATE TEMP TABLE seed_base AS SELECT
@@ -237,7 +260,7 @@ def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_
       (SELECT coalesce(max(id), 0) FROM annotate_judgment) AS judgments;
     INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name, email, is_staff, is_active, date_joined)
       SELECT b.users + k, '!', false, 'seed-annotator-' || (b.users + k), '', '', '', false, true, now()
-      FROM seed_base b, generate_series(1, {judgments_per_pair}) k;
+      FROM seed_base b, generate_series(1, {population}) k;
     INSERT INTO annotate_prompt (id, text, text_sha256, source, created_at)
       SELECT b.prompts + g, 'seeded prompt ' || (b.prompts + g), encode(sha256(convert_to('seeded prompt ' || (b.prompts + g), 'UTF8')), 'hex'), 'seed', now()
       FROM seed_base b, generate_series(1, ({pairs} + {pairs_per_prompt} - 1) / {pairs_per_prompt}) g;
@@ -253,15 +276,15 @@ def seed_judged_pairs(cursor, *, pairs: int, judgments_per_pair: int, pairs_per_
              {judgments_per_pair}, 0, 'complete', false, {judgments_per_pair}, {judgments_per_pair}, now(), {campaign}, ''
       FROM seed_base b, generate_series(1, {pairs}) g;
     INSERT INTO annotate_assignment (id, pair_id, annotator_id, left_is_a, leased_at, expires_at, state, skip_reason)
-      SELECT b.assignments + (g - 1) * {judgments_per_pair} + k, b.pairs + g, b.users + k, (g + k) % 2 = 0, now(), now(),
+      SELECT b.assignments + (g - 1) * {judgments_per_pair} + k, b.pairs + g, b.users + {who}, (g + k) % 2 = 0, now(), now(),
              'submitted', ''
       FROM seed_base b, generate_series(1, {pairs}) g, generate_series(1, {judgments_per_pair}) k;
     INSERT INTO annotate_judgment (id, pair_id, annotator_id, assignment_id, vq, mq, ta, left_is_a, duration_ms,
                                    watched_ms, comment, flag, created_at)
-      SELECT b.judgments + (g - 1) * {judgments_per_pair} + k, b.pairs + g, b.users + k,
+      SELECT b.judgments + (g - 1) * {judgments_per_pair} + k, b.pairs + g, b.users + {who},
              b.assignments + (g - 1) * {judgments_per_pair} + k,
-             {labels.format(expr="g * 7 + k * (g % 2)")}, {labels.format(expr="g * 5 + k * (g % 3)")},
-             {labels.format(expr="g + k * (g % 5)")}, (g + k) % 2 = 0, 5000 + g % 3000, 4000 + g % 2000, '', '', now()
+             {label("g * 7 + k * (g % 2)", 0)}, {label("g * 5 + k * (g % 3)", 1)},
+             {label("g + k * (g % 5)", 2)}, (g + k) % 2 = 0, 5000 + g % 3000, 4000 + g % 2000, '', '', now()
       FROM seed_base b, generate_series(1, {pairs}) g, generate_series(1, {judgments_per_pair}) k;
     DROP TABLE seed_base;
     """
