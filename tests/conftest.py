@@ -244,7 +244,8 @@ def seed_judged_pairs(
         stride = annotators // judgments_per_pair  # the k-th judge of a pair is stride further: all different
         population, who = annotators, f"1 + ((g::bigint * 7919 + (k - 1) * {stride}) % {annotators})"
         kinds = (
-            "CASE WHEN ({who}) % 10 = 0 THEN " + labels.format(expr="g * 31 + ({who}) * 17 + {dim}")
+            "CASE WHEN ({who}) % 10 = 0 THEN "
+            + labels.format(expr="g * 31 + ({who}) * 17 + {dim}")
             + " WHEN ({who}) % 10 = 1 THEN CASE WHEN (g + k) % 2 = 0 THEN 'A' ELSE 'B' END ELSE {careful} END"
         )
 
