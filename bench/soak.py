@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from scale import percentile, setup_database  # noqa: E402
 
+from config.processes import WEB_KEEP_ALIVE_S  # noqa: E402
+
 CHOICES = ("left", "right", "tie")
 
 
@@ -167,15 +169,19 @@ def client_loop(base: str, token: str, stop_at: float, results: Results, seed_va
             return None
         return response
 
+    following = None  # the next lease a judgment's answer carried (one round trip per judgment)
     while time.monotonic() < stop_at:
-        lease = call("POST", "/api/v1/assignments/next/", (200, 204), "next")
-        if lease is None:
-            continue
-        if lease.status_code == 204:
-            with results.lock:
-                results.exhausted += 1
-            break
-        lease = lease.json()
+        if following is not None:
+            lease, following = following, None
+        else:
+            answer = call("POST", "/api/v1/assignments/next/", (200, 204), "next")
+            if answer is None:
+                continue
+            if answer.status_code == 204:
+                with results.lock:
+                    results.exhausted += 1
+                break
+            lease = answer.json()
         lease_id = lease["id"]
         video = call("GET", lease["left_video_url"], (206,), "video range", headers={"Range": "bytes=0-65535"})
         if video is not None:
@@ -193,6 +199,8 @@ def client_loop(base: str, token: str, stop_at: float, results: Results, seed_va
             continue
         judgment_id = stored.json()["id"]
         acknowledged[judgment_id] = lease_id
+        # half the time the answer's next lease is followed, else POST /next/ is asked (both paths stay in the soak)
+        following = stored.json()["next"] if rng.random() < 0.5 else None
         if rng.random() < 0.05:  # a double click: the same judgment comes back, nothing new is stored
             again = call("POST", f"/api/v1/assignments/{lease_id}/judgment/", (200,), "repeat", json=body)
             if again is not None:
@@ -311,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             str(args.threads),
             "--worker-class",
             "gthread",
+            "--env",  # the pool and keep-alive as config.processes.web_command serves
+            f"VIDPREF_DB_POOL_MAX={args.threads}",
+            "--keep-alive",
+            str(WEB_KEEP_ALIVE_S),
             "--log-level",
             "warning",
             "--backlog",
