@@ -194,6 +194,7 @@ def _pairs_create(cursor, scope: _Scope) -> None:
         FROM (
             SELECT j.pair_id, p.video_a_id, p.video_b_id, p.is_gold, {gold},
                    count(*) FILTER (WHERE {counted})::int AS n, {packed},
+                   coalesce(bool_or(j.flag <> '') FILTER (WHERE {counted}), false) AS flagged,
                    array_agg(j.annotator_id ORDER BY j.annotator_id) FILTER (WHERE {counted}) AS judges,
                    array_agg(({code})::smallint ORDER BY j.annotator_id) FILTER (WHERE {counted}) AS codes
             FROM annotate_judgment j JOIN annotate_pair p ON p.id = j.pair_id
@@ -374,7 +375,36 @@ def _confusions(cursor) -> dict[tuple[int, int], np.ndarray]:
 
 def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, str, int, int, int]]]:
     """Per dimension: ``(generator_a, generator_b, a wins, ties, b wins)`` over the consensus labels of the
-    pairs whose two videos have different, named generators."""
+    pairs whose two videos have different, named generators.
+
+    The consensus is ``consensus_sql``'s, taken from each pair's counted labels already in ``stats_pairs`` (one
+    pass over the pairs instead of another over every judgment); filters whose consensus rules differ from the
+    defaults take ``_matchups_from_consensus``, and a test holds the two to the same answer."""
+    defaults = ConsensusFilters()
+    rules = ("min_judgments", "min_agreement", "include_flagged", "include_excluded_annotators", "include_gold")
+    if any(getattr(filters, rule) != getattr(defaults, rule) for rule in rules + ("no_majority",)):
+        return _matchups_from_consensus(cursor, filters)
+
+    def label(dim: str) -> str:
+        a, tie, b = f"({dim}_counts / {PACK**2})", f"(({dim}_counts / {PACK}) %% {PACK})", f"({dim}_counts %% {PACK})"
+        return f"CASE WHEN 2 * {a} > n THEN 1 WHEN 2 * {b} > n THEN -1 WHEN 2 * {tie} > n THEN 0 ELSE 0 END"
+
+    counts = ", ".join(f"count(*) FILTER (WHERE {label(dim)} = {code})" for dim in DIMENSIONS for code in (1, 0, -1))
+    cursor.execute(
+        f"""
+        SELECT generator_a, generator_b, {counts}
+        FROM {PAIRS}
+        WHERE n >= %(min_judgments)s AND NOT is_gold AND NOT flagged
+          AND generator_a <> '' AND generator_b <> '' AND generator_a <> generator_b
+        GROUP BY 1, 2
+        """,
+        {"min_judgments": defaults.min_judgments},
+    )
+    return _matchup_rows(cursor.fetchall())
+
+
+def _matchups_from_consensus(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, str, int, int, int]]]:
+    """``_matchups`` from ``consensus_sql`` itself: another pass over every judgment."""
     consensus, params = consensus_sql(filters)
     counts = ", ".join(f"count(*) FILTER (WHERE c.{dim} = {code})" for dim in DIMENSIONS for code in (1, 0, -1))
     cursor.execute(
@@ -386,9 +416,12 @@ def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, st
         """,
         params,
     )
-    rows = cursor.fetchall()
+    return _matchup_rows(cursor.fetchall())
+
+
+def _matchup_rows(rows) -> dict[str, list[tuple[str, str, int, int, int]]]:
     return {
-        dim: [(row[0], row[1], *row[2 + 3 * index : 5 + 3 * index]) for row in rows]
+        dim: sorted((row[0], row[1], *row[2 + 3 * index : 5 + 3 * index]) for row in rows)
         for index, dim in enumerate(DIMENSIONS)
     }
 

@@ -506,3 +506,46 @@ def test_an_empty_selection_gives_a_report_of_nothing(db):
     assert vq["fleiss_kappa"] is None and vq["tie_rate"] is None
     assert vq["cohen_kappa"] == {"annotators": [], "matrix": []}
     assert report["annotators"] == [] and report["generators"] == {"VQ": [], "MQ": [], "TA": []}
+
+
+def test_matchups_from_the_pairs_counts_are_the_consensus_matchups(make_user, make_pairs):
+    """The generator matchups come from ``stats_pairs``' counted labels; they must be the snapshot consensus's
+    (``consensus_sql``) whatever the data: flagged pairs, excluded and inactive annotators, gold pairs, ties, no
+    majority, judgments outside the dates, a batch filter."""
+    from django.contrib.auth.models import Group
+    from django.db import connection, transaction
+
+    from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters
+    from annotate.stats import PAIRS, _matchups, _matchups_from_consensus, _pairs_create, _Scope
+
+    rng = np.random.default_rng(30)
+    users = [make_user(f"m-{i}") for i in range(6)]
+    users[4].groups.add(Group.objects.get_or_create(name=EXCLUDED_GROUP)[0])
+    users[5].is_active = False
+    users[5].save()
+    pairs = make_pairs(240)
+    gold = make_pairs(10, is_gold=True, gold_labels={"vq": "A", "mq": "B", "ta": "TIE"})
+    names = ["g0", "g1", "g2", ""]
+    picks = [rng.choice(4, size=2) for _ in pairs + gold]
+    name_generators(pairs + gold, [names[i] for i, _ in picks], [names[j] for _, j in picks])
+    half = in_batch(pairs[:120], "half")
+    rows = []
+    for pair in pairs + gold:
+        for index in rng.choice(6, size=int(rng.integers(1, 5)), replace=False):
+            labels = rng.choice(LABELS, size=3)
+            flag = "broken" if rng.random() < 0.05 else ""
+            rows.append(Row(pair, users[index], *labels, flag=flag))
+    judgments = bulk_judge(rows)
+    early = [j.pk for j in judgments[::7]]
+    Judgment.objects.filter(pk__in=early).update(created_at=timezone.now() - timedelta(days=3))
+
+    for filters in (
+        ConsensusFilters(),
+        ConsensusFilters(batch_ids=(half.pk,)),
+        ConsensusFilters(judged_from=timezone.now() - timedelta(days=1)),
+    ):
+        with transaction.atomic(), connection.cursor() as cursor:
+            _pairs_create(cursor, _Scope.of(filters))
+            fast, reference = _matchups(cursor, filters), _matchups_from_consensus(cursor, filters)
+            cursor.execute(f"DROP TABLE {PAIRS}")
+        assert fast == reference and sum(len(rows) for rows in fast.values()) > 0
