@@ -192,7 +192,7 @@ def _pairs_create(cursor, scope: _Scope) -> None:
         CREATE TEMP TABLE {PAIRS} AS
         SELECT s.*, va.generator AS generator_a, vb.generator AS generator_b
         FROM (
-            SELECT j.pair_id, p.video_a_id, p.video_b_id, p.is_gold, {gold},
+            SELECT p.id AS pair_id, p.video_a_id, p.video_b_id, p.is_gold, {gold},
                    count(*) FILTER (WHERE {counted})::int AS n, {packed},
                    coalesce(bool_or(j.flag <> '') FILTER (WHERE {counted}), false) AS flagged,
                    array_agg(j.annotator_id ORDER BY j.annotator_id) FILTER (WHERE {counted}) AS judges,
@@ -200,7 +200,7 @@ def _pairs_create(cursor, scope: _Scope) -> None:
             FROM annotate_judgment j JOIN annotate_pair p ON p.id = j.pair_id
             JOIN {scope.judges} k ON k.id = j.annotator_id
             WHERE {scope.dates} {batch}
-            GROUP BY j.pair_id, p.id
+            GROUP BY p.id
         ) s
         JOIN annotate_video va ON va.id = s.video_a_id
         JOIN annotate_video vb ON vb.id = s.video_b_id
