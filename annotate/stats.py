@@ -382,12 +382,12 @@ def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, st
     defaults take ``_matchups_from_consensus``, and a test holds the two to the same answer."""
     defaults = ConsensusFilters()
     rules = ("min_judgments", "min_agreement", "include_flagged", "include_excluded_annotators", "include_gold")
-    if any(getattr(filters, rule) != getattr(defaults, rule) for rule in rules + ("no_majority",)):
+    if any(getattr(filters, rule) != getattr(defaults, rule) for rule in (*rules, "no_majority")):
         return _matchups_from_consensus(cursor, filters)
 
-    def label(dim: str) -> str:
-        a, tie, b = f"({dim}_counts / {PACK**2})", f"(({dim}_counts / {PACK}) %% {PACK})", f"({dim}_counts %% {PACK})"
-        return f"CASE WHEN 2 * {a} > n THEN 1 WHEN 2 * {b} > n THEN -1 WHEN 2 * {tie} > n THEN 0 ELSE 0 END"
+    def label(dim: str) -> str:  # a strict majority of A or B, else a tie (the default no_majority="tie")
+        a, b = f"({dim}_counts / {PACK**2})", f"({dim}_counts %% {PACK})"
+        return f"CASE WHEN 2 * {a} > n THEN 1 WHEN 2 * {b} > n THEN -1 ELSE 0 END"
 
     counts = ", ".join(f"count(*) FILTER (WHERE {label(dim)} = {code})" for dim in DIMENSIONS for code in (1, 0, -1))
     cursor.execute(

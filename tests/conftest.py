@@ -28,6 +28,15 @@ def database_url_for_children(settings_dict: dict) -> str:
 CHILD_APPLICATION_NAME = "vidpref-test-child"
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def child_env(**extra) -> dict:
     """Environment for a subprocess that must see this session's test database and broker."""
     from django.conf import settings

@@ -19,35 +19,41 @@ class LeaseSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
     @staticmethod
-    def from_row(row, request) -> dict:
-        """From ``assignment.lease_take``'s row (ids and the prompt, no ORM objects)."""
-        left, right = row.sides
-        return {
-            "id": row.id,
-            "prompt": row.prompt,
-            "left_video_url": request.build_absolute_uri(reverse("annotate:video", args=[left])),
-            "right_video_url": request.build_absolute_uri(reverse("annotate:video", args=[right])),
-            "left_poster_url": request.build_absolute_uri(reverse("annotate:poster", args=[left])),
-            "right_poster_url": request.build_absolute_uri(reverse("annotate:poster", args=[right])),
-            "expires_at": row.expires_at,
-        }
+    def payload(request, *, lease_id: int, prompt: str, left: int, right: int, expires_at) -> dict:
+        """The answer for a lease: the video ids are the screen's left and right."""
 
-    @staticmethod
-    def from_lease(lease, request) -> dict:
-        left, right = lease_sides(lease)
-
-        def url(name, video):
-            return request.build_absolute_uri(reverse(name, args=[video.pk]))
+        def url(name: str, video: int) -> str:
+            return request.build_absolute_uri(reverse(name, args=[video]))
 
         return {
-            "id": lease.pk,
-            "prompt": lease.pair.prompt.text,
+            "id": lease_id,
+            "prompt": prompt,
             "left_video_url": url("annotate:video", left),
             "right_video_url": url("annotate:video", right),
             "left_poster_url": url("annotate:poster", left),
             "right_poster_url": url("annotate:poster", right),
-            "expires_at": lease.expires_at,
+            "expires_at": expires_at,
         }
+
+    @staticmethod
+    def from_row(row, request) -> dict:
+        """From ``assignment.lease_take``'s row (ids and the prompt, no ORM objects)."""
+        left, right = row.sides
+        return LeaseSerializer.payload(
+            request, lease_id=row.id, prompt=row.prompt, left=left, right=right, expires_at=row.expires_at
+        )
+
+    @staticmethod
+    def from_lease(lease, request) -> dict:
+        left, right = lease_sides(lease)
+        return LeaseSerializer.payload(
+            request,
+            lease_id=lease.pk,
+            prompt=lease.pair.prompt.text,
+            left=left.pk,
+            right=right.pk,
+            expires_at=lease.expires_at,
+        )
 
 
 class HeartbeatSerializer(serializers.Serializer):

@@ -3,7 +3,7 @@
 import random
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -39,33 +39,6 @@ def _judgment_out(judgment) -> dict:
     }
 
 
-def _member_locked(user, *, campaign_id: int | None = None, campaign__slug: str | None = None):
-    """The person's membership with its campaign, locking the person's row (one next-pair at a time per person),
-    or None: one prepared statement, no query compiled per request."""
-    from annotate.models import Campaign, CampaignMember
-
-    m_fields = [f.attname for f in CampaignMember._meta.concrete_fields]
-    c_fields = [f.attname for f in Campaign._meta.concrete_fields]
-    columns = [f'm."{CampaignMember._meta.get_field(n).column}"' for n in m_fields]
-    columns += [f'c."{Campaign._meta.get_field(n).column}"' for n in c_fields]
-    where = "c.id = %s" if campaign_id is not None else "c.slug = %s"
-    sql = (
-        f'SELECT {", ".join(columns)} FROM "{CampaignMember._meta.db_table}" m '
-        f'JOIN "{Campaign._meta.db_table}" c ON c.id = m.campaign_id '
-        f'JOIN "{user._meta.db_table}" u ON u.id = m.user_id '
-        f"WHERE m.user_id = %s AND {where} FOR UPDATE OF u"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [user.pk, campaign_id if campaign_id is not None else campaign__slug])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    member = CampaignMember.from_db(connection.alias, m_fields, row[: len(m_fields)])
-    member.campaign = Campaign.from_db(connection.alias, c_fields, row[len(m_fields) :])
-    member.user = user
-    return member
-
-
 def next_lease(request, *, campaign_id: int | None = None, slug: str | None = None) -> tuple[int, dict]:
     """(status, body) of the next-pair answer for ``request.user`` in a campaign (by id, else by slug, else the
     default one): 200 and the lease, 204 and {} when nothing is left (or the quota is reached), 403/404 and a
@@ -76,7 +49,7 @@ def next_lease(request, *, campaign_id: int | None = None, slug: str | None = No
 
     where = {"campaign_id": campaign_id} if campaign_id is not None else {"campaign__slug": slug or DEFAULT_SLUG}
     with transaction.atomic():
-        member = _member_locked(request.user, **where)
+        member = campaigns.membership_locked(request.user, **where)
         if member is None:  # first time in this campaign: find it, and join it if the account may
             try:
                 campaign = Campaign.objects.get(pk=campaign_id) if campaign_id is not None else None

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from alignment.labels import DIMENSIONS
 from annotate.models import Assignment, Judgment, Label, Pair
+from annotate.rows import from_row
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,6 @@ class LeaseRow:
     video_a_id: int
     video_b_id: int
     prompt: str
-    new: bool  # taken by this call (False: the lease they already held)
 
     @property
     def sides(self) -> tuple[int, int]:
@@ -145,9 +145,9 @@ WITH current AS (
     SELECT id, %(user)s, %(left_is_a)s, %(now)s, %(expires)s, 'active', '' FROM bumped
     RETURNING id, pair_id, left_is_a, expires_at
 ), chosen AS (
-    SELECT *, true AS new FROM leased UNION ALL SELECT *, false AS new FROM current
+    SELECT * FROM leased UNION ALL SELECT * FROM current
 )
-SELECT c.id, c.pair_id, c.left_is_a, c.expires_at, p.video_a_id, p.video_b_id, pr.text, c.new
+SELECT c.id, c.pair_id, c.left_is_a, c.expires_at, p.video_a_id, p.video_b_id, pr.text
 FROM chosen c JOIN {_P} p ON p.id = c.pair_id JOIN {_PR} pr ON pr.id = p.prompt_id
 """
 
@@ -360,7 +360,7 @@ def _submit_statement(*, assignment_id: int, annotator, labels: ScreenLabels, **
     if row is None:
         return None
     n = len(_JUDGMENT_COLUMNS)
-    judgment = Judgment.from_db(connection.alias, [f.attname for f in Judgment._meta.concrete_fields], row[:n])
+    judgment = from_row(Judgment, row[:n])
     is_gold, campaign_id, status = row[n:]
     # the rest of the pair's fields load on first access (deferred), as any partial model instance does
     known = {"id": judgment.pair_id, "is_gold": is_gold, "campaign_id": campaign_id, "status": status}

@@ -9,18 +9,20 @@ stays mixed in) or ``failed``; an active person whose rolling gold accuracy fall
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from alignment.labels import DIMENSIONS
 from annotate.models import DEFAULT_CAMPAIGN_SLUG, Assignment, Campaign, CampaignMember, Judgment
+from annotate.rows import from_row, select_list
 
 Status = CampaignMember.Status
 EXTERNAL_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
@@ -103,6 +105,34 @@ def membership(user, campaign: Campaign) -> CampaignMember:
             )
     except IntegrityError:  # two first requests at once
         return CampaignMember.objects.get(campaign=campaign, user=user)
+
+
+@functools.cache
+def _membership_locked_sql(by_id: bool) -> str:
+    users = get_user_model()._meta.db_table
+    return (
+        f"SELECT {select_list(CampaignMember, 'm')[1]}, {select_list(Campaign, 'c')[1]} "
+        f'FROM "{CampaignMember._meta.db_table}" m JOIN "{Campaign._meta.db_table}" c ON c.id = m.campaign_id '
+        f'JOIN "{users}" u ON u.id = m.user_id '
+        f"WHERE m.user_id = %s AND {'c.id' if by_id else 'c.slug'} = %s FOR UPDATE OF u"
+    )
+
+
+def membership_locked(user, *, campaign_id: int | None = None, campaign__slug: str | None = None):
+    """The person's existing membership with its campaign (by id, else by slug), locking the person's row (one
+    next-pair at a time per person; the caller is inside ``transaction.atomic()``), or None: one prepared
+    statement, no query compiled per request."""
+    by_id = campaign_id is not None
+    with connection.cursor() as cursor:
+        cursor.execute(_membership_locked_sql(by_id), [user.pk, campaign_id if by_id else campaign__slug])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(select_list(CampaignMember, "m")[0])
+    member = from_row(CampaignMember, row[:split])
+    member.campaign = from_row(Campaign, row[split:])
+    member.user = user
+    return member
 
 
 def _needs_nothing_first(campaign: Campaign) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import chromium
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 SCREENSHOTS = ROOT / "var" / "screenshots" / "e2e"
 
@@ -51,12 +50,6 @@ class Demo:
         return self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def demo_env(var_dir: Path) -> dict:
     """The environment of a person's shell: nothing of this test session (no test settings, no test database,
     no broker URL), the demo's own var folder."""
@@ -77,7 +70,7 @@ def demo_env(var_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("demo-var")
-    port = _free_port()
+    port = free_port()
     env = demo_env(var_dir)
     log = var_dir / "demo.log"
     started = time.monotonic()

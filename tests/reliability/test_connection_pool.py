@@ -2,7 +2,6 @@
 `manage.py runserver` (a thread per request) under 40 annotators judging at once answers no 503 and opens at most
 VIDPREF_DB_POOL_MAX connections, where without the pool every request thread kept its own."""
 
-import socket
 import subprocess
 import sys
 import threading
@@ -12,15 +11,9 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import ROOT, child_env
+from tests.conftest import ROOT, child_env, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _connections(app_name: str) -> int:
@@ -39,7 +32,7 @@ def test_forty_threads_of_runserver_share_a_pool_and_answer_no_503(make_pairs, m
     make_pairs(400, overlap=3)
     tokens = [Token.objects.create(user=make_user(f"pooled-{i}")).key for i in range(40)]
     app_name = f"vidpref-pool-{uuid.uuid4().hex[:6]}"
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
         cwd=ROOT,
