@@ -315,6 +315,9 @@ class AgreementDashboardAdmin(admin.ModelAdmin):
             "query": request.GET.urlencode(),
             "dimension_rows": _dimension_rows(report) if report else [],
             "kappa_tables": _kappa_tables(report) if report else [],
+            "kappa_distributions": _kappa_distributions(report) if report else [],
+            "kappa_matrix_max": KAPPA_MATRIX_MAX,
+            "kappa_low": KAPPA_LOW,
             "chart_data": _chart_data(report) if report else None,
             "generator_charts": [
                 {"dim": dim, "ranked": bool(ranking)} for dim, ranking in _ordered(report.get("generators", {}))
@@ -611,6 +614,59 @@ def _kappa_tables(report: dict) -> list[dict]:
             }
         )
     return tables
+
+
+KAPPA_BINS = 20  # the distribution's bins of width 0.1 over [−1, 1]
+KAPPA_LOW = 0.2  # "slight" agreement or less (Landis and Koch): the share below it is called out
+
+
+def _kappa_distributions(report: dict) -> list[dict]:
+    """Per dimension, the distribution of Cohen's κ over every two counted annotators with a defined κ — the view
+    that scales where a matrix of hundreds of annotators does not: a histogram of 0.1-wide bins over [−1, 1]
+    (bar heights relative to the fullest bin), the quartiles, and the share below ``KAPPA_LOW``."""
+    distributions = []
+    for dim, stats in _ordered(report.get("dimensions", {})):
+        matrix = (stats.get("cohen_kappa") or {}).get("matrix") or []
+        values = sorted(
+            value for i, row in enumerate(matrix) for value in row[i + 1 :] if value is not None and -1 <= value <= 1
+        )
+        counts = [0] * KAPPA_BINS
+        for value in values:
+            counts[min(KAPPA_BINS - 1, int((value + 1) * KAPPA_BINS / 2))] += 1
+        fullest = max(counts) or 1
+        size = len(matrix)
+        q1, median, q3 = (_quantile(values, q) for q in (0.25, 0.5, 0.75))
+        distributions.append(
+            {
+                "dim": dim,
+                "pairs": len(values),
+                "possible": size * (size - 1) // 2,
+                "q1": q1,
+                "median": median,
+                "q3": q3,
+                "low_share": sum(value < KAPPA_LOW for value in values) / len(values) if values else None,
+                "bins": [
+                    {
+                        "low": round(-1 + 2 * index / KAPPA_BINS, 1),
+                        "high": round(-1 + 2 * (index + 1) / KAPPA_BINS, 1),
+                        "count": count,
+                        "height": round(100 * count / fullest, 1),
+                    }
+                    for index, count in enumerate(counts)
+                ],
+            }
+        )
+    return distributions
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted values, interpolated linearly (numpy's default); None for no values."""
+    if not ordered:
+        return None
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def _chart_data(report: dict) -> dict:

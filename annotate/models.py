@@ -219,6 +219,10 @@ class Pair(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="pairs")
     video_a = models.ForeignKey(Video, on_delete=models.PROTECT, related_name="+")
     video_b = models.ForeignKey(Video, on_delete=models.PROTECT, related_name="+")
+    # Copies of video_a/b.generator, kept by database triggers (migration 0004) on every path that writes pairs or
+    # renames a generator: the statistics rank generators without joining millions of videos (docs/architecture.md §4).
+    generator_a = models.CharField(max_length=200, db_default="", editable=False)
+    generator_b = models.CharField(max_length=200, db_default="", editable=False)
     overlap = models.PositiveSmallIntegerField(default=3, help_text="k: judgments wanted from k annotators")
     priority = models.FloatField(default=0.0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)

@@ -96,6 +96,9 @@ def agreement_report(
         # sort at 1.8M judgments. Bitmap scans stay, for a recompute filtered to a few batches or days.
         cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute("SET LOCAL enable_indexscan = off")
+        # A worker's connection prepares a statement after five runs (config/settings/base.py); a prepared statement
+        # may then get a generic plan, blind to the filters' values. Here a plan costs nothing next to the query.
+        cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         _pairs_create(cursor, scope)
         matchups = _matchups(cursor, filters)
         generators = numpy_work.submit(
@@ -190,9 +193,7 @@ def _pairs_create(cursor, scope: _Scope) -> None:
     cursor.execute(
         f"""
         CREATE TEMP TABLE {PAIRS} AS
-        SELECT s.*, va.generator AS generator_a, vb.generator AS generator_b
-        FROM (
-            SELECT p.id AS pair_id, p.video_a_id, p.video_b_id, p.is_gold, {gold},
+            SELECT p.id AS pair_id, p.video_a_id, p.video_b_id, p.generator_a, p.generator_b, p.is_gold, {gold},
                    count(*) FILTER (WHERE {counted})::int AS n, {packed},
                    coalesce(bool_or(j.flag <> '') FILTER (WHERE {counted}), false) AS flagged,
                    array_agg(j.annotator_id ORDER BY j.annotator_id) FILTER (WHERE {counted}) AS judges,
@@ -201,9 +202,6 @@ def _pairs_create(cursor, scope: _Scope) -> None:
             JOIN {scope.judges} k ON k.id = j.annotator_id
             WHERE {scope.dates} {batch}
             GROUP BY p.id
-        ) s
-        JOIN annotate_video va ON va.id = s.video_a_id
-        JOIN annotate_video vb ON vb.id = s.video_b_id
         """,
         scope.params,
     )

@@ -14,6 +14,7 @@ Phases, all in one run on one machine (the ratios compare them):
    requests/s it takes a fraction of a core, and wrk cannot open a connection without sending at once);
 6. the next-pair query's p50 with ``--big`` pairs: the ratio big/small (flat is the goal).
 
+The campaign mixes ``--gold`` gold pairs in, drawn at the product's ``VIDPREF_GOLD_RATE`` (5 %), as a real one does.
 Each load phase prints judgments/s, p50/p99 latency and the **server's CPU per judgment** (ms of CPU summed over
 gunicorn's and PostgreSQL's processes: the figure that does not depend on the generator, which shares the
 cores). Results also go to bench/results/annotate_load.json. Uses its own database (vidpref_bench).
@@ -74,8 +75,21 @@ def seed_pairs(env: dict, count: int, start: int) -> None:
     ANALYZE;
     """
     django_child(
-        "from django.db import connection\nfrom annotate.models import default_campaign_pk\n"
-        f"connection.cursor().execute({sql!r}, {{'campaign': default_campaign_pk()}})\nprint('null')",
+        "from annotate.models import default_campaign_pk\nfrom bench.scale import execute_script\n"
+        f"execute_script({sql!r}, {{'campaign': default_campaign_pk()}})\nprint('null')",
+        env,
+    )
+
+
+def make_gold(env: dict, count: int) -> None:
+    """Make the first ``count`` pairs gold (known answers), as a campaign mixes them in. The bench's annotators
+    answer at random, so the campaign's gold floor is off: they are checked on every gold answer but, unlike real
+    spammers, never paused."""
+    django_child(
+        "from annotate.models import Campaign, Pair\n"
+        f"Pair.objects.filter(pk__lte={count}).update(is_gold=True, gold_labels={{'vq': 'A', 'mq': 'B', 'ta': 'TIE'}})\n"
+        "Campaign.objects.filter(slug='default').update(gold_floor=0)\n"
+        "print('null')",
         env,
     )
 
@@ -250,7 +264,7 @@ async def _annotator(host, port, token, think, stop_at, rng, latencies, counts):
                 if header.lower().startswith(b"content-length:"):
                     length = int(header.split(b":")[1])
             payload = await reader.readexactly(length) if length else b""
-            latencies.append(time.perf_counter() - started)
+            latencies.append((started, time.perf_counter() - started))
             code = int(status_line.split()[1]) if status_line else 0
             judged = lease is not None
             if code == 201 and judged:
@@ -289,12 +303,15 @@ def realistic(server: Server, pg_pid: int, tokens: list[str], *, think: tuple[fl
     web_cpu, db_cpu = _cpu_seconds([server.process.pid]), _cpu_seconds([pg_pid])
     own = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
+    arrived = time.perf_counter() + think[1]  # everyone has made a first request by then (they join the campaign)
     asyncio.run(everyone())
     elapsed = time.monotonic() - started
     web_cpu, db_cpu = _cpu_seconds([server.process.pid]) - web_cpu, _cpu_seconds([pg_pid]) - db_cpu
     mine = resource.getrusage(resource.RUSAGE_SELF)
     generator_cpu = (mine.ru_utime - own.ru_utime) + (mine.ru_stime - own.ru_stime)
     judgments = max(1, counts["judgments"])
+    steady = [latency for at, latency in latencies if at >= arrived]
+    latencies = [latency for _, latency in latencies]
     return {
         "annotators": len(tokens),
         "think_s": list(think),
@@ -307,6 +324,10 @@ def realistic(server: Server, pg_pid: int, tokens: list[str], *, think: tuple[fl
         "p90_ms": 1000 * percentile(latencies, 0.9),
         "p99_ms": 1000 * percentile(latencies, 0.99),
         "max_ms": 1000 * max(latencies, default=0.0),
+        # after the arrivals: every person has joined (a first request makes their membership), the steady state
+        "steady_requests": len(steady),
+        "steady_p50_ms": 1000 * percentile(steady, 0.5),
+        "steady_p99_ms": 1000 * percentile(steady, 0.99),
         "socket_errors": 0,
         "timeouts": 0,
         "non_2xx": counts["errors"],
@@ -356,6 +377,12 @@ def main() -> None:
         help="also serve this commit's code (two requests per judgment) as the 'before'",
     )
     parser.add_argument("--small", type=int, default=10_000, help="pairs for the next-pair baseline")
+    parser.add_argument(
+        "--gold",
+        type=int,
+        default=40,
+        help="gold pairs among them (the product's gold draw, VIDPREF_GOLD_RATE, stays at its default)",
+    )
     parser.add_argument("--load-pairs", type=int, default=150_000, help="pairs added for the load phases")
     parser.add_argument("--big", type=int, default=1_000_000, help="pairs for the scaling comparison")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
@@ -372,12 +399,12 @@ def main() -> None:
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": "config.settings.base",
         "DEBUG": "false",
-        "VIDPREF_GOLD_RATE": "0",
         "LOG_LEVEL": "WARNING",
     }
     run([sys.executable, "manage.py", "migrate", "-v0"], env)
-    print(f"seeding {args.small:,} pairs …", flush=True)
+    print(f"seeding {args.small:,} pairs, {args.gold} of them gold …", flush=True)
     seed_pairs(env, args.small, start=1)
+    make_gold(env, args.gold)
     small_p50 = next_pair_p50(env, args.samples)
     print(f"next-pair p50 with {args.small:,} pairs: {small_p50:.2f} ms", flush=True)
     print(f"seeding {args.load_pairs:,} more pairs and {args.clients + args.annotators:,} annotators …", flush=True)
@@ -428,6 +455,12 @@ def main() -> None:
                 server, pg_pid, people, think=tuple(args.think), seconds=args.realistic_seconds
             )
             print(line("realistic load", phases["realistic"]), flush=True)
+            print(
+                f"  after everyone has arrived (joined the campaign): p50 {phases['realistic']['steady_p50_ms']:.1f} ms, "
+                f"p99 {phases['realistic']['steady_p99_ms']:.1f} ms over {phases['realistic']['steady_requests']:,} "
+                "requests",
+                flush=True,
+            )
             print(
                 f"  (the realistic generator: Python asyncio, {100 * phases['realistic']['generator_cpu_share']:.0f} % "
                 "of a core; at this rate it is not the bottleneck)",

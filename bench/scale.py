@@ -12,6 +12,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def execute_script(sql: str, params: dict | None = None) -> None:
+    """Run ``sql``'s statements (separated by ``;``, none inside a literal) on Django's connection one at a time:
+    parameters are bound on the server (config/settings/base.py), and a bound statement is one statement."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for statement in filter(str.strip, sql.split(";")):
+            cursor.execute(statement, params)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")

@@ -123,8 +123,8 @@ def seed(env: dict, *, pairs: int, clients: int, tag: str, media_root: Path) -> 
     """
     django_code(
         env,
-        "from django.db import connection\nfrom annotate.models import default_campaign_pk\n"  # made if a flush took it
-        f"connection.cursor().execute({sql!r}, {{'campaign': default_campaign_pk()}})\nprint('seeded')",
+        "from annotate.models import default_campaign_pk\nfrom bench.scale import execute_script\n"  # made if flushed
+        f"execute_script({sql!r}, {{'campaign': default_campaign_pk()}})\nprint('seeded')",
     )
     code = (
         "import json\nfrom annotate.services.accounts import annotator_create\n"

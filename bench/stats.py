@@ -1,8 +1,7 @@
 """Agreement report at scale: ``annotate.stats.agreement_report`` over 182,000 pairs × 3 judgments.
 
-Seeds its own database (vidpref_bench_stats) in SQL with ``tests.conftest.seed_judged_pairs``, renames the
-seeded videos' generators to 12 names spread at random (the paper's 12 generators; the seed's own 4 names
-pair up only two matchups), then measures the full recompute — every SQL query, α / κ, the per-annotator
+Seeds its own database (vidpref_bench_stats) in SQL with ``tests.conftest.seed_judged_pairs``, its videos'
+generators 12 names spread at random (the paper's 12 generators), then measures the full recompute — every SQL query, α / κ, the per-annotator
 table, the generator ranking and 1,000 bootstrap resamples — as the best of 3 after a cold first call
 (goal ≤ 5 s), next to PostgreSQL's plain ``SELECT pair_id, count(*) FROM annotate_judgment GROUP BY
 pair_id`` (all rows fetched) measured in the same run, as a ratio, and how much of it the SQL took. The
@@ -45,11 +44,7 @@ def seed(pairs: int, annotators: int | None) -> dict:
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3, annotators=annotators)
-        cursor.execute(
-            "UPDATE annotate_video SET generator = 'gen-' || lpad((abs(hashtext(id::text)) %% %s)::text, 2, '0')",
-            [GENERATORS],
-        )
+        seed_judged_pairs(cursor, pairs=pairs, judgments_per_pair=3, annotators=annotators, generators=GENERATORS)
         cursor.execute("VACUUM ANALYZE")
     return {"seconds": time.perf_counter() - started}
 

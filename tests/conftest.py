@@ -232,7 +232,13 @@ def render_clip(path: Path, *, seconds=1.0, size="64x48", rate=12, source="tests
 
 
 def seed_judged_pairs(
-    cursor, *, pairs: int, judgments_per_pair: int, pairs_per_prompt: int = 12, annotators: int | None = None
+    cursor,
+    *,
+    pairs: int,
+    judgments_per_pair: int,
+    pairs_per_prompt: int = 12,
+    annotators: int | None = None,
+    generators: int | None = None,
 ) -> None:
     """Insert ``pairs`` pairs (with prompts, videos and placeholder files) judged by ``judgments_per_pair``
     annotators each, straight in SQL: for exports and benchmarks at scale. Labels vary deterministically.
@@ -240,9 +246,15 @@ def seed_judged_pairs(
     ``annotators``: a population of that many, each pair judged by ``judgments_per_pair`` different ones of them
     spread over the population, as a real campaign has it: one in ten is a spammer (a label at random), one in
     ten always picks the left video, the rest judge as the pair's labels say (with some disagreement). None: the
-    same ``judgments_per_pair`` annotators judge every pair."""
+    same ``judgments_per_pair`` annotators judge every pair. ``generators``: that many generator names ``gen-NN``
+    spread over the videos at random (None: four, in turn, which pair up only two matchups)."""
     from annotate.models import default_campaign_pk
 
+    generator = (
+        "'gen-' || (g % 4)"
+        if generators is None
+        else f"'gen-' || lpad((abs(hashtext((b.videos + g)::text)) % {generators})::text, 2, '0')"
+    )
     labels = "(ARRAY['A','B','TIE'])[1 + ({expr}) % 3]"
     if annotators is None:
         population, who = judgments_per_pair, "k"
@@ -277,7 +289,7 @@ def seed_judged_pairs(
     INSERT INTO annotate_video (id, prompt_id, file, poster, sha256, generator, origin, generation_params, status, error,
                                 created_at, fps, num_frames, width, height)
       SELECT b.videos + g, b.prompts + 1 + (g - 1) / (2 * {pairs_per_prompt}), 'videos/seed-' || (b.videos + g) || '.mp4', '',
-             md5('seed' || (b.videos + g)) || md5('video' || (b.videos + g)), 'gen-' || (g % 4), 'imported', '{{}}', 'ready', '',
+             md5('seed' || (b.videos + g)) || md5('video' || (b.videos + g)), {generator}, 'imported', '{{}}', 'ready', '',
              now(), 24, 48, 320, 192
       FROM seed_base b, generate_series(1, 2 * {pairs}) g;
     INSERT INTO annotate_pair (id, prompt_id, video_a_id, video_b_id, overlap, priority, status, is_gold, filled,

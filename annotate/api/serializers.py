@@ -2,7 +2,6 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from annotate.models import Judgment
-from annotate.selectors import lease_sides
 
 
 def choice():
@@ -20,18 +19,21 @@ class LeaseSerializer(serializers.Serializer):
 
     @staticmethod
     def payload(request, *, lease_id: int, prompt: str, left: int, right: int, expires_at) -> dict:
-        """The answer for a lease: the video ids are the screen's left and right."""
+        """The answer for a lease: the video ids are the screen's left and right. The host is checked and each URL
+        pattern reversed once per answer (they differ only in the id)."""
+        origin = request.build_absolute_uri("/")[:-1]
+        video, poster = (reverse(name, args=[_PLACEHOLDER]) for name in ("annotate:video", "annotate:poster"))
 
-        def url(name: str, video: int) -> str:
-            return request.build_absolute_uri(reverse(name, args=[video]))
+        def url(pattern: str, video_id: int) -> str:
+            return origin + pattern.replace(str(_PLACEHOLDER), str(video_id))
 
         return {
             "id": lease_id,
             "prompt": prompt,
-            "left_video_url": url("annotate:video", left),
-            "right_video_url": url("annotate:video", right),
-            "left_poster_url": url("annotate:poster", left),
-            "right_poster_url": url("annotate:poster", right),
+            "left_video_url": url(video, left),
+            "right_video_url": url(video, right),
+            "left_poster_url": url(poster, left),
+            "right_poster_url": url(poster, right),
             "expires_at": expires_at,
         }
 
@@ -43,17 +45,8 @@ class LeaseSerializer(serializers.Serializer):
             request, lease_id=row.id, prompt=row.prompt, left=left, right=right, expires_at=row.expires_at
         )
 
-    @staticmethod
-    def from_lease(lease, request) -> dict:
-        left, right = lease_sides(lease)
-        return LeaseSerializer.payload(
-            request,
-            lease_id=lease.pk,
-            prompt=lease.pair.prompt.text,
-            left=left.pk,
-            right=right.pk,
-            expires_at=lease.expires_at,
-        )
+
+_PLACEHOLDER = 918273645  # an id no URL pattern's fixed text contains
 
 
 class HeartbeatSerializer(serializers.Serializer):

@@ -126,19 +126,22 @@ _A, _P, _PR = Assignment._meta.db_table, Pair._meta.db_table, "annotate_prompt"
 # ``filled`` and leased in one statement (docs/architecture.md §3). The caller holds the annotator's row lock,
 # so a double click cannot take two leases; the pair is locked with SKIP LOCKED, so concurrent annotators take
 # different pairs instead of queueing; ``filled < overlap`` under that lock keeps the check constraint.
+# ``{gold}`` is empty, or (a gold draw) a CTE ``gold`` taking one of the campaign's open gold pairs the person has
+# not seen, at random (gold pairs go to everyone: no overlap); the regular pick then runs only if it found none,
+# and ``pick`` is whichever found one.
 _LEASE_SQL = f"""
 WITH current AS (
     SELECT a.id, a.pair_id, a.left_is_a, a.expires_at FROM {_A} a JOIN {_P} p ON p.id = a.pair_id
     WHERE a.annotator_id = %(user)s AND a.state = 'active' AND a.expires_at > %(now)s AND p.campaign_id = %(campaign)s
     ORDER BY a.id LIMIT 1
-), pick AS (
+){{gold}}, {{regular}} AS (
     SELECT p.id FROM {_P} p
-    WHERE NOT EXISTS (SELECT 1 FROM current)
+    WHERE NOT EXISTS (SELECT 1 FROM current){{no_gold}}
       AND p.campaign_id = %(campaign)s AND p.status = 'open' AND NOT p.is_gold AND p.filled < p.overlap
       AND NOT EXISTS (SELECT 1 FROM {_A} x WHERE x.pair_id = p.id AND x.annotator_id = %(user)s)
     ORDER BY p.priority DESC, p.filled DESC, p.id
     LIMIT 1 FOR UPDATE SKIP LOCKED
-), bumped AS (
+){{pick}}, bumped AS (
     UPDATE {_P} p SET filled = p.filled + 1 FROM pick WHERE p.id = pick.id RETURNING p.id
 ), leased AS (
     INSERT INTO {_A} (pair_id, annotator_id, left_is_a, leased_at, expires_at, state, skip_reason)
@@ -150,11 +153,27 @@ WITH current AS (
 SELECT c.id, c.pair_id, c.left_is_a, c.expires_at, p.video_a_id, p.video_b_id, pr.text
 FROM chosen c JOIN {_P} p ON p.id = c.pair_id JOIN {_PR} pr ON pr.id = p.prompt_id
 """
+_LEASE_REGULAR = _LEASE_SQL.format(gold="", regular="pick", no_gold="", pick="")
+_LEASE_GOLD = _LEASE_SQL.format(
+    gold=f""", gold AS (
+    SELECT p.id FROM {_P} p
+    WHERE NOT EXISTS (SELECT 1 FROM current)
+      AND p.campaign_id = %(campaign)s AND p.status = 'open' AND p.is_gold
+      AND NOT EXISTS (SELECT 1 FROM {_A} x WHERE x.pair_id = p.id AND x.annotator_id = %(user)s)
+    ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED
+)""",
+    regular="regular",
+    no_gold=" AND NOT EXISTS (SELECT 1 FROM gold)",
+    pick=", pick AS (SELECT id FROM gold UNION ALL SELECT id FROM regular)",
+)
 
 
-def lease_take(*, annotator_id: int, campaign_id: int, rng: random.Random | None = None) -> LeaseRow | None:
-    """The annotator's current lease in the campaign or a new one on its best open non-gold pair, in one
-    statement; None when nothing is left. Call it inside ``transaction.atomic()`` holding the annotator's row
+def lease_take(
+    *, annotator_id: int, campaign_id: int, gold: bool = False, rng: random.Random | None = None
+) -> LeaseRow | None:
+    """The annotator's current lease in the campaign or a new one on its best open non-gold pair (``gold``: on one
+    of its open gold pairs the person has not judged, at random, if there is one), in one statement; None when
+    nothing is left. Call it inside ``transaction.atomic()`` holding the annotator's row
     lock (``annotator_lock``). Expired leases are swept (their slots freed) only when nothing is found, then it
     tries once more: the beat's ``sweep_leases`` frees them every minute otherwise."""
     rng = rng or random
@@ -168,7 +187,7 @@ def lease_take(*, annotator_id: int, campaign_id: int, rng: random.Random | None
             "left_is_a": rng.random() < 0.5,
         }
         with connection.cursor() as cursor:
-            cursor.execute(_LEASE_SQL, params)
+            cursor.execute(_LEASE_GOLD if gold else _LEASE_REGULAR, params)
             row = cursor.fetchone()
         if row is not None:
             return LeaseRow(*row)
@@ -193,15 +212,16 @@ def assignment_next(
     """The annotator's current lease, or a new one on the best open pair; None when nothing is left.
 
     ``campaign``: only its pairs (gold included); ``qualification``: its qualification pairs, in order;
-    ``gold``: whether a new lease goes to a gold pair (None: drawn at ``GOLD_RATE``). Gold and qualification
-    take the ORM path below; the common case is ``lease_take``'s one statement."""
+    ``gold``: whether a new lease goes to a gold pair (None: drawn at ``GOLD_RATE``). A campaign's leases,
+    gold draws included, are ``lease_take``'s one statement; qualification and campaign-less calls take the ORM
+    path below."""
     rng = rng or random
     if gold is None:
         gold = rng.random() < settings.VIDPREF["GOLD_RATE"]
-    if campaign is not None and not qualification and not gold:
+    if campaign is not None and not qualification:
         with transaction.atomic():
             annotator_lock(annotator)
-            row = lease_take(annotator_id=annotator.pk, campaign_id=campaign.pk, rng=rng)
+            row = lease_take(annotator_id=annotator.pk, campaign_id=campaign.pk, gold=gold, rng=rng)
         return None if row is None else _lease_queryset().get(pk=row.id)
     now = timezone.now()
     leases = _lease_queryset().filter(annotator=annotator, state=Assignment.State.ACTIVE, expires_at__gt=now)

@@ -91,11 +91,15 @@ else:
 # gunicorn's threads; `manage.py runserver` pools by default; other processes (Celery's prefork children, commands,
 # tests) keep one persistent connection each (CONN_MAX_AGE). Many web nodes: PgBouncer, docs/operations.md.
 DB_POOL_MAX = env.int("VIDPREF_DB_POOL_MAX", default=8 if sys.argv[1:2] == ["runserver"] else 0)
-# Server-side prepared statements after 5 runs of a statement on a connection (psycopg's default, which Django turns
-# off for PgBouncer < 1.21 in transaction mode): the hot statements are planned once per connection, not per request.
-# VIDPREF_DB_PREPARE_THRESHOLD= (empty) turns them off behind such a pooler.
+# Server-side prepared statements after 5 runs of a statement on a connection (psycopg's default): the hot
+# statements are parsed and planned once per connection, not per request — half of PostgreSQL's CPU per judgment
+# (docs/benchmarks.md §1). psycopg prepares only with server-side parameter binding, which Django leaves off by default
+# (its client-side cursors merge the parameters into the text and never prepare), so it is on with them.
+# VIDPREF_DB_PREPARE_THRESHOLD= (empty) turns both off (PgBouncer < 1.21 in transaction mode).
 _prepare = env("VIDPREF_DB_PREPARE_THRESHOLD", default="5")
-DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = int(_prepare) if _prepare else None
+DATABASES["default"].setdefault("OPTIONS", {}).update(
+    prepare_threshold=int(_prepare) if _prepare else None, server_side_binding=bool(_prepare)
+)
 if DB_POOL_MAX > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections; Django refuses both
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

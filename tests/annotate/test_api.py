@@ -139,3 +139,22 @@ def test_a_judgment_takes_a_handful_of_statements(api, make_pairs, settings):
     assert answer.status_code == 201 and answer.json()["next"] is not None
     statements = [q["sql"] for q in captured if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
     assert len(statements) == 4, statements
+
+
+def test_the_hot_statements_are_prepared_on_the_server(api, make_pairs, settings):
+    """Django's default client-side binding never prepares (the parameters go inside the text); with server-side
+    binding the lease and submit statements are planned once per connection, after five runs."""
+    from django.db import connection
+
+    settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 0.0}
+    make_pairs(8)
+    lease = api.post("/api/v1/assignments/next/").json()
+    for _ in range(7):
+        answer = api.post(f"/api/v1/assignments/{lease['id']}/judgment/", {"vq": "left", "mq": "tie", "ta": "right"})
+        assert answer.status_code == 201, answer.content
+        lease = answer.json()["next"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("WITH lease AS" in sql for sql in prepared), prepared  # the submission
+    assert any("WITH current AS" in sql for sql in prepared), prepared  # the lease

@@ -136,6 +136,33 @@ def test_gold_pairs_are_mixed_in(make_user, make_pairs, settings):
     assert assignment_next(annotator=user).pair_id == gold.pk
 
 
+def test_a_gold_draw_in_a_campaign_is_the_same_one_statement_and_gold_goes_to_everyone(make_user, make_pairs, settings):
+    from annotate.services.campaigns import default_campaign
+
+    settings.VIDPREF = {**settings.VIDPREF, "GOLD_RATE": 1.0}
+    regular = make_pairs(2, overlap=1)
+    gold = make_pairs(2, is_gold=True, overlap=1, gold_labels={"vq": "A", "mq": "B", "ta": "TIE"})
+    campaign = default_campaign()
+    for person in range(3):  # more people than the gold pairs' overlap: gold has none
+        user = make_user()
+        seen = []
+        for _ in range(3):
+            with CaptureQueriesContext(connection) as queries:
+                lease = assignment_next(annotator=user, campaign=campaign)
+            seen.append(lease and lease.pair_id)
+            if lease is None:
+                break
+            statements = [q for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+            assert len(statements) == 3, [q["sql"] for q in statements]  # lock, lease statement, its objects
+            judgment_submit(assignment_id=lease.pk, annotator=user, labels=LEFT)
+        # both gold pairs first (in either order), then a regular one (overlap 1: one each) while one is left
+        assert sorted(seen[:2]) == sorted(pair.pk for pair in gold), seen
+        assert seen[2] == (regular[person].pk if person < 2 else None), seen
+    for pair in gold:
+        pair.refresh_from_db()
+        assert pair.filled == pair.judgment_count == 3 and pair.status == Pair.Status.OPEN
+
+
 def test_database_refuses_over_collection_even_without_the_service(make_pairs):
     from django.db import IntegrityError, transaction
 

@@ -391,6 +391,45 @@ def test_undefined_statistics_read_n_a_with_the_reason_and_the_kappa_diagonal_is
     assert 'data-kappa="1.0"' not in html
 
 
+def test_many_annotators_show_the_kappa_distribution_over_every_two_and_a_matrix_of_the_most_active(client, staff):
+    from django.contrib.auth import get_user_model
+
+    from annotate.admin import KAPPA_MATRIX_MAX
+
+    count = KAPPA_MATRIX_MAX + 15
+    people = get_user_model().objects.bulk_create([get_user_model()(username=f"many-{i:02d}") for i in range(count)])
+    stored = stored_report(people)
+    report = stored.report
+    # κ of annotators i < j: −0.5 when either is one of the first 5 (spammers), else 0.75; one pair undefined.
+    matrix = [[1.0 if i == j else (-0.5 if min(i, j) < 5 else 0.75) for j in range(count)] for i in range(count)]
+    matrix[10][11] = matrix[11][10] = None
+    for row, person in zip(report["annotators"], people, strict=True):
+        row["judgments"] = 1000 - int(person.username[-2:])  # the lower the number, the more active
+    for dim in ("VQ", "MQ", "TA"):
+        report["dimensions"][dim] = {
+            **report["dimensions"][dim],
+            "cohen_kappa": {"annotators": [p.pk for p in people], "matrix": matrix},
+        }
+    stored.report = report
+    stored.save(update_fields=["report"])
+    client.force_login(staff)
+    html = client.get("/admin/annotate/agreementreport/").content.decode()
+
+    possible = count * (count - 1) // 2
+    low = sum(count - 1 - i for i in range(5))  # pairs with a spammer
+    assert html.count(f"κ over {possible - 1} of {possible} annotator pairs") == 3
+    histograms = re.findall(r'<div class="kappa-histogram".*?</div>', html, re.S)
+    assert len(histograms) == 3
+    counts = [int(n) for n in re.findall(r'data-count="(\d+)"', histograms[0])]
+    assert len(counts) == 20 and sum(counts) == possible - 1
+    assert counts[5] == low and counts[17] == possible - 1 - low  # [−0.5, −0.4) and [0.7, 0.8)
+    assert f"{round(100 * low / (possible - 1))} %</b> below 0.2" in html
+    assert "median <b>0.75</b>" in html
+    # The matrices: the 25 most active annotators only, the rest counted as hidden.
+    assert html.count("many-24</th>") == 3 * 2 and "many-25</th>" not in html  # header and row, per dimension
+    assert html.count("(15 less active annotators not shown; all are in the API)") == 3
+
+
 def test_recompute_pressed_on_the_page_answers_with_the_polling_status_instead_of_a_new_page(
     client, staff, monkeypatch
 ):

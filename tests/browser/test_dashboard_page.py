@@ -104,6 +104,21 @@ def test_recompute_reloads_once_then_settles_on_small_data(
     coloured = page.evaluate("""() => ['.kappa td.kappa-diag', '.kappa td[data-kappa]'].map((cells) =>
         [...document.querySelectorAll(cells)].map((td) => Boolean(td.style.background)))""")
     assert not any(coloured[0]) and coloured[1] and all(coloured[1])
+    # The κ distribution over every two annotators: a histogram per dimension, bars as tall as their counts,
+    # and it fits a phone's width too.
+    bars = page.evaluate("""() => [...document.querySelectorAll('.kappa-histogram')].map((histogram) =>
+        [...histogram.children].map((bar) => [Number(bar.dataset.count), bar.getBoundingClientRect().height]))""")
+    assert len(bars) == 3 and all(len(bins) == 20 and sum(count for count, _ in bins) for bins in bars), bars
+    assert all((count > 0) == (height > 2) for bins in bars for count, height in bins), bars
+    assert all(max(height for _, height in bins) >= 100 for bins in bars), bars
+    page.set_viewport_size({"width": 390, "height": 844})
+    widths = page.evaluate(
+        "() => [...document.querySelectorAll('.kappa-distribution')].map((f) => f.getBoundingClientRect().right)"
+    )
+    assert len(widths) == 3 and all(0 < right <= 390 for right in widths), widths
+    page.locator(".kappa-distribution").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots_dir(settings) / "dashboard-kappa-distribution-phone.png"))
+    page.set_viewport_size(VIEWPORT)
     # Every chart is drawn at a readable size, the Bradley–Terry ones included.
     sizes = page.evaluate("""() => [...document.querySelectorAll('canvas')].map((canvas) => {
         const chart = Chart.getChart(canvas);
