@@ -27,8 +27,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def setup_database(name: str) -> str:
-    """Create (or empty) database ``name`` on the configured server; return its DATABASE_URL."""
+def setup_database(name: str, *, keep: bool = False) -> str:
+    """Create (or empty) database ``name`` on the configured server; return its DATABASE_URL. ``keep``: leave an
+    existing one as it is (a benchmark measuring what an earlier run seeded)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     sys.path.insert(0, str(ROOT))
     import django
@@ -39,6 +40,10 @@ def setup_database(name: str) -> str:
     from tests.conftest import database_url_for_children
 
     with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if keep and cursor.fetchone():
+            connection.close()
+            return database_url_for_children({**connection.settings_dict, "NAME": name})
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cursor.execute(f'CREATE DATABASE "{name}"')
@@ -46,11 +51,12 @@ def setup_database(name: str) -> str:
     return database_url_for_children({**connection.settings_dict, "NAME": name})
 
 
-def bench_database_env(name: str) -> dict:
-    """Create (or empty) database ``name`` on the configured server, migrate it; the environment that uses it."""
+def bench_database_env(name: str, *, keep: bool = False) -> dict:
+    """Create (or empty; ``keep``: keep) database ``name`` on the configured server, migrate it; the environment
+    that uses it."""
     env = {
         **os.environ,
-        "DATABASE_URL": setup_database(name),
+        "DATABASE_URL": setup_database(name, keep=keep),
         "DJANGO_SETTINGS_MODULE": "config.settings.base",
         "DEBUG": "false",
     }

@@ -9,7 +9,7 @@ cold call also pays for importing scipy and statsmodels; it is printed separatel
 render time from the stored report (goal ≤ 300 ms) next to the admin index page's in the same run. Results
 also go to bench/results/stats.json.
 
-    .venv/bin/python bench/stats.py [--pairs 182000] [--bootstrap 1000]
+    .venv/bin/python bench/stats.py [--pairs 182000] [--bootstrap 1000] [--baseline-commit C] [--reuse]
 """
 
 from __future__ import annotations
@@ -49,8 +49,28 @@ def seed(pairs: int, annotators: int | None) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-def measure(repeats: int, bootstrap: int) -> dict:
-    """Baseline ``repeats`` times, then the report once cold and ``repeats`` times warm, in this one process."""
+def commit_stats_module(commit: str):
+    """``annotate/stats.py`` as it was at ``commit``, imported as a module of its own (it runs on this tree's
+    schema, which only ever gains columns)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    source = subprocess.run(
+        ["git", "show", f"{commit}:annotate/stats.py"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    path = Path(tempfile.mkdtemp(prefix="vidpref-stats-")) / "stats_at_commit.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("annotate.stats_at_commit", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure(repeats: int, bootstrap: int, baseline_commit: str | None = None) -> dict:
+    """Baseline ``repeats`` times, then the report once cold and ``repeats`` times warm, in this one process; with
+    ``baseline_commit``, that commit's report too, each of its runs just before one of this tree's."""
     import django
 
     django.setup()
@@ -58,6 +78,9 @@ def measure(repeats: int, bootstrap: int) -> dict:
     from django.test.utils import CaptureQueriesContext
 
     from annotate.stats import agreement_report
+
+    before = commit_stats_module(baseline_commit) if baseline_commit else None
+    commit_reports = []
 
     baseline = []
     with connection.cursor() as cursor:
@@ -69,8 +92,14 @@ def measure(repeats: int, bootstrap: int) -> dict:
     started = time.perf_counter()
     agreement_report(bootstrap=bootstrap)
     cold = time.perf_counter() - started
+    if before is not None:
+        before.agreement_report(bootstrap=bootstrap)  # its first call, as warm as this tree's
     reports, sql = [], []
     for _ in range(repeats):
+        if before is not None:
+            started = time.perf_counter()
+            before.agreement_report(bootstrap=bootstrap)
+            commit_reports.append(time.perf_counter() - started)
         with CaptureQueriesContext(connection) as queries:
             started = time.perf_counter()
             report = agreement_report(bootstrap=bootstrap)
@@ -89,13 +118,16 @@ def measure(repeats: int, bootstrap: int) -> dict:
         "alpha_nominal_vq": report["dimensions"]["VQ"]["alpha_nominal"]["value"],
         "generators_vq": len(report["generators"]["VQ"]),
         "annotators": len(report["annotators"]),
+        "commit_report_s": commit_reports,
     }
 
 
-def bench_recompute(env: dict, *, repeats: int = 3, bootstrap: int = 1000) -> dict:
+def bench_recompute(env: dict, *, repeats: int = 3, bootstrap: int = 1000, baseline_commit: str | None = None) -> dict:
     """Time ``agreement_report()`` on the database ``env["DATABASE_URL"]`` names (already seeded): a cold first
-    call, then the best of ``repeats``, next to the ``GROUP BY pair_id`` baseline; print and return the figures."""
-    measured = child(env, "--measure", str(repeats), "--bootstrap", str(bootstrap))
+    call, then the best of ``repeats``, next to the ``GROUP BY pair_id`` baseline (and ``baseline_commit``'s code,
+    alternating with this tree's); print and return the figures."""
+    extra = ["--baseline-commit", baseline_commit] if baseline_commit else []
+    measured = child(env, "--measure", str(repeats), "--bootstrap", str(bootstrap), *extra)
     best, baseline = min(measured["report_s"]), min(measured["baseline_s"])
     best_run = measured["report_s"].index(best)
     result = {
@@ -123,6 +155,13 @@ def bench_recompute(env: dict, *, repeats: int = 3, bootstrap: int = 1000) -> di
         f"SELECT pair_id, count(*) … GROUP BY pair_id ({measured['baseline_rows']:,} rows): {baseline:.3f} s → "
         f"report / GROUP BY = {result['recompute_over_baseline']:.1f}"
     )
+    if measured["commit_report_s"]:
+        result["commit_recompute_s"] = min(measured["commit_report_s"])
+        result["recompute_over_commit"] = best / result["commit_recompute_s"]
+        print(
+            f"{baseline_commit}'s code on the same data, alternating: {result['commit_recompute_s']:.2f} s best of "
+            f"{repeats} → this tree / {baseline_commit} = {result['recompute_over_commit']:.2f}"
+        )
     return result
 
 
@@ -187,6 +226,12 @@ def main() -> None:
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval")
     parser.add_argument("--repeats", type=int, default=3, help="recomputes timed (the best one counts)")
+    parser.add_argument(
+        "--baseline-commit", help="also time this commit's annotate/stats.py on the same data (the 'before')"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the database a previous run seeded (same --pairs) again"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "stats.json")
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)
@@ -199,15 +244,20 @@ def main() -> None:
         print(json.dumps(seed(args.seed, args.annotators or None)))
         return
     if args.measure:
-        print(json.dumps(measure(args.measure, args.bootstrap)))
+        print(json.dumps(measure(args.measure, args.bootstrap, args.baseline_commit)))
         return
 
-    env = bench_database_env(DATABASE)
-    seeded = child(env, "--seed", str(args.pairs), "--annotators", str(args.annotators))
-    who = f"3 of {args.annotators} annotators" if args.annotators else "the same 3 annotators"
-    print(f"seeded {args.pairs:,} pairs × 3 judgments by {who} in {seeded['seconds']:.1f} s")
+    if args.reuse:
+        env = bench_database_env(DATABASE, keep=True)
+    else:
+        env = bench_database_env(DATABASE)
+        seeded = child(env, "--seed", str(args.pairs), "--annotators", str(args.annotators))
+        who = f"3 of {args.annotators} annotators" if args.annotators else "the same 3 annotators"
+        print(f"seeded {args.pairs:,} pairs × 3 judgments by {who} in {seeded['seconds']:.1f} s")
     results = {
-        "recompute": bench_recompute(env, repeats=args.repeats, bootstrap=args.bootstrap),
+        "recompute": bench_recompute(
+            env, repeats=args.repeats, bootstrap=args.bootstrap, baseline_commit=args.baseline_commit
+        ),
         "render": bench_render(env),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
