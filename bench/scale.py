@@ -40,10 +40,11 @@ def setup_database(name: str, *, keep: bool = False) -> str:
     from tests.conftest import database_url_for_children
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if keep and cursor.fetchone():
-            connection.close()
-            return database_url_for_children({**connection.settings_dict, "NAME": name})
+        if keep:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone():
+                connection.close()
+                return database_url_for_children({**connection.settings_dict, "NAME": name})
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cursor.execute(f'CREATE DATABASE "{name}"')

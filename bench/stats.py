@@ -1,11 +1,11 @@
 """Agreement report at scale: ``annotate.stats.agreement_report`` over 182,000 pairs × 3 judgments.
 
 Seeds its own database (vidpref_bench_stats) in SQL with ``tests.conftest.seed_judged_pairs``, its videos'
-generators 12 names spread at random (the paper's 12 generators), then measures the full recompute — every SQL query, α / κ, the per-annotator
-table, the generator ranking and 1,000 bootstrap resamples — as the best of 3 after a cold first call
-(goal ≤ 5 s), next to PostgreSQL's plain ``SELECT pair_id, count(*) FROM annotate_judgment GROUP BY
-pair_id`` (all rows fetched) measured in the same run, as a ratio, and how much of it the SQL took. The
-cold call also pays for importing scipy and statsmodels; it is printed separately. Then the dashboard's p50
+generators 12 names spread at random (the paper's 12 generators), then measures the full recompute — every
+SQL query, α / κ, the per-annotator table, the generator ranking and 1,000 bootstrap resamples — as the best
+of 3 after a cold first call (goal ≤ 5 s), next to PostgreSQL's plain ``SELECT pair_id, count(*) FROM
+annotate_judgment GROUP BY pair_id`` (all rows fetched) measured in the same run, as a ratio, and how much of
+it the SQL took. The cold call also pays for importing scipy and statsmodels; it is printed separately. Then the dashboard's p50
 render time from the stored report (goal ≤ 300 ms) next to the admin index page's in the same run. Results
 also go to bench/results/stats.json.
 

@@ -92,8 +92,8 @@ else:
 # tests) keep one persistent connection each (CONN_MAX_AGE). Many web nodes: PgBouncer, docs/operations.md.
 DB_POOL_MAX = env.int("VIDPREF_DB_POOL_MAX", default=8 if sys.argv[1:2] == ["runserver"] else 0)
 # Server-side prepared statements after 5 runs of a statement on a connection (psycopg's default): the hot
-# statements are parsed and planned once per connection, not per request — half of PostgreSQL's CPU per judgment
-# (docs/benchmarks.md §1). psycopg prepares only with server-side parameter binding, which Django leaves off by default
+# statements are parsed and planned once per connection, not per request: PostgreSQL's CPU per judgment × 0.58
+# (docs/benchmarks.md §2). psycopg prepares only with server-side parameter binding, which Django leaves off by default
 # (its client-side cursors merge the parameters into the text and never prepare), so it is on with them.
 # VIDPREF_DB_PREPARE_THRESHOLD= (empty) turns both off (PgBouncer < 1.21 in transaction mode).
 _prepare = env("VIDPREF_DB_PREPARE_THRESHOLD", default="5")
