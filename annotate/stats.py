@@ -37,6 +37,8 @@ Statistics and the libraries that compute them:
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -89,25 +91,34 @@ def agreement_report(
     # The numpy bootstraps run in a worker thread while PostgreSQL (a process of its own) answers the
     # remaining queries; only this thread touches the database.
     with ThreadPoolExecutor(max_workers=1) as numpy_work, transaction.atomic(), connection.cursor() as cursor:
-        # Each query aggregates every judgment in one pass; with the default 4 MB their hash tables and
-        # sorts spill to disk, so this transaction gets more (SET LOCAL ends with it). And no plain index scans:
-        # the planner would walk an annotator index to group every judgment by annotator, a random heap access per
-        # judgment (judgments of one person are spread over the table) — 4.6x slower than a sequential scan and a
-        # sort at 1.8M judgments. Bitmap scans stay, for a recompute filtered to a few batches or days.
-        cursor.execute("SET LOCAL work_mem = '64MB'")
-        cursor.execute("SET LOCAL enable_indexscan = off")
-        # A worker's connection prepares a statement after five runs (config/settings/base.py); a prepared statement
-        # may then get a generic plan, blind to the filters' values. Here a plan costs nothing next to the query.
-        cursor.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        # The recompute's settings, for this transaction only (set_config(…, true) is SET LOCAL), in one statement:
+        # - work_mem: each query aggregates every judgment in one pass; with the default 4 MB their hash tables and
+        #   sorts spill to disk.
+        # - enable_indexscan off: the planner would walk an annotator index to group every judgment by annotator, a
+        #   random heap access per judgment (judgments of one person are spread over the table) — 4.6x slower than a
+        #   sequential scan and a sort at 1.8M judgments. Bitmap scans stay, for a recompute filtered to a few
+        #   batches or days.
+        # - plan_cache_mode: a worker's connection prepares a statement after five runs (config/settings/base.py); a
+        #   prepared statement may then get a generic plan, blind to the filters' values. A plan costs nothing here.
+        # - parallel_*_cost: parallel workers scan, join and sort the judgments beside this process (docs/
+        #   architecture.md §4). Their start-up (a few ms) is nothing next to these scans, so it is not priced;
+        #   tables under min_parallel_table_scan_size (8 MB) still get none. The per-pair table is therefore an
+        #   unlogged one of this recompute's own: a temporary table is invisible to parallel workers, and every
+        #   query reading it would run in this process alone.
+        cursor.execute(
+            "SELECT set_config('work_mem', '64MB', true), set_config('enable_indexscan', 'off', true), "
+            "set_config('plan_cache_mode', 'force_custom_plan', true), set_config('parallel_setup_cost', '0', true), "
+            "set_config('parallel_tuple_cost', '0.001', true)"
+        )
         _pairs_create(cursor, scope)
-        matchups = _matchups(cursor, filters)
+        matchups = _matchups(cursor, scope)
         generators = numpy_work.submit(
             lambda: {
                 dim.upper(): _generator_ranking(matchups[dim], bootstrap=bootstrap, rng=generators_rng)
                 for dim in DIMENSIONS
             }
         )
-        patterns = _label_patterns(cursor)
+        patterns = _label_patterns(cursor, scope)
         reliability = numpy_work.submit(
             lambda: {
                 dim.upper(): _reliability(*patterns[dim], bootstrap=bootstrap, rng=reliability_rng)
@@ -117,8 +128,8 @@ def agreement_report(
         progress = _progress(cursor, scope)
         annotator_groups = _annotator_groups(cursor, scope)
         annotator_details = _annotator_details(cursor, scope)
-        confusions = _confusions(cursor)
-        cursor.execute(f"DROP TABLE {PAIRS}")  # also when the caller's transaction goes on
+        confusions = _confusions(cursor, scope)
+        cursor.execute(f"DROP TABLE {scope.pairs}")  # with the transaction: also when the caller's goes on
 
     annotators = _annotator_table(annotator_groups, annotator_details)
     counted = set(annotator_groups["annotator"][annotator_groups["own"]].tolist())
@@ -144,7 +155,8 @@ def agreement_report(
 # --- SQL: each function is one query ------------------------------------------------------------------
 
 PAIRS = "stats_pairs"
-"""A temporary table, one row per pair of the chosen batches with a judgment within the dates:
+"""The prefix of the per-pair table's name (``_Scope.pairs``: ``stats_pairs_<pid>_<random>``, one per recompute).
+An unlogged table created in the recompute's transaction — gone with it if the worker dies — one row per pair of the chosen batches with a judgment within the dates:
 ``pair_id``, its videos and their ``generator_a/b``, ``is_gold``, ``gold_vq/mq/ta`` and, over its counted
 judgments (none on gold pairs), ``n`` and per dimension the label counts packed in one number,
 ``<dim>_counts = B + 1000·TIE + 1000²·A`` (one grouping key instead of three; ``_unpack`` splits it)."""
@@ -155,12 +167,14 @@ PACK = 1000
 @dataclasses.dataclass(frozen=True)
 class _Scope:
     """SQL pieces shared by the queries. ``dates`` is a condition on ``j`` (annotate_judgment);
-    ``judges`` a subquery ``(id, counts)`` telling for each user whether their judgments count."""
+    ``judges`` a subquery ``(id, counts)`` telling for each user whether their judgments count; ``pairs`` the name
+    of this recompute's per-pair table (see ``PAIRS``)."""
 
     filters: ConsensusFilters
     dates: str
     judges: str
     params: dict
+    pairs: str
 
     @classmethod
     def of(cls, filters: ConsensusFilters) -> _Scope:
@@ -169,18 +183,21 @@ class _Scope:
         dates, date_params = counted_judgments_sql(dataclasses.replace(filters, include_excluded_annotators=True))
         rule, rule_params = counted_judgments_sql(dataclasses.replace(filters, judged_from=None, judged_until=None))
         judges = f"(SELECT u.id, {rule} AS counts FROM auth_user u)"
-        return cls(filters, dates, judges, {**date_params, **rule_params, "batch_ids": list(filters.batch_ids)})
+        pairs = f"{PAIRS}_{os.getpid()}_{secrets.token_hex(4)}"
+        return cls(filters, dates, judges, {**date_params, **rule_params, "batch_ids": list(filters.batch_ids)}, pairs)
 
     def judgments(self) -> str:
         """``FROM`` the judgments within the filters, as ``j``, with their pair's row of ``stats_pairs`` as ``c``
         (which holds only pairs of the chosen batches)."""
-        return f"annotate_judgment j JOIN {PAIRS} c ON c.pair_id = j.pair_id"
+        return f"annotate_judgment j JOIN {self.pairs} c ON c.pair_id = j.pair_id"
 
 
 def _pairs_create(cursor, scope: _Scope) -> None:
-    counted = "k.counts AND NOT p.is_gold"
+    """The per-pair table: the judgments grouped by pair alone (narrow rows, sorted by pair and annotator in
+    parallel workers), then joined to their pairs — grouping the judgments joined to their pairs first sorted every
+    judgment with its pair's columns, 10 % slower at 1.82M pairs. Gold pairs keep no counted figures."""
     packed = ", ".join(
-        f"sum(CASE j.{dim} WHEN 'B' THEN 1 WHEN 'TIE' THEN {PACK} ELSE {PACK**2} END) FILTER (WHERE {counted}) "
+        f"sum(CASE j.{dim} WHEN 'B' THEN 1 WHEN 'TIE' THEN {PACK} ELSE {PACK**2} END) FILTER (WHERE k.counts) "
         f"AS {dim}_counts"
         for dim in DIMENSIONS
     )
@@ -189,23 +206,34 @@ def _pairs_create(cursor, scope: _Scope) -> None:
         for index, dim in enumerate(DIMENSIONS)
     )
     gold = ", ".join(f"p.gold_labels ->> '{dim}' AS gold_{dim}" for dim in DIMENSIONS)
-    batch = "AND p.batch_id = ANY(%(batch_ids)s)" if scope.filters.batch_ids else ""
+    counted = ", ".join(
+        f"CASE WHEN p.is_gold THEN NULL ELSE a.{column} END AS {column}"
+        for column in (*(f"{dim}_counts" for dim in DIMENSIONS), "judges", "codes")
+    )
+    batch = (
+        "AND j.pair_id IN (SELECT id FROM annotate_pair WHERE batch_id = ANY(%(batch_ids)s))"
+        if scope.filters.batch_ids
+        else ""
+    )
     cursor.execute(
         f"""
-        CREATE TEMP TABLE {PAIRS} AS
+        CREATE UNLOGGED TABLE {scope.pairs} AS
             SELECT p.id AS pair_id, p.video_a_id, p.video_b_id, p.generator_a, p.generator_b, p.is_gold, {gold},
-                   count(*) FILTER (WHERE {counted})::int AS n, {packed},
-                   coalesce(bool_or(j.flag <> '') FILTER (WHERE {counted}), false) AS flagged,
-                   array_agg(j.annotator_id ORDER BY j.annotator_id) FILTER (WHERE {counted}) AS judges,
-                   array_agg(({code})::smallint ORDER BY j.annotator_id) FILTER (WHERE {counted}) AS codes
-            FROM annotate_judgment j JOIN annotate_pair p ON p.id = j.pair_id
-            JOIN {scope.judges} k ON k.id = j.annotator_id
-            WHERE {scope.dates} {batch}
-            GROUP BY p.id
+                   CASE WHEN p.is_gold THEN 0 ELSE a.n END AS n, {counted},
+                   NOT p.is_gold AND a.flagged AS flagged
+            FROM (
+                SELECT j.pair_id, count(*) FILTER (WHERE k.counts)::int AS n, {packed},
+                       coalesce(bool_or(j.flag <> '') FILTER (WHERE k.counts), false) AS flagged,
+                       array_agg(j.annotator_id ORDER BY j.annotator_id) FILTER (WHERE k.counts) AS judges,
+                       array_agg(({code})::smallint ORDER BY j.annotator_id) FILTER (WHERE k.counts) AS codes
+                FROM annotate_judgment j JOIN {scope.judges} k ON k.id = j.annotator_id
+                WHERE {scope.dates} {batch}
+                GROUP BY j.pair_id
+            ) a JOIN annotate_pair p ON p.id = a.pair_id
         """,
         scope.params,
     )
-    cursor.execute(f"ANALYZE {PAIRS} (pair_id)")  # a row count for the planner: without it, nested loops
+    cursor.execute(f"ANALYZE {scope.pairs} (pair_id)")  # a row count for the planner: without it, nested loops
 
 
 def _progress(cursor, scope: _Scope) -> dict:
@@ -237,11 +265,11 @@ def _progress(cursor, scope: _Scope) -> dict:
     }
 
 
-def _label_patterns(cursor) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _label_patterns(cursor, scope: _Scope) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per dimension: the distinct rows of the pairs × (B, TIE, A) count table, ``(patterns (K, 3), pairs (K,))``."""
     columns = ", ".join(f"{dim}_counts" for dim in DIMENSIONS)
     sets = ", ".join(f"({dim}_counts)" for dim in DIMENSIONS)
-    cursor.execute(f"SELECT {columns}, count(*) FROM {PAIRS} WHERE n > 0 GROUP BY GROUPING SETS ({sets})")
+    cursor.execute(f"SELECT {columns}, count(*) FROM {scope.pairs} WHERE n > 0 GROUP BY GROUPING SETS ({sets})")
     rows = cursor.fetchall()
     result = {}
     for index, dim in enumerate(DIMENSIONS):
@@ -338,7 +366,7 @@ def _annotator_details(cursor, scope: _Scope) -> list[tuple]:
     return cursor.fetchall()
 
 
-def _confusions(cursor) -> dict[tuple[int, int], np.ndarray]:
+def _confusions(cursor, scope: _Scope) -> dict[tuple[int, int], np.ndarray]:
     """``(first, second) → (3, 3, 3)`` counts (dimension, first's label, second's label) over the non-gold
     pairs both judged, for every two counted annotators ``first < second``: every two judges of a pair
     from its ``judges`` / ``codes`` arrays (sorted by annotator), grouped by both annotators and codes,
@@ -352,14 +380,14 @@ def _confusions(cursor) -> dict[tuple[int, int], np.ndarray]:
     # (size, i, m) for every two positions i < m in an array of each size: joined on a pair's size, it lists
     # the pair's two-judge combinations (a hash join, much cheaper than generate_series per pair).
     positions = f"""
-        SELECT size, i, m FROM generate_series(2, (SELECT max(n) FROM {PAIRS})) size,
+        SELECT size, i, m FROM generate_series(2, (SELECT max(n) FROM {scope.pairs})) size,
                generate_series(1, size) i, generate_series(1, size) m WHERE i < m"""
     cursor.execute(
         f"""
         SELECT first, second, {cells}
         FROM (
             SELECT judges[i] AS first, judges[m] AS second, codes[i] AS x_code, codes[m] AS y_code, count(*) AS shared
-            FROM {PAIRS} s JOIN ({positions}) ix ON ix.size = s.n
+            FROM {scope.pairs} s JOIN ({positions}) ix ON ix.size = s.n
             GROUP BY 1, 2, 3, 4
         ) g
         GROUP BY first, second
@@ -371,17 +399,17 @@ def _confusions(cursor) -> dict[tuple[int, int], np.ndarray]:
     }
 
 
-def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, str, int, int, int]]]:
+def _matchups(cursor, scope: _Scope) -> dict[str, list[tuple[str, str, int, int, int]]]:
     """Per dimension: ``(generator_a, generator_b, a wins, ties, b wins)`` over the consensus labels of the
     pairs whose two videos have different, named generators.
 
     The consensus is ``consensus_sql``'s, taken from each pair's counted labels already in ``stats_pairs`` (one
     pass over the pairs instead of another over every judgment); filters whose consensus rules differ from the
     defaults take ``_matchups_from_consensus``, and a test holds the two to the same answer."""
-    defaults = ConsensusFilters()
+    filters, defaults = scope.filters, ConsensusFilters()
     rules = ("min_judgments", "min_agreement", "include_flagged", "include_excluded_annotators", "include_gold")
     if any(getattr(filters, rule) != getattr(defaults, rule) for rule in (*rules, "no_majority")):
-        return _matchups_from_consensus(cursor, filters)
+        return _matchups_from_consensus(cursor, scope)
 
     def label(dim: str) -> str:  # a strict majority of A or B, else a tie (the default no_majority="tie")
         a, b = f"({dim}_counts / {PACK**2})", f"({dim}_counts %% {PACK})"
@@ -391,7 +419,7 @@ def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, st
     cursor.execute(
         f"""
         SELECT generator_a, generator_b, {counts}
-        FROM {PAIRS}
+        FROM {scope.pairs}
         WHERE n >= %(min_judgments)s AND NOT is_gold AND NOT flagged
           AND generator_a <> '' AND generator_b <> '' AND generator_a <> generator_b
         GROUP BY 1, 2
@@ -401,14 +429,14 @@ def _matchups(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, st
     return _matchup_rows(cursor.fetchall())
 
 
-def _matchups_from_consensus(cursor, filters: ConsensusFilters) -> dict[str, list[tuple[str, str, int, int, int]]]:
+def _matchups_from_consensus(cursor, scope: _Scope) -> dict[str, list[tuple[str, str, int, int, int]]]:
     """``_matchups`` from ``consensus_sql`` itself: another pass over every judgment."""
-    consensus, params = consensus_sql(filters)
+    consensus, params = consensus_sql(scope.filters)
     counts = ", ".join(f"count(*) FILTER (WHERE c.{dim} = {code})" for dim in DIMENSIONS for code in (1, 0, -1))
     cursor.execute(
         f"""
         SELECT s.generator_a, s.generator_b, {counts}
-        FROM ({consensus}) c JOIN {PAIRS} s ON s.pair_id = c.pair_id
+        FROM ({consensus}) c JOIN {scope.pairs} s ON s.pair_id = c.pair_id
         WHERE s.generator_a <> '' AND s.generator_b <> '' AND s.generator_a <> s.generator_b
         GROUP BY 1, 2
         """,

@@ -494,7 +494,7 @@ def test_query_count_does_not_grow_with_the_data(make_user, make_pairs):
         agreement_report(bootstrap=10)
     assert (
         len(few) == len(many) <= 16
-    )  # savepoint, 3 SETs, temp table + ANALYZE, 6 reads (one between 2 SETs), DROP, release
+    )  # savepoint, the settings, the per-pair table + ANALYZE, 6 reads (one between 2 SETs), DROP, release
 
 
 def test_an_empty_selection_gives_a_report_of_nothing(db):
@@ -516,7 +516,7 @@ def test_matchups_from_the_pairs_counts_are_the_consensus_matchups(make_user, ma
     from django.db import connection, transaction
 
     from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters
-    from annotate.stats import PAIRS, _matchups, _matchups_from_consensus, _pairs_create, _Scope
+    from annotate.stats import _matchups, _matchups_from_consensus, _pairs_create, _Scope
 
     rng = np.random.default_rng(30)
     users = [make_user(f"m-{i}") for i in range(6)]
@@ -544,8 +544,9 @@ def test_matchups_from_the_pairs_counts_are_the_consensus_matchups(make_user, ma
         ConsensusFilters(batch_ids=(half.pk,)),
         ConsensusFilters(judged_from=timezone.now() - timedelta(days=1)),
     ):
+        scope = _Scope.of(filters)
         with transaction.atomic(), connection.cursor() as cursor:
-            _pairs_create(cursor, _Scope.of(filters))
-            fast, reference = _matchups(cursor, filters), _matchups_from_consensus(cursor, filters)
-            cursor.execute(f"DROP TABLE {PAIRS}")
+            _pairs_create(cursor, scope)
+            fast, reference = _matchups(cursor, scope), _matchups_from_consensus(cursor, scope)
+            cursor.execute(f"DROP TABLE {scope.pairs}")
         assert fast == reference and sum(len(rows) for rows in fast.values()) > 0
