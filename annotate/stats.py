@@ -156,10 +156,11 @@ def agreement_report(
 
 PAIRS = "stats_pairs"
 """The prefix of the per-pair table's name (``_Scope.pairs``: ``stats_pairs_<pid>_<random>``, one per recompute).
-An unlogged table created in the recompute's transaction — gone with it if the worker dies — one row per pair of the chosen batches with a judgment within the dates:
-``pair_id``, its videos and their ``generator_a/b``, ``is_gold``, ``gold_vq/mq/ta`` and, over its counted
-judgments (none on gold pairs), ``n`` and per dimension the label counts packed in one number,
-``<dim>_counts = B + 1000·TIE + 1000²·A`` (one grouping key instead of three; ``_unpack`` splits it)."""
+An unlogged table created in the recompute's transaction (gone with it if the worker dies), one row per pair of
+the chosen batches with a judgment within the dates: ``pair_id``, its videos and their ``generator_a/b``,
+``is_gold``, ``gold_vq/mq/ta`` and, over its counted judgments (none on gold pairs), ``n`` and per dimension the
+label counts packed in one number, ``<dim>_counts = B + 1000·TIE + 1000²·A`` (one grouping key instead of three;
+``_unpack`` splits it)."""
 
 PACK = 1000
 
