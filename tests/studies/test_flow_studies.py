@@ -4,22 +4,14 @@ hand-made results. A few minutes on one CPU thread."""
 import json
 
 import pytest
-import torch
 
 from studies.cli import main
 from studies.guidance_toy import GuidanceStudyConfig, goals
-from studies.toy_policy import ensure_toy_base_policy
 
 SETTINGS = GuidanceStudyConfig("unused").weight_settings
 
 
 pytestmark = [pytest.mark.study, pytest.mark.usefixtures("one_thread")]  # one_thread: tests/studies/conftest.py
-
-
-@pytest.fixture(scope="module")
-def quick_policy(tmp_path_factory):
-    torch.set_num_threads(1)
-    return ensure_toy_base_policy(tmp_path_factory.mktemp("toy") / "base-policy", quick=True, progress=False)
 
 
 def _rate(win: float, low: float) -> dict:
@@ -44,7 +36,7 @@ def test_goals_read_the_noisy_rows_only():
 
 
 @pytest.mark.slow
-def test_quick_guidance_study(quick_policy, tmp_path, capsys):
+def test_quick_guidance_study(quick_toy_policy, tmp_path, capsys):
     output_dir = tmp_path / "guidance"
     assert (
         main(
@@ -55,7 +47,7 @@ def test_quick_guidance_study(quick_policy, tmp_path, capsys):
                 "--quick",
                 "--quiet",
                 "--base-policy",
-                str(quick_policy),
+                str(quick_toy_policy),
                 "--reward-steps",
                 "30",
                 "--scales",

@@ -45,14 +45,15 @@ def test_toy_policy_refuses_a_foreign_folder_and_too_narrow_a_network(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_flow_toy_study(tmp_path, capsys):
+def test_quick_flow_toy_study(quick_toy_policy, tmp_path, capsys):
     output_dir = tmp_path / "study"
-    assert main(["flow-toy", "--output-dir", str(output_dir), "--quick", "--quiet"]) == 0
+    argv = ["flow-toy", "--output-dir", str(output_dir), "--quick", "--quiet", "--base-policy", str(quick_toy_policy)]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Flow-DPO, constant β |" in printed and "flow-toy: flow-dpo wins" in printed
 
     result = json.loads((output_dir / "result.json").read_text())
-    policy_record = json.loads((output_dir / "base-policy" / TOY_POLICY_FILE).read_text())
+    policy_record = json.loads((quick_toy_policy / TOY_POLICY_FILE).read_text())
     assert policy_record["config"] == json.loads(json.dumps(vars(ToyPolicyConfig.quick())))
     snapshot = read_snapshot(output_dir / "snapshot")
     assert {pair.split for pair in snapshot.pairs} == {"train", "val"}  # held-out prompts never reach training
@@ -64,10 +65,10 @@ def test_quick_flow_toy_study(tmp_path, capsys):
     # ranged 48-58 % in trial runs), so the test asserts what cannot happen by chance instead: measured
     # here, independently of the trainer's loss code, the aligned policy fits the annotators' winners
     # better, relative to the base, than their losers.
-    assert implicit_preference_accuracy(output_dir) >= 0.65
+    assert implicit_preference_accuracy(output_dir, quick_toy_policy) >= 0.65
 
 
-def implicit_preference_accuracy(output_dir) -> float:
+def implicit_preference_accuracy(output_dir, base_policy) -> float:
     """Share of (train pair, σ) draws where the Flow-DPO policy lowered the winner's flow-matching error,
     relative to the base, more than the loser's — on shared noise, three noise levels per pair."""
     from alignment.flow import load_policy
@@ -79,7 +80,7 @@ def implicit_preference_accuracy(output_dir) -> float:
 
     snapshot = read_snapshot(output_dir / "snapshot")
     pairs = preference_pairs(snapshot.split("train"))
-    base = load_policy(output_dir / "base-policy")
+    base = load_policy(base_policy)
     aligned = load_policy(output_dir / "runs" / "flow-dpo" / "final")
     cache = build_cache(
         base,

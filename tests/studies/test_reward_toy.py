@@ -14,7 +14,7 @@ from studies.reward_toy import assign_splits, judge_pairs, majority_labels
 torch.set_num_threads(2)
 
 # The quick study (512 training pairs, 12 epochs, the model and its control) is the setup of the first test
-# that reads it: 707 s on a 2-core machine busy with another study, past the suite's 600 s limit.
+# that reads it: 90 s on an idle 2-core machine, several times that on a busy one.
 pytestmark = [pytest.mark.study, pytest.mark.timeout(1800)]
 
 

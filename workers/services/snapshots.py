@@ -14,6 +14,7 @@ Export jobs (``export``, ``default`` queue): ``snapshot_job_create`` records and
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -123,29 +124,36 @@ def snapshot_create(
     name = name or _new_name()
     sweep_partial_snapshots(root)
     report = progress or (lambda done, total, text: None)
+    # The consensus of the pairs that pass, in an unlogged table of this export's own, created in its transaction
+    # (gone with it if the worker dies): parallel workers can read it, where a temporary table would keep every
+    # query joining it in this one process (docs/architecture.md §5). Worker start-up is not priced here.
+    table = f"snapshot_pairs_{os.getpid()}_{secrets.token_hex(4)}"
     with _snapshot_transaction(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0.001', true)"
+        )
         consensus, params = consensus_sql(filters)
-        cursor.execute(f"CREATE TEMP TABLE snapshot_pairs ON COMMIT DROP AS {consensus}", params)
+        cursor.execute(f"CREATE UNLOGGED TABLE {table} AS {consensus}", params)
         total = cursor.rowcount
         if total == 0:
             raise SnapshotEmpty(f"no judged pair passes the filters {filters.as_dict()}; nothing to export")
-        cursor.execute("ANALYZE snapshot_pairs")
+        cursor.execute(f"ANALYZE {table}")
         cursor.execute("SELECT max(id) FROM annotate_judgment")
         watermark = cursor.fetchone()[0]
         with SnapshotWriter(root / name) as writer:
             written = 0
             for batch in csv_record_batches(
-                _copy_out(cursor, _pairs_query(bundle_videos, val_fraction, test_fraction)), PAIRS_SCHEMA
+                _copy_out(cursor, _pairs_query(table, bundle_videos, val_fraction, test_fraction)), PAIRS_SCHEMA
             ):
                 written += writer.add_pairs(batch)
                 report(written, total, f"{written:,} of {total:,} pairs")
             where_judgments, judgment_params = counted_judgments_sql(filters)
-            judgments = _bound(_judgments_query(where_judgments), judgment_params)
+            judgments = _bound(_judgments_query(table, where_judgments), judgment_params)
             report(written, total, "judgments")
             writer.add_judgments(csv_record_batches(_copy_out(cursor, judgments), JUDGMENTS_SCHEMA))
             if bundle_videos:
-                _bundle_videos(cursor, writer, report)
-            agreement = _agreement_summary(cursor)
+                _bundle_videos(cursor, table, writer, report)
+            agreement = _agreement_summary(cursor, table)
             path = writer.commit(
                 filters={
                     **filters.as_dict(),
@@ -170,7 +178,7 @@ def snapshot_create(
             created_by=created_by,
         )
         snapshot.videoalign = writer.manifest["videoalign"]  # not a column: the manifest keeps it
-        cursor.execute("DROP TABLE snapshot_pairs")  # also when the caller's transaction goes on
+        cursor.execute(f"DROP TABLE {table}")  # with the transaction: also when the caller's goes on
         webhook_emit(event="snapshot.created", data=snapshot_payload(snapshot))
         return snapshot
 
@@ -227,7 +235,7 @@ def _publish(path: Path, report: Progress) -> str:
     return f"s3://{bucket}/{prefix}"
 
 
-def _pairs_query(bundle_videos: bool, val_fraction: float, test_fraction: float) -> str:
+def _pairs_query(table: str, bundle_videos: bool, val_fraction: float, test_fraction: float) -> str:
     if bundle_videos:
         video_a, video_b = "'videos/' || va.id || '.mp4'", "'videos/' || vb.id || '.mp4'"
     else:
@@ -239,7 +247,7 @@ def _pairs_query(bundle_videos: bool, val_fraction: float, test_fraction: float)
            va.fps AS fps_a, va.num_frames AS num_frames_a, vb.fps AS fps_b, vb.num_frames AS num_frames_b,
            s.vq, s.mq, s.ta, NULL AS overall, s.n_judgments, s.agreement_vq, s.agreement_mq, s.agreement_ta,
            {_split_sql(val_fraction, test_fraction)} AS split
-    FROM snapshot_pairs s
+    FROM {table} s
     JOIN annotate_pair p ON p.id = s.pair_id
     JOIN annotate_prompt pr ON pr.id = p.prompt_id
     JOIN annotate_video va ON va.id = p.video_a_id
@@ -248,24 +256,24 @@ def _pairs_query(bundle_videos: bool, val_fraction: float, test_fraction: float)
     """
 
 
-def _judgments_query(where_judgments: str) -> str:
+def _judgments_query(table: str, where_judgments: str) -> str:
     codes = {dim: f"CASE j.{dim} WHEN 'A' THEN 1 WHEN 'B' THEN -1 ELSE 0 END AS {dim}" for dim in DIMENSIONS}
     return f"""
     SELECT j.id AS judgment_id, j.pair_id, j.annotator_id, {codes["vq"]}, {codes["mq"]}, {codes["ta"]},
            j.left_is_a, j.duration_ms, j.watched_ms, j.flag, j.comment, j.created_at
     FROM annotate_judgment j
-    JOIN snapshot_pairs s ON s.pair_id = j.pair_id
+    JOIN {table} s ON s.pair_id = j.pair_id
     JOIN auth_user u ON u.id = j.annotator_id
     WHERE {where_judgments}
     ORDER BY j.id
     """
 
 
-def _bundle_videos(cursor, writer: SnapshotWriter, report: Progress) -> None:
+def _bundle_videos(cursor, table: str, writer: SnapshotWriter, report: Progress) -> None:
     cursor.execute(
         "SELECT v.id, v.file FROM annotate_video v WHERE v.id IN ("
-        "SELECT p.video_a_id FROM annotate_pair p JOIN snapshot_pairs s ON s.pair_id = p.id UNION "
-        "SELECT p.video_b_id FROM annotate_pair p JOIN snapshot_pairs s ON s.pair_id = p.id) ORDER BY v.id"
+        f"SELECT p.video_a_id FROM annotate_pair p JOIN {table} s ON s.pair_id = p.id UNION "
+        f"SELECT p.video_b_id FROM annotate_pair p JOIN {table} s ON s.pair_id = p.id) ORDER BY v.id"
     )
     videos = cursor.fetchall()
     for done, (video_id, file_name) in enumerate(videos, start=1):
@@ -273,13 +281,13 @@ def _bundle_videos(cursor, writer: SnapshotWriter, report: Progress) -> None:
         report(done, len(videos), f"video {done:,} of {len(videos):,}")
 
 
-def _agreement_summary(cursor) -> dict:
+def _agreement_summary(cursor, table: str) -> dict:
     """Per dimension: mean agreement, share of unanimous pairs, tie share, labelled pairs."""
     columns = ", ".join(
         f"avg(agreement_{dim}), avg((agreement_{dim} = 1)::int), avg(({dim} = 0)::int), count({dim})"
         for dim in DIMENSIONS
     )
-    cursor.execute(f"SELECT {columns} FROM snapshot_pairs")
+    cursor.execute(f"SELECT {columns} FROM {table}")
     row = cursor.fetchone()
     summary = {}
     for index, dim in enumerate(DIMENSIONS):
