@@ -9,9 +9,11 @@
    (same frames, same pixels), and at the training spec (2 fps, ≤ 448² pixels) as videos/s over
    ffmpeg's full decode of the same files.
 
-Results also go to bench/results/export.json.
+With ``--baseline-commit C`` the full export is also run with that commit's ``workers/services/snapshots.py`` on
+the same data, each of its runs just before one of this tree's (the "before"); ``--reuse`` measures the database an
+earlier run seeded (same ``--pairs``) again. Results also go to bench/results/export.json.
 
-    .venv/bin/python bench/export.py [--pairs 182000] [--loader-videos 48]
+    .venv/bin/python bench/export.py [--pairs 182000] [--loader-videos 48] [--baseline-commit C] [--reuse]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from scale import bench_database_env, run_child  # noqa: E402
+from scale import bench_database_env, module_at_commit, run_child  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "data" / "videoalign-samples"
 DATABASE = "vidpref_bench_export"
@@ -88,13 +90,16 @@ def copy_baseline() -> dict:
     return {"seconds": time.perf_counter() - started, "bytes": size}
 
 
-def export_once(out_dir: str, batch_id: int | None) -> dict:
+def export_once(out_dir: str, batch_id: int | None, commit: str | None = None) -> dict:
+    """One export in this (fresh) process; ``commit``: with that commit's export code."""
     import django
 
     django.setup()
     from annotate.consensus import ConsensusFilters
     from workers.services.snapshots import snapshot_create
 
+    if commit:
+        snapshot_create = module_at_commit(commit, "workers/services/snapshots.py").snapshot_create
     filters = ConsensusFilters(batch_ids=(batch_id,) if batch_id else ())
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
@@ -110,14 +115,34 @@ def export_once(out_dir: str, batch_id: int | None) -> dict:
     }
 
 
-def bench_export(pairs: int) -> dict:
-    env = bench_database_env(DATABASE)
-    seeded = child(env, "--seed", str(pairs))
-    print(f"seeded {pairs:,} pairs × 3 judgments in {seeded['seconds']:.1f} s")
+def half_batch() -> dict:
+    """The id of the batch the seed made of half the pairs (for ``--reuse``)."""
+    import django
+
+    django.setup()
+    from annotate.models import Batch
+
+    return {"half_batch": Batch.objects.get(name="bench half").pk}
+
+
+def bench_export(pairs: int, *, baseline_commit: str | None = None, reuse: bool = False) -> dict:
+    if reuse:
+        env = bench_database_env(DATABASE, keep=True)
+        seeded = child(env, "--half-batch")
+    else:
+        env = bench_database_env(DATABASE)
+        seeded = child(env, "--seed", str(pairs))
+        print(f"seeded {pairs:,} pairs × 3 judgments in {seeded['seconds']:.1f} s")
     baseline = min((child(env, "--copy-baseline") for _ in range(2)), key=lambda r: r["seconds"])
+    commit_runs: list[dict] = []
     with tempfile.TemporaryDirectory() as out_dir:
         half = child(env, "--export-once", out_dir, "--batch", str(seeded["half_batch"]))
-        full = min((child(env, "--export-once", out_dir) for _ in range(2)), key=lambda r: r["seconds"])
+        runs = []
+        for _ in range(3 if baseline_commit else 2):
+            if baseline_commit:
+                commit_runs.append(child(env, "--export-once", out_dir, "--commit", baseline_commit))
+            runs.append(child(env, "--export-once", out_dir))
+        full = min(runs, key=lambda r: r["seconds"])
     result = {
         "pairs": full["pairs"],
         "judgments": full["judgments"],
@@ -128,7 +153,18 @@ def bench_export(pairs: int) -> dict:
         "peak_rss_mb_full": full["peak_rss_mb"],
         "peak_rss_mb_half": half["peak_rss_mb"],
         "peak_rss_full_over_half": full["peak_rss_mb"] / half["peak_rss_mb"],
+        "export_runs_s": [run["seconds"] for run in runs],
     }
+    if commit_runs:
+        import statistics
+
+        result.update(
+            baseline_commit=baseline_commit,
+            commit_export_runs_s=[run["seconds"] for run in commit_runs],
+            export_over_commit_median=statistics.median(result["export_runs_s"])
+            / statistics.median(run["seconds"] for run in commit_runs),
+            export_over_commit_best=full["seconds"] / min(run["seconds"] for run in commit_runs),
+        )
     print(
         f"export: {full['pairs']:,} pairs, {full['judgments']:,} judgments, {result['snapshot_mb']:.1f} MB "
         f"in {full['seconds']:.2f} s (goal ≤ 15 s)"
@@ -141,6 +177,13 @@ def bench_export(pairs: int) -> dict:
         f"peak memory: {full['peak_rss_mb']:.0f} MB at {full['pairs']:,} pairs, {half['peak_rss_mb']:.0f} MB at "
         f"{half['pairs']:,} → ratio {result['peak_rss_full_over_half']:.2f} for 2× the rows (bounded: ≈ 1)"
     )
+    if commit_runs:
+        print(
+            f"{baseline_commit}'s export on the same data, alternating: "
+            f"{', '.join(f'{s:.1f}' for s in result['commit_export_runs_s'])} s against this tree's "
+            f"{', '.join(f'{s:.1f}' for s in result['export_runs_s'])} s → this tree / {baseline_commit} = "
+            f"{result['export_over_commit_median']:.2f} (medians), {result['export_over_commit_best']:.2f} (best)"
+        )
     return result
 
 
@@ -237,8 +280,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument(
+        "--baseline-commit", help="also export with this commit's workers/services/snapshots.py (the 'before')"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the database a previous run seeded (same --pairs) again"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "export.json")
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--half-batch", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--commit", help=argparse.SUPPRESS)
     parser.add_argument("--copy-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--export-once", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -249,13 +300,16 @@ def main() -> None:
     if args.copy_baseline:
         print(json.dumps(copy_baseline()))
         return
+    if args.half_batch:
+        print(json.dumps(half_batch()))
+        return
     if args.export_once:
-        print(json.dumps(export_once(args.export_once, args.batch)))
+        print(json.dumps(export_once(args.export_once, args.batch, args.commit)))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results = {}
     if not args.skip_export:
-        results["export"] = bench_export(args.pairs)
+        results["export"] = bench_export(args.pairs, baseline_commit=args.baseline_commit, reuse=args.reuse)
     if not args.skip_loader:
         results["loader"] = bench_loader(args.loader_videos, args.workers)
     args.out.parent.mkdir(parents=True, exist_ok=True)

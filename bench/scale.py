@@ -69,3 +69,22 @@ def run_child(script: str, env: dict, *args: str) -> dict:
     """Run ``script`` with ``args`` in a child process and return the JSON of its last output line."""
     out = subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def module_at_commit(commit: str, path: str):
+    """The module at ``path`` (e.g. ``annotate/stats.py``) as it was at ``commit``, imported as a module of its own
+    beside this tree's (it runs on this tree's schema, which only ever gains columns): a benchmark's "before"."""
+    import importlib.util
+    import tempfile
+
+    source = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    name = path.removesuffix(".py").replace("/", ".") + "_at_commit"
+    file = Path(tempfile.mkdtemp(prefix="vidpref-at-commit-")) / f"{name.rsplit('.', 1)[-1]}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

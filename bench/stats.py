@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from scale import bench_database_env, run_child  # noqa: E402
+from scale import bench_database_env, module_at_commit, run_child  # noqa: E402
 
 DATABASE = "vidpref_bench_stats"
 GENERATORS = 12
@@ -49,25 +49,6 @@ def seed(pairs: int, annotators: int | None) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
-def commit_stats_module(commit: str):
-    """``annotate/stats.py`` as it was at ``commit``, imported as a module of its own (it runs on this tree's
-    schema, which only ever gains columns)."""
-    import importlib.util
-    import subprocess
-    import tempfile
-
-    source = subprocess.run(
-        ["git", "show", f"{commit}:annotate/stats.py"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-    path = Path(tempfile.mkdtemp(prefix="vidpref-stats-")) / "stats_at_commit.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("annotate.stats_at_commit", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def measure(repeats: int, bootstrap: int, baseline_commit: str | None = None) -> dict:
     """Baseline ``repeats`` times, then the report once cold and ``repeats`` times warm, in this one process; with
     ``baseline_commit``, that commit's report too, each of its runs just before one of this tree's."""
@@ -79,7 +60,7 @@ def measure(repeats: int, bootstrap: int, baseline_commit: str | None = None) ->
 
     from annotate.stats import agreement_report
 
-    before = commit_stats_module(baseline_commit) if baseline_commit else None
+    before = module_at_commit(baseline_commit, "annotate/stats.py") if baseline_commit else None
     commit_reports = []
 
     baseline = []
