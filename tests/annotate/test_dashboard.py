@@ -425,6 +425,9 @@ def test_many_annotators_show_the_kappa_distribution_over_every_two_and_a_matrix
     assert counts[5] == low and counts[17] == possible - 1 - low  # [−0.5, −0.4) and [0.7, 0.8)
     assert f"{round(100 * low / (possible - 1))} %</b> below 0.2" in html
     assert "median <b>0.75</b>" in html
+    # Negative κ is written with a minus sign, as the axis writes −1: in the matrix and the bins' titles.
+    assert ">−0.50</td>" in html and "-0.50" not in html
+    assert 'title="κ in [−0.5, −0.4): ' in html and "[-0.5" not in html
     # The matrices: the 25 most active annotators only, the rest counted as hidden.
     assert html.count("many-24</th>") == 3 * 2 and "many-25</th>" not in html  # header and row, per dimension
     assert html.count("(15 less active annotators not shown; all are in the API)") == 3
