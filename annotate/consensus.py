@@ -11,12 +11,28 @@ snapshot export wraps it (``workers.services.snapshots``) and the dashboard can 
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
 from alignment.labels import DIMENSIONS
 
 EXCLUDED_GROUP = "excluded from training"
+
+PARALLEL_SCANS = "set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0.001', true)"
+"""Select-list items that let one transaction's scans, joins and sorts over the judgments run in PostgreSQL's parallel
+workers (``SELECT {PARALLEL_SCANS}``; ``set_config(…, true)`` is ``SET LOCAL``): their start-up, a few ms, is not
+priced, while tables under ``min_parallel_table_scan_size`` (8 MB) still get none (docs/architecture.md §4)."""
+
+
+def transaction_table(prefix: str) -> str:
+    """A fresh name for an unlogged table that one report or export creates, reads and drops in its transaction
+    (gone with it if its process dies). Not a temporary table: parallel workers cannot read those, so every query
+    joining one would run in a single process (docs/architecture.md §4)."""
+    return f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
 """Members' judgments stay in the database (and in the stats) but not in training snapshots."""
 
 _CODES = {"A": 1, "B": -1, "TIE": 0}

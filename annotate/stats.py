@@ -37,8 +37,6 @@ Statistics and the libraries that compute them:
 from __future__ import annotations
 
 import dataclasses
-import os
-import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -48,7 +46,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from alignment.labels import DIMENSIONS
-from annotate.consensus import EXCLUDED_GROUP, ConsensusFilters, consensus_sql, counted_judgments_sql
+from annotate.consensus import (
+    EXCLUDED_GROUP,
+    PARALLEL_SCANS,
+    ConsensusFilters,
+    consensus_sql,
+    counted_judgments_sql,
+    transaction_table,
+)
 
 ORDINAL_LABELS = ("B", "TIE", "A")
 """Column order of every label table here: the ordinal order B < TIE < A."""
@@ -100,15 +105,11 @@ def agreement_report(
         #   batches or days.
         # - plan_cache_mode: a worker's connection prepares a statement after five runs (config/settings/base.py); a
         #   prepared statement may then get a generic plan, blind to the filters' values. A plan costs nothing here.
-        # - parallel_*_cost: parallel workers scan, join and sort the judgments beside this process (docs/
-        #   architecture.md §4). Their start-up (a few ms) is nothing next to these scans, so it is not priced;
-        #   tables under min_parallel_table_scan_size (8 MB) still get none. The per-pair table is therefore an
-        #   unlogged one of this recompute's own: a temporary table is invisible to parallel workers, and every
-        #   query reading it would run in this process alone.
+        # - PARALLEL_SCANS: parallel workers scan, join and sort the judgments beside this process; the per-pair
+        #   table is therefore a transaction_table, which they can read.
         cursor.execute(
             "SELECT set_config('work_mem', '64MB', true), set_config('enable_indexscan', 'off', true), "
-            "set_config('plan_cache_mode', 'force_custom_plan', true), set_config('parallel_setup_cost', '0', true), "
-            "set_config('parallel_tuple_cost', '0.001', true)"
+            f"set_config('plan_cache_mode', 'force_custom_plan', true), {PARALLEL_SCANS}"
         )
         _pairs_create(cursor, scope)
         matchups = _matchups(cursor, scope)
@@ -184,8 +185,8 @@ class _Scope:
         dates, date_params = counted_judgments_sql(dataclasses.replace(filters, include_excluded_annotators=True))
         rule, rule_params = counted_judgments_sql(dataclasses.replace(filters, judged_from=None, judged_until=None))
         judges = f"(SELECT u.id, {rule} AS counts FROM auth_user u)"
-        pairs = f"{PAIRS}_{os.getpid()}_{secrets.token_hex(4)}"
-        return cls(filters, dates, judges, {**date_params, **rule_params, "batch_ids": list(filters.batch_ids)}, pairs)
+        params = {**date_params, **rule_params, "batch_ids": list(filters.batch_ids)}
+        return cls(filters, dates, judges, params, transaction_table(PAIRS))
 
     def judgments(self) -> str:
         """``FROM`` the judgments within the filters, as ``j``, with their pair's row of ``stats_pairs`` as ``c``

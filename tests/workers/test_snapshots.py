@@ -253,6 +253,11 @@ def test_a_killed_export_leaves_no_snapshot_and_the_next_one_succeeds(transactio
     snapshot = snapshot_create(root=out, name="killed")  # the same name is free: nothing was published
     assert [entry.name for entry in out.iterdir()] == ["killed"]  # the dead writer's folder was swept
     assert read_snapshot(snapshot.uri).manifest["counts"]["pairs"] == 60_000
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # neither export left its consensus table behind
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'snapshot_pairs%%'")
+        assert cursor.fetchone()[0] == 0
 
 
 def test_admin_export_runs_in_a_real_worker(celery_worker_process, client, settings, make_pairs, annotators, make_user):

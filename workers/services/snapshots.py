@@ -14,7 +14,6 @@ Export jobs (``export``, ``default`` queue): ``snapshot_job_create`` records and
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -39,7 +38,13 @@ from alignment.data.snapshot import (
     write_snapshot,
 )
 from alignment.labels import DIMENSIONS
-from annotate.consensus import ConsensusFilters, consensus_sql, counted_judgments_sql
+from annotate.consensus import (
+    PARALLEL_SCANS,
+    ConsensusFilters,
+    consensus_sql,
+    counted_judgments_sql,
+    transaction_table,
+)
 from annotate.models import Judgment
 from workers.models import DatasetSnapshot, Job
 from workers.services.jobs import job_create
@@ -124,14 +129,9 @@ def snapshot_create(
     name = name or _new_name()
     sweep_partial_snapshots(root)
     report = progress or (lambda done, total, text: None)
-    # The consensus of the pairs that pass, in an unlogged table of this export's own, created in its transaction
-    # (gone with it if the worker dies): parallel workers can read it, where a temporary table would keep every
-    # query joining it in this one process (docs/architecture.md §5). Worker start-up is not priced here.
-    table = f"snapshot_pairs_{os.getpid()}_{secrets.token_hex(4)}"
+    table = transaction_table("snapshot_pairs")  # the consensus of the pairs that pass, joined by parallel workers
     with _snapshot_transaction(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0.001', true)"
-        )
+        cursor.execute(f"SELECT {PARALLEL_SCANS}")
         consensus, params = consensus_sql(filters)
         cursor.execute(f"CREATE UNLOGGED TABLE {table} AS {consensus}", params)
         total = cursor.rowcount
